@@ -1,0 +1,91 @@
+// The collectives contract: process groups for worker code.
+//
+// `initProcessGroup` (in index.ts) reads the worker environment that `tensile run` sets (RANK, WORLD_SIZE,
+// MASTER_ADDR, MASTER_PORT, LOCAL_RANK), connects to the bootstrap store served by rank 0, and returns a
+// ProcessGroup of the chosen backend (`tcp-backend.ts`, `nccl-backend.ts`), loaded lazily by name.
+// Both backends pass `test/integration/collective/contract.ts`.
+
+export type Backend = 'auto' | 'tcp' | 'nccl';
+export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
+export type DType = 'float32' | 'float64' | 'int32' | 'float16' | 'bfloat16';
+
+/** Host buffers the TCP backend accepts. float16/bfloat16 travel as Uint16Array (NCCL only). */
+export type HostBuffer = Float32Array | Float64Array | Int32Array | Uint16Array;
+
+export interface CollectiveOptions {
+  /** Per-operation timeout; default the group's timeoutMs. */
+  readonly timeoutMs?: number;
+  /** Required for Uint16Array buffers ('float16' | 'bfloat16'); otherwise inferred from the array type. */
+  readonly dtype?: DType;
+}
+
+export interface ProcessGroup {
+  readonly backend: 'tcp' | 'nccl';
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly timeoutMs: number;
+
+  /** In place: every rank's `buf` ends as the reduction over all ranks. */
+  allreduce<T extends HostBuffer>(buf: T, op?: ReduceOp, opts?: CollectiveOptions): Promise<T>;
+  /** Out of place variant: `input` unchanged, result in `output` (same length and type). */
+  allreduceInto<T extends HostBuffer>(input: T, output: T, op?: ReduceOp, opts?: CollectiveOptions): Promise<T>;
+  broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T>;
+  /** Only `root`'s buffer holds the result afterwards; others' are unspecified (left unchanged by tcp). */
+  reduce<T extends HostBuffer>(buf: T, root: number, op?: ReduceOp, opts?: CollectiveOptions): Promise<T>;
+  /** `output.length === input.length * worldSize`; rank r's input lands at offset r * input.length. */
+  allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T>;
+  /** `input.length === output.length * worldSize`; rank r receives the reduction of chunk r. */
+  reduceScatter<T extends HostBuffer>(input: T, output: T, op?: ReduceOp, opts?: CollectiveOptions): Promise<T>;
+  send(buf: HostBuffer, dst: number, opts?: CollectiveOptions & { tag?: number }): Promise<void>;
+  recv<T extends HostBuffer>(buf: T, src: number, opts?: CollectiveOptions & { tag?: number }): Promise<T>;
+  barrier(opts?: CollectiveOptions): Promise<void>;
+
+  /** A sub-group of the given global ranks (every rank of this group must call it, with the same list). */
+  newGroup(ranks: readonly number[]): Promise<ProcessGroup | null>;
+
+  /** Waits for pending operations, then closes connections. */
+  destroy(): Promise<void>;
+  /** Tears down at once; pending and later operations reject with CollectiveError('ABORTED'). */
+  abort(reason?: string): void;
+}
+
+export interface InitOptions {
+  readonly backend?: Backend;
+  readonly timeoutMs?: number;
+  /** Defaults from the environment: RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT, LOCAL_RANK. */
+  readonly rank?: number;
+  readonly worldSize?: number;
+  readonly masterAddr?: string;
+  readonly masterPort?: number;
+  readonly localRank?: number;
+  readonly logger?: import('../rendezvous/api.js').Logger;
+}
+
+export type CollectiveErrorCode =
+  | 'PEER_LOST'
+  | 'TIMEOUT'
+  | 'ABORTED'
+  | 'CLOSED'
+  | 'INVALID_ARGUMENT'
+  | 'BACKEND_UNAVAILABLE'
+  | 'STORE';
+
+export class CollectiveError extends Error {
+  readonly code: CollectiveErrorCode;
+  readonly rank?: number;
+  /** The peer whose loss or silence caused this error, when known. */
+  readonly peerRank?: number;
+  readonly op?: string;
+  constructor(
+    code: CollectiveErrorCode,
+    message: string,
+    opts: { rank?: number; peerRank?: number; op?: string; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'CollectiveError';
+    this.code = code;
+    this.rank = opts.rank;
+    this.peerRank = opts.peerRank;
+    this.op = opts.op;
+  }
+}

@@ -1,0 +1,209 @@
+// The rendezvous contract: who is in the job this round, their group ranks, and when the round ends.
+//
+// One agent per node holds one RendezvousHandler. The agent loop is:
+//   const round = await handler.next({ signal })      // join the next round; resolves when it closes with us in it
+//   ...start workers with round.groupRank / round.groupWorldSize / round.master...
+//   handler.watch(listener)                            // learns of waiting nodes and of the round ending
+//   on local worker failure: await handler.endRound({ reason })   // moves every agent to round + 1
+//   on clean exit / SIGTERM: await handler.leave()    // revokes liveness so the others move on at once
+//
+// Backends (`embedded-backend.ts`, `etcd-backend.ts`) are loaded lazily by name through `index.ts`'s
+// `createRendezvousHandler`. Both pass `test/integration/rendezvous/contract.ts`.
+
+/** What a node says about itself when it joins a round. */
+export interface NodeDescriptor {
+  /** Stable for the lifetime of the agent process: `<host>-<pid>-<random>`. */
+  readonly nodeId: string;
+  /** Host name shown in logs and status. */
+  readonly host: string;
+  /** Address other nodes use to reach this node's workers (MASTER_ADDR when this node is rank 0). */
+  readonly addr: string;
+  /** A port on `addr` that is free now and that the workers' rank 0 binds when this node is group rank 0. */
+  readonly masterPort: number;
+  /** Number of workers this node runs (LOCAL_WORLD_SIZE). */
+  readonly localWorldSize: number;
+}
+
+export interface RoundMember extends NodeDescriptor {
+  readonly groupRank: number;
+}
+
+/** The result of a closed round, identical on every member. */
+export interface RoundInfo {
+  readonly runId: string;
+  /** Monotonic round number, starting at 0 for the job's first round. */
+  readonly round: number;
+  /** This node's group rank in the round. */
+  readonly groupRank: number;
+  readonly groupWorldSize: number;
+  /** All members sorted by group rank. */
+  readonly members: readonly RoundMember[];
+  /** MASTER_ADDR/MASTER_PORT for the workers: the group-rank-0 member's addr and masterPort. */
+  readonly master: { readonly addr: string; readonly port: number };
+  /** Job-wide count of failure restarts so far (every endRound with kind 'failure' adds one). */
+  readonly failureRestarts: number;
+}
+
+export type RendezvousEvent =
+  /** Nodes that registered while this round runs and wait to be admitted. */
+  | { readonly type: 'nodes-waiting'; readonly count: number }
+  /** The round this node is in has ended: a member failed, left, or was lost; the agent must stop its workers and call next(). */
+  | {
+      readonly type: 'round-ended';
+      readonly round: number;
+      readonly reason: RoundEndReason;
+      /** nodeId of the member that ended it, when known. */
+      readonly byNodeId?: string;
+      readonly detail?: string;
+    }
+  /** The backend lost its connection; running workers keep running while it reconnects. */
+  | { readonly type: 'connection-lost'; readonly error: Error }
+  | { readonly type: 'connection-restored' };
+
+export type RoundEndReason = 'failure' | 'member-left' | 'member-lost' | 'scale-up' | 'closed';
+
+export interface RendezvousConfig {
+  readonly runId: string;
+  readonly minNodes: number;
+  readonly maxNodes: number;
+  /** How long next() waits for at least minNodes before failing with RendezvousTimeoutError. */
+  readonly joinTimeoutMs: number;
+  /** After minNodes have joined, how long to wait for more before closing the round. */
+  readonly lastCallTimeoutMs: number;
+  /** How long a closing round may take (all members acknowledging) before it is abandoned. */
+  readonly closeTimeoutMs: number;
+  /** Liveness lease TTL: a crashed node is noticed after at most this long. */
+  readonly leaseTtlMs: number;
+  /** Timeout of a single backend read/write. */
+  readonly readTimeoutMs: number;
+  /** How long the backend may stay unreachable before next()/watch report a terminal error. */
+  readonly outageTimeoutMs: number;
+  /** When a node arrives during a running round: 'immediate' ends the round, 'deferred' waits for the next restart. */
+  readonly scaleUpPolicy: 'immediate' | 'deferred';
+}
+
+export interface NextOptions {
+  readonly signal?: AbortSignal;
+}
+
+export interface EndRoundOptions {
+  readonly reason: Extract<RoundEndReason, 'failure' | 'scale-up'>;
+  readonly detail?: string;
+}
+
+export interface RendezvousHandler {
+  /** Backend name as given to --rdzv-backend. */
+  readonly backend: string;
+  readonly config: RendezvousConfig;
+  readonly self: NodeDescriptor;
+
+  /**
+   * Joins the next round (round 0 at first, then current + 1) and resolves once it closes with this node in it.
+   * Group ranks are sticky: a member of the previous round keeps its rank when it can.
+   * Throws RendezvousTimeoutError past joinTimeoutMs below minNodes, RendezvousClosedError when the job was
+   * closed, RendezvousConnectionError after outageTimeoutMs without the backend, or the signal's reason on abort.
+   */
+  next(options?: NextOptions): Promise<RoundInfo>;
+
+  /** Subscribes to events for the rounds this node is in. Returns an unsubscribe function. Never throws. */
+  watch(listener: (event: RendezvousEvent) => void): () => void;
+
+  /** Ends the current round for every member (a local failure, or admitting waiting nodes). Idempotent per round. */
+  endRound(options: EndRoundOptions): Promise<void>;
+
+  /** Number of nodes registered as waiting for the next round. */
+  numNodesWaiting(): number;
+
+  /** Marks the job finished (all workers succeeded): later next() calls anywhere throw RendezvousClosedError. */
+  markClosed(): Promise<void>;
+
+  /** Clean leave: drop membership and liveness at once so the others react without waiting for a TTL. */
+  leave(): Promise<void>;
+
+  /** Releases connections and timers. Does not leave (a crash-like stop); call leave() first for a clean one. */
+  close(): Promise<void>;
+}
+
+/** A read-only picture of a job, for `tensile status`. */
+export interface JobStatus {
+  readonly runId: string;
+  readonly round: number | null;
+  readonly state: 'joining' | 'running' | 'closed' | 'unknown';
+  readonly members: readonly RoundMember[];
+  readonly waiting: readonly NodeDescriptor[];
+  readonly failureRestarts: number;
+  readonly minNodes?: number;
+  readonly maxNodes?: number;
+}
+
+export type RendezvousErrorCode =
+  | 'RDZV_TIMEOUT'
+  | 'RDZV_CLOSED'
+  | 'RDZV_CONNECTION'
+  | 'RDZV_CONFIG'
+  | 'RDZV_STATE'
+  | 'RDZV_ABORTED';
+
+export class RendezvousError extends Error {
+  readonly code: RendezvousErrorCode;
+  readonly runId?: string;
+  readonly round?: number;
+  /** Terminal errors end the agent; others may be retried by the caller. */
+  readonly terminal: boolean;
+  constructor(
+    code: RendezvousErrorCode,
+    message: string,
+    opts: { runId?: string; round?: number; terminal?: boolean; cause?: unknown } = {},
+  ) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'RendezvousError';
+    this.code = code;
+    this.runId = opts.runId;
+    this.round = opts.round;
+    this.terminal = opts.terminal ?? true;
+  }
+}
+
+export class RendezvousTimeoutError extends RendezvousError {
+  constructor(message: string, opts: { runId?: string; round?: number; cause?: unknown } = {}) {
+    super('RDZV_TIMEOUT', message, { ...opts, terminal: true });
+    this.name = 'RendezvousTimeoutError';
+  }
+}
+
+export class RendezvousClosedError extends RendezvousError {
+  constructor(message: string, opts: { runId?: string; round?: number } = {}) {
+    super('RDZV_CLOSED', message, { ...opts, terminal: true });
+    this.name = 'RendezvousClosedError';
+  }
+}
+
+export class RendezvousConnectionError extends RendezvousError {
+  constructor(message: string, opts: { runId?: string; round?: number; cause?: unknown; terminal?: boolean } = {}) {
+    super('RDZV_CONNECTION', message, { ...opts, terminal: opts.terminal ?? true });
+    this.name = 'RendezvousConnectionError';
+  }
+}
+
+export class RendezvousConfigError extends RendezvousError {
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super('RDZV_CONFIG', message, { ...opts, terminal: true });
+    this.name = 'RendezvousConfigError';
+  }
+}
+
+/** Backend-specific connection settings parsed from --rdzv-endpoint and --rdzv-conf. */
+export interface BackendOptions {
+  /** `host:port[,host:port...]` for etcd; ignored by embedded. */
+  readonly endpoint: string;
+  /** Remaining --rdzv-conf keys the backend understands (cacert, cert, key, user, password_file, ...). */
+  readonly conf: Readonly<Record<string, string>>;
+}
+
+/** Minimal logger shape (pino-compatible) so library code never needs console. */
+export interface Logger {
+  debug(obj: object | string, msg?: string): void;
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+}
