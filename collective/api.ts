@@ -89,3 +89,21 @@ export class CollectiveError extends Error {
     this.op = opts.op;
   }
 }
+
+/**
+ * Bootstrap key-value store (PyTorch TCPStore semantics), served by rank 0 at MASTER_ADDR:MASTER_PORT.
+ * Every call has a timeout (default the store's) and rejects with CollectiveError('STORE' | 'TIMEOUT').
+ */
+export interface Store {
+  set(key: string, value: Uint8Array | string): Promise<void>;
+  /** Waits until the key exists, then returns its value. */
+  get(key: string, timeoutMs?: number): Promise<Uint8Array>;
+  /** Waits until all keys exist. */
+  wait(keys: readonly string[], timeoutMs?: number): Promise<void>;
+  /** Atomically adds `delta` to an integer counter (missing = 0) and returns the new value. */
+  add(key: string, delta: number): Promise<number>;
+  /** Sets `key` to `desired` if its current value equals `expected` (empty expected = key absent); returns the value now stored. */
+  compareSet(key: string, expected: Uint8Array | string, desired: Uint8Array | string): Promise<Uint8Array>;
+  delete(key: string): Promise<boolean>;
+  close(): Promise<void>;
+}
