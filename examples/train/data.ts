@@ -1,0 +1,252 @@
+// Data sets for the main job: a deterministic synthetic digit set rendered from a built-in bitmap font (nothing is
+// downloaded), and a loader for MNIST's IDX files (plain or .gz) for users who have them.
+//
+// Both give `Dataset { images: Float32Array (n × 784, values in [0, 1]), labels: Int32Array, n, side }`.
+
+import { readFileSync, existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+
+export const IMAGE_SIDE = 28;
+export const IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE;
+export const NUM_CLASSES = 10;
+
+export interface Dataset {
+  readonly images: Float32Array;
+  readonly labels: Int32Array;
+  readonly n: number;
+  readonly side: number;
+}
+
+export interface Split {
+  readonly train: Dataset;
+  readonly test: Dataset;
+  readonly source: string;
+}
+
+export class DataError extends Error {
+  readonly code = 'DATA' as const;
+  constructor(message: string, opts: { cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'DataError';
+  }
+}
+
+// 5×7 glyphs, one string per row, '#' = ink. Two styles per digit so a class is not a single template.
+const FONT: readonly (readonly string[])[][] = [
+  [
+    ['.###.', '#...#', '#..##', '#.#.#', '##..#', '#...#', '.###.'],
+    ['.###.', '#...#', '#...#', '#...#', '#...#', '#...#', '.###.'],
+  ],
+  [
+    ['..#..', '.##..', '..#..', '..#..', '..#..', '..#..', '.###.'],
+    ['...#.', '..##.', '.#.#.', '...#.', '...#.', '...#.', '...#.'],
+  ],
+  [
+    ['.###.', '#...#', '....#', '...#.', '..#..', '.#...', '#####'],
+    ['.###.', '#...#', '....#', '..##.', '.#...', '#....', '#####'],
+  ],
+  [
+    ['#####', '...#.', '..#..', '...#.', '....#', '#...#', '.###.'],
+    ['.###.', '#...#', '....#', '..##.', '....#', '#...#', '.###.'],
+  ],
+  [
+    ['...#.', '..##.', '.#.#.', '#..#.', '#####', '...#.', '...#.'],
+    ['#..#.', '#..#.', '#..#.', '#####', '...#.', '...#.', '...#.'],
+  ],
+  [
+    ['#####', '#....', '####.', '....#', '....#', '#...#', '.###.'],
+    ['#####', '#....', '#....', '####.', '....#', '....#', '####.'],
+  ],
+  [
+    ['..##.', '.#...', '#....', '####.', '#...#', '#...#', '.###.'],
+    ['.###.', '#....', '#....', '####.', '#...#', '#...#', '.###.'],
+  ],
+  [
+    ['#####', '....#', '...#.', '..#..', '.#...', '.#...', '.#...'],
+    ['#####', '....#', '....#', '...#.', '..#..', '..#..', '..#..'],
+  ],
+  [
+    ['.###.', '#...#', '#...#', '.###.', '#...#', '#...#', '.###.'],
+    ['.###.', '#...#', '.#.#.', '..#..', '.#.#.', '#...#', '.###.'],
+  ],
+  [
+    ['.###.', '#...#', '#...#', '.####', '....#', '...#.', '.##..'],
+    ['.###.', '#...#', '#...#', '.####', '....#', '....#', '.###.'],
+  ],
+];
+const GLYPH_W = 5;
+const GLYPH_H = 7;
+
+/** Small, fast, seedable PRNG (mulberry32). Deterministic across platforms. */
+export function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function gaussian(rand: () => number): number {
+  const u = Math.max(rand(), 1e-12);
+  const v = rand();
+  return Math.sqrt(-2 * Math.log(u)) * Math.cos(2 * Math.PI * v);
+}
+
+function inkAt(glyph: readonly string[], gx: number, gy: number): number {
+  const x = Math.floor(gx);
+  const y = Math.floor(gy);
+  if (x < 0 || y < 0 || x >= GLYPH_W || y >= GLYPH_H) return 0;
+  return glyph[y]![x] === '#' ? 1 : 0;
+}
+
+/** Renders one 28×28 digit into `out` at `offset`, with random affine jitter, stroke width and noise. */
+function renderDigit(digit: number, rand: () => number, out: Float32Array, offset: number): void {
+  const styles = FONT[digit]!;
+  const glyph = styles[Math.floor(rand() * styles.length)]!;
+  const angle = (rand() - 0.5) * 0.4; // ±11.5°
+  const scale = 2.6 + rand() * 0.8; // output pixels per font pixel
+  const aspect = 0.85 + rand() * 0.3;
+  const shear = (rand() - 0.5) * 0.4;
+  const dx = (rand() - 0.5) * 5;
+  const dy = (rand() - 0.5) * 5;
+  const thickness = 0.25 + rand() * 0.2; // half-width of a stroke sample, in font pixels
+  const noise = 0.08 + rand() * 0.08;
+  const cos = Math.cos(angle);
+  const sin = Math.sin(angle);
+  const cx = IMAGE_SIDE / 2 + dx;
+  const cy = IMAGE_SIDE / 2 + dy;
+  for (let py = 0; py < IMAGE_SIDE; py++) {
+    for (let px = 0; px < IMAGE_SIDE; px++) {
+      // Inverse map: output pixel centre → font coordinates.
+      const ox = px + 0.5 - cx;
+      const oy = py + 0.5 - cy;
+      const rx = cos * ox + sin * oy;
+      const ry = -sin * ox + cos * oy;
+      const fy = ry / scale + GLYPH_H / 2;
+      const fx = (rx - shear * ry) / (scale * aspect) + GLYPH_W / 2;
+      // 4-tap supersample inside a square of half-width `thickness` gives soft, variable-width strokes.
+      const ink =
+        (inkAt(glyph, fx - thickness, fy - thickness) +
+          inkAt(glyph, fx + thickness, fy - thickness) +
+          inkAt(glyph, fx - thickness, fy + thickness) +
+          inkAt(glyph, fx + thickness, fy + thickness)) /
+        4;
+      const v = ink + noise * gaussian(rand);
+      out[offset + py * IMAGE_SIDE + px] = v < 0 ? 0 : v > 1 ? 1 : v;
+    }
+  }
+}
+
+/** A deterministic synthetic digit set: the same (n, seed) always gives the same bytes. Labels are balanced. */
+export function syntheticDigits(n: number, seed: number): Dataset {
+  if (!Number.isInteger(n) || n < 1) throw new DataError(`syntheticDigits: n=${n}: expected an integer ≥ 1`);
+  const rand = mulberry32(seed);
+  const images = new Float32Array(n * IMAGE_PIXELS);
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const digit = i % NUM_CLASSES;
+    labels[i] = digit;
+    renderDigit(digit, rand, images, i * IMAGE_PIXELS);
+  }
+  // Shuffle the order (labels and images together) so a prefix is not class-sorted.
+  const order = new Int32Array(n);
+  for (let i = 0; i < n; i++) order[i] = i;
+  for (let i = n - 1; i > 0; i--) {
+    const j = Math.floor(rand() * (i + 1));
+    const t = order[i]!;
+    order[i] = order[j]!;
+    order[j] = t;
+  }
+  const outImages = new Float32Array(n * IMAGE_PIXELS);
+  const outLabels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const src = order[i]!;
+    outImages.set(images.subarray(src * IMAGE_PIXELS, (src + 1) * IMAGE_PIXELS), i * IMAGE_PIXELS);
+    outLabels[i] = labels[src]!;
+  }
+  return { images: outImages, labels: outLabels, n, side: IMAGE_SIDE };
+}
+
+/** Train and test splits drawn from disjoint seeds. */
+export function syntheticSplit(trainN: number, testN: number, seed: number): Split {
+  return {
+    train: syntheticDigits(trainN, seed),
+    test: syntheticDigits(testN, seed ^ 0x5eed1234),
+    source: `synthetic digits (seed ${seed})`,
+  };
+}
+
+function readMaybeGz(path: string): Buffer {
+  const raw = readFileSync(path);
+  return raw[0] === 0x1f && raw[1] === 0x8b ? gunzipSync(raw) : raw;
+}
+
+/** Parses an IDX image file (magic 2051): returns images scaled to [0, 1]. */
+export function parseIdxImages(buf: Buffer, name: string): { images: Float32Array; n: number; side: number } {
+  if (buf.length < 16) throw new DataError(`${name}: ${buf.length} bytes: an IDX image file has a 16-byte header`);
+  const magic = buf.readUInt32BE(0);
+  if (magic !== 2051) throw new DataError(`${name}: magic ${magic}: expected 2051 (IDX unsigned-byte images)`);
+  const n = buf.readUInt32BE(4);
+  const rows = buf.readUInt32BE(8);
+  const cols = buf.readUInt32BE(12);
+  if (rows !== IMAGE_SIDE || cols !== IMAGE_SIDE) {
+    throw new DataError(`${name}: images are ${rows}×${cols}: expected ${IMAGE_SIDE}×${IMAGE_SIDE}`);
+  }
+  const want = 16 + n * rows * cols;
+  if (buf.length < want) throw new DataError(`${name}: ${buf.length} bytes: expected ${want} for ${n} images`);
+  const images = new Float32Array(n * rows * cols);
+  for (let i = 0; i < images.length; i++) images[i] = buf[16 + i]! / 255;
+  return { images, n, side: rows };
+}
+
+/** Parses an IDX label file (magic 2049). */
+export function parseIdxLabels(buf: Buffer, name: string): Int32Array {
+  if (buf.length < 8) throw new DataError(`${name}: ${buf.length} bytes: an IDX label file has an 8-byte header`);
+  const magic = buf.readUInt32BE(0);
+  if (magic !== 2049) throw new DataError(`${name}: magic ${magic}: expected 2049 (IDX unsigned-byte labels)`);
+  const n = buf.readUInt32BE(4);
+  if (buf.length < 8 + n) throw new DataError(`${name}: ${buf.length} bytes: expected ${8 + n} for ${n} labels`);
+  const labels = new Int32Array(n);
+  for (let i = 0; i < n; i++) {
+    const l = buf[8 + i]!;
+    if (l >= NUM_CLASSES) throw new DataError(`${name}: label ${l} at index ${i}: expected 0–9`);
+    labels[i] = l;
+  }
+  return labels;
+}
+
+function findFile(dir: string, stem: string): string {
+  for (const cand of [stem, `${stem}.gz`, stem.replace(/-idx/, '.idx'), `${stem.replace(/-idx/, '.idx')}.gz`]) {
+    const p = join(dir, cand);
+    if (existsSync(p)) return p;
+  }
+  throw new DataError(`--mnist ${dir}: ${stem} (or ${stem}.gz) not found`);
+}
+
+function loadIdxPair(dir: string, prefix: string): Dataset {
+  const imgPath = findFile(dir, `${prefix}-images-idx3-ubyte`);
+  const lblPath = findFile(dir, `${prefix}-labels-idx1-ubyte`);
+  const { images, n, side } = parseIdxImages(readMaybeGz(imgPath), imgPath);
+  const labels = parseIdxLabels(readMaybeGz(lblPath), lblPath);
+  if (labels.length !== n) {
+    throw new DataError(`${lblPath}: ${labels.length} labels but ${imgPath} has ${n} images: expected equal counts`);
+  }
+  return { images, labels, n, side };
+}
+
+/** Loads MNIST from `dir` (train-* and t10k-* IDX files, optionally gzipped); `limit` caps each split. */
+export function loadMnist(dir: string, limit?: { train?: number; test?: number }): Split {
+  const cap = (d: Dataset, k?: number): Dataset =>
+    k === undefined || k >= d.n
+      ? d
+      : { images: d.images.slice(0, k * IMAGE_PIXELS), labels: d.labels.slice(0, k), n: k, side: d.side };
+  return {
+    train: cap(loadIdxPair(dir, 'train'), limit?.train),
+    test: cap(loadIdxPair(dir, 't10k'), limit?.test),
+    source: `MNIST (${dir})`,
+  };
+}
