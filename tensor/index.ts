@@ -1,0 +1,12 @@
+// tensile/tensor: tensors, autograd, nn, losses, optimizers, data loading and safetensors checkpoints.
+import { initBlas } from './sgemm.js';
+
+export * from './api.js';
+export { Tensor, tensor, scalar, zeros, ones, full, zerosLike, onesLike, randn, rand, uniform, arange } from './tensor.js';
+export { backward, noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
+export * from './ops.js';
+export { Generator, defaultGenerator, manualSeed, randperm } from './generator.js';
+export { initBlas, setBlas, blasName, jsSgemm, sgemm } from './sgemm.js';
+
+// Pick up the native BLAS when the addon is built; the JS kernel serves until then and without it.
+await initBlas();
