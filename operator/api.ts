@@ -1,0 +1,125 @@
+// The operator's contract: the options `runOperator` takes, the narrow Kubernetes client the controller calls,
+// the logger it is given, and its errors.
+//
+// Layout: `api/v1alpha1/` (the ElasticJob schema and CRD), `controller/planner.ts` (pure: snapshot → plan),
+// `controller/elasticjob-controller.ts` (informers, work queue, executor), `controller/leader-election.ts`
+// (Lease loop), `kube-client.ts` (the only file that calls @kubernetes/client-node's REST APIs), `index.ts`.
+import type { V1Lease, V1Pod, V1Service } from '@kubernetes/client-node';
+
+/** A pino-compatible logger; the operator never writes to the console itself. */
+export interface Logger {
+  trace(obj: object, msg?: string): void;
+  debug(obj: object, msg?: string): void;
+  info(obj: object, msg?: string): void;
+  warn(obj: object, msg?: string): void;
+  error(obj: object, msg?: string): void;
+  child(bindings: Record<string, unknown>): Logger;
+}
+
+export const noopLogger: Logger = {
+  trace() {},
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+  child() {
+    return noopLogger;
+  },
+};
+
+export type OperatorErrorCode =
+  | 'OPERATOR_BAD_OPTIONS'
+  | 'OPERATOR_API_CONFLICT'
+  | 'OPERATOR_API_NOT_FOUND'
+  | 'OPERATOR_API_ERROR'
+  | 'OPERATOR_LEADERSHIP_LOST';
+
+/** Base of the operator's errors. Only OPERATOR_BAD_OPTIONS is terminal; the rest are retried with backoff. */
+export class OperatorError extends Error {
+  readonly code: OperatorErrorCode;
+  constructor(code: OperatorErrorCode, message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'OperatorError';
+    this.code = code;
+  }
+}
+
+/** An API call answered 409: someone else wrote the object first (resourceVersion fencing). */
+export class ApiConflictError extends OperatorError {
+  override readonly code = 'OPERATOR_API_CONFLICT' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('OPERATOR_API_CONFLICT', message, options);
+    this.name = 'ApiConflictError';
+  }
+}
+
+export class ApiNotFoundError extends OperatorError {
+  override readonly code = 'OPERATOR_API_NOT_FOUND' as const;
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('OPERATOR_API_NOT_FOUND', message, options);
+    this.name = 'ApiNotFoundError';
+  }
+}
+
+/** Any other API failure (status code in `statusCode`, 0 when the request never got an answer). */
+export class ApiError extends OperatorError {
+  override readonly code = 'OPERATOR_API_ERROR' as const;
+  readonly statusCode: number;
+  constructor(message: string, statusCode: number, options?: { cause?: unknown }) {
+    super('OPERATOR_API_ERROR', message, options);
+    this.name = 'ApiError';
+    this.statusCode = statusCode;
+  }
+}
+
+export class BadOptionsError extends OperatorError {
+  override readonly code = 'OPERATOR_BAD_OPTIONS' as const;
+  constructor(message: string) {
+    super('OPERATOR_BAD_OPTIONS', message);
+    this.name = 'BadOptionsError';
+  }
+}
+
+export interface EventRecord {
+  readonly type: 'Normal' | 'Warning';
+  readonly reason: string;
+  readonly message: string;
+}
+
+/** A reference to the object an Event is about. */
+export interface InvolvedObject {
+  readonly apiVersion: string;
+  readonly kind: string;
+  readonly name: string;
+  readonly namespace: string;
+  readonly uid?: string;
+}
+
+/**
+ * Every Kubernetes API call the operator makes. `kube-client.ts` implements it on @kubernetes/client-node;
+ * `KUBE_API_CALLS` lists the (group, resource, verb) triples so a test checks the chart's RBAC covers them.
+ * Methods throw ApiConflictError (409), ApiNotFoundError (404) or ApiError.
+ */
+export interface KubeClient {
+  getElasticJob(namespace: string, name: string): Promise<unknown>;
+  /** Replaces the status subresource; `resourceVersion` in the body fences the write (409 when stale). */
+  replaceElasticJobStatus(namespace: string, name: string, body: object): Promise<unknown>;
+  deleteElasticJob(namespace: string, name: string): Promise<void>;
+  createPod(namespace: string, pod: V1Pod): Promise<V1Pod>;
+  /** Deletes a pod; `uid` is a precondition so a same-named replacement is never deleted by mistake. */
+  deletePod(namespace: string, name: string, uid?: string): Promise<void>;
+  createService(namespace: string, svc: V1Service): Promise<V1Service>;
+  deleteService(namespace: string, name: string): Promise<void>;
+  createEvent(involved: InvolvedObject, event: EventRecord, reportingInstance: string): Promise<void>;
+  getNode(name: string): Promise<{ exists: boolean; taintKeys: string[] }>;
+  ensureManagedEtcd(namespace: string, image: string): Promise<string>;
+  readLease(namespace: string, name: string): Promise<V1Lease | undefined>;
+  createLease(namespace: string, lease: V1Lease): Promise<V1Lease>;
+  replaceLease(namespace: string, name: string, lease: V1Lease): Promise<V1Lease>;
+}
+
+export interface KubeApiCall {
+  readonly group: string;
+  readonly resource: string;
+  readonly verbs: readonly string[];
+}
