@@ -1,0 +1,76 @@
+// `tensile run`: parse flags once, wire the logger, console, metrics and rendezvous, run the agent, map signals.
+
+import { hostname } from 'node:os';
+import type { RendezvousHandler } from '../../rendezvous/api.js';
+import { ElasticAgent } from '../agent.js';
+import { formatHelp } from '../args.js';
+import { AgentConsole } from '../console.js';
+import { createAgentLogger } from '../logger.js';
+import { noMetrics, startMetricsServer } from '../metrics.js';
+import { parseRunArgs, RUN_FLAGS, RUN_USAGE } from '../run-config.js';
+import { UsageError } from '../api.js';
+
+const HANDLED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
+
+export async function runCommand(argv: readonly string[]): Promise<number> {
+  const parsed = parseRunArgs(argv, process.env, process.stderr.isTTY === true);
+  if (parsed.help || !parsed.options) {
+    process.stdout.write(formatHelp(RUN_USAGE, RUN_FLAGS));
+    return 0;
+  }
+  const opts = parsed.options;
+  const logger = await createAgentLogger(opts.logFormat, opts.logLevel);
+  for (const n of parsed.notices) logger.warn(n);
+
+  const { parseRdzvConf, createRendezvousHandler } = await import('../../rendezvous/index.js');
+  // Validate --rdzv-conf before anything starts, so a typo is a usage error (exit 2), not a failed job.
+  let rdzv: ReturnType<typeof parseRdzvConf>;
+  try {
+    rdzv = parseRdzvConf(opts.rdzvConf, {
+      runId: opts.rdzvId,
+      minNodes: opts.nnodes.min,
+      maxNodes: opts.nnodes.max,
+      endpoint: opts.rdzvEndpoint,
+    });
+  } catch (err) {
+    throw new UsageError((err as Error).message);
+  }
+
+  let metrics = noMetrics;
+  if (opts.metricsPort !== null) {
+    try {
+      metrics = await startMetricsServer(opts.metricsPort);
+    } catch (err) {
+      throw new UsageError(`--metrics-port ${opts.metricsPort}: cannot listen (${(err as Error).message})`);
+    }
+    logger.info({ port: metrics.port }, 'serving /healthz and /metrics');
+  }
+  const agentConsole = new AgentConsole(process.stdout, process.stderr, opts.statusLine);
+  const agent = new ElasticAgent(opts, {
+    logger,
+    console: agentConsole,
+    metrics,
+    env: process.env,
+    host: hostname(),
+    rendezvous: (self): Promise<RendezvousHandler> =>
+      createRendezvousHandler(opts.rdzvBackend, {
+        config: rdzv.config,
+        self,
+        backendOptions: rdzv.backendOptions,
+        logger: logger.child({ component: 'rendezvous' }),
+      }),
+  });
+  const onSignal = (sig: NodeJS.Signals): void => {
+    logger.warn({ signal: sig }, 'signal received; forwarding to workers');
+    agent.requestStop(sig);
+  };
+  for (const sig of HANDLED_SIGNALS) process.on(sig, onSignal);
+  try {
+    const result = await agent.run();
+    return result.exitCode;
+  } finally {
+    for (const sig of HANDLED_SIGNALS) process.off(sig, onSignal);
+    agentConsole.close();
+    await metrics.close();
+  }
+}

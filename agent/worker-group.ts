@@ -1,0 +1,267 @@
+// One attempt's local workers: spawn, route output, observe exits as events, stop with SIGTERM → grace → SIGKILL.
+//
+// Each worker is a session leader (detached), so signals go to its whole process group and grandchildren die with
+// it. Where util-linux's setpriv exists, workers also get a parent-death signal; the Reaper covers the rest.
+
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createWriteStream, existsSync, mkdirSync, readFileSync, type WriteStream } from 'node:fs';
+import { join } from 'node:path';
+import type { WorkerExit } from './api.js';
+import type { Reaper } from './reaper.js';
+
+export interface WorkerSpec {
+  readonly localRank: number;
+  readonly globalRank: number;
+  readonly argv: readonly string[];
+  readonly env: Readonly<Record<string, string>>;
+  /** `attempt_N/<local_rank>` directory for this worker's files, or null for none. */
+  readonly logDir: string | null;
+  readonly fileStdout: boolean;
+  readonly fileStderr: boolean;
+  readonly consoleStdout: boolean;
+  readonly consoleStderr: boolean;
+  readonly errorFile: string | null;
+}
+
+export type GroupOutcome =
+  | { readonly kind: 'succeeded' }
+  | { readonly kind: 'failed'; readonly failures: readonly WorkerExit[] };
+
+export interface ConsoleSink {
+  line(stream: 'stdout' | 'stderr', prefix: string, text: string): void;
+}
+
+const STDERR_TAIL_LINES = 20;
+const SETPRIV = '/usr/bin/setpriv';
+
+interface Running {
+  readonly spec: WorkerSpec;
+  readonly child: ChildProcess;
+  readonly pid: number;
+  readonly stderrTail: string[];
+  readonly files: WriteStream[];
+  exited: boolean;
+  exitPromise: Promise<void>;
+}
+
+export class WorkerGroup {
+  private readonly workers: Running[] = [];
+  private readonly exits: WorkerExit[] = [];
+  private stopping = false;
+  private settle!: (outcome: GroupOutcome) => void;
+  private settled = false;
+  /** Resolves when every worker exited 0, or at the first failure (other workers may still run). */
+  readonly outcome: Promise<GroupOutcome>;
+
+  constructor(
+    private readonly specs: readonly WorkerSpec[],
+    private readonly host: string,
+    private readonly reaper: Reaper | null,
+    private readonly sink: ConsoleSink,
+    private readonly onExit: (exit: WorkerExit) => void = () => {},
+  ) {
+    this.outcome = new Promise((resolve) => (this.settle = resolve));
+  }
+
+  /** Spawns every worker. Spawn errors (missing interpreter, EACCES) become worker failures, not exceptions. */
+  start(): void {
+    const usePdeathsig = existsSync(SETPRIV);
+    for (const spec of this.specs) {
+      if (spec.logDir) mkdirSync(spec.logDir, { recursive: true });
+      const [cmd, ...args] = spec.argv as [string, ...string[]];
+      const file = usePdeathsig ? SETPRIV : cmd;
+      const argv = usePdeathsig ? ['--pdeathsig', 'KILL', '--', cmd, ...args] : args;
+      const child = spawn(file, argv, {
+        env: spec.env,
+        detached: true,
+        stdio: ['ignore', 'pipe', 'pipe'],
+      });
+      const running: Running = {
+        spec,
+        child,
+        pid: child.pid ?? -1,
+        stderrTail: [],
+        files: [],
+        exited: false,
+        exitPromise: Promise.resolve(),
+      };
+      if (child.pid !== undefined) this.reaper?.add(child.pid);
+      this.routeOutput(running);
+      running.exitPromise = new Promise<void>((resolve) => {
+        let spawnError: Error | null = null;
+        child.on('error', (err) => {
+          spawnError = err;
+          if (child.pid === undefined) {
+            this.recordExit(running, null, null, `cannot start '${cmd}': ${err.message}`);
+            resolve();
+          }
+        });
+        // 'close' (not 'exit'): all output has been read, so the stderr tail is complete.
+        child.on('close', (code, signal) => {
+          this.recordExit(running, code, signal, spawnError ? `cannot start '${cmd}': ${spawnError.message}` : null);
+          resolve();
+        });
+      });
+      this.workers.push(running);
+    }
+  }
+
+  get pids(): number[] {
+    return this.workers.map((w) => w.pid).filter((p) => p > 0);
+  }
+
+  get runningCount(): number {
+    return this.workers.filter((w) => !w.exited).length;
+  }
+
+  /** Sends a signal to every live worker's process group. */
+  signal(sig: NodeJS.Signals): void {
+    for (const w of this.workers) {
+      if (w.exited || w.pid <= 0) continue;
+      try {
+        process.kill(-w.pid, sig);
+      } catch {
+        // Already gone: its 'close' event is on the way.
+      }
+    }
+  }
+
+  /**
+   * Stops the group: `sig` (default SIGTERM) to every worker, then SIGKILL after `graceMs`, and resolves once every
+   * worker has been reaped. Never rejects; bounded by graceMs plus the time the kernel takes to deliver SIGKILL.
+   */
+  async stop(graceMs: number, sig: NodeJS.Signals = 'SIGTERM'): Promise<void> {
+    this.stopping = true;
+    this.signal(sig);
+    const all = Promise.all(this.workers.map((w) => w.exitPromise));
+    let timer: NodeJS.Timeout | undefined;
+    const graceOver = new Promise<'grace'>((resolve) => {
+      timer = setTimeout(() => resolve('grace'), graceMs);
+    });
+    const first = await Promise.race([all.then(() => 'done' as const), graceOver]);
+    clearTimeout(timer);
+    if (first === 'grace') {
+      this.signal('SIGKILL');
+      await all;
+    }
+    // Kill stragglers left in the groups (a worker's children that outlived it).
+    for (const w of this.workers) {
+      try {
+        process.kill(-w.pid, 'SIGKILL');
+      } catch {
+        // No such group: good.
+      }
+    }
+  }
+
+  /** Waits until every worker has exited (used after success or after stop). */
+  async waitAll(): Promise<void> {
+    await Promise.all(this.workers.map((w) => w.exitPromise));
+  }
+
+  private routeOutput(w: Running): void {
+    const { spec } = w;
+    const prefix = `[${this.host}:${spec.globalRank}]`;
+    const streams: Array<['stdout' | 'stderr', NodeJS.ReadableStream | null, boolean, boolean]> = [
+      ['stdout', w.child.stdout, spec.fileStdout, spec.consoleStdout],
+      ['stderr', w.child.stderr, spec.fileStderr, spec.consoleStderr],
+    ];
+    for (const [name, stream, toFile, toConsole] of streams) {
+      if (!stream) continue;
+      let file: WriteStream | null = null;
+      if (toFile && spec.logDir) {
+        file = createWriteStream(join(spec.logDir, `${name}.log`));
+        file.on('error', () => {});
+        w.files.push(file);
+      }
+      let partial = '';
+      stream.on('data', (chunk: Buffer) => {
+        file?.write(chunk);
+        if (!toConsole && name !== 'stderr') return;
+        const text = partial + chunk.toString('utf8');
+        const lines = text.split('\n');
+        partial = lines.pop() ?? '';
+        for (const line of lines) this.emitLine(w, name, prefix, line, toConsole);
+      });
+      stream.on('end', () => {
+        if (partial !== '') this.emitLine(w, name, prefix, partial, toConsole);
+        partial = '';
+        file?.end();
+      });
+    }
+  }
+
+  private emitLine(w: Running, name: 'stdout' | 'stderr', prefix: string, line: string, toConsole: boolean): void {
+    if (name === 'stderr') {
+      w.stderrTail.push(line);
+      if (w.stderrTail.length > STDERR_TAIL_LINES) w.stderrTail.shift();
+    }
+    if (toConsole) this.sink.line(name, prefix, line);
+  }
+
+  private recordExit(w: Running, code: number | null, signal: NodeJS.Signals | null, spawnError: string | null): void {
+    if (w.exited) return;
+    w.exited = true;
+    if (w.pid > 0) this.reaper?.remove(w.pid);
+    const fromFile = readErrorFile(w.spec.errorFile);
+    const exit: WorkerExit = {
+      localRank: w.spec.localRank,
+      globalRank: w.spec.globalRank,
+      pid: w.pid,
+      exitCode: spawnError ? 127 : code,
+      signal,
+      timestampMs: fromFile?.timestampMs ?? Date.now(),
+      host: this.host,
+      errorFile: fromFile ? w.spec.errorFile : null,
+      errorMessage: spawnError ?? fromFile?.message ?? null,
+      stderrTail: [...w.stderrTail],
+      stoppedByAgent: this.stopping,
+    };
+    this.exits.push(exit);
+    this.onExit(exit);
+    this.evaluate(exit);
+  }
+
+  private evaluate(latest: WorkerExit): void {
+    if (this.settled) return;
+    const failed = latest.exitCode !== 0;
+    if (failed && !latest.stoppedByAgent) {
+      this.settled = true;
+      this.settle({ kind: 'failed', failures: [latest] });
+      return;
+    }
+    if (this.exits.length === this.workers.length && this.exits.every((e) => e.exitCode === 0)) {
+      this.settled = true;
+      this.settle({ kind: 'succeeded' });
+    }
+  }
+
+  /** Every exit observed so far, in order of observation. */
+  get observedExits(): readonly WorkerExit[] {
+    return this.exits;
+  }
+}
+
+/** Reads a TORCHELASTIC_ERROR_FILE in PyTorch's format (or a plain {"message": "..."}). */
+export function readErrorFile(path: string | null): { message: string; timestampMs: number | null } | null {
+  if (!path || !existsSync(path)) return null;
+  try {
+    const raw = JSON.parse(readFileSync(path, 'utf8')) as unknown;
+    const outer = (raw as { message?: unknown }).message;
+    let message: string;
+    let ts: number | null = null;
+    if (typeof outer === 'string') {
+      message = outer;
+    } else if (outer && typeof outer === 'object') {
+      const inner = outer as { message?: unknown; extraInfo?: { timestamp?: unknown; py_callstack?: unknown } };
+      message = typeof inner.message === 'string' ? inner.message : JSON.stringify(inner);
+      const t = Number(inner.extraInfo?.timestamp);
+      if (Number.isFinite(t) && t > 0) ts = t < 1e12 ? t * 1000 : t;
+    } else {
+      message = JSON.stringify(raw);
+    }
+    return { message, timestampMs: ts };
+  } catch (err) {
+    return { message: `unreadable error file ${path}: ${(err as Error).message}`, timestampMs: null };
+  }
+}
