@@ -6,6 +6,8 @@ export { Tensor, tensor, scalar, zeros, ones, full, zerosLike, onesLike, randn, 
 export { backward, noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
 export * from './ops.js';
 export { Generator, defaultGenerator, manualSeed, randperm } from './generator.js';
+export { customFunction } from './custom-function.js';
+export { saveSafetensors, loadSafetensors, encodeSafetensors, decodeSafetensors, type SafetensorsFile } from './safetensors.js';
 export { initBlas, setBlas, blasName, jsSgemm, sgemm } from './sgemm.js';
 
 // Pick up the native BLAS when the addon is built; the JS kernel serves until then and without it.
