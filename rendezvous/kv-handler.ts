@@ -1,0 +1,684 @@
+// The rendezvous handler both backends share, written against the narrow RendezvousKv face (kv.ts).
+//
+// Keys under the job prefix `/tensile/v1/<runId>/`:
+//   state            JSON StateDoc: round number, phase (joining|running), members with ranks, restarts, closed.
+//                    Written only by transactions that compare its mod revision: open → running (close a round),
+//                    running → joining r+1 (end a round), and markClosed.
+//   nodes/<nodeId>   JSON { node, round }, attached to the agent's lease: "I take part in round `round`". One put per
+//                    agent per round. While round r runs, a key with round r+1 is a waiting node. Its deletion (lease
+//                    expiry or revoke) is how the others learn that a node is gone.
+// Every handler mirrors these keys through one prefix watch and decides with the pure functions in policy.ts; timers
+// are local and monotonic (last call, join timeout), never compared across machines.
+import {
+  type Logger,
+  type NextOptions,
+  type NodeDescriptor,
+  type RendezvousConfig,
+  type RendezvousEvent,
+  type RendezvousHandler,
+  type RoundEndReason,
+  type RoundInfo,
+  type RoundMember,
+  type EndRoundOptions,
+  RendezvousClosedError,
+  RendezvousConnectionError,
+  RendezvousError,
+  RendezvousTimeoutError,
+} from './api.js';
+import type { KvConnectionEvent, KvEvent, KvStats, KvSubscription, RendezvousKv } from './kv.js';
+import { parseEntry } from './kv.js';
+import { assignGroupRanks, decideJoining, decideRunning } from './policy.js';
+
+export interface StateDoc {
+  readonly v: 1;
+  readonly round: number;
+  readonly phase: 'joining' | 'running';
+  readonly closed: boolean;
+  /** running: this round's members; joining: the previous round's (for sticky ranks). */
+  readonly members: readonly RoundMember[];
+  readonly failureRestarts: number;
+  readonly minNodes: number;
+  readonly maxNodes: number;
+  readonly lastEnd?: {
+    readonly round: number;
+    readonly reason: RoundEndReason;
+    readonly byNodeId?: string;
+    readonly detail?: string;
+  };
+}
+
+export interface NodeDoc {
+  readonly node: NodeDescriptor;
+  readonly round: number;
+}
+
+export const jobPrefix = (runId: string): string => `/tensile/v1/${runId}/`;
+
+const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+
+interface NodeView {
+  readonly doc: NodeDoc;
+  readonly modRevision: number;
+}
+
+interface PendingNext {
+  resolve(info: RoundInfo): void;
+  reject(err: unknown): void;
+}
+
+export class KvRendezvousHandler implements RendezvousHandler {
+  private readonly prefix: string;
+  private readonly stateKey: string;
+  private readonly myKey: string;
+  private readonly log: Logger;
+  private sub: KvSubscription | null = null;
+
+  private state: { doc: StateDoc; modRevision: number } | null = null;
+  private readonly nodes = new Map<string, NodeView>();
+  private readonly countByRound = new Map<number, number>();
+  private nodesDeleted = true;
+
+  /** The round in our node key, once the put is issued; null = no key. */
+  private myRound: number | null = null;
+  private pending: PendingNext | null = null;
+  private current: RoundInfo | null = null;
+  /** Rounds whose end this node asked for: their round-ended is not echoed back to it. */
+  private selfEndedRound = -1;
+  private lastCall: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } | null = null;
+  private backup: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } | null = null;
+  private closingRevision = -1;
+  private endingRevision = -1;
+  private lastWaitingCount = 0;
+  private retryTimer: NodeJS.Timeout | null = null;
+  private outage: { since: number; timer: NodeJS.Timeout } | null = null;
+  private fatal: RendezvousError | null = null;
+  private done = false;
+  private readonly listeners = new Set<(e: RendezvousEvent) => void>();
+  private readonly changeWaiters = new Set<() => void>();
+
+  constructor(
+    readonly backend: string,
+    readonly config: RendezvousConfig,
+    readonly self: NodeDescriptor,
+    private readonly kv: RendezvousKv,
+    logger: Logger = noopLogger,
+  ) {
+    this.prefix = jobPrefix(config.runId);
+    this.stateKey = `${this.prefix}state`;
+    this.myKey = `${this.prefix}nodes/${self.nodeId}`;
+    this.log = logger;
+  }
+
+  /** Write counters of this handler's backend connection (for benchmarks). */
+  get stats(): KvStats {
+    return this.kv.stats;
+  }
+
+  /** Grants the lease, mirrors the job's keys and creates the job's state when absent. */
+  async start(): Promise<void> {
+    this.kv.onConnection((e) => this.onConnection(e));
+    await this.kv.grantLease(this.config.leaseTtlMs);
+    const sub = await this.kv.subscribe(this.prefix, (events) => this.onEvents(events));
+    this.sub = sub;
+    for (const e of sub.entries) this.apply({ ...e, type: 'put' }, e);
+    if (this.state === null) {
+      const doc: StateDoc = {
+        v: 1,
+        round: 0,
+        phase: 'joining',
+        closed: false,
+        members: [],
+        failureRestarts: 0,
+        minNodes: this.config.minNodes,
+        maxNodes: this.config.maxNodes,
+      };
+      await this.kv.txn({
+        compares: [{ key: this.stateKey, modRevision: 0 }],
+        puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
+        deletes: [],
+      });
+    }
+  }
+
+  // ---- RendezvousHandler -------------------------------------------------------------------------------------
+
+  next(options: NextOptions = {}): Promise<RoundInfo> {
+    if (this.fatal) return Promise.reject(this.fatal);
+    if (this.done)
+      return Promise.reject(
+        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() after leave() or close()`, {
+          runId: this.config.runId,
+        }),
+      );
+    if (this.pending)
+      return Promise.reject(
+        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() is already in progress`, {
+          runId: this.config.runId,
+          terminal: false,
+        }),
+      );
+    const { signal } = options;
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.state?.doc.closed) return Promise.reject(this.closedError());
+    return new Promise<RoundInfo>((resolve, reject) => {
+      const joinTimer = setTimeout(() => this.onJoinTimeout(), this.config.joinTimeoutMs);
+      const onAbort = (): void => {
+        this.finishPending();
+        this.withdraw();
+        reject(signal?.reason);
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      const cleanup = (): void => {
+        clearTimeout(joinTimer);
+        signal?.removeEventListener('abort', onAbort);
+      };
+      this.pending = {
+        resolve: (info) => {
+          cleanup();
+          resolve(info);
+        },
+        reject: (err) => {
+          cleanup();
+          reject(err);
+        },
+      };
+      // Calling next() while our round still runs ends it for everyone (the agent restarts).
+      const cur = this.current;
+      if (cur !== null && this.state?.doc.phase === 'running' && this.state.doc.round === cur.round) {
+        this.selfEndedRound = cur.round;
+        this.current = null;
+        void this.endRoundTxn(cur.round, 'member-left', 'rejoined').catch((err: unknown) =>
+          this.log.warn({ err, runId: this.config.runId }, 'rendezvous: ending the round failed'),
+        );
+      }
+      this.current = null;
+      this.reconcile();
+    });
+  }
+
+  watch(listener: (event: RendezvousEvent) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  async endRound(options: EndRoundOptions): Promise<void> {
+    const cur = this.current;
+    if (cur === null) return;
+    this.selfEndedRound = cur.round;
+    await this.endRoundTxn(cur.round, options.reason, options.detail);
+  }
+
+  numNodesWaiting(): number {
+    const doc = this.state?.doc;
+    if (!doc || doc.phase !== 'running') return 0;
+    let n = 0;
+    for (const [round, count] of this.countByRound) if (round > doc.round) n += count;
+    return n;
+  }
+
+  async markClosed(): Promise<void> {
+    const cur = this.current;
+    if (cur !== null) this.selfEndedRound = cur.round;
+    for (;;) {
+      const st = this.state;
+      if (st === null)
+        throw new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: no job state to close`, {
+          runId: this.config.runId,
+        });
+      if (st.doc.closed) return;
+      const doc: StateDoc = { ...st.doc, closed: true };
+      const ok = await this.kv.txn({
+        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
+        puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
+        deletes: [],
+      });
+      if (ok) return;
+      await this.waitForChange();
+    }
+  }
+
+  async leave(): Promise<void> {
+    if (this.done) return;
+    const cur = this.current;
+    const st = this.state;
+    if (cur !== null && st !== null && st.doc.phase === 'running' && st.doc.round === cur.round && !st.doc.closed) {
+      this.selfEndedRound = cur.round;
+      // One transaction: end the round (reason member-left) and drop our key, so the others move on at once.
+      const doc = this.endedDoc(st.doc, 'member-left');
+      try {
+        await this.kv.txn({
+          compares: [{ key: this.stateKey, modRevision: st.modRevision }],
+          puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
+          deletes: [this.myKey],
+        });
+      } catch (err) {
+        this.log.warn(
+          { err, runId: this.config.runId },
+          'rendezvous: leave could not end the round; revoking the lease',
+        );
+      }
+    }
+    this.current = null;
+    if (this.pending) {
+      const p = this.pending;
+      this.finishPending();
+      p.reject(
+        new RendezvousError('RDZV_ABORTED', `rendezvous ${this.config.runId}: left while waiting for a round`, {
+          runId: this.config.runId,
+        }),
+      );
+    }
+    this.done = true;
+    await this.kv.revokeLease();
+    await this.shutdown();
+  }
+
+  async close(): Promise<void> {
+    if (this.pending) {
+      const p = this.pending;
+      this.finishPending();
+      p.reject(
+        new RendezvousError(
+          'RDZV_ABORTED',
+          `rendezvous ${this.config.runId}: handler closed while waiting for a round`,
+          { runId: this.config.runId },
+        ),
+      );
+    }
+    this.done = true;
+    await this.shutdown();
+  }
+
+  // ---- mirror ------------------------------------------------------------------------------------------------
+
+  private onEvents(events: readonly KvEvent[]): void {
+    for (const e of events) this.apply(e, e);
+    for (const w of [...this.changeWaiters]) w();
+    this.reconcile();
+  }
+
+  private apply(e: KvEvent, entry: KvEvent | { key: string; value: string; modRevision: number }): void {
+    if (e.key === this.stateKey) {
+      this.state = e.type === 'put' ? { doc: parseEntry(entry) as StateDoc, modRevision: e.modRevision } : null;
+      return;
+    }
+    if (!e.key.startsWith(`${this.prefix}nodes/`)) return;
+    const nodeId = e.key.slice(this.prefix.length + 'nodes/'.length);
+    const old = this.nodes.get(nodeId);
+    if (old) this.bump(old.doc.round, -1);
+    if (e.type === 'delete') {
+      this.nodes.delete(nodeId);
+      this.nodesDeleted = true;
+      return;
+    }
+    const doc = parseEntry(entry) as NodeDoc | undefined;
+    if (!doc || typeof doc.round !== 'number') return;
+    this.nodes.set(nodeId, { doc, modRevision: e.modRevision });
+    this.bump(doc.round, 1);
+  }
+
+  private bump(round: number, delta: number): void {
+    const n = (this.countByRound.get(round) ?? 0) + delta;
+    if (n === 0) this.countByRound.delete(round);
+    else this.countByRound.set(round, n);
+  }
+
+  // ---- decisions ---------------------------------------------------------------------------------------------
+
+  private reconcile(): void {
+    if (this.done || this.fatal || this.state === null) return;
+    const { doc } = this.state;
+    this.reconcileCurrent(doc);
+    if (this.pending) this.reconcilePending(doc);
+  }
+
+  /** Our running round: did it end, is a member gone, is someone waiting? */
+  private reconcileCurrent(doc: StateDoc): void {
+    const cur = this.current;
+    if (cur === null) return;
+    if (doc.closed || doc.round !== cur.round || doc.phase !== 'running') {
+      this.current = null;
+      this.lastWaitingCount = 0;
+      if (this.selfEndedRound === cur.round) return;
+      if (doc.closed) this.emit({ type: 'round-ended', round: cur.round, reason: 'closed' });
+      else if (doc.lastEnd && doc.lastEnd.round === cur.round) this.emit({ type: 'round-ended', ...doc.lastEnd });
+      else this.emit({ type: 'round-ended', round: cur.round, reason: 'member-lost' });
+      return;
+    }
+    const waiting = this.numNodesWaiting();
+    if (waiting > this.lastWaitingCount) this.emit({ type: 'nodes-waiting', count: waiting });
+    this.lastWaitingCount = waiting;
+    let lost: string[] = [];
+    if (this.nodesDeleted) {
+      lost = doc.members.filter((m) => !this.nodes.has(m.nodeId)).map((m) => m.nodeId);
+      this.nodesDeleted = lost.length > 0;
+    }
+    const decision = decideRunning({
+      lostMembers: lost,
+      memberCount: doc.members.length,
+      waitingCount: waiting,
+      config: this.config,
+    });
+    if (decision.kind === 'end-round' && this.endingRevision !== this.state!.modRevision) {
+      this.endingRevision = this.state!.modRevision;
+      void this.endRoundTxn(cur.round, decision.reason, undefined, decision.byNodeId).catch((err: unknown) => {
+        this.log.warn(
+          { err, runId: this.config.runId, round: cur.round },
+          'rendezvous: ending the round failed; retrying',
+        );
+        this.endingRevision = -1;
+        this.retrySoon();
+      });
+    }
+  }
+
+  private reconcilePending(doc: StateDoc): void {
+    if (doc.closed) {
+      const p = this.pending!;
+      this.finishPending();
+      p.reject(this.closedError());
+      return;
+    }
+    const r = doc.round;
+    if (doc.phase === 'running') {
+      if (r <= this.selfEndedRound) return; // we asked for this round to end: wait for the next one
+      const me = this.myRound === r ? doc.members.find((m) => m.nodeId === this.self.nodeId) : undefined;
+      if (me) {
+        this.resolveRound(doc, me);
+      } else if (this.myRound === null || this.myRound <= r) {
+        this.putMyNode(r + 1); // late for round r: wait for r + 1 (seen by the members as a waiting node)
+      }
+      return;
+    }
+    if (this.myRound !== r) {
+      this.putMyNode(r);
+      return;
+    }
+    if (this.nodes.get(this.self.nodeId)?.doc.round !== r) return; // our put is not visible yet
+    const joinedCount = this.countByRound.get(r) ?? 0;
+    const decision = decideJoining({
+      joinedCount,
+      minNodes: this.config.minNodes,
+      maxNodes: this.config.maxNodes,
+      lastCallElapsed: this.lastCall?.round === r && this.lastCall.elapsed,
+    });
+    if (decision.kind === 'wait-min') {
+      this.clearLastCall();
+    } else if (decision.kind === 'last-call') {
+      if (this.lastCall?.round !== r) {
+        this.clearLastCall();
+        const lc: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } = {
+          round: r,
+          timer: null,
+          elapsed: false,
+        };
+        lc.timer = setTimeout(() => {
+          lc.elapsed = true;
+          lc.timer = null;
+          this.reconcile();
+        }, this.config.lastCallTimeoutMs);
+        this.lastCall = lc;
+      }
+    } else if (this.mayClose(r)) {
+      this.closeRound(doc);
+    }
+  }
+
+  /**
+   * One node closes a round: the earliest joiner at once, the others only after a backup delay (one lease TTL)
+   * in case it hangs. This keeps N agents from racing N transactions at the same revision.
+   */
+  private mayClose(round: number): boolean {
+    let first: string | null = null;
+    let firstRev = Infinity;
+    for (const [id, v] of this.nodes) {
+      if (v.doc.round === round && v.modRevision < firstRev) {
+        firstRev = v.modRevision;
+        first = id;
+      }
+    }
+    if (first === this.self.nodeId) return true;
+    if (this.backup?.round === round) return this.backup.elapsed;
+    if (this.backup?.timer) clearTimeout(this.backup.timer);
+    const b: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } = { round, timer: null, elapsed: false };
+    b.timer = setTimeout(() => {
+      b.elapsed = true;
+      b.timer = null;
+      this.reconcile();
+    }, this.config.leaseTtlMs);
+    this.backup = b;
+    return false;
+  }
+
+  private closeRound(doc: StateDoc): void {
+    const st = this.state!;
+    if (this.closingRevision === st.modRevision) return;
+    this.closingRevision = st.modRevision;
+    const joined = [...this.nodes.values()]
+      .filter((v) => v.doc.round === doc.round)
+      .sort((a, b) => a.modRevision - b.modRevision);
+    const members = assignGroupRanks(
+      joined.map((v) => v.doc.node),
+      doc.members,
+      this.config.maxNodes,
+    );
+    const next: StateDoc = {
+      ...doc,
+      phase: 'running',
+      members,
+      minNodes: this.config.minNodes,
+      maxNodes: this.config.maxNodes,
+    };
+    this.kv
+      .txn({
+        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
+        puts: [{ key: this.stateKey, value: JSON.stringify(next) }],
+        deletes: [],
+      })
+      .then((ok) => {
+        this.log.debug(
+          { runId: this.config.runId, round: doc.round, ok, size: members.length },
+          'rendezvous: close round',
+        );
+      })
+      .catch((err: unknown) => {
+        this.log.warn(
+          { err, runId: this.config.runId, round: doc.round },
+          'rendezvous: closing the round failed; retrying',
+        );
+        this.closingRevision = -1;
+        this.retrySoon();
+      });
+  }
+
+  private resolveRound(doc: StateDoc, me: RoundMember): void {
+    const master = doc.members[0]!;
+    const info: RoundInfo = {
+      runId: this.config.runId,
+      round: doc.round,
+      groupRank: me.groupRank,
+      groupWorldSize: doc.members.length,
+      members: doc.members,
+      master: { addr: master.addr, port: master.masterPort },
+      failureRestarts: doc.failureRestarts,
+    };
+    this.current = info;
+    this.lastWaitingCount = 0;
+    this.nodesDeleted = true; // check liveness of the new members against our mirror once
+    const p = this.pending!;
+    this.finishPending();
+    p.resolve(info);
+    // A member may already be gone or a node waiting: look again now that we are in the round.
+    queueMicrotask(() => this.reconcile());
+  }
+
+  private putMyNode(round: number): void {
+    this.myRound = round;
+    const value: NodeDoc = { node: this.self, round };
+    this.kv
+      .txn({ compares: [], puts: [{ key: this.myKey, value: JSON.stringify(value), leased: true }], deletes: [] })
+      .catch((err: unknown) => {
+        this.log.warn({ err, runId: this.config.runId, round }, 'rendezvous: joining failed; retrying');
+        if (this.myRound === round) this.myRound = null;
+        this.retrySoon();
+      });
+  }
+
+  private endedDoc(
+    doc: StateDoc,
+    reason: RoundEndReason,
+    detail?: string,
+    byNodeId: string = this.self.nodeId,
+  ): StateDoc {
+    return {
+      ...doc,
+      round: doc.round + 1,
+      phase: 'joining',
+      failureRestarts: doc.failureRestarts + (reason === 'failure' ? 1 : 0),
+      lastEnd: { round: doc.round, reason, byNodeId, ...(detail === undefined ? {} : { detail }) },
+    };
+  }
+
+  /** Moves running round `round` to joining round + 1. Resolves once that happened (by us or anyone). */
+  private async endRoundTxn(round: number, reason: RoundEndReason, detail?: string, byNodeId?: string): Promise<void> {
+    const deadline = Date.now() + this.config.readTimeoutMs;
+    for (;;) {
+      const st = this.state;
+      if (st === null || st.doc.closed || st.doc.round !== round || st.doc.phase !== 'running') return;
+      const doc = this.endedDoc(st.doc, reason, detail, byNodeId);
+      const ok = await this.kv.txn({
+        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
+        puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
+        deletes: [],
+      });
+      if (ok) return;
+      if (Date.now() > deadline) return;
+      await this.waitForChange();
+    }
+  }
+
+  // ---- timers, connection, teardown --------------------------------------------------------------------------
+
+  private onJoinTimeout(): void {
+    const p = this.pending;
+    if (!p) return;
+    const r = this.state?.doc.round ?? 0;
+    const joined = this.countByRound.get(r) ?? 0;
+    this.finishPending();
+    this.withdraw();
+    p.reject(
+      new RendezvousTimeoutError(
+        `rendezvous ${this.config.runId}: round ${r} did not close with this node within the join timeout (${this.config.joinTimeoutMs} ms): ` +
+          `${joined} node(s) joined, min is ${this.config.minNodes}, max is ${this.config.maxNodes}`,
+        { runId: this.config.runId, round: r },
+      ),
+    );
+  }
+
+  /** Drops our node key (after a join timeout or abort) so we do not count as joined or waiting. */
+  private withdraw(): void {
+    if (this.myRound === null) return;
+    this.myRound = null;
+    this.kv
+      .txn({ compares: [], puts: [], deletes: [this.myKey] })
+      .catch((err: unknown) => this.log.warn({ err, runId: this.config.runId }, 'rendezvous: withdrawing failed'));
+  }
+
+  private onConnection(e: KvConnectionEvent): void {
+    if (this.done || this.fatal) return;
+    if (e.type === 'lost') {
+      if (this.outage) return;
+      this.log.warn(
+        { err: e.error, runId: this.config.runId, endpoint: this.kv.endpoint },
+        'rendezvous: connection lost',
+      );
+      const timer = setTimeout(() => this.onOutageTimeout(e.error), this.config.outageTimeoutMs);
+      this.outage = { since: Date.now(), timer };
+      this.emit({ type: 'connection-lost', error: e.error });
+    } else if (e.type === 'restored') {
+      if (!this.outage) return;
+      clearTimeout(this.outage.timer);
+      this.outage = null;
+      this.log.info({ runId: this.config.runId }, 'rendezvous: connection restored');
+      this.emit({ type: 'connection-restored' });
+      this.reconcile();
+    } else {
+      // New lease: our key went with the old one. Re-register for the round we were in (others may have ended it).
+      if (this.myRound !== null) this.putMyNode(this.myRound);
+    }
+  }
+
+  private onOutageTimeout(cause: Error): void {
+    const err = new RendezvousConnectionError(
+      `rendezvous ${this.config.runId}: etcd at ${this.kv.endpoint} unreachable for longer than the outage timeout (${this.config.outageTimeoutMs} ms)`,
+      { runId: this.config.runId, round: this.current?.round, cause },
+    );
+    this.fatal = err;
+    this.emit({ type: 'connection-lost', error: err });
+    if (this.pending) {
+      const p = this.pending;
+      this.finishPending();
+      p.reject(err);
+    }
+  }
+
+  private retrySoon(): void {
+    if (this.retryTimer !== null || this.done) return;
+    const delayMs = 100 + Math.random() * 200;
+    this.retryTimer = setTimeout(() => {
+      this.retryTimer = null;
+      this.reconcile();
+    }, delayMs);
+  }
+
+  private waitForChange(): Promise<void> {
+    return new Promise((resolve) => {
+      const t = setTimeout(done, 200);
+      const waiters = this.changeWaiters;
+      function done(): void {
+        clearTimeout(t);
+        waiters.delete(done);
+        resolve();
+      }
+      waiters.add(done);
+    });
+  }
+
+  private finishPending(): void {
+    this.pending = null;
+    this.clearLastCall();
+    if (this.backup?.timer) clearTimeout(this.backup.timer);
+    this.backup = null;
+  }
+
+  private clearLastCall(): void {
+    if (this.lastCall?.timer) clearTimeout(this.lastCall.timer);
+    this.lastCall = null;
+  }
+
+  private closedError(): RendezvousClosedError {
+    return new RendezvousClosedError(`rendezvous ${this.config.runId} is closed (the job finished)`, {
+      runId: this.config.runId,
+      round: this.state?.doc.round,
+    });
+  }
+
+  private emit(event: RendezvousEvent): void {
+    for (const l of [...this.listeners]) {
+      try {
+        l(event);
+      } catch (err) {
+        this.log.error({ err, runId: this.config.runId }, 'rendezvous: event listener threw');
+      }
+    }
+  }
+
+  private async shutdown(): Promise<void> {
+    this.finishPending();
+    if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.outage) clearTimeout(this.outage.timer);
+    this.outage = null;
+    this.sub?.unsubscribe();
+    await this.kv.close();
+  }
+}
