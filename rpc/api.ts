@@ -1,0 +1,126 @@
+// The RPC contract: remote calls between workers, remote references (RRefs), distributed autograd.
+//
+// Layout:
+//   frame.ts           pure wire format: frames (header + JSON body + raw tensor bytes) packed into gRPC segments
+//   codec.ts           values <-> JSON body + tensor list (typed arrays, tensors, RRefs travel beside the body)
+//   grpc-transport.ts  one gRPC server per worker and ONE long-lived bidirectional stream per peer pair
+//   agent.ts           RpcAgent: bootstrap, function registry, request/response matching, timeouts, shutdown
+//   rref.ts            RRef owner/user bookkeeping (PyTorch's fork/confirm/delete protocol)
+//   index.ts           module-level API (initRpc, rpcSync, rpcAsync, remote, shutdown, ...) over a default agent
+
+export interface Logger {
+  debug(obj: object | string, msg?: string): void;
+  info(obj: object | string, msg?: string): void;
+  warn(obj: object | string, msg?: string): void;
+  error(obj: object | string, msg?: string): void;
+}
+
+export const noopLogger: Logger = {
+  debug() {},
+  info() {},
+  warn() {},
+  error() {},
+};
+
+export interface WorkerInfo {
+  readonly name: string;
+  /** The worker's rank in this RPC world (PyTorch's WorkerInfo.id). */
+  readonly id: number;
+}
+
+/** A worker named by name, rank, or WorkerInfo. */
+export type WorkerRef = string | number | WorkerInfo;
+
+export interface TlsOptions {
+  /** PEM files. With `caFile` set, both sides verify the peer against it (mutual TLS). */
+  readonly certFile: string;
+  readonly keyFile: string;
+  readonly caFile: string;
+}
+
+export interface InitRpcOptions {
+  /** Default `worker<rank>`; must match ^[A-Za-z0-9_:-]{1,127}$. */
+  readonly name?: string;
+  /** Default env RANK. */
+  readonly rank?: number;
+  /** Default env WORLD_SIZE. */
+  readonly worldSize?: number;
+  /** Default env MASTER_ADDR, else 127.0.0.1. */
+  readonly masterAddr?: string;
+  /** Default env MASTER_PORT. The RPC bootstrap listens on `bootstrapPort` (default MASTER_PORT + 1, env TENSILE_RPC_PORT). */
+  readonly masterPort?: number;
+  readonly bootstrapPort?: number;
+  /** Address other workers use to reach this one; default 127.0.0.1 when the master is loopback, else the hostname. */
+  readonly advertiseAddr?: string;
+  /** Default per-call timeout; 0 = no timeout. Default 60 000. */
+  readonly rpcTimeoutMs?: number;
+  /** How long init waits for the whole world to join. Default 60 000. */
+  readonly initTimeoutMs?: number;
+  readonly tls?: TlsOptions;
+  readonly logger?: Logger;
+}
+
+export interface CallOptions {
+  /** Per-call timeout; 0 = no timeout; default the agent's rpcTimeoutMs. */
+  readonly timeoutMs?: number;
+}
+
+export interface ShutdownOptions {
+  /** Wait for outstanding work on every worker (a barrier) before closing. Default true. */
+  readonly graceful?: boolean;
+  /** Bound on the graceful part; after it the agent closes anyway. Default 30 000. */
+  readonly timeoutMs?: number;
+}
+
+export interface RegisterOptions<A extends unknown[]> {
+  /** A zod-like schema checked against the argument array before the function runs. */
+  readonly validate?: { safeParse(v: unknown): { success: true; data: unknown } | { success: false; error: unknown } };
+  /** Marker for the argument type only. */
+  readonly _args?: A;
+}
+
+export type RpcErrorCode =
+  | 'NOT_INITIALIZED'
+  | 'ALREADY_INITIALIZED'
+  | 'INVALID_ARGUMENT'
+  | 'UNKNOWN_WORKER'
+  | 'UNKNOWN_FUNCTION'
+  | 'VALIDATION'
+  | 'REMOTE_ERROR'
+  | 'TIMEOUT'
+  | 'PEER_LOST'
+  | 'SHUTDOWN'
+  | 'PROTOCOL'
+  | 'BOOTSTRAP'
+  | 'RREF_INVALID'
+  | 'AUTOGRAD';
+
+/**
+ * Every failure of this package. Terminal for the call that got it; PEER_LOST and SHUTDOWN mean the RPC world has
+ * to be re-established (initRpc in the next round) to reach that worker again.
+ */
+export class RpcError extends Error {
+  readonly code: RpcErrorCode;
+  /** The worker at the other end, when known. */
+  readonly worker?: string;
+  constructor(code: RpcErrorCode, message: string, opts: { worker?: string; cause?: unknown } = {}) {
+    super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
+    this.name = 'RpcError';
+    this.code = code;
+    this.worker = opts.worker;
+  }
+}
+
+/** A user function threw on the callee: its type (constructor name), message and stack come along. */
+export class RemoteError extends RpcError {
+  readonly remoteType: string;
+  readonly remoteStack: string;
+  constructor(worker: string, remoteType: string, remoteMessage: string, remoteStack: string) {
+    super('REMOTE_ERROR', `On ${worker}: ${remoteType}: ${remoteMessage}`, { worker });
+    this.name = 'RemoteError';
+    this.remoteType = remoteType;
+    this.remoteStack = remoteStack;
+  }
+}
+
+export type RpcFunction = (...args: never[]) => unknown;
