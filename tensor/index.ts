@@ -8,6 +8,10 @@ export * from './ops.js';
 export { Generator, defaultGenerator, manualSeed, randperm } from './generator.js';
 export { customFunction } from './custom-function.js';
 export { saveSafetensors, loadSafetensors, encodeSafetensors, decodeSafetensors, type SafetensorsFile } from './safetensors.js';
+export * as nn from './nn/index.js';
+export * from './nn/index.js';
+export { Optimizer, SGD, Adam, type SgdOptions, type AdamOptions, type OptimizerStateDict } from './optim.js';
+export { TensorDataset, DataLoader, DistributedSampler, type Dataset, type Sampler, type DataLoaderOptions, type DistributedSamplerOptions } from './data.js';
 export { initBlas, setBlas, blasName, jsSgemm, sgemm } from './sgemm.js';
 
 // Pick up the native BLAS when the addon is built; the JS kernel serves until then and without it.
