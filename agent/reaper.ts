@@ -16,7 +16,7 @@ while read -r cmd id; do
     done) exit 0 ;;
   esac
 done
-for p in $live; do kill -KILL -- "-$p" 2>/dev/null; done
+for p in $live; do kill -9 "-$p" 2>/dev/null; done
 `;
 
 export class Reaper {
