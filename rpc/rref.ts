@@ -403,6 +403,9 @@ export class RRefContext {
   stats(): { owners: number; users: number; pendingChildren: number } {
     return { owners: this.owners.size, users: this.users.size, pendingChildren: this.pendingChildren.size };
   }
+  hasOwner(rrefId: string): boolean {
+    return this.owners.has(rrefId);
+  }
   ownerForks(rrefId: string): string[] {
     return [...(this.owners.get(rrefId)?.forks.keys() ?? [])];
   }
