@@ -82,7 +82,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private myRound: number | null = null;
   private pending: PendingNext | null = null;
   private current: RoundInfo | null = null;
-  /** Rounds whose end this node asked for: their round-ended is not echoed back to it. */
+  /** The last round whose end this node asked for: next() does not resolve with it. */
   private selfEndedRound = -1;
   private lastCall: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } | null = null;
   private backup: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } | null = null;
@@ -339,7 +339,6 @@ export class KvRendezvousHandler implements RendezvousHandler {
     if (doc.closed || doc.round !== cur.round || doc.phase !== 'running') {
       this.current = null;
       this.lastWaitingCount = 0;
-      if (this.selfEndedRound === cur.round) return;
       if (doc.closed) this.emit({ type: 'round-ended', round: cur.round, reason: 'closed' });
       else if (doc.lastEnd && doc.lastEnd.round === cur.round) this.emit({ type: 'round-ended', ...doc.lastEnd });
       else this.emit({ type: 'round-ended', round: cur.round, reason: 'member-lost' });

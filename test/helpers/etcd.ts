@@ -1,0 +1,271 @@
+// Test harness: a throwaway etcd (Debian's /usr/bin/etcd) on free loopback ports with a temp data dir.
+//
+//   const etcd = await startEtcd();          // resolves once etcd serves clients (bounded by readyTimeoutMs)
+//   t.after(() => etcd.stop());              // SIGTERM, then SIGKILL after 5 s; removes the data dir
+//   etcd.endpoint                            // '127.0.0.1:<port>' for --rdzv-endpoint
+//   await etcd.restart({ downMs: 500 })      // stop, wait, start again on the same ports and data dir
+//   await etcd.kill()                        // SIGKILL (crash), keeps the data dir; start again with restart()
+//
+// Options: `tls` (serve clients over TLS with a throwaway CA: `etcd.tls` has the PEM file paths), `extraArgs`
+// (e.g. ['--enable-v2'] for torchrun's etcd-v2 backend), `readyTimeoutMs` (default 15 s).
+import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+
+export const ETCD_BIN = '/usr/bin/etcd';
+
+export interface EtcdTlsFiles {
+  readonly caCert: string;
+  readonly clientCert: string;
+  readonly clientKey: string;
+  readonly serverCert: string;
+  readonly serverKey: string;
+}
+
+export interface EtcdServer {
+  /** `127.0.0.1:<clientPort>` (use `https://` with `tls`). */
+  readonly endpoint: string;
+  readonly clientPort: number;
+  readonly peerPort: number;
+  readonly dataDir: string;
+  readonly tls: EtcdTlsFiles | null;
+  /** PID of the running etcd, or null while stopped. */
+  pid(): number | null;
+  /** Stops etcd (SIGTERM, SIGKILL after 5 s) and removes its data dir. Idempotent. */
+  stop(): Promise<void>;
+  /** Crash-stops etcd with SIGKILL, keeping its data dir. */
+  kill(): Promise<void>;
+  /** Stops etcd (if running), waits `downMs`, and starts it again on the same ports and data dir. */
+  restart(options?: { downMs?: number }): Promise<void>;
+}
+
+export interface StartEtcdOptions {
+  readonly tls?: boolean;
+  readonly extraArgs?: readonly string[];
+  readonly readyTimeoutMs?: number;
+}
+
+/** A port that was free a moment ago on 127.0.0.1. */
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+function makeTls(dir: string): EtcdTlsFiles {
+  const f = (n: string): string => join(dir, n);
+  const run = (args: string[]): void => {
+    execFileSync('openssl', args, { stdio: 'ignore', timeout: 20_000 });
+  };
+  run([
+    'req',
+    '-x509',
+    '-newkey',
+    'rsa:2048',
+    '-nodes',
+    '-days',
+    '2',
+    '-subj',
+    '/CN=tensile-test-ca',
+    '-keyout',
+    f('ca.key'),
+    '-out',
+    f('ca.pem'),
+  ]);
+  for (const who of ['server', 'client']) {
+    run([
+      'req',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-subj',
+      `/CN=${who === 'server' ? '127.0.0.1' : 'tensile-client'}`,
+      '-keyout',
+      f(`${who}.key`),
+      '-out',
+      f(`${who}.csr`),
+    ]);
+    const ext = f(`${who}.ext`);
+    execFileSync('sh', [
+      '-c',
+      `printf '%s\\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'extendedKeyUsage=serverAuth,clientAuth' > '${ext}'`,
+    ]);
+    run([
+      'x509',
+      '-req',
+      '-in',
+      f(`${who}.csr`),
+      '-CA',
+      f('ca.pem'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-days',
+      '2',
+      '-extfile',
+      ext,
+      '-out',
+      f(`${who}.pem`),
+    ]);
+  }
+  return {
+    caCert: f('ca.pem'),
+    clientCert: f('client.pem'),
+    clientKey: f('client.key'),
+    serverCert: f('server.pem'),
+    serverKey: f('server.key'),
+  };
+}
+
+/** Starts etcd and resolves once it serves clients. Rejects (and cleans up) if it does not within readyTimeoutMs. */
+export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdServer> {
+  const root = mkdtempSync(join(tmpdir(), 'tensile-etcd-'));
+  const dataDir = join(root, 'data');
+  const tls = options.tls ? makeTls(root) : null;
+  const clientPort = await freePort();
+  const peerPort = await freePort();
+  const scheme = tls ? 'https' : 'http';
+  const clientUrl = `${scheme}://127.0.0.1:${clientPort}`;
+  const peerUrl = `http://127.0.0.1:${peerPort}`;
+  const args = [
+    '--name',
+    'tensile-test',
+    '--data-dir',
+    dataDir,
+    '--listen-client-urls',
+    clientUrl,
+    '--advertise-client-urls',
+    clientUrl,
+    '--listen-peer-urls',
+    peerUrl,
+    '--initial-advertise-peer-urls',
+    peerUrl,
+    '--initial-cluster',
+    `tensile-test=${peerUrl}`,
+    '--initial-cluster-state',
+    'new',
+    '--log-level',
+    'warn',
+    '--logger',
+    'zap',
+    ...(tls
+      ? [
+          '--cert-file',
+          tls.serverCert,
+          '--key-file',
+          tls.serverKey,
+          '--trusted-ca-file',
+          tls.caCert,
+          '--client-cert-auth',
+        ]
+      : []),
+    ...(options.extraArgs ?? []),
+  ];
+  const readyTimeoutMs = options.readyTimeoutMs ?? 15_000;
+  let child: ChildProcess | null = null;
+  let stderrTail = '';
+
+  const launch = async (): Promise<void> => {
+    stderrTail = '';
+    const c = spawn(ETCD_BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] });
+    child = c;
+    c.stderr?.setEncoding('utf8');
+    c.stderr?.on('data', (d: string) => {
+      stderrTail = (stderrTail + d).slice(-4000);
+    });
+    await waitReady(c);
+  };
+
+  const waitReady = async (c: ChildProcess): Promise<void> => {
+    const deadline = Date.now() + readyTimeoutMs;
+    let exited = false;
+    c.once('exit', () => {
+      exited = true;
+    });
+    while (Date.now() < deadline) {
+      if (exited) throw new Error(`etcd exited during start-up: ${stderrTail}`);
+      if (await healthy()) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    throw new Error(`etcd did not become healthy within ${readyTimeoutMs} ms: ${stderrTail}`);
+  };
+
+  const healthy = async (): Promise<boolean> => {
+    try {
+      if (tls) {
+        execFileSync(
+          '/usr/bin/etcdctl',
+          [
+            '--endpoints',
+            clientUrl,
+            '--cacert',
+            tls.caCert,
+            '--cert',
+            tls.clientCert,
+            '--key',
+            tls.clientKey,
+            '--command-timeout=1s',
+            'endpoint',
+            'health',
+          ],
+          { stdio: 'ignore', timeout: 3000, env: { ...process.env, ETCDCTL_API: '3' } },
+        );
+        return true;
+      }
+      const res = await fetch(`${clientUrl}/health`, { signal: AbortSignal.timeout(1000) });
+      const body = (await res.json()) as { health?: string };
+      return body.health === 'true';
+    } catch {
+      return false;
+    }
+  };
+
+  const halt = async (signal: NodeJS.Signals): Promise<void> => {
+    const c = child;
+    child = null;
+    if (c === null || c.exitCode !== null || c.signalCode !== null) return;
+    const exited = new Promise<void>((r) => c.once('exit', () => r()));
+    c.kill(signal);
+    const t = setTimeout(() => c.kill('SIGKILL'), 5000);
+    await exited;
+    clearTimeout(t);
+  };
+
+  let removed = false;
+  const server: EtcdServer = {
+    endpoint: `127.0.0.1:${clientPort}`,
+    clientPort,
+    peerPort,
+    dataDir,
+    tls,
+    pid: () => child?.pid ?? null,
+    stop: async () => {
+      await halt('SIGTERM');
+      if (!removed) {
+        removed = true;
+        rmSync(root, { recursive: true, force: true });
+      }
+    },
+    kill: () => halt('SIGKILL'),
+    restart: async ({ downMs = 0 } = {}) => {
+      await halt('SIGTERM');
+      if (downMs > 0) await new Promise((r) => setTimeout(r, downMs));
+      await launch();
+    },
+  };
+  try {
+    await launch();
+  } catch (err) {
+    await server.stop();
+    throw err;
+  }
+  return server;
+}
