@@ -111,7 +111,6 @@ export interface KubeClient {
   createService(namespace: string, svc: V1Service): Promise<V1Service>;
   deleteService(namespace: string, name: string): Promise<void>;
   createEvent(involved: InvolvedObject, event: EventRecord, reportingInstance: string): Promise<void>;
-  getNode(name: string): Promise<{ exists: boolean; taintKeys: string[] }>;
   ensureManagedEtcd(namespace: string, image: string): Promise<string>;
   readLease(namespace: string, name: string): Promise<V1Lease | undefined>;
   createLease(namespace: string, lease: V1Lease): Promise<V1Lease>;
