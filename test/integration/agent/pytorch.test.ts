@@ -1,0 +1,72 @@
+// Compatibility with PyTorch (Debian's python3-torch): unmodified torch.distributed scripts under `tensile run`.
+import assert from 'node:assert/strict';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { spawnSync } from 'node:child_process';
+import { REPO_ROOT, runTensile } from '../../helpers/cli.js';
+
+const PYTHON = '/usr/bin/python3';
+const hasTorch = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
+const skip = hasTorch ? false : `PyTorch with gloo is not importable from ${PYTHON} (apt-get install python3-torch)`;
+const dirs: string[] = [];
+after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+
+describe('PyTorch scripts under tensile run', { skip }, () => {
+  for (const nproc of [2, 4]) {
+    test(`a gloo allreduce over env:// gives the right sum with ${nproc} workers`, async () => {
+      const res = await runTensile(
+        ['run', '--standalone', '--nproc-per-node', String(nproc), join(REPO_ROOT, 'examples/pytorch/allreduce.py')],
+        { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 120_000 },
+      );
+      assert.equal(res.code, 0, res.stderr);
+      const expected = (nproc * (nproc + 1)) / 2;
+      for (let r = 0; r < nproc; r++) {
+        assert.match(res.stdout, new RegExp(`:${r}\\] rank ${r}/${nproc} local_rank ${r} allreduce sum ${expected} expected ${expected}`));
+      }
+    });
+  }
+
+  test('a DDP script that fails once resumes from its snapshot after the restart and finishes', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tensile-ddp-'));
+    dirs.push(dir);
+    const res = await runTensile(
+      [
+        'run',
+        '--standalone',
+        '--nproc-per-node',
+        '2',
+        '--max-restarts',
+        '1',
+        join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'),
+        '--epochs',
+        '5',
+        '--fail-once',
+        '2',
+        '--snapshot',
+        join(dir, 'snap.pt'),
+      ],
+      { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 180_000 },
+    );
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /epoch 1 loss [\d.]+ restart 0/);
+    assert.doesNotMatch(res.stdout, /epoch 2 loss [\d.]+ restart 0/, 'the failure stopped the first attempt at epoch 2');
+    assert.match(res.stdout, /rank 0: resumed from snapshot at epoch 2/);
+    assert.match(res.stdout, /epoch 4 loss [\d.]+ restart 1/);
+    assert.match(res.stdout, /done: final loss/);
+    assert.match(res.stderr, /restarting the group \(restart 1\/1\)/);
+  });
+
+  test('the error file written by @record names the exception in the failure summary', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tensile-ddp-'));
+    dirs.push(dir);
+    const res = await runTensile(
+      ['run', '--nproc-per-node', '2', join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'), '--epochs', '3', '--fail-once', '0', '--snapshot', join(dir, 's.pt')],
+      { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 120_000 },
+    );
+    assert.equal(res.code, 1);
+    assert.match(res.stderr, /rank\s+: 1 \(local_rank: 1\)/);
+    assert.match(res.stderr, /RuntimeError: injected failure at epoch 0/);
+  });
+});
