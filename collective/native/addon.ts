@@ -48,28 +48,22 @@ export interface NativeOpResult {
   message: string;
 }
 
-/**
- * A native operation, as the addon's `ncclSubmit` takes it. Pointers are device buffers or host typed arrays
- * (host arrays are copied to the communicator's device scratch, the op runs, and the result is copied back).
- */
-export interface NativeOp {
-  /** 0 allreduce, 1 broadcast, 2 reduce, 3 allgather, 4 reduceScatter, 5 send, 6 recv, 7 barrier, 8 sendrecv-self. */
-  kind: number;
-  /** Element count as NCCL takes it (per rank for allgather/reduceScatter). */
-  count: number;
-  /** ncclDataType_t value. */
-  dtype: number;
-  /** ncclRedOp_t value. */
-  op: number;
-  /** Root or peer rank. */
-  peer: number;
-  timeoutMs: number;
-  send?: NativeDeviceBuffer | ArrayBufferView;
-  recv?: NativeDeviceBuffer | ArrayBufferView;
-  /** Byte offsets into device buffers. */
-  sendOffset?: number;
-  recvOffset?: number;
-}
+/** Operation kinds as ncclSubmit takes them. `sendRecv` is ncclSend + ncclRecv to one peer in one NCCL group. */
+export const NativeKind = {
+  allreduce: 0,
+  broadcast: 1,
+  reduce: 2,
+  allgather: 3,
+  reduceScatter: 4,
+  send: 5,
+  recv: 6,
+  barrier: 7,
+  sendRecv: 8,
+} as const;
+export type NativeKind = (typeof NativeKind)[keyof typeof NativeKind];
+
+/** A send or receive buffer: device memory, or a host typed array (staged through device scratch memory). */
+export type NativeBuffer = NativeDeviceBuffer | ArrayBufferView | undefined;
 
 export interface NativeAddon {
   abiVersion: number;
@@ -105,9 +99,26 @@ export interface NativeAddon {
     device: number,
     timeoutMs: number,
   ): { comm: NativeComm; ready: Promise<NativeOpResult> };
-  ncclSubmit(comm: NativeComm, op: NativeOp): Promise<NativeOpResult>;
-  /** Waits for queued work, then ncclCommDestroy; the worker thread exits. */
-  ncclCommDestroy(comm: NativeComm): Promise<NativeOpResult>;
+  /**
+   * Queues one operation on the communicator's worker thread; never blocks. `count` is per rank for allgather and
+   * reduceScatter (as NCCL takes it); offsets are bytes into device buffers. Throws TypeError/RangeError for bad
+   * arguments (buffers too small, unknown dtype); resolves with { ok: false, code } on failure.
+   */
+  ncclSubmit(
+    comm: NativeComm,
+    kind: NativeKind,
+    count: number,
+    dtype: number,
+    op: number,
+    peer: number,
+    timeoutMs: number,
+    send: NativeBuffer,
+    sendOffsetBytes: number,
+    recv: NativeBuffer,
+    recvOffsetBytes: number,
+  ): Promise<NativeOpResult>;
+  /** Waits for queued work, then ncclCommFinalize + ncclCommDestroy (abort on failure); the worker thread exits. */
+  ncclCommDestroy(comm: NativeComm, timeoutMs?: number): Promise<NativeOpResult>;
   /** Asks the worker to ncclCommAbort now; pending and later operations complete with code 'ABORTED'. */
   ncclCommAbort(comm: NativeComm, reason: string): void;
   cudaMalloc(bytes: number, device: number): NativeDeviceBuffer;
@@ -122,11 +133,14 @@ export type AddonLoad = { ok: true; addon: NativeAddon; path: string } | { ok: f
 
 let cached: AddonLoad | undefined;
 
-/** Candidate locations: an explicit override, beside the sources, and from dist/ back to the source tree. */
+/**
+ * Candidate locations: TENSILE_NATIVE_ADDON alone when set (an explicit override), else beside the sources and
+ * from dist/collective/native back to the source tree.
+ */
 export function addonCandidates(): string[] {
   const out: string[] = [];
   const env = process.env.TENSILE_NATIVE_ADDON;
-  if (env !== undefined && env !== '') out.push(env);
+  if (env !== undefined && env !== '') return [env];
   for (const rel of [
     './build/Release/tensile_native.node',
     '../../../collective/native/build/Release/tensile_native.node',
