@@ -1,0 +1,160 @@
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { RendezvousConfigError, RendezvousConnectionError, type RendezvousHandler } from '../../../rendezvous/api.js';
+import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js';
+import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
+import { type EtcdServer, freePort, startEtcd } from '../../helpers/etcd.js';
+import { EventLog, runRendezvousContract, within } from './contract.js';
+
+runRendezvousContract(
+  'etcd',
+  async () => {
+    const etcd = await startEtcd();
+    return {
+      create: (config, self) =>
+        createEtcdRendezvousHandler({ config, self, backendOptions: { endpoint: etcd.endpoint, conf: {} } }),
+      dispose: () => etcd.stop(),
+    };
+  },
+  { leaseTtlMs: 2000 },
+);
+
+const self = (label: string) => ({
+  nodeId: `${label}-${randomUUID().slice(0, 6)}`,
+  host: label,
+  addr: '127.0.0.1',
+  masterPort: 29_500,
+  localWorldSize: 1,
+});
+
+describe('etcd backend: outages and bad settings', () => {
+  let etcd: EtcdServer;
+  const open: RendezvousHandler[] = [];
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await Promise.allSettled(open.map((h) => h.close()));
+    await etcd?.stop();
+  });
+
+  test('an etcd restart mid-round emits connection events but does not end the round', async () => {
+    const { config, backendOptions } = parseRdzvConf(
+      { last_call_timeout: '0.2', outage_timeout: '30' },
+      { runId: `o-${randomUUID().slice(0, 8)}`, minNodes: 2, maxNodes: 2, endpoint: etcd.endpoint },
+    );
+    const hs = [
+      await createRendezvousHandler('etcd', { config, backendOptions, self: self('a') }),
+      await createRendezvousHandler('etcd', { config, backendOptions, self: self('b') }),
+    ];
+    open.push(...hs);
+    const r0 = await within(Promise.all(hs.map((h) => h.next())), 15_000, 'round 0');
+    const logs = hs.map((h) => new EventLog(h));
+    await etcd.restart({ downMs: 1000 });
+    for (const log of logs) await log.waitFor((e) => e.type === 'connection-restored', 20_000, 'connection-restored');
+    // Give a (wrong) member-lost time to show up: one lease TTL and a bit.
+    await new Promise((r) => setTimeout(r, 3000));
+    for (const log of logs) {
+      assert.ok(log.types().includes('connection-lost'), `events: ${log.types().join(', ')}`);
+      assert.ok(!log.types().some((t) => t.startsWith('round-ended')), `events: ${log.types().join(', ')}`);
+    }
+    // The job still works: a failure moves both to round 1 with the same ranks.
+    await hs[0]!.endRound({ reason: 'failure' });
+    const r1 = await within(Promise.all(hs.map((h) => h.next())), 15_000, 'round 1');
+    assert.deepEqual(
+      r1.map((r) => [r.round, r.groupRank]),
+      r0.map((r) => [1, r.groupRank]),
+    );
+  });
+
+  test('a bad endpoint is a RendezvousConfigError quoting it', async () => {
+    const { config } = parseRdzvConf({}, { runId: 'x', minNodes: 1, maxNodes: 1 });
+    await assert.rejects(
+      createRendezvousHandler('etcd', { config, backendOptions: { endpoint: 'localhost', conf: {} }, self: self('c') }),
+      (err: unknown) => {
+        assert.ok(err instanceof RendezvousConfigError);
+        assert.match(err.message, /--rdzv-endpoint "localhost": "localhost" is not host:port/);
+        return true;
+      },
+    );
+  });
+
+  test('an unreachable etcd is a RendezvousConnectionError naming the endpoint within the read timeout', async () => {
+    const port = await freePort();
+    const { config, backendOptions } = parseRdzvConf(
+      { read_timeout: '1' },
+      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: `127.0.0.1:${port}` },
+    );
+    await assert.rejects(
+      within(createRendezvousHandler('etcd', { config, backendOptions, self: self('d') }), 15_000, 'unreachable error'),
+      (err: unknown) => {
+        assert.ok(err instanceof RendezvousConnectionError);
+        assert.ok(err.message.includes(`127.0.0.1:${port}`), err.message);
+        return true;
+      },
+    );
+  });
+
+  test('a missing TLS file is a RendezvousConfigError naming the file', async () => {
+    const { config, backendOptions } = parseRdzvConf(
+      { cacert: '/nonexistent/ca.pem' },
+      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+    );
+    await assert.rejects(
+      createRendezvousHandler('etcd', { config, backendOptions, self: self('e') }),
+      (err: unknown) => {
+        assert.ok(err instanceof RendezvousConfigError);
+        assert.match(err.message, /cacert=\/nonexistent\/ca\.pem: cannot read the file \(ENOENT\)/);
+        return true;
+      },
+    );
+  });
+});
+
+describe('etcd backend over TLS', () => {
+  let etcd: EtcdServer;
+  before(async () => {
+    etcd = await startEtcd({ tls: true });
+  });
+  after(async () => {
+    await etcd?.stop();
+  });
+
+  test('a node forms a round over TLS with a client certificate', async () => {
+    const tls = etcd.tls!;
+    const { config, backendOptions } = parseRdzvConf(
+      { cacert: tls.caCert, cert: tls.clientCert, key: tls.clientKey },
+      { runId: 'tls', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+    );
+    const h = await createRendezvousHandler('etcd', { config, backendOptions, self: self('t') });
+    try {
+      const r = await within(h.next(), 15_000, 'round over TLS');
+      assert.equal(r.groupWorldSize, 1);
+    } finally {
+      await h.leave();
+    }
+  });
+
+  test('a file that is not PEM is a RendezvousConfigError naming it', async () => {
+    const { config, backendOptions } = parseRdzvConf(
+      { cacert: '/etc/hostname' },
+      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+    );
+    await assert.rejects(
+      createRendezvousHandler('etcd', { config, backendOptions, self: self('p') }),
+      /cacert=\/etc\/hostname: not a PEM file/,
+    );
+  });
+
+  test('without the CA the TLS etcd is a RendezvousConnectionError', async () => {
+    const { config, backendOptions } = parseRdzvConf(
+      { read_timeout: '2' },
+      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+    );
+    await assert.rejects(
+      within(createRendezvousHandler('etcd', { config, backendOptions, self: self('q') }), 15_000, 'plain to TLS'),
+      RendezvousConnectionError,
+    );
+  });
+});
