@@ -21,7 +21,7 @@ function measure(m: number, k: number, n: number): number {
   for (let i = 0; i < 2; i++) matmul(a, b);
   let iters = 0;
   const t0 = performance.now();
-  let dt = 0;
+  let dt: number;
   do {
     matmul(a, b);
     iters++;
