@@ -44,7 +44,8 @@ inline DlResult OpenFirst(const std::vector<std::string>& candidates) {
       return r;
     }
     const char* err = dlerror();
-    r.tried.push_back(name + (err != nullptr ? std::string(" (") + err + ")" : std::string(" (not found)")));
+    const bool missing = err == nullptr || std::string(err).find("No such file") != std::string::npos;
+    r.tried.push_back(name + (missing ? std::string(" (not found)") : std::string(" (") + err + ")"));
   }
   return r;
 }

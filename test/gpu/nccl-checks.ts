@@ -1,0 +1,224 @@
+// Correctness checks of the NCCL process group against a CPU reference: every collective, dtype and reduce op, in
+// place and out of place, host buffers and device buffers. Shared by test/gpu/nccl.test.ts and scripts/gpu-check.sh.
+import type { DType, HostBuffer, ReduceOp } from '../../collective/api.js';
+import type { DeviceBuffer, NcclProcessGroup } from '../../collective/nccl-backend.js';
+import { fromBfloat16, fromFloat16, toBfloat16, toFloat16 } from '../../collective/native/half.js';
+
+export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'float16', 'bfloat16'];
+export const OPS: readonly ReduceOp[] = ['sum', 'prod', 'min', 'max', 'avg'];
+
+/** Element values of rank r's input: small integers (exact in every dtype, and in products of a few ranks). */
+function value(i: number, r: number): number {
+  return ((i * 7 + r * 3) % 9) - 4;
+}
+
+function make(dtype: DType, n: number, f: (i: number) => number): HostBuffer {
+  switch (dtype) {
+    case 'float32':
+      return Float32Array.from({ length: n }, (_, i) => f(i));
+    case 'float64':
+      return Float64Array.from({ length: n }, (_, i) => f(i));
+    case 'int32':
+      return Int32Array.from({ length: n }, (_, i) => f(i));
+    case 'float16':
+      return Uint16Array.from({ length: n }, (_, i) => toFloat16(f(i)));
+    case 'bfloat16':
+      return Uint16Array.from({ length: n }, (_, i) => toBfloat16(f(i)));
+  }
+}
+
+function read(dtype: DType, buf: HostBuffer, i: number): number {
+  if (dtype === 'float16') return fromFloat16(buf[i]!);
+  if (dtype === 'bfloat16') return fromBfloat16(buf[i]!);
+  return buf[i]!;
+}
+
+/** The reduction of the values of all `world` ranks at element i (the CPU reference). */
+export function reference(op: ReduceOp, dtype: DType, world: number, i: number): number {
+  const xs = Array.from({ length: world }, (_, r) => value(i, r));
+  switch (op) {
+    case 'sum':
+      return xs.reduce((a, b) => a + b, 0);
+    case 'prod':
+      return xs.reduce((a, b) => a * b, 1);
+    case 'min':
+      return Math.min(...xs);
+    case 'max':
+      return Math.max(...xs);
+    case 'avg': {
+      const s = xs.reduce((a, b) => a + b, 0);
+      return dtype === 'int32' ? Math.trunc(s / world) : s / world;
+    }
+  }
+}
+
+export interface CheckReport {
+  passed: number;
+  failures: string[];
+}
+
+function compare(report: CheckReport, what: string, dtype: DType, got: HostBuffer, want: (i: number) => number): void {
+  for (let i = 0; i < got.length; i++) {
+    const g = read(dtype, got, i);
+    const w = want(i);
+    const tol = dtype === 'float16' || dtype === 'bfloat16' ? 1e-2 * Math.max(1, Math.abs(w)) : 1e-6;
+    if (!(Math.abs(g - w) <= tol)) {
+      report.failures.push(`${what}: element ${i} is ${g}, expected ${w}`);
+      return;
+    }
+  }
+  report.passed++;
+}
+
+function opts(dtype: DType): { dtype?: DType } {
+  return dtype === 'float16' || dtype === 'bfloat16' ? { dtype } : {};
+}
+
+/** Host-buffer checks for every op × dtype × reduce op, in place and out of place. */
+export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = [0, 1, 1001]): Promise<CheckReport> {
+  const report: CheckReport = { passed: 0, failures: [] };
+  const r = g.rank;
+  const n = g.worldSize;
+  const note = (what: string) => (err: unknown) => {
+    report.failures.push(`${what}: threw ${String(err)}`);
+  };
+  for (const dtype of DTYPES) {
+    const o = opts(dtype);
+    for (const size of sizes) {
+      for (const op of OPS) {
+        const tag = `host ${dtype} n=${size} ${op}`;
+        const inPlace = make(dtype, size, (i) => value(i, r));
+        await g
+          .allreduce(inPlace, op, o)
+          .then(() => compare(report, `${tag} allreduce in place`, dtype, inPlace, (i) => reference(op, dtype, n, i)))
+          .catch(note(`${tag} allreduce in place`));
+        const input = make(dtype, size, (i) => value(i, r));
+        const output = make(dtype, size, () => 0);
+        await g
+          .allreduceInto(input, output, op, o)
+          .then(() => {
+            compare(report, `${tag} allreduce out of place`, dtype, output, (i) => reference(op, dtype, n, i));
+            compare(report, `${tag} allreduce input unchanged`, dtype, input, (i) => value(i, r));
+          })
+          .catch(note(`${tag} allreduce out of place`));
+        const red = make(dtype, size, (i) => value(i, r));
+        await g
+          .reduce(red, 0, op, o)
+          .then(() => {
+            if (r === 0) compare(report, `${tag} reduce`, dtype, red, (i) => reference(op, dtype, n, i));
+          })
+          .catch(note(`${tag} reduce`));
+        const rsIn = make(dtype, size * n, (i) => value(i, r));
+        const rsOut = make(dtype, size, () => 0);
+        await g
+          .reduceScatter(rsIn, rsOut, op, o)
+          .then(() => compare(report, `${tag} reduceScatter`, dtype, rsOut, (i) => reference(op, dtype, n, r * size + i)))
+          .catch(note(`${tag} reduceScatter`));
+      }
+      const tag = `host ${dtype} n=${size}`;
+      const b = make(dtype, size, (i) => value(i, r));
+      await g
+        .broadcast(b, 0, o)
+        .then(() => compare(report, `${tag} broadcast`, dtype, b, (i) => value(i, 0)))
+        .catch(note(`${tag} broadcast`));
+      const agIn = make(dtype, size, (i) => value(i, r));
+      const agOut = make(dtype, size * n, () => 0);
+      await g
+        .allgather(agIn, agOut, o)
+        .then(() => compare(report, `${tag} allgather`, dtype, agOut, (i) => value(i % Math.max(1, size), Math.floor(i / Math.max(1, size)))))
+        .catch(note(`${tag} allgather`));
+      const sIn = make(dtype, size, (i) => value(i, r));
+      const sOut = make(dtype, size, () => 0);
+      await g
+        .sendRecv(sIn, sOut, r, o)
+        .then(() => compare(report, `${tag} sendRecv with self`, dtype, sOut, (i) => value(i, r)))
+        .catch(note(`${tag} sendRecv with self`));
+    }
+  }
+  await g
+    .barrier()
+    .then(() => report.passed++)
+    .catch(note('barrier'));
+  return report;
+}
+
+const BYTES: Record<DType, number> = { float32: 4, float64: 8, int32: 4, float16: 2, bfloat16: 2 };
+
+/** Device-buffer checks (no host staging), in place and out of place, with a non-zero offset. */
+export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<CheckReport> {
+  const report: CheckReport = { passed: 0, failures: [] };
+  const r = g.rank;
+  const n = g.worldSize;
+  const dev = g.device;
+  const note = (what: string) => (err: unknown) => {
+    report.failures.push(`${what}: threw ${String(err)}`);
+  };
+  for (const dtype of DTYPES) {
+    const es = BYTES[dtype];
+    const off = 64; // bytes; exercises offsets
+    const a: DeviceBuffer = dev.alloc(off + size * n * es);
+    const b: DeviceBuffer = dev.alloc(off + size * n * es);
+    try {
+      for (const op of OPS) {
+        const tag = `device ${dtype} ${op}`;
+        dev.upload(a, make(dtype, size, (i) => value(i, r)), off);
+        await dev
+          .allreduce(a, a, size, { dtype, op, sendOffsetBytes: off, recvOffsetBytes: off })
+          .then(() => {
+            const got = make(dtype, size, () => 0);
+            dev.download(got, a, off);
+            compare(report, `${tag} allreduce in place`, dtype, got, (i) => reference(op, dtype, n, i));
+          })
+          .catch(note(`${tag} allreduce in place`));
+        dev.upload(a, make(dtype, size, (i) => value(i, r)), 0);
+        await dev
+          .allreduce(a, b, size, { dtype, op, recvOffsetBytes: off })
+          .then(() => {
+            const got = make(dtype, size, () => 0);
+            dev.download(got, b, off);
+            compare(report, `${tag} allreduce out of place`, dtype, got, (i) => reference(op, dtype, n, i));
+          })
+          .catch(note(`${tag} allreduce out of place`));
+        dev.upload(a, make(dtype, size * n, (i) => value(i, r)), 0);
+        await dev
+          .reduceScatter(a, b, size, { dtype, op })
+          .then(() => {
+            const got = make(dtype, size, () => 0);
+            dev.download(got, b, 0);
+            compare(report, `${tag} reduceScatter`, dtype, got, (i) => reference(op, dtype, n, r * size + i));
+          })
+          .catch(note(`${tag} reduceScatter`));
+      }
+      const tag = `device ${dtype}`;
+      dev.upload(a, make(dtype, size, (i) => value(i, r)), 0);
+      await dev
+        .allgather(a, b, size, { dtype })
+        .then(() => {
+          const got = make(dtype, size * n, () => 0);
+          dev.download(got, b, 0);
+          compare(report, `${tag} allgather`, dtype, got, (i) => value(i % size, Math.floor(i / size)));
+        })
+        .catch(note(`${tag} allgather`));
+      await dev
+        .broadcast(a, b, size, 0, { dtype })
+        .then(() => {
+          const got = make(dtype, size, () => 0);
+          dev.download(got, b, 0);
+          compare(report, `${tag} broadcast`, dtype, got, (i) => value(i, 0));
+        })
+        .catch(note(`${tag} broadcast`));
+      await dev
+        .sendRecv(a, b, size, r, { dtype })
+        .then(() => {
+          const got = make(dtype, size, () => 0);
+          dev.download(got, b, 0);
+          compare(report, `${tag} sendRecv with self`, dtype, got, (i) => value(i, r));
+        })
+        .catch(note(`${tag} sendRecv with self`));
+    } finally {
+      dev.free(a);
+      dev.free(b);
+    }
+  }
+  return report;
+}

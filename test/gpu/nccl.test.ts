@@ -1,0 +1,52 @@
+// NCCL correctness at world size 1 on a real GPU (every op, dtype and reduce op, in place and out of place, host and
+// device buffers) against a CPU reference. Skips with the loader's reason where there is no GPU or no NCCL.
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+
+import { CollectiveError } from '../../collective/api.js';
+import { createNcclGroup, type NcclProcessGroup } from '../../collective/nccl-backend.js';
+import { ncclAvailability } from '../../collective/native/loader.js';
+import { checkDevice, checkHost } from './nccl-checks.js';
+import { memoryStore } from './memory-store.js';
+
+const avail = ncclAvailability();
+
+async function group(t: { after(fn: () => Promise<void>): void }): Promise<NcclProcessGroup> {
+  const g = await createNcclGroup({ rank: 0, worldSize: 1, localRank: 0, store: memoryStore(), timeoutMs: 60_000 });
+  t.after(() => g.destroy());
+  return g;
+}
+
+test('NCCL host-buffer collectives match the CPU reference for every op and dtype', async (t) => {
+  if (!avail.ok) {
+    t.skip(`no NVIDIA GPU: ${avail.reason}`);
+    return;
+  }
+  const g = await group(t);
+  const report = await checkHost(g);
+  assert.deepEqual(report.failures, []);
+  assert.ok(report.passed > 400, `only ${report.passed} checks ran`);
+});
+
+test('NCCL device-buffer collectives match the CPU reference in place and out of place', async (t) => {
+  if (!avail.ok) {
+    t.skip(`no NVIDIA GPU: ${avail.reason}`);
+    return;
+  }
+  const g = await group(t);
+  const report = await checkDevice(g);
+  assert.deepEqual(report.failures, []);
+  assert.ok(report.passed > 50, `only ${report.passed} checks ran`);
+});
+
+test('an aborted NCCL group rejects later operations with ABORTED', async (t) => {
+  if (!avail.ok) {
+    t.skip(`no NVIDIA GPU: ${avail.reason}`);
+    return;
+  }
+  const g = await createNcclGroup({ rank: 0, worldSize: 1, localRank: 0, store: memoryStore(), timeoutMs: 60_000 });
+  await g.allreduce(new Float32Array(8));
+  g.abort('test');
+  await assert.rejects(g.allreduce(new Float32Array(8)), (e: unknown) => e instanceof CollectiveError && e.code === 'ABORTED');
+  await g.destroy();
+});
