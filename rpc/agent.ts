@@ -578,8 +578,17 @@ export class RpcAgent {
             try {
               const f = decodeFrame(raws[0]!);
               const v = decodeValue(f.body, f.tensors);
-              if (f.type === MsgType.RET) resolve({ ok: true, body: (v as { v: unknown }).v });
-              else resolve({ ok: false, err: this.toError(v, 0), fatal: true });
+              if (f.type !== MsgType.RET) {
+                resolve({ ok: false, err: this.toError(v, 0), fatal: true });
+                return;
+              }
+              // Bind synchronously: frames that came in the same segment (calls from rank 0) follow at once.
+              const { members, session } = (v as { v: { members: Member[]; session: string } }).v;
+              this.session = session;
+              this.setTable(members);
+              this.bindConn(0, conn);
+              if (raws.length > 1) this.onFrames(0, conn, raws.slice(1));
+              resolve({ ok: true, body: null });
             } catch (err) {
               resolve({ ok: false, err: err as Error, fatal: true });
             }
@@ -588,13 +597,7 @@ export class RpcAgent {
           conn.send(encodeFrame(MsgType.JOIN, 1, enc.body));
         },
       );
-      if (result.ok) {
-        const { members, session } = result.body as { members: Member[]; session: string };
-        this.session = session;
-        this.setTable(members);
-        this.bindConn(0, conn);
-        return;
-      }
+      if (result.ok) return;
       conn.close();
       if (result.fatal) {
         throw new RpcError('BOOTSTRAP', `rank 0 refused '${self.name}': ${result.err.message}`, { cause: result.err });
@@ -646,6 +649,7 @@ export class RpcAgent {
                 return;
               }
               this.bindConn(r, conn);
+              if (raws.length > 1) this.onFrames(r, conn, raws.slice(1));
               resolve();
             } catch (err) {
               reject(err);

@@ -1,0 +1,68 @@
+// Real worker processes on loopback: a worker killed mid-call, RRefs of a dead owner, a new round with new members.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+import { RpcError, createAgent, type RpcAgent } from '../../../rpc/index.js';
+import { freePort } from './helpers.js';
+
+const workerPath = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
+
+function spawnWorker(rank: number, worldSize: number, port: number): ChildProcess {
+  return spawn(process.execPath, ['--import', 'tsx', workerPath], {
+    env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), MASTER_ADDR: '127.0.0.1', TENSILE_RPC_PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+}
+
+function kill(c: ChildProcess): Promise<void> {
+  if (c.exitCode !== null || c.signalCode !== null) return Promise.resolve();
+  return new Promise((r) => {
+    c.once('exit', () => r());
+    c.kill('SIGKILL');
+  });
+}
+
+test('a worker killed mid-call fails the call fast, invalidates its RRefs, and a new round re-forms the world', async (t) => {
+  const port = await freePort();
+  const children = [spawnWorker(1, 3, port), spawnWorker(2, 3, port)];
+  const agents: RpcAgent[] = [];
+  t.after(async () => {
+    await Promise.all(agents.map((a) => a.shutdown({ graceful: false }).catch(() => undefined)));
+    await Promise.all(children.map(kill));
+  });
+  const a0 = createAgent({ rank: 0, worldSize: 3, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 20_000 });
+  agents.push(a0);
+  await a0.start();
+  assert.equal(await a0.rpcAsync(1, 'add', [1, 2]), 3);
+  const pid2 = (await a0.rpcAsync(2, 'pid')) as number;
+  assert.equal(pid2, children[1]!.pid);
+
+  // An RRef owned by worker2, and a long call in flight to it.
+  const owned = a0.remote<Float32Array>(2, 'ones', [3]);
+  assert.equal((await owned.toHere()).length, 3);
+  const inFlight = a0.rpcAsync(2, 'sleep', [30_000], { timeoutMs: 60_000 });
+  await new Promise((r) => setTimeout(r, 50));
+  process.kill(pid2, 'SIGKILL');
+  await assert.rejects(inFlight, (e: unknown) => e instanceof RpcError && e.code === 'PEER_LOST' && e.worker === 'worker2');
+  // Later calls fail at once, RRefs owned by the dead worker are invalid, the others still work.
+  await assert.rejects(a0.rpcAsync(2, 'add', [1, 1]), (e: unknown) => (e as RpcError).code === 'PEER_LOST');
+  await assert.rejects(owned.toHere(), (e: unknown) => {
+    return e instanceof RpcError && e.code === 'RREF_INVALID' && /owner 'worker2' \(rank 2\) left the RPC group/.test(e.message);
+  });
+  assert.equal(await a0.rpcAsync(1, 'add', [2, 2]), 4);
+
+  // Next round: the survivors form a world of two on a new port.
+  const port2 = await freePort();
+  assert.equal(await a0.rpcAsync(1, 'rejoin', [1, 2, port2]), true);
+  await a0.shutdown({ graceful: false });
+  const b0 = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port2, initTimeoutMs: 20_000 });
+  agents.push(b0);
+  await b0.start();
+  assert.deepEqual(
+    b0.getWorkerInfos().map((i) => i.name),
+    ['worker0', 'worker1'],
+  );
+  assert.equal(await b0.rpcAsync('worker1', 'add', [20, 22]), 42);
+  await assert.rejects(b0.rpcAsync('worker2', 'add', [1, 1]), (e: unknown) => (e as RpcError).code === 'UNKNOWN_WORKER');
+});
