@@ -1,0 +1,161 @@
+// Helpers for the training tests: free loopback ports, worker groups spawned with the torchrun worker environment,
+// and cleanup that kills every child's process tree even when a test fails.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { connect, createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { TestContext } from 'node:test';
+
+export const ROOT = new URL('../../../', import.meta.url).pathname;
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const srv = createServer();
+    srv.once('error', reject);
+    srv.listen(0, '127.0.0.1', () => {
+      const addr = srv.address();
+      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
+      srv.close(() => resolve(port));
+    });
+  });
+}
+
+export function tempDir(t: TestContext, prefix: string): string {
+  const dir = mkdtempSync(join(tmpdir(), `tensile-${prefix}-`));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+export interface Exit {
+  readonly code: number | null;
+  readonly signal: NodeJS.Signals | null;
+  readonly stdout: string;
+  readonly stderr: string;
+}
+
+export interface Proc {
+  readonly child: ChildProcess;
+  readonly exited: Promise<Exit>;
+  output(): string;
+}
+
+function killTree(child: ChildProcess): void {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  try {
+    process.kill(-child.pid, 'SIGKILL'); // the child leads its own process group (detached)
+  } catch {
+    try {
+      child.kill('SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+/** Spawns a command in its own process group; `t.after` kills the whole group. */
+export function spawnProc(
+  t: TestContext,
+  cmd: string,
+  args: readonly string[],
+  env: NodeJS.ProcessEnv,
+  opts: { cwd?: string } = {},
+): Proc {
+  const child = spawn(cmd, args, {
+    cwd: opts.cwd ?? ROOT,
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: true,
+  });
+  let stdout = '';
+  let stderr = '';
+  child.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<Exit>((resolve) => {
+    child.on('close', (code, signal) => resolve({ code, signal, stdout, stderr }));
+  });
+  t.after(() => killTree(child));
+  return { child, exited, output: () => stdout + stderr };
+}
+
+/** A node process running a TypeScript file through tsx. */
+export function spawnTs(t: TestContext, script: string, args: readonly string[], env: NodeJS.ProcessEnv): Proc {
+  return spawnProc(t, process.execPath, ['--import', 'tsx', script, ...args], env);
+}
+
+/** Resolves once something accepts TCP connections on 127.0.0.1:port (polls every 50 ms, up to `ms`). */
+export async function waitForListen(port: number, ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  for (;;) {
+    const ok = await new Promise<boolean>((resolve) => {
+      const s = connect({ host: '127.0.0.1', port });
+      s.once('connect', () => {
+        s.destroy();
+        resolve(true);
+      });
+      s.once('error', () => resolve(false));
+    });
+    if (ok) return;
+    if (Date.now() > deadline) throw new Error(`nothing listened on 127.0.0.1:${port} within ${ms} ms`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/**
+ * Spawns `worldSize` workers of one group with the torchrun worker environment. Rank 0 starts first and the others
+ * once its store listens: the TCP store client currently hangs now and then when it starts before the server
+ * (reported to the collective owner); starting rank 0 first keeps these tests about training, not about that race.
+ */
+export async function spawnGroup(
+  t: TestContext,
+  script: string,
+  args: readonly string[],
+  worldSize: number,
+  extraEnv: NodeJS.ProcessEnv = {},
+): Promise<Proc[]> {
+  const port = await freePort();
+  const envFor = (rank: number): NodeJS.ProcessEnv => ({
+    RANK: String(rank),
+    LOCAL_RANK: String(rank),
+    WORLD_SIZE: String(worldSize),
+    LOCAL_WORLD_SIZE: String(worldSize),
+    MASTER_ADDR: '127.0.0.1',
+    MASTER_PORT: String(port),
+    OMP_NUM_THREADS: '1',
+    ...extraEnv,
+  });
+  const first = spawnTs(t, script, args, envFor(0));
+  if (worldSize === 1) return [first];
+  await Promise.race([
+    waitForListen(port, 30_000),
+    first.exited.then((e) => {
+      throw new Error(`rank 0 exited ${e.code ?? e.signal} before serving the store\n${e.stdout}\n${e.stderr}`);
+    }),
+  ]);
+  const rest = Array.from({ length: worldSize - 1 }, (_, i) => spawnTs(t, script, args, envFor(i + 1)));
+  return [first, ...rest];
+}
+
+/** Waits for a promise, failing with `what` after `ms`. */
+export async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
+  });
+  try {
+    return await Promise.race([p, timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Waits until every process exits; throws with their output when one fails. */
+export async function allSucceed(procs: readonly Proc[], ms: number, what: string): Promise<Exit[]> {
+  const exits = await within(ms, what, Promise.all(procs.map((p) => p.exited)));
+  exits.forEach((e, i) => {
+    if (e.code !== 0) {
+      throw new Error(`${what}: process ${i} exited ${e.code ?? e.signal}\n--- stdout\n${e.stdout}\n--- stderr\n${e.stderr}`);
+    }
+  });
+  return exits;
+}
