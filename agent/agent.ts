@@ -268,7 +268,7 @@ export class ElasticAgent {
         await handler.close().catch(() => {});
       }
       reaper.dispose();
-      if (runDirOwned && result?.state === 'SUCCEEDED') rmSync(runDir, { recursive: true, force: true });
+      if (runDirOwned && (result?.state === 'SUCCEEDED' || attempt === 0)) rmSync(runDir, { recursive: true, force: true });
       else if (runDirOwned && result) deps.console.message(`tensile: worker logs kept in ${runDir}`);
     }
     return result as AgentResult;

@@ -1,0 +1,183 @@
+// Several agents as separate processes against one real etcd: forming, scaling up and down, node loss, failure
+// anywhere, etcd restarts, two jobs on one etcd, and clear errors for bad endpoints. Every test asserts ranks and
+// world sizes, and that no worker is left behind.
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { runTensile, type TensileProcess } from '../../helpers/cli.js';
+import { cleanupAgents, readEvents, startAgent, waitForRound, workerPids } from '../../helpers/elastic.js';
+import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
+
+let etcd: EtcdServer;
+const agents: TensileProcess[] = [];
+const outs: string[] = [];
+let job = 0;
+
+function newJob(): { out: string; runId: string } {
+  const out = mkdtempSync(join(tmpdir(), 'tensile-e2e-'));
+  outs.push(out);
+  return { out, runId: `e2e-${process.pid}-${job++}` };
+}
+function agent(o: Parameters<typeof startAgent>[0]): TensileProcess {
+  const a = startAgent(o);
+  agents.push(a);
+  return a;
+}
+async function finish(out: string, group: TensileProcess[]): Promise<void> {
+  writeFileSync(join(out, 'stop'), '');
+  const results = await Promise.all(group.map((a) => a.result));
+  results.forEach((r, i) => assert.equal(r.code, 0, `agent ${i} exit: ${r.stderr.slice(-3000)}`));
+  const left = await cleanupAgents([], [out]);
+  assert.deepEqual(left, [], 'no worker is left running');
+}
+
+before(async () => {
+  etcd = await startEtcd();
+});
+after(async () => {
+  await cleanupAgents(agents, outs);
+  await etcd?.stop();
+  for (const o of outs) rmSync(o, { recursive: true, force: true });
+});
+
+describe('multi-node jobs on etcd', () => {
+  test('three agents with two workers each form one job with group ranks 0..2 and global ranks 0..5', async () => {
+    const { out, runId } = newJob();
+    const group = [0, 1, 2].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '3', nproc: 2 }));
+    const evs = await waitForRound(out, 6, 'six workers in one round');
+    assert.deepEqual(evs.map((e) => e.rank).sort(), [0, 1, 2, 3, 4, 5]);
+    assert.deepEqual([...new Set(evs.map((e) => e.groupRank))].sort(), [0, 1, 2]);
+    assert.ok(evs.every((e) => e.groupWorld === 3));
+    for (const g of [0, 1, 2]) {
+      const nodes = new Set(evs.filter((e) => e.groupRank === g).map((e) => e.node));
+      assert.equal(nodes.size, 1, `group rank ${g} is one node`);
+      assert.deepEqual(evs.filter((e) => e.groupRank === g).map((e) => e.rank).sort(), [2 * g, 2 * g + 1]);
+    }
+    await finish(out, group);
+  });
+
+  test('a node that arrives while two run is admitted in a new round, keeping ranks and restart count', async () => {
+    const { out, runId } = newJob();
+    const group = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:3' }));
+    const first = await waitForRound(out, 2, 'two workers');
+    group.push(agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:3' }));
+    const second = await waitForRound(out, 3, 'three workers after scale-up', 30_000, first[0]!.round + 1);
+    assert.ok(second.every((e) => e.restart === 0), 'a membership change uses no restart');
+    for (const e of first) {
+      const again = second.find((s) => s.node === e.node);
+      assert.equal(again?.groupRank, e.groupRank, 'group ranks are sticky');
+    }
+    assert.ok(second.find((e) => e.rank === 0)!.resumeFrom > 0, 'training resumes from the checkpointed step');
+    await finish(out, group);
+  });
+
+  test('SIGTERM on one agent shrinks the job at once (clean leave) and the agent exits 143', async () => {
+    const { out, runId } = newJob();
+    const group = [0, 1, 2].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:3' }));
+    const first = await waitForRound(out, 3, 'three workers');
+    const leaving = group.pop()!;
+    leaving.kill('SIGTERM');
+    const res = await leaving.result;
+    assert.equal(res.code, 143, res.stderr.slice(-2000));
+    const second = await waitForRound(out, 2, 'two workers after the leave', 30_000, first[0]!.round + 1);
+    assert.deepEqual(second.map((e) => e.rank).sort(), [0, 1]);
+    await finish(out, group);
+  });
+
+  test('SIGKILL of an agent loses its workers too, and the survivor trains on alone from the checkpoint', async () => {
+    const { out, runId } = newJob();
+    const group = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '1:2' }));
+    const first = await waitForRound(out, 2, 'two workers');
+    // Kill the node that is not group rank 0, so the survivor keeps rank 0 and its checkpoint.
+    const idx = group.findIndex((a) => a.stderr().includes('"groupRank":1'));
+    assert.ok(idx >= 0, 'one agent reports group rank 1');
+    const [victim] = group.splice(idx, 1) as [TensileProcess];
+    const victimWorker = first.find((e) => e.groupRank === 1)!;
+    victim.child.kill('SIGKILL');
+    await victim.result;
+    const second = await waitForRound(out, 1, 'one worker after node loss', 30_000, first[0]!.round + 1);
+    assert.equal(second[0]!.rank, 0);
+    assert.ok(second[0]!.resumeFrom > 0, 'resumes from the last checkpointed step');
+    const left = await cleanupAgents([], []);
+    assert.deepEqual(left, []);
+    assert.equal(workerPids(out).includes(victimWorker.pid), true);
+    await finish(out, group);
+    assert.throws(() => process.kill(victimWorker.pid, 0), 'the lost node’s worker is gone');
+  });
+
+  test('a worker failure on one node restarts the workers of every node and counts one restart', async () => {
+    const { out, runId } = newJob();
+    const group = [0, 1].map(() =>
+      agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2', extra: ['--max-restarts', '1'], env: { FAIL_RANK_ONCE: '1' } }),
+    );
+    const first = await waitForRound(out, 2, 'two workers');
+    const second = await waitForRound(out, 2, 'two workers after the failure', 30_000, first[0]!.round + 1);
+    assert.ok(second.every((e) => e.restart === 1), `restart count is 1 on every node: ${JSON.stringify(second)}`);
+    await finish(out, group);
+  });
+
+  test('a node below min waits, then fails with a timeout error naming the shortfall', async () => {
+    const { out, runId } = newJob();
+    const a = agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:2', rdzvConf: 'join_timeout=2,last_call_timeout=0.2' });
+    const res = await a.result;
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /timed out|timeout/i);
+    assert.match(res.stderr, /1 node\(s\) joined, min is 2/);
+    assert.deepEqual(readEvents(out), [], 'no worker started');
+  });
+
+  test('an etcd restart mid-job does not stop running workers', async () => {
+    const { out, runId } = newJob();
+    const group = [0, 1].map(() =>
+      agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2', rdzvConf: 'last_call_timeout=0.5,lease_ttl=3' }),
+    );
+    await waitForRound(out, 2, 'two workers');
+    await etcd.restart({ downMs: 1000 });
+    await new Promise((r) => setTimeout(r, 4000));
+    assert.equal(readEvents(out).length, 2, 'no worker was restarted by the outage');
+    await finish(out, group);
+  });
+
+  test('two jobs on one etcd do not interfere', async () => {
+    const a = newJob();
+    const b = newJob();
+    const ga = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId: a.runId, out: a.out, nnodes: '2' }));
+    const gb = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId: b.runId, out: b.out, nnodes: '2', nproc: 2 }));
+    const ea = await waitForRound(a.out, 2, 'job a');
+    const eb = await waitForRound(b.out, 4, 'job b');
+    assert.deepEqual(ea.map((e) => e.rank).sort(), [0, 1]);
+    assert.deepEqual(eb.map((e) => e.rank).sort(), [0, 1, 2, 3]);
+    await finish(a.out, ga);
+    await finish(b.out, gb);
+  });
+});
+
+describe('rendezvous connection errors are clear', () => {
+  test('an unreachable etcd fails within the read timeout and names the endpoint', async () => {
+    const res = await runTensile(
+      ['run', '--nnodes', '1:2', '--rdzv-endpoint', '127.0.0.1:1', '--rdzv-id', 'x', '--rdzv-conf', 'read_timeout=2', 'true'],
+      { timeoutMs: 30_000 },
+    );
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /127\.0\.0\.1:1/);
+  });
+
+  test('a malformed endpoint is rejected with the value', async () => {
+    const res = await runTensile(['run', '--nnodes', '1:2', '--rdzv-endpoint', 'http://:::x', '--rdzv-id', 'x', 'true'], {
+      timeoutMs: 30_000,
+    });
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /:::x/);
+  });
+
+  test('a missing TLS file is named in the error', async () => {
+    const res = await runTensile(
+      ['run', '--nnodes', '1:2', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', 'x', '--rdzv-conf', 'cacert=/nonexistent/ca.pem', 'true'],
+      { timeoutMs: 30_000 },
+    );
+    assert.notEqual(res.code, 0);
+    assert.match(res.stderr, /\/nonexistent\/ca\.pem/);
+  });
+});
