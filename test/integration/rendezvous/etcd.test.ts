@@ -68,6 +68,34 @@ describe('etcd backend: outages and bad settings', () => {
     );
   });
 
+  test('an etcd outage longer than outage_timeout ends in a terminal RendezvousConnectionError', async () => {
+    const { config, backendOptions } = parseRdzvConf(
+      { outage_timeout: '2', read_timeout: '1' },
+      { runId: `l-${randomUUID().slice(0, 8)}`, minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+    );
+    const h = await createRendezvousHandler('etcd', { config, backendOptions, self: self('l') });
+    open.push(h);
+    await within(h.next(), 15_000, 'round 0');
+    const log = new EventLog(h);
+    await etcd.kill();
+    try {
+      const e = await log.waitFor(
+        (e) => e.type === 'connection-lost' && e.error instanceof RendezvousConnectionError,
+        20_000,
+        'terminal connection-lost',
+      );
+      assert.ok(e.type === 'connection-lost' && e.error.message.includes(etcd.endpoint), JSON.stringify(e));
+      await assert.rejects(h.next(), (err: unknown) => {
+        assert.ok(err instanceof RendezvousConnectionError);
+        assert.equal(err.terminal, true);
+        assert.match(err.message, /unreachable for longer than the outage timeout \(2000 ms\)/);
+        return true;
+      });
+    } finally {
+      await etcd.restart();
+    }
+  });
+
   test('a bad endpoint is a RendezvousConfigError quoting it', async () => {
     const { config } = parseRdzvConf({}, { runId: 'x', minNodes: 1, maxNodes: 1 });
     await assert.rejects(
