@@ -5,18 +5,73 @@
 // op(A) is m×k, op(B) is k×n, C is m×n. `a`, `b`, `c` may be subarrays (views) of larger buffers.
 import type { Blas } from './api.js';
 
-let scratch = new Float32Array(0);
+let packA = new Float32Array(0);
+let packB = new Float32Array(0);
+const edge = new Float64Array(16);
 
-function scratchOf(size: number): Float32Array {
-  if (scratch.length < size) scratch = new Float32Array(Math.max(size, scratch.length * 2));
-  return scratch;
+/** Depth of one pass over K: a 4×KC panel of A and of B (4 KB each) stay in L1 while a tile accumulates. */
+const KC = 256;
+
+/**
+ * Packs op(A) (m×k) into panels of 4 rows, element (i, p) of panel i/4 at [p*4 + i%4], zero-padded to a multiple
+ * of 4 rows; op(B) (k×n) likewise into panels of 4 columns. Transposes are absorbed here, so the micro-kernel
+ * reads both operands sequentially whatever the flags.
+ */
+function pack(
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  a: Float32Array,
+  lda: number,
+  b: Float32Array,
+  ldb: number,
+): void {
+  const mp = (m + 3) >> 2;
+  const np = (n + 3) >> 2;
+  if (packA.length < mp * 4 * k) packA = new Float32Array(mp * 4 * k);
+  if (packB.length < np * 4 * k) packB = new Float32Array(np * 4 * k);
+  const A = packA;
+  const B = packB;
+  for (let ip = 0; ip < mp; ip++) {
+    const base = ip * 4 * k;
+    for (let ii = 0; ii < 4; ii++) {
+      const i = ip * 4 + ii;
+      if (i >= m) {
+        for (let p = 0; p < k; p++) A[base + p * 4 + ii] = 0;
+      } else if (transA) {
+        for (let p = 0; p < k; p++) A[base + p * 4 + ii] = a[p * lda + i];
+      } else {
+        const row = i * lda;
+        for (let p = 0; p < k; p++) A[base + p * 4 + ii] = a[row + p];
+      }
+    }
+  }
+  for (let jp = 0; jp < np; jp++) {
+    const base = jp * 4 * k;
+    for (let jj = 0; jj < 4; jj++) {
+      const j = jp * 4 + jj;
+      if (j >= n) {
+        for (let p = 0; p < k; p++) B[base + p * 4 + jj] = 0;
+      } else if (transB) {
+        const row = j * ldb;
+        for (let p = 0; p < k; p++) B[base + p * 4 + jj] = b[row + p];
+      } else {
+        for (let p = 0; p < k; p++) B[base + p * 4 + jj] = b[p * ldb + j];
+      }
+    }
+  }
 }
 
-const BLOCK_I = 32;
-const BLOCK_K = 128;
-const BLOCK_J = 512;
+function store(c: Float32Array, o: number, v: number, alpha: number, beta: number): void {
+  c[o] = beta === 0 ? alpha * v : alpha * v + beta * c[o];
+}
 
-/** Blocked i-k-j kernel, four rows of C at a time. No allocation except a reusable packing buffer for Bᵀ. */
+/**
+ * Portable kernel: packs both operands into 4-wide panels, then a 4×4 register-tiled micro-kernel accumulates
+ * 16 outputs over KC-deep slices of K. No allocation per call beyond growing the two reusable packing buffers.
+ */
 export function jsSgemm(
   transA: boolean,
   transB: boolean,
@@ -32,61 +87,55 @@ export function jsSgemm(
   c: Float32Array,
   ldc: number,
 ): void {
-  // C = beta * C
-  for (let i = 0; i < m; i++) {
-    const row = i * ldc;
-    if (beta === 0) c.fill(0, row, row + n);
-    else if (beta !== 1) for (let j = 0; j < n; j++) c[row + j] *= beta;
-  }
-  if (m === 0 || n === 0 || k === 0 || alpha === 0) return;
-  // Make B row-major k×n with contiguous rows (pack Bᵀ once; the hot loop then reads B rows sequentially).
-  let bb = b;
-  let ldbb = ldb;
-  if (transB) {
-    bb = scratchOf(k * n);
-    for (let j = 0; j < n; j++) {
-      const src = j * ldb;
-      for (let p = 0; p < k; p++) bb[p * n + j] = b[src + p]!;
+  if (m === 0 || n === 0) return;
+  if (k === 0 || alpha === 0) {
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) store(c, i * ldc + j, 0, 0, beta);
     }
-    ldbb = n;
+    return;
   }
-  const aRow = transA ? 1 : lda; // stride between A(i, ·) rows
-  const aCol = transA ? lda : 1; // stride between A(·, p) columns
-  for (let j0 = 0; j0 < n; j0 += BLOCK_J) {
-    const j1 = Math.min(n, j0 + BLOCK_J);
-    for (let i0 = 0; i0 < m; i0 += BLOCK_I) {
-      const i1 = Math.min(m, i0 + BLOCK_I);
-      for (let p0 = 0; p0 < k; p0 += BLOCK_K) {
-        const p1 = Math.min(k, p0 + BLOCK_K);
-        let i = i0;
-        for (; i + 3 < i1; i += 4) {
-          const c0 = i * ldc;
-          const c1 = c0 + ldc;
-          const c2 = c1 + ldc;
-          const c3 = c2 + ldc;
-          for (let p = p0; p < p1; p++) {
-            const ap = i * aRow + p * aCol;
-            const a0 = alpha * a[ap]!;
-            const a1 = alpha * a[ap + aRow]!;
-            const a2 = alpha * a[ap + 2 * aRow]!;
-            const a3 = alpha * a[ap + 3 * aRow]!;
-            const bo = p * ldbb;
-            for (let j = j0; j < j1; j++) {
-              const bv = bb[bo + j]!;
-              c[c0 + j] += a0 * bv;
-              c[c1 + j] += a1 * bv;
-              c[c2 + j] += a2 * bv;
-              c[c3 + j] += a3 * bv;
-            }
-          }
+  pack(transA, transB, m, n, k, a, lda, b, ldb);
+  const A = packA;
+  const B = packB;
+  const mp = (m + 3) >> 2;
+  const np = (n + 3) >> 2;
+  for (let p0 = 0; p0 < k; p0 += KC) {
+    const p1 = Math.min(k, p0 + KC);
+    const bt = p0 === 0 ? beta : 1; // later slices add onto the first one's result
+    for (let jp = 0; jp < np; jp++) {
+      const bo = jp * 4 * k;
+      const j0 = jp * 4;
+      for (let ip = 0; ip < mp; ip++) {
+        const ao = ip * 4 * k;
+        let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0; // prettier-ignore
+        let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0; // prettier-ignore
+        for (let p = p0; p < p1; p++) {
+          const x = ao + p * 4;
+          const y = bo + p * 4;
+          const a0 = A[x], a1 = A[x + 1], a2 = A[x + 2], a3 = A[x + 3]; // prettier-ignore
+          const b0 = B[y], b1 = B[y + 1], b2 = B[y + 2], b3 = B[y + 3]; // prettier-ignore
+          c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; // prettier-ignore
+          c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; // prettier-ignore
+          c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; // prettier-ignore
+          c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; // prettier-ignore
         }
-        for (; i < i1; i++) {
-          const c0 = i * ldc;
-          for (let p = p0; p < p1; p++) {
-            const a0 = alpha * a[i * aRow + p * aCol]!;
-            if (a0 === 0) continue;
-            const bo = p * ldbb;
-            for (let j = j0; j < j1; j++) c[c0 + j] += a0 * bb[bo + j]!;
+        const i0 = ip * 4;
+        if (i0 + 4 <= m && j0 + 4 <= n) {
+          let o = i0 * ldc + j0;
+          store(c, o, c00, alpha, bt); store(c, o + 1, c01, alpha, bt); store(c, o + 2, c02, alpha, bt); store(c, o + 3, c03, alpha, bt); // prettier-ignore
+          o += ldc;
+          store(c, o, c10, alpha, bt); store(c, o + 1, c11, alpha, bt); store(c, o + 2, c12, alpha, bt); store(c, o + 3, c13, alpha, bt); // prettier-ignore
+          o += ldc;
+          store(c, o, c20, alpha, bt); store(c, o + 1, c21, alpha, bt); store(c, o + 2, c22, alpha, bt); store(c, o + 3, c23, alpha, bt); // prettier-ignore
+          o += ldc;
+          store(c, o, c30, alpha, bt); store(c, o + 1, c31, alpha, bt); store(c, o + 2, c32, alpha, bt); store(c, o + 3, c33, alpha, bt); // prettier-ignore
+        } else {
+          edge[0] = c00; edge[1] = c01; edge[2] = c02; edge[3] = c03; // prettier-ignore
+          edge[4] = c10; edge[5] = c11; edge[6] = c12; edge[7] = c13; // prettier-ignore
+          edge[8] = c20; edge[9] = c21; edge[10] = c22; edge[11] = c23; // prettier-ignore
+          edge[12] = c30; edge[13] = c31; edge[14] = c32; edge[15] = c33; // prettier-ignore
+          for (let ii = 0; ii < 4 && i0 + ii < m; ii++) {
+            for (let jj = 0; jj < 4 && j0 + jj < n; jj++) store(c, (i0 + ii) * ldc + j0 + jj, edge[ii * 4 + jj], alpha, bt);
           }
         }
       }

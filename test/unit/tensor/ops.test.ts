@@ -74,7 +74,7 @@ test('the JS sgemm kernel handles every transpose combination, alpha, beta and l
   const g = new Generator(9);
   const m = 37;
   const n = 45;
-  const k = 131;
+  const k = 300; // more than one KC slice
   for (const transA of [false, true]) {
     for (const transB of [false, true]) {
       const a = randn([m * k], { generator: g }).data;
