@@ -1,4 +1,8 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { RendezvousConfigError, RendezvousConnectionError, type RendezvousHandler } from '../../../rendezvous/api.js';
@@ -184,5 +188,57 @@ describe('etcd backend over TLS', () => {
       within(createRendezvousHandler('etcd', { config, backendOptions, self: self('q') }), 15_000, 'plain to TLS'),
       RendezvousConnectionError,
     );
+  });
+});
+
+describe('etcd backend with user/password auth', () => {
+  let etcd: EtcdServer;
+  let dir: string;
+  before(async () => {
+    etcd = await startEtcd();
+    dir = mkdtempSync(join(tmpdir(), 'tensile-auth-'));
+    const ctl = (...args: string[]): void => {
+      execFileSync('/usr/bin/etcdctl', ['--endpoints', etcd.endpoint, ...args], {
+        stdio: 'ignore',
+        timeout: 10_000,
+        env: { ...process.env, ETCDCTL_API: '3' },
+      });
+    };
+    ctl('user', 'add', 'root', '--new-user-password=s3cret-pw');
+    ctl('user', 'grant-role', 'root', 'root');
+    ctl('auth', 'enable');
+  });
+  after(async () => {
+    await etcd?.stop();
+    if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a password from a file authenticates, and a wrong one fails without echoing the password', async () => {
+    const good = join(dir, 'pw');
+    writeFileSync(good, 's3cret-pw\n');
+    const ok = parseRdzvConf(
+      { user: 'root', password_file: good },
+      { runId: 'auth', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+    );
+    const h = await createRendezvousHandler('etcd', { ...ok, self: self('u') });
+    try {
+      assert.equal((await within(h.next(), 15_000, 'round with auth')).groupWorldSize, 1);
+    } finally {
+      await h.leave();
+    }
+    process.env.TENSILE_TEST_BAD_PW = 'wrong-pw-value';
+    const bad = parseRdzvConf(
+      { user: 'root', password_env: 'TENSILE_TEST_BAD_PW', read_timeout: '2' },
+      { runId: 'auth', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+    );
+    await assert.rejects(
+      within(createRendezvousHandler('etcd', { ...bad, self: self('w') }), 15_000, 'bad password'),
+      (err: unknown) => {
+        assert.ok(err instanceof RendezvousConnectionError, String(err));
+        assert.ok(!err.message.includes('wrong-pw-value'));
+        return true;
+      },
+    );
+    delete process.env.TENSILE_TEST_BAD_PW;
   });
 });
