@@ -9,6 +9,8 @@
 //   ...
 //   await kubelet.stop(); await server.stop();             // in t.after / after hooks
 //
+// NOTE: on Node 20, `import '../../k8s/node20-compat.js'` before '@kubernetes/client-node' (see that file).
+//
 // startTestApiServer(options) -> { url, port, kubeconfigPath, kubeconfig, state, logSources, stop() }
 //   options: port (0), gcIntervalMs (100), watchWindowEvents (10000; older resourceVersions get 410),
 //            bookmarkIntervalMs (1000), scheduler (true), strictNamespaces (true), dir, logger.
@@ -54,3 +56,4 @@ export { startTestApiServer, type TestApiServer, type PodLogSource } from './ser
 export { startKubelet, type Kubelet, type KubeletOptions } from './kubelet.js';
 export type { ApiState, WatchEvent, DeleteOptions, WriteOptions } from './state.js';
 export type { ResourceDef } from './resources.js';
+export { kubectl, waitFor, type KubectlResult } from './kubectl.js';

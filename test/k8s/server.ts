@@ -21,6 +21,8 @@ export interface TestApiServer {
   readonly port: number;
   /** A kubeconfig file (context `tensile-test`, namespace `default`) for kubectl and client-node. */
   readonly kubeconfigPath: string;
+  /** Directory holding the kubeconfig (and kubectl's cache when run through kubectl()). */
+  readonly dir: string;
   /** The same kubeconfig as YAML text (for `KubeConfig.loadFromString`). */
   readonly kubeconfig: string;
   /** In-process access to the cluster state (used by the simulated kubelet and by tests). */
@@ -79,6 +81,8 @@ function kubeconfigYaml(url: string): string {
     '- name: tensile-test',
     '  cluster:',
     `    server: ${url}`,
+    // client-node refuses plain HTTP unless TLS verification is explicitly off.
+    '    insecure-skip-tls-verify: true',
     'contexts:',
     '- name: tensile-test',
     '  context:',
@@ -527,6 +531,7 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     url,
     port,
     kubeconfigPath,
+    dir,
     kubeconfig,
     state,
     logSources,
