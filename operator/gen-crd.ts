@@ -10,7 +10,7 @@ const check = process.argv.includes('--check');
 let stale = 0;
 for (const { path, text } of generatedFiles()) {
   const abs = `${root}${path}`;
-  let current = '';
+  let current: string;
   try {
     current = readFileSync(abs, 'utf8');
   } catch {

@@ -9,13 +9,13 @@
 import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
-import { KubeConfig } from '@kubernetes/client-node';
 import { z } from 'zod';
 import { BadOptionsError, noopLogger, type Logger } from './api.js';
 import { ElasticJobController } from './controller/elasticjob-controller.js';
 import { LeaderElector } from './controller/leader-election.js';
 import { OperatorMetrics } from './controller/metrics.js';
-import { ClientNodeKubeClient } from './kube-client.js';
+import { HttpKubeClient } from './kube-client.js';
+import { KubeHttp, loadConnection } from './kube/http-client.js';
 
 export * from './api.js';
 export * from './api/v1alpha1/elasticjob-types.js';
@@ -68,20 +68,6 @@ function parseOptions(input: OperatorOptionsInput): OperatorOptions {
   return r.data;
 }
 
-function loadKubeConfig(path: string | undefined): { kc: KubeConfig; inCluster: boolean } {
-  const kc = new KubeConfig();
-  if (path !== undefined) {
-    kc.loadFromFile(path);
-    return { kc, inCluster: false };
-  }
-  if (process.env.KUBERNETES_SERVICE_HOST !== undefined) {
-    kc.loadFromCluster();
-    return { kc, inCluster: true };
-  }
-  kc.loadFromDefault();
-  return { kc, inCluster: false };
-}
-
 async function ownNamespace(): Promise<string | undefined> {
   try {
     const { readFile } = await import('node:fs/promises');
@@ -94,8 +80,8 @@ async function ownNamespace(): Promise<string | undefined> {
 /** Starts the operator. Resolves once the HTTP server listens (reconciling starts when leadership is won). */
 export async function runOperator(input: OperatorOptionsInput, logger: Logger = noopLogger): Promise<OperatorHandle> {
   const o = parseOptions(input);
-  const { kc } = loadKubeConfig(o.kubeconfig);
-  const client = new ClientNodeKubeClient(kc);
+  const http = new KubeHttp(loadConnection(o.kubeconfig));
+  const client = new HttpKubeClient(http);
   const metrics = new OperatorMetrics();
   const identity = o.identity ?? `${hostname()}-${process.pid}`;
   const log = logger.child({ identity });
@@ -103,7 +89,7 @@ export async function runOperator(input: OperatorOptionsInput, logger: Logger = 
   let transition = Promise.resolve();
   const newController = () =>
     new ElasticJobController({
-      kubeConfig: kc,
+      http,
       client,
       ...(o.namespace !== undefined ? { namespace: o.namespace } : {}),
       logger: log,
@@ -137,7 +123,7 @@ export async function runOperator(input: OperatorOptionsInput, logger: Logger = 
   if (o.leaderElection) {
     elector = new LeaderElector({
       client,
-      namespace: o.leaseNamespace ?? o.namespace ?? (await ownNamespace()) ?? 'default',
+      namespace: o.leaseNamespace ?? o.namespace ?? http.conn.namespace ?? (await ownNamespace()) ?? 'default',
       name: o.leaseName,
       identity,
       leaseDurationMs: o.leaseDurationMs,
@@ -187,13 +173,14 @@ export async function runOperator(input: OperatorOptionsInput, logger: Logger = 
       await transition;
       await controller?.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      http.close();
     },
   };
 }
 
 const USAGE = `usage: tensile operator [--kubeconfig PATH] [--namespace NS] [--metrics-port N] [--no-leader-election]
                         [--lease-name NAME] [--lease-namespace NS] [--identity ID] [--workers N]
-                        [--no-managed-etcd] [--etcd-image IMAGE] [--log-level LEVEL]`;
+                        [--no-managed-etcd] [--etcd-image IMAGE] [--no-watch-nodes] [--log-level LEVEL]`;
 
 /** CLI entry for `tensile operator ...`; resolves with the exit code after SIGTERM/SIGINT. */
 export async function operatorMain(argv: readonly string[]): Promise<number> {
@@ -214,6 +201,7 @@ export async function operatorMain(argv: readonly string[]): Promise<number> {
         identity: { type: 'string' },
         workers: { type: 'string' },
         'no-managed-etcd': { type: 'boolean' },
+        'no-watch-nodes': { type: 'boolean' },
         'etcd-image': { type: 'string' },
         'log-level': { type: 'string' },
         help: { type: 'boolean', short: 'h' },
@@ -244,6 +232,7 @@ export async function operatorMain(argv: readonly string[]): Promise<number> {
     const input: OperatorOptionsInput = {
       leaderElection: values['no-leader-election'] !== true,
       managedEtcd: values['no-managed-etcd'] !== true,
+      watchNodes: values['no-watch-nodes'] !== true,
     };
     const opt = (k: keyof OperatorOptionsInput, v: unknown) => {
       if (v !== undefined) (input as Record<string, unknown>)[k] = v;

@@ -1,23 +1,11 @@
-// The only file that calls @kubernetes/client-node's REST APIs. Translates its ApiException into the operator's
-// errors (409 → ApiConflictError, 404 → ApiNotFoundError, anything else → ApiError).
+// The only file that names Kubernetes REST paths. Requests go through `kube/http-client.ts`, which already
+// answers with the operator's errors (409 → ApiConflictError, 404 → ApiNotFoundError, anything else → ApiError).
 //
 // KUBE_API_CALLS lists every (group, resource, verbs) used here and by the informers; the chart's RBAC is tested
 // against it, so add a line whenever a call is added.
-import {
-  AppsV1Api,
-  CoordinationV1Api,
-  CoreV1Api,
-  CustomObjectsApi,
-  type CoreV1Event,
-  type KubeConfig,
-  type V1Lease,
-  type V1Pod,
-  type V1Service,
-  type V1StatefulSet,
-} from '@kubernetes/client-node';
+import type { CoreV1Event, V1Lease, V1Pod, V1Service, V1StatefulSet } from '@kubernetes/client-node';
 import {
   ApiConflictError,
-  ApiError,
   ApiNotFoundError,
   type EventRecord,
   type InvolvedObject,
@@ -25,6 +13,7 @@ import {
   type KubeClient,
 } from './api.js';
 import { GROUP, PLURAL, VERSION } from './api/v1alpha1/elasticjob-types.js';
+import type { KubeHttp } from './kube/http-client.js';
 
 export const KUBE_API_CALLS: readonly KubeApiCall[] = [
   { group: GROUP, resource: PLURAL, verbs: ['get', 'list', 'watch', 'delete'] },
@@ -39,101 +28,62 @@ export const KUBE_API_CALLS: readonly KubeApiCall[] = [
 
 export const MANAGED_ETCD_NAME = 'tensile-etcd';
 
-function translate(err: unknown, what: string): Error {
-  const code = typeof err === 'object' && err !== null && 'code' in err ? Number((err as { code: unknown }).code) : 0;
-  const body = typeof err === 'object' && err !== null && 'body' in err ? (err as { body: unknown }).body : undefined;
-  let detail = '';
-  if (typeof body === 'string') {
-    try {
-      detail = String((JSON.parse(body) as { message?: string }).message ?? body);
-    } catch {
-      detail = body;
-    }
-  } else if (body !== null && typeof body === 'object' && 'message' in body) {
-    detail = String((body as { message: unknown }).message);
-  } else if (err instanceof Error) {
-    detail = err.message;
-  }
-  const message = `${what}: ${detail || `HTTP ${code}`}`;
-  if (code === 409) return new ApiConflictError(message, { cause: err });
-  if (code === 404) return new ApiNotFoundError(message, { cause: err });
-  return new ApiError(message, Number.isFinite(code) ? code : 0, { cause: err });
-}
+const jobs = (ns: string) => `/apis/${GROUP}/${VERSION}/namespaces/${enc(ns)}/${PLURAL}`;
+const core = (ns: string, resource: string) => `/api/v1/namespaces/${enc(ns)}/${resource}`;
+const enc = encodeURIComponent;
 
-async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
+async function ignoreConflict(p: Promise<unknown>): Promise<void> {
   try {
-    return await fn();
+    await p;
   } catch (err) {
-    throw translate(err, what);
+    if (!(err instanceof ApiConflictError)) throw err;
   }
 }
 
-export class ClientNodeKubeClient implements KubeClient {
-  readonly core: CoreV1Api;
-  readonly custom: CustomObjectsApi;
-  private readonly apps: AppsV1Api;
-  private readonly coordination: CoordinationV1Api;
+export class HttpKubeClient implements KubeClient {
   private eventSeq = 0;
 
-  constructor(kc: KubeConfig) {
-    this.core = kc.makeApiClient(CoreV1Api);
-    this.custom = kc.makeApiClient(CustomObjectsApi);
-    this.apps = kc.makeApiClient(AppsV1Api);
-    this.coordination = kc.makeApiClient(CoordinationV1Api);
-  }
+  constructor(readonly http: KubeHttp) {}
 
   getElasticJob(namespace: string, name: string): Promise<unknown> {
-    return call(`get elasticjob ${namespace}/${name}`, () =>
-      this.custom.getNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace, name }),
-    );
+    return this.http.request('GET', `${jobs(namespace)}/${enc(name)}`);
   }
 
   replaceElasticJobStatus(namespace: string, name: string, body: object): Promise<unknown> {
-    return call(`update elasticjob ${namespace}/${name} status`, () =>
-      this.custom.replaceNamespacedCustomObjectStatus({ group: GROUP, version: VERSION, plural: PLURAL, namespace, name, body }),
-    );
+    return this.http.request('PUT', `${jobs(namespace)}/${enc(name)}/status`, { body });
   }
 
   async deleteElasticJob(namespace: string, name: string): Promise<void> {
-    await call(`delete elasticjob ${namespace}/${name}`, () =>
-      this.custom.deleteNamespacedCustomObject({
-        group: GROUP,
-        version: VERSION,
-        plural: PLURAL,
-        namespace,
-        name,
-        propagationPolicy: 'Background',
-      }),
-    );
+    await this.http.request('DELETE', `${jobs(namespace)}/${enc(name)}`, {
+      body: { kind: 'DeleteOptions', apiVersion: 'v1', propagationPolicy: 'Background' },
+    });
   }
 
   createPod(namespace: string, pod: V1Pod): Promise<V1Pod> {
-    return call(`create pod ${namespace}/${pod.metadata?.name}`, () => this.core.createNamespacedPod({ namespace, body: pod }));
+    return this.http.request('POST', core(namespace, 'pods'), { body: pod });
   }
 
   async deletePod(namespace: string, name: string, uid?: string): Promise<void> {
-    await call(`delete pod ${namespace}/${name}`, () =>
-      this.core.deleteNamespacedPod({
-        namespace,
-        name,
-        ...(uid !== undefined && uid !== '' ? { body: { preconditions: { uid } } } : {}),
-      }),
-    );
+    await this.http.request('DELETE', `${core(namespace, 'pods')}/${enc(name)}`, {
+      body: { kind: 'DeleteOptions', apiVersion: 'v1', ...(uid !== undefined && uid !== '' ? { preconditions: { uid } } : {}) },
+    });
   }
 
   createService(namespace: string, svc: V1Service): Promise<V1Service> {
-    return call(`create service ${namespace}/${svc.metadata?.name}`, () => this.core.createNamespacedService({ namespace, body: svc }));
+    return this.http.request('POST', core(namespace, 'services'), { body: svc });
   }
 
   async deleteService(namespace: string, name: string): Promise<void> {
-    await call(`delete service ${namespace}/${name}`, () => this.core.deleteNamespacedService({ namespace, name }));
+    await this.http.request('DELETE', `${core(namespace, 'services')}/${enc(name)}`);
   }
 
   async createEvent(involved: InvolvedObject, event: EventRecord, reportingInstance: string): Promise<void> {
-    const now = new Date();
+    const now = new Date().toISOString();
     this.eventSeq += 1;
     const body: CoreV1Event = {
-      metadata: { name: `${involved.name}.${now.getTime().toString(16)}${this.eventSeq.toString(16)}`, namespace: involved.namespace },
+      apiVersion: 'v1',
+      kind: 'Event',
+      metadata: { name: `${involved.name}.${Date.now().toString(16)}${this.eventSeq.toString(16)}`, namespace: involved.namespace },
       involvedObject: { ...involved },
       reason: event.reason,
       message: event.message,
@@ -141,13 +91,11 @@ export class ClientNodeKubeClient implements KubeClient {
       source: { component: 'tensile-operator' },
       reportingComponent: 'tensile.dev/operator',
       reportingInstance,
-      firstTimestamp: now,
-      lastTimestamp: now,
+      firstTimestamp: now as unknown as Date,
+      lastTimestamp: now as unknown as Date,
       count: 1,
     };
-    await call(`create event for ${involved.namespace}/${involved.name}`, () =>
-      this.core.createNamespacedEvent({ namespace: involved.namespace, body }),
-    );
+    await this.http.request('POST', core(involved.namespace, 'events'), { body });
   }
 
   /**
@@ -157,10 +105,14 @@ export class ClientNodeKubeClient implements KubeClient {
   async ensureManagedEtcd(namespace: string, image: string): Promise<string> {
     const labels = { 'app.kubernetes.io/name': MANAGED_ETCD_NAME, 'app.kubernetes.io/managed-by': 'tensile-operator' };
     const svc: V1Service = {
+      apiVersion: 'v1',
+      kind: 'Service',
       metadata: { name: MANAGED_ETCD_NAME, namespace, labels },
       spec: { selector: labels, ports: [{ name: 'client', port: 2379, targetPort: 2379 }] },
     };
     const sts: V1StatefulSet = {
+      apiVersion: 'apps/v1',
+      kind: 'StatefulSet',
       metadata: { name: MANAGED_ETCD_NAME, namespace, labels },
       spec: {
         serviceName: MANAGED_ETCD_NAME,
@@ -208,23 +160,14 @@ export class ClientNodeKubeClient implements KubeClient {
         },
       },
     };
-    const steps: Array<[string, () => Promise<unknown>]> = [
-      [`create service ${namespace}/${MANAGED_ETCD_NAME}`, () => this.core.createNamespacedService({ namespace, body: svc })],
-      [`create statefulset ${namespace}/${MANAGED_ETCD_NAME}`, () => this.apps.createNamespacedStatefulSet({ namespace, body: sts })],
-    ];
-    for (const [what, fn] of steps) {
-      try {
-        await call(what, fn);
-      } catch (err) {
-        if (!(err instanceof ApiConflictError)) throw err;
-      }
-    }
+    await ignoreConflict(this.http.request('POST', core(namespace, 'services'), { body: svc }));
+    await ignoreConflict(this.http.request('POST', `/apis/apps/v1/namespaces/${enc(namespace)}/statefulsets`, { body: sts }));
     return `${MANAGED_ETCD_NAME}.${namespace}.svc:2379`;
   }
 
   async readLease(namespace: string, name: string): Promise<V1Lease | undefined> {
     try {
-      return await call(`get lease ${namespace}/${name}`, () => this.coordination.readNamespacedLease({ namespace, name }));
+      return await this.http.request<V1Lease>('GET', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`);
     } catch (err) {
       if (err instanceof ApiNotFoundError) return undefined;
       throw err;
@@ -232,10 +175,10 @@ export class ClientNodeKubeClient implements KubeClient {
   }
 
   createLease(namespace: string, lease: V1Lease): Promise<V1Lease> {
-    return call(`create lease ${namespace}/${lease.metadata?.name}`, () => this.coordination.createNamespacedLease({ namespace, body: lease }));
+    return this.http.request('POST', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases`, { body: lease });
   }
 
   replaceLease(namespace: string, name: string, lease: V1Lease): Promise<V1Lease> {
-    return call(`update lease ${namespace}/${name}`, () => this.coordination.replaceNamespacedLease({ namespace, name, body: lease }));
+    return this.http.request('PUT', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`, { body: lease });
   }
 }

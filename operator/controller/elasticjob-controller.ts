@@ -5,7 +5,7 @@
 //
 // Expectations: a pod the operator deleted is remembered by uid until the informer sees it go, so a stale cache
 // never makes it count the same failure twice nor replace a pod that is already being replaced.
-import { makeInformer, type Informer, type KubeConfig, type KubernetesObject, type ObjectCache, type V1Node, type V1Pod, type V1Service } from '@kubernetes/client-node';
+import type { V1Node, V1Pod, V1Service } from '@kubernetes/client-node';
 import type { KubeClient, Logger } from '../api.js';
 import { ApiConflictError, ApiNotFoundError, noopLogger } from '../api.js';
 import {
@@ -30,11 +30,12 @@ import { planReconcile, type Action, type JobSnapshot, type Plan } from './plann
 import { buildWorkerPod, buildWorkerService } from './pod-template.js';
 import { toPodView, type NodeInfo } from './pod-view.js';
 import { WorkQueue } from './work-queue.js';
-import type { ClientNodeKubeClient } from '../kube-client.js';
+import type { KubeHttp } from '../kube/http-client.js';
+import { Informer, type KObj } from '../kube/informer.js';
 
 export interface ControllerOptions {
-  readonly kubeConfig: KubeConfig;
-  readonly client: KubeClient & Pick<ClientNodeKubeClient, 'core' | 'custom'>;
+  readonly http: KubeHttp;
+  readonly client: KubeClient;
   /** Watch one namespace; undefined watches all. */
   readonly namespace?: string;
   readonly logger?: Logger;
@@ -50,7 +51,8 @@ export interface ControllerOptions {
   readonly onReconciled?: (key: string, durationMs: number) => void;
 }
 
-type JobObj = KubernetesObject & { spec?: unknown; status?: ElasticJobStatus };
+type JobObj = KObj & { spec?: unknown; status?: ElasticJobStatus; metadata?: KObj['metadata'] & { generation?: number; deletionTimestamp?: string; ownerReferences?: Array<{ uid: string }> } };
+type KubernetesObject = KObj & { metadata?: { ownerReferences?: Array<{ uid?: string }> } };
 
 function keyOf(ns: string | undefined, name: string | undefined): string {
   return `${ns ?? ''}/${name ?? ''}`;
@@ -72,10 +74,10 @@ function canonical(v: unknown): string {
 export class ElasticJobController {
   private readonly queue = new WorkQueue();
   private readonly log: Logger;
-  private jobs: (Informer<JobObj> & ObjectCache<JobObj>) | undefined;
-  private pods: (Informer<V1Pod> & ObjectCache<V1Pod>) | undefined;
-  private services: (Informer<V1Service> & ObjectCache<V1Service>) | undefined;
-  private nodes: (Informer<V1Node> & ObjectCache<V1Node>) | undefined;
+  private jobs: Informer<JobObj> | undefined;
+  private pods: Informer<V1Pod & KObj> | undefined;
+  private services: Informer<V1Service & KObj> | undefined;
+  private nodes: Informer<V1Node & KObj> | undefined;
   /** pod uids deleted by us, per job key, until the informer reports them gone. */
   private readonly handled = new Map<string, Set<string>>();
   /** pods that vanished without us deleting them, per job key, not yet written to status. */
@@ -100,51 +102,39 @@ export class ElasticJobController {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    const { kubeConfig: kc, client, namespace } = this.o;
+    const { http, namespace } = this.o;
     const nsPath = namespace !== undefined ? `/namespaces/${namespace}` : '';
     const labelSelector = LABELS.jobName;
-    this.jobs = makeInformer<JobObj>(kc, `/apis/${GROUP}/${VERSION}${nsPath}/${PLURAL}`, () =>
-      (namespace !== undefined
-        ? client.custom.listNamespacedCustomObject({ group: GROUP, version: VERSION, plural: PLURAL, namespace })
-        : client.custom.listClusterCustomObject({ group: GROUP, version: VERSION, plural: PLURAL })) as never,
-    );
-    this.pods = makeInformer<V1Pod>(
-      kc,
-      `/api/v1${nsPath}/pods`,
-      () => (namespace !== undefined ? client.core.listNamespacedPod({ namespace, labelSelector }) : client.core.listPodForAllNamespaces({ labelSelector })),
-      labelSelector,
-    );
-    this.services = makeInformer<V1Service>(
-      kc,
-      `/api/v1${nsPath}/services`,
-      () =>
-        namespace !== undefined
-          ? client.core.listNamespacedService({ namespace, labelSelector })
-          : client.core.listServiceForAllNamespaces({ labelSelector }),
-      labelSelector,
-    );
+    const log = this.log;
+    const byJob = (o: KObj) => {
+      const job = o.metadata?.labels?.[LABELS.jobName];
+      return job !== undefined ? keyOf(o.metadata?.namespace, job) : undefined;
+    };
+    this.jobs = new Informer<JobObj>(http, `/apis/${GROUP}/${VERSION}${nsPath}/${PLURAL}`, { logger: log });
+    this.pods = new Informer<V1Pod & KObj>(http, `/api/v1${nsPath}/pods`, { labelSelector, logger: log, indexBy: byJob });
+    this.services = new Informer<V1Service & KObj>(http, `/api/v1${nsPath}/services`, { labelSelector, logger: log, indexBy: byJob });
     this.jobs.on('add', (j) => this.enqueue(j));
     this.jobs.on('update', (j) => this.enqueue(j));
     this.jobs.on('delete', (j) => this.forgetJob(keyOf(j.metadata?.namespace, j.metadata?.name)));
-    for (const inf of [this.pods, this.services] as Array<Informer<KubernetesObject>>) {
+    for (const inf of [this.pods, this.services] as Array<Informer<KObj>>) {
       inf.on('add', (o) => this.enqueueOwner(o));
       inf.on('update', (o) => this.enqueueOwner(o));
     }
     this.pods.on('delete', (p) => this.onPodDeleted(p));
     this.services.on('delete', (s) => this.enqueueOwner(s));
-    const informers: Array<Informer<KubernetesObject>> = [this.jobs, this.pods, this.services];
+    await Promise.all([this.jobs.start(), this.pods.start(), this.services.start()]);
     if (this.o.watchNodes ?? true) {
-      this.nodes = makeInformer<V1Node>(kc, '/api/v1/nodes', () => client.core.listNode());
-      this.nodes.on('update', (n) => this.onNodeChanged(n, false));
-      this.nodes.on('delete', (n) => this.onNodeChanged(n, true));
-      this.nodes.on('add', (n) => this.deletedNodes.delete(n.metadata?.name ?? ''));
-    }
-    for (const inf of informers) this.restartOnError(inf);
-    await Promise.all(informers.map((i) => i.start()));
-    if (this.nodes !== undefined) {
-      this.restartOnError(this.nodes as Informer<KubernetesObject>);
-      // Node watching is best effort: without it, preemption is still detected from pods.
-      this.nodes.start().catch((err: unknown) => this.log.warn({ err: String(err) }, 'node informer failed; node loss detection off'));
+      const nodes = new Informer<V1Node & KObj>(http, '/api/v1/nodes', { logger: log });
+      nodes.on('update', (n) => this.onNodeChanged(n, false));
+      nodes.on('delete', (n) => this.onNodeChanged(n, true));
+      nodes.on('add', (n) => this.deletedNodes.delete(n.metadata?.name ?? ''));
+      // Node watching is best effort: without it, preemption is still detected from the pods themselves.
+      try {
+        await nodes.start();
+        this.nodes = nodes;
+      } catch (err) {
+        this.log.warn({ err: (err as Error).message }, 'cannot list nodes; node-loss detection is off');
+      }
     }
     this.synced = true;
     for (const j of this.jobs.list()) this.enqueue(j);
@@ -167,28 +157,6 @@ export class ElasticJobController {
     await Promise.all([this.jobs, this.pods, this.services, this.nodes].map((i) => i?.stop()));
     await Promise.all(this.workerLoops);
     this.workerLoops = [];
-  }
-
-  private restartOnError(inf: Informer<KubernetesObject>): void {
-    let delayMs = 500;
-    inf.on('error', (err: unknown) => {
-      if (!this.running) return;
-      this.log.warn({ err: String((err as Error)?.message ?? err), delayMs }, 'watch failed; relisting');
-      const t = setTimeout(() => {
-        if (!this.running) return;
-        inf.start().then(
-          () => {
-            delayMs = 500;
-          },
-          () => {},
-        );
-      }, delayMs);
-      t.unref();
-      delayMs = Math.min(delayMs * 2, 30_000);
-    });
-    inf.on('connect', () => {
-      delayMs = 500;
-    });
   }
 
   private enqueue(o: KubernetesObject): void {
@@ -232,7 +200,7 @@ export class ElasticJobController {
 
   private nodeOf = (name: string): NodeInfo | undefined => {
     if (this.deletedNodes.has(name)) return { exists: false, taintKeys: [] };
-    const node = this.nodes?.get(name);
+    const node = this.nodes?.get(name, '');
     if (node === undefined) return undefined;
     return { exists: true, taintKeys: (node.spec?.taints ?? []).map((t) => t.key) };
   };
@@ -299,12 +267,12 @@ export class ElasticJobController {
       o.metadata?.labels?.[LABELS.jobName] === name &&
       (o.metadata?.ownerReferences ?? []).some((r) => r.uid === uid);
     const terminationTaints = 'invalid' in spec ? DEFAULT_TERMINATION_TAINTS : spec.preemptionNodeTaints;
-    const podList = (this.pods?.list(namespace) ?? []).filter(owned);
+    const podList = (this.pods?.byIndex(key) ?? []).filter(owned);
     const podViews = podList.flatMap((p) => {
       const v = toPodView(p, { handled: handled.has(p.metadata?.uid ?? ''), terminationTaints, nodeOf: this.nodeOf });
       return v === undefined ? [] : [v];
     });
-    const serviceNames = (this.services?.list(namespace) ?? []).filter(owned).map((s) => s.metadata?.name ?? '');
+    const serviceNames = (this.services?.byIndex(key) ?? []).filter(owned).map((s) => s.metadata?.name ?? '');
     const external = this.deletedExternally.get(key) ?? 0;
     const snapshot: JobSnapshot = {
       nowMs: Date.now(),

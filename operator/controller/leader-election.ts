@@ -34,6 +34,11 @@ export function decideLease(observation: Observation | undefined, identity: stri
   return expired ? 'acquire' : 'wait';
 }
 
+/** RFC 3339 with microseconds, the MicroTime format the API server parses for Lease times. */
+function microTime(d: Date): Date {
+  return d.toISOString().replace(/\.(\d{3})Z$/, '.$1000Z') as unknown as Date;
+}
+
 export interface LeaderElectorOptions {
   readonly client: KubeClient;
   readonly namespace: string;
@@ -136,7 +141,7 @@ export class LeaderElector {
 
   private async tryAcquireOrRenew(): Promise<boolean> {
     const { client, namespace, name, identity } = this.o;
-    const now = new Date();
+    const now = microTime(new Date());
     try {
       const current = await client.readLease(namespace, name);
       if (current !== undefined) {
@@ -194,7 +199,7 @@ export class LeaderElector {
     try {
       await this.o.client.replaceLease(this.o.namespace, this.o.name, {
         ...lease,
-        spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: new Date() },
+        spec: { ...lease.spec, holderIdentity: '', leaseDurationSeconds: 1, renewTime: microTime(new Date()) },
       });
     } catch (err) {
       this.o.logger.warn({ err: (err as Error).message }, 'could not release the lease');

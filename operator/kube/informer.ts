@@ -1,0 +1,185 @@
+// List + watch into a local cache (what client-go calls a reflector + indexer), written for the operator:
+// - the first `start()` resolves after the initial list, so callers can wait for a synced cache;
+// - a watch resumes from the last resourceVersion seen (BOOKMARKs included) when the server ends it;
+// - 410 Gone (HTTP status or an ERROR event) or any other watch failure → relist after a jittered backoff, and the
+//   relist diffs against the cache, so deletes missed while disconnected are still delivered;
+// - `indexBy` keeps a secondary index (the operator indexes pods and services by their job) so a reconcile reads
+//   a job's pods without scanning every pod.
+import type { Logger } from '../api.js';
+import { ApiError, noopLogger } from '../api.js';
+import type { KubeHttp, WatchEventType } from './http-client.js';
+
+export interface KObj {
+  apiVersion?: string;
+  kind?: string;
+  metadata?: {
+    name?: string;
+    namespace?: string;
+    uid?: string;
+    resourceVersion?: string;
+    labels?: Record<string, string>;
+    [k: string]: unknown;
+  };
+}
+
+type Handler<T> = (obj: T) => void;
+
+export interface InformerOptions<T> {
+  readonly labelSelector?: string;
+  readonly logger?: Logger;
+  /** Secondary index key of an object (undefined: not indexed). */
+  readonly indexBy?: (obj: T) => string | undefined;
+  /** Server-side watch timeout; the informer rewatches from the last resourceVersion when it ends. */
+  readonly watchTimeoutSeconds?: number;
+}
+
+const keyOf = (o: KObj) => `${o.metadata?.namespace ?? ''}/${o.metadata?.name ?? ''}`;
+
+export class Informer<T extends KObj> {
+  private readonly cache = new Map<string, T>();
+  private readonly index = new Map<string, Set<string>>();
+  private readonly handlers = { add: [] as Handler<T>[], update: [] as Handler<T>[], delete: [] as Handler<T>[] };
+  private resourceVersion = '';
+  private abort = new AbortController();
+  private loop: Promise<void> | undefined;
+  private readonly log: Logger;
+
+  constructor(
+    private readonly http: KubeHttp,
+    private readonly path: string,
+    private readonly o: InformerOptions<T> = {},
+  ) {
+    this.log = (o.logger ?? noopLogger).child({ informer: path });
+  }
+
+  on(event: 'add' | 'update' | 'delete', h: Handler<T>): void {
+    this.handlers[event].push(h);
+  }
+
+  /** Lists, then watches in the background. Resolves after the first list; rejects if it fails. */
+  async start(): Promise<void> {
+    this.abort = new AbortController();
+    await this.relist();
+    this.loop = this.run(this.abort.signal);
+  }
+
+  async stop(): Promise<void> {
+    this.abort.abort();
+    await this.loop;
+  }
+
+  get(name: string, namespace = ''): T | undefined {
+    return this.cache.get(`${namespace}/${name}`);
+  }
+
+  list(): T[] {
+    return [...this.cache.values()];
+  }
+
+  byIndex(key: string): T[] {
+    const keys = this.index.get(key);
+    if (keys === undefined) return [];
+    const out: T[] = [];
+    for (const k of keys) {
+      const o = this.cache.get(k);
+      if (o !== undefined) out.push(o);
+    }
+    return out;
+  }
+
+  get size(): number {
+    return this.cache.size;
+  }
+
+  private put(obj: T): void {
+    const k = keyOf(obj);
+    const old = this.cache.get(k);
+    if (old !== undefined) this.unindex(k, old);
+    this.cache.set(k, obj);
+    const ik = this.o.indexBy?.(obj);
+    if (ik !== undefined) {
+      let set = this.index.get(ik);
+      if (set === undefined) {
+        set = new Set();
+        this.index.set(ik, set);
+      }
+      set.add(k);
+    }
+    for (const h of old === undefined ? this.handlers.add : this.handlers.update) h(obj);
+  }
+
+  private remove(obj: T): void {
+    const k = keyOf(obj);
+    const old = this.cache.get(k);
+    if (old === undefined) return;
+    this.unindex(k, old);
+    this.cache.delete(k);
+    for (const h of this.handlers.delete) h(obj);
+  }
+
+  private unindex(k: string, obj: T): void {
+    const ik = this.o.indexBy?.(obj);
+    if (ik === undefined) return;
+    const set = this.index.get(ik);
+    set?.delete(k);
+    if (set !== undefined && set.size === 0) this.index.delete(ik);
+  }
+
+  private async relist(): Promise<void> {
+    const list = await this.http.request<{ metadata?: { resourceVersion?: string }; items?: T[] }>('GET', this.path, {
+      query: { labelSelector: this.o.labelSelector },
+    });
+    const seen = new Set<string>();
+    for (const item of list.items ?? []) {
+      seen.add(keyOf(item));
+      const old = this.cache.get(keyOf(item));
+      if (old === undefined || old.metadata?.resourceVersion !== item.metadata?.resourceVersion) this.put(item);
+    }
+    for (const [k, obj] of [...this.cache]) if (!seen.has(k)) this.remove(obj);
+    this.resourceVersion = list.metadata?.resourceVersion ?? '';
+  }
+
+  private async run(signal: AbortSignal): Promise<void> {
+    let backoffMs = 250;
+    while (!signal.aborted) {
+      try {
+        let gone = false;
+        await this.http.watch(
+          this.path,
+          {
+            labelSelector: this.o.labelSelector,
+            resourceVersion: this.resourceVersion,
+            allowWatchBookmarks: true,
+            timeoutSeconds: this.o.watchTimeoutSeconds ?? 300,
+          },
+          (type: WatchEventType, obj: unknown) => {
+            if (type === 'ERROR') {
+              const code = (obj as { code?: number }).code;
+              if (code === 410) gone = true;
+              throw new ApiError(`watch ${this.path}: ${(obj as { message?: string }).message ?? 'error event'}`, code ?? 0);
+            }
+            const o = obj as T;
+            const rv = o.metadata?.resourceVersion;
+            if (rv !== undefined && rv !== '') this.resourceVersion = rv;
+            if (type === 'ADDED' || type === 'MODIFIED') this.put(o);
+            else if (type === 'DELETED') this.remove(o);
+          },
+          signal,
+        );
+        backoffMs = 250;
+        if (gone) await this.relist();
+      } catch (err) {
+        if (signal.aborted) return;
+        const gone = err instanceof ApiError && err.statusCode === 410;
+        this.log.debug({ err: (err as Error).message, gone, backoffMs }, 'watch ended with an error; relisting');
+        await new Promise((r) => setTimeout(r, gone ? 0 : backoffMs * (0.5 + Math.random())));
+        backoffMs = Math.min(backoffMs * 2, 30_000);
+        try {
+          if (!signal.aborted) await this.relist();
+        } catch (e) {
+          this.log.warn({ err: (e as Error).message }, 'relist failed; retrying');
+        }
+      }
+    }
+  }
+}

@@ -1,0 +1,66 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import type { V1Pod } from '@kubernetes/client-node';
+import { resolveSpec, type ElasticJobSpec } from '../../../operator/api/v1alpha1/elasticjob-types.js';
+import { buildWorkerPod, buildWorkerService } from '../../../operator/controller/pod-template.js';
+import { toPodView } from '../../../operator/controller/pod-view.js';
+
+const raw: ElasticJobSpec = {
+  rdzvEndpoint: '127.0.0.1:2379',
+  minReplicas: 2,
+  maxReplicas: 4,
+  nprocPerNode: 2,
+  maxRestarts: 5,
+  replicaSpecs: { Worker: { replicas: 3, template: { spec: { containers: [{ name: 'worker', image: 'img', args: ['train.js'] }] } } } },
+};
+const job = { name: 'j', namespace: 'ns', uid: 'u-1' };
+
+test('a worker pod has a stable name, labels, owner reference, PET_* env and runs tensile run', () => {
+  const pod = buildWorkerPod(job, raw, resolveSpec(raw), '127.0.0.1:2379', 1);
+  assert.equal(pod.metadata?.name, 'j-worker-1');
+  assert.equal(pod.metadata?.labels?.['tensile.dev/replica-index'], '1');
+  assert.equal(pod.metadata?.ownerReferences?.[0]?.uid, 'u-1');
+  assert.equal(pod.spec?.restartPolicy, 'Never');
+  const c = pod.spec!.containers[0]!;
+  assert.deepEqual(c.command, ['tensile', 'run']);
+  assert.deepEqual(c.args, ['train.js']);
+  const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]));
+  assert.deepEqual(
+    { n: env.PET_NNODES, b: env.PET_RDZV_BACKEND, e: env.PET_RDZV_ENDPOINT, id: env.PET_RDZV_ID, p: env.PET_NPROC_PER_NODE, r: env.PET_MAX_RESTARTS },
+    { n: '2:4', b: 'etcd', e: '127.0.0.1:2379', id: 'u-1', p: '2', r: '5' },
+  );
+});
+
+test('a user-set env var wins over the operator default', () => {
+  const spec: ElasticJobSpec = {
+    ...raw,
+    replicaSpecs: { Worker: { template: { spec: { containers: [{ name: 'worker', env: [{ name: 'PET_MAX_RESTARTS', value: '9' }] }] } } } },
+  };
+  const pod = buildWorkerPod(job, spec, resolveSpec(spec), 'e:1', 0);
+  const values = (pod.spec!.containers[0]!.env ?? []).filter((e) => e.name === 'PET_MAX_RESTARTS').map((e) => e.value);
+  assert.deepEqual(values, ['9']);
+});
+
+test('the worker service is headless and selects exactly its index', () => {
+  const svc = buildWorkerService(job, 2);
+  assert.equal(svc.spec?.clusterIP, 'None');
+  assert.deepEqual(svc.spec?.selector, { 'tensile.dev/job-name': 'j', 'tensile.dev/replica-index': '2' });
+});
+
+const failedPod = (over: Partial<V1Pod['status']>, nodeName?: string): V1Pod => ({
+  metadata: { name: 'j-worker-0', uid: 'p', labels: { 'tensile.dev/replica-index': '0' } },
+  spec: { containers: [], ...(nodeName ? { nodeName } : {}) },
+  status: { phase: 'Failed', ...over },
+});
+
+test('pod views carry exit codes, disruption conditions and node loss', () => {
+  const opts = { handled: false, terminationTaints: ['aws-node-termination-handler/spot-itn'] };
+  const v1 = toPodView(failedPod({ containerStatuses: [{ name: 'worker', image: 'i', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 137 } } }] }), opts);
+  assert.equal(v1?.exitCode, 137);
+  const v2 = toPodView(failedPod({ conditions: [{ type: 'DisruptionTarget', status: 'True', reason: 'EvictionByEvictionAPI' }] }), opts);
+  assert.equal(v2?.disruption, 'DisruptionTarget: EvictionByEvictionAPI');
+  const v3 = toPodView(failedPod({}, 'n1'), { ...opts, nodeOf: () => ({ exists: true, taintKeys: ['aws-node-termination-handler/spot-itn'] }) });
+  assert.equal(v3?.nodeLost, true);
+  const v4 = toPodView(failedPod({}, 'n1'), { ...opts, nodeOf: () => undefined });
+  assert.equal(v4?.nodeLost, false);
+});
