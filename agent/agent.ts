@@ -200,7 +200,7 @@ export class ElasticAgent {
           group.outcome.then((o): AttemptEnd => ({ kind: 'group', outcome: o.kind })),
           ended,
         ]);
-        this.wake = null;
+        if (end.kind !== 'group' || end.outcome === 'succeeded') this.wake = null;
 
         if (end.kind === 'signal') {
           result = await this.finishSignalled(handler, allFailures);
@@ -227,7 +227,30 @@ export class ElasticAgent {
 
         // A local worker failed: stop the rest, then restart or give up.
         await group.stop(opts.shutdownGraceMs);
-        allFailures.push(...group.observedExits.filter((e) => e.exitCode !== 0 && !e.stoppedByAgent));
+        const localFailures = group.observedExits.filter((e) => e.exitCode !== 0 && !e.stoppedByAgent);
+        // In a multi-node job a worker often fails *because* a peer node died (a collective's socket reset) before
+        // the peer's lease has expired. Give the rendezvous one lease TTL to say so: then it is a membership change
+        // and uses no restart (torchrun would count it).
+        if (round.groupWorldSize > 1) {
+          const verdict = await this.awaitMembershipVerdict(ended, handler.config.leaseTtlMs + 1000);
+          this.wake = null;
+          if (verdict?.kind === 'signal') {
+            result = await this.finishSignalled(handler, allFailures);
+            break;
+          }
+          if (verdict?.kind === 'rendezvous-error') throw verdict.error;
+          if (verdict?.kind === 'rejoin') {
+            this.transition('RESTARTING');
+            log.warn(
+              { round: round.round, reason: verdict.reason, ranks: localFailures.map((e) => e.globalRank) },
+              'workers failed while the round ended elsewhere; restarting them in the next round',
+            );
+            deps.metrics.restart('membership');
+            continue;
+          }
+        }
+        this.wake = null;
+        allFailures.push(...localFailures);
         const first = allFailures[allFailures.length - 1];
         if (decision.kind === 'restart') {
           this.transition('RESTARTING');
@@ -272,6 +295,19 @@ export class ElasticAgent {
       else if (runDirOwned && result) deps.console.message(`tensile: worker logs kept in ${runDir}`);
     }
     return result as AgentResult;
+  }
+
+  /** Waits up to `ms` for the rendezvous (or a signal) to end the attempt; null when nothing came. */
+  private async awaitMembershipVerdict(ended: Promise<AttemptEnd>, ms: number): Promise<AttemptEnd | null> {
+    let timer: NodeJS.Timeout | undefined;
+    const timeout = new Promise<null>((resolveTimeout) => {
+      timer = setTimeout(() => resolveTimeout(null), ms);
+    });
+    try {
+      return await Promise.race([ended, timeout]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   private async finishSignalled(handler: RendezvousHandler, failures: WorkerExit[]): Promise<AgentResult> {
