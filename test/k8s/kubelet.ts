@@ -365,8 +365,8 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       return;
     }
     if (pod.metadata.deletionTimestamp && !t.terminating) {
-      const deadline = Date.parse(pod.metadata.deletionTimestamp);
-      terminate(t, Math.max(0, Math.min(Number(pod.metadata.deletionGracePeriodSeconds ?? 30), (deadline - Date.now()) / 1000)));
+      // Like the real kubelet, the grace period counts from when the kubelet sees the deletion.
+      terminate(t, Math.max(0, Number(pod.metadata.deletionGracePeriodSeconds ?? 30)));
     } else if (pod.metadata.deletionTimestamp && t.terminating && pod.metadata.deletionGracePeriodSeconds === 0) {
       kill(t.proc?.pid, 'SIGKILL');
     }

@@ -635,7 +635,10 @@ export class ApiState {
     for (const [key, map] of this.data) {
       const def = this.defs.get(key);
       if (!def) continue;
-      for (const o of [...map.values()]) {
+      for (const k of [...map.keys()]) {
+        // Re-read: earlier steps of this pass may have changed or removed it.
+        const o = map.get(k);
+        if (!o) continue;
         const md = o.metadata;
         const refs = md.ownerReferences ?? [];
         if (refs.length > 0 && !md.deletionTimestamp && refs.every((r) => !this.uidIndex.has(r.uid)))
