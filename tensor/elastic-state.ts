@@ -62,6 +62,8 @@ export interface ElasticStateOptions {
   readonly seed?: number;
   readonly shuffle?: boolean;
   readonly logger?: ElasticLogger;
+  /** Called on rank 0 after each checkpoint is written (e.g. to append to a run history). */
+  readonly onSaved?: (info: { file: string; step: number; reason: string }) => void;
 }
 
 export type ElasticErrorCode = 'BAD_OPTIONS' | 'NO_CHECKPOINT_DIR' | 'RESTORE_MISMATCH';
@@ -275,6 +277,7 @@ export class ElasticState {
   private readonly shuffle: boolean;
   private readonly pg: ProcessGroup | undefined;
   private readonly logger: ElasticLogger;
+  private readonly onSaved: ElasticStateOptions['onSaved'];
   private readonly tracked = new Map<string, Stateful>();
   private readonly jsonTracked = new Map<string, { get(): unknown; set(v: unknown): void }>();
   private lastSavedStep = -1;
@@ -323,6 +326,7 @@ export class ElasticState {
     this.shuffle = opts.shuffle ?? true;
     this.pg = opts.processGroup;
     this.logger = opts.logger ?? noopLogger;
+    this.onSaved = opts.onSaved;
     if (this.rank === 0) mkdirSync(dir, { recursive: true });
     if (opts.handleSigterm ?? true) {
       process.on('SIGTERM', this.onSigterm);
@@ -422,6 +426,7 @@ export class ElasticState {
     });
     this.lastSavedStep = this.step;
     this.logger.info({ step: this.step, file: path, reason }, 'checkpoint saved');
+    this.onSaved?.({ file: path, step: this.step, reason });
     for (const old of listCheckpoints(this.dir).slice(this.keepLast)) {
       try {
         unlinkSync(old);

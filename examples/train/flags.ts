@@ -65,13 +65,13 @@ export const FlagsSchema = z.object({
 export type Flags = z.output<typeof FlagsSchema>;
 
 const DEFAULTS: Record<string, string | boolean | null> = {
-  epochs: '5',
+  epochs: '6',
   batchSize: '64',
   batchPolicy: 'keep-global',
   lr: '0.05',
   momentum: '0.9',
   hidden: '256,128',
-  trainSize: '8000',
+  trainSize: '16000',
   testSize: '2000',
   seed: '1',
   checkpointDir: null,
@@ -89,9 +89,9 @@ const DEFAULTS: Record<string, string | boolean | null> = {
 
 /** `--small`: the CI size (a few seconds per epoch on 2 cores). */
 const SMALL: Record<string, string> = {
-  epochs: '3',
+  epochs: '4',
   hidden: '64',
-  trainSize: '1500',
+  trainSize: '3000',
   testSize: '500',
   saveEvery: '10',
   targetAccuracy: '0.9',
