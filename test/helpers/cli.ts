@@ -25,9 +25,12 @@ export interface TensileProcess {
 /** Starts `tensile <args>`; the returned result settles when it exits or is killed at `timeoutMs`. */
 export function startTensile(
   args: readonly string[],
-  opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string } = {},
+  opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string; wrap?: readonly string[] } = {},
 ): TensileProcess {
-  const child = spawn(process.execPath, ['--import', 'tsx', CLI, ...args], {
+  // `wrap` runs the CLI under another command, e.g. ['ip', 'netns', 'exec', 'ns1'] (which execs, keeping the pid).
+  const argv = [process.execPath, '--import', 'tsx', CLI, ...args];
+  const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv] as [string, ...string[]];
+  const child = spawn(cmd, rest, {
     cwd: opts.cwd ?? REPO_ROOT,
     env: { ...process.env, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -62,6 +62,8 @@ export interface AgentOptions {
   readonly scriptArgs?: readonly string[];
   readonly env?: Record<string, string>;
   readonly timeoutMs?: number;
+  readonly localAddr?: string;
+  readonly wrap?: readonly string[];
 }
 
 export function startAgent(o: AgentOptions): TensileProcess {
@@ -81,7 +83,7 @@ export function startAgent(o: AgentOptions): TensileProcess {
       '--rdzv-conf',
       o.rdzvConf ?? 'last_call_timeout=0.5,join_timeout=30,lease_ttl=1',
       '--local-addr',
-      '127.0.0.1',
+      o.localAddr ?? '127.0.0.1',
       '--shutdown-timeout',
       '3',
       '--log-format',
@@ -90,7 +92,7 @@ export function startAgent(o: AgentOptions): TensileProcess {
       o.script ?? ELASTIC_WORKER,
       ...(o.scriptArgs ?? []),
     ],
-    { env: { OUT_DIR: o.out, ...o.env }, timeoutMs: o.timeoutMs ?? 90_000 },
+    { env: { OUT_DIR: o.out, ...o.env }, timeoutMs: o.timeoutMs ?? 90_000, wrap: o.wrap },
   );
 }
 
