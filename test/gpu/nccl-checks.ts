@@ -112,7 +112,9 @@ export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = 
         const rsOut = make(dtype, size, () => 0);
         await g
           .reduceScatter(rsIn, rsOut, op, o)
-          .then(() => compare(report, `${tag} reduceScatter`, dtype, rsOut, (i) => reference(op, dtype, n, r * size + i)))
+          .then(() =>
+            compare(report, `${tag} reduceScatter`, dtype, rsOut, (i) => reference(op, dtype, n, r * size + i)),
+          )
           .catch(note(`${tag} reduceScatter`));
       }
       const tag = `host ${dtype} n=${size}`;
@@ -125,7 +127,11 @@ export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = 
       const agOut = make(dtype, size * n, () => 0);
       await g
         .allgather(agIn, agOut, o)
-        .then(() => compare(report, `${tag} allgather`, dtype, agOut, (i) => value(i % Math.max(1, size), Math.floor(i / Math.max(1, size)))))
+        .then(() =>
+          compare(report, `${tag} allgather`, dtype, agOut, (i) =>
+            value(i % Math.max(1, size), Math.floor(i / Math.max(1, size))),
+          ),
+        )
         .catch(note(`${tag} allgather`));
       const sIn = make(dtype, size, (i) => value(i, r));
       const sOut = make(dtype, size, () => 0);
@@ -161,7 +167,11 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
     try {
       for (const op of OPS) {
         const tag = `device ${dtype} ${op}`;
-        dev.upload(a, make(dtype, size, (i) => value(i, r)), off);
+        dev.upload(
+          a,
+          make(dtype, size, (i) => value(i, r)),
+          off,
+        );
         await dev
           .allreduce(a, a, size, { dtype, op, sendOffsetBytes: off, recvOffsetBytes: off })
           .then(() => {
@@ -170,7 +180,11 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
             compare(report, `${tag} allreduce in place`, dtype, got, (i) => reference(op, dtype, n, i));
           })
           .catch(note(`${tag} allreduce in place`));
-        dev.upload(a, make(dtype, size, (i) => value(i, r)), 0);
+        dev.upload(
+          a,
+          make(dtype, size, (i) => value(i, r)),
+          0,
+        );
         await dev
           .allreduce(a, b, size, { dtype, op, recvOffsetBytes: off })
           .then(() => {
@@ -179,7 +193,11 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
             compare(report, `${tag} allreduce out of place`, dtype, got, (i) => reference(op, dtype, n, i));
           })
           .catch(note(`${tag} allreduce out of place`));
-        dev.upload(a, make(dtype, size * n, (i) => value(i, r)), 0);
+        dev.upload(
+          a,
+          make(dtype, size * n, (i) => value(i, r)),
+          0,
+        );
         await dev
           .reduceScatter(a, b, size, { dtype, op })
           .then(() => {
@@ -190,7 +208,11 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           .catch(note(`${tag} reduceScatter`));
       }
       const tag = `device ${dtype}`;
-      dev.upload(a, make(dtype, size, (i) => value(i, r)), 0);
+      dev.upload(
+        a,
+        make(dtype, size, (i) => value(i, r)),
+        0,
+      );
       await dev
         .allgather(a, b, size, { dtype })
         .then(() => {

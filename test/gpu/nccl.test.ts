@@ -47,6 +47,9 @@ test('an aborted NCCL group rejects later operations with ABORTED', async (t) =>
   const g = await createNcclGroup({ rank: 0, worldSize: 1, localRank: 0, store: memoryStore(), timeoutMs: 60_000 });
   await g.allreduce(new Float32Array(8));
   g.abort('test');
-  await assert.rejects(g.allreduce(new Float32Array(8)), (e: unknown) => e instanceof CollectiveError && e.code === 'ABORTED');
+  await assert.rejects(
+    g.allreduce(new Float32Array(8)),
+    (e: unknown) => e instanceof CollectiveError && e.code === 'ABORTED',
+  );
   await g.destroy();
 });

@@ -399,6 +399,14 @@ void CallJs(Napi::Env env, Napi::Function, Comm* comm, Task* task) {
 
 using Clock = std::chrono::steady_clock;
 
+long env_us(const char* name, long dflt) {
+  const char* v = std::getenv(name);
+  if (v == nullptr || *v == '\0') return dflt;
+  char* end = nullptr;
+  long n = std::strtol(v, &end, 10);
+  return end != v && n >= 0 ? n : dflt;
+}
+
 Clock::time_point DeadlineAfter(int64_t ms) { return Clock::now() + std::chrono::milliseconds(ms); }
 
 std::string PeerCode(ncclResult_t r) {
@@ -674,18 +682,27 @@ void Comm::Shutdown(Task* destroy) {
   if (destroy != nullptr) Complete(destroy);
 }
 
+// How long the worker keeps polling after its last activity before it sleeps: spinning keeps the round trip of
+// back-to-back awaited calls short (no futex wake-up per call) at the cost of one busy core for that window.
+std::chrono::microseconds SpinWindow() {
+  static const std::chrono::microseconds us{env_us("TENSILE_NCCL_SPIN_US", 200)};
+  return us;
+}
+
 void Comm::Run(Task* init) {
   bool alive = Init(init);
   auto last_progress = Clock::now();
   while (alive) {
     Task* next = nullptr;
+    const auto idle = Clock::now() - last_progress;
     {
       std::unique_lock<std::mutex> lock(mu);
       if (queue.empty() && !abort_requested.load()) {
-        if (inflight.empty()) {
+        if (inflight.empty() && idle > SpinWindow()) {
           // Idle: wake every 100 ms to watch for asynchronous errors (a peer's death while we wait).
           cv.wait_for(lock, std::chrono::milliseconds(100));
-        } else if (Clock::now() - last_progress > std::chrono::milliseconds(2)) {
+        } else if (!inflight.empty() && idle > std::chrono::milliseconds(2)) {
+          // Long-running work: poll every ~50 µs instead of spinning.
           cv.wait_for(lock, std::chrono::microseconds(50));
         }
       }
@@ -706,8 +723,11 @@ void Comm::Run(Task* init) {
     }
     const size_t before = inflight.size();
     if (!Poll()) break;
-    if (inflight.size() != before) last_progress = Clock::now();
-    if (!inflight.empty() && Clock::now() - last_progress <= std::chrono::milliseconds(2)) sched_yield();
+    if (inflight.size() != before) {
+      last_progress = Clock::now();
+    } else {
+      sched_yield();
+    }
   }
   // Dead or destroyed: fail whatever is still queued, release resources, let the JS side go.
   if (!dead.load()) dead.store(true);

@@ -122,15 +122,18 @@ test('sgemm rejects arrays too short for their shape with a message naming the a
   const blas = loadBlas();
   assert.ok(blas);
   assert.throws(
-    () => blas.sgemm(false, false, 2, 2, 2, 1, new Float32Array(3), 2, new Float32Array(4), 2, 0, new Float32Array(4), 2),
+    () =>
+      blas.sgemm(false, false, 2, 2, 2, 1, new Float32Array(3), 2, new Float32Array(4), 2, 0, new Float32Array(4), 2),
     /sgemm: a has 3 elements; a 2×2 matrix with leading dimension 2 needs 4/,
   );
   assert.throws(
-    () => blas.sgemm(false, false, 2, 2, 2, 1, new Float32Array(4), 1, new Float32Array(4), 2, 0, new Float32Array(4), 2),
+    () =>
+      blas.sgemm(false, false, 2, 2, 2, 1, new Float32Array(4), 1, new Float32Array(4), 2, 0, new Float32Array(4), 2),
     /leading dimension of a \(1\) must be an integer ≥ max\(1, 2\)/,
   );
   assert.throws(
-    () => blas.sgemm(false, false, -1, 2, 2, 1, new Float32Array(4), 2, new Float32Array(4), 2, 0, new Float32Array(4), 2),
+    () =>
+      blas.sgemm(false, false, -1, 2, 2, 1, new Float32Array(4), 2, new Float32Array(4), 2, 0, new Float32Array(4), 2),
     /m \(-1\) must be an integer/,
   );
 });
@@ -162,5 +165,8 @@ test('the BLAS thread count can be set and read back', () => {
 test('TENSILE_BLAS_THREADS is parsed strictly', () => {
   assert.equal(blasThreadsFromEnv({}), undefined);
   assert.equal(blasThreadsFromEnv({ TENSILE_BLAS_THREADS: '2' }), 2);
-  assert.throws(() => blasThreadsFromEnv({ TENSILE_BLAS_THREADS: 'two' }), /TENSILE_BLAS_THREADS="two": expected an integer ≥ 1/);
+  assert.throws(
+    () => blasThreadsFromEnv({ TENSILE_BLAS_THREADS: 'two' }),
+    /TENSILE_BLAS_THREADS="two": expected an integer ≥ 1/,
+  );
 });

@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { fromBfloat16, fromFloat16, packHalf, toBfloat16, toFloat16, unpackHalf } from '../../../collective/native/half.js';
+import {
+  fromBfloat16,
+  fromFloat16,
+  packHalf,
+  toBfloat16,
+  toFloat16,
+  unpackHalf,
+} from '../../../collective/native/half.js';
 
 test('float16 conversion matches IEEE binary16 for normals, subnormals, limits and specials', () => {
   const cases: Array<[number, number]> = [

@@ -11,7 +11,10 @@ import { fileURLToPath } from 'node:url';
 const here = fileURLToPath(new URL('.', import.meta.url));
 const root = join(here, '../../..');
 
-function runChild(env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: number | null; stdout: string; stderr: string }> {
+function runChild(
+  env: NodeJS.ProcessEnv,
+  timeoutMs: number,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const child = spawn(process.execPath, ['--import', 'tsx', join(here, 'fixtures/fake-nccl-child.ts')], {
       cwd: root,
@@ -24,7 +27,9 @@ function runChild(env: NodeJS.ProcessEnv, timeoutMs: number): Promise<{ code: nu
     child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
-      reject(new Error(`child did not exit within ${timeoutMs} ms (an idle communicator kept it alive?); stderr: ${stderr}`));
+      reject(
+        new Error(`child did not exit within ${timeoutMs} ms (an idle communicator kept it alive?); stderr: ${stderr}`),
+      );
     }, timeoutMs);
     child.on('error', reject);
     child.on('exit', (code) => {
@@ -48,7 +53,7 @@ test('the NCCL backend runs every operation, times out hung ones and reports los
   });
   assert.equal(built.status, 0, `cc failed: ${built.stderr}`);
 
-  const env = { ...process.env, TENSILE_NCCL_LIB: lib, TENSILE_CUDART_LIB: lib };
+  const env: NodeJS.ProcessEnv = { ...process.env, TENSILE_NCCL_LIB: lib, TENSILE_CUDART_LIB: lib };
   delete env.TENSILE_NATIVE_ADDON;
   const r = await runChild(env, 60_000);
   assert.equal(r.code, 0, `child failed: ${r.stderr}`);
@@ -66,7 +71,10 @@ test('the NCCL backend runs every operation, times out hung ones and reports los
     bo: [0.5, 1024],
     device: [1, 2, 3, 4, 1, 2],
   });
-  assert.match(String(out.tooSmall), /^INVALID_ARGUMENT: allreduce: send buffer: offset 0 \+ 400 bytes exceeds the buffer's 64 bytes/);
+  assert.match(
+    String(out.tooSmall),
+    /^INVALID_ARGUMENT: allreduce: send buffer: offset 0 \+ 400 bytes exceeds the buffer's 64 bytes/,
+  );
   assert.match(String(out.selfSend), /^INVALID_ARGUMENT: send: peer 0 is this rank/);
   assert.match(String(out.uint16NoDtype), /^INVALID_ARGUMENT: .*Uint16Array needs opts.dtype/);
   assert.match(String(out.afterDestroy), /^CLOSED: /);
@@ -78,5 +86,8 @@ test('the NCCL backend runs every operation, times out hung ones and reports los
   assert.match(String(out.abortPending), /^ABORTED: .*test abort/);
   assert.match(String(out.abortLater), /^ABORTED: .*test abort/);
   assert.match(String(out.initHang), /^TIMEOUT: .*ncclCommInitRankConfig timed out/);
-  assert.match(String(out.badDevice), /^INVALID_ARGUMENT: nccl: CUDA device 3 \(from LOCAL_RANK\): 1 device\(s\) visible/);
+  assert.match(
+    String(out.badDevice),
+    /^INVALID_ARGUMENT: nccl: CUDA device 3 \(from LOCAL_RANK\): 1 device\(s\) visible/,
+  );
 });

@@ -37,7 +37,8 @@ test('without NCCL, loadNative and createNcclGroup reject with BACKEND_UNAVAILAB
   }
   assert.throws(
     () => loadNative(),
-    (err: unknown) => err instanceof CollectiveError && err.code === 'BACKEND_UNAVAILABLE' && /libnccl/.test(err.message),
+    (err: unknown) =>
+      err instanceof CollectiveError && err.code === 'BACKEND_UNAVAILABLE' && /libnccl/.test(err.message),
   );
   const store = {} as Store; // never reached: the loader fails first
   await assert.rejects(
@@ -72,7 +73,10 @@ test('when the addon is not built, both NCCL and BLAS explain how to build it', 
   assert.equal(code, 0, err);
   const r = JSON.parse(out) as { nccl: { ok: boolean; reason: string }; blas: null; why: string };
   assert.equal(r.nccl.ok, false);
-  assert.match(r.nccl.reason, /native addon is not built.*node-gyp rebuild -C collective\/native.*\/nonexistent\/tensile_native\.node \(missing\)/);
+  assert.match(
+    r.nccl.reason,
+    /native addon is not built.*node-gyp rebuild -C collective\/native.*\/nonexistent\/tensile_native\.node \(missing\)/,
+  );
   assert.equal(r.blas, null);
   assert.match(r.why, /native addon is not built/);
 });
