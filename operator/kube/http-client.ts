@@ -169,6 +169,7 @@ export class KubeHttp {
     const body = opts.body !== undefined ? JSON.stringify(opts.body) : undefined;
     return new Promise<T>((resolve, reject) => {
       const req = this.open(method, u, body !== undefined ? (opts.contentType ?? 'application/json') : undefined);
+      if (body !== undefined) req.setHeader('content-length', Buffer.byteLength(body));
       req.setTimeout(30_000, () => req.destroy(new Error('request timed out after 30000 ms')));
       req.on('error', (err) => reject(new ApiError(`${method} ${path}: ${err.message}`, 0, { cause: err })));
       req.on('response', (res) => {

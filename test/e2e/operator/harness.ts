@@ -1,0 +1,83 @@
+// Shared setup for the operator end-to-end tests and benchmarks: a test API server with the ElasticJob CRD,
+// simulated kubelets whose PATH has a `tensile` shim running the CLI from source, and helpers to read jobs.
+import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { kubectl, startTestApiServer, type TestApiServer } from '../../k8s/index.js';
+import { KubeHttp, connectionFromKubeconfig } from '../../../operator/kube/http-client.js';
+
+export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
+export const CRD_PATH = join(REPO, 'charts/tensile/crds/elasticjob.yaml');
+export const WORKER_SCRIPT = join(REPO, 'test/e2e/operator/worker.mjs');
+
+/** A temp dir with a `tensile` executable that runs the CLI from source through tsx. */
+export function makeShimDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'tensile-shim-'));
+  const tsx = join(REPO, 'node_modules/tsx/dist/esm/index.mjs');
+  const shim = join(dir, 'tensile');
+  writeFileSync(shim, `#!/bin/sh\nexec "${process.execPath}" --import "${tsx}" "${join(REPO, 'agent/cli.ts')}" "$@"\n`);
+  chmodSync(shim, 0o755);
+  return dir;
+}
+
+export function removeDir(dir: string | undefined): void {
+  if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+}
+
+/** Starts a test API server and registers the ElasticJob CRD with the real kubectl. */
+export async function startClusterWithCrd(): Promise<TestApiServer> {
+  const server = await startTestApiServer({ bookmarkIntervalMs: 1000 });
+  const r = await kubectl(server, ['apply', '-f', CRD_PATH]);
+  if (r.code !== 0) {
+    await server.stop();
+    throw new Error(`kubectl apply CRD failed: ${r.stderr}`);
+  }
+  return server;
+}
+
+export interface JobView {
+  state?: string;
+  active?: number;
+  failures?: number;
+  preemptions?: number;
+  conditions: Array<{ type: string; status: string; reason?: string; message?: string }>;
+}
+
+/** Reads a job's status through the operator's own REST client (`http` from `clientFor`). */
+export async function jobView(http: KubeHttp, name: string, namespace = 'default'): Promise<JobView | undefined> {
+  let obj: { status?: Record<string, unknown> };
+  try {
+    obj = await http.request('GET', `/apis/tensile.dev/v1alpha1/namespaces/${namespace}/elasticjobs/${name}`);
+  } catch {
+    return undefined;
+  }
+  const s = (obj.status ?? {}) as {
+    state?: string;
+    failures?: number;
+    preemptions?: number;
+    replicaStatuses?: { Worker?: { active?: number } };
+    conditions?: JobView['conditions'];
+  };
+  return {
+    ...(s.state !== undefined ? { state: s.state } : {}),
+    ...(s.replicaStatuses?.Worker?.active !== undefined ? { active: s.replicaStatuses.Worker.active } : {}),
+    ...(s.failures !== undefined ? { failures: s.failures } : {}),
+    ...(s.preemptions !== undefined ? { preemptions: s.preemptions } : {}),
+    conditions: s.conditions ?? [],
+  };
+}
+
+export function clientFor(server: TestApiServer): KubeHttp {
+  return new KubeHttp(connectionFromKubeconfig(server.kubeconfigPath));
+}
+
+/** Pods of a job as the API server has them: name → phase (terminating ones marked with a trailing '*'). */
+export async function jobPods(http: KubeHttp, job: string, namespace = 'default'): Promise<Map<string, string>> {
+  const list = await http.request<{ items: Array<{ metadata: { name: string; deletionTimestamp?: string }; status?: { phase?: string } }> }>(
+    'GET',
+    `/api/v1/namespaces/${namespace}/pods`,
+    { query: { labelSelector: `tensile.dev/job-name=${job}` } },
+  );
+  return new Map(list.items.map((p) => [p.metadata.name, `${p.status?.phase ?? 'Pending'}${p.metadata.deletionTimestamp ? '*' : ''}`]));
+}
