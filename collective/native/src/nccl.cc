@@ -1028,6 +1028,9 @@ Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
   cudaError_t e = g_rt.cuda.Memcpy(static_cast<uint8_t*>(b->ptr) + off,
                                    static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset(), a.ByteLength(),
                                    kMemcpyHostToDevice);
+  // From pageable memory cudaMemcpy may return before the DMA lands, and the legacy stream it used is not ordered
+  // with the communicators' non-blocking streams: wait for it, so the next collective sees the data.
+  if (e == kCudaSuccess) e = g_rt.cuda.StreamSynchronize(nullptr);
   if (e != kCudaSuccess) throw Napi::Error::New(env, "cudaMemcpy to device failed: " + CudaErr(e));
   return env.Undefined();
 }
