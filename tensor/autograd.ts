@@ -38,10 +38,16 @@ export class FnNode implements GradNode {
   /** Creation order: the engine runs ready nodes newest first, like PyTorch. */
   readonly seq = nextSeq++;
   private fn: BackwardFn | null;
+  /**
+   * @param builtin true for tensile's own ops, whose backward returns fresh gradient buffers or passes its
+   *   gradOutput through; user functions (customFunction) may return buffers they keep, so their results are never
+   *   adopted as a leaf's `.grad` without a copy.
+   */
   constructor(
     readonly name: string,
     readonly inputs: readonly Tensor[],
     fn: BackwardFn,
+    readonly builtin = true,
   ) {
     this.fn = fn;
   }
@@ -142,6 +148,10 @@ export async function backward(
 
   const pending = new Map<GradNode, Tensor>();
   const leafPending = new Map<Tensor, Tensor>();
+  // Buffers a leaf may not adopt as its `.grad` without copying: the caller's root gradients, results of user
+  // functions, and buffers already adopted by another leaf (adopting saves a copy of every parameter gradient).
+  const shared = new Set<Float32Array>();
+  for (const g of grads ?? []) if (g) shared.add(g.data);
   const ready: GradNode[] = [];
   const queued = new Set<GradNode>();
 
@@ -154,7 +164,8 @@ export async function backward(
     leafPending.delete(leaf);
     if (total === undefined) return;
     if (opts.accumulate) opts.accumulate(leaf, total);
-    else leaf._accumulateGrad(total);
+    else leaf._accumulateGrad(total, !shared.has(total.data));
+    shared.add(total.data);
     leaf._fireGradReady();
   };
 
@@ -191,6 +202,9 @@ export async function backward(
         setGradEnabled(prev);
       }
       inputGrads = res instanceof Promise ? await res : res;
+      if (!(node instanceof FnNode && node.builtin) && Array.isArray(inputGrads)) {
+        for (const gi of inputGrads) if (gi) shared.add(gi.data);
+      }
     }
     if (!opts.retainGraph && node instanceof FnNode) node.release();
     if (!Array.isArray(inputGrads) || inputGrads.length !== node.inputs.length) {

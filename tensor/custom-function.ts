@@ -16,7 +16,7 @@ export function customFunction(spec: CustomFunctionSpec): (inputs: readonly Tens
     }
     const needs = spec.outputRequiresGrad === true || inputs.some((t) => t.requiresGrad);
     if (isGradEnabled() && needs) {
-      out._attachGradFn(new FnNode(spec.name, [...inputs], (g) => spec.backward(g)));
+      out._attachGradFn(new FnNode(spec.name, [...inputs], (g) => spec.backward(g), false));
     }
     return out;
   };

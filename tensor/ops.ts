@@ -287,7 +287,7 @@ export function tanh(t: Tensor): Tensor {
 
 /** A differentiable copy. */
 export function clone(t: Tensor): Tensor {
-  return record(new Tensor(Float32Array.from(t.data), t.shape), 'CloneBackward', [t], (g) => [g]);
+  return record(new Tensor(t.data.slice(), t.shape), 'CloneBackward', [t], (g) => [g]);
 }
 
 // ---------------------------------------------------------------- matmul
@@ -441,7 +441,7 @@ export function sum(t: Tensor, dim?: number | readonly number[], keepdim = false
     out = Float32Array.of(s);
   } else {
     out = sumTo(t, keptShape).data;
-    if (out === t.data) out = Float32Array.from(out);
+    if (out === t.data) out = out.slice();
   }
   const shape = keepdim ? keptShape : reducedShape(t.shape, dims, false);
   return record(new Tensor(out, shape), 'SumBackward', [t], (g) => [

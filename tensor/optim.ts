@@ -50,7 +50,7 @@ export abstract class Optimizer<O extends Record<string, number | boolean>> {
       const s = this.state.get(p);
       if (s === undefined) return;
       const copy: Record<string, Tensor | number> = {};
-      for (const [k, v] of Object.entries(s)) copy[k] = v instanceof Tensor ? new Tensor(Float32Array.from(v.data), v.shape) : v;
+      for (const [k, v] of Object.entries(s)) copy[k] = v instanceof Tensor ? new Tensor(v.data.slice(), v.shape) : v;
       state[String(i)] = copy;
     });
     return { state, paramGroups: [{ ...this.options, params: this.params.map((_, i) => i) }] };
@@ -85,7 +85,7 @@ export abstract class Optimizer<O extends Record<string, number | boolean>> {
               { tensorName: `${key}.${k}` },
             );
           }
-          copy[k] = new Tensor(Float32Array.from(v.data), p.shape);
+          copy[k] = new Tensor(v.data.slice(), p.shape);
         } else copy[k] = v;
       }
       next.set(p, copy);
@@ -116,28 +116,66 @@ export class SGD extends Optimizer<SgdOptions> {
     const { lr, momentum, dampening, weightDecay, nesterov } = this.options;
     for (const p of this.params) {
       if (p.grad === null) continue;
-      const w = p.data;
-      const g = p.grad.data;
-      const n = w.length;
-      if (momentum === 0) {
-        for (let i = 0; i < n; i++) w[i] -= lr * (g[i] + weightDecay * w[i]);
-        continue;
-      }
       let s = this.state.get(p);
-      if (s === undefined) {
-        const buf = new Float32Array(n);
-        for (let i = 0; i < n; i++) buf[i] = g[i] + weightDecay * w[i];
+      if (momentum !== 0 && s === undefined) {
+        // First step: the buffer starts as the (decayed) gradient itself, as in PyTorch.
+        const buf = p.grad.data.slice();
+        if (weightDecay !== 0) sgdDecay(buf, p.data, weightDecay);
         s = { momentum_buffer: new Tensor(buf, p.shape) };
         this.state.set(p, s);
-        for (let i = 0; i < n; i++) w[i] -= lr * (nesterov ? g[i] + weightDecay * w[i] + momentum * buf[i] : buf[i]);
+        sgdApply(p.data, p.grad.data, buf, lr, momentum, weightDecay, nesterov);
         continue;
       }
-      const buf = (s.momentum_buffer as Tensor).data;
-      for (let i = 0; i < n; i++) {
-        const d = g[i] + weightDecay * w[i];
-        buf[i] = momentum * buf[i] + (1 - dampening) * d;
-        w[i] -= lr * (nesterov ? d + momentum * buf[i] : buf[i]);
+      if (momentum === 0) {
+        sgdPlain(p.data, p.grad.data, lr, weightDecay);
+        continue;
       }
+      sgdMomentum(p.data, p.grad.data, (s!.momentum_buffer as Tensor).data, lr, momentum, 1 - dampening, weightDecay, nesterov);
+    }
+  }
+}
+
+// The update loops are separate monomorphic functions so that V8 optimises each once, without per-element branches.
+function sgdDecay(buf: Float32Array, w: Float32Array, wd: number): void {
+  for (let i = 0; i < buf.length; i++) buf[i] += wd * w[i];
+}
+
+function sgdPlain(w: Float32Array, g: Float32Array, lr: number, wd: number): void {
+  if (wd === 0) for (let i = 0; i < w.length; i++) w[i] -= lr * g[i];
+  else for (let i = 0; i < w.length; i++) w[i] -= lr * (g[i] + wd * w[i]);
+}
+
+function sgdApply(w: Float32Array, g: Float32Array, buf: Float32Array, lr: number, mom: number, wd: number, nesterov: boolean): void {
+  if (nesterov) for (let i = 0; i < w.length; i++) w[i] -= lr * (g[i] + wd * w[i] + mom * buf[i]);
+  else for (let i = 0; i < w.length; i++) w[i] -= lr * buf[i];
+}
+
+function sgdMomentum(
+  w: Float32Array,
+  g: Float32Array,
+  buf: Float32Array,
+  lr: number,
+  mom: number,
+  damp: number,
+  wd: number,
+  nesterov: boolean,
+): void {
+  const n = w.length;
+  if (nesterov) {
+    for (let i = 0; i < n; i++) {
+      const d = g[i] + wd * w[i];
+      buf[i] = mom * buf[i] + damp * d;
+      w[i] -= lr * (d + mom * buf[i]);
+    }
+  } else if (wd === 0) {
+    for (let i = 0; i < n; i++) {
+      buf[i] = mom * buf[i] + damp * g[i];
+      w[i] -= lr * buf[i];
+    }
+  } else {
+    for (let i = 0; i < n; i++) {
+      buf[i] = mom * buf[i] + damp * (g[i] + wd * w[i]);
+      w[i] -= lr * buf[i];
     }
   }
 }

@@ -157,10 +157,10 @@ export class Tensor {
   _withData(data: Float32Array): Tensor {
     return new Tensor(data, this.shape);
   }
-  /** @internal */
-  _accumulateGrad(g: Tensor): void {
+  /** @internal `adopt`: g's buffer is referenced nowhere else, so it may become `.grad` without a copy. */
+  _accumulateGrad(g: Tensor, adopt = false): void {
     if (this.grad === null) {
-      this.grad = new Tensor(Float32Array.from(g.data), this.shape);
+      this.grad = new Tensor(adopt ? g.data : g.data.slice(), this.shape);
       return;
     }
     const d = this.grad.data;

@@ -133,3 +133,24 @@ test('gradcheck rejects a custom function whose backward is wrong', async () => 
   const wrong = customFunction({ name: 'WrongSquare', forward: ([a]) => a!.mul(a!), backward: (g) => [g] });
   await assert.rejects(gradcheck((a) => wrong([a]), [tensor([0.5, 1.5, -2])]), /autograd .* finite difference/);
 });
+
+test('leaves never share a gradient buffer with each other or with the caller', async () => {
+  const a = tensor([1, 2], undefined, { requiresGrad: true });
+  const b = tensor([3, 4], undefined, { requiresGrad: true });
+  await a.add(b).sum().backward();
+  assert.notEqual(a.grad!.data, b.grad!.data);
+  await a.add(b).sum().backward();
+  assert.deepEqual(a.grad!.toArray(), [2, 2]);
+  assert.deepEqual(b.grad!.toArray(), [2, 2]);
+  const x = tensor([1, 2], undefined, { requiresGrad: true });
+  const g = tensor([5, 6]);
+  await x.add(1).backward(g);
+  x.grad!.data[0] = 100;
+  assert.deepEqual(g.toArray(), [5, 6]);
+  const kept = tensor([7, 7]);
+  const f = customFunction({ name: 'Keeps', forward: ([t]) => t!.mul(1), backward: () => [kept] });
+  const z = tensor([0, 0], undefined, { requiresGrad: true });
+  await f([z]).add(0).sum().backward();
+  z.grad!.data[0] = -1;
+  assert.deepEqual(kept.toArray(), [7, 7]);
+});
