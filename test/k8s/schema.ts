@@ -1,7 +1,9 @@
 /* eslint-disable @typescript-eslint/no-explicit-any -- validates arbitrary JSON against arbitrary OpenAPI schemas */
 // Structural OpenAPI v3 schema handling for custom resources: defaulting, pruning of unknown fields and
-// validation with the real server's field-named messages. x-kubernetes-validations (CEL) are not evaluated.
+// validation with the real server's field-named messages. x-kubernetes-validations rules are evaluated
+// with the CEL subset in cel.ts (rules using oldSelf, or beyond that subset, are skipped).
 import type { StatusCause } from './api.js';
+import { CelError, evalCel, parseCel, usesOldSelf } from './cel.js';
 
 export type Schema = Record<string, any>;
 
@@ -113,7 +115,40 @@ export function validate(value: unknown, schema: Schema | undefined, path: strin
     if (schema.maxProperties !== undefined && Object.keys(value).length > schema.maxProperties)
       inv(`${path} in body should have at most ${schema.maxProperties} properties`);
   }
+  checkRules(value, schema, path, out);
   return out;
+}
+
+const parsedRules = new Map<string, ReturnType<typeof parseCel> | null>();
+
+function checkRules(value: unknown, schema: Schema, path: string, out: StatusCause[]): void {
+  const rules = schema['x-kubernetes-validations'];
+  if (!Array.isArray(rules)) return;
+  for (const r of rules as Array<Record<string, any>>) {
+    if (typeof r?.rule !== 'string') continue;
+    if (!parsedRules.has(r.rule)) {
+      try {
+        parsedRules.set(r.rule, parseCel(r.rule));
+      } catch {
+        parsedRules.set(r.rule, null);
+      }
+    }
+    const ast = parsedRules.get(r.rule);
+    if (!ast || usesOldSelf(ast)) continue;
+    let ok: unknown;
+    let why: string | undefined;
+    try {
+      ok = evalCel(ast, { self: value });
+    } catch (err) {
+      if (!(err instanceof CelError)) throw err;
+      why = `${err.message} evaluating rule: ${r.rule}`;
+    }
+    if (ok === true) continue;
+    const rel = typeof r.fieldPath === 'string' ? r.fieldPath : '';
+    const field = rel ? (path ? path + rel : rel.replace(/^\./, '')) : path;
+    const msg = why ?? (typeof r.message === 'string' ? r.message : `failed rule: ${r.rule}`);
+    out.push({ reason: typeof r.reason === 'string' ? r.reason : 'FieldValueInvalid', field, message: `Invalid value: "${typeOf(value)}": ${msg}` });
+  }
 }
 
 /** Validates a whole custom resource (apiVersion/kind/metadata are checked by the server). */
@@ -127,5 +162,6 @@ export function validateObject(obj: Record<string, any>, schema: Schema | undefi
     if (k === 'metadata' || k === 'apiVersion' || k === 'kind') continue;
     if (obj[k] !== undefined) validate(obj[k], s, k, out);
   }
+  checkRules(obj, schema, '', out);
   return out;
 }

@@ -34,6 +34,10 @@ spec:
             spec:
               type: object
               required: [replicas, template]
+              x-kubernetes-validations:
+                - rule: "!has(self.maxReplicas) || self.minReplicas <= self.maxReplicas"
+                  message: spec.minReplicas must be ≤ spec.maxReplicas
+                  fieldPath: .minReplicas
               properties:
                 replicas: { type: integer, minimum: 0 }
                 minReplicas: { type: integer, minimum: 1, default: 1 }
@@ -121,6 +125,9 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
     assert.match(r.stderr, /spec\.replicas: Invalid value: -1: spec\.replicas in body should be greater than or equal to 0/);
     assert.match(r.stderr, /spec\.maxReplicas: Invalid value: 9: spec\.maxReplicas in body should be less than or equal to 8/);
     assert.match(r.stderr, /spec\.restartPolicy: Unsupported value: "Sometimes": supported values: "Never", "OnFailure", "ExitCode"/);
+    const cel = await kubectl(server, ['apply', '-f', file('cel.yaml', gadget('cel', 1).replace('maxReplicas: 4', 'maxReplicas: 4\n  minReplicas: 5'))]);
+    assert.notEqual(cel.code, 0);
+    assert.match(cel.stderr, /spec\.minReplicas: Invalid value: "object": spec\.minReplicas must be ≤ spec\.maxReplicas/);
     const missing = await kubectl(server, ['apply', '-f', file('missing.yaml', 'apiVersion: test.tensile.dev/v1alpha1\nkind: Gadget\nmetadata: { name: m }\nspec: { replicas: 1 }\n')]);
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /spec\.template: Required value/);
