@@ -237,7 +237,7 @@ async function main(flags: Flags): Promise<number> {
         }
         if (verdict === 'stop') {
           say(`preempted (SIGTERM): checkpoint saved at step ${state.step}; exiting`);
-          await pg?.destroy().catch(() => undefined);
+          pg?.abort('preempted');
           return EXIT_PREEMPTED;
         }
       }
@@ -273,7 +273,7 @@ async function main(flags: Flags): Promise<number> {
       await state.save('epoch');
       if (state.preempted) {
         say(`preempted (SIGTERM): checkpoint saved at step ${state.step}; exiting`);
-        await pg?.destroy().catch(() => undefined);
+        pg?.abort('preempted');
         return EXIT_PREEMPTED;
       }
     }
@@ -283,6 +283,7 @@ async function main(flags: Flags): Promise<number> {
     if (state.preempted) {
       await state.save('preempted');
       say(`preempted (SIGTERM) during a collective: checkpoint saved at step ${state.step}; exiting`);
+      pg?.abort('preempted');
       return EXIT_PREEMPTED;
     }
     throw err;
@@ -325,7 +326,8 @@ if (flags === 'help') {
   process.exit(0);
 }
 try {
-  process.exitCode = await main(flags);
+  // Exit explicitly: after a preemption or a peer's loss, sockets of the aborted group may still hold the loop.
+  process.exit(await main(flags));
 } catch (err) {
   const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   writeErrorFile(message);

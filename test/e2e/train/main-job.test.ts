@@ -1,0 +1,97 @@
+// The main job end to end, under the real launcher: a chaos failure is recovered from the last checkpoint and the
+// run ends where an undisturbed run ends; a 3-worker run stopped by SIGTERM resumes with 2 workers (re-sharded).
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { describe, it } from 'node:test';
+import { readHistory, type HistoryEvent } from '../../../examples/train/history.js';
+import { ElasticState, listCheckpoints } from '../../../tensor/elastic-state.js';
+import { allSucceed, spawnGroup, spawnProc, tempDir, within } from '../../integration/train/helpers.js';
+
+const TRAIN = 'examples/train/train.ts';
+const AGENT = 'agent/cli.ts';
+// CI size: ~1 s per epoch per run on 2 cores.
+const SMALL = ['--small', '--epochs', '2', '--train-size', '2000', '--test-size', '400', '--log-every', '10'];
+
+function events<T extends HistoryEvent['type']>(dir: string, type: T): Extract<HistoryEvent, { type: T }>[] {
+  return readHistory(dir).filter((e): e is Extract<HistoryEvent, { type: T }> => e.type === type);
+}
+
+function launch(t: Parameters<typeof tempDir>[0], dir: string, extra: string[]) {
+  return spawnProc(
+    t,
+    process.execPath,
+    ['--import', 'tsx', AGENT, 'run', '--standalone', '--nproc-per-node', '2', '--max-restarts', '1', TRAIN, ...SMALL, '--checkpoint-dir', dir, ...extra],
+    {},
+  );
+}
+
+describe('the main job', () => {
+  it('recovers from an injected worker failure and ends with the same accuracy as an undisturbed run', async (t) => {
+    const calm = tempDir(t, 'train-calm');
+    const chaos = tempDir(t, 'train-chaos');
+    const [a, b] = [launch(t, calm, []), launch(t, chaos, ['--chaos', '1:25'])];
+    const [ea, eb] = await within(150_000, 'both training runs', Promise.all([a.exited, b.exited]));
+    assert.equal(ea.code, 0, `undisturbed run failed:\n${a.output()}`);
+    assert.equal(eb.code, 0, `chaos run failed:\n${b.output()}`);
+
+    const out = b.output();
+    assert.match(out, /fails on purpose at step 25/);
+    assert.match(out, /resumed from .*ckpt-000000000020\.safetensors \(step 20/, 'resumed from the last checkpoint');
+    assert.match(out, /report: .*report\.html/);
+    const rounds = events(chaos, 'round');
+    assert.deepEqual(
+      rounds.map((r) => [r.restartCount, r.resumedStep]),
+      [
+        [0, 0],
+        [1, 20],
+      ],
+    );
+    assert.equal(events(chaos, 'failure').length, 1);
+
+    const doneCalm = events(calm, 'done').at(-1)!;
+    const doneChaos = events(chaos, 'done').at(-1)!;
+    assert.equal(doneChaos.step, doneCalm.step);
+    assert.equal(doneChaos.testAccuracy, doneCalm.testAccuracy, 'replaying from the checkpoint is deterministic');
+    assert.ok(doneChaos.reached, `reached the target (${doneChaos.testAccuracy} ≥ ${doneChaos.target})`);
+
+    const html = readFileSync(join(chaos, 'report.html'), 'utf8');
+    assert.match(html, /<svg/);
+    assert.match(html, /rank 1 failed at step 25/);
+    assert.doesNotMatch(html, /<script|<link|src="http/, 'self-contained');
+  });
+
+  it('continues a 3-worker run stopped by SIGTERM with 2 workers, re-sharding the epoch', async (t) => {
+    const dir = tempDir(t, 'train-shrink');
+    const args = [...SMALL, '--epochs', '3', '--checkpoint-dir', dir, '--save-every', '1000'];
+    const three = await spawnGroup(t, TRAIN, [...args, '--step-delay-ms', '30'], 3);
+    // Wait until the run is well into its first epoch, then preempt every worker (as the agent would).
+    await within(60_000, 'step 20 of the 3-worker run', (async () => {
+      for (;;) {
+        if (events(dir, 'step').some((s) => s.step >= 20)) return;
+        if (three.some((p) => p.child.exitCode !== null)) throw new Error(`a worker exited early:\n${three.map((p) => p.output()).join('\n')}`);
+        await new Promise((r) => setTimeout(r, 100));
+      }
+    })());
+    for (const p of three) p.child.kill('SIGTERM');
+    const exits = await within(30_000, 'the 3 workers to stop', Promise.all(three.map((p) => p.exited)));
+    assert.equal(exits[0]!.code, 143, `rank 0 saves and exits 143 on SIGTERM:\n${three[0]!.output()}`);
+    assert.match(three[0]!.output(), /preempted \(SIGTERM\)/);
+    const saved = listCheckpoints(dir)[0];
+    assert.ok(saved !== undefined && existsSync(saved), 'a checkpoint was written on SIGTERM');
+    const { state } = await ElasticState.readCheckpoint(saved);
+    assert.equal(state.worldSize, 3);
+    assert.ok(state.step >= 20 && state.samplesConsumed > 0, `saved mid-epoch (step ${state.step})`);
+
+    const two = await spawnGroup(t, TRAIN, args, 2);
+    await allSucceed(two, 90_000, 'the 2-worker run');
+    assert.match(two[0]!.output(), new RegExp(`resumed from .* \\(step ${state.step}, epoch 1, saved at world size 3: data re-sharded for 2\\)`));
+    const rounds = events(dir, 'round');
+    assert.deepEqual(rounds.map((r) => [r.worldSize, r.resumedStep]), [[3, 0], [2, state.step]]);
+    // The interrupted epoch is finished (not restarted) by the 2 workers: still 3 epochs in all.
+    const epochs = events(dir, 'epoch');
+    assert.equal(epochs.length, 3);
+    const done = events(dir, 'done').at(-1)!;
+    assert.ok(done.reached, `reached the target (${done.testAccuracy} ≥ ${done.target})`);
+  });
+});
