@@ -25,13 +25,21 @@ export { KUBE_API_CALLS } from './kube-client.js';
 
 export const operatorOptionsSchema = z
   .object({
-    kubeconfig: z.string().min(1).optional().describe('Path to a kubeconfig; default: in-cluster, then $KUBECONFIG/~/.kube/config'),
+    kubeconfig: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Path to a kubeconfig; default: in-cluster, then $KUBECONFIG/~/.kube/config'),
     namespace: z.string().min(1).optional().describe('Watch only this namespace (default: all)'),
     metricsPort: z.number().int().min(0).max(65535).default(8080),
     metricsHost: z.string().default('0.0.0.0'),
     leaderElection: z.boolean().default(true),
     leaseName: z.string().min(1).default('tensile-operator'),
-    leaseNamespace: z.string().min(1).optional().describe('Namespace of the leader Lease (default: own namespace or "default")'),
+    leaseNamespace: z
+      .string()
+      .min(1)
+      .optional()
+      .describe('Namespace of the leader Lease (default: own namespace or "default")'),
     leaseDurationMs: z.number().int().min(1000).default(15_000),
     renewDeadlineMs: z.number().int().min(500).default(10_000),
     retryPeriodMs: z.number().int().min(100).default(2_000),
@@ -158,7 +166,10 @@ export async function runOperator(input: OperatorOptionsInput, logger: Logger = 
   });
   const addr = server.address();
   const port = typeof addr === 'object' && addr !== null ? addr.port : o.metricsPort;
-  log.info({ metricsPort: port, leaderElection: o.leaderElection, namespace: o.namespace ?? '(all)' }, 'operator started');
+  log.info(
+    { metricsPort: port, leaderElection: o.leaderElection, namespace: o.namespace ?? '(all)' },
+    'operator started',
+  );
   if (elector !== undefined) elector.start();
   else startLeading();
 
@@ -220,7 +231,8 @@ export async function operatorMain(argv: readonly string[]): Promise<number> {
     const v = values[flag];
     if (v === undefined) return undefined;
     const n = Number(v);
-    if (!Number.isInteger(n)) throw new BadOptionsError(`tensile operator: --${flag} ${String(v)}: expected an integer`);
+    if (!Number.isInteger(n))
+      throw new BadOptionsError(`tensile operator: --${flag} ${String(v)}: expected an integer`);
     return n;
   };
   const str = (flag: string) => values[flag] as string | undefined;

@@ -65,7 +65,11 @@ export class HttpKubeClient implements KubeClient {
 
   async deletePod(namespace: string, name: string, uid?: string): Promise<void> {
     await this.http.request('DELETE', `${core(namespace, 'pods')}/${enc(name)}`, {
-      body: { kind: 'DeleteOptions', apiVersion: 'v1', ...(uid !== undefined && uid !== '' ? { preconditions: { uid } } : {}) },
+      body: {
+        kind: 'DeleteOptions',
+        apiVersion: 'v1',
+        ...(uid !== undefined && uid !== '' ? { preconditions: { uid } } : {}),
+      },
     });
   }
 
@@ -83,7 +87,10 @@ export class HttpKubeClient implements KubeClient {
     const body: CoreV1Event = {
       apiVersion: 'v1',
       kind: 'Event',
-      metadata: { name: `${involved.name}.${Date.now().toString(16)}${this.eventSeq.toString(16)}`, namespace: involved.namespace },
+      metadata: {
+        name: `${involved.name}.${Date.now().toString(16)}${this.eventSeq.toString(16)}`,
+        namespace: involved.namespace,
+      },
       involvedObject: { ...involved },
       reason: event.reason,
       message: event.message,
@@ -161,13 +168,18 @@ export class HttpKubeClient implements KubeClient {
       },
     };
     await ignoreConflict(this.http.request('POST', core(namespace, 'services'), { body: svc }));
-    await ignoreConflict(this.http.request('POST', `/apis/apps/v1/namespaces/${enc(namespace)}/statefulsets`, { body: sts }));
+    await ignoreConflict(
+      this.http.request('POST', `/apis/apps/v1/namespaces/${enc(namespace)}/statefulsets`, { body: sts }),
+    );
     return `${MANAGED_ETCD_NAME}.${namespace}.svc:2379`;
   }
 
   async readLease(namespace: string, name: string): Promise<V1Lease | undefined> {
     try {
-      return await this.http.request<V1Lease>('GET', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`);
+      return await this.http.request<V1Lease>(
+        'GET',
+        `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`,
+      );
     } catch (err) {
       if (err instanceof ApiNotFoundError) return undefined;
       throw err;
@@ -175,10 +187,14 @@ export class HttpKubeClient implements KubeClient {
   }
 
   createLease(namespace: string, lease: V1Lease): Promise<V1Lease> {
-    return this.http.request('POST', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases`, { body: lease });
+    return this.http.request('POST', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases`, {
+      body: lease,
+    });
   }
 
   replaceLease(namespace: string, name: string, lease: V1Lease): Promise<V1Lease> {
-    return this.http.request('PUT', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`, { body: lease });
+    return this.http.request('PUT', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`, {
+      body: lease,
+    });
   }
 }

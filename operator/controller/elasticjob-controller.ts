@@ -51,7 +51,15 @@ export interface ControllerOptions {
   readonly onReconciled?: (key: string, durationMs: number) => void;
 }
 
-type JobObj = KObj & { spec?: unknown; status?: ElasticJobStatus; metadata?: KObj['metadata'] & { generation?: number; deletionTimestamp?: string; ownerReferences?: Array<{ uid: string }> } };
+type JobObj = KObj & {
+  spec?: unknown;
+  status?: ElasticJobStatus;
+  metadata?: KObj['metadata'] & {
+    generation?: number;
+    deletionTimestamp?: string;
+    ownerReferences?: Array<{ uid: string }>;
+  };
+};
 type KubernetesObject = KObj & { metadata?: { ownerReferences?: Array<{ uid?: string }> } };
 
 function keyOf(ns: string | undefined, name: string | undefined): string {
@@ -111,8 +119,16 @@ export class ElasticJobController {
       return job !== undefined ? keyOf(o.metadata?.namespace, job) : undefined;
     };
     this.jobs = new Informer<JobObj>(http, `/apis/${GROUP}/${VERSION}${nsPath}/${PLURAL}`, { logger: log });
-    this.pods = new Informer<V1Pod & KObj>(http, `/api/v1${nsPath}/pods`, { labelSelector, logger: log, indexBy: byJob });
-    this.services = new Informer<V1Service & KObj>(http, `/api/v1${nsPath}/services`, { labelSelector, logger: log, indexBy: byJob });
+    this.pods = new Informer<V1Pod & KObj>(http, `/api/v1${nsPath}/pods`, {
+      labelSelector,
+      logger: log,
+      indexBy: byJob,
+    });
+    this.services = new Informer<V1Service & KObj>(http, `/api/v1${nsPath}/services`, {
+      labelSelector,
+      logger: log,
+      indexBy: byJob,
+    });
     this.jobs.on('add', (j) => this.enqueue(j));
     this.jobs.on('update', (j) => this.enqueue(j));
     this.jobs.on('delete', (j) => this.forgetJob(keyOf(j.metadata?.namespace, j.metadata?.name)));
@@ -256,16 +272,22 @@ export class ElasticJobController {
     let rdzvEndpoint = '';
     if (validated.ok) {
       rdzvEndpoint = validated.job.spec.rdzvEndpoint ?? '';
-      if (rdzvEndpoint === '' && this.o.managedEtcd?.enabled === true && status.state !== 'Succeeded' && status.state !== 'Failed') {
-        rdzvEndpoint = this.etcdEndpoints.get(namespace) ?? (await this.o.client.ensureManagedEtcd(namespace, this.o.managedEtcd.image));
+      if (
+        rdzvEndpoint === '' &&
+        this.o.managedEtcd?.enabled === true &&
+        status.state !== 'Succeeded' &&
+        status.state !== 'Failed'
+      ) {
+        rdzvEndpoint =
+          this.etcdEndpoints.get(namespace) ??
+          (await this.o.client.ensureManagedEtcd(namespace, this.o.managedEtcd.image));
         this.etcdEndpoints.set(namespace, rdzvEndpoint);
       }
     }
 
     const handled = this.handled.get(key) ?? new Set<string>();
     const owned = (o: KubernetesObject) =>
-      o.metadata?.labels?.[LABELS.jobName] === name &&
-      (o.metadata?.ownerReferences ?? []).some((r) => r.uid === uid);
+      o.metadata?.labels?.[LABELS.jobName] === name && (o.metadata?.ownerReferences ?? []).some((r) => r.uid === uid);
     const terminationTaints = 'invalid' in spec ? DEFAULT_TERMINATION_TAINTS : spec.preemptionNodeTaints;
     const podList = (this.pods?.byIndex(key) ?? []).filter(owned);
     const podViews = podList.flatMap((p) => {
@@ -310,8 +332,13 @@ export class ElasticJobController {
   private async writeStatus(raw: JobObj, old: ElasticJobStatus, plan: Plan): Promise<void> {
     const strip = (s: ElasticJobStatus) => ({ ...s, lastReconcileTime: undefined });
     if (canonical(strip(old)) === canonical(strip(plan.status))) return;
-    const status = JSON.parse(JSON.stringify({ ...plan.status, lastReconcileTime: new Date().toISOString() })) as ElasticJobStatus;
-    await this.o.client.replaceElasticJobStatus(raw.metadata?.namespace ?? '', raw.metadata?.name ?? '', { ...raw, status });
+    const status = JSON.parse(
+      JSON.stringify({ ...plan.status, lastReconcileTime: new Date().toISOString() }),
+    ) as ElasticJobStatus;
+    await this.o.client.replaceElasticJobStatus(raw.metadata?.namespace ?? '', raw.metadata?.name ?? '', {
+      ...raw,
+      status,
+    });
   }
 
   private async execute(
@@ -369,7 +396,12 @@ export class ElasticJobController {
     }
   }
 
-  private async recordEvent(job: { name: string; namespace: string; uid: string }, type: 'Normal' | 'Warning', reason: string, message: string): Promise<void> {
+  private async recordEvent(
+    job: { name: string; namespace: string; uid: string },
+    type: 'Normal' | 'Warning',
+    reason: string,
+    message: string,
+  ): Promise<void> {
     try {
       await this.o.client.createEvent(
         { apiVersion: API_VERSION, kind: KIND, name: job.name, namespace: job.namespace, uid: job.uid },

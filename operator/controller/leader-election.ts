@@ -64,7 +64,9 @@ function recordOf(lease: V1Lease): LeaseRecord {
 }
 
 function sameRecord(a: LeaseRecord, b: LeaseRecord): boolean {
-  return a.holderIdentity === b.holderIdentity && a.renewTime === b.renewTime && a.leaseTransitions === b.leaseTransitions;
+  return (
+    a.holderIdentity === b.holderIdentity && a.renewTime === b.renewTime && a.leaseTransitions === b.leaseTransitions
+  );
 }
 
 export class LeaderElector {
@@ -85,7 +87,9 @@ export class LeaderElector {
       logger: opts.logger ?? noopLogger,
     };
     if (this.o.renewDeadlineMs >= this.o.leaseDurationMs) {
-      throw new RangeError(`renewDeadlineMs (${this.o.renewDeadlineMs}) must be < leaseDurationMs (${this.o.leaseDurationMs})`);
+      throw new RangeError(
+        `renewDeadlineMs (${this.o.renewDeadlineMs}) must be < leaseDurationMs (${this.o.leaseDurationMs})`,
+      );
     }
   }
 
@@ -162,7 +166,13 @@ export class LeaderElector {
           apiVersion: 'coordination.k8s.io/v1',
           kind: 'Lease',
           metadata: { name, namespace },
-          spec: { holderIdentity: identity, leaseDurationSeconds: durationSeconds, acquireTime: now, renewTime: now, leaseTransitions: 0 },
+          spec: {
+            holderIdentity: identity,
+            leaseDurationSeconds: durationSeconds,
+            acquireTime: now,
+            renewTime: now,
+            leaseTransitions: 0,
+          },
         });
         this.remember(created);
         return true;

@@ -9,7 +9,11 @@ export class OperatorMetrics {
     labelNames: ['state'] as const,
     registers: [this.registry],
   });
-  readonly podsCreated = new Counter({ name: 'tensile_operator_pods_created_total', help: 'Worker pods created', registers: [this.registry] });
+  readonly podsCreated = new Counter({
+    name: 'tensile_operator_pods_created_total',
+    help: 'Worker pods created',
+    registers: [this.registry],
+  });
   readonly podsDeleted = new Counter({
     name: 'tensile_operator_pods_deleted_total',
     help: 'Worker pods deleted, by reason',
@@ -32,8 +36,16 @@ export class OperatorMetrics {
     buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
     registers: [this.registry],
   });
-  readonly reconcileErrors = new Counter({ name: 'tensile_operator_reconcile_errors_total', help: 'Reconciles that failed and were retried', registers: [this.registry] });
-  readonly isLeader = new Gauge({ name: 'tensile_operator_is_leader', help: '1 while this replica holds the leader Lease', registers: [this.registry] });
+  readonly reconcileErrors = new Counter({
+    name: 'tensile_operator_reconcile_errors_total',
+    help: 'Reconciles that failed and were retried',
+    registers: [this.registry],
+  });
+  readonly isLeader = new Gauge({
+    name: 'tensile_operator_is_leader',
+    help: '1 while this replica holds the leader Lease',
+    registers: [this.registry],
+  });
 
   constructor(opts: { defaultMetrics?: boolean } = {}) {
     if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'tensile_operator_' });

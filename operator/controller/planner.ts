@@ -211,8 +211,19 @@ export function planReconcile(s: JobSnapshot): Plan {
   }
   b.status = { ...b.status, rdzvEndpoint: s.rdzvEndpoint };
   if (!(b.status.conditions ?? []).some((c) => c.type === 'Created')) {
-    cond(b, 'Created', true, 'ElasticJobCreated', `job created with ${spec.replicas} workers in [${spec.minReplicas}, ${spec.maxReplicas}]`);
-    event(b, 'Normal', 'Created', `job created with ${spec.replicas} workers in [${spec.minReplicas}, ${spec.maxReplicas}]`);
+    cond(
+      b,
+      'Created',
+      true,
+      'ElasticJobCreated',
+      `job created with ${spec.replicas} workers in [${spec.minReplicas}, ${spec.maxReplicas}]`,
+    );
+    event(
+      b,
+      'Normal',
+      'Created',
+      `job created with ${spec.replicas} workers in [${spec.minReplicas}, ${spec.maxReplicas}]`,
+    );
     b.status = { ...b.status, state: 'Created' };
   }
 
@@ -224,7 +235,10 @@ export function planReconcile(s: JobSnapshot): Plan {
     cond(b, 'Restarting', false, 'Suspended', 'spec.suspend is true');
     cond(b, 'Scaling', false, 'Suspended', 'spec.suspend is true');
     cleanup(s, spec, b, 'suspended');
-    b.status = { ...b.status, replicaStatuses: { Worker: { ...replicaStatus(s, 0, 0, 0), failed: b.status.failures ?? 0 } } };
+    b.status = {
+      ...b.status,
+      replicaStatuses: { Worker: { ...replicaStatus(s, 0, 0, 0), failed: b.status.failures ?? 0 } },
+    };
     return done(b);
   }
   if (s.status.state === 'Suspended') {
@@ -237,7 +251,12 @@ export function planReconcile(s: JobSnapshot): Plan {
   let failures = s.status.failures ?? 0;
   let restarts = (s.status.restarts ?? 0) + s.deletedExternally;
   if (s.deletedExternally > 0) {
-    event(b, 'Warning', 'Preempted', `${s.deletedExternally} worker pod(s) deleted from outside: replacing (not counted against backoffLimit)`);
+    event(
+      b,
+      'Warning',
+      'Preempted',
+      `${s.deletedExternally} worker pod(s) deleted from outside: replacing (not counted against backoffLimit)`,
+    );
   }
   let running = 0;
   let pending = 0;
@@ -254,16 +273,29 @@ export function planReconcile(s: JobSnapshot): Plan {
       event(b, 'Normal', 'ScaledDown', `deleting ${p.name}: index ${p.index} ≥ replicas (${spec.replicas})`);
       continue;
     }
-    const preempted = p.disruption !== undefined || p.nodeLost || (p.exitCode !== undefined && spec.preemptionExitCodes.includes(p.exitCode));
+    const preempted =
+      p.disruption !== undefined ||
+      p.nodeLost ||
+      (p.exitCode !== undefined && spec.preemptionExitCodes.includes(p.exitCode));
     if (p.phase === 'Failed') {
       if (preempted) {
         preemptions += 1;
         restarts += 1;
         b.actions.push({ type: 'deletePod', name: p.name, uid: p.uid, reason: 'preempted' });
-        event(b, 'Warning', 'Preempted', `${p.name} preempted (${describe(p)}): replacing, not counted against backoffLimit`);
+        event(
+          b,
+          'Warning',
+          'Preempted',
+          `${p.name} preempted (${describe(p)}): replacing, not counted against backoffLimit`,
+        );
       } else {
         failures += 1;
-        event(b, 'Warning', 'WorkerFailed', `${p.name} failed (${describe(p)}): failure ${failures} of backoffLimit ${spec.backoffLimit}`);
+        event(
+          b,
+          'Warning',
+          'WorkerFailed',
+          `${p.name} failed (${describe(p)}): failure ${failures} of backoffLimit ${spec.backoffLimit}`,
+        );
         if (spec.restartPolicy === 'Never') {
           failedForGood = `${p.name} failed (${describe(p)}) and restartPolicy is Never`;
         } else {
@@ -301,9 +333,19 @@ export function planReconcile(s: JobSnapshot): Plan {
   if (failedForGood !== undefined) {
     finish(b, 'Failed', 'WorkerFailed', failedForGood);
   } else if (countedFailures > spec.backoffLimit) {
-    finish(b, 'Failed', 'BackoffLimitExceeded', `${countedFailures} worker failures > backoffLimit (${spec.backoffLimit})`);
+    finish(
+      b,
+      'Failed',
+      'BackoffLimitExceeded',
+      `${countedFailures} worker failures > backoffLimit (${spec.backoffLimit})`,
+    );
   } else if (spec.activeDeadlineSeconds !== undefined && s.nowMs - startedMs >= spec.activeDeadlineSeconds * 1000) {
-    finish(b, 'Failed', 'DeadlineExceeded', `job active longer than activeDeadlineSeconds (${spec.activeDeadlineSeconds})`);
+    finish(
+      b,
+      'Failed',
+      'DeadlineExceeded',
+      `job active longer than activeDeadlineSeconds (${spec.activeDeadlineSeconds})`,
+    );
   } else if (succeeded > 0 && running + pending === 0) {
     finish(b, 'Succeeded', 'ElasticJobSucceeded', `${succeeded} worker(s) completed`);
   }
@@ -369,7 +411,13 @@ export function planReconcile(s: JobSnapshot): Plan {
     event(b, state === 'Running' ? 'Normal' : 'Warning', state, sizeMsg);
   }
   const scaling = running !== spec.replicas;
-  cond(b, 'Scaling', scaling, scaling ? (running < spec.replicas ? 'ScalingUp' : 'ScalingDown') : 'AtDesiredSize', sizeMsg);
+  cond(
+    b,
+    'Scaling',
+    scaling,
+    scaling ? (running < spec.replicas ? 'ScalingUp' : 'ScalingDown') : 'AtDesiredSize',
+    sizeMsg,
+  );
   return done(b);
 }
 

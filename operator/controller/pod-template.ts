@@ -14,7 +14,14 @@ export interface JobIdentity {
 }
 
 export function ownerReference(job: JobIdentity): V1OwnerReference {
-  return { apiVersion: API_VERSION, kind: KIND, name: job.name, uid: job.uid, controller: true, blockOwnerDeletion: true };
+  return {
+    apiVersion: API_VERSION,
+    kind: KIND,
+    name: job.name,
+    uid: job.uid,
+    controller: true,
+    blockOwnerDeletion: true,
+  };
 }
 
 export function workerLabels(job: string, index: number): Record<string, string> {
@@ -64,7 +71,10 @@ export function buildWorkerPod(
   const podSpec = { ...(template.spec ?? { containers: [] }) };
   const env = petEnv(job, spec, rdzvEndpoint, index);
   const containers = podSpec.containers ?? [];
-  const workerIdx = Math.max(0, containers.findIndex((c) => c.name === 'worker'));
+  const workerIdx = Math.max(
+    0,
+    containers.findIndex((c) => c.name === 'worker'),
+  );
   podSpec.containers = containers.map((c, i) => withEnv(c, env, i === workerIdx));
   podSpec.restartPolicy =
     spec.restartPolicy === 'OnFailure' || spec.restartPolicy === 'Always' ? spec.restartPolicy : 'Never';
@@ -90,7 +100,12 @@ export function buildWorkerService(job: JobIdentity, index: number): V1Service {
   return {
     apiVersion: 'v1',
     kind: 'Service',
-    metadata: { name, namespace: job.namespace, labels: workerLabels(job.name, index), ownerReferences: [ownerReference(job)] },
+    metadata: {
+      name,
+      namespace: job.namespace,
+      labels: workerLabels(job.name, index),
+      ownerReferences: [ownerReference(job)],
+    },
     spec: {
       clusterIP: 'None',
       selector: { [LABELS.jobName]: job.name, [LABELS.replicaIndex]: String(index) },

@@ -4,7 +4,15 @@ import { LABELS } from '../api/v1alpha1/elasticjob-types.js';
 import type { PodPhase, PodView } from './planner.js';
 
 /** Pod `status.reason` values the kubelet or node lifecycle sets when it kills a pod from outside. */
-const DISRUPTION_REASONS = new Set(['Evicted', 'Preempting', 'Shutdown', 'NodeShutdown', 'Terminated', 'NodeLost', 'DeadlineExceeded']);
+const DISRUPTION_REASONS = new Set([
+  'Evicted',
+  'Preempting',
+  'Shutdown',
+  'NodeShutdown',
+  'Terminated',
+  'NodeLost',
+  'DeadlineExceeded',
+]);
 
 export interface NodeInfo {
   readonly exists: boolean;
@@ -30,7 +38,9 @@ export function toPodView(
   const statuses = pod.status?.containerStatuses ?? [];
   const worker = statuses.find((c) => c.name === 'worker') ?? statuses[0];
   const terminated = worker?.state?.terminated ?? worker?.lastState?.terminated;
-  const disruptionCond = (pod.status?.conditions ?? []).find((c) => c.type === 'DisruptionTarget' && c.status === 'True');
+  const disruptionCond = (pod.status?.conditions ?? []).find(
+    (c) => c.type === 'DisruptionTarget' && c.status === 'True',
+  );
   const reason = pod.status?.reason;
   let disruption: string | undefined;
   if (disruptionCond !== undefined) disruption = `DisruptionTarget: ${disruptionCond.reason ?? 'unknown'}`;

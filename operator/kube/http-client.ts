@@ -30,7 +30,16 @@ type Named<T> = { name: string } & T;
 interface KubeconfigFile {
   'current-context'?: string;
   contexts?: Array<Named<{ context: { cluster: string; user: string; namespace?: string } }>>;
-  clusters?: Array<Named<{ cluster: { server: string; 'certificate-authority-data'?: string; 'certificate-authority'?: string; 'insecure-skip-tls-verify'?: boolean } }>>;
+  clusters?: Array<
+    Named<{
+      cluster: {
+        server: string;
+        'certificate-authority-data'?: string;
+        'certificate-authority'?: string;
+        'insecure-skip-tls-verify'?: boolean;
+      };
+    }>
+  >;
   users?: Array<
     Named<{
       user: {
@@ -146,7 +155,8 @@ export class KubeHttp {
 
   private headers(contentType?: string): Record<string, string> {
     const h: Record<string, string> = { accept: 'application/json' };
-    const token = this.conn.tokenFile !== undefined ? readFileSync(this.conn.tokenFile, 'utf8').trim() : this.conn.token;
+    const token =
+      this.conn.tokenFile !== undefined ? readFileSync(this.conn.tokenFile, 'utf8').trim() : this.conn.token;
     if (token !== undefined) h.authorization = `Bearer ${token}`;
     if (contentType !== undefined) h['content-type'] = contentType;
     return h;

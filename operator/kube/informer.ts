@@ -156,7 +156,10 @@ export class Informer<T extends KObj> {
             if (type === 'ERROR') {
               const code = (obj as { code?: number }).code;
               if (code === 410) gone = true;
-              throw new ApiError(`watch ${this.path}: ${(obj as { message?: string }).message ?? 'error event'}`, code ?? 0);
+              throw new ApiError(
+                `watch ${this.path}: ${(obj as { message?: string }).message ?? 'error event'}`,
+                code ?? 0,
+              );
             }
             const o = obj as T;
             const rv = o.metadata?.resourceVersion;

@@ -72,7 +72,9 @@ export const preemptionPolicySchema = z
   .object({
     belowMinTimeoutSeconds: int32(0)
       .optional()
-      .describe(`Seconds the job may run with fewer than minReplicas running workers before it fails (default ${DEFAULT_BELOW_MIN_TIMEOUT_SECONDS}).`),
+      .describe(
+        `Seconds the job may run with fewer than minReplicas running workers before it fails (default ${DEFAULT_BELOW_MIN_TIMEOUT_SECONDS}).`,
+      ),
     exitCodes: z
       .array(z.number().int().min(0).max(255))
       .optional()
@@ -80,7 +82,9 @@ export const preemptionPolicySchema = z
     nodeTaints: z
       .array(z.string().min(1))
       .optional()
-      .describe('Node taint keys that mean "this node is going away" (termination handlers); pods on such nodes count as preempted.'),
+      .describe(
+        'Node taint keys that mean "this node is going away" (termination handlers); pods on such nodes count as preempted.',
+      ),
   })
   .describe('How preemption (spot reclaim, eviction, deletion) is told apart from failure.');
 
@@ -104,12 +108,22 @@ export const elasticJobSpecSchema = z.object({
     .max(Number.MAX_SAFE_INTEGER)
     .optional()
     .describe('Fail the job when it has been active this long.'),
-  backoffLimit: int32(0).optional().describe(`Real (non-preemption) pod failures allowed before the job fails (default ${DEFAULT_BACKOFF_LIMIT}).`),
+  backoffLimit: int32(0)
+    .optional()
+    .describe(`Real (non-preemption) pod failures allowed before the job fails (default ${DEFAULT_BACKOFF_LIMIT}).`),
   suspend: z.boolean().optional().describe('When true, all pods are deleted and none are created.'),
 });
 export type ElasticJobSpec = z.infer<typeof elasticJobSpecSchema>;
 
-export const CONDITION_TYPES = ['Created', 'Running', 'Restarting', 'Scaling', 'Succeeded', 'Failed', 'Suspended'] as const;
+export const CONDITION_TYPES = [
+  'Created',
+  'Running',
+  'Restarting',
+  'Scaling',
+  'Succeeded',
+  'Failed',
+  'Suspended',
+] as const;
 export const conditionTypeSchema = z.enum(CONDITION_TYPES);
 export type ConditionType = z.infer<typeof conditionTypeSchema>;
 
@@ -140,15 +154,26 @@ export const elasticJobStatusSchema = z.object({
   conditions: z.array(conditionSchema).optional(),
   replicaStatuses: z.object({ Worker: replicaStatusSchema.optional() }).optional(),
   observedGeneration: z.number().int().optional(),
-  rounds: z.number().int().optional().describe('Membership changes the operator has seen (each forces a new rendezvous round).'),
+  rounds: z
+    .number()
+    .int()
+    .optional()
+    .describe('Membership changes the operator has seen (each forces a new rendezvous round).'),
   restarts: z.number().int().optional().describe('Worker pods replaced, for any reason.'),
   failures: z.number().int().optional().describe('Real failures counted against backoffLimit.'),
-  preemptions: z.number().int().optional().describe('Pods lost to preemption, eviction or deletion (never counted against backoffLimit).'),
+  preemptions: z
+    .number()
+    .int()
+    .optional()
+    .describe('Pods lost to preemption, eviction or deletion (never counted against backoffLimit).'),
   startTime: z.string().optional(),
   completionTime: z.string().optional(),
   belowMinSince: z.string().optional(),
   lastReconcileTime: z.string().optional(),
-  rdzvEndpoint: z.string().optional().describe('The endpoint the workers use (operator-managed etcd when spec.rdzvEndpoint is empty).'),
+  rdzvEndpoint: z
+    .string()
+    .optional()
+    .describe('The endpoint the workers use (operator-managed etcd when spec.rdzvEndpoint is empty).'),
 });
 export type ElasticJobStatus = z.infer<typeof elasticJobStatusSchema>;
 
@@ -202,7 +227,10 @@ export interface SpecIssue {
 }
 
 function pathOf(path: readonly PropertyKey[]): string {
-  return path.map((p) => (typeof p === 'number' ? `[${p}]` : String(p))).join('.').replace(/\.\[/g, '[');
+  return path
+    .map((p) => (typeof p === 'number' ? `[${p}]` : String(p)))
+    .join('.')
+    .replace(/\.\[/g, '[');
 }
 
 /**
@@ -218,10 +246,16 @@ export function crossFieldIssues(spec: ElasticJobSpec): SpecIssue[] {
     issues.push({ path: 'spec.minReplicas', message: `${min} must be ≤ spec.maxReplicas (${max})` });
   }
   if (replicas !== undefined && min !== undefined && replicas < min) {
-    issues.push({ path: 'spec.replicaSpecs.Worker.replicas', message: `${replicas} must be ≥ spec.minReplicas (${min})` });
+    issues.push({
+      path: 'spec.replicaSpecs.Worker.replicas',
+      message: `${replicas} must be ≥ spec.minReplicas (${min})`,
+    });
   }
   if (replicas !== undefined && max !== undefined && replicas > max) {
-    issues.push({ path: 'spec.replicaSpecs.Worker.replicas', message: `${replicas} must be ≤ spec.maxReplicas (${max})` });
+    issues.push({
+      path: 'spec.replicaSpecs.Worker.replicas',
+      message: `${replicas} must be ≤ spec.maxReplicas (${max})`,
+    });
   }
   if (replicas === undefined && min === undefined && max === undefined) {
     issues.push({
@@ -233,8 +267,7 @@ export function crossFieldIssues(spec: ElasticJobSpec): SpecIssue[] {
 }
 
 export type ValidationResult =
-  | { readonly ok: true; readonly job: ElasticJob }
-  | { readonly ok: false; readonly issues: readonly SpecIssue[] };
+  { readonly ok: true; readonly job: ElasticJob } | { readonly ok: false; readonly issues: readonly SpecIssue[] };
 
 /** Validates a whole ElasticJob object (as read from the API server or a manifest). Never throws. */
 export function validateElasticJob(input: unknown): ValidationResult {

@@ -63,7 +63,13 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     const { pino } = await import('pino');
     const logger = process.env.TENSILE_TEST_DEBUG ? pino({ level: 'debug' }, pino.destination(2)) : undefined;
     op = await runOperator(
-      { kubeconfig: server.kubeconfigPath, leaderElection: false, metricsPort: 0, metricsHost: '127.0.0.1', resyncMs: 5000 },
+      {
+        kubeconfig: server.kubeconfigPath,
+        leaderElection: false,
+        metricsPort: 0,
+        metricsHost: '127.0.0.1',
+        resyncMs: 5000,
+      },
       logger as never,
     );
   });
@@ -80,13 +86,20 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
   test('a job gets one pod and one headless service per index and reaches Running', async () => {
     const r = await apply(manifest({ name: 'sleepy', replicas: 3, min: 2, max: 3, command: ['sleep', '60'] }));
     assert.equal(r.code, 0, r.stderr);
-    await waitFor('3 running pods', async () => [...(await jobPods(http, 'sleepy')).values()].filter((p) => p === 'Running').length === 3, 20_000);
+    await waitFor(
+      '3 running pods',
+      async () => [...(await jobPods(http, 'sleepy')).values()].filter((p) => p === 'Running').length === 3,
+      20_000,
+    );
     const v = await waitFor('state Running', async () => {
       const j = await jobView(http, 'sleepy');
       return j?.state === 'Running' && j.active === 3 ? j : undefined;
     });
     assert.equal(v.conditions.find((c) => c.type === 'Running')?.status, 'True');
-    const svc = await http.request<{ spec: { clusterIP: string } }>('GET', '/api/v1/namespaces/default/services/sleepy-worker-2');
+    const svc = await http.request<{ spec: { clusterIP: string } }>(
+      'GET',
+      '/api/v1/namespaces/default/services/sleepy-worker-2',
+    );
     assert.equal(svc.spec.clusterIP, 'None');
     const get = await kubectl(server, ['get', 'elasticjobs']);
     assert.match(get.stdout, /MIN\s+MAX\s+DESIRED\s+CURRENT\s+STATE/);
@@ -125,7 +138,16 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     // Each pod fails with 137 the first time (marker file absent), then with exit 3.
     const marker = join(dir, 'killed-once');
     const script = `if [ ! -e ${marker} ]; then touch ${marker}; kill -9 $$; fi; sleep 0.2; exit 3`;
-    const r = await apply(manifest({ name: 'flaky', replicas: 1, min: 1, max: 1, command: ['sh', '-c', script], extra: { backoffLimit: 1 } }));
+    const r = await apply(
+      manifest({
+        name: 'flaky',
+        replicas: 1,
+        min: 1,
+        max: 1,
+        command: ['sh', '-c', script],
+        extra: { backoffLimit: 1 },
+      }),
+    );
     assert.equal(r.code, 0, r.stderr);
     const j = await waitFor(
       'job Failed',
@@ -139,7 +161,14 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     assert.equal(j.failures, 2);
     assert.equal(j.conditions.find((c) => c.type === 'Failed')?.reason, 'BackoffLimitExceeded');
     assert.equal(j.conditions.find((c) => c.type === 'Running')?.status ?? 'False', 'False');
-    const events = await kubectl(server, ['get', 'events', '--field-selector', 'involvedObject.name=flaky', '-o', 'jsonpath={.items[*].reason}']);
+    const events = await kubectl(server, [
+      'get',
+      'events',
+      '--field-selector',
+      'involvedObject.name=flaky',
+      '-o',
+      'jsonpath={.items[*].reason}',
+    ]);
     assert.match(events.stdout, /Preempted/);
     assert.match(events.stdout, /WorkerFailed/);
     assert.match(events.stdout, /BackoffLimitExceeded/);
@@ -172,7 +201,10 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
   });
 
   test('kubectl apply rejects invalid manifests with field-named messages', async () => {
-    const bad = manifest({ name: 'bad', replicas: 1, min: 0, max: 1, command: ['true'] }).replace('replicas: 1\n', 'replicas: 1\n      restartPolicy: Sometimes\n');
+    const bad = manifest({ name: 'bad', replicas: 1, min: 0, max: 1, command: ['true'] }).replace(
+      'replicas: 1\n',
+      'replicas: 1\n      restartPolicy: Sometimes\n',
+    );
     const r = await apply(bad);
     assert.notEqual(r.code, 0);
     assert.match(r.stderr, /spec\.minReplicas/);
@@ -186,7 +218,10 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
       const v = await jobView(http, 'inverted');
       return v?.state === 'Failed' ? v : undefined;
     });
-    assert.match(j.conditions.find((c) => c.type === 'Failed')?.message ?? '', /spec\.minReplicas: 4 must be ≤ spec\.maxReplicas \(2\)/);
+    assert.match(
+      j.conditions.find((c) => c.type === 'Failed')?.message ?? '',
+      /spec\.minReplicas: 4 must be ≤ spec\.maxReplicas \(2\)/,
+    );
     assert.equal((await jobPods(http, 'inverted')).size, 0);
   });
 
@@ -199,5 +234,4 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     assert.match(text, /tensile_operator_reconcile_duration_seconds_bucket/);
     assert.match(text, /tensile_operator_jobs\{state="Failed"\} [1-9]/);
   });
-
 });

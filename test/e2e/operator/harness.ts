@@ -74,10 +74,13 @@ export function clientFor(server: TestApiServer): KubeHttp {
 
 /** Pods of a job as the API server has them: name → phase (terminating ones marked with a trailing '*'). */
 export async function jobPods(http: KubeHttp, job: string, namespace = 'default'): Promise<Map<string, string>> {
-  const list = await http.request<{ items: Array<{ metadata: { name: string; deletionTimestamp?: string }; status?: { phase?: string } }> }>(
-    'GET',
-    `/api/v1/namespaces/${namespace}/pods`,
-    { query: { labelSelector: `tensile.dev/job-name=${job}` } },
+  const list = await http.request<{
+    items: Array<{ metadata: { name: string; deletionTimestamp?: string }; status?: { phase?: string } }>;
+  }>('GET', `/api/v1/namespaces/${namespace}/pods`, { query: { labelSelector: `tensile.dev/job-name=${job}` } });
+  return new Map(
+    list.items.map((p) => [
+      p.metadata.name,
+      `${p.status?.phase ?? 'Pending'}${p.metadata.deletionTimestamp ? '*' : ''}`,
+    ]),
   );
-  return new Map(list.items.map((p) => [p.metadata.name, `${p.status?.phase ?? 'Pending'}${p.metadata.deletionTimestamp ? '*' : ''}`]));
 }

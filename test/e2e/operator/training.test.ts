@@ -11,7 +11,16 @@ import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 import { kubectl, startKubelet, waitFor, type Kubelet, type TestApiServer } from '../../k8s/index.js';
 import { runOperator, type OperatorHandle } from '../../../operator/index.js';
 import type { KubeHttp } from '../../../operator/kube/http-client.js';
-import { REPO, WORKER_SCRIPT, clientFor, jobPods, jobView, makeShimDir, removeDir, startClusterWithCrd } from './harness.js';
+import {
+  REPO,
+  WORKER_SCRIPT,
+  clientFor,
+  jobPods,
+  jobView,
+  makeShimDir,
+  removeDir,
+  startClusterWithCrd,
+} from './harness.js';
 
 let server: TestApiServer;
 let kubelet: Kubelet;
@@ -28,7 +37,12 @@ before(async () => {
   server = await startClusterWithCrd();
   kubelet = await startKubelet({ server, nodeName: 'node-a', pathPrepend: shimDir, workDir: REPO });
   http = clientFor(server);
-  op = await runOperator({ kubeconfig: server.kubeconfigPath, leaderElection: false, metricsPort: 0, metricsHost: '127.0.0.1' });
+  op = await runOperator({
+    kubeconfig: server.kubeconfigPath,
+    leaderElection: false,
+    metricsPort: 0,
+    metricsHost: '127.0.0.1',
+  });
 });
 
 after(async () => {
@@ -55,65 +69,99 @@ function observations(): Array<{ idx: string; world: number; ms: number }> {
     });
 }
 
-test('an ElasticJob of 3 trains, keeps training at 2 when a pod is preempted, and returns to 3', { timeout: 180_000 }, async () => {
-  const job = {
-    apiVersion: 'tensile.dev/v1alpha1',
-    kind: 'ElasticJob',
-    metadata: { name: 'train', namespace: 'default' },
-    spec: {
-      rdzvEndpoint: etcd.endpoint,
-      minReplicas: 2,
-      maxReplicas: 3,
-      nprocPerNode: 1,
-      maxRestarts: 10,
-      replicaSpecs: {
-        Worker: {
-          replicas: 3,
-          template: {
-            spec: {
-              terminationGracePeriodSeconds: 5,
-              containers: [
-                {
-                  name: 'worker',
-                  image: 'tensile:test',
-                  args: [WORKER_SCRIPT],
-                  env: [
-                    { name: 'OBS_FILE', value: join(dir, 'obs.log') },
-                    { name: 'STOP_FILE', value: join(dir, 'stop') },
-                    { name: 'PET_RDZV_CONF', value: 'last_call_timeout=0.5' },
-                  ],
-                },
-              ],
+test(
+  'an ElasticJob of 3 trains, keeps training at 2 when a pod is preempted, and returns to 3',
+  { timeout: 180_000 },
+  async () => {
+    const job = {
+      apiVersion: 'tensile.dev/v1alpha1',
+      kind: 'ElasticJob',
+      metadata: { name: 'train', namespace: 'default' },
+      spec: {
+        rdzvEndpoint: etcd.endpoint,
+        minReplicas: 2,
+        maxReplicas: 3,
+        nprocPerNode: 1,
+        maxRestarts: 10,
+        replicaSpecs: {
+          Worker: {
+            replicas: 3,
+            template: {
+              spec: {
+                terminationGracePeriodSeconds: 5,
+                containers: [
+                  {
+                    name: 'worker',
+                    image: 'tensile:test',
+                    args: [WORKER_SCRIPT],
+                    env: [
+                      { name: 'OBS_FILE', value: join(dir, 'obs.log') },
+                      { name: 'STOP_FILE', value: join(dir, 'stop') },
+                      { name: 'PET_RDZV_CONF', value: 'last_call_timeout=0.5' },
+                    ],
+                  },
+                ],
+              },
             },
           },
         },
       },
-    },
-  };
-  const r = await kubectl(server, ['apply', '-f', '-'], { stdin: stringify(job) });
-  assert.equal(r.code, 0, r.stderr);
-  await waitFor('3 workers at WORLD_SIZE 3', () => new Set(observations().filter((o) => o.world === 3).map((o) => o.idx)).size === 3, 90_000, 200);
-  assert.equal((await jobView(http, 'train'))?.state, 'Running');
+    };
+    const r = await kubectl(server, ['apply', '-f', '-'], { stdin: stringify(job) });
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor(
+      '3 workers at WORLD_SIZE 3',
+      () =>
+        new Set(
+          observations()
+            .filter((o) => o.world === 3)
+            .map((o) => o.idx),
+        ).size === 3,
+      90_000,
+      200,
+    );
+    assert.equal((await jobView(http, 'train'))?.state, 'Running');
 
-  // Preempt worker-2 while the node has no room for a replacement: the survivors must go on at 2.
-  kubelet.setReady(false);
-  const t0 = Date.now();
-  const del = await kubectl(server, ['delete', 'pod', 'train-worker-2', '--wait=false']);
-  assert.equal(del.code, 0, del.stderr);
-  await waitFor('survivors at WORLD_SIZE 2', () => new Set(observations().filter((o) => o.ms > t0 && o.world === 2).map((o) => o.idx)).size === 2, 60_000, 200);
-  const mid = await jobView(http, 'train');
-  assert.equal(mid?.state, 'Running');
-  assert.equal(mid?.preemptions, 1);
-  assert.equal(mid?.failures ?? 0, 0);
-  assert.equal((await jobPods(http, 'train')).get('train-worker-2'), 'Pending');
+    // Preempt worker-2 while the node has no room for a replacement: the survivors must go on at 2.
+    kubelet.setReady(false);
+    const t0 = Date.now();
+    const del = await kubectl(server, ['delete', 'pod', 'train-worker-2', '--wait=false']);
+    assert.equal(del.code, 0, del.stderr);
+    await waitFor(
+      'survivors at WORLD_SIZE 2',
+      () =>
+        new Set(
+          observations()
+            .filter((o) => o.ms > t0 && o.world === 2)
+            .map((o) => o.idx),
+        ).size === 2,
+      60_000,
+      200,
+    );
+    const mid = await jobView(http, 'train');
+    assert.equal(mid?.state, 'Running');
+    assert.equal(mid?.preemptions, 1);
+    assert.equal(mid?.failures ?? 0, 0);
+    assert.equal((await jobPods(http, 'train')).get('train-worker-2'), 'Pending');
 
-  // Capacity returns: the replacement runs and the job is back at 3.
-  const t1 = Date.now();
-  kubelet.setReady(true);
-  await waitFor('3 workers at WORLD_SIZE 3 again', () => new Set(observations().filter((o) => o.ms > t1 && o.world === 3).map((o) => o.idx)).size === 3, 90_000, 200);
-  const end = await waitFor('status back at 3', async () => {
-    const v = await jobView(http, 'train');
-    return v?.active === 3 ? v : undefined;
-  });
-  assert.equal(end.state, 'Running');
-});
+    // Capacity returns: the replacement runs and the job is back at 3.
+    const t1 = Date.now();
+    kubelet.setReady(true);
+    await waitFor(
+      '3 workers at WORLD_SIZE 3 again',
+      () =>
+        new Set(
+          observations()
+            .filter((o) => o.ms > t1 && o.world === 3)
+            .map((o) => o.idx),
+        ).size === 3,
+      90_000,
+      200,
+    );
+    const end = await waitFor('status back at 3', async () => {
+      const v = await jobView(http, 'train');
+      return v?.active === 3 ? v : undefined;
+    });
+    assert.equal(end.state, 'Running');
+  },
+);

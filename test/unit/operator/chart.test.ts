@@ -29,9 +29,15 @@ test('values.yaml parses against the chart values schema', () => {
 
 test('the chart RBAC grants every API call the operator makes, and nothing beyond them', () => {
   const rbac = read('charts/tensile/templates/rbac.yaml');
-  const rules = [...ruleBlock(rbac, 'operator-rules'), ...ruleBlock(rbac, 'cluster-rules'), ...ruleBlock(rbac, 'leader-rules')];
+  const rules = [
+    ...ruleBlock(rbac, 'operator-rules'),
+    ...ruleBlock(rbac, 'cluster-rules'),
+    ...ruleBlock(rbac, 'leader-rules'),
+  ];
   const granted = new Set<string>();
-  for (const r of rules) for (const g of r.apiGroups) for (const res of r.resources) for (const v of r.verbs) granted.add(`${g}|${res}|${v}`);
+  for (const r of rules)
+    for (const g of r.apiGroups)
+      for (const res of r.resources) for (const v of r.verbs) granted.add(`${g}|${res}|${v}`);
   const needed = new Set<string>();
   for (const c of KUBE_API_CALLS) for (const v of c.verbs) needed.add(`${c.group}|${c.resource}|${v}`);
   const missing = [...needed].filter((k) => !granted.has(k));
@@ -42,7 +48,13 @@ test('the chart RBAC grants every API call the operator makes, and nothing beyon
 
 test('the chart deployment runs non-root with probes on the metrics port', () => {
   const d = read('charts/tensile/templates/deployment.yaml');
-  for (const needle of ['runAsNonRoot: true', 'path: /healthz', 'path: /readyz', 'allowPrivilegeEscalation: false', 'drop: ["ALL"]']) {
+  for (const needle of [
+    'runAsNonRoot: true',
+    'path: /healthz',
+    'path: /readyz',
+    'allowPrivilegeEscalation: false',
+    'drop: ["ALL"]',
+  ]) {
     assert.ok(d.includes(needle), needle);
   }
 });

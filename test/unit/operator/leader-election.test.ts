@@ -2,7 +2,12 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { decideLease, type Observation } from '../../../operator/controller/leader-election.js';
 
-const rec = (holderIdentity: string, leaseDurationSeconds = 15) => ({ holderIdentity, leaseDurationSeconds, renewTime: 't', leaseTransitions: 0 });
+const rec = (holderIdentity: string, leaseDurationSeconds = 15) => ({
+  holderIdentity,
+  leaseDurationSeconds,
+  renewTime: 't',
+  leaseTransitions: 0,
+});
 
 test('lease decisions follow the observed record and the local clock', () => {
   const rows: Array<[string, Observation | undefined, number, string]> = [

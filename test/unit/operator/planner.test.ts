@@ -1,6 +1,10 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { resolveSpec, type ElasticJobStatus, type ElasticJobSpec } from '../../../operator/api/v1alpha1/elasticjob-types.js';
+import {
+  resolveSpec,
+  type ElasticJobStatus,
+  type ElasticJobSpec,
+} from '../../../operator/api/v1alpha1/elasticjob-types.js';
 import { planReconcile, type Action, type JobSnapshot, type PodView } from '../../../operator/controller/planner.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
@@ -60,10 +64,24 @@ function snap(over: Partial<JobSnapshot> & { rawSpec?: ElasticJobSpec } = {}): J
 }
 
 const kinds = (actions: readonly Action[]) =>
-  actions.map((a) => (a.type === 'deletePod' ? `deletePod:${a.name}:${a.reason}` : a.type === 'createPod' || a.type === 'createService' ? `${a.type}:${a.index}` : a.type === 'deleteService' ? `deleteService:${a.name}` : a.type));
+  actions.map((a) =>
+    a.type === 'deletePod'
+      ? `deletePod:${a.name}:${a.reason}`
+      : a.type === 'createPod' || a.type === 'createService'
+        ? `${a.type}:${a.index}`
+        : a.type === 'deleteService'
+          ? `deleteService:${a.name}`
+          : a.type,
+  );
 
 describe('planReconcile', () => {
-  const table: Array<{ name: string; snap: JobSnapshot; actions: string[]; state: string; check?: (p: ReturnType<typeof planReconcile>) => void }> = [
+  const table: Array<{
+    name: string;
+    snap: JobSnapshot;
+    actions: string[];
+    state: string;
+    check?: (p: ReturnType<typeof planReconcile>) => void;
+  }> = [
     {
       name: 'a new job creates one pod and one service per index and records Created',
       snap: snap({ status: {}, pods: [], serviceNames: [] }),
@@ -72,7 +90,10 @@ describe('planReconcile', () => {
       check: (p) => {
         assert.equal(p.status.conditions?.find((c) => c.type === 'Created')?.status, 'True');
         assert.ok(p.events.some((e) => e.reason === 'Created'));
-        assert.equal(p.status.replicaStatuses?.Worker?.selector, 'tensile.dev/job-name=job,tensile.dev/replica-type=worker');
+        assert.equal(
+          p.status.replicaStatuses?.Worker?.selector,
+          'tensile.dev/job-name=job,tensile.dev/replica-type=worker',
+        );
       },
     },
     {
@@ -81,7 +102,10 @@ describe('planReconcile', () => {
       actions: [],
       state: 'Running',
       check: (p) => {
-        assert.equal(p.status.conditions?.find((c) => c.type === 'Scaling'), undefined);
+        assert.equal(
+          p.status.conditions?.find((c) => c.type === 'Scaling'),
+          undefined,
+        );
         assert.equal(p.status.replicaStatuses?.Worker?.active, 3);
       },
     },
@@ -98,7 +122,10 @@ describe('planReconcile', () => {
     },
     {
       name: 'exit code 137 is a preemption: the pod is replaced and backoffLimit is untouched',
-      snap: snap({ rawSpec: spec({ backoffLimit: 0 }), pods: [running3[0]!, pod(1, 'Failed', { exitCode: 137 }), running3[2]!] }),
+      snap: snap({
+        rawSpec: spec({ backoffLimit: 0 }),
+        pods: [running3[0]!, pod(1, 'Failed', { exitCode: 137 }), running3[2]!],
+      }),
       actions: ['deletePod:job-worker-1:preempted'],
       state: 'Running',
       check: (p) => {
@@ -108,7 +135,14 @@ describe('planReconcile', () => {
     },
     {
       name: 'a DisruptionTarget condition is a preemption whatever the exit code',
-      snap: snap({ rawSpec: spec({ backoffLimit: 0 }), pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1, disruption: 'DisruptionTarget: EvictionByEvictionAPI' }), running3[2]!] }),
+      snap: snap({
+        rawSpec: spec({ backoffLimit: 0 }),
+        pods: [
+          running3[0]!,
+          pod(1, 'Failed', { exitCode: 1, disruption: 'DisruptionTarget: EvictionByEvictionAPI' }),
+          running3[2]!,
+        ],
+      }),
       actions: ['deletePod:job-worker-1:preempted'],
       state: 'Running',
     },
@@ -121,15 +155,28 @@ describe('planReconcile', () => {
     },
     {
       name: 'a real failure counts against backoffLimit and the pod is replaced',
-      snap: snap({ rawSpec: spec({ backoffLimit: 2 }), pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1 }), running3[2]!] }),
+      snap: snap({
+        rawSpec: spec({ backoffLimit: 2 }),
+        pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1 }), running3[2]!],
+      }),
       actions: ['deletePod:job-worker-1:failed'],
       state: 'Running',
       check: (p) => assert.equal(p.status.failures, 1),
     },
     {
       name: 'a real failure past backoffLimit fails the job and cleans up running pods',
-      snap: snap({ rawSpec: spec({ backoffLimit: 1 }), status: { ...runningStatus, failures: 1 }, pods: [running3[0]!, pod(1, 'Failed', { exitCode: 2 }), running3[2]!] }),
-      actions: ['deletePod:job-worker-0:finished', 'deletePod:job-worker-2:finished', 'deleteService:job-worker-0', 'deleteService:job-worker-1', 'deleteService:job-worker-2'],
+      snap: snap({
+        rawSpec: spec({ backoffLimit: 1 }),
+        status: { ...runningStatus, failures: 1 },
+        pods: [running3[0]!, pod(1, 'Failed', { exitCode: 2 }), running3[2]!],
+      }),
+      actions: [
+        'deletePod:job-worker-0:finished',
+        'deletePod:job-worker-2:finished',
+        'deleteService:job-worker-0',
+        'deleteService:job-worker-1',
+        'deleteService:job-worker-2',
+      ],
       state: 'Failed',
       check: (p) => {
         const failed = p.status.conditions?.find((c) => c.type === 'Failed');
@@ -140,8 +187,17 @@ describe('planReconcile', () => {
     },
     {
       name: 'restartPolicy Never fails the job at the first real failure',
-      snap: snap({ rawSpec: { ...spec(), replicaSpecs: { Worker: { ...spec().replicaSpecs.Worker, restartPolicy: 'Never' } } }, pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1 }), running3[2]!] }),
-      actions: ['deletePod:job-worker-0:finished', 'deletePod:job-worker-2:finished', 'deleteService:job-worker-0', 'deleteService:job-worker-1', 'deleteService:job-worker-2'],
+      snap: snap({
+        rawSpec: { ...spec(), replicaSpecs: { Worker: { ...spec().replicaSpecs.Worker, restartPolicy: 'Never' } } },
+        pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1 }), running3[2]!],
+      }),
+      actions: [
+        'deletePod:job-worker-0:finished',
+        'deletePod:job-worker-2:finished',
+        'deleteService:job-worker-0',
+        'deleteService:job-worker-1',
+        'deleteService:job-worker-2',
+      ],
       state: 'Failed',
       check: (p) => assert.equal(p.status.conditions?.find((c) => c.type === 'Failed')?.reason, 'WorkerFailed'),
     },
@@ -164,7 +220,14 @@ describe('planReconcile', () => {
         status: { ...runningStatus, state: 'Restarting', belowMinSince: new Date(T0).toISOString() },
         pods: [running3[0]!, pod(1, 'Pending'), pod(2, 'Pending')],
       }),
-      actions: ['deletePod:job-worker-0:finished', 'deletePod:job-worker-1:finished', 'deletePod:job-worker-2:finished', 'deleteService:job-worker-0', 'deleteService:job-worker-1', 'deleteService:job-worker-2'],
+      actions: [
+        'deletePod:job-worker-0:finished',
+        'deletePod:job-worker-1:finished',
+        'deletePod:job-worker-2:finished',
+        'deleteService:job-worker-0',
+        'deleteService:job-worker-1',
+        'deleteService:job-worker-2',
+      ],
       state: 'Failed',
       check: (p) => assert.equal(p.status.conditions?.find((c) => c.type === 'Failed')?.reason, 'BelowMinReplicas'),
     },
@@ -183,27 +246,47 @@ describe('planReconcile', () => {
     },
     {
       name: 'a pod already handled is not counted twice',
-      snap: snap({ status: { ...runningStatus, failures: 1 }, pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1, handled: true }), running3[2]!] }),
+      snap: snap({
+        status: { ...runningStatus, failures: 1 },
+        pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1, handled: true }), running3[2]!],
+      }),
       actions: [],
       state: 'Running',
       check: (p) => assert.equal(p.status.failures, 1),
     },
     {
       name: 'the job succeeds when a worker succeeded and none is active, and cleanPodPolicy All deletes every pod',
-      snap: snap({ rawSpec: spec({ cleanPodPolicy: 'All' }), pods: [pod(0, 'Succeeded'), pod(1, 'Succeeded'), pod(2, 'Succeeded')] }),
-      actions: ['deletePod:job-worker-0:finished', 'deletePod:job-worker-1:finished', 'deletePod:job-worker-2:finished', 'deleteService:job-worker-0', 'deleteService:job-worker-1', 'deleteService:job-worker-2'],
+      snap: snap({
+        rawSpec: spec({ cleanPodPolicy: 'All' }),
+        pods: [pod(0, 'Succeeded'), pod(1, 'Succeeded'), pod(2, 'Succeeded')],
+      }),
+      actions: [
+        'deletePod:job-worker-0:finished',
+        'deletePod:job-worker-1:finished',
+        'deletePod:job-worker-2:finished',
+        'deleteService:job-worker-0',
+        'deleteService:job-worker-1',
+        'deleteService:job-worker-2',
+      ],
       state: 'Succeeded',
     },
     {
       name: 'a finished job past its TTL is deleted, and before it is requeued for the rest',
-      snap: snap({ rawSpec: spec({ ttlSecondsAfterFinished: 60, cleanPodPolicy: 'None' }), status: { ...runningStatus, state: 'Succeeded', completionTime: new Date(T0).toISOString() }, nowMs: T0 + 20_000 }),
+      snap: snap({
+        rawSpec: spec({ ttlSecondsAfterFinished: 60, cleanPodPolicy: 'None' }),
+        status: { ...runningStatus, state: 'Succeeded', completionTime: new Date(T0).toISOString() },
+        nowMs: T0 + 20_000,
+      }),
       actions: [],
       state: 'Succeeded',
       check: (p) => assert.equal(p.requeueAfterMs, 40_000),
     },
     {
       name: 'a finished job whose TTL has passed is deleted',
-      snap: snap({ rawSpec: spec({ ttlSecondsAfterFinished: 5, cleanPodPolicy: 'None' }), status: { ...runningStatus, state: 'Succeeded', completionTime: new Date(T0).toISOString() } }),
+      snap: snap({
+        rawSpec: spec({ ttlSecondsAfterFinished: 5, cleanPodPolicy: 'None' }),
+        status: { ...runningStatus, state: 'Succeeded', completionTime: new Date(T0).toISOString() },
+      }),
       actions: ['deleteJob'],
       state: 'Succeeded',
     },
@@ -217,7 +300,14 @@ describe('planReconcile', () => {
     {
       name: 'suspend deletes every pod and service and marks the job Suspended',
       snap: snap({ rawSpec: spec({ suspend: true }) }),
-      actions: ['deletePod:job-worker-0:suspended', 'deletePod:job-worker-1:suspended', 'deletePod:job-worker-2:suspended', 'deleteService:job-worker-0', 'deleteService:job-worker-1', 'deleteService:job-worker-2'],
+      actions: [
+        'deletePod:job-worker-0:suspended',
+        'deletePod:job-worker-1:suspended',
+        'deletePod:job-worker-2:suspended',
+        'deleteService:job-worker-0',
+        'deleteService:job-worker-1',
+        'deleteService:job-worker-2',
+      ],
       state: 'Suspended',
       check: (p) => assert.equal(p.status.conditions?.find((c) => c.type === 'Suspended')?.status, 'True'),
     },
@@ -226,11 +316,20 @@ describe('planReconcile', () => {
       snap: snap({ spec: { invalid: [{ path: 'spec.minReplicas', message: '4 must be ≤ spec.maxReplicas (2)' }] } }),
       actions: [],
       state: 'Failed',
-      check: (p) => assert.match(p.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '', /spec\.minReplicas: 4 must be ≤ spec\.maxReplicas \(2\)/),
+      check: (p) =>
+        assert.match(
+          p.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
+          /spec\.minReplicas: 4 must be ≤ spec\.maxReplicas \(2\)/,
+        ),
     },
     {
       name: 'a Failed job stays Failed whatever its pods do',
-      snap: snap({ status: { ...runningStatus, state: 'Failed', completionTime: new Date(T0).toISOString() }, pods: [], serviceNames: [], rawSpec: spec({ cleanPodPolicy: 'None' }) }),
+      snap: snap({
+        status: { ...runningStatus, state: 'Failed', completionTime: new Date(T0).toISOString() },
+        pods: [],
+        serviceNames: [],
+        rawSpec: spec({ cleanPodPolicy: 'None' }),
+      }),
       actions: [],
       state: 'Failed',
     },

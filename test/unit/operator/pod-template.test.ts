@@ -11,7 +11,9 @@ const raw: ElasticJobSpec = {
   maxReplicas: 4,
   nprocPerNode: 2,
   maxRestarts: 5,
-  replicaSpecs: { Worker: { replicas: 3, template: { spec: { containers: [{ name: 'worker', image: 'img', args: ['train.js'] }] } } } },
+  replicaSpecs: {
+    Worker: { replicas: 3, template: { spec: { containers: [{ name: 'worker', image: 'img', args: ['train.js'] }] } } },
+  },
 };
 const job = { name: 'j', namespace: 'ns', uid: 'u-1' };
 
@@ -26,7 +28,14 @@ test('a worker pod has a stable name, labels, owner reference, PET_* env and run
   assert.deepEqual(c.args, ['train.js']);
   const env = Object.fromEntries((c.env ?? []).map((e) => [e.name, e.value]));
   assert.deepEqual(
-    { n: env.PET_NNODES, b: env.PET_RDZV_BACKEND, e: env.PET_RDZV_ENDPOINT, id: env.PET_RDZV_ID, p: env.PET_NPROC_PER_NODE, r: env.PET_MAX_RESTARTS },
+    {
+      n: env.PET_NNODES,
+      b: env.PET_RDZV_BACKEND,
+      e: env.PET_RDZV_ENDPOINT,
+      id: env.PET_RDZV_ID,
+      p: env.PET_NPROC_PER_NODE,
+      r: env.PET_MAX_RESTARTS,
+    },
     { n: '2:4', b: 'etcd', e: '127.0.0.1:2379', id: 'u-1', p: '2', r: '5' },
   );
 });
@@ -34,7 +43,11 @@ test('a worker pod has a stable name, labels, owner reference, PET_* env and run
 test('a user-set env var wins over the operator default', () => {
   const spec: ElasticJobSpec = {
     ...raw,
-    replicaSpecs: { Worker: { template: { spec: { containers: [{ name: 'worker', env: [{ name: 'PET_MAX_RESTARTS', value: '9' }] }] } } } },
+    replicaSpecs: {
+      Worker: {
+        template: { spec: { containers: [{ name: 'worker', env: [{ name: 'PET_MAX_RESTARTS', value: '9' }] }] } },
+      },
+    },
   };
   const pod = buildWorkerPod(job, spec, resolveSpec(spec), 'e:1', 0);
   const values = (pod.spec!.containers[0]!.env ?? []).filter((e) => e.name === 'PET_MAX_RESTARTS').map((e) => e.value);
@@ -55,11 +68,31 @@ const failedPod = (over: Partial<V1Pod['status']>, nodeName?: string): V1Pod => 
 
 test('pod views carry exit codes, disruption conditions and node loss', () => {
   const opts = { handled: false, terminationTaints: ['aws-node-termination-handler/spot-itn'] };
-  const v1 = toPodView(failedPod({ containerStatuses: [{ name: 'worker', image: 'i', imageID: '', ready: false, restartCount: 0, state: { terminated: { exitCode: 137 } } }] }), opts);
+  const v1 = toPodView(
+    failedPod({
+      containerStatuses: [
+        {
+          name: 'worker',
+          image: 'i',
+          imageID: '',
+          ready: false,
+          restartCount: 0,
+          state: { terminated: { exitCode: 137 } },
+        },
+      ],
+    }),
+    opts,
+  );
   assert.equal(v1?.exitCode, 137);
-  const v2 = toPodView(failedPod({ conditions: [{ type: 'DisruptionTarget', status: 'True', reason: 'EvictionByEvictionAPI' }] }), opts);
+  const v2 = toPodView(
+    failedPod({ conditions: [{ type: 'DisruptionTarget', status: 'True', reason: 'EvictionByEvictionAPI' }] }),
+    opts,
+  );
   assert.equal(v2?.disruption, 'DisruptionTarget: EvictionByEvictionAPI');
-  const v3 = toPodView(failedPod({}, 'n1'), { ...opts, nodeOf: () => ({ exists: true, taintKeys: ['aws-node-termination-handler/spot-itn'] }) });
+  const v3 = toPodView(failedPod({}, 'n1'), {
+    ...opts,
+    nodeOf: () => ({ exists: true, taintKeys: ['aws-node-termination-handler/spot-itn'] }),
+  });
   assert.equal(v3?.nodeLost, true);
   const v4 = toPodView(failedPod({}, 'n1'), { ...opts, nodeOf: () => undefined });
   assert.equal(v4?.nodeLost, false);

@@ -28,7 +28,10 @@ test('a key added while it is processed comes back only after done', async (t) =
 test('rate-limited re-adds back off exponentially per key and forget resets them', (t) => {
   const q = new WorkQueue({ baseDelayMs: 10, maxDelayMs: 50 });
   t.after(() => q.shutDown());
-  assert.deepEqual([q.addRateLimited('k'), q.addRateLimited('k'), q.addRateLimited('k'), q.addRateLimited('k')], [10, 20, 40, 50]);
+  assert.deepEqual(
+    [q.addRateLimited('k'), q.addRateLimited('k'), q.addRateLimited('k'), q.addRateLimited('k')],
+    [10, 20, 40, 50],
+  );
   q.forget('k');
   assert.equal(q.addRateLimited('k'), 10);
 });
