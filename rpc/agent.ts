@@ -77,6 +77,10 @@ export interface AgentExtension {
   decodeHook?(src: number): DecodeHook | undefined;
   /** Handles request types the agent does not know itself (BACKWARD, CLEANUP_CONTEXT). */
   handle?(type: number, src: number, body: unknown): Promise<unknown> | undefined;
+  /** The distributed autograd context of the current async call chain, if any (sent along with calls). */
+  currentContextId?(): number | undefined;
+  /** Runs the handling of a request that carried context `contextId` inside that context. */
+  enter?<T>(contextId: number | undefined, src: number, fn: () => Promise<T>): Promise<T>;
   onPeerLost?(rank: number): void;
 }
 
@@ -95,6 +99,8 @@ export class RpcAgent {
   readonly logger: Logger;
   readonly rrefs: RRefContext;
   readonly extensions: AgentExtension[] = [];
+  /** Installed by createAgent/initRpc (rpc/dist-autograd.ts). */
+  distAutograd?: import('./dist-autograd.js').DistAutograd;
   private readonly opts: ResolvedRpcOptions;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'closed' = 'new';
   private server: grpc.Server | null = null;
@@ -254,6 +260,12 @@ export class RpcAgent {
     }
     let frame: { parts: Buffer[]; bytes: number };
     const id = this.allocRequestId();
+    if (type === MsgType.CALL || type === MsgType.REMOTE) {
+      for (const x of this.extensions) {
+        const c = x.currentContextId?.();
+        if (c !== undefined) body = { ...(body as object), c };
+      }
+    }
     try {
       const enc = encodeValue(body, this.encodeHook(rank));
       frame = encodeFrame(type, id, enc.body, enc.tensors);
@@ -389,12 +401,30 @@ export class RpcAgent {
     }
     if (type === MsgType.BARRIER && this.handleBarrier(src, conn, requestId)) return;
     this.serverActiveCalls++;
-    void this.handleRequest(src, frame)
-      .then(
-        (v) => this.reply(conn, requestId, MsgType.RET, { v }, src),
-        (err) => this.reply(conn, requestId, MsgType.ERR, this.errorBody(err), src),
-      )
-      .finally(() => this.serverActiveCalls--);
+    const confirmations: Promise<void>[] = [];
+    let body: Record<string, unknown>;
+    try {
+      body = (decodeValue(frame.body, frame.tensors, this.decodeHook(src, confirmations)) ?? {}) as Record<string, unknown>;
+    } catch (err) {
+      this.serverActiveCalls--;
+      this.reply(conn, requestId, MsgType.ERR, this.errorBody(err instanceof FrameError ? new RpcError('PROTOCOL', err.message) : err));
+      return;
+    }
+    // Handle and answer inside the caller's autograd context, so tensors in the answer get send nodes there.
+    const work = async (): Promise<void> => {
+      try {
+        const v = await this.handleRequest(src, frame.type, body, confirmations);
+        this.reply(conn, requestId, MsgType.RET, { v }, src);
+      } catch (err) {
+        this.reply(conn, requestId, MsgType.ERR, this.errorBody(err), src);
+      } finally {
+        this.serverActiveCalls--;
+      }
+    };
+    const carriesContext = frame.type === MsgType.CALL || frame.type === MsgType.REMOTE;
+    const ctx = carriesContext && typeof body.c === 'number' ? body.c : undefined;
+    const ext = ctx === undefined ? undefined : this.extensions.find((x) => x.enter);
+    void (ext ? ext.enter!(ctx, src, work) : work());
   }
 
   private settle(id: number): void {
@@ -446,10 +476,13 @@ export class RpcAgent {
     return new RpcError((b.code ?? 'PROTOCOL') as RpcError['code'], b.message ?? 'remote failure', { worker });
   }
 
-  private async handleRequest(src: number, frame: Frame): Promise<unknown> {
-    const confirmations: Promise<void>[] = [];
-    const body = decodeValue(frame.body, frame.tensors, this.decodeHook(src, confirmations)) as Record<string, unknown>;
-    switch (frame.type) {
+  private async handleRequest(
+    src: number,
+    type: number,
+    body: Record<string, unknown>,
+    confirmations: Promise<void>[],
+  ): Promise<unknown> {
+    switch (type) {
       case MsgType.CALL: {
         if (confirmations.length > 0) await Promise.all(confirmations);
         return this.runFunction(body.f, body.a);
@@ -468,10 +501,10 @@ export class RpcAgent {
         throw new RpcError('PROTOCOL', `BARRIER sent to rank ${this.rank}, only rank 0 serves it`);
       default: {
         for (const x of this.extensions) {
-          const r = x.handle?.(frame.type, src, body);
+          const r = x.handle?.(type, src, body);
           if (r) return r;
         }
-        throw new RpcError('PROTOCOL', `message type ${frame.type} is not handled by '${this.name}'`);
+        throw new RpcError('PROTOCOL', `message type ${type} is not handled by '${this.name}'`);
       }
     }
   }

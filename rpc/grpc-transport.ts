@@ -164,7 +164,32 @@ export async function startServer(
       err ? reject(err) : resolve(p),
     );
   });
+  widenServerWindows(server);
   return { server, port: bound };
+}
+
+/**
+ * grpc-js applies 'grpc-node.flow_control_window' to client sessions only; server sessions keep HTTP/2's 64 KiB
+ * window, so a 16 MB request would wait for ~256 WINDOW_UPDATE round trips. Widen the server side the same way
+ * through grpc-js's (internal) http2 server map. If that internal shape changes this silently does nothing:
+ * calls still work, large requests are just slower.
+ */
+function widenServerWindows(server: grpc.Server): void {
+  const win = channelOptions['grpc-node.flow_control_window'] as number;
+  const map = (server as unknown as { http2Servers?: Map<{ on?: (ev: string, fn: (s: unknown) => void) => void }, unknown> })
+    .http2Servers;
+  if (!(map instanceof Map)) return;
+  for (const h2 of map.keys()) {
+    h2.on?.('session', (session) => {
+      const s = session as { setLocalWindowSize?(n: number): void; settings?(x: object): void };
+      try {
+        s.settings?.({ initialWindowSize: win, maxFrameSize: 16_777_215 });
+        s.setLocalWindowSize?.(win);
+      } catch {
+        // session already closing
+      }
+    });
+  }
 }
 
 /** Opens a stream to host:port. The stream is usable at once; connection failure shows up as onClose(err). */

@@ -14,11 +14,14 @@ import {
 } from './api.js';
 import { resolveRpcOptions } from './options.js';
 import type { RRef } from './rref.js';
+import { DistAutograd, DistributedOptimizer as DistOpt } from './dist-autograd.js';
+import type { Tensor } from '../tensor/index.js';
 
 export * from './api.js';
 export { RpcAgent } from './agent.js';
 export { RRef, type RRefProxy, type RRefRemoteProxy } from './rref.js';
 export { resolveRpcOptions } from './options.js';
+export { DistAutograd } from './dist-autograd.js';
 
 let current: RpcAgent | null = null;
 
@@ -42,7 +45,9 @@ export async function initRpc(opts: InitRpcOptions = {}): Promise<RpcAgent> {
 
 /** A standalone agent (not the process default): call start() on it. Tests run several in one process. */
 export function createAgent(opts: InitRpcOptions = {}): RpcAgent {
-  return new RpcAgent(resolveRpcOptions(opts));
+  const a = new RpcAgent(resolveRpcOptions(opts));
+  a.distAutograd = new DistAutograd(a);
+  return a;
 }
 
 function agent(): RpcAgent {
@@ -103,3 +108,33 @@ export async function shutdown(opts: ShutdownOptions = {}): Promise<void> {
     current = null;
   }
 }
+
+function autograd(): DistAutograd {
+  return agent().distAutograd!;
+}
+
+/** Distributed autograd on the default agent (torch.distributed.autograd). */
+export const distAutograd = {
+  /** Runs fn with a fresh context id; the context is released on every worker it touched afterwards. */
+  withContext<T>(fn: (contextId: number) => Promise<T> | T): Promise<T> {
+    return autograd().withContext(fn);
+  },
+  backward(contextId: number, roots: Tensor[]): Promise<void> {
+    return autograd().backward(contextId, roots);
+  },
+  getGradients(contextId: number): Map<Tensor, Tensor> {
+    return autograd().getGradients(contextId);
+  },
+};
+
+/** DistributedOptimizer on the default agent: `await DistributedOptimizer.create(SGD, paramRRefs, { lr })`. */
+export const DistributedOptimizer = {
+  create(
+    optimizerClass: { name: string } | string,
+    paramRRefs: RRef<Tensor>[],
+    options: Record<string, number | boolean>,
+  ): Promise<DistOpt> {
+    return DistOpt.create(agent(), optimizerClass, paramRRefs, options);
+  },
+};
+export type { DistributedOptimizer as DistributedOptimizerInstance } from './dist-autograd.js';

@@ -109,7 +109,7 @@ test('the owner outlives its users and forgets the value only when the last user
   await waitFor(() => w[1]!.rrefs.ownerForks(id).length === 3, 5000, 'three forks on the owner');
   await r.release(); // the creator goes first
   assert.equal(w[1]!.rrefs.ownerForks(id).length, 2);
-  assert.deepEqual([...(await kept[1]!.toHere())], [1, 1], 'the value survives its creator');
+  assert.deepEqual([...((await kept[1]!.toHere()) as Float32Array)], [1, 1], 'the value survives its creator');
   await kept[1]!.release();
   await kept[1]!.release(); // idempotent
   assert.equal(w[1]!.rrefs.ownerForks(id).length, 1);
