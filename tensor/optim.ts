@@ -9,7 +9,7 @@ export interface OptimizerStateDict {
   readonly paramGroups: Record<string, number | boolean | number[]>[];
 }
 
-export abstract class Optimizer<O extends Record<string, number | boolean>> {
+export abstract class Optimizer<O extends Record<string, number | boolean> = Record<string, number | boolean>> {
   readonly params: Tensor[];
   /** Hyper-parameters; mutable (learning-rate schedules change `options.lr`). */
   options: O;
