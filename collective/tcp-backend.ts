@@ -1,0 +1,466 @@
+// The TCP process group (CPU, Gloo-like), over the full mesh of tcp-transport.ts.
+//
+// Algorithms (n ranks, S bytes):
+//   allreduce  S ≤ smallBytes: recursive doubling (non-powers of two fold the extra ranks in and out first);
+//              otherwise ring reduce-scatter + allgather, each chunk cut into segments of ≤ segmentBytes with
+//              `pipelineDepth` segment rings in flight.
+//   reduceScatter / allgather: the same ring phases; broadcast / reduce: binomial trees; barrier: a 1-int allreduce.
+// Every rank gives a collective the next sequence number of its group when it is called, so collectives must be
+// called in the same order on every rank (as with NCCL/Gloo), but several may be in flight at once.
+// Failure: a lost peer fails the shared transport and every pending/later op rejects with PEER_LOST; an op past its
+// timeout rejects with TIMEOUT and fails the transport too (peers then see PEER_LOST instead of hanging);
+// abort() rejects everything with ABORTED. Sub-groups share the parent's connections, so aborting any group (or a
+// timeout in any group) tears down all groups of this world.
+import type { Logger } from '../rendezvous/api.js';
+import {
+  CollectiveError,
+  type CollectiveOptions,
+  type HostBuffer,
+  type ProcessGroup,
+  type ReduceOp,
+  type Store,
+} from './api.js';
+import { bytesOf, checkReduceOp, finishAvg, reduceInto, sameKind, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import { P2P_SEQ, TcpTransport } from './tcp-transport.js';
+
+export interface TcpTuning {
+  /** allreduce payloads up to this many bytes use recursive doubling instead of the ring. */
+  readonly smallBytes: number;
+  /** Ring segment size in bytes. */
+  readonly segmentBytes: number;
+  /** Segment rings in flight at once. */
+  readonly pipelineDepth: number;
+}
+
+export const DEFAULT_TUNING: TcpTuning = { smallBytes: 64 * 1024, segmentBytes: 512 * 1024, pipelineDepth: 4 };
+
+export interface TcpGroupOptions {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly store: Store & { readonly localAddress?: string };
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  readonly tuning?: Partial<TcpTuning>;
+  /** Called once after the world group is destroyed or aborted (closes the store the group was built on). */
+  readonly onClose?: () => Promise<void>;
+}
+
+/** Connects the full mesh through `store` and returns the world group. */
+export async function createTcpGroup(o: TcpGroupOptions): Promise<ProcessGroup> {
+  const generation = Math.ceil((await o.store.add('tensile/tcp/init', 1)) / o.worldSize);
+  const transport = await TcpTransport.create({ ...o, prefix: `tensile/tcp/${generation}` });
+  const ranks = Array.from({ length: o.worldSize }, (_, i) => i);
+  let closed: Promise<void> | null = null;
+  const closeOnce = (): Promise<void> => (closed ??= o.onClose ? o.onClose() : Promise.resolve());
+  const group = new TcpProcessGroup(transport, 0, ranks, o.rank, o.timeoutMs, { ...DEFAULT_TUNING, ...o.tuning }, closeOnce);
+  // Nobody leaves init (and perhaps closes the store on rank 0) before every rank has its mesh.
+  await group.barrier();
+  return group;
+}
+
+const mod = (a: number, n: number): number => ((a % n) + n) % n;
+
+function fnv32(s: string): number {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
+  return h === P2P_SEQ ? 1 : h;
+}
+
+function alloc(like: TcpBuffer, length: number): TcpBuffer {
+  return new (like.constructor as new (n: number) => TcpBuffer)(length);
+}
+
+class TcpProcessGroup implements ProcessGroup {
+  readonly backend = 'tcp' as const;
+  readonly worldSize: number;
+  private seq = 0;
+  private children = 0;
+  private state: CollectiveError | null = null;
+  private readonly inFlight = new Set<{ promise: Promise<unknown>; reject: (e: CollectiveError) => void }>();
+
+  constructor(
+    private readonly transport: TcpTransport,
+    private readonly groupId: number,
+    /** Global rank of each group rank. */
+    private readonly ranks: readonly number[],
+    readonly rank: number,
+    readonly timeoutMs: number,
+    private readonly tuning: TcpTuning,
+    private readonly onClose: (() => Promise<void>) | null,
+  ) {
+    this.worldSize = ranks.length;
+    transport.onFailure((e) => {
+      for (const op of this.inFlight) op.reject(e);
+    });
+  }
+
+  // ---- op plumbing -------------------------------------------------------------------------------------------
+
+  private run<T>(op: string, opts: CollectiveOptions | undefined, body: (seq: number) => Promise<T>): Promise<T> {
+    const err = this.state ?? this.transport.failed;
+    if (err) return Promise.reject(err);
+    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
+    if (!(timeoutMs > 0))
+      return Promise.reject(new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }));
+    const seq = this.seq++ >>> 0;
+    let entry!: { promise: Promise<unknown>; reject: (e: CollectiveError) => void };
+    const promise = new Promise<T>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        const e = new CollectiveError('TIMEOUT', `${op} on rank ${this.rank} did not complete within ${timeoutMs} ms`, {
+          rank: this.rank,
+          op,
+        });
+        reject(e);
+        this.transport.fail(e);
+      }, timeoutMs);
+      timer.unref();
+      entry = {
+        promise: null as unknown as Promise<unknown>,
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      };
+      let work: Promise<T>;
+      try {
+        work = body(seq);
+      } catch (e) {
+        work = Promise.reject(e);
+      }
+      work.then(
+        (v) => {
+          clearTimeout(timer);
+          resolve(v);
+        },
+        (e: unknown) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      );
+    });
+    entry.promise = promise;
+    this.inFlight.add(entry);
+    const forget = (): void => {
+      this.inFlight.delete(entry);
+    };
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  private sendTo(peer: number, seq: number, step: number, buf: TcpBuffer): Promise<void> {
+    return this.transport.send(this.ranks[peer]!, this.groupId, seq, step, bytesOf(buf));
+  }
+
+  private recvFrom(peer: number, seq: number, step: number, buf: TcpBuffer): Promise<void> {
+    return this.transport.recv(this.ranks[peer]!, this.groupId, seq, step, bytesOf(buf));
+  }
+
+  private checkRoot(root: number, op: string): void {
+    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize)
+      throw new CollectiveError('INVALID_ARGUMENT', `${op}: root ${root}: expected an integer in [0, ${this.worldSize})`, { op });
+  }
+
+  // ---- collectives -------------------------------------------------------------------------------------------
+
+  allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const b = tcpDType(buf, opts, 'allreduce');
+      const rop = checkReduceOp(op, 'allreduce');
+      return this.run('allreduce', opts, async (seq) => {
+        await this.allreduceBody(b, rop, seq);
+        return buf;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  allreduceInto<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const inp = tcpDType(input, opts, 'allreduceInto');
+      const out = tcpDType(output, opts, 'allreduceInto');
+      sameKind(inp, out, 'allreduceInto');
+      if (inp.length !== out.length)
+        throw new CollectiveError('INVALID_ARGUMENT', `allreduceInto: output.length ${out.length} must equal input.length ${inp.length}`, {
+          op: 'allreduceInto',
+        });
+      const rop = checkReduceOp(op, 'allreduceInto');
+      return this.run('allreduceInto', opts, async (seq) => {
+        if (out !== inp) out.set(inp);
+        await this.allreduceBody(out, rop, seq);
+        return output;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private async allreduceBody(buf: TcpBuffer, op: ReduceOp, seq: number): Promise<void> {
+    const n = this.worldSize;
+    if (n > 1 && buf.length > 0) {
+      if (buf.byteLength <= this.tuning.smallBytes || buf.length < n) await this.recursiveDoubling(buf, op, seq);
+      else {
+        const base = Math.floor(buf.length / n);
+        const rem = buf.length % n;
+        await this.ring(buf, op, seq, (c) => c * base + Math.min(c, rem), (c) => base + (c < rem ? 1 : 0), true, true);
+      }
+    }
+    if (op === 'avg') finishAvg(buf, n);
+  }
+
+  /** Recursive doubling; ranks ≥ the largest power of two p2 first hand their data to rank − p2 and get the result back. */
+  private async recursiveDoubling(buf: TcpBuffer, op: ReduceOp, seq: number): Promise<void> {
+    const n = this.worldSize;
+    const r = this.rank;
+    let p2 = 1;
+    while (p2 * 2 <= n) p2 *= 2;
+    const FOLD_BACK = 0xffff;
+    if (r >= p2) {
+      await this.sendTo(r - p2, seq, 0, buf);
+      await this.recvFrom(r - p2, seq, FOLD_BACK, buf);
+      return;
+    }
+    const scratch = alloc(buf, buf.length);
+    if (r + p2 < n) {
+      await this.recvFrom(r + p2, seq, 0, scratch);
+      reduceInto(buf, scratch, op);
+    }
+    for (let mask = 1, step = 1; mask < p2; mask <<= 1, step++) {
+      const partner = r ^ mask;
+      await Promise.all([this.sendTo(partner, seq, step, buf), this.recvFrom(partner, seq, step, scratch)]);
+      reduceInto(buf, scratch, op);
+    }
+    if (r + p2 < n) await this.sendTo(r + p2, seq, FOLD_BACK, buf);
+  }
+
+  /**
+   * Ring over n chunks (chunk c = [start(c), start(c)+size(c))): reduce-scatter leaves rank r owning reduced chunk r;
+   * allgather then circulates the owned chunks. Each chunk is cut into K segments; segment k of all chunks forms an
+   * independent ring, and up to pipelineDepth of those run at once.
+   */
+  private async ring(
+    buf: TcpBuffer,
+    op: ReduceOp,
+    seq: number,
+    start: (c: number) => number,
+    size: (c: number) => number,
+    doReduceScatter: boolean,
+    doAllgather: boolean,
+  ): Promise<void> {
+    const n = this.worldSize;
+    const r = this.rank;
+    const next = mod(r + 1, n);
+    const prev = mod(r - 1, n);
+    let maxChunk = 0;
+    for (let c = 0; c < n; c++) maxChunk = Math.max(maxChunk, size(c));
+    if (maxChunk === 0) return;
+    const K = Math.max(1, Math.ceil((maxChunk * buf.BYTES_PER_ELEMENT) / this.tuning.segmentBytes));
+    const seg = (c: number, k: number): TcpBuffer => {
+      const s = start(c);
+      const len = size(c);
+      return buf.subarray(s + Math.floor((k * len) / K), s + Math.floor(((k + 1) * len) / K));
+    };
+    const stepsPerSegment = 2 * n;
+    let nextK = 0;
+    const worker = async (): Promise<void> => {
+      const scratchAll = doReduceScatter ? alloc(buf, Math.ceil(maxChunk / K) + 1) : null;
+      for (let k = nextK++; k < K; k = nextK++) {
+        const base = k * stepsPerSegment;
+        if (doReduceScatter) {
+          for (let s = 0; s < n - 1; s++) {
+            const out = seg(mod(r - s - 1, n), k);
+            const into = seg(mod(r - s - 2, n), k);
+            const scratch = scratchAll!.subarray(0, into.length);
+            await Promise.all([this.sendTo(next, seq, base + s, out), this.recvFrom(prev, seq, base + s, scratch)]);
+            reduceInto(into, scratch, op);
+          }
+        }
+        if (doAllgather) {
+          for (let s = 0; s < n - 1; s++) {
+            const out = seg(mod(r - s, n), k);
+            const into = seg(mod(r - s - 1, n), k);
+            await Promise.all([this.sendTo(next, seq, base + n + s, out), this.recvFrom(prev, seq, base + n + s, into)]);
+          }
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(this.tuning.pipelineDepth, K) }, worker));
+  }
+
+  reduceScatter<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const inp = tcpDType(input, opts, 'reduceScatter');
+      const out = tcpDType(output, opts, 'reduceScatter');
+      sameKind(inp, out, 'reduceScatter');
+      const m = out.length;
+      if (inp.length !== m * this.worldSize)
+        throw new CollectiveError(
+          'INVALID_ARGUMENT',
+          `reduceScatter: input.length ${inp.length} must equal output.length ${m} × worldSize ${this.worldSize}`,
+          { op: 'reduceScatter' },
+        );
+      const rop = checkReduceOp(op, 'reduceScatter');
+      return this.run('reduceScatter', opts, async (seq) => {
+        const acc = inp.slice();
+        if (this.worldSize > 1) await this.ring(acc, rop, seq, (c) => c * m, () => m, true, false);
+        out.set(acc.subarray(this.rank * m, (this.rank + 1) * m));
+        if (rop === 'avg') finishAvg(out, this.worldSize);
+        return output;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T> {
+    try {
+      const inp = tcpDType(input, opts, 'allgather');
+      const out = tcpDType(output, opts, 'allgather');
+      sameKind(inp, out, 'allgather');
+      const m = inp.length;
+      if (out.length !== m * this.worldSize)
+        throw new CollectiveError(
+          'INVALID_ARGUMENT',
+          `allgather: output.length ${out.length} must equal input.length ${m} × worldSize ${this.worldSize}`,
+          { op: 'allgather' },
+        );
+      return this.run('allgather', opts, async (seq) => {
+        out.set(inp, this.rank * m);
+        if (this.worldSize > 1) await this.ring(out, 'sum', seq, (c) => c * m, () => m, false, true);
+        return output;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T> {
+    try {
+      const b = tcpDType(buf, opts, 'broadcast');
+      this.checkRoot(root, 'broadcast');
+      return this.run('broadcast', opts, async (seq) => {
+        const n = this.worldSize;
+        const vr = mod(this.rank - root, n);
+        let mask = 1;
+        while (mask < n) {
+          if (vr & mask) {
+            await this.recvFrom(mod(vr - mask + root, n), seq, 0, b);
+            break;
+          }
+          mask <<= 1;
+        }
+        const sends: Promise<void>[] = [];
+        for (mask >>= 1; mask > 0; mask >>= 1) if (vr + mask < n) sends.push(this.sendTo(mod(vr + mask + root, n), seq, 0, b));
+        await Promise.all(sends);
+        return buf;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  reduce<T extends HostBuffer>(buf: T, root: number, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const b = tcpDType(buf, opts, 'reduce');
+      this.checkRoot(root, 'reduce');
+      const rop = checkReduceOp(op, 'reduce');
+      return this.run('reduce', opts, async (seq) => {
+        const n = this.worldSize;
+        const vr = mod(this.rank - root, n);
+        const acc = vr === 0 ? b : b.slice();
+        const scratch = alloc(b, b.length);
+        for (let mask = 1; mask < n; mask <<= 1) {
+          if (vr & mask) {
+            await this.sendTo(mod(vr - mask + root, n), seq, 0, acc);
+            break;
+          }
+          if (vr + mask < n) {
+            await this.recvFrom(mod(vr + mask + root, n), seq, 0, scratch);
+            reduceInto(acc, scratch, rop);
+          }
+        }
+        if (vr === 0 && rop === 'avg') finishAvg(b, n);
+        return buf;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  send(buf: HostBuffer, dst: number, opts?: CollectiveOptions & { tag?: number }): Promise<void> {
+    try {
+      const b = tcpDType(buf, opts, 'send');
+      const tag = this.checkPeer(dst, opts?.tag, 'send');
+      return this.run('send', opts, () => this.sendTo(dst, P2P_SEQ, tag, b));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  recv<T extends HostBuffer>(buf: T, src: number, opts?: CollectiveOptions & { tag?: number }): Promise<T> {
+    try {
+      const b = tcpDType(buf, opts, 'recv');
+      const tag = this.checkPeer(src, opts?.tag, 'recv');
+      return this.run('recv', opts, async () => {
+        await this.recvFrom(src, P2P_SEQ, tag, b);
+        return buf;
+      });
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  private checkPeer(peer: number, tag: number | undefined, op: string): number {
+    if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize || peer === this.rank)
+      throw new CollectiveError('INVALID_ARGUMENT', `${op}: peer ${peer}: expected an integer in [0, ${this.worldSize}) other than own rank ${this.rank}`, {
+        op,
+      });
+    const t = tag ?? 0;
+    if (!Number.isInteger(t) || t < 0 || t >= 0xffffffff)
+      throw new CollectiveError('INVALID_ARGUMENT', `${op}: tag ${t}: expected an integer in [0, 4294967295)`, { op });
+    return t;
+  }
+
+  async barrier(opts?: CollectiveOptions): Promise<void> {
+    await this.run('barrier', opts, (seq) => (this.worldSize > 1 ? this.recursiveDoubling(new Int32Array(1), 'sum', seq) : Promise.resolve()));
+  }
+
+  async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
+    const err = this.state ?? this.transport.failed;
+    if (err) throw err;
+    const seen = new Set<number>();
+    for (const r of ranks) {
+      if (!Number.isInteger(r) || r < 0 || r >= this.worldSize || seen.has(r))
+        throw new CollectiveError('INVALID_ARGUMENT', `newGroup: rank ${r} in [${ranks.join(', ')}]: expected distinct integers in [0, ${this.worldSize})`, {
+          op: 'newGroup',
+        });
+      seen.add(r);
+    }
+    if (ranks.length === 0) throw new CollectiveError('INVALID_ARGUMENT', 'newGroup: empty rank list', { op: 'newGroup' });
+    const id = fnv32(`${this.groupId}/${this.children++}`);
+    const me = ranks.indexOf(this.rank);
+    if (me < 0) return null;
+    return new TcpProcessGroup(this.transport, id, ranks.map((r) => this.ranks[r]!), me, this.timeoutMs, this.tuning, null);
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.allSettled([...this.inFlight].map((op) => op.promise));
+    if (!this.state) this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
+    if (this.onClose) {
+      const close = this.onClose;
+      await this.transport.close();
+      await close();
+    }
+  }
+
+  abort(reason = 'aborted by the caller'): void {
+    const e = new CollectiveError('ABORTED', `process group aborted: ${reason}`, { rank: this.rank });
+    if (!this.state) this.state = e;
+    for (const op of this.inFlight) op.reject(e);
+    this.transport.fail(e);
+    if (this.onClose) {
+      const close = this.onClose;
+      void close().catch(() => {});
+    }
+  }
+}

@@ -1,0 +1,337 @@
+// Full-mesh TCP connections between the ranks of one world, with tagged message matching.
+//
+// Setup: every rank listens on an ephemeral port on the address its store connection uses, publishes `host:port`
+// under `<prefix>/addr/<rank>`, connects to every lower rank (sending an 8-byte hello: magic, rank) and accepts one
+// connection from every higher rank. `create` resolves once all n−1 connections exist, or rejects after timeoutMs.
+//
+// Messages: a 16-byte header `u32 groupId | u32 seq | u32 step | u32 bytes` then the payload. A receive is posted
+// with its key (groupId, seq, step) and destination bytes; payloads are copied straight from socket chunks into a
+// posted destination (one copy), or into a temporary buffer when nothing is posted yet. Messages with the same key
+// match in FIFO order (TCP keeps per-peer order). Payloads are written from the caller's typed-array memory without
+// copying; `send` resolves when the kernel has taken the bytes, so the caller may then reuse the memory.
+//
+// Failure: a peer's close/error/end fails the whole transport with PEER_LOST naming the peer; `fail` rejects every
+// posted receive and pending send at once and destroys all sockets. Nothing keeps the process alive afterwards.
+import { connect, createServer, type Server, type Socket } from 'node:net';
+import type { Logger } from '../rendezvous/api.js';
+import { CollectiveError, type Store } from './api.js';
+
+const HELLO_MAGIC = 0x54534c31; // "TSL1"
+const HEADER_BYTES = 16;
+export const P2P_SEQ = 0xffffffff;
+
+interface Posted {
+  readonly dst: Uint8Array;
+  readonly resolve: () => void;
+  readonly reject: (e: CollectiveError) => void;
+}
+
+interface Incoming {
+  readonly key: string;
+  readonly target: Uint8Array;
+  readonly posted: Posted | null;
+  readonly discard: boolean;
+  filled: number;
+}
+
+class PeerLink {
+  readonly posted = new Map<string, Posted[]>();
+  readonly arrived = new Map<string, Uint8Array[]>();
+  private readonly header = Buffer.allocUnsafe(HEADER_BYTES);
+  private headerFill = 0;
+  private current: Incoming | null = null;
+
+  constructor(
+    readonly peer: number,
+    readonly socket: Socket,
+    private readonly transport: TcpTransport,
+  ) {}
+
+  onData(chunk: Buffer): void {
+    let off = 0;
+    while (off < chunk.length) {
+      const cur = this.current;
+      if (cur === null) {
+        const n = Math.min(HEADER_BYTES - this.headerFill, chunk.length - off);
+        chunk.copy(this.header, this.headerFill, off, off + n);
+        this.headerFill += n;
+        off += n;
+        if (this.headerFill < HEADER_BYTES) return;
+        this.headerFill = 0;
+        this.begin();
+        continue;
+      }
+      const n = Math.min(cur.target.byteLength - cur.filled, chunk.length - off);
+      cur.target.set(chunk.subarray(off, off + n), cur.filled);
+      cur.filled += n;
+      off += n;
+      if (cur.filled === cur.target.byteLength) this.finish(cur);
+    }
+  }
+
+  private begin(): void {
+    const h = this.header;
+    const key = `${h.readUInt32BE(0)}:${h.readUInt32BE(4)}:${h.readUInt32BE(8)}`;
+    const bytes = h.readUInt32BE(12);
+    const p = this.posted.get(key)?.shift() ?? null;
+    let cur: Incoming;
+    if (p && p.dst.byteLength !== bytes) {
+      p.reject(this.mismatch(key, p.dst.byteLength, bytes));
+      cur = { key, target: Buffer.allocUnsafe(bytes), posted: null, discard: true, filled: 0 };
+    } else if (p) cur = { key, target: p.dst, posted: p, discard: false, filled: 0 };
+    else cur = { key, target: Buffer.allocUnsafe(bytes), posted: null, discard: false, filled: 0 };
+    this.current = cur;
+    if (bytes === 0) this.finish(cur);
+  }
+
+  private finish(cur: Incoming): void {
+    this.current = null;
+    if (cur.discard) return;
+    if (cur.posted) {
+      cur.posted.resolve();
+      return;
+    }
+    const p = this.posted.get(cur.key)?.shift();
+    if (p) this.deliver(p, cur.key, cur.target);
+    else {
+      let q = this.arrived.get(cur.key);
+      if (!q) this.arrived.set(cur.key, (q = []));
+      q.push(cur.target);
+    }
+  }
+
+  deliver(p: Posted, key: string, data: Uint8Array): void {
+    if (p.dst.byteLength !== data.byteLength) p.reject(this.mismatch(key, p.dst.byteLength, data.byteLength));
+    else {
+      p.dst.set(data);
+      p.resolve();
+    }
+  }
+
+  mismatch(key: string, expected: number, got: number): CollectiveError {
+    return new CollectiveError(
+      'INVALID_ARGUMENT',
+      `message ${key} from rank ${this.peer} has ${got} bytes but ${expected} were expected: buffer lengths differ between ranks`,
+      { rank: this.transport.rank, peerRank: this.peer },
+    );
+  }
+}
+
+export interface TransportOptions {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly store: Store & { readonly localAddress?: string };
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  /** Store key namespace for this world's addresses. */
+  readonly prefix: string;
+}
+
+export class TcpTransport {
+  private readonly links: (PeerLink | null)[];
+  private failure: CollectiveError | null = null;
+  private readonly failureListeners = new Set<(e: CollectiveError) => void>();
+  private closing = false;
+
+  private constructor(
+    readonly rank: number,
+    readonly worldSize: number,
+    private readonly logger: Logger,
+  ) {
+    this.links = new Array<PeerLink | null>(worldSize).fill(null);
+  }
+
+  get failed(): CollectiveError | null {
+    return this.failure;
+  }
+
+  /** Builds the mesh; rejects with TIMEOUT (naming the missing ranks) or STORE. */
+  static async create(o: TransportOptions): Promise<TcpTransport> {
+    const t = new TcpTransport(o.rank, o.worldSize, o.logger);
+    if (o.worldSize > 1) await t.connectMesh(o);
+    return t;
+  }
+
+  private async connectMesh(o: TransportOptions): Promise<void> {
+    const host = o.store.localAddress ?? '127.0.0.1';
+    const server: Server = createServer();
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(0, host, () => resolve());
+    });
+    const port = (server.address() as { port: number }).port;
+    const expectAccepted = o.worldSize - 1 - o.rank;
+    let timer: NodeJS.Timeout | undefined;
+    try {
+      const accepted = new Promise<void>((resolve, reject) => {
+        let count = 0;
+        if (expectAccepted === 0) resolve();
+        server.on('connection', (socket) => {
+          socket.setNoDelay(true);
+          let hello = Buffer.alloc(0);
+          const onHello = (chunk: Buffer): void => {
+            hello = Buffer.concat([hello, chunk]);
+            if (hello.length < 8) return;
+            socket.off('data', onHello);
+            const peer = hello.readUInt32BE(4);
+            if (hello.readUInt32BE(0) !== HELLO_MAGIC || peer <= o.rank || peer >= o.worldSize || this.links[peer]) {
+              socket.destroy();
+              reject(new CollectiveError('STORE', `bad hello from ${socket.remoteAddress}:${socket.remotePort} (claimed rank ${peer})`));
+              return;
+            }
+            this.attach(peer, socket);
+            const rest = hello.subarray(8);
+            if (rest.length > 0) this.links[peer]!.onData(rest);
+            if (++count === expectAccepted) resolve();
+          };
+          socket.on('data', onHello);
+          socket.on('error', () => {});
+        });
+      });
+      await o.store.set(`${o.prefix}/addr/${o.rank}`, JSON.stringify({ host, port }));
+      const dialed = Promise.all(
+        Array.from({ length: o.rank }, async (_, peer) => {
+          const addr = JSON.parse(new TextDecoder().decode(await o.store.get(`${o.prefix}/addr/${peer}`, o.timeoutMs))) as {
+            host: string;
+            port: number;
+          };
+          const socket = await new Promise<Socket>((resolve, reject) => {
+            const s = connect({ host: addr.host, port: addr.port });
+            s.once('error', reject);
+            s.once('connect', () => {
+              s.off('error', reject);
+              resolve(s);
+            });
+          });
+          socket.setNoDelay(true);
+          const hello = Buffer.allocUnsafe(8);
+          hello.writeUInt32BE(HELLO_MAGIC, 0);
+          hello.writeUInt32BE(o.rank, 4);
+          socket.write(hello);
+          this.attach(peer, socket);
+        }),
+      );
+      const timeout = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          const missing = this.links.map((l, i) => (l || i === o.rank ? -1 : i)).filter((i) => i >= 0);
+          reject(new CollectiveError('TIMEOUT', `tcp mesh not connected within ${o.timeoutMs} ms; missing ranks ${missing.join(', ')}`, {
+            rank: o.rank,
+            peerRank: missing[0],
+          }));
+        }, o.timeoutMs);
+        timer.unref();
+      });
+      await Promise.race([Promise.all([accepted, dialed]), timeout]);
+    } catch (err) {
+      this.fail(err instanceof CollectiveError ? err : new CollectiveError('STORE', `tcp mesh setup failed: ${String(err)}`, { cause: err }));
+      throw this.failure;
+    } finally {
+      clearTimeout(timer);
+      server.close();
+    }
+  }
+
+  private attach(peer: number, socket: Socket): void {
+    const link = new PeerLink(peer, socket, this);
+    this.links[peer] = link;
+    socket.on('data', (c: Buffer) => link.onData(c));
+    const lost = (why: string, cause?: unknown): void => {
+      if (this.closing) return;
+      this.fail(new CollectiveError('PEER_LOST', `rank ${peer}: connection ${why}`, { rank: this.rank, peerRank: peer, cause }));
+    };
+    socket.on('error', (err) => lost(`error (${(err as NodeJS.ErrnoException).code ?? err.message})`, err));
+    socket.on('end', () => lost('closed by the peer'));
+    socket.on('close', () => lost('closed'));
+  }
+
+  onFailure(cb: (e: CollectiveError) => void): () => void {
+    this.failureListeners.add(cb);
+    return () => this.failureListeners.delete(cb);
+  }
+
+  /** Sends `data` to `peer` under key (groupId, seq, step); resolves once the kernel holds the bytes. */
+  send(peer: number, groupId: number, seq: number, step: number, data: Uint8Array): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const link = this.links[peer];
+    if (!link) return Promise.reject(new CollectiveError('INVALID_ARGUMENT', `no connection to rank ${peer}`, { rank: this.rank }));
+    const h = Buffer.allocUnsafe(HEADER_BYTES);
+    h.writeUInt32BE(groupId, 0);
+    h.writeUInt32BE(seq, 4);
+    h.writeUInt32BE(step, 8);
+    h.writeUInt32BE(data.byteLength, 12);
+    const s = link.socket;
+    return new Promise<void>((resolve, reject) => {
+      const done = (err?: Error | null): void => {
+        if (!err) resolve();
+        else reject(this.failure ?? new CollectiveError('PEER_LOST', `rank ${peer}: write failed: ${err.message}`, { rank: this.rank, peerRank: peer }));
+      };
+      if (data.byteLength === 0) {
+        s.write(h, done);
+        return;
+      }
+      s.cork();
+      s.write(h);
+      s.write(Buffer.from(data.buffer, data.byteOffset, data.byteLength), done);
+      s.uncork();
+    });
+  }
+
+  /** Receives the message with key (groupId, seq, step) from `peer` into `dst` (whose length must match). */
+  recv(peer: number, groupId: number, seq: number, step: number, dst: Uint8Array): Promise<void> {
+    if (this.failure) return Promise.reject(this.failure);
+    const link = this.links[peer];
+    if (!link) return Promise.reject(new CollectiveError('INVALID_ARGUMENT', `no connection to rank ${peer}`, { rank: this.rank }));
+    const key = `${groupId}:${seq}:${step}`;
+    return new Promise<void>((resolve, reject) => {
+      const p: Posted = { dst, resolve, reject };
+      const q = link.arrived.get(key);
+      const data = q?.shift();
+      if (q && q.length === 0) link.arrived.delete(key);
+      if (data) {
+        link.deliver(p, key, data);
+        return;
+      }
+      let posted = link.posted.get(key);
+      if (!posted) link.posted.set(key, (posted = []));
+      posted.push(p);
+    });
+  }
+
+  /** Fails everything at once: posted receives reject with `err`, sockets are destroyed. Idempotent. */
+  fail(err: CollectiveError): void {
+    if (this.failure) return;
+    this.failure = err;
+    this.logger.warn({ code: err.code, peerRank: err.peerRank, msg: err.message }, 'tcp transport failed');
+    for (const link of this.links) {
+      if (!link) continue;
+      for (const q of link.posted.values()) for (const p of q) p.reject(err);
+      link.posted.clear();
+      link.arrived.clear();
+      link.socket.destroy();
+    }
+    for (const cb of this.failureListeners) cb(err);
+  }
+
+  /** Orderly close: ends every connection (waiting up to 1 s for each to close); later calls reject with CLOSED. */
+  async close(): Promise<void> {
+    if (this.failure) return;
+    this.closing = true;
+    const closed = this.links
+      .filter((l): l is PeerLink => l !== null)
+      .map(
+        (l) =>
+          new Promise<void>((resolve) => {
+            if (l.socket.destroyed) return resolve();
+            const timer = setTimeout(() => resolve(), 1000);
+            timer.unref();
+            l.socket.once('close', () => {
+              clearTimeout(timer);
+              resolve();
+            });
+            l.socket.end();
+          }),
+      );
+    await Promise.all(closed);
+    this.fail(new CollectiveError('CLOSED', 'process group destroyed', { rank: this.rank }));
+  }
+}

@@ -1,0 +1,124 @@
+// Spawns `worldSize` worker processes on loopback and collects their JSON stdout lines. Every child is killed by
+// `kill()` (call it from t.after) and every wait is bounded.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+
+export const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
+const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+export interface Worker {
+  readonly rank: number;
+  readonly child: ChildProcess;
+  readonly lines: Record<string, unknown>[];
+  stderr: string;
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  /** Resolves with the first line satisfying `pred`, rejects after timeoutMs. */
+  waitFor(pred: (l: Record<string, unknown>) => boolean, timeoutMs: number): Promise<Record<string, unknown>>;
+}
+
+export interface World {
+  readonly workers: Worker[];
+  kill(): void;
+}
+
+export async function spawnWorld(worldSize: number, mode: string, env: Record<string, string> = {}): Promise<World> {
+  const port = await freePort();
+  // The test runner marks its own children; our workers are plain programs, not test files.
+  const baseEnv = { ...process.env };
+  delete baseEnv.NODE_TEST_CONTEXT;
+  const workers: Worker[] = [];
+  for (let rank = 0; rank < worldSize; rank++) {
+    const child = spawn(process.execPath, ['--import', 'tsx', WORKER, mode], {
+      env: {
+        ...baseEnv,
+        RANK: String(rank),
+        WORLD_SIZE: String(worldSize),
+        LOCAL_RANK: String(rank),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        ...env,
+      },
+      cwd: ROOT,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    const lines: Record<string, unknown>[] = [];
+    const listeners = new Set<() => void>();
+    let buf = '';
+    child.stdout!.setEncoding('utf8');
+    child.stdout!.on('data', (d: string) => {
+      buf += d;
+      let i: number;
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i);
+        buf = buf.slice(i + 1);
+        try {
+          lines.push(JSON.parse(line) as Record<string, unknown>);
+        } catch {
+          lines.push({ raw: line });
+        }
+        for (const l of listeners) l();
+      }
+    });
+    const w: Worker = {
+      rank,
+      child,
+      lines,
+      stderr: '',
+      exited: new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal }))),
+      waitFor: (pred, timeoutMs) =>
+        new Promise((resolve, reject) => {
+          const check = (): void => {
+            const hit = lines.find(pred);
+            if (hit) {
+              clearTimeout(timer);
+              listeners.delete(check);
+              resolve(hit);
+            }
+          };
+          const timer = setTimeout(() => {
+            listeners.delete(check);
+            reject(new Error(`rank ${rank}: no matching line within ${timeoutMs} ms; lines ${JSON.stringify(lines)}; stderr ${w.stderr.slice(-2000)}`));
+          }, timeoutMs);
+          listeners.add(check);
+          check();
+        }),
+    };
+    child.stderr!.setEncoding('utf8');
+    child.stderr!.on('data', (d: string) => {
+      w.stderr += d;
+    });
+    workers.push(w);
+  }
+  return {
+    workers,
+    kill: () => {
+      for (const w of workers) if (w.child.exitCode === null && w.child.signalCode === null) w.child.kill('SIGKILL');
+    },
+  };
+}
+
+/** Waits for every worker to exit (bounded), returning exit codes. */
+export async function allExited(world: World, timeoutMs: number): Promise<(number | null)[]> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`workers did not exit within ${timeoutMs} ms`)), timeoutMs);
+  });
+  try {
+    const r = await Promise.race([Promise.all(world.workers.map((w) => w.exited)), timeout]);
+    return r.map((x) => x.code);
+  } finally {
+    clearTimeout(timer);
+  }
+}
