@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { ApiError, badRequest, noopLogger, notFound, type KObject, type TestApiServerOptions } from './api.js';
+import { decodeK8sProtobuf, PROTOBUF_MAGIC } from './protobuf.js';
 import { jsonPatch, mergePatch, PatchError, strategicMergePatch } from './patch.js';
 import type { ResourceDef } from './resources.js';
 import { parseFieldSelector, parseLabelSelector } from './selectors.js';
@@ -53,6 +54,7 @@ function readBody(req: IncomingMessage): Promise<Buffer> {
 }
 
 function parseBody(buf: Buffer, contentType: string): unknown {
+  if (/protobuf/.test(contentType) || buf.subarray(0, 4).equals(PROTOBUF_MAGIC)) return decodeK8sProtobuf(buf);
   const text = buf.toString('utf8');
   if (text.trim() === '') return undefined;
   try {
@@ -466,7 +468,14 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
       if (d.scale)
         resources.push({ name: `${d.plural}/scale`, singularName: '', namespaced: d.namespaced, group: 'autoscaling', version: 'v1', kind: 'Scale', verbs: ['get', 'patch', 'update'] });
       for (const s of d.extraSubresources)
-        resources.push({ name: `${d.plural}/${s}`, singularName: '', namespaced: d.namespaced, kind: s === 'eviction' ? 'Eviction' : s === 'binding' ? 'Binding' : 'Pod', verbs: s === 'log' ? ['get'] : ['create'] });
+        resources.push({
+          name: `${d.plural}/${s}`,
+          singularName: '',
+          namespaced: d.namespaced,
+          ...(s === 'eviction' ? { group: 'policy', version: 'v1' } : {}),
+          kind: s === 'eviction' ? 'Eviction' : s === 'binding' ? 'Binding' : 'Pod',
+          verbs: s === 'log' ? ['get'] : ['create'],
+        });
     }
     return { kind: 'APIResourceList', apiVersion: 'v1', metadata: {}, groupVersion: group ? `${group}/${version}` : version, resources } as unknown as KObject;
   }
