@@ -1,7 +1,7 @@
 // Data loading: datasets that gather a batch of rows at once, samplers, DataLoader and DistributedSampler.
 import { TensorError, type RandomGenerator } from './api.js';
 import { noGrad } from './autograd.js';
-import { Generator, defaultGenerator, randperm } from './generator.js';
+import { defaultGenerator, randperm, torchRandperm } from './generator.js';
 import { indexSelect } from './ops.js';
 import type { Tensor } from './tensor.js';
 
@@ -54,10 +54,10 @@ export interface DistributedSamplerOptions {
 }
 
 /**
- * Shards dataset indices by rank the way PyTorch's DistributedSampler does: an epoch-seeded permutation (the same
- * on every replica; tensile's generator, so the permutation differs from PyTorch's), padded by repeating indices
- * from the start to a multiple of numReplicas (or truncated with dropLast), then every numReplicas-th index from
- * `rank`. Without shuffle the index sets are exactly PyTorch's.
+ * Shards dataset indices by rank exactly as PyTorch's DistributedSampler does: the permutation
+ * `torch.randperm(n, generator=manual_seed(seed + epoch))` (reproduced bit for bit, so a tensile worker and a
+ * PyTorch worker with the same seed and epoch get the same indices), padded by repeating indices from the start to
+ * a multiple of numReplicas (or truncated with dropLast), then every numReplicas-th index from `rank`.
  */
 export class DistributedSampler implements Sampler {
   readonly datasetLength: number;
@@ -105,7 +105,7 @@ export class DistributedSampler implements Sampler {
 
   indices(): number[] {
     const n = this.datasetLength;
-    let all = this.shuffle ? randperm(n, new Generator(this.seed + this.epoch)) : Array.from({ length: n }, (_, i) => i);
+    let all = this.shuffle ? torchRandperm(n, this.seed + this.epoch) : Array.from({ length: n }, (_, i) => i);
     const total = this.totalSize;
     if (!this.dropLast) {
       const pad = total - all.length;

@@ -108,3 +108,54 @@ export function randperm(n: number, generator: RandomGenerator = defaultGenerato
   }
   return out;
 }
+
+/** MT19937, seeded like PyTorch's CPU generator (`torch.Generator().manual_seed(seed)`). */
+export class Mt19937 {
+  private readonly mt = new Uint32Array(624);
+  private index = 624;
+
+  constructor(seed: number) {
+    const mt = this.mt;
+    mt[0] = seed >>> 0;
+    for (let i = 1; i < 624; i++) {
+      const prev = mt[i - 1]! ^ (mt[i - 1]! >>> 30);
+      // 1812433253 * prev + i, modulo 2^32, without losing precision.
+      mt[i] = (Math.imul(1812433253, prev) + i) >>> 0;
+    }
+  }
+
+  /** Next 32-bit output (what PyTorch's `generator->random()` returns). */
+  nextUint32(): number {
+    const mt = this.mt;
+    if (this.index >= 624) {
+      for (let i = 0; i < 624; i++) {
+        const y = (mt[i]! & 0x80000000) | (mt[(i + 1) % 624]! & 0x7fffffff);
+        mt[i] = mt[(i + 397) % 624]! ^ (y >>> 1) ^ (y & 1 ? 0x9908b0df : 0);
+      }
+      this.index = 0;
+    }
+    let y = mt[this.index++]!;
+    y ^= y >>> 11;
+    y ^= (y << 7) & 0x9d2c5680;
+    y ^= (y << 15) & 0xefc60000;
+    y ^= y >>> 18;
+    return y >>> 0;
+  }
+}
+
+/**
+ * `torch.randperm(n, generator=torch.Generator().manual_seed(seed))` on the CPU, bit for bit (PyTorch 1.13's
+ * algorithm: swap position i with i + random() % (n - i)). Used by DistributedSampler so that shards match
+ * PyTorch's for the same seed and epoch.
+ */
+export function torchRandperm(n: number, seed: number): number[] {
+  const out = Array.from({ length: n }, (_, i) => i);
+  const g = new Mt19937(seed);
+  for (let i = 0; i < n - 1; i++) {
+    const z = g.nextUint32() % (n - i);
+    const tmp = out[i]!;
+    out[i] = out[z + i]!;
+    out[z + i] = tmp;
+  }
+  return out;
+}

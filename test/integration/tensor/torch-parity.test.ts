@@ -1,13 +1,14 @@
 // tensile ↔ PyTorch: checkpoints both ways and nn/optim numbers, using Debian's PyTorch (/usr/bin/python3).
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, test } from 'node:test';
 import { promisify } from 'node:util';
 import {
   Adam,
+  DistributedSampler,
   Generator,
   Linear,
   ReLU,
@@ -123,4 +124,29 @@ test('MLP forward, backward, cross-entropy, SGD and Adam match PyTorch', { skip:
     const p = Object.fromEntries(mm.namedParameters());
     for (const [short, long] of Object.entries(names)) assertClose(p[long]!, want[`${optName}.${short}`]!, `${optName}.${short}`);
   }
+});
+
+test('DistributedSampler shards equal PyTorch\'s for the same seed and epoch, shuffled or not', { skip: torchMissing }, async () => {
+  const specs = [
+    { length: 103, num_replicas: 4, rank: 1, seed: 0, epoch: 0 },
+    { length: 103, num_replicas: 4, rank: 3, seed: 0, epoch: 5 },
+    { length: 1000, num_replicas: 3, rank: 2, seed: 17, epoch: 2, drop_last: true },
+    { length: 10, num_replicas: 3, rank: 0, shuffle: false },
+    { length: 5, num_replicas: 8, rank: 7, seed: 1, epoch: 1 },
+  ];
+  const out = join(dir, 'sampler.json');
+  await torchHelper('sampler', JSON.stringify(specs), out);
+  const want = JSON.parse(readFileSync(out, 'utf8')) as number[][];
+  specs.forEach((s, i) => {
+    const mine = new DistributedSampler({
+      length: s.length,
+      numReplicas: s.num_replicas,
+      rank: s.rank,
+      seed: s.seed ?? 0,
+      epoch: s.epoch ?? 0,
+      shuffle: s.shuffle ?? true,
+      dropLast: s.drop_last ?? false,
+    });
+    assert.deepEqual(mine.indices(), want[i], `spec ${JSON.stringify(s)}`);
+  });
 });

@@ -3,6 +3,7 @@
 Usage (run with Debian's /usr/bin/python3, which has torch):
   torch_helper.py echo IN OUT      read a tensile-written file, write back every tensor doubled plus torch-made ones
   torch_helper.py parity IN OUT    MLP forward/backward, cross-entropy, SGD (momentum, wd) and Adam steps
+  torch_helper.py sampler SPEC OUT DistributedSampler index lists for a JSON list of settings
 """
 import json
 import struct
@@ -107,6 +108,21 @@ def parity(src, dst):
     save(dst, out)
 
 
+def sampler(spec, dst):
+    """spec: JSON list of DistributedSampler kwargs (plus "length"); writes the index lists as JSON."""
+    from torch.utils.data import DistributedSampler
+
+    out = []
+    for kw in json.loads(spec):
+        n = kw.pop("length")
+        epoch = kw.pop("epoch", 0)
+        s = DistributedSampler(range(n), **kw)
+        s.set_epoch(epoch)
+        out.append(list(iter(s)))
+    with open(dst, "w") as f:
+        json.dump(out, f)
+
+
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    {"echo": echo, "parity": parity}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    {"echo": echo, "parity": parity, "sampler": sampler}[sys.argv[1]](sys.argv[2], sys.argv[3])

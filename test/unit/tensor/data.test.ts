@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DataLoader, DistributedSampler, Generator, TensorDataset, arange } from '../../../tensor/index.js';
+import { DataLoader, DistributedSampler, Generator, TensorDataset, arange, torchRandperm } from '../../../tensor/index.js';
 
 test('DistributedSampler without shuffle gives the same index sets as PyTorch, padded by wrapping', () => {
   // torch.utils.data.DistributedSampler(range(10), num_replicas=3, rank=r, shuffle=False)
@@ -49,4 +49,11 @@ test('DataLoader batches rows of a TensorDataset, shuffles reproducibly and hono
   const sampler = new DistributedSampler({ length: 5, numReplicas: 2, rank: 1, shuffle: false });
   const sharded = [...new DataLoader(ds, { batchSize: 8, sampler })];
   assert.deepEqual(sharded[0]![1]!.toArray(), [1, 3, 0]);
+});
+
+test('torchRandperm reproduces torch.randperm with a seeded CPU generator', () => {
+  // Values printed by PyTorch 1.13: torch.randperm(n, generator=torch.Generator().manual_seed(seed)).tolist()
+  assert.deepEqual(torchRandperm(10, 0), [4, 1, 7, 5, 3, 9, 0, 8, 6, 2]);
+  assert.deepEqual(torchRandperm(17, 42), [13, 4, 3, 15, 8, 16, 9, 11, 12, 10, 6, 2, 1, 7, 14, 0, 5]);
+  assert.deepEqual(torchRandperm(1000, 7).slice(0, 10), [615, 284, 599, 580, 347, 92, 383, 891, 452, 41]);
 });
