@@ -112,6 +112,8 @@ export class RpcAgent {
   private nextRequestId = 1;
   private session = '';
   private tableReady!: Promise<void>;
+  private resolveRunning!: () => void;
+  private readonly running = new Promise<void>((r) => (this.resolveRunning = r));
   private resolveTable!: () => void;
   private joins = new Map<number, { member: Member; conn: StreamConn; requestId: number }>();
   private barrierWaiters = new Map<number, { conn: Conn; requestId: number }>();
@@ -399,6 +401,11 @@ export class RpcAgent {
       });
       return;
     }
+    if (this.state === 'starting') {
+      // A peer that finished init first may call before our own init has resolved: serve it once we are running.
+      void this.running.then(() => this.onFrame(src, conn, frame));
+      return;
+    }
     if (type === MsgType.BARRIER && this.handleBarrier(src, conn, requestId)) return;
     this.serverActiveCalls++;
     const confirmations: Promise<void>[] = [];
@@ -579,6 +586,7 @@ export class RpcAgent {
       throw err instanceof RpcError ? err : new RpcError('BOOTSTRAP', (err as Error).message, { cause: err });
     }
     this.state = 'running';
+    this.resolveRunning();
     this.logger.info({ name: o.name, rank: o.rank, worldSize: o.worldSize, port: this.port }, 'rpc: ready');
   }
 
