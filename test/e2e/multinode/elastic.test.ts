@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { runTensile, type TensileProcess } from '../../helpers/cli.js';
+import { runTensile, startTensile, waitFor, type TensileProcess } from '../../helpers/cli.js';
 import { cleanupAgents, readEvents, startAgent, waitForRound, workerPids } from '../../helpers/elastic.js';
 import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 
@@ -151,6 +151,44 @@ describe('multi-node jobs on etcd', () => {
     assert.deepEqual(eb.map((e) => e.rank).sort(), [0, 1, 2, 3]);
     await finish(a.out, ga);
     await finish(b.out, gb);
+  });
+});
+
+describe('tensile status', () => {
+  test('shows the round, members with ranks and hosts, waiting nodes and restarts of a live job, once and live', async () => {
+    const { out, runId } = newJob();
+    const group = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2', nproc: 2 }));
+    const evs = await waitForRound(out, 4, 'four workers');
+    const res = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--json'], { timeoutMs: 20_000 });
+    assert.equal(res.code, 0, res.stderr);
+    const st = JSON.parse(res.stdout) as { runId: string; round: number; state: string; members: Array<{ groupRank: number; host: string; localWorldSize: number; nodeId: string }>; waiting: unknown[]; failureRestarts: number };
+    assert.equal(st.runId, runId);
+    assert.equal(st.state, 'running');
+    assert.equal(st.round, evs[0]!.round);
+    assert.deepEqual(st.members.map((m) => m.groupRank).sort(), [0, 1]);
+    assert.ok(st.members.every((m) => m.localWorldSize === 2 && m.host.length > 0));
+    assert.deepEqual(new Set(st.members.map((m) => m.nodeId)), new Set(evs.map((e) => e.node)));
+    assert.deepEqual(st.waiting, []);
+    assert.equal(st.failureRestarts, 0);
+
+    const table = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId], { timeoutMs: 20_000 });
+    assert.match(table.stdout, new RegExp(`job ${runId}: running, round ${st.round}, 0 failure restart\\(s\\)`));
+    assert.match(table.stdout, /^0 +\S+ +127\.0\.0\.1 +2 +\S+$/m);
+
+    const watch = startTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--watch'], { timeoutMs: 30_000 });
+    agents.push(watch);
+    await waitFor(() => /running, round/.test(watch.stdout()), 'the first status', 15_000);
+    writeFileSync(join(out, 'stop'), '');
+    await waitFor(() => /closed/.test(watch.stdout()), 'the job to show as closed', 15_000);
+    watch.kill('SIGINT');
+    assert.equal((await watch.result).code, 0);
+    for (const r of await Promise.all(group.map((a) => a.result))) assert.equal(r.code, 0, r.stderr.slice(-2000));
+  });
+
+  test('asks for the endpoint and id it needs', async () => {
+    const res = await runTensile(['status', '--rdzv-id', 'x'], { timeoutMs: 20_000 });
+    assert.equal(res.code, 2);
+    assert.match(res.stderr, /--rdzv-endpoint HOST:PORT is required/);
   });
 });
 
