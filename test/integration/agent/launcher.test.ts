@@ -175,6 +175,27 @@ describe('tensile run on one node', () => {
     assert.equal(isAlive(pid as number), false);
   });
 
+  test('--metrics-port serves /healthz and Prometheus /metrics with worker starts and the state', async () => {
+    const out = tmp();
+    const p = startTensile(['run', '--nproc-per-node', '2', '--metrics-port', '0', join(FIX, 'sleeper.mjs')], {
+      env: { OUT_DIR: out },
+      timeoutMs: 30_000,
+    });
+    procs.push(p);
+    await waitFor(() => /"port":\d+/.test(p.stderr()) && existsSync(join(out, 'pids')), 'metrics server and workers');
+    const port = Number(/"port":(\d+)/.exec(p.stderr())?.[1]);
+    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())).includes('tensile_workers_running 2'), 'two running workers in /metrics');
+    const health = await fetch(`http://127.0.0.1:${port}/healthz`);
+    assert.equal(health.status, 200);
+    assert.deepEqual(await health.json(), { status: 'ok', state: 'RUNNING' });
+    const metrics = await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text());
+    assert.match(metrics, /^tensile_worker_starts_total 2$/m);
+    assert.match(metrics, /^tensile_agent_state\{state="RUNNING"\} 1$/m);
+    assert.match(metrics, /^tensile_agent_state\{state="FAILED"\} 0$/m);
+    p.kill('SIGTERM');
+    assert.equal((await p.result).code, 143);
+  });
+
   test('when the agent is SIGKILLed its workers and their children die too', async () => {
     const out = tmp();
     const p = startTensile(['run', '--nproc-per-node', '2', join(FIX, 'sleeper.mjs')], {
