@@ -86,7 +86,17 @@ async function ownNamespace(): Promise<string | undefined> {
 }
 
 /** Starts the operator. Resolves once the HTTP server listens (reconciling starts when leadership is won). */
-export async function runOperator(input: OperatorOptionsInput, logger: Logger = noopLogger): Promise<OperatorHandle> {
+/** In-process hooks (benchmarks, tests): not part of the CLI. */
+export interface OperatorHooks {
+  /** Called after every reconcile with its key and duration. */
+  readonly onReconciled?: (key: string, durationMs: number) => void;
+}
+
+export async function runOperator(
+  input: OperatorOptionsInput,
+  logger: Logger = noopLogger,
+  hooks: OperatorHooks = {},
+): Promise<OperatorHandle> {
   const o = parseOptions(input);
   const http = new KubeHttp(loadConnection(o.kubeconfig));
   const client = new HttpKubeClient(http);
@@ -107,6 +117,7 @@ export async function runOperator(input: OperatorOptionsInput, logger: Logger = 
       resyncMs: o.resyncMs,
       managedEtcd: { enabled: o.managedEtcd, image: o.etcdImage },
       watchNodes: o.watchNodes,
+      ...(hooks.onReconciled !== undefined ? { onReconciled: hooks.onReconciled } : {}),
     });
   const startLeading = () => {
     metrics.isLeader.set(1);

@@ -319,10 +319,11 @@ export class ElasticJobController {
     this.states.set(key, plan.status.state ?? 'Created');
     this.updateStateGauge();
     const job = { name, namespace, uid };
-    for (const action of plan.actions) {
-      await this.execute(action, job, key, validated.ok ? validated.job : undefined, spec, rdzvEndpoint);
-    }
-    for (const ev of plan.events) await this.recordEvent(job, ev.type, ev.reason, ev.message);
+    // Actions touch distinct objects (one per index), so they run concurrently; the status is already written.
+    await Promise.all(
+      plan.actions.map((a) => this.execute(a, job, key, validated.ok ? validated.job : undefined, spec, rdzvEndpoint)),
+    );
+    for (const ev of plan.events) this.recordEvent(job, ev.type, ev.reason, ev.message);
     if (plan.events.length > 0) {
       this.log.info({ job: key, state: plan.status.state, events: plan.events.map((e) => e.reason) }, 'reconciled');
     }
@@ -365,7 +366,7 @@ export class ElasticJobController {
         const pod = buildWorkerPod(job, parsed.spec as ElasticJobSpec, spec, rdzvEndpoint, action.index);
         if (await ignore(client.createPod(job.namespace, pod), ApiConflictError)) {
           metrics.podsCreated.inc();
-          await this.recordEvent(job, 'Normal', 'SuccessfulCreatePod', `created pod ${pod.metadata?.name}`);
+          this.recordEvent(job, 'Normal', 'SuccessfulCreatePod', `created pod ${pod.metadata?.name}`);
         }
         return;
       }
@@ -380,7 +381,7 @@ export class ElasticJobController {
         if (action.reason === 'preempted') metrics.preemptions.inc();
         if (await ignore(client.deletePod(job.namespace, action.name, action.uid), ApiNotFoundError)) {
           metrics.podsDeleted.inc({ reason: action.reason });
-          await this.recordEvent(job, 'Normal', 'SuccessfulDeletePod', `deleted pod ${action.name} (${action.reason})`);
+          this.recordEvent(job, 'Normal', 'SuccessfulDeletePod', `deleted pod ${action.name} (${action.reason})`);
         }
         return;
       }
@@ -396,22 +397,20 @@ export class ElasticJobController {
     }
   }
 
-  private async recordEvent(
+  /** Records an Event without waiting for it: Events are best effort and must not slow or stop reconciling. */
+  private recordEvent(
     job: { name: string; namespace: string; uid: string },
     type: 'Normal' | 'Warning',
     reason: string,
     message: string,
-  ): Promise<void> {
-    try {
-      await this.o.client.createEvent(
+  ): void {
+    this.o.client
+      .createEvent(
         { apiVersion: API_VERSION, kind: KIND, name: job.name, namespace: job.namespace, uid: job.uid },
         { type, reason, message },
         this.o.identity,
-      );
-    } catch (err) {
-      // Events are best effort: a full or unavailable events API must not stop reconciling.
-      this.log.debug({ err: (err as Error).message, reason }, 'could not record event');
-    }
+      )
+      .catch((err: unknown) => this.log.debug({ err: (err as Error).message, reason }, 'could not record event'));
   }
 
   private updateStateGauge(): void {
