@@ -88,6 +88,9 @@ export class ApiState {
   private readonly watchers = new Set<Watcher>();
   private clusterIpCounter = 10;
   private controllersPending = false;
+  private gcDirty = true;
+  private nsDirty = false;
+  private schedDirty = true;
   private closed = false;
   /** Called after every committed change; the kubelets and the scheduler hang off this. */
   readonly listeners = new Set<(key: string, type: EventType, obj: KObject, old?: KObject) => void>();
@@ -226,6 +229,18 @@ export class ApiState {
     }
     if (type === 'DELETED' && key === '/nodes') this.onNodeRemoved(obj.metadata.name!);
     if (type === 'DELETED' && key === 'apiextensions.k8s.io/customresourcedefinitions') this.onCrdRemoved(obj);
+    // Mark which controllers have work, so that idle passes cost nothing at scale.
+    if (type === 'DELETED' || obj.metadata.deletionTimestamp || (type === 'ADDED' && obj.metadata.ownerReferences?.length))
+      this.gcDirty = true;
+    if (key === '/namespaces' && obj.metadata.deletionTimestamp) this.nsDirty = true;
+    if (
+      key === '/nodes' ||
+      (key === '/pods' &&
+        (type === 'DELETED' ||
+          !(obj.spec as Record<string, unknown> | undefined)?.nodeName ||
+          TERMINAL.has(String((obj.status as Record<string, unknown> | undefined)?.phase))))
+    )
+      this.schedDirty = true;
     this.scheduleControllers();
     return clone(obj);
   }
@@ -615,9 +630,18 @@ export class ApiState {
   runControllers(): void {
     if (this.closed) return;
     try {
-      this.gcPass();
-      this.namespacePass();
-      if (this.opts.scheduler) this.schedulePass();
+      if (this.gcDirty) {
+        this.gcDirty = false;
+        this.gcPass();
+      }
+      if (this.nsDirty) {
+        this.nsDirty = false;
+        this.namespacePass();
+      }
+      if (this.opts.scheduler && this.schedDirty) {
+        this.schedDirty = false;
+        this.schedulePass();
+      }
     } catch (err) {
       this.log_.error({ err }, 'test-apiserver: controller pass failed');
     }
@@ -684,6 +708,7 @@ export class ApiState {
         }
       }
       if (left === 0) this.commit(nsDef, 'DELETED', ns, ns);
+      else this.nsDirty = true; // look again on the next periodic pass
     }
   }
 
@@ -736,16 +761,20 @@ export class ApiState {
       const spec = (n.spec ?? {}) as Record<string, unknown>;
       return !n.metadata.deletionTimestamp && !spec.unschedulable && conds.some((c) => c.type === 'Ready' && c.status === 'True');
     });
-    const pods = this.list(podDef);
+    // Walk the stored pods without copying (this runs after pod writes; 10,000 pods must stay cheap).
+    const raw = [...this.data.get(resKey('', 'pods'))!.values()];
     const load = new Map<string, number>();
-    for (const p of pods) {
+    const unbound: KObject[] = [];
+    for (const p of raw) {
       const nn = (p.spec as Record<string, unknown>).nodeName as string | undefined;
       const phase = (p.status as Record<string, unknown> | undefined)?.phase;
       if (nn && !TERMINAL.has(String(phase))) load.set(nn, (load.get(nn) ?? 0) + 1);
+      if (!nn && !p.metadata.deletionTimestamp) unbound.push(p);
     }
-    for (const p of pods) {
+    unbound.sort((a, b) => String(a.metadata.creationTimestamp).localeCompare(String(b.metadata.creationTimestamp)));
+    for (const stored of unbound) {
+      const p = clone(stored);
       const spec = p.spec as Record<string, unknown>;
-      if (spec.nodeName || p.metadata.deletionTimestamp) continue;
       if (spec.schedulerName !== undefined && spec.schedulerName !== 'default-scheduler') continue;
       const fits = nodes.filter((n) => {
         const cap = Number(((n.status as Record<string, unknown>).allocatable as Record<string, unknown> | undefined)?.pods ?? 110);
