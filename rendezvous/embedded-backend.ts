@@ -11,6 +11,7 @@ import {
   type RendezvousKv,
   newKvStats,
 } from './kv.js';
+import { type JobView, JobViewRegistry } from './job-view.js';
 import { KvRendezvousHandler } from './kv-handler.js';
 
 interface StoredValue {
@@ -37,6 +38,8 @@ export class EmbeddedRendezvousState {
   private readonly data = new Map<string, StoredValue>();
   private readonly leases = new Map<number, StoredLease>();
   private readonly subscribers = new Set<Subscriber>();
+  /** Job views shared by the handlers on this state. */
+  readonly views = new JobViewRegistry(async (prefix, onEvents) => this.subscribe(prefix, onEvents));
 
   /** Current revision (number of committed writes). */
   get currentRevision(): number {
@@ -132,7 +135,7 @@ export class EmbeddedKv implements RendezvousKv {
   readonly stats: KvStats = newKvStats();
   private leaseId: number | null = null;
   private keepAliveTimer: NodeJS.Timeout | null = null;
-  private readonly subs = new Set<KvSubscription>();
+  private readonly views = new Set<{ release(): void }>();
   private readonly connectionListeners: ((e: KvConnectionEvent) => void)[] = [];
 
   constructor(private readonly state: EmbeddedRendezvousState) {}
@@ -163,16 +166,18 @@ export class EmbeddedKv implements RendezvousKv {
     }
   }
 
-  async subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription> {
-    const sub = this.state.subscribe(prefix, onEvents);
-    this.subs.add(sub);
-    return sub;
+  async view(prefix: string): Promise<{ view: JobView; release(): void }> {
+    const v = await this.state.views.acquire(prefix);
+    this.views.add(v);
+    return v;
   }
 
   async txn(txn: KvTxn): Promise<boolean> {
     const ok = this.state.commit(txn, this.leaseId);
-    if (ok) this.stats.writes++;
-    else this.stats.failedTxns++;
+    if (ok) {
+      this.stats.writes++;
+      if (txn.puts.some((p) => p.leased)) this.stats.lastLeasedPutAtMs = performance.now();
+    } else this.stats.failedTxns++;
     return ok;
   }
 
@@ -182,8 +187,8 @@ export class EmbeddedKv implements RendezvousKv {
 
   async close(): Promise<void> {
     this.stopKeepAlive();
-    for (const s of this.subs) s.unsubscribe();
-    this.subs.clear();
+    for (const v of this.views) v.release();
+    this.views.clear();
   }
 
   private stopKeepAlive(): void {

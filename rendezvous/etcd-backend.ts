@@ -23,6 +23,7 @@ import {
   type RendezvousKv,
   newKvStats,
 } from './kv.js';
+import { type JobView, JobViewRegistry } from './job-view.js';
 import { KvRendezvousHandler } from './kv-handler.js';
 
 const ENDPOINT_RE = /^(https?:\/\/)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
@@ -144,6 +145,8 @@ export class EtcdConnection {
   private readonly mirrors = new Map<string, Mirror>();
   private readonly connectionListeners = new Set<(e: KvConnectionEvent) => void>();
   private closed = false;
+  /** Job views shared by every handler on this connection. */
+  readonly views = new JobViewRegistry((prefix, onEvents) => this.subscribe(prefix, onEvents));
 
   constructor(
     readonly endpoint: string,
@@ -259,7 +262,7 @@ export class EtcdKv implements RendezvousKv {
   private closed = false;
   private regranting = false;
   private readonly listeners: ((e: KvConnectionEvent) => void)[] = [];
-  private readonly subs = new Set<KvSubscription>();
+  private readonly views = new Set<{ release(): void }>();
   private readonly unlisten: () => void;
 
   constructor(
@@ -358,10 +361,10 @@ export class EtcdKv implements RendezvousKv {
     }
   }
 
-  async subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription> {
-    const sub = await this.conn.subscribe(prefix, onEvents);
-    this.subs.add(sub);
-    return sub;
+  async view(prefix: string): Promise<{ view: JobView; release(): void }> {
+    const v = await this.conn.views.acquire(prefix);
+    this.views.add(v);
+    return v;
   }
 
   async txn(txn: KvTxn): Promise<boolean> {
@@ -375,6 +378,7 @@ export class EtcdKv implements RendezvousKv {
       if (txn.puts.length === 1) await putOp(txn.puts[0]!);
       else await c.delete().key(txn.deletes[0]!).exec();
       this.stats.writes++;
+      if (leaseId !== undefined) this.stats.lastLeasedPutAtMs = performance.now();
       return true;
     }
     const [first, ...rest] = txn.compares;
@@ -383,8 +387,10 @@ export class EtcdKv implements RendezvousKv {
     for (const cmp of rest) builder.and(cmp.key, 'Mod', '==', cmp.modRevision);
     builder.then(...txn.puts.map(putOp), ...txn.deletes.map((k) => c.delete().key(k)));
     const res = await builder.commit();
-    if (res.succeeded) this.stats.writes++;
-    else this.stats.failedTxns++;
+    if (res.succeeded) {
+      this.stats.writes++;
+      if (leaseId !== undefined) this.stats.lastLeasedPutAtMs = performance.now();
+    } else this.stats.failedTxns++;
     return res.succeeded;
   }
 
@@ -405,8 +411,8 @@ export class EtcdKv implements RendezvousKv {
     this.unlisten();
     if (this.lease) closeLease(this.lease);
     this.lease = null;
-    for (const s of this.subs) s.unsubscribe();
-    this.subs.clear();
+    for (const v of this.views) v.release();
+    this.views.clear();
     if (this.ownsConnection) this.conn.close();
   }
 }

@@ -1,9 +1,12 @@
 // The rendezvous handler both backends share, written against the narrow RendezvousKv face (kv.ts).
 //
 // Keys under the job prefix `/tensile/v1/<runId>/`:
-//   state            JSON StateDoc: round number, phase (joining|running), members with ranks, restarts, closed.
-//                    Written only by transactions that compare its mod revision: open → running (close a round),
-//                    running → joining r+1 (end a round), and markClosed.
+//   state            JSON StateDoc (small): round number, phase (joining|running), restarts, closed, why the last
+//                    round ended. Written only by transactions that compare its mod revision: joining → running
+//                    (close a round), running → joining r+1 (end a round), and markClosed.
+//   members          JSON MembersDoc: the members of the last closed round with their ranks. Written once per round,
+//                    in the same transaction that closes it (so both arrive in one watch event batch); it is also
+//                    what sticky ranks are computed from.
 //   nodes/<nodeId>   JSON { node, round }, attached to the agent's lease: "I take part in round `round`". One put per
 //                    agent per round. While round r runs, a key with round r+1 is a waiting node. Its deletion (lease
 //                    expiry or revoke) is how the others learn that a node is gone.
@@ -25,8 +28,8 @@ import {
   RendezvousError,
   RendezvousTimeoutError,
 } from './api.js';
-import type { KvConnectionEvent, KvEvent, KvStats, KvSubscription, RendezvousKv } from './kv.js';
-import { parseEntry } from './kv.js';
+import type { JobView } from './job-view.js';
+import type { KvConnectionEvent, KvStats, RendezvousKv } from './kv.js';
 import { assignGroupRanks, decideJoining, decideRunning } from './policy.js';
 
 export interface StateDoc {
@@ -34,8 +37,6 @@ export interface StateDoc {
   readonly round: number;
   readonly phase: 'joining' | 'running';
   readonly closed: boolean;
-  /** running: this round's members; joining: the previous round's (for sticky ranks). */
-  readonly members: readonly RoundMember[];
   readonly failureRestarts: number;
   readonly minNodes: number;
   readonly maxNodes: number;
@@ -47,6 +48,11 @@ export interface StateDoc {
   };
 }
 
+export interface MembersDoc {
+  readonly round: number;
+  readonly members: readonly RoundMember[];
+}
+
 export interface NodeDoc {
   readonly node: NodeDescriptor;
   readonly round: number;
@@ -56,11 +62,6 @@ export const jobPrefix = (runId: string): string => `/tensile/v1/${runId}/`;
 
 const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
-interface NodeView {
-  readonly doc: NodeDoc;
-  readonly modRevision: number;
-}
-
 interface PendingNext {
   resolve(info: RoundInfo): void;
   reject(err: unknown): void;
@@ -69,14 +70,16 @@ interface PendingNext {
 export class KvRendezvousHandler implements RendezvousHandler {
   private readonly prefix: string;
   private readonly stateKey: string;
+  private readonly membersKey: string;
+  private readonly nodesPrefix: string;
   private readonly myKey: string;
   private readonly log: Logger;
-  private sub: KvSubscription | null = null;
-
-  private state: { doc: StateDoc; modRevision: number } | null = null;
-  private readonly nodes = new Map<string, NodeView>();
-  private readonly countByRound = new Map<number, number>();
-  private nodesDeleted = true;
+  /** The job's keys as the watch has delivered them; shared with other handlers on the same connection. */
+  private view: JobView | null = null;
+  private releaseView: (() => void) | null = null;
+  private unlistenView: (() => void) | null = null;
+  /** view.deletions when we last found every member alive (-1: check again). */
+  private seenDeletions = -1;
 
   /** The round in our node key, once the put is issued; null = no key. */
   private myRound: number | null = null;
@@ -105,6 +108,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   ) {
     this.prefix = jobPrefix(config.runId);
     this.stateKey = `${this.prefix}state`;
+    this.membersKey = `${this.prefix}members`;
+    this.nodesPrefix = `${this.prefix}nodes/`;
     this.myKey = `${this.prefix}nodes/${self.nodeId}`;
     this.log = logger;
   }
@@ -114,20 +119,24 @@ export class KvRendezvousHandler implements RendezvousHandler {
     return this.kv.stats;
   }
 
+  private get state(): JobView['state'] {
+    return this.view?.state ?? null;
+  }
+
   /** Grants the lease, mirrors the job's keys and creates the job's state when absent. */
   async start(): Promise<void> {
     this.kv.onConnection((e) => this.onConnection(e));
     await this.kv.grantLease(this.config.leaseTtlMs);
-    const sub = await this.kv.subscribe(this.prefix, (events) => this.onEvents(events));
-    this.sub = sub;
-    for (const e of sub.entries) this.apply({ ...e, type: 'put' }, e);
+    const { view, release } = await this.kv.view(this.prefix);
+    this.view = view;
+    this.releaseView = release;
+    this.unlistenView = view.onChange(() => this.onChange());
     if (this.state === null) {
       const doc: StateDoc = {
         v: 1,
         round: 0,
         phase: 'joining',
         closed: false,
-        members: [],
         failureRestarts: 0,
         minNodes: this.config.minNodes,
         maxNodes: this.config.maxNodes,
@@ -211,9 +220,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
   numNodesWaiting(): number {
     const doc = this.state?.doc;
     if (!doc || doc.phase !== 'running') return 0;
-    let n = 0;
-    for (const [round, count] of this.countByRound) if (round > doc.round) n += count;
-    return n;
+    return this.view!.countAbove(doc.round);
   }
 
   async markClosed(): Promise<void> {
@@ -291,36 +298,9 @@ export class KvRendezvousHandler implements RendezvousHandler {
 
   // ---- mirror ------------------------------------------------------------------------------------------------
 
-  private onEvents(events: readonly KvEvent[]): void {
-    for (const e of events) this.apply(e, e);
+  private onChange(): void {
     for (const w of [...this.changeWaiters]) w();
     this.reconcile();
-  }
-
-  private apply(e: KvEvent, entry: KvEvent | { key: string; value: string; modRevision: number }): void {
-    if (e.key === this.stateKey) {
-      this.state = e.type === 'put' ? { doc: parseEntry(entry) as StateDoc, modRevision: e.modRevision } : null;
-      return;
-    }
-    if (!e.key.startsWith(`${this.prefix}nodes/`)) return;
-    const nodeId = e.key.slice(this.prefix.length + 'nodes/'.length);
-    const old = this.nodes.get(nodeId);
-    if (old) this.bump(old.doc.round, -1);
-    if (e.type === 'delete') {
-      this.nodes.delete(nodeId);
-      this.nodesDeleted = true;
-      return;
-    }
-    const doc = parseEntry(entry) as NodeDoc | undefined;
-    if (!doc || typeof doc.round !== 'number') return;
-    this.nodes.set(nodeId, { doc, modRevision: e.modRevision });
-    this.bump(doc.round, 1);
-  }
-
-  private bump(round: number, delta: number): void {
-    const n = (this.countByRound.get(round) ?? 0) + delta;
-    if (n === 0) this.countByRound.delete(round);
-    else this.countByRound.set(round, n);
   }
 
   // ---- decisions ---------------------------------------------------------------------------------------------
@@ -347,14 +327,15 @@ export class KvRendezvousHandler implements RendezvousHandler {
     const waiting = this.numNodesWaiting();
     if (waiting > this.lastWaitingCount) this.emit({ type: 'nodes-waiting', count: waiting });
     this.lastWaitingCount = waiting;
+    const view = this.view!;
     let lost: string[] = [];
-    if (this.nodesDeleted) {
-      lost = doc.members.filter((m) => !this.nodes.has(m.nodeId)).map((m) => m.nodeId);
-      this.nodesDeleted = lost.length > 0;
+    if (view.deletions !== this.seenDeletions) {
+      lost = view.lostMembers();
+      if (lost.length === 0) this.seenDeletions = view.deletions;
     }
     const decision = decideRunning({
       lostMembers: lost,
-      memberCount: doc.members.length,
+      memberCount: view.members.members.length,
       waitingCount: waiting,
       config: this.config,
     });
@@ -381,7 +362,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
     const r = doc.round;
     if (doc.phase === 'running') {
       if (r <= this.selfEndedRound) return; // we asked for this round to end: wait for the next one
-      const me = this.myRound === r ? doc.members.find((m) => m.nodeId === this.self.nodeId) : undefined;
+      if (this.view!.members.round !== r) return; // the members key arrives with the state in one batch
+      const me = this.myRound === r ? this.view!.member(this.self.nodeId) : undefined;
       if (me) {
         this.resolveRound(doc, me);
       } else if (this.myRound === null || this.myRound <= r) {
@@ -393,8 +375,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
       this.putMyNode(r);
       return;
     }
-    if (this.nodes.get(this.self.nodeId)?.doc.round !== r) return; // our put is not visible yet
-    const joinedCount = this.countByRound.get(r) ?? 0;
+    if (this.view!.nodes.get(this.self.nodeId)?.doc.round !== r) return; // our put is not visible yet
+    const joinedCount = this.view!.countByRound.get(r) ?? 0;
     const decision = decideJoining({
       joinedCount,
       minNodes: this.config.minNodes,
@@ -428,15 +410,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
    * in case it hangs. This keeps N agents from racing N transactions at the same revision.
    */
   private mayClose(round: number): boolean {
-    let first: string | null = null;
-    let firstRev = Infinity;
-    for (const [id, v] of this.nodes) {
-      if (v.doc.round === round && v.modRevision < firstRev) {
-        firstRev = v.modRevision;
-        first = id;
-      }
-    }
-    if (first === this.self.nodeId) return true;
+    if (this.view!.firstJoiner(round) === this.self.nodeId) return true;
     if (this.backup?.round === round) return this.backup.elapsed;
     if (this.backup?.timer) clearTimeout(this.backup.timer);
     const b: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } = { round, timer: null, elapsed: false };
@@ -453,25 +427,25 @@ export class KvRendezvousHandler implements RendezvousHandler {
     const st = this.state!;
     if (this.closingRevision === st.modRevision) return;
     this.closingRevision = st.modRevision;
-    const joined = [...this.nodes.values()]
-      .filter((v) => v.doc.round === doc.round)
-      .sort((a, b) => a.modRevision - b.modRevision);
+    const view = this.view!;
     const members = assignGroupRanks(
-      joined.map((v) => v.doc.node),
-      doc.members,
+      view.joined(doc.round).map((v) => v.doc.node),
+      view.members.members,
       this.config.maxNodes,
     );
     const next: StateDoc = {
       ...doc,
       phase: 'running',
-      members,
       minNodes: this.config.minNodes,
       maxNodes: this.config.maxNodes,
     };
     this.kv
       .txn({
         compares: [{ key: this.stateKey, modRevision: st.modRevision }],
-        puts: [{ key: this.stateKey, value: JSON.stringify(next) }],
+        puts: [
+          { key: this.stateKey, value: JSON.stringify(next) },
+          { key: this.membersKey, value: JSON.stringify({ round: doc.round, members } satisfies MembersDoc) },
+        ],
         deletes: [],
       })
       .then((ok) => {
@@ -491,19 +465,20 @@ export class KvRendezvousHandler implements RendezvousHandler {
   }
 
   private resolveRound(doc: StateDoc, me: RoundMember): void {
-    const master = doc.members[0]!;
+    const { members } = this.view!.members;
+    const master = members[0]!;
     const info: RoundInfo = {
       runId: this.config.runId,
       round: doc.round,
       groupRank: me.groupRank,
-      groupWorldSize: doc.members.length,
-      members: doc.members,
+      groupWorldSize: members.length,
+      members,
       master: { addr: master.addr, port: master.masterPort },
       failureRestarts: doc.failureRestarts,
     };
     this.current = info;
     this.lastWaitingCount = 0;
-    this.nodesDeleted = true; // check liveness of the new members against our mirror once
+    this.seenDeletions = -1; // check liveness of the new members against the mirror once
     const p = this.pending!;
     this.finishPending();
     p.resolve(info);
@@ -562,7 +537,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
     const p = this.pending;
     if (!p) return;
     const r = this.state?.doc.round ?? 0;
-    const joined = this.countByRound.get(r) ?? 0;
+    const joined = this.view?.countByRound.get(r) ?? 0;
     this.finishPending();
     this.withdraw();
     p.reject(
@@ -677,7 +652,10 @@ export class KvRendezvousHandler implements RendezvousHandler {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.outage) clearTimeout(this.outage.timer);
     this.outage = null;
-    this.sub?.unsubscribe();
+    this.unlistenView?.();
+    this.unlistenView = null;
+    this.releaseView?.();
+    this.releaseView = null;
     await this.kv.close();
   }
 }

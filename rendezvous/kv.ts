@@ -1,6 +1,7 @@
 // The narrow key-value face the rendezvous handler drives: etcd v3 primitives (revisions, one lease per handler,
 // transactions comparing mod revisions, prefix watches). `etcd-backend.ts` maps it onto etcd; `embedded-backend.ts`
 // keeps the same semantics in process memory. The handler's logic (`kv-handler.ts`) is shared by both.
+import type { JobView } from './job-view.js';
 
 export interface KvEntry {
   readonly key: string;
@@ -41,6 +42,8 @@ export interface KvStats {
   failedTxns: number;
   /** Lease grants and revocations. */
   leaseOps: number;
+  /** performance.now() when the last write carrying a leased put (a join) was acknowledged; 0 = none. */
+  lastLeasedPutAtMs: number;
 }
 
 export interface RendezvousKv {
@@ -51,8 +54,11 @@ export interface RendezvousKv {
   grantLease(ttlMs: number): Promise<void>;
   /** Revokes the lease: leased keys vanish at once. */
   revokeLease(): Promise<void>;
-  /** Watches a prefix. Events of one revision arrive in one call; event objects may be shared between subscribers. */
-  subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription>;
+  /**
+   * A live mirror of the keys under `prefix`, fed by one watch (events of one revision arrive in one batch). Views
+   * are shared by the handlers of one connection/state; call release() when done.
+   */
+  view(prefix: string): Promise<{ readonly view: JobView; release(): void }>;
   /** Applies the transaction atomically; resolves false when a compare failed. */
   txn(txn: KvTxn): Promise<boolean>;
   onConnection(listener: (event: KvConnectionEvent) => void): void;
@@ -61,7 +67,7 @@ export interface RendezvousKv {
 }
 
 export function newKvStats(): KvStats {
-  return { writes: 0, failedTxns: 0, leaseOps: 0 };
+  return { writes: 0, failedTxns: 0, leaseOps: 0, lastLeasedPutAtMs: 0 };
 }
 
 const parsedCache = new WeakMap<KvEntry, unknown>();

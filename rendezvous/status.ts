@@ -2,9 +2,9 @@
 import type { JobStatus, NodeDescriptor } from './api.js';
 import { parseRdzvConf } from './config.js';
 import type { EtcdConnection } from './etcd-backend.js';
+import { JobView } from './job-view.js';
 import type { KvEntry } from './kv.js';
-import { parseEntry } from './kv.js';
-import { type NodeDoc, type StateDoc, jobPrefix } from './kv-handler.js';
+import { jobPrefix } from './kv-handler.js';
 import { assignGroupRanks } from './policy.js';
 
 export interface JobStatusQuery {
@@ -20,18 +20,16 @@ export interface JobStatusQuery {
  * with the ranks they would get if it closed now; `waiting` lists nodes that arrived during a running round.
  */
 export function statusFromEntries(runId: string, entries: Iterable<KvEntry>): JobStatus {
-  const prefix = jobPrefix(runId);
-  let doc: StateDoc | null = null;
-  const nodes: { doc: NodeDoc; modRevision: number }[] = [];
-  for (const e of entries) {
-    if (e.key === `${prefix}state`) doc = (parseEntry(e) as StateDoc | undefined) ?? null;
-    else if (e.key.startsWith(`${prefix}nodes/`)) {
-      const n = parseEntry(e) as NodeDoc | undefined;
-      if (n && typeof n.round === 'number') nodes.push({ doc: n, modRevision: e.modRevision });
-    }
-  }
-  if (doc === null) return { runId, round: null, state: 'unknown', members: [], waiting: [], failureRestarts: 0 };
-  nodes.sort((a, b) => a.modRevision - b.modRevision);
+  const view = new JobView(jobPrefix(runId));
+  view.load(entries);
+  return statusFromView(runId, view);
+}
+
+/** The same, from a live JobView. */
+export function statusFromView(runId: string, view: JobView): JobStatus {
+  const doc = view.state?.doc;
+  if (doc === undefined) return { runId, round: null, state: 'unknown', members: [], waiting: [], failureRestarts: 0 };
+  const last = view.members;
   const base = {
     runId,
     round: doc.round,
@@ -39,11 +37,15 @@ export function statusFromEntries(runId: string, entries: Iterable<KvEntry>): Jo
     minNodes: doc.minNodes,
     maxNodes: doc.maxNodes,
   };
-  const waiting: NodeDescriptor[] = nodes.filter((n) => n.doc.round > doc.round).map((n) => n.doc.node);
-  if (doc.closed) return { ...base, state: 'closed', members: doc.phase === 'running' ? doc.members : [], waiting: [] };
-  if (doc.phase === 'running') return { ...base, state: 'running', members: doc.members, waiting };
-  const joined = nodes.filter((n) => n.doc.round === doc.round).map((n) => n.doc.node);
-  return { ...base, state: 'joining', members: assignGroupRanks(joined, doc.members, doc.maxNodes), waiting };
+  const running = doc.phase === 'running' && last.round === doc.round ? last.members : [];
+  if (doc.closed) return { ...base, state: 'closed', members: running, waiting: [] };
+  const waiting: NodeDescriptor[] = [...view.nodes.values()]
+    .filter((n) => n.doc.round > doc.round)
+    .sort((a, b) => a.modRevision - b.modRevision)
+    .map((n) => n.doc.node);
+  if (doc.phase === 'running') return { ...base, state: 'running', members: running, waiting };
+  const joined = view.joined(doc.round).map((n) => n.doc.node);
+  return { ...base, state: 'joining', members: assignGroupRanks(joined, last.members, doc.maxNodes), waiting };
 }
 
 async function connect(q: JobStatusQuery): Promise<EtcdConnection> {
@@ -88,29 +90,23 @@ export async function watchJobStatus(
   if (q.signal?.aborted) return;
   const conn = await connect(q);
   try {
-    const entries = new Map<string, KvEntry>();
+    const { view, release } = await conn.views.acquire(jobPrefix(q.runId));
     let last = '';
     const emit = (): void => {
-      const s = statusFromEntries(q.runId, entries.values());
+      const s = statusFromView(q.runId, view);
       const json = JSON.stringify(s);
       if (json === last) return;
       last = json;
       onStatus(s);
     };
-    const sub = await conn.subscribe(jobPrefix(q.runId), (events) => {
-      for (const e of events) {
-        if (e.type === 'put') entries.set(e.key, e);
-        else entries.delete(e.key);
-      }
-      emit();
-    });
-    for (const e of sub.entries) entries.set(e.key, e);
+    const unlisten = view.onChange(emit);
     emit();
     await new Promise<void>((resolve) => {
       if (q.signal?.aborted) resolve();
       q.signal?.addEventListener('abort', () => resolve(), { once: true });
     });
-    sub.unsubscribe();
+    unlisten();
+    release();
   } finally {
     conn.close();
   }

@@ -1,0 +1,186 @@
+// A mirror of one job's keys (state, members, nodes/*), fed by a prefix watch. One view is shared by every
+// handler on the same connection (many simulated agents in one process stay O(events), not O(events × agents));
+// derived facts (earliest joiner, lost members, rank lookup) are cached per view version.
+import type { RoundMember } from './api.js';
+import type { KvEntry, KvEvent, KvSubscription } from './kv.js';
+import { parseEntry } from './kv.js';
+import type { MembersDoc, NodeDoc, StateDoc } from './kv-handler.js';
+
+export interface NodeView {
+  readonly doc: NodeDoc;
+  /** Revision of the node's last join/wait write: join order. */
+  readonly modRevision: number;
+}
+
+const NO_MEMBERS: MembersDoc = { round: -1, members: [] };
+
+export class JobView {
+  readonly stateKey: string;
+  readonly membersKey: string;
+  readonly nodesPrefix: string;
+  state: { readonly doc: StateDoc; readonly modRevision: number } | null = null;
+  members: MembersDoc = NO_MEMBERS;
+  readonly nodes = new Map<string, NodeView>();
+  readonly countByRound = new Map<number, number>();
+  /** Bumped by every batch of events. */
+  version = 0;
+  /** Bumped by every node-key deletion. */
+  deletions = 0;
+  private readonly listeners = new Set<() => void>();
+  private firstCache: { version: number; round: number; nodeId: string | null } | null = null;
+  private lostCache: { version: number; lost: string[] } | null = null;
+  private rankCache: { members: MembersDoc; byId: Map<string, RoundMember> } | null = null;
+
+  constructor(readonly prefix: string) {
+    this.stateKey = `${prefix}state`;
+    this.membersKey = `${prefix}members`;
+    this.nodesPrefix = `${prefix}nodes/`;
+  }
+
+  load(entries: Iterable<KvEntry>): void {
+    for (const e of entries) this.apply(e, 'put');
+    this.version++;
+  }
+
+  /** Applies one watch batch, then tells every listener once. */
+  applyBatch(events: readonly KvEvent[]): void {
+    for (const e of events) this.apply(e, e.type);
+    this.version++;
+    for (const l of [...this.listeners]) l();
+  }
+
+  onChange(listener: () => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  get listenerCount(): number {
+    return this.listeners.size;
+  }
+
+  private apply(e: KvEntry, type: 'put' | 'delete'): void {
+    const key = e.key;
+    if (!key.startsWith(this.nodesPrefix)) {
+      if (key === this.stateKey) {
+        this.state = type === 'put' ? { doc: parseEntry(e) as StateDoc, modRevision: e.modRevision } : null;
+      } else if (key === this.membersKey) {
+        this.members = (type === 'put' ? (parseEntry(e) as MembersDoc | undefined) : undefined) ?? NO_MEMBERS;
+      }
+      return;
+    }
+    const nodeId = key.slice(this.nodesPrefix.length);
+    const old = this.nodes.get(nodeId);
+    if (old) this.bump(old.doc.round, -1);
+    if (type === 'delete') {
+      this.nodes.delete(nodeId);
+      this.deletions++;
+      return;
+    }
+    const doc = parseEntry(e) as NodeDoc | undefined;
+    if (!doc || typeof doc.round !== 'number') {
+      this.nodes.delete(nodeId);
+      return;
+    }
+    this.nodes.set(nodeId, { doc, modRevision: e.modRevision });
+    this.bump(doc.round, 1);
+  }
+
+  private bump(round: number, delta: number): void {
+    const n = (this.countByRound.get(round) ?? 0) + delta;
+    if (n === 0) this.countByRound.delete(round);
+    else this.countByRound.set(round, n);
+  }
+
+  /** Nodes whose key says round > `round` (waiting while `round` runs). */
+  countAbove(round: number): number {
+    let n = 0;
+    for (const [r, c] of this.countByRound) if (r > round) n += c;
+    return n;
+  }
+
+  /** The node that joined `round` first (smallest revision), or null. */
+  firstJoiner(round: number): string | null {
+    const c = this.firstCache;
+    if (c && c.version === this.version && c.round === round) return c.nodeId;
+    let first: string | null = null;
+    let firstRev = Infinity;
+    for (const [id, v] of this.nodes) {
+      if (v.doc.round === round && v.modRevision < firstRev) {
+        firstRev = v.modRevision;
+        first = id;
+      }
+    }
+    this.firstCache = { version: this.version, round, nodeId: first };
+    return first;
+  }
+
+  /** Nodes that joined `round`, in join order. */
+  joined(round: number): NodeView[] {
+    return [...this.nodes.values()].filter((v) => v.doc.round === round).sort((a, b) => a.modRevision - b.modRevision);
+  }
+
+  /** Members of the last closed round whose node key is gone. */
+  lostMembers(): string[] {
+    const c = this.lostCache;
+    if (c && c.version === this.version) return c.lost;
+    const lost = this.members.members.filter((m) => !this.nodes.has(m.nodeId)).map((m) => m.nodeId);
+    this.lostCache = { version: this.version, lost };
+    return lost;
+  }
+
+  /** A member of the last closed round by nodeId. */
+  member(nodeId: string): RoundMember | undefined {
+    if (this.rankCache?.members !== this.members) {
+      this.rankCache = { members: this.members, byId: new Map(this.members.members.map((m) => [m.nodeId, m])) };
+    }
+    return this.rankCache.byId.get(nodeId);
+  }
+}
+
+/**
+ * Hands out one JobView per prefix over a shared event source, reference-counted: the source subscription is
+ * opened for the first user of a prefix and closed after the last one releases it.
+ */
+export class JobViewRegistry {
+  private readonly views = new Map<string, Promise<{ view: JobView; sub: KvSubscription; users: number }>>();
+
+  constructor(
+    private readonly source: (
+      prefix: string,
+      onEvents: (events: readonly KvEvent[]) => void,
+    ) => Promise<KvSubscription>,
+  ) {}
+
+  async acquire(prefix: string): Promise<{ view: JobView; release(): void }> {
+    let p = this.views.get(prefix);
+    if (p === undefined) {
+      const view = new JobView(prefix);
+      p = this.source(prefix, (events) => view.applyBatch(events)).then((sub) => {
+        view.load(sub.entries);
+        return { view, sub, users: 0 };
+      });
+      this.views.set(prefix, p);
+      p.catch(() => this.views.delete(prefix));
+    }
+    const entry = await p;
+    entry.users++;
+    let released = false;
+    return {
+      view: entry.view,
+      release: () => {
+        if (released) return;
+        released = true;
+        entry.users--;
+        if (entry.users === 0 && this.views.get(prefix) === p) {
+          this.views.delete(prefix);
+          entry.sub.unsubscribe();
+        }
+      },
+    };
+  }
+
+  releaseAll(): void {
+    for (const p of this.views.values()) void p.then((e) => e.sub.unsubscribe()).catch(() => {});
+    this.views.clear();
+  }
+}
