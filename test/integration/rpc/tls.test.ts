@@ -1,0 +1,50 @@
+// Mutual TLS between workers, with certificates made by openssl in a temp dir.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { RpcError } from '../../../rpc/index.js';
+import { startWorld, stopWorld } from './helpers.js';
+
+function haveOpenssl(): boolean {
+  try {
+    execFileSync('openssl', ['version'], { stdio: 'ignore' });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+function makeCerts(dir: string, prefix: string): { caFile: string; certFile: string; keyFile: string } {
+  const f = (n: string): string => join(dir, `${prefix}-${n}`);
+  const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
+  run(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=tensile-test-ca']);
+  run(['req', '-newkey', 'rsa:2048', '-nodes', '-keyout', f('key.pem'), '-out', f('csr.pem'), '-subj', '/CN=localhost']);
+  run(['x509', '-req', '-in', f('csr.pem'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f('cert.pem'), '-days', '1']);
+  return { caFile: f('ca.pem'), certFile: f('cert.pem'), keyFile: f('key.pem') };
+}
+
+test('workers talk over mutual TLS, and a worker with a certificate from another CA cannot join', { skip: haveOpenssl() ? false : 'openssl not installed' }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'tensile-rpc-tls-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const tls = makeCerts(dir, 'a');
+  const w = await startWorld(2, (a) => a.registerFunction('add', ((x: number, y: number) => x + y) as never), { tls });
+  t.after(() => stopWorld(w));
+  assert.equal(await w[0]!.rpcAsync(1, 'add', [40, 2]), 42);
+  assert.equal(await w[1]!.rpcAsync(0, 'add', [1, 2]), 3);
+
+  // A world whose rank 1 holds a certificate of an unrelated CA never forms.
+  const other = makeCerts(dir, 'b');
+  const { createAgent } = await import('../../../rpc/index.js');
+  const { freePort } = await import('./helpers.js');
+  const port = await freePort();
+  const a0 = createAgent({ rank: 0, worldSize: 2, bootstrapPort: port, masterAddr: '127.0.0.1', tls, initTimeoutMs: 1500 });
+  const a1 = createAgent({ rank: 1, worldSize: 2, bootstrapPort: port, masterAddr: '127.0.0.1', tls: other, initTimeoutMs: 1500 });
+  const results = await Promise.allSettled([a0.start(), a1.start()]);
+  for (const r of results) {
+    assert.equal(r.status, 'rejected');
+    assert.ok((r as PromiseRejectedResult).reason instanceof RpcError);
+  }
+});
