@@ -19,6 +19,8 @@ import { CollectiveError, type Store } from './api.js';
 const HELLO_MAGIC = 0x54534c31; // "TSL1"
 const HEADER_BYTES = 16;
 export const P2P_SEQ = 0xffffffff;
+/** Header group id of the goodbye a rank sends before an orderly close (no payload follows). */
+const GOODBYE_GROUP = 0xffffffff;
 
 interface Posted {
   readonly dst: Uint8Array;
@@ -40,6 +42,8 @@ class PeerLink {
   private readonly header = Buffer.allocUnsafe(HEADER_BYTES);
   private headerFill = 0;
   private current: Incoming | null = null;
+  /** Set when the peer said goodbye: it destroyed its group in order, so its end of stream is not a failure. */
+  peerClosed: CollectiveError | null = null;
 
   constructor(
     readonly peer: number,
@@ -71,6 +75,15 @@ class PeerLink {
 
   private begin(): void {
     const h = this.header;
+    if (h.readUInt32BE(0) === GOODBYE_GROUP) {
+      this.peerClosed = new CollectiveError('PEER_LOST', `rank ${this.peer} has destroyed its process group`, {
+        rank: this.transport.rank,
+        peerRank: this.peer,
+      });
+      for (const q of this.posted.values()) for (const p of q) p.reject(this.peerClosed);
+      this.posted.clear();
+      return;
+    }
     const key = `${h.readUInt32BE(0)}:${h.readUInt32BE(4)}:${h.readUInt32BE(8)}`;
     const bytes = h.readUInt32BE(12);
     const p = this.posted.get(key)?.shift() ?? null;
@@ -236,7 +249,7 @@ export class TcpTransport {
     this.links[peer] = link;
     socket.on('data', (c: Buffer) => link.onData(c));
     const lost = (why: string, cause?: unknown): void => {
-      if (this.closing) return;
+      if (this.closing || link.peerClosed) return;
       this.fail(new CollectiveError('PEER_LOST', `rank ${peer}: connection ${why}`, { rank: this.rank, peerRank: peer, cause }));
     };
     socket.on('error', (err) => lost(`error (${(err as NodeJS.ErrnoException).code ?? err.message})`, err));
@@ -254,6 +267,7 @@ export class TcpTransport {
     if (this.failure) return Promise.reject(this.failure);
     const link = this.links[peer];
     if (!link) return Promise.reject(new CollectiveError('INVALID_ARGUMENT', `no connection to rank ${peer}`, { rank: this.rank }));
+    if (link.peerClosed) return Promise.reject(link.peerClosed);
     const h = Buffer.allocUnsafe(HEADER_BYTES);
     h.writeUInt32BE(groupId, 0);
     h.writeUInt32BE(seq, 4);
@@ -289,6 +303,10 @@ export class TcpTransport {
       if (q && q.length === 0) link.arrived.delete(key);
       if (data) {
         link.deliver(p, key, data);
+        return;
+      }
+      if (link.peerClosed) {
+        reject(link.peerClosed);
         return;
       }
       let posted = link.posted.get(key);
@@ -328,7 +346,9 @@ export class TcpTransport {
               clearTimeout(timer);
               resolve();
             });
-            l.socket.end();
+            const bye = Buffer.alloc(HEADER_BYTES);
+            bye.writeUInt32BE(GOODBYE_GROUP, 0);
+            l.socket.end(bye);
           }),
       );
     await Promise.all(closed);
