@@ -5,6 +5,7 @@ export * from './api.js';
 export { Tensor, tensor, scalar, zeros, ones, full, zerosLike, onesLike, randn, rand, uniform, arange } from './tensor.js';
 export { backward, noGrad, isGradEnabled, setGradEnabled } from './autograd.js';
 export * from './ops.js';
+export { conv2d, type Conv2dOptions } from './conv.js';
 export { Generator, Mt19937, defaultGenerator, manualSeed, randperm, torchRandperm } from './generator.js';
 export { customFunction } from './custom-function.js';
 export { saveSafetensors, loadSafetensors, encodeSafetensors, decodeSafetensors, type SafetensorsFile } from './safetensors.js';

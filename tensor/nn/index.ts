@@ -1,6 +1,7 @@
 export { Module, type LoadStateDictOptions, type LoadStateDictResult } from './module.js';
 export {
   Linear,
+  Conv2d,
   ReLU,
   Sigmoid,
   Tanh,

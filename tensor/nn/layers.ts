@@ -5,6 +5,7 @@ import { noGrad } from '../autograd.js';
 import { defaultGenerator } from '../generator.js';
 import * as ops from '../ops.js';
 import { Tensor, uniform } from '../tensor.js';
+import { conv2d, type Conv2dOptions } from '../conv.js';
 import { dropout } from './functional.js';
 import { Module } from './module.js';
 
@@ -34,6 +35,35 @@ export class Linear extends Module {
   }
   forward(x: Tensor): Tensor {
     return ops.linear(x, this.weight, this.bias);
+  }
+}
+
+/** 2-D convolution layer (groups 1, no dilation), PyTorch's default init: U(±1/√(C·kh·kw)). */
+export class Conv2d extends Module {
+  weight: Tensor;
+  bias: Tensor | null;
+  readonly stride: Conv2dOptions['stride'];
+  readonly padding: Conv2dOptions['padding'];
+  constructor(
+    readonly inChannels: number,
+    readonly outChannels: number,
+    kernelSize: number | readonly [number, number],
+    opts: Conv2dOptions & { bias?: boolean; generator?: RandomGenerator } = {},
+  ) {
+    super();
+    const [kh, kw] = typeof kernelSize === 'number' ? [kernelSize, kernelSize] : kernelSize;
+    for (const [what, v] of [['inChannels', inChannels], ['outChannels', outChannels], ['kernel height', kh], ['kernel width', kw]] as const) {
+      if (!Number.isInteger(v) || v <= 0) throw new TensorError('INVALID_ARGUMENT', `Conv2d: ${what} ${v} must be a positive integer`);
+    }
+    const g = opts.generator ?? defaultGenerator;
+    const bound = 1 / Math.sqrt(inChannels * kh * kw);
+    this.weight = uniform([outChannels, inChannels, kh, kw], -bound, bound, { generator: g, requiresGrad: true });
+    this.bias = opts.bias === false ? null : uniform([outChannels], -bound, bound, { generator: g, requiresGrad: true });
+    this.stride = opts.stride;
+    this.padding = opts.padding;
+  }
+  forward(x: Tensor): Tensor {
+    return conv2d(x, this.weight, this.bias, { stride: this.stride, padding: this.padding });
   }
 }
 

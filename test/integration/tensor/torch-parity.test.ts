@@ -16,6 +16,7 @@ import {
   Sequential,
   Tensor,
   arange,
+  conv2d,
   crossEntropy,
   loadSafetensors,
   randn,
@@ -149,4 +150,24 @@ test('DistributedSampler shards equal PyTorch\'s for the same seed and epoch, sh
     });
     assert.deepEqual(mine.indices(), want[i], `spec ${JSON.stringify(s)}`);
   });
+});
+
+test('conv2d forward and backward match PyTorch with stride and padding', { skip: torchMissing }, async () => {
+  const g = new Generator(5);
+  const x = randn([2, 3, 9, 8], { generator: g, requiresGrad: true });
+  const w = randn([4, 3, 3, 2], { generator: g, requiresGrad: true });
+  const b = randn([4], { generator: g, requiresGrad: true });
+  const config = { stride: [2, 1], padding: [1, 0] };
+  const y = conv2d(x, w, b, { stride: [2, 1], padding: [1, 0] });
+  const gy = randn(y.shape, { generator: g });
+  await y.backward(gy);
+  const src = join(dir, 'conv-in.safetensors');
+  const dst = join(dir, 'conv-out.safetensors');
+  await saveSafetensors(src, { x, w, b, gy }, { config: JSON.stringify(config) });
+  await torchHelper('conv', src, dst);
+  const want = (await loadSafetensors(dst)).tensors;
+  assertClose(y, want.y!, 'y');
+  assertClose(x.grad!, want.gx!, 'grad x');
+  assertClose(w.grad!, want.gw!, 'grad w');
+  assertClose(b.grad!, want.gb!, 'grad b');
 });

@@ -3,6 +3,7 @@
 Usage (run with Debian's /usr/bin/python3, which has torch):
   torch_helper.py echo IN OUT      read a tensile-written file, write back every tensor doubled plus torch-made ones
   torch_helper.py parity IN OUT    MLP forward/backward, cross-entropy, SGD (momentum, wd) and Adam steps
+  torch_helper.py conv IN OUT      conv2d forward and backward
   torch_helper.py sampler SPEC OUT DistributedSampler index lists for a JSON list of settings
 """
 import json
@@ -108,6 +109,15 @@ def parity(src, dst):
     save(dst, out)
 
 
+def conv(src, dst):
+    t, meta = load(src)
+    cfg = json.loads(meta["config"])
+    x, w, b = (t[k].clone().requires_grad_(True) for k in ("x", "w", "b"))
+    y = torch.nn.functional.conv2d(x, w, b, stride=cfg["stride"], padding=cfg["padding"])
+    y.backward(t["gy"])
+    save(dst, {"y": y, "gx": x.grad, "gw": w.grad, "gb": b.grad})
+
+
 def sampler(spec, dst):
     """spec: JSON list of DistributedSampler kwargs (plus "length"); writes the index lists as JSON."""
     from torch.utils.data import DistributedSampler
@@ -125,4 +135,4 @@ def sampler(spec, dst):
 
 if __name__ == "__main__":
     torch.set_num_threads(1)
-    {"echo": echo, "parity": parity, "sampler": sampler}[sys.argv[1]](sys.argv[2], sys.argv[3])
+    {"echo": echo, "parity": parity, "sampler": sampler, "conv": conv}[sys.argv[1]](sys.argv[2], sys.argv[3])

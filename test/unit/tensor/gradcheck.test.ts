@@ -2,6 +2,7 @@ import { test } from 'node:test';
 import {
   Generator,
   concat,
+  conv2d,
   indexSelect,
   linear,
   matmul,
@@ -80,4 +81,10 @@ test('loss gradients match finite differences', async () => {
   await gradcheck((a) => nllLoss(a.logSoftmax(1), [2, 2], { reduction: 'sum' }), [r([2, 3])]);
   await gradcheck((a) => crossEntropy(a, [1, 0], { reduction: 'none' }), [r([2, 3])]);
   await gradcheck((a, b) => mseLoss(a, b), [r([2, 3]), r([2, 3])]);
+});
+
+test('conv2d gradients match finite differences with stride, padding and bias', async () => {
+  await gradcheck((x, w, b) => conv2d(x, w, b), [r([1, 2, 4, 4]), r([3, 2, 3, 3]), r([3])]);
+  await gradcheck((x, w) => conv2d(x, w, null, { stride: 2, padding: 1 }), [r([2, 1, 5, 4]), r([2, 1, 3, 2])]);
+  await gradcheck((x, w, b) => conv2d(x, w, b, { stride: [1, 2], padding: [2, 0] }), [r([1, 2, 3, 5]), r([1, 2, 2, 3]), r([1])]);
 });

@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import {
   Adam,
+  Conv2d,
+  Flatten,
   Dropout,
   Generator,
   Linear,
@@ -166,4 +168,12 @@ test('a small MLP learns a separable problem with SGD and cross-entropy', async 
     opt.step();
   }
   assert.ok(last < first / 4, `loss ${first} → ${last}`);
+});
+
+test('a Conv2d layer produces the expected output shape and registers weight and bias', () => {
+  const conv = new Conv2d(3, 8, 3, { padding: 1, stride: 2, generator: new Generator(1) });
+  assert.deepEqual(conv.namedParameters().map(([n, p]) => `${n}:${p.shape}`), ['weight:8,3,3,3', 'bias:8']);
+  const net = new Sequential(conv, new ReLU(), new Flatten(), new Linear(8 * 4 * 4, 2));
+  assert.deepEqual(net.forward(zeros([5, 3, 8, 8])).shape, [5, 2]);
+  assert.throws(() => conv.forward(zeros([1, 2, 8, 8])), /expected \[N, C, H, W\] and \[O, C, kh, kw\] with the same C/);
 });
