@@ -34,6 +34,15 @@ export const NCCL_DTYPE: Readonly<Record<DType, number>> = {
 };
 /** ncclRedOp_t values. */
 export const NCCL_OP: Readonly<Record<ReduceOp, number>> = { sum: 0, prod: 1, max: 2, min: 3, avg: 4 };
+/**
+ * The ncclRedOp_t to send for `op` on a communicator of `worldSize` ranks. On one rank, avg is the identity and is
+ * sent as sum: NCCL 2.28.3's single-rank reduceScatter with ncclAvg left the last element of odd-sized outputs
+ * unwritten on an H100 (see docs/gpu.md), while sum is a plain copy there.
+ */
+export function ncclOpFor(op: ReduceOp, worldSize: number): number {
+  return worldSize === 1 && op === 'avg' ? NCCL_OP.sum : NCCL_OP[op];
+}
+
 const DTYPE_BYTES: Readonly<Record<DType, number>> = { int32: 4, float16: 2, float32: 4, float64: 8, bfloat16: 2 };
 
 export interface NcclGroupOptions {
@@ -315,7 +324,7 @@ class NcclGroup implements NcclProcessGroup {
         kind,
         count,
         NCCL_DTYPE[dtype],
-        NCCL_OP[redOp],
+        ncclOpFor(redOp, this.worldSize),
         peer,
         timeoutMs,
         send,
@@ -507,7 +516,7 @@ function makeDeviceOps(group: NcclGroup, ctx: CommCtx): NcclDeviceOps {
       if (!Number.isInteger(count) || count < 0) {
         throw new CollectiveError('INVALID_ARGUMENT', `${op}: count ${count}: expected an integer ≥ 0`, { op });
       }
-      const redOp = NCCL_OP[o.op ?? 'sum'] ?? NCCL_OP[checkOp(o.op, op)];
+      const redOp = ncclOpFor(checkOp(o.op ?? 'sum', op), worldSize);
       pending = addon.ncclSubmit(
         comm,
         kind,

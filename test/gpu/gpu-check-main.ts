@@ -123,6 +123,12 @@ async function main(): Promise<number> {
     console.log(`check host buffers: ${host.passed} passed, ${host.failures.length} failed`);
     const dev = await checkDevice(g);
     console.log(`check device buffers: ${dev.passed} passed, ${dev.failures.length} failed`);
+    const repeats = Number(process.env.TENSILE_GPU_CHECK_REPEAT ?? '0');
+    for (let i = 0; i < repeats; i++) {
+      const again = await checkDevice(g, i % 2 === 0 ? 4097 : 65537);
+      console.log(`check device buffers, repeat ${i + 1}: ${again.passed} passed, ${again.failures.length} failed`);
+      dev.failures.push(...again.failures.map((f) => `repeat ${i + 1}: ${f}`));
+    }
     for (const f of [...host.failures, ...dev.failures].slice(0, 20)) console.log(`  FAIL ${f}`);
     failed = host.failures.length + dev.failures.length;
 

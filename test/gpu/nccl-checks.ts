@@ -58,16 +58,19 @@ export interface CheckReport {
 }
 
 function compare(report: CheckReport, what: string, dtype: DType, got: HostBuffer, want: (i: number) => number): void {
+  let bad = 0;
+  let first = '';
   for (let i = 0; i < got.length; i++) {
     const g = read(dtype, got, i);
     const w = want(i);
     const tol = dtype === 'float16' || dtype === 'bfloat16' ? 1e-2 * Math.max(1, Math.abs(w)) : 1e-6;
     if (!(Math.abs(g - w) <= tol)) {
-      report.failures.push(`${what}: element ${i} is ${g}, expected ${w}`);
-      return;
+      if (bad === 0) first = `element ${i} is ${g}, expected ${w}`;
+      bad++;
     }
   }
-  report.passed++;
+  if (bad === 0) report.passed++;
+  else report.failures.push(`${what}: ${bad} of ${got.length} elements wrong; first: ${first}`);
 }
 
 function opts(dtype: DType): { dtype?: DType } {
@@ -164,6 +167,9 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
     const off = 64; // bytes; exercises offsets
     const a: DeviceBuffer = dev.alloc(off + size * n * es);
     const b: DeviceBuffer = dev.alloc(off + size * n * es);
+    // Outputs start as a sentinel (77) that no check expects, so an element an op failed to write is caught.
+    const sentinel = make(dtype, off / es + size * n, () => 77);
+    const poison = (buf: DeviceBuffer): void => dev.upload(buf, sentinel, 0);
     try {
       for (const op of OPS) {
         const tag = `device ${dtype} ${op}`;
@@ -185,6 +191,7 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           make(dtype, size, (i) => value(i, r)),
           0,
         );
+        poison(b);
         await dev
           .allreduce(a, b, size, { dtype, op, recvOffsetBytes: off })
           .then(() => {
@@ -198,6 +205,7 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           make(dtype, size * n, (i) => value(i, r)),
           0,
         );
+        poison(b);
         await dev
           .reduceScatter(a, b, size, { dtype, op })
           .then(() => {
@@ -213,6 +221,7 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
         make(dtype, size, (i) => value(i, r)),
         0,
       );
+      poison(b);
       await dev
         .allgather(a, b, size, { dtype })
         .then(() => {
@@ -221,6 +230,7 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           compare(report, `${tag} allgather`, dtype, got, (i) => value(i % size, Math.floor(i / size)));
         })
         .catch(note(`${tag} allgather`));
+      poison(b);
       await dev
         .broadcast(a, b, size, 0, { dtype })
         .then(() => {
@@ -229,6 +239,7 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           compare(report, `${tag} broadcast`, dtype, got, (i) => value(i, 0));
         })
         .catch(note(`${tag} broadcast`));
+      poison(b);
       await dev
         .sendRecv(a, b, size, r, { dtype })
         .then(() => {

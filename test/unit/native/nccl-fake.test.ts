@@ -8,6 +8,8 @@ import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
+import { NCCL_OP, ncclOpFor } from '../../../collective/nccl-backend.js';
+
 const here = fileURLToPath(new URL('.', import.meta.url));
 const root = join(here, '../../..');
 
@@ -70,6 +72,7 @@ test('the NCCL backend runs every operation, times out hung ones and reports los
     ho: [1, 2.5, -3],
     bo: [0.5, 1024],
     device: [1, 2, 3, 4, 1, 2],
+    rsAvg: [1, 2, 3],
   });
   assert.match(
     String(out.tooSmall),
@@ -90,4 +93,10 @@ test('the NCCL backend runs every operation, times out hung ones and reports los
     String(out.badDevice),
     /^INVALID_ARGUMENT: nccl: CUDA device 3 \(from LOCAL_RANK\): 1 device\(s\) visible/,
   );
+});
+
+test('avg on a single-rank communicator is sent to NCCL as sum, and stays avg on larger ones', () => {
+  assert.equal(ncclOpFor('avg', 1), NCCL_OP.sum);
+  assert.equal(ncclOpFor('avg', 2), NCCL_OP.avg);
+  assert.equal(ncclOpFor('max', 1), NCCL_OP.max);
 });
