@@ -1,17 +1,22 @@
-// tensile RPC vs torch.distributed.rpc (Debian PyTorch 1.13, TensorPipe), 2 workers on loopback, one run.
+// tensile RPC vs torch.distributed.rpc (Debian PyTorch 1.13, TensorPipe), 2 workers each on loopback, one run.
+// Both worlds stay up for the whole run and each figure alternates tensile / torch phases (ROUNDS times, median
+// reported), so that load from other processes on a shared machine hits both sides alike.
 // Figures: no-op call latency, async throughput with many calls in flight, 16 MB tensor echo bandwidth,
-// remote + toHere latency. Usage: node --import tsx bench/rpc/run.ts
+// remote + toHere latency.   Usage: node --import tsx bench/rpc/run.ts
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
-import { createAgent } from '../../rpc/index.js';
+import { createAgent, type RpcAgent } from '../../rpc/index.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
-const LAT_ITERS = Number(process.env.BENCH_LAT_ITERS ?? 2000);
-const THR_CALLS = Number(process.env.BENCH_THR_CALLS ?? 20000);
-const WINDOW = Number(process.env.BENCH_WINDOW ?? 1000);
-const BW_ITERS = Number(process.env.BENCH_BW_ITERS ?? 10);
-const MB = Number(process.env.BENCH_MB ?? 16);
+const env = (k: string, d: number): number => Number(process.env[k] ?? d);
+const LAT_ITERS = env('BENCH_LAT_ITERS', 1000);
+const THR_CALLS = env('BENCH_THR_CALLS', 10000);
+const WINDOW = env('BENCH_WINDOW', 1000);
+const BW_ITERS = env('BENCH_BW_ITERS', 5);
+const MB = env('BENCH_MB', 16);
+const ROUNDS = env('BENCH_ROUNDS', 3);
 const children: ChildProcess[] = [];
 
 function freePort(): Promise<number> {
@@ -24,79 +29,103 @@ function freePort(): Promise<number> {
     });
   });
 }
-
 function killAll(): void {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }
 process.on('exit', killAll);
 for (const s of ['SIGINT', 'SIGTERM'] as const) process.on(s, () => (killAll(), process.exit(1)));
+const hardStop = setTimeout(() => {
+  console.error('bench/rpc: over 10 minutes, giving up');
+  killAll();
+  process.exit(1);
+}, 600_000);
 
-async function benchTensile(): Promise<Record<string, number>> {
+async function startTensile(): Promise<RpcAgent> {
   const port = await freePort();
-  const env = { ...process.env, RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', TENSILE_RPC_PORT: String(port) };
-  const child = spawn(process.execPath, ['--import', 'tsx', here('./worker.ts')], { env, stdio: 'inherit' });
-  children.push(child);
-  const a = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 30_000 });
+  const e = { ...process.env, RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', TENSILE_RPC_PORT: String(port) };
+  children.push(spawn(process.execPath, ['--import', 'tsx', here('./worker.ts')], { env: e, stdio: 'inherit' }));
+  const a = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 60_000 });
   await a.start();
   for (let i = 0; i < 200; i++) await a.rpcAsync(1, 'noop');
-  let t0 = performance.now();
-  for (let i = 0; i < LAT_ITERS; i++) await a.rpcAsync(1, 'noop');
-  const latencyUs = ((performance.now() - t0) / LAT_ITERS) * 1000;
-
-  t0 = performance.now();
-  for (let done = 0; done < THR_CALLS; ) {
-    const n = Math.min(WINDOW, THR_CALLS - done);
-    await Promise.all(Array.from({ length: n }, () => a.rpcAsync(1, 'noop')));
-    done += n;
-  }
-  const throughput = THR_CALLS / ((performance.now() - t0) / 1000);
-
-  const t = new Float32Array((MB * 1024 * 1024) / 4).fill(1);
-  await a.rpcAsync(1, 'echo', [t]);
-  t0 = performance.now();
-  let r: Float32Array = t;
-  for (let i = 0; i < BW_ITERS; i++) r = (await a.rpcAsync(1, 'echo', [t])) as Float32Array;
-  const dt = (performance.now() - t0) / 1000;
-  if (r.length !== t.length) throw new Error('echo returned a wrong length');
-  const bandwidthGbs = (2 * t.byteLength * BW_ITERS) / dt / 1e9;
-
-  for (let i = 0; i < 50; i++) await a.remote(1, 'noop').toHere();
-  t0 = performance.now();
-  const n = Math.floor(LAT_ITERS / 2);
-  for (let i = 0; i < n; i++) {
-    const rr = a.remote(1, 'noop');
-    await rr.toHere();
-    void rr.release(); // PyTorch deletes on GC in the background too
-  }
-  const remoteUs = ((performance.now() - t0) / n) * 1000;
-  await a.shutdown({ graceful: true, timeoutMs: 30_000 });
-  await new Promise<void>((res) => (child.exitCode !== null ? res() : child.once('exit', () => res())));
-  return { latency_us: latencyUs, throughput, bandwidth_gbs: bandwidthGbs, remote_us: remoteUs };
+  return a;
 }
 
-async function benchTorch(): Promise<Record<string, number> | null> {
+const tensile = {
+  async lat(a: RpcAgent): Promise<number> {
+    const t0 = performance.now();
+    for (let i = 0; i < LAT_ITERS; i++) await a.rpcAsync(1, 'noop');
+    return ((performance.now() - t0) / LAT_ITERS) * 1000;
+  },
+  async thr(a: RpcAgent): Promise<number> {
+    const t0 = performance.now();
+    for (let done = 0; done < THR_CALLS; ) {
+      const n = Math.min(WINDOW, THR_CALLS - done);
+      await Promise.all(Array.from({ length: n }, () => a.rpcAsync(1, 'noop')));
+      done += n;
+    }
+    return THR_CALLS / ((performance.now() - t0) / 1000);
+  },
+  async bw(a: RpcAgent): Promise<number> {
+    const t = new Float32Array((MB * 1024 * 1024) / 4).fill(1);
+    await a.rpcAsync(1, 'echo', [t]);
+    const t0 = performance.now();
+    let r: Float32Array = t;
+    for (let i = 0; i < BW_ITERS; i++) r = (await a.rpcAsync(1, 'echo', [t])) as Float32Array;
+    if (r.length !== t.length) throw new Error('echo returned a wrong length');
+    return (2 * t.byteLength * BW_ITERS) / ((performance.now() - t0) / 1000) / 1e9;
+  },
+  async rem(a: RpcAgent): Promise<number> {
+    const n = Math.floor(LAT_ITERS / 2);
+    const t0 = performance.now();
+    for (let i = 0; i < n; i++) {
+      const rr = a.remote(1, 'noop');
+      await rr.toHere();
+      void rr.release(); // PyTorch deletes on GC, in the background, too
+    }
+    return ((performance.now() - t0) / n) * 1000;
+  },
+};
+
+interface TorchPeer {
+  run(cmd: string): Promise<number>;
+  close(): Promise<void>;
+}
+
+async function startTorch(): Promise<TorchPeer | null> {
   const port = await freePort();
-  const env = { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1' };
-  const out: string[] = [];
+  const e = { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1' };
   const procs = [0, 1].map((rank) => {
-    const c = spawn('/usr/bin/python3', [here('./torch_peer.py'), String(rank)], {
-      env,
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+    const c = spawn('/usr/bin/python3', [here('./torch_peer.py'), String(rank)], { env: e, stdio: ['pipe', 'pipe', 'ignore'] });
     children.push(c);
-    c.stdout!.on('data', (d: Buffer) => out.push(d.toString()));
-    return new Promise<number>((res) => c.once('exit', (code) => res(code ?? 1)));
+    return c;
   });
-  const timer = setTimeout(killAll, 300_000);
-  const codes = await Promise.all(procs);
-  clearTimeout(timer);
-  const line = out.join('').split('\n').find((l) => l.startsWith('{'));
-  if (codes.some((c) => c !== 0) || !line) {
-    console.error(`torch peer failed (exit codes ${codes.join(', ')})`);
+  const lines = createInterface({ input: procs[0]!.stdout! })[Symbol.asyncIterator]();
+  const next = async (): Promise<Record<string, number>> => {
+    for (;;) {
+      const r = await lines.next();
+      if (r.done) throw new Error('torch peer exited');
+      if (r.value.startsWith('{')) return JSON.parse(r.value) as Record<string, number>;
+    }
+  };
+  try {
+    await next();
+  } catch (err) {
+    console.error(`torch peer failed to start: ${(err as Error).message}`);
     return null;
   }
-  return JSON.parse(line) as Record<string, number>;
+  return {
+    async run(cmd) {
+      procs[0]!.stdin!.write(cmd + '\n');
+      return (await next()).value!;
+    },
+    async close() {
+      procs[0]!.stdin!.end('quit\n');
+      await Promise.all(procs.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
+    },
+  };
 }
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 
 function figure(name: string, tv: number, pv: number | undefined, unit: string, op: '<=' | '>=', target: number): void {
   const ratio = pv ? tv / pv : NaN;
@@ -107,10 +136,26 @@ function figure(name: string, tv: number, pv: number | undefined, unit: string, 
   );
 }
 
-const tn = await benchTensile();
-const pt = await benchTorch();
-figure('rpc_noop_latency', tn.latency_us!, pt?.latency_us, 'us', '<=', 0.5);
-figure('rpc_async_throughput', tn.throughput!, pt?.throughput, 'calls/s', '>=', 2);
-figure(`rpc_tensor_echo_${MB}mb_bandwidth`, tn.bandwidth_gbs!, pt?.bandwidth_gbs, 'GB/s', '>=', 1);
-figure('rpc_remote_to_here_latency', tn.remote_us!, pt?.remote_us, 'us', '<=', 0.5);
+const agent = await startTensile();
+const torch = await startTorch();
+const plan = [
+  { name: 'rpc_noop_latency', unit: 'us', op: '<=' as const, target: 0.5, t: tensile.lat, cmd: `lat ${LAT_ITERS}` },
+  { name: 'rpc_async_throughput', unit: 'calls/s', op: '>=' as const, target: 2, t: tensile.thr, cmd: `thr ${THR_CALLS} ${WINDOW}` },
+  { name: `rpc_tensor_echo_${MB}mb_bandwidth`, unit: 'GB/s', op: '>=' as const, target: 1, t: tensile.bw, cmd: `bw ${BW_ITERS} ${MB}` },
+  { name: 'rpc_remote_to_here_latency', unit: 'us', op: '<=' as const, target: 0.5, t: tensile.rem, cmd: `rem ${Math.floor(LAT_ITERS / 2)}` },
+];
+for (const p of plan) {
+  const tv: number[] = [];
+  const pv: number[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    // Alternate which side goes first, so a load spike does not always land on the same one.
+    if (r % 2 === 0) tv.push(await p.t(agent));
+    if (torch) pv.push(await torch.run(p.cmd));
+    if (r % 2 === 1) tv.push(await p.t(agent));
+  }
+  figure(p.name, median(tv), torch ? median(pv) : undefined, p.unit, p.op, p.target);
+}
+await torch?.close();
+await agent.shutdown({ graceful: true, timeoutMs: 30_000 });
+clearTimeout(hardStop);
 killAll();
