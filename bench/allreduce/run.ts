@@ -1,0 +1,149 @@
+// Allreduce benchmark: tensile's TCP backend vs gloo (Debian PyTorch through torchrun), side by side in one run, world
+// sizes 2 and 4, 4 KB to 64 MB, plus single-stream loopback TCP ceilings for Node and Python.
+// Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4] [--sizes 4096,...]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { createServer } from 'node:net';
+import { fileURLToPath } from 'node:url';
+import { SIZES_BYTES } from './sizes.js';
+
+const here = fileURLToPath(new URL('.', import.meta.url));
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const children = new Set<ChildProcess>();
+const killAll = (): void => {
+  for (const c of children) if (c.exitCode === null && c.pid) try {
+    process.kill(-c.pid, 'SIGKILL');
+  } catch {
+    c.kill('SIGKILL');
+  }
+};
+process.on('exit', killAll);
+process.on('SIGINT', () => process.exit(130));
+process.on('SIGTERM', () => process.exit(143));
+
+function arg(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1]! : fallback;
+}
+const worlds = arg('--worlds', '2,4').split(',').map(Number);
+const sizes = arg('--sizes', SIZES_BYTES.join(',')).split(',').map(Number);
+
+/** Runs a command (own process group), returns stdout; rejects on non-zero exit or after timeoutMs. */
+function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const c = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    children.add(c);
+    let out = '';
+    let err = '';
+    c.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+    c.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => {
+      try {
+        process.kill(-c.pid!, 'SIGKILL');
+      } catch {
+        /* gone */
+      }
+      reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms\n${err.slice(-2000)}`));
+    }, timeoutMs);
+    c.on('exit', (code) => {
+      clearTimeout(timer);
+      children.delete(c);
+      if (code === 0) resolve(out);
+      else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}\n${err.slice(-2000)}`));
+    });
+  });
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer();
+    s.listen(0, '127.0.0.1', () => {
+      const p = (s.address() as { port: number }).port;
+      s.close(() => resolve(p));
+    });
+  });
+}
+
+interface Row {
+  sizeBytes: number;
+  medianMs: number;
+}
+const parseRows = (out: string): Map<number, Row> => {
+  const m = new Map<number, Row>();
+  for (const line of out.split('\n')) {
+    const i = line.indexOf('{"sizeBytes"');
+    if (i >= 0) {
+      const r = JSON.parse(line.slice(i)) as Row;
+      m.set(r.sizeBytes, r);
+    }
+  }
+  return m;
+};
+const parseGbps = (out: string): number => (JSON.parse(out.slice(out.indexOf('{'))) as { gbps: number }).gbps;
+
+async function tensile(n: number): Promise<Map<number, Row>> {
+  const port = await freePort();
+  const outs = await Promise.all(
+    Array.from({ length: n }, (_, rank) =>
+      run(process.execPath, ['--import', 'tsx', `${here}tensile-worker.ts`], {
+        RANK: String(rank),
+        WORLD_SIZE: String(n),
+        LOCAL_RANK: String(rank),
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        BENCH_SIZES: sizes.join(','),
+      }, 120_000),
+    ),
+  );
+  return parseRows(outs[0]!);
+}
+
+async function gloo(n: number): Promise<Map<number, Row>> {
+  const out = await run(
+    '/usr/bin/torchrun',
+    ['--standalone', '--nproc_per_node', String(n), '-r', '1', '-t', '1', `${here}gloo_bench.py`],
+    { BENCH_SIZES: sizes.join(','), OMP_NUM_THREADS: '1', PYTHONUNBUFFERED: '1' },
+    150_000,
+  );
+  return parseRows(out);
+}
+
+const fmt = (v: number): string => (v >= 100 ? v.toFixed(1) : v >= 1 ? v.toFixed(3) : v.toPrecision(3));
+const human = (b: number): string => (b >= 1 << 20 ? `${b >> 20}MB` : `${b >> 10}KB`);
+function figure(name: string, t: number, p: number, unit: string, op: '>=' | '<=', target: number): void {
+  const ratio = t / p;
+  const met = op === '>=' ? ratio >= target : ratio <= target;
+  console.log(`figure=${name} tensile=${fmt(t)} peer=${fmt(p)} unit=${unit} ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`);
+}
+
+async function main(): Promise<void> {
+  const started = Date.now();
+  const nodeGbps = parseGbps(await run(process.execPath, ['--import', 'tsx', `${here}loopback-node.ts`, String(512 << 20)], {}, 60_000));
+  const pyGbps = parseGbps(await run('/usr/bin/python3', [`${here}loopback.py`, String(512 << 20)], {}, 60_000));
+  figure('loopback_tcp_single_stream', nodeGbps, pyGbps, 'GB/s', '>=', 0.5);
+  for (const n of worlds) {
+    const t = await tensile(n);
+    const g = await gloo(n);
+    const factor = (2 * (n - 1)) / n;
+    for (const s of sizes) {
+      const tr = t.get(s);
+      const gr = g.get(s);
+      if (!tr || !gr) {
+        console.log(`# n=${n} size=${s}: missing result (tensile ${!!tr}, gloo ${!!gr})`);
+        continue;
+      }
+      const busbw = (ms: number): number => ((s / (ms / 1e3)) * factor) / 1e9;
+      if (s < 1 << 20) figure(`allreduce_latency_n${n}_${human(s)}`, tr.medianMs, gr.medianMs, 'ms', '<=', s <= 4096 ? 0.5 : 1);
+      figure(`allreduce_busbw_n${n}_${human(s)}`, busbw(tr.medianMs), busbw(gr.medianMs), 'GB/s', '>=', s >= 1 << 20 ? 1.5 : 1);
+    }
+    if (t.has(64 << 20)) {
+      const b = ((64 << 20) / (t.get(64 << 20)!.medianMs / 1e3)) * factor / 1e9;
+      console.log(`# n=${n}: tensile 64MB busbw is ${((100 * b) / nodeGbps).toFixed(0)}% of the Node single-stream loopback ceiling`);
+    }
+  }
+  console.log(`# total ${((Date.now() - started) / 1000).toFixed(0)} s; figures are medians, taken on a shared, loaded 2-core machine`);
+}
+
+main().catch((e: unknown) => {
+  console.error(String((e as Error)?.stack ?? e));
+  process.exitCode = 1;
+});
