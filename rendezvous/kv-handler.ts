@@ -131,21 +131,34 @@ export class KvRendezvousHandler implements RendezvousHandler {
     this.view = view;
     this.releaseView = release;
     this.unlistenView = view.onChange(() => this.onChange());
-    if (this.state === null) {
-      const doc: StateDoc = {
-        v: 1,
-        round: 0,
-        phase: 'joining',
-        closed: false,
-        failureRestarts: 0,
-        minNodes: this.config.minNodes,
-        maxNodes: this.config.maxNodes,
-      };
+    const st = this.state;
+    const fresh: StateDoc = {
+      v: 1,
+      round: 0,
+      phase: 'joining',
+      closed: false,
+      failureRestarts: 0,
+      minNodes: this.config.minNodes,
+      maxNodes: this.config.maxNodes,
+    };
+    if (st === null) {
       await this.kv.txn({
         compares: [{ key: this.stateKey, modRevision: 0 }],
-        puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
+        puts: [{ key: this.stateKey, value: JSON.stringify(fresh) }],
         deletes: [],
       });
+    } else if (st.doc.closed && view.nodes.size === 0) {
+      // A finished job with nobody left in it: the same rdzv id is being run again, so start it afresh
+      // (torchrun's c10d store vanishes with the job; a closed etcd state must not block a re-run forever).
+      this.log.info({ runId: this.config.runId }, 'rendezvous: previous job under this id finished; starting afresh');
+      await this.kv.txn({
+        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
+        puts: [{ key: this.stateKey, value: JSON.stringify(fresh) }],
+        deletes: [this.membersKey],
+      });
+      // Let next() see the fresh state rather than the closed one still in the view.
+      const deadline = Date.now() + this.config.readTimeoutMs;
+      while (this.state?.doc.closed && Date.now() < deadline) await this.waitForChange();
     }
   }
 
@@ -339,17 +352,18 @@ export class KvRendezvousHandler implements RendezvousHandler {
       waitingCount: waiting,
       config: this.config,
     });
-    if (decision.kind === 'end-round' && this.endingRevision !== this.state!.modRevision) {
-      this.endingRevision = this.state!.modRevision;
-      void this.endRoundTxn(cur.round, decision.reason, undefined, decision.byNodeId).catch((err: unknown) => {
-        this.log.warn(
-          { err, runId: this.config.runId, round: cur.round },
-          'rendezvous: ending the round failed; retrying',
-        );
-        this.endingRevision = -1;
-        this.retrySoon();
-      });
-    }
+    if (decision.kind === 'end-round') this.endRoundOnce(cur.round, decision.reason, decision.byNodeId);
+  }
+
+  /** Ends running round `round` on our own initiative, at most one attempt per state revision. */
+  private endRoundOnce(round: number, reason: RoundEndReason, byNodeId?: string): void {
+    if (this.endingRevision === this.state!.modRevision) return;
+    this.endingRevision = this.state!.modRevision;
+    void this.endRoundTxn(round, reason, undefined, byNodeId).catch((err: unknown) => {
+      this.log.warn({ err, runId: this.config.runId, round }, 'rendezvous: ending the round failed; retrying');
+      this.endingRevision = -1;
+      this.retrySoon();
+    });
   }
 
   private reconcilePending(doc: StateDoc): void {
@@ -366,8 +380,13 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const me = this.myRound === r ? this.view!.member(this.self.nodeId) : undefined;
       if (me) {
         this.resolveRound(doc, me);
-      } else if (this.myRound === null || this.myRound <= r) {
-        this.putMyNode(r + 1); // late for round r: wait for r + 1 (seen by the members as a waiting node)
+      } else {
+        if (this.myRound === null || this.myRound <= r) {
+          this.putMyNode(r + 1); // late for round r: wait for r + 1 (seen by the members as a waiting node)
+        }
+        // Members gone (e.g. every agent of an earlier run was killed): nobody else may be left to end the round.
+        const lost = this.view!.lostMembers();
+        if (lost.length > 0) this.endRoundOnce(r, 'member-lost', lost[0]);
       }
       return;
     }

@@ -227,6 +227,28 @@ export function runRendezvousContract(
       await assert.rejects(within(late!.next(), WAIT_MS, 'late next after close'), RendezvousClosedError);
     });
 
+    test('a finished job id can be run again once nobody is left in it', async () => {
+      const config = job({ minNodes: 1, maxNodes: 1 });
+      const [first] = await nodes(config, 1);
+      await within(first!.next(), WAIT_MS, 'first run');
+      await first!.markClosed();
+      await first!.leave();
+      const [again] = await nodes(config, 1);
+      const r = await within(again!.next(), WAIT_MS, 'second run');
+      assert.deepEqual([r.round, r.groupRank, r.failureRestarts], [0, 0, 0]);
+    });
+
+    test('a node joining a job whose running round lost all its members starts the next round', async () => {
+      const config = job({ minNodes: 1, maxNodes: 2 });
+      const hs = await nodes(config, 2);
+      await nextAll(hs, 'round 0');
+      await Promise.all(hs.map((h) => h.close())); // both agents killed
+      const [late] = await nodes(config, 1);
+      const r = await within(late!.next(), WAIT_MS, 'round after the crash');
+      assert.equal(r.round, 1);
+      assert.equal(r.groupWorldSize, 1);
+    });
+
     test('two jobs with different run ids do not interfere', async () => {
       const a = job({ minNodes: 2, maxNodes: 2 });
       const b = job({ minNodes: 1, maxNodes: 1 });
