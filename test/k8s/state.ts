@@ -771,30 +771,34 @@ export class ApiState {
       if (nn && !TERMINAL.has(String(phase))) load.set(nn, (load.get(nn) ?? 0) + 1);
       if (!nn && !p.metadata.deletionTimestamp) unbound.push(p);
     }
-    unbound.sort((a, b) => String(a.metadata.creationTimestamp).localeCompare(String(b.metadata.creationTimestamp)));
+    // Map order is creation order, so older pods are scheduled first.
+    const unschedulableMsg = `0/${nodes.length} nodes are available`;
     for (const stored of unbound) {
-      const p = clone(stored);
-      const spec = p.spec as Record<string, unknown>;
+      const spec = stored.spec as Record<string, unknown>;
       if (spec.schedulerName !== undefined && spec.schedulerName !== 'default-scheduler') continue;
       const fits = nodes.filter((n) => {
         const cap = Number(((n.status as Record<string, unknown>).allocatable as Record<string, unknown> | undefined)?.pods ?? 110);
         return (load.get(n.metadata.name!) ?? 0) < cap && nodeSelectorMatches(spec, n) && toleratesTaints(spec, n);
       });
-      fits.sort((a, b) => (load.get(a.metadata.name!) ?? 0) - (load.get(b.metadata.name!) ?? 0));
-      const status = (p.status ?? {}) as Record<string, unknown>;
-      const conds = ((status.conditions ?? []) as Array<Record<string, unknown>>).filter((c) => c.type !== 'PodScheduled');
       if (fits.length === 0) {
-        const msg = `0/${nodes.length} nodes are available`;
-        const prev = ((status.conditions ?? []) as Array<Record<string, unknown>>).find((c) => c.type === 'PodScheduled');
-        if (prev?.message === msg) continue;
-        status.conditions = [...conds, { type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: msg, lastTransitionTime: now() }];
+        const storedConds = ((stored.status as Record<string, unknown> | undefined)?.conditions ?? []) as Array<Record<string, unknown>>;
+        if (storedConds.find((c) => c.type === 'PodScheduled')?.message === unschedulableMsg) continue;
+        const p = clone(stored);
+        const status = (p.status ?? {}) as Record<string, unknown>;
+        const conds = ((status.conditions ?? []) as Array<Record<string, unknown>>).filter((c) => c.type !== 'PodScheduled');
+        status.conditions = [
+          ...conds,
+          { type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: unschedulableMsg, lastTransitionTime: now() },
+        ];
         p.status = status;
+        delete p.metadata.resourceVersion;
         this.safe(() => this.update(podDef, p.metadata.namespace, p.metadata.name!, p, 'status'));
         continue;
       }
+      fits.sort((a, b) => (load.get(a.metadata.name!) ?? 0) - (load.get(b.metadata.name!) ?? 0));
       const node = fits[0].metadata.name!;
       load.set(node, (load.get(node) ?? 0) + 1);
-      this.bindPod(p.metadata.namespace!, p.metadata.name!, node);
+      this.safe(() => this.bindPod(stored.metadata.namespace!, stored.metadata.name!, node));
     }
   }
 
