@@ -343,7 +343,9 @@ struct Comm {
   std::atomic<bool> abort_requested{false};
   std::string abort_reason;  // guarded by mu
   std::atomic<bool> dead{false};
-  bool exited = false;  // guarded by mu: the worker no longer takes tasks
+  bool exited = false;       // guarded by mu: the worker no longer takes tasks
+  bool thread_done = false;  // guarded by mu: the worker thread has returned from Run
+  std::condition_variable done_cv;
   std::shared_ptr<Comm> self_ref;  // keeps this alive until the ThreadSafeFunction finalizes
   // Worker only.
   ncclComm_t nccl = nullptr;
@@ -750,6 +752,28 @@ void Comm::Run(Task* init) {
   }
   if (nccl != nullptr || stream != nullptr) Shutdown(nullptr);
   tsfn.Release();
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    thread_done = true;
+  }
+  done_cv.notify_all();
+}
+
+// Runs when the Node.js environment shuts down with this communicator still alive (no destroy()). It aborts the
+// communicator and waits (bounded) for the worker thread to finish, so that the thread does not outlive the
+// environment's ThreadSafeFunction or the process's static objects. Registered after the TSFN is created, so it runs
+// before the TSFN's own cleanup.
+void CleanupHook(void* arg) {
+  Comm* c = static_cast<Comm*>(arg);
+  {
+    std::lock_guard<std::mutex> lock(c->mu);
+    if (c->thread_done) return;
+    c->abort_reason = "the Node.js environment is shutting down";
+  }
+  c->abort_requested.store(true);
+  c->cv.notify_one();
+  std::unique_lock<std::mutex> lock(c->mu);
+  c->done_cv.wait_for(lock, std::chrono::seconds(5), [c] { return c->thread_done; });
 }
 
 struct CommHandle {
@@ -833,8 +857,12 @@ Napi::Value CommInit(const Napi::CallbackInfo& info) {
   Napi::Promise ready = init->deferred.Promise();
   comm->self_ref = comm;
   comm->tsfn = Tsfn::New(env, "tensile-nccl", 0, 1, comm.get(),
-                         [](Napi::Env, void*, Comm* ctx) { std::shared_ptr<Comm> last = std::move(ctx->self_ref); },
+                         [](Napi::Env fenv, void*, Comm* ctx) {
+                           napi_remove_env_cleanup_hook(fenv, CleanupHook, ctx);
+                           std::shared_ptr<Comm> last = std::move(ctx->self_ref);
+                         },
                          static_cast<void*>(nullptr));
+  napi_add_env_cleanup_hook(env, CleanupHook, comm.get());
   // Pending tasks (init included) keep the process alive; an idle communicator does not.
   comm->pending = 1;
   std::shared_ptr<Comm> keep = comm;
