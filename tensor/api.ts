@@ -120,4 +120,8 @@ export interface Blas {
     c: Float32Array,
     ldc: number,
   ): void;
+  /** y = alpha·x + y over the first n elements (optional: vector paths fall back to JS without it). */
+  saxpy?(n: number, alpha: number, x: Float32Array, y: Float32Array): void;
+  /** x = alpha·x over the first n elements (optional). */
+  sscal?(n: number, alpha: number, x: Float32Array): void;
 }

@@ -1,6 +1,7 @@
 // Optimizers with PyTorch 1.13's update rules (SGD with momentum/dampening/Nesterov/weight decay; Adam with
 // bias correction and L2 weight decay). They update `param.data` in place, outside autograd.
 import { TensorError } from './api.js';
+import { vectorOps, type VectorOps } from './sgemm.js';
 import { Tensor } from './tensor.js';
 
 export interface OptimizerStateDict {
@@ -130,7 +131,10 @@ export class SGD extends Optimizer<SgdOptions> {
         sgdPlain(p.data, p.grad.data, lr, weightDecay);
         continue;
       }
-      sgdMomentum(p.data, p.grad.data, (s!.momentum_buffer as Tensor).data, lr, momentum, 1 - dampening, weightDecay, nesterov);
+      const buf = (s!.momentum_buffer as Tensor).data;
+      const vec = nesterov ? null : vectorOps();
+      if (vec !== null) sgdMomentumBlas(vec, p.data, p.grad.data, buf, lr, momentum, 1 - dampening, weightDecay);
+      else sgdMomentum(p.data, p.grad.data, buf, lr, momentum, 1 - dampening, weightDecay, nesterov);
     }
   }
 }
@@ -140,7 +144,31 @@ function sgdDecay(buf: Float32Array, w: Float32Array, wd: number): void {
   for (let i = 0; i < buf.length; i++) buf[i] += wd * w[i];
 }
 
+/** The same update as sgdMomentum (without Nesterov) as BLAS vector passes. */
+function sgdMomentumBlas(
+  vec: VectorOps,
+  w: Float32Array,
+  g: Float32Array,
+  buf: Float32Array,
+  lr: number,
+  mom: number,
+  damp: number,
+  wd: number,
+): void {
+  const n = w.length;
+  vec.sscal(n, mom, buf); // buf = mom·buf
+  vec.saxpy(n, damp, g, buf); // + (1 - dampening)·g
+  if (wd !== 0) vec.saxpy(n, damp * wd, w, buf); // + (1 - dampening)·wd·w
+  vec.saxpy(n, -lr, buf, w); // w -= lr·buf
+}
+
 function sgdPlain(w: Float32Array, g: Float32Array, lr: number, wd: number): void {
+  const vec = vectorOps();
+  if (vec !== null) {
+    if (wd !== 0) vec.sscal(w.length, 1 - lr * wd, w);
+    vec.saxpy(w.length, -lr, g, w);
+    return;
+  }
   if (wd === 0) for (let i = 0; i < w.length; i++) w[i] -= lr * g[i];
   else for (let i = 0; i < w.length; i++) w[i] -= lr * (g[i] + wd * w[i]);
 }
