@@ -93,6 +93,8 @@ export class ElasticJobController {
   private readonly deletedNodes = new Set<string>();
   private readonly states = new Map<string, JobState>();
   private readonly etcdEndpoints = new Map<string, string>();
+  /** Keys whose last reconcile hit a 409: the next one re-reads the job from the API server. */
+  private readonly conflicted = new Set<string>();
   private running = false;
   private synced = false;
   private resyncTimer: NodeJS.Timeout | undefined;
@@ -227,12 +229,13 @@ export class ElasticJobController {
       if (key === undefined) return;
       const t0 = performance.now();
       try {
-        const requeueAfterMs = await this.reconcile(key);
+        const requeueAfterMs = await this.reconcile(key, this.conflicted.delete(key));
         this.queue.forget(key);
         if (requeueAfterMs !== undefined) this.queue.addAfter(key, requeueAfterMs);
       } catch (err) {
         this.o.metrics.reconcileErrors.inc();
         if (err instanceof ApiConflictError) {
+          this.conflicted.add(key);
           this.log.debug({ key, err: err.message }, 'conflict; requeue');
         } else {
           this.log.warn({ key, err: (err as Error).message }, 'reconcile failed; retrying with backoff');
@@ -248,19 +251,24 @@ export class ElasticJobController {
   }
 
   /** Reconciles one job. Returns when to look again (ms), if the plan asks for it. Throws to retry with backoff. */
-  async reconcile(key: string): Promise<number | undefined> {
+  async reconcile(key: string, fresh = false): Promise<number | undefined> {
     const slash = key.indexOf('/');
     const namespace = key.slice(0, slash);
     const name = key.slice(slash + 1);
-    let raw: JobObj;
-    try {
-      raw = (await this.o.client.getElasticJob(namespace, name)) as JobObj;
-    } catch (err) {
-      if (err instanceof ApiNotFoundError) {
-        this.forgetJob(key);
-        return undefined;
+    // Read from the informer cache, like controller-runtime: a stale copy is safe because the status write carries
+    // its resourceVersion (409 → requeue), and deletions are fenced by the handled-pod expectations and uid
+    // preconditions. Retries after a conflict (`fresh`) read from the API server instead.
+    let raw: JobObj | undefined = fresh ? undefined : this.jobs?.get(name, namespace);
+    if (raw === undefined) {
+      try {
+        raw = (await this.o.client.getElasticJob(namespace, name)) as JobObj;
+      } catch (err) {
+        if (err instanceof ApiNotFoundError) {
+          this.forgetJob(key);
+          return undefined;
+        }
+        throw err;
       }
-      throw err;
     }
     if (raw.metadata?.deletionTimestamp !== undefined && raw.metadata?.deletionTimestamp !== null) return undefined;
     const uid = raw.metadata?.uid ?? '';
@@ -285,6 +293,7 @@ export class ElasticJobController {
       }
     }
 
+    const planStart = performance.now();
     const handled = this.handled.get(key) ?? new Set<string>();
     const owned = (o: KubernetesObject) =>
       o.metadata?.labels?.[LABELS.jobName] === name && (o.metadata?.ownerReferences ?? []).some((r) => r.uid === uid);
@@ -310,6 +319,7 @@ export class ElasticJobController {
       rdzvEndpoint,
     };
     const plan = planReconcile(snapshot);
+    this.o.metrics.planSeconds.observe((performance.now() - planStart) / 1000);
     await this.writeStatus(raw, status, plan);
     if (external > 0) {
       const left = (this.deletedExternally.get(key) ?? 0) - external;

@@ -33,7 +33,13 @@ export class OperatorMetrics {
   readonly reconcileSeconds = new Histogram({
     name: 'tensile_operator_reconcile_duration_seconds',
     help: 'Time to reconcile one ElasticJob',
-    buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    buckets: [0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1, 2.5],
+    registers: [this.registry],
+  });
+  readonly planSeconds = new Histogram({
+    name: 'tensile_operator_plan_duration_seconds',
+    help: 'Time to build the snapshot and plan one reconcile (the operator own work, without API round trips)',
+    buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
     registers: [this.registry],
   });
   readonly reconcileErrors = new Counter({
