@@ -144,7 +144,12 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = new URL(req.url ?? '/', 'http://127.0.0.1');
     const q = url.searchParams;
-    const segs = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    let segs: string[];
+    try {
+      segs = url.pathname.split('/').filter(Boolean).map(decodeURIComponent);
+    } catch {
+      throw badRequest(`malformed URL path "${url.pathname}"`);
+    }
     const method = req.method ?? 'GET';
     logger.debug({ method, url: req.url }, 'test-apiserver: request');
     if (segs.length === 0) return send(res, 200, { paths: ['/api', '/apis', '/openapi/v3', '/version', '/healthz'] });
@@ -316,6 +321,8 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     if (method === 'PUT') return send(res, 200, out(def, version, state.update(def, namespace, name, await bodyOf(), isStatus ? 'status' : '', wo)));
     if (method === 'PATCH') {
       const ct = String(req.headers['content-type'] ?? '');
+      if (!/json-patch|merge-patch|apply-patch/.test(ct))
+        throw new ApiError(415, 'UnsupportedMediaType', `unsupported patch content type "${ct}"`);
       const body = await bodyOf();
       const cur = state.tryGet(def, namespace, name);
       if (!cur) {
