@@ -39,8 +39,9 @@ export interface Sampler {
 }
 
 export interface DistributedSamplerOptions {
-  /** Dataset size (or pass a dataset with `length`). */
-  readonly length: number;
+  /** Dataset size; or give `dataset` (anything with a `length`). */
+  readonly length?: number;
+  readonly dataset?: { readonly length: number };
   readonly numReplicas: number;
   readonly rank: number;
   /** Default true. */
@@ -69,7 +70,11 @@ export class DistributedSampler implements Sampler {
   epoch: number;
 
   constructor(opts: DistributedSamplerOptions) {
-    const { length, numReplicas, rank } = opts;
+    const { numReplicas, rank } = opts;
+    const length = opts.length ?? opts.dataset?.length;
+    if (length === undefined) {
+      throw new TensorError('INVALID_ARGUMENT', 'DistributedSampler: give the dataset size as `length` or a `dataset`');
+    }
     if (!Number.isInteger(length) || length < 0) {
       throw new TensorError('INVALID_ARGUMENT', `DistributedSampler: length ${length} must be a non-negative integer`);
     }

@@ -46,7 +46,7 @@ test('DataLoader batches rows of a TensorDataset, shuffles reproducibly and hono
   const b = [...new DataLoader(ds, { batchSize: 5, shuffle: true, generator: new Generator(1) })][0]![1]!.toArray();
   assert.deepEqual(a, b);
   assert.deepEqual([...a].sort(), [0, 1, 2, 3, 4]);
-  const sampler = new DistributedSampler({ length: 5, numReplicas: 2, rank: 1, shuffle: false });
+  const sampler = new DistributedSampler({ dataset: ds, numReplicas: 2, rank: 1, shuffle: false });
   const sharded = [...new DataLoader(ds, { batchSize: 8, sampler })];
   assert.deepEqual(sharded[0]![1]!.toArray(), [1, 3, 0]);
 });
