@@ -73,6 +73,8 @@ export function etcdClientOptions(options: BackendOptions, readTimeoutMs: number
   const out: IOptions = {
     hosts: hosts.map((h) => `${tls || secure ? 'https' : 'http'}://${h}`),
     dialTimeout: readTimeoutMs,
+    // Reconnect fast after an etcd restart: leases survive it only if keepalives resume within one TTL.
+    grpcOptions: { 'grpc.initial_reconnect_backoff_ms': 100, 'grpc.max_reconnect_backoff_ms': 1000 },
     // Unary calls get the read timeout; streams (watch, keepalive) live as long as the client.
     defaultCallOptions: (ctx) => (ctx.isStream ? {} : { deadline: Date.now() + readTimeoutMs }),
     // No circuit breaker: after an etcd restart, calls must go through at once (the handler does its own retries).

@@ -45,7 +45,7 @@ describe('etcd backend: outages and bad settings', () => {
 
   test('an etcd restart mid-round emits connection events but does not end the round', async () => {
     const { config, backendOptions } = parseRdzvConf(
-      { last_call_timeout: '0.2', outage_timeout: '30' },
+      { last_call_timeout: '0.2', outage_timeout: '30', lease_ttl: '3' },
       { runId: `o-${randomUUID().slice(0, 8)}`, minNodes: 2, maxNodes: 2, endpoint: etcd.endpoint },
     );
     const hs = [
