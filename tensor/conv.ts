@@ -9,7 +9,12 @@ export interface Conv2dOptions {
   readonly padding?: number | readonly [number, number];
 }
 
-function pair(v: number | readonly [number, number] | undefined, def: number, what: string, min: number): [number, number] {
+function pair(
+  v: number | readonly [number, number] | undefined,
+  def: number,
+  what: string,
+  min: number,
+): [number, number] {
   const p: [number, number] = v === undefined ? [def, def] : typeof v === 'number' ? [v, v] : [v[0], v[1]];
   if (!p.every((x) => Number.isInteger(x) && x >= min)) {
     throw new TensorError('INVALID_ARGUMENT', `conv2d: ${what} ${JSON.stringify(v)} must be integers ≥ ${min}`);
@@ -100,7 +105,10 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
   const oh = Math.floor((h + 2 * ph - kh) / sh) + 1;
   const ow = Math.floor((w + 2 * pw - kw) / sw) + 1;
   if (oh <= 0 || ow <= 0) {
-    throw new TensorError('SHAPE_MISMATCH', `conv2d: kernel ${kh}x${kw} is larger than the padded input ${h + 2 * ph}x${w + 2 * pw}`);
+    throw new TensorError(
+      'SHAPE_MISMATCH',
+      `conv2d: kernel ${kh}x${kw} is larger than the padded input ${h + 2 * ph}x${w + 2 * pw}`,
+    );
   }
   const g: Geometry = { c, h, w, kh, kw, sh, sw, ph, pw, oh, ow };
   const ckk = c * kh * kw;
@@ -137,10 +145,7 @@ export function conv2d(x: Tensor, weight: Tensor, bias: Tensor | null = null, op
         }
       }
     }
-    const res = [
-      gx === null ? null : new Tensor(gx, x.shape),
-      gw === null ? null : new Tensor(gw, weight.shape),
-    ];
+    const res = [gx === null ? null : new Tensor(gx, x.shape), gw === null ? null : new Tensor(gw, weight.shape)];
     if (bias !== null) res.push(gb === null ? null : new Tensor(gb, bias.shape));
     return res;
   });

@@ -12,7 +12,10 @@ export function customFunction(spec: CustomFunctionSpec): (inputs: readonly Tens
       throw new TensorError('INVALID_ARGUMENT', `${spec.name}: forward must return a Tensor, got ${typeof out}`);
     }
     if (inputs.includes(out)) {
-      throw new TensorError('INVALID_ARGUMENT', `${spec.name}: forward must return a new tensor, not one of its inputs`);
+      throw new TensorError(
+        'INVALID_ARGUMENT',
+        `${spec.name}: forward must return a new tensor, not one of its inputs`,
+      );
     }
     const needs = spec.outputRequiresGrad === true || inputs.some((t) => t.requiresGrad);
     if (isGradEnabled() && needs) {

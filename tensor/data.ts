@@ -19,7 +19,10 @@ export class TensorDataset implements Dataset<Tensor[]> {
     const n = tensors[0]!.shape[0];
     tensors.forEach((t, i) => {
       if (t.ndim === 0 || t.shape[0] !== n) {
-        throw new TensorError('SHAPE_MISMATCH', `TensorDataset: tensor ${i} has shape [${t.shape}], expected first dim ${n}`);
+        throw new TensorError(
+          'SHAPE_MISMATCH',
+          `TensorDataset: tensor ${i} has shape [${t.shape}], expected first dim ${n}`,
+        );
       }
     });
     this.tensors = tensors;
@@ -79,7 +82,10 @@ export class DistributedSampler implements Sampler {
       throw new TensorError('INVALID_ARGUMENT', `DistributedSampler: length ${length} must be a non-negative integer`);
     }
     if (!Number.isInteger(numReplicas) || numReplicas < 1) {
-      throw new TensorError('INVALID_ARGUMENT', `DistributedSampler: numReplicas ${numReplicas} must be a positive integer`);
+      throw new TensorError(
+        'INVALID_ARGUMENT',
+        `DistributedSampler: numReplicas ${numReplicas} must be a positive integer`,
+      );
     }
     if (!Number.isInteger(rank) || rank < 0 || rank >= numReplicas) {
       throw new TensorError('INVALID_ARGUMENT', `DistributedSampler: rank ${rank} must be in [0, ${numReplicas - 1}]`);

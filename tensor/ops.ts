@@ -96,32 +96,56 @@ function binaryData(op: BinOp, a: Tensor, b: Tensor, outShape: number[]): Float3
   const n = out.length;
   if (x.length === n && y.length === n) {
     switch (op) {
-      case 'add': for (let i = 0; i < n; i++) out[i] = x[i] + y[i]; break;
-      case 'sub': for (let i = 0; i < n; i++) out[i] = x[i] - y[i]; break;
-      case 'mul': for (let i = 0; i < n; i++) out[i] = x[i] * y[i]; break;
-      case 'div': for (let i = 0; i < n; i++) out[i] = x[i] / y[i]; break;
+      case 'add':
+        for (let i = 0; i < n; i++) out[i] = x[i] + y[i];
+        break;
+      case 'sub':
+        for (let i = 0; i < n; i++) out[i] = x[i] - y[i];
+        break;
+      case 'mul':
+        for (let i = 0; i < n; i++) out[i] = x[i] * y[i];
+        break;
+      case 'div':
+        for (let i = 0; i < n; i++) out[i] = x[i] / y[i];
+        break;
     }
     return out;
   }
   if (x.length === n && y.length === 1) {
     const v = y[0];
     switch (op) {
-      case 'add': for (let i = 0; i < n; i++) out[i] = x[i] + v; break;
-      case 'sub': for (let i = 0; i < n; i++) out[i] = x[i] - v; break;
-      case 'mul': for (let i = 0; i < n; i++) out[i] = x[i] * v; break;
-      case 'div': for (let i = 0; i < n; i++) out[i] = x[i] / v; break;
+      case 'add':
+        for (let i = 0; i < n; i++) out[i] = x[i] + v;
+        break;
+      case 'sub':
+        for (let i = 0; i < n; i++) out[i] = x[i] - v;
+        break;
+      case 'mul':
+        for (let i = 0; i < n; i++) out[i] = x[i] * v;
+        break;
+      case 'div':
+        for (let i = 0; i < n; i++) out[i] = x[i] / v;
+        break;
     }
     return out;
   }
   // Row broadcast: a is the full shape, b matches its trailing dims (bias add).
   const bl = y.length;
-  if (x.length === n && bl > 0 && n % bl === 0 && sameShape(b.shape, outShape.slice(outShape.length - b.ndim)) ) {
+  if (x.length === n && bl > 0 && n % bl === 0 && sameShape(b.shape, outShape.slice(outShape.length - b.ndim))) {
     for (let r = 0; r < n; r += bl) {
       switch (op) {
-        case 'add': for (let j = 0; j < bl; j++) out[r + j] = x[r + j] + y[j]; break;
-        case 'sub': for (let j = 0; j < bl; j++) out[r + j] = x[r + j] - y[j]; break;
-        case 'mul': for (let j = 0; j < bl; j++) out[r + j] = x[r + j] * y[j]; break;
-        case 'div': for (let j = 0; j < bl; j++) out[r + j] = x[r + j] / y[j]; break;
+        case 'add':
+          for (let j = 0; j < bl; j++) out[r + j] = x[r + j] + y[j];
+          break;
+        case 'sub':
+          for (let j = 0; j < bl; j++) out[r + j] = x[r + j] - y[j];
+          break;
+        case 'mul':
+          for (let j = 0; j < bl; j++) out[r + j] = x[r + j] * y[j];
+          break;
+        case 'div':
+          for (let j = 0; j < bl; j++) out[r + j] = x[r + j] / y[j];
+          break;
       }
     }
     return out;
@@ -129,10 +153,18 @@ function binaryData(op: BinOp, a: Tensor, b: Tensor, outShape: number[]): Float3
   const ia = broadcastOffsets(outShape, a.shape);
   const ib = broadcastOffsets(outShape, b.shape);
   switch (op) {
-    case 'add': for (let i = 0; i < n; i++) out[i] = x[ia[i]!] + y[ib[i]!]; break;
-    case 'sub': for (let i = 0; i < n; i++) out[i] = x[ia[i]!] - y[ib[i]!]; break;
-    case 'mul': for (let i = 0; i < n; i++) out[i] = x[ia[i]!] * y[ib[i]!]; break;
-    case 'div': for (let i = 0; i < n; i++) out[i] = x[ia[i]!] / y[ib[i]!]; break;
+    case 'add':
+      for (let i = 0; i < n; i++) out[i] = x[ia[i]!] + y[ib[i]!];
+      break;
+    case 'sub':
+      for (let i = 0; i < n; i++) out[i] = x[ia[i]!] - y[ib[i]!];
+      break;
+    case 'mul':
+      for (let i = 0; i < n; i++) out[i] = x[ia[i]!] * y[ib[i]!];
+      break;
+    case 'div':
+      for (let i = 0; i < n; i++) out[i] = x[ia[i]!] / y[ib[i]!];
+      break;
   }
   return out;
 }
@@ -210,40 +242,60 @@ export function neg(t: Tensor): Tensor {
   return unary(
     t,
     'NegBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = -x[i]; },
-    (_x, _y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = -g[i]; },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = -x[i];
+    },
+    (_x, _y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = -g[i];
+    },
   );
 }
 export function exp(t: Tensor): Tensor {
   return unary(
     t,
     'ExpBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = Math.exp(x[i]); },
-    (_x, y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = g[i] * y[i]; },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = Math.exp(x[i]);
+    },
+    (_x, y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = g[i] * y[i];
+    },
   );
 }
 export function log(t: Tensor): Tensor {
   return unary(
     t,
     'LogBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = Math.log(x[i]); },
-    (x, _y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = g[i] / x[i]; },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = Math.log(x[i]);
+    },
+    (x, _y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = g[i] / x[i];
+    },
   );
 }
 export function sqrt(t: Tensor): Tensor {
   return unary(
     t,
     'SqrtBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = Math.sqrt(x[i]); },
-    (_x, y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = g[i] / (2 * y[i]); },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = Math.sqrt(x[i]);
+    },
+    (_x, y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = g[i] / (2 * y[i]);
+    },
   );
 }
 export function abs(t: Tensor): Tensor {
   return unary(
     t,
     'AbsBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = Math.abs(x[i]); },
-    (x, _y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = x[i] > 0 ? g[i] : x[i] < 0 ? -g[i] : 0; },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = Math.abs(x[i]);
+    },
+    (x, _y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = x[i] > 0 ? g[i] : x[i] < 0 ? -g[i] : 0;
+    },
   );
 }
 export function pow(t: Tensor, e: number): Tensor {
@@ -257,31 +309,45 @@ export function pow(t: Tensor, e: number): Tensor {
       if (e === 2) for (let i = 0; i < x.length; i++) o[i] = x[i] * x[i];
       else for (let i = 0; i < x.length; i++) o[i] = Math.pow(x[i], e);
     },
-    (x, _y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = g[i] * e * Math.pow(x[i], e - 1); },
+    (x, _y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = g[i] * e * Math.pow(x[i], e - 1);
+    },
   );
 }
 export function relu(t: Tensor): Tensor {
   return unary(
     t,
     'ReluBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = x[i] > 0 ? x[i] : 0; },
-    (_x, y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = y[i] > 0 ? g[i] : 0; },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = x[i] > 0 ? x[i] : 0;
+    },
+    (_x, y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = y[i] > 0 ? g[i] : 0;
+    },
   );
 }
 export function sigmoid(t: Tensor): Tensor {
   return unary(
     t,
     'SigmoidBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = 1 / (1 + Math.exp(-x[i])); },
-    (_x, y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = g[i] * y[i] * (1 - y[i]); },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = 1 / (1 + Math.exp(-x[i]));
+    },
+    (_x, y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = g[i] * y[i] * (1 - y[i]);
+    },
   );
 }
 export function tanh(t: Tensor): Tensor {
   return unary(
     t,
     'TanhBackward',
-    (x, o) => { for (let i = 0; i < x.length; i++) o[i] = Math.tanh(x[i]); },
-    (_x, y, g, o) => { for (let i = 0; i < g.length; i++) o[i] = g[i] * (1 - y[i] * y[i]); },
+    (x, o) => {
+      for (let i = 0; i < x.length; i++) o[i] = Math.tanh(x[i]);
+    },
+    (_x, y, g, o) => {
+      for (let i = 0; i < g.length; i++) o[i] = g[i] * (1 - y[i] * y[i]);
+    },
   );
 }
 
@@ -298,7 +364,10 @@ export function clone(t: Tensor): Tensor {
  */
 export function matmul(a: Tensor, b: Tensor): Tensor {
   if (a.ndim < 2 || b.ndim < 2) {
-    throw new TensorError('SHAPE_MISMATCH', `matmul: both operands must be at least 2-D, got [${a.shape}] and [${b.shape}]`);
+    throw new TensorError(
+      'SHAPE_MISMATCH',
+      `matmul: both operands must be at least 2-D, got [${a.shape}] and [${b.shape}]`,
+    );
   }
   const k = a.shape[a.ndim - 1]!;
   const m = a.shape[a.ndim - 2]!;
@@ -339,8 +408,21 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
   const batches = numelOf(batchA);
   const out = new Float32Array(batches * m * n);
   for (let i = 0; i < batches; i++) {
-    sgemm(false, false, m, n, k, 1, a.data.subarray(i * m * k), k, b.data.subarray(i * k * n), n, 0,
-      out.subarray(i * m * n), n);
+    sgemm(
+      false,
+      false,
+      m,
+      n,
+      k,
+      1,
+      a.data.subarray(i * m * k),
+      k,
+      b.data.subarray(i * k * n),
+      n,
+      0,
+      out.subarray(i * m * n),
+      n,
+    );
   }
   return record(new Tensor(out, [...batchA, m, n]), 'BmmBackward', [a, b], (g) => {
     let ga: Tensor | null = null;
@@ -348,16 +430,42 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
     if (a.requiresGrad) {
       const d = new Float32Array(a.numel);
       for (let i = 0; i < batches; i++) {
-        sgemm(false, true, m, k, n, 1, g.data.subarray(i * m * n), n, b.data.subarray(i * k * n), n, 0,
-          d.subarray(i * m * k), k);
+        sgemm(
+          false,
+          true,
+          m,
+          k,
+          n,
+          1,
+          g.data.subarray(i * m * n),
+          n,
+          b.data.subarray(i * k * n),
+          n,
+          0,
+          d.subarray(i * m * k),
+          k,
+        );
       }
       ga = new Tensor(d, a.shape);
     }
     if (b.requiresGrad) {
       const d = new Float32Array(b.numel);
       for (let i = 0; i < batches; i++) {
-        sgemm(true, false, k, n, m, 1, a.data.subarray(i * m * k), k, g.data.subarray(i * m * n), n, 0,
-          d.subarray(i * k * n), n);
+        sgemm(
+          true,
+          false,
+          k,
+          n,
+          m,
+          1,
+          a.data.subarray(i * m * k),
+          k,
+          g.data.subarray(i * m * n),
+          n,
+          0,
+          d.subarray(i * k * n),
+          n,
+        );
       }
       gb = new Tensor(d, b.shape);
     }
@@ -368,7 +476,10 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 /** x @ wᵀ + bias, fused (PyTorch's F.linear). x: [..., in]; w: [out, in]; bias: [out]. */
 export function linear(x: Tensor, w: Tensor, bias: Tensor | null = null): Tensor {
   if (w.ndim !== 2 || x.ndim < 1 || x.shape[x.ndim - 1] !== w.shape[1]) {
-    throw new TensorError('SHAPE_MISMATCH', `linear: input [${x.shape}] does not match weight [${w.shape}] (expected [..., ${w.shape[1]}])`);
+    throw new TensorError(
+      'SHAPE_MISMATCH',
+      `linear: input [${x.shape}] does not match weight [${w.shape}] (expected [..., ${w.shape[1]}])`,
+    );
   }
   const outF = w.shape[0]!;
   const inF = w.shape[1]!;
@@ -444,9 +555,7 @@ export function sum(t: Tensor, dim?: number | readonly number[], keepdim = false
     if (out === t.data) out = out.slice();
   }
   const shape = keepdim ? keptShape : reducedShape(t.shape, dims, false);
-  return record(new Tensor(out, shape), 'SumBackward', [t], (g) => [
-    expandTo(new Tensor(g.data, keptShape), t.shape),
-  ]);
+  return record(new Tensor(out, shape), 'SumBackward', [t], (g) => [expandTo(new Tensor(g.data, keptShape), t.shape)]);
 }
 
 export function mean(t: Tensor, dim?: number | readonly number[], keepdim = false): Tensor {
@@ -583,7 +692,11 @@ export function unsqueeze(t: Tensor, dim: number): Tensor {
 }
 
 export function squeeze(t: Tensor, dim?: number): Tensor {
-  if (dim === undefined) return reshape(t, t.shape.filter((s) => s !== 1));
+  if (dim === undefined)
+    return reshape(
+      t,
+      t.shape.filter((s) => s !== 1),
+    );
   const d = normDim(dim, t.ndim, 'squeeze');
   if (t.shape[d] !== 1) return t;
   return reshape(t, [...t.shape.slice(0, d), ...t.shape.slice(d + 1)]);
@@ -621,7 +734,10 @@ function permuteData(t: Tensor, perm: readonly number[]): { data: Float32Array; 
 export function permute(t: Tensor, dims: readonly number[]): Tensor {
   const perm = dims.map((d) => normDim(d, t.ndim, 'permute'));
   if (perm.length !== t.ndim || new Set(perm).size !== perm.length) {
-    throw new TensorError('INVALID_ARGUMENT', `permute [${dims}]: not a permutation of the ${t.ndim} dims of [${t.shape}]`);
+    throw new TensorError(
+      'INVALID_ARGUMENT',
+      `permute [${dims}]: not a permutation of the ${t.ndim} dims of [${t.shape}]`,
+    );
   }
   const inv = new Array<number>(perm.length);
   perm.forEach((p, i) => (inv[p] = i));
@@ -658,7 +774,8 @@ export function slice(t: Tensor, dim: number, start: number, end?: number): Tens
   shape[d] = len;
   return record(new Tensor(out, shape), 'SliceBackward', [t], (g) => {
     const gi = new Float32Array(t.numel);
-    for (let o = 0; o < outer; o++) gi.set(g.data.subarray(o * len * inner, (o + 1) * len * inner), (o * size + s) * inner);
+    for (let o = 0; o < outer; o++)
+      gi.set(g.data.subarray(o * len * inner, (o + 1) * len * inner), (o * size + s) * inner);
     return [new Tensor(gi, t.shape)];
   });
 }
@@ -670,7 +787,10 @@ export function concat(tensors: readonly Tensor[], dim = 0): Tensor {
   const d = normDim(dim, first.ndim, 'concat');
   tensors.forEach((t, i) => {
     if (t.ndim !== first.ndim || t.shape.some((s, j) => j !== d && s !== first.shape[j])) {
-      throw new TensorError('SHAPE_MISMATCH', `concat: tensor ${i} has shape [${t.shape}], incompatible with [${first.shape}] along dim ${d}`);
+      throw new TensorError(
+        'SHAPE_MISMATCH',
+        `concat: tensor ${i} has shape [${t.shape}], incompatible with [${first.shape}] along dim ${d}`,
+      );
     }
   });
   const [outer, , inner] = around(first.shape, d);
@@ -704,7 +824,10 @@ export function concat(tensors: readonly Tensor[], dim = 0): Tensor {
 /** Stacks same-shape tensors along a new dim. */
 export function stack(tensors: readonly Tensor[], dim = 0): Tensor {
   if (tensors.length === 0) throw new TensorError('INVALID_ARGUMENT', 'stack: needs at least one tensor');
-  return concat(tensors.map((t) => unsqueeze(t, dim)), dim);
+  return concat(
+    tensors.map((t) => unsqueeze(t, dim)),
+    dim,
+  );
 }
 
 /** Rows `indices` of `t` along dim 0 (gather; backward scatters with addition). */

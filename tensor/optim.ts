@@ -18,9 +18,11 @@ export abstract class Optimizer<O extends Record<string, number | boolean> = Rec
 
   constructor(params: Iterable<Tensor>, options: O) {
     this.params = [...params];
-    if (this.params.length === 0) throw new TensorError('INVALID_ARGUMENT', `${this.constructor.name}: got an empty parameter list`);
+    if (this.params.length === 0)
+      throw new TensorError('INVALID_ARGUMENT', `${this.constructor.name}: got an empty parameter list`);
     this.params.forEach((p, i) => {
-      if (!(p instanceof Tensor)) throw new TensorError('INVALID_ARGUMENT', `${this.constructor.name}: parameter ${i} is not a Tensor`);
+      if (!(p instanceof Tensor))
+        throw new TensorError('INVALID_ARGUMENT', `${this.constructor.name}: parameter ${i} is not a Tensor`);
     });
     for (const [k, v] of Object.entries(options)) {
       if (typeof v === 'number' && (!Number.isFinite(v) || v < 0)) {
@@ -61,7 +63,10 @@ export abstract class Optimizer<O extends Record<string, number | boolean> = Rec
   loadStateDict(sd: OptimizerStateDict): void {
     const group = sd.paramGroups?.[0];
     if (group === undefined || sd.state === undefined) {
-      throw new TensorError('STATE_DICT_MISMATCH', `${this.constructor.name}.loadStateDict: expected { state, paramGroups }`);
+      throw new TensorError(
+        'STATE_DICT_MISMATCH',
+        `${this.constructor.name}.loadStateDict: expected { state, paramGroups }`,
+      );
     }
     const ids = group.params;
     if (Array.isArray(ids) && ids.length !== this.params.length) {
@@ -74,7 +79,11 @@ export abstract class Optimizer<O extends Record<string, number | boolean> = Rec
     for (const [key, s] of Object.entries(sd.state)) {
       const p = this.params[Number(key)];
       if (p === undefined) {
-        throw new TensorError('STATE_DICT_MISMATCH', `${this.constructor.name}.loadStateDict: state for parameter ${key}, which does not exist`, { tensorName: key });
+        throw new TensorError(
+          'STATE_DICT_MISMATCH',
+          `${this.constructor.name}.loadStateDict: state for parameter ${key}, which does not exist`,
+          { tensorName: key },
+        );
       }
       const copy: Record<string, Tensor | number> = {};
       for (const [k, v] of Object.entries(s)) {
@@ -173,7 +182,15 @@ function sgdPlain(w: Float32Array, g: Float32Array, lr: number, wd: number): voi
   else for (let i = 0; i < w.length; i++) w[i] -= lr * (g[i] + wd * w[i]);
 }
 
-function sgdApply(w: Float32Array, g: Float32Array, buf: Float32Array, lr: number, mom: number, wd: number, nesterov: boolean): void {
+function sgdApply(
+  w: Float32Array,
+  g: Float32Array,
+  buf: Float32Array,
+  lr: number,
+  mom: number,
+  wd: number,
+  nesterov: boolean,
+): void {
   if (nesterov) for (let i = 0; i < w.length; i++) w[i] -= lr * (g[i] + wd * w[i] + mom * buf[i]);
   else for (let i = 0; i < w.length; i++) w[i] -= lr * buf[i];
 }
@@ -220,7 +237,8 @@ export class Adam extends Optimizer<AdamOptions> {
   constructor(params: Iterable<Tensor>, opts: Partial<AdamOptions> = {}) {
     super(params, { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, ...opts });
     const { beta1, beta2 } = this.options;
-    if (beta1 >= 1 || beta2 >= 1) throw new TensorError('INVALID_ARGUMENT', `Adam: betas (${beta1}, ${beta2}) must be in [0, 1)`);
+    if (beta1 >= 1 || beta2 >= 1)
+      throw new TensorError('INVALID_ARGUMENT', `Adam: betas (${beta1}, ${beta2}) must be in [0, 1)`);
   }
 
   step(): void {
@@ -229,7 +247,11 @@ export class Adam extends Optimizer<AdamOptions> {
       if (p.grad === null) continue;
       let s = this.state.get(p);
       if (s === undefined) {
-        s = { step: 0, exp_avg: new Tensor(new Float32Array(p.numel), p.shape), exp_avg_sq: new Tensor(new Float32Array(p.numel), p.shape) };
+        s = {
+          step: 0,
+          exp_avg: new Tensor(new Float32Array(p.numel), p.shape),
+          exp_avg_sq: new Tensor(new Float32Array(p.numel), p.shape),
+        };
         this.state.set(p, s);
       }
       const step = (s.step as number) + 1;

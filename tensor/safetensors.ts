@@ -16,7 +16,16 @@ export interface SafetensorsFile {
 }
 
 const DTYPE_BYTES: Record<string, number> = {
-  F32: 4, F64: 8, F16: 2, BF16: 2, I64: 8, I32: 4, I16: 2, I8: 1, U8: 1, BOOL: 1,
+  F32: 4,
+  F64: 8,
+  F16: 2,
+  BF16: 2,
+  I64: 8,
+  I32: 4,
+  I16: 2,
+  I8: 1,
+  U8: 1,
+  BOOL: 1,
 };
 
 /** Serialises tensors (in key order as given) and metadata to a safetensors buffer. */
@@ -33,7 +42,8 @@ export function encodeSafetensors(tensors: Record<string, Tensor>, metadata?: Re
   let offset = 0;
   const entries = Object.entries(tensors);
   for (const [name, t] of entries) {
-    if (name === '__metadata__') throw new TensorError('INVALID_ARGUMENT', 'saveSafetensors: "__metadata__" is reserved');
+    if (name === '__metadata__')
+      throw new TensorError('INVALID_ARGUMENT', 'saveSafetensors: "__metadata__" is reserved');
     if (!(t instanceof Tensor)) {
       throw new TensorError('INVALID_ARGUMENT', `saveSafetensors: "${name}" is not a Tensor`, { tensorName: name });
     }
@@ -96,23 +106,44 @@ export function decodeSafetensors(buf: Buffer, source = 'safetensors'): Safetens
     if (e === null || typeof e !== 'object') throw corrupt(source, `tensor "${name}": entry is not an object`, name);
     const dtype = e.dtype;
     if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) {
-      throw corrupt(source, `tensor "${name}": unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`, name);
+      throw corrupt(
+        source,
+        `tensor "${name}": unsupported dtype ${JSON.stringify(dtype)} (supported: ${Object.keys(DTYPE_BYTES).join(', ')})`,
+        name,
+      );
     }
     const shape = e.shape;
     if (!Array.isArray(shape) || shape.some((d) => !Number.isInteger(d) || d < 0)) {
-      throw corrupt(source, `tensor "${name}": shape ${JSON.stringify(shape)} is not a list of non-negative integers`, name);
+      throw corrupt(
+        source,
+        `tensor "${name}": shape ${JSON.stringify(shape)} is not a list of non-negative integers`,
+        name,
+      );
     }
     const offs = e.data_offsets;
-    if (!Array.isArray(offs) || offs.length !== 2 || !offs.every((o) => Number.isInteger(o) && o >= 0) || offs[0] > offs[1]) {
+    if (
+      !Array.isArray(offs) ||
+      offs.length !== 2 ||
+      !offs.every((o) => Number.isInteger(o) && o >= 0) ||
+      offs[0] > offs[1]
+    ) {
       throw corrupt(source, `tensor "${name}": data_offsets ${JSON.stringify(offs)} are not [begin, end]`, name);
     }
     const [begin, end] = offs as [number, number];
     const want = numelOf(shape as number[]) * DTYPE_BYTES[dtype]!;
     if (end - begin !== want) {
-      throw corrupt(source, `tensor "${name}": ${end - begin} bytes of data for ${dtype} shape [${shape}] (needs ${want})`, name);
+      throw corrupt(
+        source,
+        `tensor "${name}": ${end - begin} bytes of data for ${dtype} shape [${shape}] (needs ${want})`,
+        name,
+      );
     }
     if (end > dataLen) {
-      throw corrupt(source, `tensor "${name}": data [${begin}, ${end}) runs past the end of the file (${dataLen} data bytes): truncated`, name);
+      throw corrupt(
+        source,
+        `tensor "${name}": data [${begin}, ${end}) runs past the end of the file (${dataLen} data bytes): truncated`,
+        name,
+      );
     }
     spans.push({ name, begin, end });
     tensors[name] = new Tensor(convert(buf, dataStart + begin, dtype, numelOf(shape as number[])), shape as number[]);
@@ -130,14 +161,31 @@ function convert(buf: Buffer, at: number, dtype: string, n: number): Float32Arra
   const out = new Float32Array(n);
   const dv = new DataView(buf.buffer, buf.byteOffset + at, n * DTYPE_BYTES[dtype]!);
   switch (dtype) {
-    case 'F32': for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true); break;
-    case 'F64': for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true); break;
-    case 'I64': for (let i = 0; i < n; i++) out[i] = Number(dv.getBigInt64(i * 8, true)); break;
-    case 'I32': for (let i = 0; i < n; i++) out[i] = dv.getInt32(i * 4, true); break;
-    case 'I16': for (let i = 0; i < n; i++) out[i] = dv.getInt16(i * 2, true); break;
-    case 'I8': for (let i = 0; i < n; i++) out[i] = dv.getInt8(i); break;
-    case 'U8': case 'BOOL': for (let i = 0; i < n; i++) out[i] = dv.getUint8(i); break;
-    case 'F16': for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(i * 2, true)); break;
+    case 'F32':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat32(i * 4, true);
+      break;
+    case 'F64':
+      for (let i = 0; i < n; i++) out[i] = dv.getFloat64(i * 8, true);
+      break;
+    case 'I64':
+      for (let i = 0; i < n; i++) out[i] = Number(dv.getBigInt64(i * 8, true));
+      break;
+    case 'I32':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt32(i * 4, true);
+      break;
+    case 'I16':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt16(i * 2, true);
+      break;
+    case 'I8':
+      for (let i = 0; i < n; i++) out[i] = dv.getInt8(i);
+      break;
+    case 'U8':
+    case 'BOOL':
+      for (let i = 0; i < n; i++) out[i] = dv.getUint8(i);
+      break;
+    case 'F16':
+      for (let i = 0; i < n; i++) out[i] = halfToFloat(dv.getUint16(i * 2, true));
+      break;
     case 'BF16': {
       const f = new DataView(new ArrayBuffer(4));
       for (let i = 0; i < n; i++) {

@@ -107,33 +107,36 @@ export function jsSgemm(
       const j0 = jp * 4;
       for (let ip = 0; ip < mp; ip++) {
         const ao = ip * 4 * k;
-        let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0; // prettier-ignore
-        let c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0; // prettier-ignore
+        // prettier-ignore
+        let c00 = 0, c01 = 0, c02 = 0, c03 = 0, c10 = 0, c11 = 0, c12 = 0, c13 = 0,
+          c20 = 0, c21 = 0, c22 = 0, c23 = 0, c30 = 0, c31 = 0, c32 = 0, c33 = 0;
+        // prettier-ignore
         for (let p = p0; p < p1; p++) {
           const x = ao + p * 4;
           const y = bo + p * 4;
-          const a0 = A[x], a1 = A[x + 1], a2 = A[x + 2], a3 = A[x + 3]; // prettier-ignore
-          const b0 = B[y], b1 = B[y + 1], b2 = B[y + 2], b3 = B[y + 3]; // prettier-ignore
-          c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3; // prettier-ignore
-          c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3; // prettier-ignore
-          c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3; // prettier-ignore
-          c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3; // prettier-ignore
+          const a0 = A[x], a1 = A[x + 1], a2 = A[x + 2], a3 = A[x + 3];
+          const b0 = B[y], b1 = B[y + 1], b2 = B[y + 2], b3 = B[y + 3];
+          c00 += a0 * b0; c01 += a0 * b1; c02 += a0 * b2; c03 += a0 * b3;
+          c10 += a1 * b0; c11 += a1 * b1; c12 += a1 * b2; c13 += a1 * b3;
+          c20 += a2 * b0; c21 += a2 * b1; c22 += a2 * b2; c23 += a2 * b3;
+          c30 += a3 * b0; c31 += a3 * b1; c32 += a3 * b2; c33 += a3 * b3;
         }
         const i0 = ip * 4;
+        // prettier-ignore
         if (i0 + 4 <= m && j0 + 4 <= n) {
           let o = i0 * ldc + j0;
-          store(c, o, c00, alpha, bt); store(c, o + 1, c01, alpha, bt); store(c, o + 2, c02, alpha, bt); store(c, o + 3, c03, alpha, bt); // prettier-ignore
+          store(c, o, c00, alpha, bt); store(c, o + 1, c01, alpha, bt); store(c, o + 2, c02, alpha, bt); store(c, o + 3, c03, alpha, bt);
           o += ldc;
-          store(c, o, c10, alpha, bt); store(c, o + 1, c11, alpha, bt); store(c, o + 2, c12, alpha, bt); store(c, o + 3, c13, alpha, bt); // prettier-ignore
+          store(c, o, c10, alpha, bt); store(c, o + 1, c11, alpha, bt); store(c, o + 2, c12, alpha, bt); store(c, o + 3, c13, alpha, bt);
           o += ldc;
-          store(c, o, c20, alpha, bt); store(c, o + 1, c21, alpha, bt); store(c, o + 2, c22, alpha, bt); store(c, o + 3, c23, alpha, bt); // prettier-ignore
+          store(c, o, c20, alpha, bt); store(c, o + 1, c21, alpha, bt); store(c, o + 2, c22, alpha, bt); store(c, o + 3, c23, alpha, bt);
           o += ldc;
-          store(c, o, c30, alpha, bt); store(c, o + 1, c31, alpha, bt); store(c, o + 2, c32, alpha, bt); store(c, o + 3, c33, alpha, bt); // prettier-ignore
+          store(c, o, c30, alpha, bt); store(c, o + 1, c31, alpha, bt); store(c, o + 2, c32, alpha, bt); store(c, o + 3, c33, alpha, bt);
         } else {
-          edge[0] = c00; edge[1] = c01; edge[2] = c02; edge[3] = c03; // prettier-ignore
-          edge[4] = c10; edge[5] = c11; edge[6] = c12; edge[7] = c13; // prettier-ignore
-          edge[8] = c20; edge[9] = c21; edge[10] = c22; edge[11] = c23; // prettier-ignore
-          edge[12] = c30; edge[13] = c31; edge[14] = c32; edge[15] = c33; // prettier-ignore
+          edge[0] = c00; edge[1] = c01; edge[2] = c02; edge[3] = c03;
+          edge[4] = c10; edge[5] = c11; edge[6] = c12; edge[7] = c13;
+          edge[8] = c20; edge[9] = c21; edge[10] = c22; edge[11] = c23;
+          edge[12] = c30; edge[13] = c31; edge[14] = c32; edge[15] = c33;
           for (let ii = 0; ii < 4 && i0 + ii < m; ii++) {
             for (let jj = 0; jj < 4 && j0 + jj < n; jj++) store(c, (i0 + ii) * ldc + j0 + jj, edge[ii * 4 + jj], alpha, bt);
           }

@@ -108,7 +108,10 @@ export class Tensor {
   /** The single value of a one-element tensor. */
   item(): number {
     if (this.data.length !== 1) {
-      throw new TensorError('INVALID_ARGUMENT', `item(): tensor of shape [${this.shape}] has ${this.numel} elements, not 1`);
+      throw new TensorError(
+        'INVALID_ARGUMENT',
+        `item(): tensor of shape [${this.shape}] has ${this.numel} elements, not 1`,
+      );
     }
     return this.data[0]!;
   }
@@ -177,7 +180,10 @@ export class Tensor {
   copy_(src: Tensor | Float32Array): this {
     const s = src instanceof Tensor ? src.data : src;
     if (s.length !== this.data.length) {
-      throw new TensorError('SHAPE_MISMATCH', `copy_: source has ${s.length} elements, target [${this.shape}] ${this.numel}`);
+      throw new TensorError(
+        'SHAPE_MISMATCH',
+        `copy_: source has ${s.length} elements, target [${this.shape}] ${this.numel}`,
+      );
     }
     this.data.set(s);
     return this;
@@ -307,7 +313,8 @@ function inferShape(data: NestedArray): number[] {
 
 function flattenInto(data: NestedArray, shape: number[], dim: number, out: number[]): void {
   if (dim === shape.length) {
-    if (typeof data !== 'number') throw new TensorError('INVALID_ARGUMENT', `tensor(): ragged nested array at depth ${dim}`);
+    if (typeof data !== 'number')
+      throw new TensorError('INVALID_ARGUMENT', `tensor(): ragged nested array at depth ${dim}`);
     out.push(data);
     return;
   }

@@ -46,10 +46,14 @@ for (const shape of SHAPES) {
 
 let peer: Record<string, number> = {};
 try {
-  const out = execFileSync('/usr/bin/python3', [join(import.meta.dirname, 'torch_matmul.py'), String(budgetS), ...SHAPES], {
-    timeout: 120_000,
-    env: { ...process.env, OMP_NUM_THREADS: '1' },
-  });
+  const out = execFileSync(
+    '/usr/bin/python3',
+    [join(import.meta.dirname, 'torch_matmul.py'), String(budgetS), ...SHAPES],
+    {
+      timeout: 120_000,
+      env: { ...process.env, OMP_NUM_THREADS: '1' },
+    },
+  );
   peer = (JSON.parse(out.toString()) as { gflops: Record<string, number> }).gflops;
 } catch (err) {
   console.error(`bench/matmul: PyTorch peer unavailable (${(err as Error).message.split('\n')[0]})`);
@@ -58,7 +62,9 @@ try {
 const fmt = (v: number) => v.toFixed(2);
 function line(figure: string, tensile: number, peerValue: number | undefined, op: string, target: number): void {
   if (peerValue === undefined) {
-    console.log(`figure=${figure} tensile=${fmt(tensile)} peer=n/a unit=GFLOP/s ratio=n/a target=${op}${target} met=no`);
+    console.log(
+      `figure=${figure} tensile=${fmt(tensile)} peer=n/a unit=GFLOP/s ratio=n/a target=${op}${target} met=no`,
+    );
     return;
   }
   const ratio = tensile / peerValue;

@@ -72,7 +72,12 @@ export function mseLoss(input: Tensor, target: Tensor, opts: LossOptions = {}): 
 }
 
 /** Inverted dropout: zeroes with probability p while training, scales survivors by 1/(1-p). */
-export function dropout(x: Tensor, p: number, training: boolean, generator: RandomGenerator = defaultGenerator): Tensor {
+export function dropout(
+  x: Tensor,
+  p: number,
+  training: boolean,
+  generator: RandomGenerator = defaultGenerator,
+): Tensor {
   if (!training || p === 0) return x;
   if (p === 1) return ops.mul(x, 0);
   const mask = new Float32Array(x.numel);

@@ -23,7 +23,10 @@ export class Linear extends Module {
     opts: LinearOptions = {},
   ) {
     super();
-    for (const [what, v] of [['inFeatures', inFeatures], ['outFeatures', outFeatures]] as const) {
+    for (const [what, v] of [
+      ['inFeatures', inFeatures],
+      ['outFeatures', outFeatures],
+    ] as const) {
       if (!Number.isInteger(v) || v <= 0) {
         throw new TensorError('INVALID_ARGUMENT', `Linear: ${what} ${v} must be a positive integer`);
       }
@@ -31,7 +34,8 @@ export class Linear extends Module {
     const g = opts.generator ?? defaultGenerator;
     const bound = 1 / Math.sqrt(inFeatures);
     this.weight = uniform([outFeatures, inFeatures], -bound, bound, { generator: g, requiresGrad: true });
-    this.bias = opts.bias === false ? null : uniform([outFeatures], -bound, bound, { generator: g, requiresGrad: true });
+    this.bias =
+      opts.bias === false ? null : uniform([outFeatures], -bound, bound, { generator: g, requiresGrad: true });
   }
   forward(x: Tensor): Tensor {
     return ops.linear(x, this.weight, this.bias);
@@ -52,13 +56,20 @@ export class Conv2d extends Module {
   ) {
     super();
     const [kh, kw] = typeof kernelSize === 'number' ? [kernelSize, kernelSize] : kernelSize;
-    for (const [what, v] of [['inChannels', inChannels], ['outChannels', outChannels], ['kernel height', kh], ['kernel width', kw]] as const) {
-      if (!Number.isInteger(v) || v <= 0) throw new TensorError('INVALID_ARGUMENT', `Conv2d: ${what} ${v} must be a positive integer`);
+    for (const [what, v] of [
+      ['inChannels', inChannels],
+      ['outChannels', outChannels],
+      ['kernel height', kh],
+      ['kernel width', kw],
+    ] as const) {
+      if (!Number.isInteger(v) || v <= 0)
+        throw new TensorError('INVALID_ARGUMENT', `Conv2d: ${what} ${v} must be a positive integer`);
     }
     const g = opts.generator ?? defaultGenerator;
     const bound = 1 / Math.sqrt(inChannels * kh * kw);
     this.weight = uniform([outChannels, inChannels, kh, kw], -bound, bound, { generator: g, requiresGrad: true });
-    this.bias = opts.bias === false ? null : uniform([outChannels], -bound, bound, { generator: g, requiresGrad: true });
+    this.bias =
+      opts.bias === false ? null : uniform([outChannels], -bound, bound, { generator: g, requiresGrad: true });
     this.stride = opts.stride;
     this.padding = opts.padding;
   }
@@ -135,7 +146,8 @@ export class Sequential extends Module {
   }
   at(i: number): Module {
     const m = this.#modules.at(i);
-    if (m === undefined) throw new TensorError('INVALID_ARGUMENT', `Sequential.at(${i}): only ${this.#modules.length} modules`);
+    if (m === undefined)
+      throw new TensorError('INVALID_ARGUMENT', `Sequential.at(${i}): only ${this.#modules.length} modules`);
     return m;
   }
   forward(x: Tensor): Tensor {

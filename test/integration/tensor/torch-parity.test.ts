@@ -105,7 +105,8 @@ test('MLP forward, backward, cross-entropy, SGD and Adam match PyTorch', { skip:
   assertClose(logits, want.logits!, 'logits');
   assertClose(loss.reshape([1]), want.loss!, 'loss');
   const params = Object.fromEntries(m.namedParameters());
-  for (const [short, long] of Object.entries(names)) assertClose(params[long]!.grad!, want[`grad.${short}`]!, `grad.${short}`);
+  for (const [short, long] of Object.entries(names))
+    assertClose(params[long]!.grad!, want[`grad.${short}`]!, `grad.${short}`);
 
   for (const optName of ['sgd', 'adam'] as const) {
     const mm = fresh();
@@ -123,34 +124,39 @@ test('MLP forward, backward, cross-entropy, SGD and Adam match PyTorch', { skip:
     }
     assertClose(tensor(losses), want[`${optName}.losses`]!, `${optName} losses`);
     const p = Object.fromEntries(mm.namedParameters());
-    for (const [short, long] of Object.entries(names)) assertClose(p[long]!, want[`${optName}.${short}`]!, `${optName}.${short}`);
+    for (const [short, long] of Object.entries(names))
+      assertClose(p[long]!, want[`${optName}.${short}`]!, `${optName}.${short}`);
   }
 });
 
-test('DistributedSampler shards equal PyTorch\'s for the same seed and epoch, shuffled or not', { skip: torchMissing }, async () => {
-  const specs = [
-    { length: 103, num_replicas: 4, rank: 1, seed: 0, epoch: 0 },
-    { length: 103, num_replicas: 4, rank: 3, seed: 0, epoch: 5 },
-    { length: 1000, num_replicas: 3, rank: 2, seed: 17, epoch: 2, drop_last: true },
-    { length: 10, num_replicas: 3, rank: 0, shuffle: false },
-    { length: 5, num_replicas: 8, rank: 7, seed: 1, epoch: 1 },
-  ];
-  const out = join(dir, 'sampler.json');
-  await torchHelper('sampler', JSON.stringify(specs), out);
-  const want = JSON.parse(readFileSync(out, 'utf8')) as number[][];
-  specs.forEach((s, i) => {
-    const mine = new DistributedSampler({
-      length: s.length,
-      numReplicas: s.num_replicas,
-      rank: s.rank,
-      seed: s.seed ?? 0,
-      epoch: s.epoch ?? 0,
-      shuffle: s.shuffle ?? true,
-      dropLast: s.drop_last ?? false,
+test(
+  "DistributedSampler shards equal PyTorch's for the same seed and epoch, shuffled or not",
+  { skip: torchMissing },
+  async () => {
+    const specs = [
+      { length: 103, num_replicas: 4, rank: 1, seed: 0, epoch: 0 },
+      { length: 103, num_replicas: 4, rank: 3, seed: 0, epoch: 5 },
+      { length: 1000, num_replicas: 3, rank: 2, seed: 17, epoch: 2, drop_last: true },
+      { length: 10, num_replicas: 3, rank: 0, shuffle: false },
+      { length: 5, num_replicas: 8, rank: 7, seed: 1, epoch: 1 },
+    ];
+    const out = join(dir, 'sampler.json');
+    await torchHelper('sampler', JSON.stringify(specs), out);
+    const want = JSON.parse(readFileSync(out, 'utf8')) as number[][];
+    specs.forEach((s, i) => {
+      const mine = new DistributedSampler({
+        length: s.length,
+        numReplicas: s.num_replicas,
+        rank: s.rank,
+        seed: s.seed ?? 0,
+        epoch: s.epoch ?? 0,
+        shuffle: s.shuffle ?? true,
+        dropLast: s.drop_last ?? false,
+      });
+      assert.deepEqual(mine.indices(), want[i], `spec ${JSON.stringify(s)}`);
     });
-    assert.deepEqual(mine.indices(), want[i], `spec ${JSON.stringify(s)}`);
-  });
-});
+  },
+);
 
 test('conv2d forward and backward match PyTorch with stride and padding', { skip: torchMissing }, async () => {
   const g = new Generator(5);

@@ -1,14 +1,6 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import {
-  Tensor,
-  TensorError,
-  backward,
-  customFunction,
-  isGradEnabled,
-  noGrad,
-  tensor,
-} from '../../../tensor/index.js';
+import { Tensor, TensorError, backward, customFunction, isGradEnabled, noGrad, tensor } from '../../../tensor/index.js';
 import { gradcheck } from './gradcheck.js';
 
 test('gradients accumulate across backward passes and across paths that reuse a tensor', async () => {
@@ -33,7 +25,10 @@ test('backward of a non-scalar root needs an explicit gradient of the same shape
   const x = tensor([1, 2], undefined, { requiresGrad: true });
   const y = x.mul(3);
   await assert.rejects(y.backward(), /gradient is only implied for single-element roots/);
-  await assert.rejects(y.backward(tensor([1, 1, 1])), (e: unknown) => e instanceof TensorError && e.code === 'SHAPE_MISMATCH');
+  await assert.rejects(
+    y.backward(tensor([1, 1, 1])),
+    (e: unknown) => e instanceof TensorError && e.code === 'SHAPE_MISMATCH',
+  );
   await y.backward(tensor([1, 10]));
   assert.deepEqual(x.grad?.toArray(), [3, 30]);
   await assert.rejects(tensor([1]).backward(), (e: unknown) => e instanceof TensorError && e.code === 'NO_GRAD');
@@ -131,7 +126,10 @@ test('a node returning a gradient of the wrong shape is reported by name', async
 
 test('gradcheck rejects a custom function whose backward is wrong', async () => {
   const wrong = customFunction({ name: 'WrongSquare', forward: ([a]) => a!.mul(a!), backward: (g) => [g] });
-  await assert.rejects(gradcheck((a) => wrong([a]), [tensor([0.5, 1.5, -2])]), /autograd .* finite difference/);
+  await assert.rejects(
+    gradcheck((a) => wrong([a]), [tensor([0.5, 1.5, -2])]),
+    /autograd .* finite difference/,
+  );
 });
 
 test('leaves never share a gradient buffer with each other or with the caller', async () => {

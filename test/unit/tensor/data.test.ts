@@ -1,10 +1,19 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { DataLoader, DistributedSampler, Generator, TensorDataset, arange, torchRandperm } from '../../../tensor/index.js';
+import {
+  DataLoader,
+  DistributedSampler,
+  Generator,
+  TensorDataset,
+  arange,
+  torchRandperm,
+} from '../../../tensor/index.js';
 
 test('DistributedSampler without shuffle gives the same index sets as PyTorch, padded by wrapping', () => {
   // torch.utils.data.DistributedSampler(range(10), num_replicas=3, rank=r, shuffle=False)
-  const sets = [0, 1, 2].map((rank) => new DistributedSampler({ length: 10, numReplicas: 3, rank, shuffle: false }).indices());
+  const sets = [0, 1, 2].map((rank) =>
+    new DistributedSampler({ length: 10, numReplicas: 3, rank, shuffle: false }).indices(),
+  );
   assert.deepEqual(sets, [
     [0, 3, 6, 9],
     [1, 4, 7, 0],
@@ -26,7 +35,10 @@ test('shuffled shards are disjoint, cover the data set, agree across ranks and c
   const shards = (epoch: number) =>
     [0, 1, 2, 3].map((rank) => new DistributedSampler({ length: 40, numReplicas: 4, rank, seed: 7, epoch }).indices());
   const e0 = shards(0);
-  assert.deepEqual([...e0.flat()].sort((a, b) => a - b), Array.from({ length: 40 }, (_, i) => i));
+  assert.deepEqual(
+    [...e0.flat()].sort((a, b) => a - b),
+    Array.from({ length: 40 }, (_, i) => i),
+  );
   assert.deepEqual(shards(0), e0);
   assert.notDeepEqual(shards(1), e0);
   const s = new DistributedSampler({ length: 40, numReplicas: 4, rank: 0, seed: 7 });
@@ -39,7 +51,10 @@ test('DataLoader batches rows of a TensorDataset, shuffles reproducibly and hono
   const ds = new TensorDataset(arange(10).reshape([5, 2]), arange(5));
   const plain = [...new DataLoader(ds, { batchSize: 2 })];
   assert.equal(plain.length, 3);
-  assert.deepEqual(plain[0]![0]!.tolist(), [[0, 1], [2, 3]]);
+  assert.deepEqual(plain[0]![0]!.tolist(), [
+    [0, 1],
+    [2, 3],
+  ]);
   assert.deepEqual(plain[2]![1]!.toArray(), [4]);
   assert.equal(new DataLoader(ds, { batchSize: 2, dropLast: true }).length, 2);
   const a = [...new DataLoader(ds, { batchSize: 5, shuffle: true, generator: new Generator(1) })][0]![1]!.toArray();

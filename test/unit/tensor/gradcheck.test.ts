@@ -55,7 +55,15 @@ test('reduction gradients match finite differences', async () => {
   await gradcheck((a) => a.sum(1), [r([2, 3, 2])]);
   await gradcheck((a) => a.sum([0, 2], true), [r([2, 3, 2])]);
   await gradcheck((a) => a.mean(0), [r([4, 3])]);
-  await gradcheck((a) => a.max(1).values, [tensor([[1, 5, 2], [7, 0, 3]])]);
+  await gradcheck(
+    (a) => a.max(1).values,
+    [
+      tensor([
+        [1, 5, 2],
+        [7, 0, 3],
+      ]),
+    ],
+  );
   await gradcheck((a) => a.max(), [tensor([1, 5, 2, 7, 0, 3])]);
 });
 
@@ -86,5 +94,8 @@ test('loss gradients match finite differences', async () => {
 test('conv2d gradients match finite differences with stride, padding and bias', async () => {
   await gradcheck((x, w, b) => conv2d(x, w, b), [r([1, 2, 4, 4]), r([3, 2, 3, 3]), r([3])]);
   await gradcheck((x, w) => conv2d(x, w, null, { stride: 2, padding: 1 }), [r([2, 1, 5, 4]), r([2, 1, 3, 2])]);
-  await gradcheck((x, w, b) => conv2d(x, w, b, { stride: [1, 2], padding: [2, 0] }), [r([1, 2, 3, 5]), r([1, 2, 2, 3]), r([1])]);
+  await gradcheck(
+    (x, w, b) => conv2d(x, w, b, { stride: [1, 2], padding: [2, 0] }),
+    [r([1, 2, 3, 5]), r([1, 2, 2, 3]), r([1])],
+  );
 });

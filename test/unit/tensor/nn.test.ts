@@ -38,11 +38,17 @@ test('modules name their parameters and buffers with dotted paths in registratio
     net.namedParameters().map(([n]) => n),
     ['fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias'],
   );
-  assert.deepEqual(net.namedBuffers().map(([n]) => n), ['steps']);
+  assert.deepEqual(
+    net.namedBuffers().map(([n]) => n),
+    ['steps'],
+  );
   assert.deepEqual(Object.keys(net.stateDict()), ['steps', 'fc1.weight', 'fc1.bias', 'fc2.weight', 'fc2.bias']);
   const seq = new Sequential(new Linear(2, 3), new ReLU(), new Linear(3, 1));
   assert.deepEqual(Object.keys(seq.stateDict()), ['0.weight', '0.bias', '2.weight', '2.bias']);
-  assert.equal(seq.parameters().every((p) => p.requiresGrad), true);
+  assert.equal(
+    seq.parameters().every((p) => p.requiresGrad),
+    true,
+  );
 });
 
 test('Linear initialises within PyTorch default bounds and is reproducible with a seed', () => {
@@ -172,8 +178,14 @@ test('a small MLP learns a separable problem with SGD and cross-entropy', async 
 
 test('a Conv2d layer produces the expected output shape and registers weight and bias', () => {
   const conv = new Conv2d(3, 8, 3, { padding: 1, stride: 2, generator: new Generator(1) });
-  assert.deepEqual(conv.namedParameters().map(([n, p]) => `${n}:${p.shape}`), ['weight:8,3,3,3', 'bias:8']);
+  assert.deepEqual(
+    conv.namedParameters().map(([n, p]) => `${n}:${p.shape}`),
+    ['weight:8,3,3,3', 'bias:8'],
+  );
   const net = new Sequential(conv, new ReLU(), new Flatten(), new Linear(8 * 4 * 4, 2));
   assert.deepEqual(net.forward(zeros([5, 3, 8, 8])).shape, [5, 2]);
-  assert.throws(() => conv.forward(zeros([1, 2, 8, 8])), /expected \[N, C, H, W\] and \[O, C, kh, kw\] with the same C/);
+  assert.throws(
+    () => conv.forward(zeros([1, 2, 8, 8])),
+    /expected \[N, C, H, W\] and \[O, C, kh, kw\] with the same C/,
+  );
 });

@@ -15,25 +15,45 @@ import {
 function close(actual: ArrayLike<number>, expected: ArrayLike<number>, tol = 1e-5): void {
   assert.equal(actual.length, expected.length, 'lengths differ');
   for (let i = 0; i < expected.length; i++) {
-    assert.ok(Math.abs(actual[i]! - expected[i]!) <= tol * (1 + Math.abs(expected[i]!)), `element ${i}: ${actual[i]} vs ${expected[i]}`);
+    assert.ok(
+      Math.abs(actual[i]! - expected[i]!) <= tol * (1 + Math.abs(expected[i]!)),
+      `element ${i}: ${actual[i]} vs ${expected[i]}`,
+    );
   }
 }
 
 test('tensor() infers shapes from nested arrays and rejects ragged ones', () => {
-  const t = tensor([[1, 2, 3], [4, 5, 6]]);
+  const t = tensor([
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
   assert.deepEqual(t.shape, [2, 3]);
-  assert.deepEqual(t.tolist(), [[1, 2, 3], [4, 5, 6]]);
+  assert.deepEqual(t.tolist(), [
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
   assert.deepEqual(t.strides, [3, 1]);
-  assert.throws(() => tensor([[1, 2], [3]]), (e: unknown) => e instanceof TensorError && e.code === 'INVALID_ARGUMENT');
+  assert.throws(
+    () => tensor([[1, 2], [3]]),
+    (e: unknown) => e instanceof TensorError && e.code === 'INVALID_ARGUMENT',
+  );
   assert.throws(() => tensor([1, 2, 3], [2, 2]), /3 values do not fill shape \[2,2\]/);
   assert.equal(tensor(5).item(), 5);
 });
 
 test('elementwise ops broadcast like PyTorch', () => {
-  const a = tensor([[1, 2, 3], [4, 5, 6]]);
+  const a = tensor([
+    [1, 2, 3],
+    [4, 5, 6],
+  ]);
   assert.deepEqual(a.add(tensor([10, 20, 30])).toArray(), [11, 22, 33, 14, 25, 36]);
   assert.deepEqual(a.mul(tensor([[2], [3]])).toArray(), [2, 4, 6, 12, 15, 18]);
-  assert.deepEqual(tensor([[1], [2]]).sub(tensor([1, 2, 3])).toArray(), [0, -1, -2, 1, 0, -1]);
+  assert.deepEqual(
+    tensor([[1], [2]])
+      .sub(tensor([1, 2, 3]))
+      .toArray(),
+    [0, -1, -2, 1, 0, -1],
+  );
   assert.deepEqual(a.div(2).toArray(), [0.5, 1, 1.5, 2, 2.5, 3]);
   assert.deepEqual(a.add(tensor([[[1]], [[2]]])).shape, [2, 2, 3]);
   assert.throws(() => a.add(tensor([1, 2])), /shapes \[2,3\] and \[2\] cannot be broadcast/);
@@ -55,7 +75,8 @@ test('matmul equals the naive product for 2-D, batched and broadcast right opera
   const g = new Generator(3);
   const naive = (a: Float32Array, b: Float32Array, m: number, k: number, n: number) => {
     const c = new Float64Array(m * n);
-    for (let i = 0; i < m; i++) for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) c[i * n + j] += a[i * k + p]! * b[p * n + j]!;
+    for (let i = 0; i < m; i++)
+      for (let j = 0; j < n; j++) for (let p = 0; p < k; p++) c[i * n + j] += a[i * k + p]! * b[p * n + j]!;
     return c;
   };
   const a = randn([5, 7], { generator: g });
@@ -98,7 +119,10 @@ test('the JS sgemm kernel handles every transpose combination, alpha, beta and l
 });
 
 test('reductions along dims, keepdim, max with indices and argmax', () => {
-  const a = tensor([[1, 5, 2], [7, 0, 3]]);
+  const a = tensor([
+    [1, 5, 2],
+    [7, 0, 3],
+  ]);
   assert.equal(a.sum().item(), 18);
   assert.deepEqual(a.sum(0).toArray(), [8, 5, 5]);
   assert.deepEqual(a.sum(1, true).shape, [2, 1]);
@@ -127,8 +151,16 @@ test('reshape shares storage while transpose, slice and concat copy correct valu
 });
 
 test('softmax rows sum to one and logSoftmax is stable for large inputs', () => {
-  const s = tensor([[1, 2, 3], [1000, 1000, 1000]]).softmax(1);
+  const s = tensor([
+    [1, 2, 3],
+    [1000, 1000, 1000],
+  ]).softmax(1);
   close(s.sum(1).toArray(), [1, 1]);
   close(s.slice(0, 1).toArray(), [1 / 3, 1 / 3, 1 / 3]);
-  assert.ok(tensor([[1000, 0]]).logSoftmax(1).toArray().every(Number.isFinite));
+  assert.ok(
+    tensor([[1000, 0]])
+      .logSoftmax(1)
+      .toArray()
+      .every(Number.isFinite),
+  );
 });

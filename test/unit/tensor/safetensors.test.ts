@@ -23,7 +23,10 @@ test('save then load returns the same tensors and metadata and leaves no temp fi
   const path = join(dir, 'a.safetensors');
   await saveSafetensors(path, { w: arange(6).reshape([2, 3]), b: tensor([0.5]), s: tensor(3) }, { step: '12' });
   const { tensors, metadata } = await loadSafetensors(path);
-  assert.deepEqual(tensors.w!.tolist(), [[0, 1, 2], [3, 4, 5]]);
+  assert.deepEqual(tensors.w!.tolist(), [
+    [0, 1, 2],
+    [3, 4, 5],
+  ]);
   assert.deepEqual(tensors.s!.shape, []);
   assert.deepEqual(metadata, { step: '12' });
   assert.deepEqual(readdirSync(dir), ['a.safetensors']);
@@ -45,8 +48,14 @@ test('overwriting replaces the file atomically and a failed write keeps the old 
 
 test('truncated, corrupt and inconsistent files are rejected with the tensor and the problem', async () => {
   const good = encodeSafetensors({ a: arange(4), b: arange(2) });
-  assert.throws(() => decodeSafetensors(good.subarray(0, good.length - 3), 'f'), isCorrupt('b', /runs past the end of the file.*truncated/));
-  assert.throws(() => decodeSafetensors(good.subarray(0, 5), 'f'), isCorrupt(undefined, /shorter than the 8-byte header/));
+  assert.throws(
+    () => decodeSafetensors(good.subarray(0, good.length - 3), 'f'),
+    isCorrupt('b', /runs past the end of the file.*truncated/),
+  );
+  assert.throws(
+    () => decodeSafetensors(good.subarray(0, 5), 'f'),
+    isCorrupt(undefined, /shorter than the 8-byte header/),
+  );
   const badJson = Buffer.from(good);
   badJson[8] = 0x78; // "x" instead of "{"
   assert.throws(() => decodeSafetensors(badJson, 'f'), isCorrupt(undefined, /header is not valid JSON/));
@@ -68,7 +77,13 @@ test('truncated, corrupt and inconsistent files are rejected with the tensor and
   assert.throws(
     () =>
       decodeSafetensors(
-        mk({ a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] }, b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] } }, 8),
+        mk(
+          {
+            a: { dtype: 'F32', shape: [2], data_offsets: [0, 8] },
+            b: { dtype: 'F32', shape: [1], data_offsets: [4, 8] },
+          },
+          8,
+        ),
         'f',
       ),
     isCorrupt('b', /overlaps tensor "a"/),
@@ -76,11 +91,19 @@ test('truncated, corrupt and inconsistent files are rejected with the tensor and
   const path = join(dir, 'trunc.safetensors');
   writeFileSync(path, good.subarray(0, 20));
   await assert.rejects(loadSafetensors(path), (e: unknown) => e instanceof TensorError && e.message.startsWith(path));
-  await assert.rejects(loadSafetensors(join(dir, 'nope')), (e: unknown) => e instanceof TensorError && e.code === 'CHECKPOINT_IO');
+  await assert.rejects(
+    loadSafetensors(join(dir, 'nope')),
+    (e: unknown) => e instanceof TensorError && e.code === 'CHECKPOINT_IO',
+  );
 });
 
 test('files with other dtypes load converted to float32', () => {
-  const h = Buffer.from(JSON.stringify({ i: { dtype: 'I64', shape: [2], data_offsets: [0, 16] }, h: { dtype: 'F16', shape: [1], data_offsets: [16, 18] } }));
+  const h = Buffer.from(
+    JSON.stringify({
+      i: { dtype: 'I64', shape: [2], data_offsets: [0, 16] },
+      h: { dtype: 'F16', shape: [1], data_offsets: [16, 18] },
+    }),
+  );
   const b = Buffer.alloc(8 + h.length + 18);
   b.writeBigUInt64LE(BigInt(h.length));
   h.copy(b, 8);
