@@ -19,7 +19,8 @@ export class CelError extends Error {
 }
 
 function tokenize(src: string): string[] {
-  const re = /\s*(\d+\.\d+|\d+|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[A-Za-z_][A-Za-z0-9_]*|\|\||&&|==|!=|<=|>=|[-+*/%<>!().,[\]?:])/y;
+  const re =
+    /\s*(\d+\.\d+|\d+|"(?:[^"\\]|\\.)*"|'(?:[^'\\]|\\.)*'|[A-Za-z_][A-Za-z0-9_]*|\|\||&&|==|!=|<=|>=|[-+*/%<>!().,[\]?:])/y;
   const out: string[] = [];
   let pos = 0;
   while (pos < src.length) {
@@ -39,7 +40,8 @@ export function parseCel(src: string): Node {
   const peek = (): string | undefined => toks[i];
   const eat = (t?: string): string => {
     const v = toks[i];
-    if (v === undefined || (t !== undefined && v !== t)) throw new CelError(`expected "${t ?? 'token'}" in rule "${src}"`);
+    if (v === undefined || (t !== undefined && v !== t))
+      throw new CelError(`expected "${t ?? 'token'}" in rule "${src}"`);
     i++;
     return v;
   };
@@ -116,7 +118,8 @@ export function parseCel(src: string): Node {
       return { k: 'list', items };
     }
     if (/^\d/.test(t)) return { k: 'lit', v: Number(t) };
-    if (t.startsWith('"') || t.startsWith("'")) return { k: 'lit', v: JSON.parse(t.startsWith("'") ? `"${t.slice(1, -1).replace(/"/g, '\\"')}"` : t) };
+    if (t.startsWith('"') || t.startsWith("'"))
+      return { k: 'lit', v: JSON.parse(t.startsWith("'") ? `"${t.slice(1, -1).replace(/"/g, '\\"')}"` : t) };
     if (t === 'true' || t === 'false') return { k: 'lit', v: t === 'true' };
     if (t === 'null') return { k: 'lit', v: null };
     if (/^[A-Za-z_]/.test(t)) {

@@ -30,7 +30,8 @@ export function evalJsonPath(obj: unknown, path: string): unknown[] {
         if (Array.isArray(v))
           for (const item of v) {
             let cur: unknown = item;
-            for (const s of key.split('.')) cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[s] : undefined;
+            for (const s of key.split('.'))
+              cur = cur && typeof cur === 'object' ? (cur as Record<string, unknown>)[s] : undefined;
             if (String(cur) === want) out.push(item);
           }
       values = out;

@@ -24,7 +24,11 @@ export function kubectl(
     const child = execFile(
       opts.kubectlPath ?? 'kubectl',
       ['--kubeconfig', server.kubeconfigPath, '--cache-dir', cacheDir, ...args],
-      { env: { ...process.env, KUBECONFIG: server.kubeconfigPath }, timeout: opts.timeoutMs ?? 30_000, killSignal: 'SIGKILL' },
+      {
+        env: { ...process.env, KUBECONFIG: server.kubeconfigPath },
+        timeout: opts.timeoutMs ?? 30_000,
+        killSignal: 'SIGKILL',
+      },
       (err, stdout, stderr) => {
         const code = err ? (typeof err.code === 'number' ? err.code : 1) : 0;
         resolve({ code, stdout: String(stdout), stderr: String(stderr) });

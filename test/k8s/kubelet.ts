@@ -54,7 +54,15 @@ interface Tracked {
 }
 
 const LOG_LIMIT = 256 * 1024;
-const SIGNALS: Record<string, number> = { SIGHUP: 1, SIGINT: 2, SIGKILL: 9, SIGTERM: 15, SIGABRT: 6, SIGSEGV: 11, SIGPIPE: 13 };
+const SIGNALS: Record<string, number> = {
+  SIGHUP: 1,
+  SIGINT: 2,
+  SIGKILL: 9,
+  SIGTERM: 15,
+  SIGABRT: 6,
+  SIGSEGV: 11,
+  SIGPIPE: 13,
+};
 const now = (): string => new Date().toISOString().replace(/\.\d{3}Z$/, 'Z');
 const rec = (v: unknown): Record<string, unknown> => (v && typeof v === 'object' ? (v as Record<string, unknown>) : {});
 
@@ -74,7 +82,8 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     try {
       fn();
     } catch (err) {
-      if (!(err instanceof ApiError && (err.httpStatus === 404 || err.httpStatus === 409))) logger.error({ err }, 'kubelet: write failed');
+      if (!(err instanceof ApiError && (err.httpStatus === 404 || err.httpStatus === 409)))
+        logger.error({ err }, 'kubelet: write failed');
     }
   };
 
@@ -129,14 +138,18 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       state.create(nodesDef, undefined, nodeObject(ready));
       return;
     }
-    const next = { ...existing, status: { ...rec(existing.status), conditions: rec(nodeObject(ready).status).conditions } };
+    const next = {
+      ...existing,
+      status: { ...rec(existing.status), conditions: rec(nodeObject(ready).status).conditions },
+    };
     delete next.metadata.resourceVersion;
     ignoreGone(() => state.update(nodesDef, undefined, nodeName, next, 'status'));
   }
 
   function resolveEnv(pod: KObject, container: Record<string, unknown>): Record<string, string> {
     const env: Record<string, string> = { ...(process.env as Record<string, string>), ...(opts.env ?? {}) };
-    const prepend = opts.pathPrepend === undefined ? [] : Array.isArray(opts.pathPrepend) ? opts.pathPrepend : [opts.pathPrepend];
+    const prepend =
+      opts.pathPrepend === undefined ? [] : Array.isArray(opts.pathPrepend) ? opts.pathPrepend : [opts.pathPrepend];
     if (prepend.length > 0) env.PATH = [...prepend, env.PATH ?? ''].join(delimiter);
     env.HOSTNAME = pod.metadata.name!;
     const ns = pod.metadata.namespace!;
@@ -168,7 +181,13 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     return env;
   }
 
-  function containerStatus(pod: KObject, t: Tracked, state_: Record<string, unknown>, ready: boolean, last?: Record<string, unknown>): Record<string, unknown> {
+  function containerStatus(
+    pod: KObject,
+    t: Tracked,
+    state_: Record<string, unknown>,
+    ready: boolean,
+    last?: Record<string, unknown>,
+  ): Record<string, unknown> {
     const c = rec(((rec(pod.spec).containers ?? []) as unknown[])[0]);
     return {
       name: c.name,
@@ -195,7 +214,9 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   }
 
   function mergeConditions(status: Record<string, unknown>, conds: Array<Record<string, unknown>>): void {
-    const keep = ((status.conditions ?? []) as Array<Record<string, unknown>>).filter((c) => !conds.some((n) => n.type === c.type));
+    const keep = ((status.conditions ?? []) as Array<Record<string, unknown>>).filter(
+      (c) => !conds.some((n) => n.type === c.type),
+    );
     status.conditions = [...keep, ...conds];
   }
 
@@ -261,7 +282,15 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
         st.hostIP = podIP;
         st.startTime ??= t.startedAt;
         const prev = ((st.containerStatuses ?? []) as Array<Record<string, unknown>>)[0];
-        st.containerStatuses = [containerStatus(p, t, { running: { startedAt: t.startedAt } }, true, prev?.lastState as Record<string, unknown> | undefined)];
+        st.containerStatuses = [
+          containerStatus(
+            p,
+            t,
+            { running: { startedAt: t.startedAt } },
+            true,
+            prev?.lastState as Record<string, unknown> | undefined,
+          ),
+        ];
         mergeConditions(st, conditions(true));
       });
     });
@@ -281,8 +310,19 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       t.restarts++;
       const delay = Math.min(backoffMs * 2 ** (t.restarts - 1), 10_000);
       setStatus(t, (st, p) => {
-        st.containerStatuses = [containerStatus(p, t, { waiting: { reason: 'CrashLoopBackOff', message: `back-off ${delay}ms restarting failed container` } }, false, { terminated })];
-        mergeConditions(st, conditions(false).filter((c) => c.type === 'Ready' || c.type === 'ContainersReady'));
+        st.containerStatuses = [
+          containerStatus(
+            p,
+            t,
+            { waiting: { reason: 'CrashLoopBackOff', message: `back-off ${delay}ms restarting failed container` } },
+            false,
+            { terminated },
+          ),
+        ];
+        mergeConditions(
+          st,
+          conditions(false).filter((c) => c.type === 'Ready' || c.type === 'ContainersReady'),
+        );
       });
       t.timers.push(setTimeout(() => run(t), delay));
       return;
@@ -291,7 +331,10 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     setStatus(t, (st, p) => {
       st.phase = exitCode === 0 ? 'Succeeded' : 'Failed';
       st.containerStatuses = [containerStatus(p, t, { terminated }, false)];
-      mergeConditions(st, conditions(false).filter((c) => c.type === 'Ready' || c.type === 'ContainersReady'));
+      mergeConditions(
+        st,
+        conditions(false).filter((c) => c.type === 'Ready' || c.type === 'ContainersReady'),
+      );
     });
     if (t.terminating) finishDeletion(t);
   }
@@ -330,8 +373,16 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       // Nothing running (no command, or waiting to restart): it stops at once.
       t.done = true;
       setStatus(t, (st, p) => {
-        if (st.phase !== 'Succeeded' && st.phase !== 'Failed') st.phase = t.startedAt && t.restarts === 0 ? 'Succeeded' : 'Failed';
-        st.containerStatuses = [containerStatus(p, t, { terminated: { exitCode: 0, reason: 'Completed', startedAt: t.startedAt, finishedAt: now() } }, false)];
+        if (st.phase !== 'Succeeded' && st.phase !== 'Failed')
+          st.phase = t.startedAt && t.restarts === 0 ? 'Succeeded' : 'Failed';
+        st.containerStatuses = [
+          containerStatus(
+            p,
+            t,
+            { terminated: { exitCode: 0, reason: 'Completed', startedAt: t.startedAt, finishedAt: now() } },
+            false,
+          ),
+        ];
       });
     }
     finishDeletion(t);
@@ -355,10 +406,20 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     const phase = rec(pod.status).phase;
     if (!t) {
       if (phase === 'Succeeded' || phase === 'Failed') {
-        if (pod.metadata.deletionTimestamp) ignoreGone(() => state.forceDeletePod(pod.metadata.namespace!, pod.metadata.name!));
+        if (pod.metadata.deletionTimestamp)
+          ignoreGone(() => state.forceDeletePod(pod.metadata.namespace!, pod.metadata.name!));
         return;
       }
-      const nt: Tracked = { ns: pod.metadata.namespace!, name: pod.metadata.name!, uid, restarts: 0, terminating: false, done: false, timers: [], log: '' };
+      const nt: Tracked = {
+        ns: pod.metadata.namespace!,
+        name: pod.metadata.name!,
+        uid,
+        restarts: 0,
+        terminating: false,
+        done: false,
+        timers: [],
+        log: '',
+      };
       tracked.set(uid, nt);
       if (pod.metadata.deletionTimestamp) return terminate(nt, 0);
       run(nt);

@@ -48,7 +48,10 @@ const SCHEMAS: Record<string, MsgSchema> = {
     4: { name: 'stringData', type: 'strmap' },
     5: { name: 'immutable', type: 'bool' },
   },
-  Eviction: { 1: { name: 'metadata', type: 'msg:ObjectMeta' }, 2: { name: 'deleteOptions', type: 'msg:DeleteOptions' } },
+  Eviction: {
+    1: { name: 'metadata', type: 'msg:ObjectMeta' },
+    2: { name: 'deleteOptions', type: 'msg:DeleteOptions' },
+  },
   DeleteOptions: {
     1: { name: 'gracePeriodSeconds', type: 'int' },
     2: { name: 'preconditions', type: 'msg:Preconditions' },

@@ -125,19 +125,30 @@ export function defFromCrd(crd: KObject): { def?: ResourceDef; problems: Array<{
   const names = (spec.names ?? {}) as Record<string, unknown>;
   const group = spec.group;
   if (typeof group !== 'string' || !group.includes('.'))
-    problems.push({ field: 'spec.group', message: `Invalid value: ${JSON.stringify(group)}: should be a domain with at least one dot` });
+    problems.push({
+      field: 'spec.group',
+      message: `Invalid value: ${JSON.stringify(group)}: should be a domain with at least one dot`,
+    });
   if (typeof names.plural !== 'string' || !names.plural)
     problems.push({ field: 'spec.names.plural', message: 'Required value' });
-  if (typeof names.kind !== 'string' || !names.kind) problems.push({ field: 'spec.names.kind', message: 'Required value' });
+  if (typeof names.kind !== 'string' || !names.kind)
+    problems.push({ field: 'spec.names.kind', message: 'Required value' });
   if (spec.scope !== 'Namespaced' && spec.scope !== 'Cluster')
     problems.push({
       field: 'spec.scope',
       message: `Unsupported value: ${JSON.stringify(spec.scope)}: supported values: "Cluster", "Namespaced"`,
     });
   const versions = Array.isArray(spec.versions) ? (spec.versions as Array<Record<string, unknown>>) : [];
-  if (versions.length === 0) problems.push({ field: 'spec.versions', message: 'Invalid value: null: must have exactly one version marked as storage version' });
+  if (versions.length === 0)
+    problems.push({
+      field: 'spec.versions',
+      message: 'Invalid value: null: must have exactly one version marked as storage version',
+    });
   if (versions.length > 0 && versions.filter((v) => v.storage === true).length !== 1)
-    problems.push({ field: 'spec.versions', message: 'Invalid value: must have exactly one version marked as storage version' });
+    problems.push({
+      field: 'spec.versions',
+      message: 'Invalid value: must have exactly one version marked as storage version',
+    });
   if (typeof names.plural === 'string' && typeof group === 'string' && crd.metadata.name !== `${names.plural}.${group}`)
     problems.push({
       field: 'metadata.name',

@@ -16,10 +16,16 @@ function typeOf(v: unknown): string {
   return typeof v;
 }
 
-const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : JSON.stringify(v) ?? String(v));
+const show = (v: unknown): string => (typeof v === 'string' ? JSON.stringify(v) : (JSON.stringify(v) ?? String(v)));
 
 /** Applies `default`s and removes unknown fields in place; returns the (possibly replaced) value. */
-export function defaultAndPrune(value: any, schema: Schema | undefined, root = false, path = '', pruned: string[] = []): any {
+export function defaultAndPrune(
+  value: any,
+  schema: Schema | undefined,
+  root = false,
+  path = '',
+  pruned: string[] = [],
+): any {
   if (!schema) return value;
   if (isObj(value)) {
     const props: Record<string, Schema> | undefined = schema.properties;
@@ -47,7 +53,12 @@ export function defaultAndPrune(value: any, schema: Schema | undefined, root = f
 }
 
 /** Validates a value; returns causes with the real server's field paths and messages. */
-export function validate(value: unknown, schema: Schema | undefined, path: string, out: StatusCause[] = []): StatusCause[] {
+export function validate(
+  value: unknown,
+  schema: Schema | undefined,
+  path: string,
+  out: StatusCause[] = [],
+): StatusCause[] {
   if (!schema) return out;
   const inv = (message: string): void => {
     out.push({ reason: 'FieldValueInvalid', field: path, message: `Invalid value: ${show(value)}: ${message}` });
@@ -79,7 +90,9 @@ export function validate(value: unknown, schema: Schema | undefined, path: strin
     }
     if (schema.maximum !== undefined) {
       if (schema.exclusiveMaximum === true ? value >= schema.maximum : value > schema.maximum)
-        inv(`${path} in body should be less than ${schema.exclusiveMaximum === true ? '' : 'or equal to '}${schema.maximum}`);
+        inv(
+          `${path} in body should be less than ${schema.exclusiveMaximum === true ? '' : 'or equal to '}${schema.maximum}`,
+        );
     }
     if (schema.multipleOf !== undefined && value % schema.multipleOf !== 0)
       inv(`${path} in body should be a multiple of ${schema.multipleOf}`);
@@ -88,7 +101,11 @@ export function validate(value: unknown, schema: Schema | undefined, path: strin
     if (schema.minLength !== undefined && value.length < schema.minLength)
       inv(`${path} in body should be at least ${schema.minLength} chars long`);
     if (schema.maxLength !== undefined && value.length > schema.maxLength)
-      out.push({ reason: 'FieldValueTooLong', field: path, message: `Too long: may not be more than ${schema.maxLength} bytes` });
+      out.push({
+        reason: 'FieldValueTooLong',
+        field: path,
+        message: `Too long: may not be more than ${schema.maxLength} bytes`,
+      });
     if (schema.pattern !== undefined && !new RegExp(schema.pattern).test(value))
       inv(`${path} in body should match '${schema.pattern}'`);
   }
@@ -96,7 +113,11 @@ export function validate(value: unknown, schema: Schema | undefined, path: strin
     if (schema.minItems !== undefined && value.length < schema.minItems)
       inv(`${path} in body should have at least ${schema.minItems} items`);
     if (schema.maxItems !== undefined && value.length > schema.maxItems)
-      out.push({ reason: 'FieldValueTooMany', field: path, message: `Too many: ${value.length}: must have at most ${schema.maxItems} items` });
+      out.push({
+        reason: 'FieldValueTooMany',
+        field: path,
+        message: `Too many: ${value.length}: must have at most ${schema.maxItems} items`,
+      });
     if (schema.items) value.forEach((v, i) => validate(v, schema.items, `${path}[${i}]`, out));
   }
   if (isObj(value)) {
@@ -147,7 +168,11 @@ function checkRules(value: unknown, schema: Schema, path: string, out: StatusCau
     const rel = typeof r.fieldPath === 'string' ? r.fieldPath : '';
     const field = rel ? (path ? path + rel : rel.replace(/^\./, '')) : path;
     const msg = why ?? (typeof r.message === 'string' ? r.message : `failed rule: ${r.rule}`);
-    out.push({ reason: typeof r.reason === 'string' ? r.reason : 'FieldValueInvalid', field, message: `Invalid value: "${typeOf(value)}": ${msg}` });
+    out.push({
+      reason: typeof r.reason === 'string' ? r.reason : 'FieldValueInvalid',
+      field,
+      message: `Invalid value: "${typeOf(value)}": ${msg}`,
+    });
   }
 }
 

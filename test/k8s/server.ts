@@ -61,7 +61,9 @@ function parseBody(buf: Buffer, contentType: string): unknown {
     if (/yaml/.test(contentType)) return parseYaml(text);
     return JSON.parse(text);
   } catch (err) {
-    throw badRequest(`the request body is not valid ${/yaml/.test(contentType) ? 'YAML' : 'JSON'}: ${(err as Error).message}`);
+    throw badRequest(
+      `the request body is not valid ${/yaml/.test(contentType) ? 'YAML' : 'JSON'}: ${(err as Error).message}`,
+    );
   }
 }
 
@@ -173,8 +175,13 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     if (segs[0] !== 'api' && segs[0] !== 'apis') throw notFound('paths', url.pathname);
     // Discovery.
     if (segs[0] === 'api' && segs.length === 1)
-      return send(res, 200, { kind: 'APIVersions', versions: ['v1'], serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }] });
-    if (segs[0] === 'apis' && segs.length === 1) return send(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups: groups() });
+      return send(res, 200, {
+        kind: 'APIVersions',
+        versions: ['v1'],
+        serverAddressByClientCIDRs: [{ clientCIDR: '0.0.0.0/0', serverAddress: '127.0.0.1' }],
+      });
+    if (segs[0] === 'apis' && segs.length === 1)
+      return send(res, 200, { kind: 'APIGroupList', apiVersion: 'v1', groups: groups() });
     if (segs[0] === 'apis' && segs.length === 2) {
       const g = groups().find((x) => x.name === segs[1]);
       if (!g) throw notFound('groups', segs[1]);
@@ -199,7 +206,13 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     if (!def || r.length > 3) throw notFound(r[0] ?? '', r[1] ?? '', group);
     if (namespace !== undefined && !def.namespaced) throw notFound(r[0], r[1] ?? '', group);
     const sub = r[2];
-    if (sub && !(sub === 'status' && def.statusSubresource) && !(sub === 'scale' && def.scale) && !def.extraSubresources.includes(sub) && !(def.plural === 'namespaces' && sub === 'finalize'))
+    if (
+      sub &&
+      !(sub === 'status' && def.statusSubresource) &&
+      !(sub === 'scale' && def.scale) &&
+      !def.extraSubresources.includes(sub) &&
+      !(def.plural === 'namespaces' && sub === 'finalize')
+    )
       throw notFound(`${def.plural}/${sub}`, r[1], group);
     return { group, version, def, namespace, name: r[1], sub };
   }
@@ -207,18 +220,29 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
   const gv = (def: ResourceDef, version: string): string => (def.group ? `${def.group}/${version}` : version);
   const out = (def: ResourceDef, version: string, o: KObject): KObject => ({ ...o, apiVersion: gv(def, version) });
 
-  async function serve(route: Route, method: string, q: URLSearchParams, req: IncomingMessage, res: ServerResponse): Promise<void> {
+  async function serve(
+    route: Route,
+    method: string,
+    q: URLSearchParams,
+    req: IncomingMessage,
+    res: ServerResponse,
+  ): Promise<void> {
     const { def, version, namespace, name, sub } = route;
     const accept = String(req.headers.accept ?? '');
     const wantTable = /as=Table/.test(accept);
-    const wo: WriteOptions = { dryRun: q.get('dryRun') === 'All', fieldValidation: q.get('fieldValidation') ?? undefined };
-    const bodyOf = async (): Promise<unknown> => parseBody(await readBody(req), String(req.headers['content-type'] ?? ''));
+    const wo: WriteOptions = {
+      dryRun: q.get('dryRun') === 'All',
+      fieldValidation: q.get('fieldValidation') ?? undefined,
+    };
+    const bodyOf = async (): Promise<unknown> =>
+      parseBody(await readBody(req), String(req.headers['content-type'] ?? ''));
 
     if (name === undefined) {
       if (method === 'GET') {
         const labels = parseLabelSelector(q.get('labelSelector'));
         const fields = parseFieldSelector(q.get('fieldSelector'));
-        if (q.get('watch') === 'true' || q.get('watch') === '1') return watch(route, q, req, res, wantTable, labels, fields);
+        if (q.get('watch') === 'true' || q.get('watch') === '1')
+          return watch(route, q, req, res, wantTable, labels, fields);
         let items = state.list(def, namespace, labels, fields);
         const rv = state.currentResourceVersion();
         const cont = q.get('continue');
@@ -239,7 +263,13 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
           next = Buffer.from(`${last.metadata.namespace ?? ''}/${last.metadata.name}`).toString('base64url');
         }
         if (wantTable) {
-          const t = toTable(def, version, items.map((o) => out(def, version, o)), rv, q.get('includeObject') ?? 'Metadata');
+          const t = toTable(
+            def,
+            version,
+            items.map((o) => out(def, version, o)),
+            rv,
+            q.get('includeObject') ?? 'Metadata',
+          );
           if (next) t.metadata.continue = next;
           return send(res, 200, t);
         }
@@ -315,10 +345,20 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     const isStatus = sub === 'status';
     if (method === 'GET') {
       const o = out(def, version, state.get(def, namespace, name));
-      if (wantTable) return send(res, 200, toTable(def, version, [o], state.currentResourceVersion(), q.get('includeObject') ?? 'Metadata'));
+      if (wantTable)
+        return send(
+          res,
+          200,
+          toTable(def, version, [o], state.currentResourceVersion(), q.get('includeObject') ?? 'Metadata'),
+        );
       return send(res, 200, o);
     }
-    if (method === 'PUT') return send(res, 200, out(def, version, state.update(def, namespace, name, await bodyOf(), isStatus ? 'status' : '', wo)));
+    if (method === 'PUT')
+      return send(
+        res,
+        200,
+        out(def, version, state.update(def, namespace, name, await bodyOf(), isStatus ? 'status' : '', wo)),
+      );
     if (method === 'PATCH') {
       const ct = String(req.headers['content-type'] ?? '');
       if (!/json-patch|merge-patch|apply-patch/.test(ct))
@@ -328,17 +368,29 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
       if (!cur) {
         if (/apply-patch/.test(ct) && !isStatus) {
           const b = (body ?? {}) as KObject;
-          return send(res, 201, out(def, version, state.create(def, namespace, { ...b, metadata: { ...(b.metadata ?? {}), name } }, wo)));
+          return send(
+            res,
+            201,
+            out(def, version, state.create(def, namespace, { ...b, metadata: { ...(b.metadata ?? {}), name } }, wo)),
+          );
         }
         throw notFound(def.plural, name, def.group);
       }
       if (/strategic-merge-patch/.test(ct) && def.crd)
-        throw new ApiError(415, 'UnsupportedMediaType', `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`);
+        throw new ApiError(
+          415,
+          'UnsupportedMediaType',
+          `the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/apply-patch+yaml`,
+        );
       const patched = applyPatch(out(def, version, cur), body, ct, true);
       // A resourceVersion the client put in the patch is a precondition; otherwise the current one applies.
       const patchRv = ((body as KObject | undefined)?.metadata as Record<string, unknown> | undefined)?.resourceVersion;
       if (patchRv === undefined && patched.metadata) patched.metadata.resourceVersion = cur.metadata.resourceVersion;
-      return send(res, 200, out(def, version, state.update(def, namespace, name, patched, isStatus ? 'status' : '', wo)));
+      return send(
+        res,
+        200,
+        out(def, version, state.update(def, namespace, name, patched, isStatus ? 'status' : '', wo)),
+      );
     }
     if (method === 'DELETE') {
       const o = state.delete(def, namespace, name, { ...deleteOptions(q, await bodyOf()), ...wo });
@@ -352,12 +404,13 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     if (/json-patch/.test(ct)) r = jsonPatch(cur, body);
     else if (/strategic-merge-patch/.test(ct)) r = strategicMergePatch(cur, body);
     else if (/merge-patch/.test(ct) || /apply-patch/.test(ct)) {
-      if (body === null || typeof body !== 'object' || Array.isArray(body)) throw badRequest('a merge patch must be a JSON object');
+      if (body === null || typeof body !== 'object' || Array.isArray(body))
+        throw badRequest('a merge patch must be a JSON object');
       r = mergePatch(cur, body);
-    } else if (strict)
-      throw new ApiError(415, 'UnsupportedMediaType', `unsupported patch content type "${ct}"`);
+    } else if (strict) throw new ApiError(415, 'UnsupportedMediaType', `unsupported patch content type "${ct}"`);
     else r = mergePatch(cur, body);
-    if (r === null || typeof r !== 'object' || Array.isArray(r)) throw badRequest('the patch did not produce an object');
+    if (r === null || typeof r !== 'object' || Array.isArray(r))
+      throw badRequest('the patch did not produce an object');
     return r as KObject;
   }
 
@@ -368,7 +421,8 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     if (policy !== undefined && policy !== null && !['Background', 'Foreground', 'Orphan'].includes(String(policy)))
       throw badRequest(`propagationPolicy "${String(policy)}" must be Background, Foreground or Orphan`);
     const g = grace === undefined || grace === null ? undefined : Number(grace);
-    if (g !== undefined && (!Number.isInteger(g) || g < 0)) throw badRequest(`gracePeriodSeconds "${String(grace)}" must be a non-negative integer`);
+    if (g !== undefined && (!Number.isInteger(g) || g < 0))
+      throw badRequest(`gracePeriodSeconds "${String(grace)}" must be a non-negative integer`);
     return {
       gracePeriodSeconds: g,
       propagationPolicy: (policy ?? undefined) as DeleteOptions['propagationPolicy'],
@@ -387,7 +441,11 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     fields: ReturnType<typeof parseFieldSelector>,
   ): void {
     const { def, version, namespace } = route;
-    res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'Cache-Control': 'no-cache' });
+    res.writeHead(200, {
+      'Content-Type': 'application/json',
+      'Transfer-Encoding': 'chunked',
+      'Cache-Control': 'no-cache',
+    });
     res.flushHeaders();
     let ended = false;
     const write = (ev: WatchEvent): void => {
@@ -395,7 +453,14 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
       let object = ev.object;
       if (ev.type !== 'ERROR' && ev.type !== 'BOOKMARK') {
         object = out(def, version, object);
-        if (wantTable) object = toTable(def, version, [object], object.metadata.resourceVersion ?? '', q.get('includeObject') ?? 'Metadata');
+        if (wantTable)
+          object = toTable(
+            def,
+            version,
+            [object],
+            object.metadata.resourceVersion ?? '',
+            q.get('includeObject') ?? 'Metadata',
+          );
       }
       res.write(JSON.stringify({ type: ev.type, object }) + '\n');
     };
@@ -430,7 +495,14 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     }
     if (q.get('allowWatchBookmarks') === 'true') {
       const tick = (): void => {
-        write({ type: 'BOOKMARK', object: { kind: def.kind, apiVersion: gv(def, version), metadata: { resourceVersion: state.currentResourceVersion() } } });
+        write({
+          type: 'BOOKMARK',
+          object: {
+            kind: def.kind,
+            apiVersion: gv(def, version),
+            metadata: { resourceVersion: state.currentResourceVersion() },
+          },
+        });
         timers[0] = setTimeout(tick, bookmarkIntervalMs);
       };
       timers[0] = setTimeout(tick, bookmarkIntervalMs);
@@ -441,7 +513,11 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
 
   // ---- discovery and OpenAPI ---------------------------------------------------------------------
 
-  function groups(): Array<{ name: string; versions: Array<{ groupVersion: string; version: string }>; preferredVersion: { groupVersion: string; version: string } }> {
+  function groups(): Array<{
+    name: string;
+    versions: Array<{ groupVersion: string; version: string }>;
+    preferredVersion: { groupVersion: string; version: string };
+  }> {
     const byGroup = new Map<string, string[]>();
     for (const d of state.defs.values()) {
       if (!d.group) continue;
@@ -471,9 +547,23 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
         ...(d.categories.length ? { categories: d.categories } : {}),
       });
       if (d.statusSubresource)
-        resources.push({ name: `${d.plural}/status`, singularName: '', namespaced: d.namespaced, kind: d.kind, verbs: ['get', 'patch', 'update'] });
+        resources.push({
+          name: `${d.plural}/status`,
+          singularName: '',
+          namespaced: d.namespaced,
+          kind: d.kind,
+          verbs: ['get', 'patch', 'update'],
+        });
       if (d.scale)
-        resources.push({ name: `${d.plural}/scale`, singularName: '', namespaced: d.namespaced, group: 'autoscaling', version: 'v1', kind: 'Scale', verbs: ['get', 'patch', 'update'] });
+        resources.push({
+          name: `${d.plural}/scale`,
+          singularName: '',
+          namespaced: d.namespaced,
+          group: 'autoscaling',
+          version: 'v1',
+          kind: 'Scale',
+          verbs: ['get', 'patch', 'update'],
+        });
       for (const s of d.extraSubresources)
         resources.push({
           name: `${d.plural}/${s}`,
@@ -484,7 +574,13 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
           verbs: s === 'log' ? ['get'] : ['create'],
         });
     }
-    return { kind: 'APIResourceList', apiVersion: 'v1', metadata: {}, groupVersion: group ? `${group}/${version}` : version, resources } as unknown as KObject;
+    return {
+      kind: 'APIResourceList',
+      apiVersion: 'v1',
+      metadata: {},
+      groupVersion: group ? `${group}/${version}` : version,
+      resources,
+    } as unknown as KObject;
   }
 
   // kubectl (create/apply, --validate=strict by default) asks OpenAPI v3 whether each kind's PATCH takes
@@ -494,7 +590,8 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
     if (segs[1] === 'v3' && segs.length === 2) {
       const paths: Record<string, { serverRelativeURL: string }> = {};
       const gvs = new Set<string>();
-      for (const d of state.defs.values()) for (const v of d.versions) gvs.add(d.group ? `apis/${d.group}/${v}` : `api/${v}`);
+      for (const d of state.defs.values())
+        for (const v of d.versions) gvs.add(d.group ? `apis/${d.group}/${v}` : `api/${v}`);
       const hash = state.currentResourceVersion();
       for (const p of gvs) paths[p] = { serverRelativeURL: `/openapi/v3/${p}?hash=${hash}` };
       return send(res, 200, { paths });
@@ -520,7 +617,12 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
           },
         };
       }
-      return send(res, 200, { openapi: '3.0.0', info: { title: 'Kubernetes', version: 'v1.32.0' }, paths, components: { schemas: {} } });
+      return send(res, 200, {
+        openapi: '3.0.0',
+        info: { title: 'Kubernetes', version: 'v1.32.0' },
+        paths,
+        components: { schemas: {} },
+      });
     }
     throw notFound('openapi', segs.join('/'));
   }

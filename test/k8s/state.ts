@@ -175,7 +175,11 @@ export class ApiState {
       if (from < this.droppedUpTo) {
         send({
           type: 'ERROR',
-          object: new ApiError(410, 'Expired', `too old resource version: ${from} (${this.droppedUpTo + 1})`).toStatus(),
+          object: new ApiError(
+            410,
+            'Expired',
+            `too old resource version: ${from} (${this.droppedUpTo + 1})`,
+          ).toStatus(),
         });
         return () => {};
       }
@@ -230,7 +234,11 @@ export class ApiState {
     if (type === 'DELETED' && key === '/nodes') this.onNodeRemoved(obj.metadata.name!);
     if (type === 'DELETED' && key === 'apiextensions.k8s.io/customresourcedefinitions') this.onCrdRemoved(obj);
     // Mark which controllers have work, so that idle passes cost nothing at scale.
-    if (type === 'DELETED' || obj.metadata.deletionTimestamp || (type === 'ADDED' && obj.metadata.ownerReferences?.length))
+    if (
+      type === 'DELETED' ||
+      obj.metadata.deletionTimestamp ||
+      (type === 'ADDED' && obj.metadata.ownerReferences?.length)
+    )
       this.gcDirty = true;
     if (key === '/namespaces' && obj.metadata.deletionTimestamp) this.nsDirty = true;
     if (
@@ -260,7 +268,11 @@ export class ApiState {
       if (typeof md.generateName === 'string' && md.generateName) md.name = md.generateName + randSuffix();
       else
         throw invalid(def.kind, '', def.group, [
-          { reason: 'FieldValueRequired', field: 'metadata.name', message: 'Required value: name or generateName is required' },
+          {
+            reason: 'FieldValueRequired',
+            field: 'metadata.name',
+            message: 'Required value: name or generateName is required',
+          },
         ]);
     }
     this.checkName(def, md.name);
@@ -283,13 +295,23 @@ export class ApiState {
    * Replaces an object (sub = '' | 'status'). A stale metadata.resourceVersion answers 409; an update
    * that changes nothing does not bump the resourceVersion.
    */
-  update(def: ResourceDef, ns: string | undefined, name: string, body: unknown, sub = '', wo: WriteOptions = {}): KObject {
+  update(
+    def: ResourceDef,
+    ns: string | undefined,
+    name: string,
+    body: unknown,
+    sub = '',
+    wo: WriteOptions = {},
+  ): KObject {
     const incoming = this.checkBody(def, body);
     const old = this.get(def, ns, name);
     if (incoming.metadata.name && incoming.metadata.name !== name)
-      throw badRequest(`the name of the object (${incoming.metadata.name}) does not match the name on the URL (${name})`);
+      throw badRequest(
+        `the name of the object (${incoming.metadata.name}) does not match the name on the URL (${name})`,
+      );
     const rv = incoming.metadata.resourceVersion;
-    if (rv !== undefined && rv !== '' && rv !== old.metadata.resourceVersion) throw conflict(def.plural, name, def.group);
+    if (rv !== undefined && rv !== '' && rv !== old.metadata.resourceVersion)
+      throw conflict(def.plural, name, def.group);
     let next: KObject;
     if (sub === 'status') {
       next = clone(old);
@@ -326,8 +348,7 @@ export class ApiState {
     if (def.plural === 'customresourcedefinitions' && def.group === 'apiextensions.k8s.io') this.checkCrd(next);
     const { resourceVersion: _r1, ...a } = next.metadata;
     const { resourceVersion: _r2, ...b } = old.metadata;
-    const unchanged =
-      JSON.stringify({ ...next, metadata: a }) === JSON.stringify({ ...old, metadata: b });
+    const unchanged = JSON.stringify({ ...next, metadata: a }) === JSON.stringify({ ...old, metadata: b });
     if (wo.dryRun) return next;
     if (next.metadata.deletionTimestamp && (next.metadata.finalizers ?? []).length === 0 && this.deletionDue(def, next))
       return this.commit(def, 'DELETED', next, old);
@@ -342,7 +363,11 @@ export class ApiState {
     const old = this.get(def, ns, name);
     const md = old.metadata;
     if (o.preconditions?.uid && o.preconditions.uid !== md.uid)
-      throw new ApiError(409, 'Conflict', `Precondition failed: UID in precondition: ${o.preconditions.uid}, UID in object meta: ${md.uid}`);
+      throw new ApiError(
+        409,
+        'Conflict',
+        `Precondition failed: UID in precondition: ${o.preconditions.uid}, UID in object meta: ${md.uid}`,
+      );
     if (o.preconditions?.resourceVersion && o.preconditions.resourceVersion !== md.resourceVersion)
       throw new ApiError(
         409,
@@ -429,7 +454,11 @@ export class ApiState {
     const replicas = (s?.spec as Record<string, unknown> | undefined)?.replicas;
     if (typeof replicas !== 'number' || !Number.isInteger(replicas) || replicas < 0)
       throw invalid('Scale', name, 'autoscaling', [
-        { reason: 'FieldValueInvalid', field: 'spec.replicas', message: `Invalid value: ${JSON.stringify(replicas)}: must be greater than or equal to 0` },
+        {
+          reason: 'FieldValueInvalid',
+          field: 'spec.replicas',
+          message: `Invalid value: ${JSON.stringify(replicas)}: must be greater than or equal to 0`,
+        },
       ]);
     const o = this.get(def, ns, name);
     const rv = s.metadata?.resourceVersion;
@@ -450,10 +479,14 @@ export class ApiState {
     if (obj.metadata === null || typeof obj.metadata !== 'object' || Array.isArray(obj.metadata))
       throw badRequest(`metadata of a ${def.kind} must be an object`);
     if (obj.kind !== undefined && obj.kind !== def.kind)
-      throw badRequest(`the kind of the object (${String(obj.kind)}) does not match the resource ${def.plural} (${def.kind})`);
+      throw badRequest(
+        `the kind of the object (${String(obj.kind)}) does not match the resource ${def.plural} (${def.kind})`,
+      );
     const gvs = def.versions.map((v) => (def.group ? `${def.group}/${v}` : v));
     if (obj.apiVersion !== undefined && !gvs.includes(String(obj.apiVersion)))
-      throw badRequest(`the apiVersion of the object (${String(obj.apiVersion)}) is not served for ${def.plural} (${gvs.join(', ')})`);
+      throw badRequest(
+        `the apiVersion of the object (${String(obj.apiVersion)}) is not served for ${def.plural} (${gvs.join(', ')})`,
+      );
     obj.kind = def.kind;
     obj.apiVersion ??= gvs[0];
     for (const f of ['labels', 'annotations'] as const) {
@@ -484,7 +517,11 @@ export class ApiState {
     const o = this.tryGet(this.def('', 'namespaces'), undefined, ns);
     if (!o) throw notFound('namespaces', ns);
     if (o.metadata.deletionTimestamp)
-      throw new ApiError(403, 'Forbidden', `unable to create new content in namespace ${ns} because it is being terminated`);
+      throw new ApiError(
+        403,
+        'Forbidden',
+        `unable to create new content in namespace ${ns} because it is being terminated`,
+      );
   }
 
   private prepareCreate(def: ResourceDef, obj: KObject, wo: WriteOptions): void {
@@ -519,8 +556,20 @@ export class ApiState {
       obj.status = {
         acceptedNames: spec.names,
         conditions: [
-          { type: 'NamesAccepted', status: 'True', reason: 'NoConflicts', message: 'no conflicts found', lastTransitionTime: now() },
-          { type: 'Established', status: 'True', reason: 'InitialNamesAccepted', message: 'the initial names have been accepted', lastTransitionTime: now() },
+          {
+            type: 'NamesAccepted',
+            status: 'True',
+            reason: 'NoConflicts',
+            message: 'no conflicts found',
+            lastTransitionTime: now(),
+          },
+          {
+            type: 'Established',
+            status: 'True',
+            reason: 'InitialNamesAccepted',
+            message: 'the initial names have been accepted',
+            lastTransitionTime: now(),
+          },
         ],
         storedVersions: [storage.name],
       };
@@ -530,11 +579,20 @@ export class ApiState {
   private checkCrd(obj: KObject): void {
     const { def, problems } = defFromCrd(obj);
     if (problems.length > 0)
-      throw invalid('CustomResourceDefinition', obj.metadata.name ?? '', 'apiextensions.k8s.io', problems.map((p) => ({ reason: 'FieldValueInvalid', ...p })));
+      throw invalid(
+        'CustomResourceDefinition',
+        obj.metadata.name ?? '',
+        'apiextensions.k8s.io',
+        problems.map((p) => ({ reason: 'FieldValueInvalid', ...p })),
+      );
     const clash = this.defs.get(resKey(def!.group, def!.plural));
     if (clash && clash.crd !== obj.metadata.name)
       throw invalid('CustomResourceDefinition', obj.metadata.name ?? '', 'apiextensions.k8s.io', [
-        { reason: 'FieldValueInvalid', field: 'spec.names.plural', message: `Invalid value: "${def!.plural}": already served` },
+        {
+          reason: 'FieldValueInvalid',
+          field: 'spec.names.plural',
+          message: `Invalid value: "${def!.plural}": already served`,
+        },
       ]);
   }
 
@@ -568,7 +626,11 @@ export class ApiState {
         if (!c || typeof c.name !== 'string' || !c.name)
           causes.push({ reason: 'FieldValueRequired', field: `spec.containers[${i}].name`, message: 'Required value' });
         if (!c || typeof c.image !== 'string' || !c.image)
-          causes.push({ reason: 'FieldValueRequired', field: `spec.containers[${i}].image`, message: 'Required value' });
+          causes.push({
+            reason: 'FieldValueRequired',
+            field: `spec.containers[${i}].image`,
+            message: 'Required value',
+          });
       });
     const rp = spec?.restartPolicy;
     if (rp !== undefined && !['Always', 'OnFailure', 'Never'].includes(String(rp)))
@@ -599,7 +661,8 @@ export class ApiState {
         {
           reason: 'FieldValueForbidden',
           field: 'spec',
-          message: 'Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations`',
+          message:
+            'Forbidden: pod updates may not change fields other than `spec.containers[*].image`, `spec.activeDeadlineSeconds` or `spec.tolerations`',
         },
       ]);
   }
@@ -680,7 +743,9 @@ export class ApiState {
           const deps = this.dependentsOf(md.uid!);
           for (const d of deps)
             if (!d.obj.metadata.deletionTimestamp)
-              this.safe(() => this.delete(d.def, d.obj.metadata.namespace, d.obj.metadata.name!, { propagationPolicy: 'Foreground' }));
+              this.safe(() =>
+                this.delete(d.def, d.obj.metadata.namespace, d.obj.metadata.name!, { propagationPolicy: 'Foreground' }),
+              );
           if (deps.length === 0) this.removeFinalizer(def, o, 'foregroundDeletion');
         }
       }
@@ -757,9 +822,15 @@ export class ApiState {
   private schedulePass(): void {
     const podDef = this.def('', 'pods');
     const nodes = this.list(this.def('', 'nodes')).filter((n) => {
-      const conds = ((n.status as Record<string, unknown> | undefined)?.conditions ?? []) as Array<Record<string, unknown>>;
+      const conds = ((n.status as Record<string, unknown> | undefined)?.conditions ?? []) as Array<
+        Record<string, unknown>
+      >;
       const spec = (n.spec ?? {}) as Record<string, unknown>;
-      return !n.metadata.deletionTimestamp && !spec.unschedulable && conds.some((c) => c.type === 'Ready' && c.status === 'True');
+      return (
+        !n.metadata.deletionTimestamp &&
+        !spec.unschedulable &&
+        conds.some((c) => c.type === 'Ready' && c.status === 'True')
+      );
     });
     // Walk the stored pods without copying (this runs after pod writes; 10,000 pods must stay cheap).
     const raw = [...this.data.get(resKey('', 'pods'))!.values()];
@@ -777,18 +848,30 @@ export class ApiState {
       const spec = stored.spec as Record<string, unknown>;
       if (spec.schedulerName !== undefined && spec.schedulerName !== 'default-scheduler') continue;
       const fits = nodes.filter((n) => {
-        const cap = Number(((n.status as Record<string, unknown>).allocatable as Record<string, unknown> | undefined)?.pods ?? 110);
+        const cap = Number(
+          ((n.status as Record<string, unknown>).allocatable as Record<string, unknown> | undefined)?.pods ?? 110,
+        );
         return (load.get(n.metadata.name!) ?? 0) < cap && nodeSelectorMatches(spec, n) && toleratesTaints(spec, n);
       });
       if (fits.length === 0) {
-        const storedConds = ((stored.status as Record<string, unknown> | undefined)?.conditions ?? []) as Array<Record<string, unknown>>;
+        const storedConds = ((stored.status as Record<string, unknown> | undefined)?.conditions ?? []) as Array<
+          Record<string, unknown>
+        >;
         if (storedConds.find((c) => c.type === 'PodScheduled')?.message === unschedulableMsg) continue;
         const p = clone(stored);
         const status = (p.status ?? {}) as Record<string, unknown>;
-        const conds = ((status.conditions ?? []) as Array<Record<string, unknown>>).filter((c) => c.type !== 'PodScheduled');
+        const conds = ((status.conditions ?? []) as Array<Record<string, unknown>>).filter(
+          (c) => c.type !== 'PodScheduled',
+        );
         status.conditions = [
           ...conds,
-          { type: 'PodScheduled', status: 'False', reason: 'Unschedulable', message: unschedulableMsg, lastTransitionTime: now() },
+          {
+            type: 'PodScheduled',
+            status: 'False',
+            reason: 'Unschedulable',
+            message: unschedulableMsg,
+            lastTransitionTime: now(),
+          },
         ];
         p.status = status;
         delete p.metadata.resourceVersion;
@@ -858,7 +941,9 @@ function toleratesTaints(spec: Record<string, unknown>, node: KObject): boolean 
       tols.some(
         (tol) =>
           (!tol.effect || tol.effect === t.effect) &&
-          (tol.operator === 'Exists' ? !tol.key || tol.key === t.key : tol.key === t.key && (tol.value ?? '') === (t.value ?? '')),
+          (tol.operator === 'Exists'
+            ? !tol.key || tol.key === t.key
+            : tol.key === t.key && (tol.value ?? '') === (t.value ?? '')),
       ),
     );
 }

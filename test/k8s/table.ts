@@ -85,7 +85,9 @@ function builtinColumns(def: ResourceDef): Col[] {
         name: 'Status',
         type: 'string',
         cell: (o) => {
-          const ready = ((rec(o.status).conditions ?? []) as Array<Record<string, unknown>>).find((c) => c.type === 'Ready');
+          const ready = ((rec(o.status).conditions ?? []) as Array<Record<string, unknown>>).find(
+            (c) => c.type === 'Ready',
+          );
           let s = ready?.status === 'True' ? 'Ready' : 'NotReady';
           if (rec(o.spec).unschedulable) s += ',SchedulingDisabled';
           return s;

@@ -90,7 +90,9 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
     const r = await kubectl(server, ['apply', '-f', file('crd.yaml', CRD)]);
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /customresourcedefinition.apiextensions.k8s.io\/gadgets.test.tensile.dev created/);
-    const crd = await kc.makeApiClient(ApiextensionsV1Api).readCustomResourceDefinition({ name: 'gadgets.test.tensile.dev' });
+    const crd = await kc
+      .makeApiClient(ApiextensionsV1Api)
+      .readCustomResourceDefinition({ name: 'gadgets.test.tensile.dev' });
     assert.ok(crd.status?.conditions?.some((c) => c.type === 'Established' && c.status === 'True'));
     const list = await kubectl(server, ['get', 'gadgets']);
     assert.equal(list.code, 0, list.stderr);
@@ -120,18 +122,49 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
   });
 
   it('rejects invalid custom resources with 422 naming each bad field, and unknown fields with 400', async () => {
-    const r = await kubectl(server, ['apply', '-f', file('bad.yaml', gadget('bad', -1, '').replace('maxReplicas: 4', 'maxReplicas: 9\n  restartPolicy: Sometimes'))]);
+    const r = await kubectl(server, [
+      'apply',
+      '-f',
+      file('bad.yaml', gadget('bad', -1, '').replace('maxReplicas: 4', 'maxReplicas: 9\n  restartPolicy: Sometimes')),
+    ]);
     assert.notEqual(r.code, 0);
-    assert.match(r.stderr, /spec\.replicas: Invalid value: -1: spec\.replicas in body should be greater than or equal to 0/);
-    assert.match(r.stderr, /spec\.maxReplicas: Invalid value: 9: spec\.maxReplicas in body should be less than or equal to 8/);
-    assert.match(r.stderr, /spec\.restartPolicy: Unsupported value: "Sometimes": supported values: "Never", "OnFailure", "ExitCode"/);
-    const cel = await kubectl(server, ['apply', '-f', file('cel.yaml', gadget('cel', 1).replace('maxReplicas: 4', 'maxReplicas: 4\n  minReplicas: 5'))]);
+    assert.match(
+      r.stderr,
+      /spec\.replicas: Invalid value: -1: spec\.replicas in body should be greater than or equal to 0/,
+    );
+    assert.match(
+      r.stderr,
+      /spec\.maxReplicas: Invalid value: 9: spec\.maxReplicas in body should be less than or equal to 8/,
+    );
+    assert.match(
+      r.stderr,
+      /spec\.restartPolicy: Unsupported value: "Sometimes": supported values: "Never", "OnFailure", "ExitCode"/,
+    );
+    const cel = await kubectl(server, [
+      'apply',
+      '-f',
+      file('cel.yaml', gadget('cel', 1).replace('maxReplicas: 4', 'maxReplicas: 4\n  minReplicas: 5')),
+    ]);
     assert.notEqual(cel.code, 0);
-    assert.match(cel.stderr, /spec\.minReplicas: Invalid value: "object": spec\.minReplicas must be ≤ spec\.maxReplicas/);
-    const missing = await kubectl(server, ['apply', '-f', file('missing.yaml', 'apiVersion: test.tensile.dev/v1alpha1\nkind: Gadget\nmetadata: { name: m }\nspec: { replicas: 1 }\n')]);
+    assert.match(
+      cel.stderr,
+      /spec\.minReplicas: Invalid value: "object": spec\.minReplicas must be ≤ spec\.maxReplicas/,
+    );
+    const missing = await kubectl(server, [
+      'apply',
+      '-f',
+      file(
+        'missing.yaml',
+        'apiVersion: test.tensile.dev/v1alpha1\nkind: Gadget\nmetadata: { name: m }\nspec: { replicas: 1 }\n',
+      ),
+    ]);
     assert.notEqual(missing.code, 0);
     assert.match(missing.stderr, /spec\.template: Required value/);
-    const unknown = await kubectl(server, ['apply', '-f', file('unknown.yaml', gadget('u', 1).replace('replicas: 1', 'replicas: 1\n  replicaz: 2'))]);
+    const unknown = await kubectl(server, [
+      'apply',
+      '-f',
+      file('unknown.yaml', gadget('u', 1).replace('replicas: 1', 'replicas: 1\n  replicaz: 2')),
+    ]);
     assert.notEqual(unknown.code, 0);
     assert.match(unknown.stderr, /unknown field "spec\.replicaz"/);
     try {
@@ -140,7 +173,12 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
         version: 'v1alpha1',
         namespace: 'default',
         plural: 'gadgets',
-        body: { apiVersion: 'test.tensile.dev/v1alpha1', kind: 'Gadget', metadata: { name: 'typed' }, spec: { replicas: 'two', template: {} } },
+        body: {
+          apiVersion: 'test.tensile.dev/v1alpha1',
+          kind: 'Gadget',
+          metadata: { name: 'typed' },
+          spec: { replicas: 'two', template: {} },
+        },
       });
       assert.fail('expected 422');
     } catch (err) {
@@ -148,7 +186,10 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
       assert.equal(err.code, 422);
       const body = typeof err.body === 'string' ? JSON.parse(err.body) : err.body;
       assert.equal(body.reason, 'Invalid');
-      assert.deepEqual(body.details.causes.map((c: { field: string }) => c.field), ['spec.replicas']);
+      assert.deepEqual(
+        body.details.causes.map((c: { field: string }) => c.field),
+        ['spec.replicas'],
+      );
     }
   });
 
@@ -158,7 +199,11 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
     const cur = await api.getNamespacedCustomObject(key);
     const st = await api.replaceNamespacedCustomObjectStatus({
       ...key,
-      body: { ...cur, spec: { ...cur.spec, replicas: 7 }, status: { replicas: 3, selector: 'app=g1', conditions: [{ type: 'Running', status: 'True' }] } },
+      body: {
+        ...cur,
+        spec: { ...cur.spec, replicas: 7 },
+        status: { replicas: 3, selector: 'app=g1', conditions: [{ type: 'Running', status: 'True' }] },
+      },
     });
     assert.equal(st.spec.replicas, 3, 'a status update does not change spec');
     assert.equal(st.status.replicas, 3);
@@ -187,7 +232,11 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /scaled/);
     const res = await fetch(`${server.url}/apis/test.tensile.dev/v1alpha1/namespaces/default/gadgets/g1/scale`);
-    const scale = (await res.json()) as { kind: string; spec: { replicas: number }; status: { replicas: number; selector: string } };
+    const scale = (await res.json()) as {
+      kind: string;
+      spec: { replicas: number };
+      status: { replicas: number; selector: string };
+    };
     assert.equal(scale.kind, 'Scale');
     assert.deepEqual([scale.spec.replicas, scale.status.replicas, scale.status.selector], [2, 3, 'app=g1']);
     const bad = await fetch(`${server.url}/apis/test.tensile.dev/v1alpha1/namespaces/default/gadgets/g1/scale`, {
@@ -202,13 +251,19 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
     const api = kc.makeApiClient(CustomObjectsApi);
     const key = { group: 'test.tensile.dev', version: 'v1alpha1', namespace: 'default', plural: 'gadgets', name: 'g1' };
     const cur = await api.getNamespacedCustomObject(key);
-    await api.replaceNamespacedCustomObject({ ...key, body: { ...cur, metadata: { ...cur.metadata, finalizers: ['test.tensile.dev/hold'] } } });
+    await api.replaceNamespacedCustomObject({
+      ...key,
+      body: { ...cur, metadata: { ...cur.metadata, finalizers: ['test.tensile.dev/hold'] } },
+    });
     const del = kubectl(server, ['delete', 'gadget', 'g1', '--timeout=20s']);
     const held = await waitFor('deletionTimestamp', async () => {
       const o = await api.getNamespacedCustomObject(key);
       return o.metadata.deletionTimestamp ? o : undefined;
     });
-    await api.replaceNamespacedCustomObject({ ...key, body: { ...held, metadata: { ...held.metadata, finalizers: [] } } });
+    await api.replaceNamespacedCustomObject({
+      ...key,
+      body: { ...held, metadata: { ...held.metadata, finalizers: [] } },
+    });
     const r = await del;
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /gadget.test.tensile.dev "g1" deleted/);

@@ -59,13 +59,25 @@ describe('test API server: CRUD, conflicts and watch with @kubernetes/client-nod
     assert.equal(dup.code, 409);
     assert.equal(dup.body.reason, 'AlreadyExists');
     const all = await core.listNamespacedConfigMap({ namespace: 'crud' });
-    assert.deepEqual(all.items.map((i) => i.metadata?.name), ['a', 'b']);
+    assert.deepEqual(
+      all.items.map((i) => i.metadata?.name),
+      ['a', 'b'],
+    );
     const sel = await core.listNamespacedConfigMap({ namespace: 'crud', labelSelector: 'app in (x,z),tier' });
-    assert.deepEqual(sel.items.map((i) => i.metadata?.name), ['a']);
+    assert.deepEqual(
+      sel.items.map((i) => i.metadata?.name),
+      ['a'],
+    );
     const neg = await core.listNamespacedConfigMap({ namespace: 'crud', labelSelector: 'app!=x' });
-    assert.deepEqual(neg.items.map((i) => i.metadata?.name), ['b']);
+    assert.deepEqual(
+      neg.items.map((i) => i.metadata?.name),
+      ['b'],
+    );
     const byName = await core.listNamespacedConfigMap({ namespace: 'crud', fieldSelector: 'metadata.name=b' });
-    assert.deepEqual(byName.items.map((i) => i.metadata?.name), ['b']);
+    assert.deepEqual(
+      byName.items.map((i) => i.metadata?.name),
+      ['b'],
+    );
     const missing = await rejects(core.readNamespacedConfigMap({ namespace: 'crud', name: 'nope' }));
     assert.equal(missing.code, 404);
     const noNs = await rejects(core.createNamespacedConfigMap({ namespace: 'absent', body: cm('a') }));
@@ -74,16 +86,30 @@ describe('test API server: CRUD, conflicts and watch with @kubernetes/client-nod
 
   it('answers 409 Conflict to an update with a stale resourceVersion and accepts the fresh one', async () => {
     const cur = await core.readNamespacedConfigMap({ namespace: 'crud', name: 'a' });
-    const first = await core.replaceNamespacedConfigMap({ namespace: 'crud', name: 'a', body: { ...cur, data: { k: 'v2' } } });
+    const first = await core.replaceNamespacedConfigMap({
+      namespace: 'crud',
+      name: 'a',
+      body: { ...cur, data: { k: 'v2' } },
+    });
     assert.notEqual(first.metadata?.resourceVersion, cur.metadata?.resourceVersion);
-    const stale = await rejects(core.replaceNamespacedConfigMap({ namespace: 'crud', name: 'a', body: { ...cur, data: { k: 'v3' } } }));
+    const stale = await rejects(
+      core.replaceNamespacedConfigMap({ namespace: 'crud', name: 'a', body: { ...cur, data: { k: 'v3' } } }),
+    );
     assert.equal(stale.code, 409);
     assert.equal(stale.body.reason, 'Conflict');
     assert.match(String(stale.body.message), /the object has been modified/);
-    const ok = await core.replaceNamespacedConfigMap({ namespace: 'crud', name: 'a', body: { ...first, data: { k: 'v3' } } });
+    const ok = await core.replaceNamespacedConfigMap({
+      namespace: 'crud',
+      name: 'a',
+      body: { ...first, data: { k: 'v3' } },
+    });
     assert.deepEqual(ok.data, { k: 'v3' });
     const unchanged = await core.replaceNamespacedConfigMap({ namespace: 'crud', name: 'a', body: ok });
-    assert.equal(unchanged.metadata?.resourceVersion, ok.metadata?.resourceVersion, 'a no-op update keeps the resourceVersion');
+    assert.equal(
+      unchanged.metadata?.resourceVersion,
+      ok.metadata?.resourceVersion,
+      'a no-op update keeps the resourceVersion',
+    );
   });
 
   it('applies JSON patches and rejects a bad body with 400 without crashing', async () => {
@@ -117,7 +143,9 @@ describe('test API server: CRUD, conflicts and watch with @kubernetes/client-nod
       body: JSON.stringify({ metadata: { resourceVersion: '1' }, data: { z: '1' } }),
     });
     assert.equal(stalePatch.status, 409);
-    const junk = await fetch(`${server.url}/api/v1/namespaces/crud/configmaps?labelSelector=${encodeURIComponent('a in (')}`);
+    const junk = await fetch(
+      `${server.url}/api/v1/namespaces/crud/configmaps?labelSelector=${encodeURIComponent('a in (')}`,
+    );
     assert.equal(junk.status, 400);
   });
 
@@ -138,10 +166,17 @@ describe('test API server: CRUD, conflicts and watch with @kubernetes/client-nod
     );
     try {
       await core.createNamespacedConfigMap({ namespace: 'crud', body: cm('w1') });
-      const upd = await core.patchNamespacedConfigMap({ namespace: 'crud', name: 'w1', body: [{ op: 'replace', path: '/data/k', value: 'x' }] });
+      const upd = await core.patchNamespacedConfigMap({
+        namespace: 'crud',
+        name: 'w1',
+        body: [{ op: 'replace', path: '/data/k', value: 'x' }],
+      });
       await core.deleteNamespacedConfigMap({ namespace: 'crud', name: 'w1' });
       await waitFor('three watch events', () => events.length >= 3);
-      assert.deepEqual(events.map(([t, n]) => `${t} ${n}`), ['ADDED w1', 'MODIFIED w1', 'DELETED w1']);
+      assert.deepEqual(
+        events.map(([t, n]) => `${t} ${n}`),
+        ['ADDED w1', 'MODIFIED w1', 'DELETED w1'],
+      );
       await waitFor('a bookmark', () => bookmarks > 0);
       // Resume after the MODIFIED event: only the DELETED event is replayed.
       const replay: string[] = [];
@@ -196,9 +231,17 @@ describe('test API server: CRUD, conflicts and watch with @kubernetes/client-nod
     try {
       await core.createNamespacedConfigMap({ namespace: 'crud', body: cm('i1', { inf: 'yes' }) });
       await core.createNamespacedConfigMap({ namespace: 'crud', body: cm('i2', { inf: 'no' }) });
-      await core.patchNamespacedConfigMap({ namespace: 'crud', name: 'i1', body: [{ op: 'replace', path: '/data/k', value: 'z' }] });
+      await core.patchNamespacedConfigMap({
+        namespace: 'crud',
+        name: 'i1',
+        body: [{ op: 'replace', path: '/data/k', value: 'z' }],
+      });
       // Relabelling out of the selector reads as a delete to a selective watch.
-      await core.patchNamespacedConfigMap({ namespace: 'crud', name: 'i1', body: [{ op: 'replace', path: '/metadata/labels/inf', value: 'no' }] });
+      await core.patchNamespacedConfigMap({
+        namespace: 'crud',
+        name: 'i1',
+        body: [{ op: 'replace', path: '/metadata/labels/inf', value: 'no' }],
+      });
       await waitFor('informer events', () => seen.length >= 3);
       assert.deepEqual(seen, ['add i1', 'update i1', 'delete i1']);
       assert.equal(informer.list('crud').length, 0);
@@ -211,7 +254,10 @@ describe('test API server: CRUD, conflicts and watch with @kubernetes/client-nod
     const coord = kc.makeApiClient(CoordinationV1Api);
     const lease = await coord.createNamespacedLease({
       namespace: 'crud',
-      body: { metadata: { name: 'leader' }, spec: { holderIdentity: 'a', leaseDurationSeconds: 15, renewTime: new Date() } },
+      body: {
+        metadata: { name: 'leader' },
+        spec: { holderIdentity: 'a', leaseDurationSeconds: 15, renewTime: new Date() },
+      },
     });
     const renewed = await coord.replaceNamespacedLease({
       namespace: 'crud',
@@ -220,7 +266,11 @@ describe('test API server: CRUD, conflicts and watch with @kubernetes/client-nod
     });
     assert.equal(renewed.spec?.holderIdentity, 'a');
     const takeover = await rejects(
-      coord.replaceNamespacedLease({ namespace: 'crud', name: 'leader', body: { ...lease, spec: { ...lease.spec, holderIdentity: 'b' } } }),
+      coord.replaceNamespacedLease({
+        namespace: 'crud',
+        name: 'leader',
+        body: { ...lease, spec: { ...lease.spec, holderIdentity: 'b' } },
+      }),
     );
     assert.equal(takeover.code, 409);
     const cur = await coord.readNamespacedLease({ namespace: 'crud', name: 'leader' });

@@ -24,9 +24,18 @@ describe('test API server: owner-reference garbage collection, finalizers and na
 
   async function family(owner: string, n: number): Promise<V1OwnerReference> {
     const o = await core.createNamespacedConfigMap({ namespace: 'gc', body: { metadata: { name: owner } } });
-    const ref: V1OwnerReference = { apiVersion: 'v1', kind: 'ConfigMap', name: owner, uid: o.metadata!.uid!, controller: true };
+    const ref: V1OwnerReference = {
+      apiVersion: 'v1',
+      kind: 'ConfigMap',
+      name: owner,
+      uid: o.metadata!.uid!,
+      controller: true,
+    };
     for (let i = 0; i < n; i++)
-      await core.createNamespacedConfigMap({ namespace: 'gc', body: { metadata: { name: `${owner}-dep-${i}`, ownerReferences: [ref] } } });
+      await core.createNamespacedConfigMap({
+        namespace: 'gc',
+        body: { metadata: { name: `${owner}-dep-${i}`, ownerReferences: [ref] } },
+      });
     return ref;
   }
 
@@ -70,7 +79,12 @@ describe('test API server: owner-reference garbage collection, finalizers and na
   it('collects an object whose owner does not exist', async () => {
     await core.createNamespacedConfigMap({
       namespace: 'gc',
-      body: { metadata: { name: 'dangling', ownerReferences: [{ apiVersion: 'v1', kind: 'ConfigMap', name: 'ghost', uid: 'no-such-uid' }] } },
+      body: {
+        metadata: {
+          name: 'dangling',
+          ownerReferences: [{ apiVersion: 'v1', kind: 'ConfigMap', name: 'ghost', uid: 'no-such-uid' }],
+        },
+      },
     });
     await waitFor('dangling collected', async () => !(await names()).includes('dangling'));
   });

@@ -3,7 +3,15 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, it } from 'node:test';
-import { kubectl, startKubelet, startTestApiServer, waitFor, type Kubelet, type KObject, type TestApiServer } from '../../k8s/index.js';
+import {
+  kubectl,
+  startKubelet,
+  startTestApiServer,
+  waitFor,
+  type Kubelet,
+  type KObject,
+  type TestApiServer,
+} from '../../k8s/index.js';
 
 const POD = (label: string): string => `apiVersion: v1
 kind: Pod
@@ -54,19 +62,27 @@ describe('test API server with real kubectl on built-in kinds', () => {
     const u = await kubectl(server, ['apply', '-f', p]);
     assert.equal(u.code, 0, u.stderr);
     assert.match(u.stdout, /pod\/web configured/);
-    await waitFor('web running', async () => (await kubectl(server, ['-n', 'team', 'get', 'pod', 'web', '-o', 'jsonpath={.status.phase}'])).stdout === 'Running');
+    await waitFor(
+      'web running',
+      async () =>
+        (await kubectl(server, ['-n', 'team', 'get', 'pod', 'web', '-o', 'jsonpath={.status.phase}'])).stdout ===
+        'Running',
+    );
     const table = await kubectl(server, ['-n', 'team', 'get', 'pods', '-l', 'rev=2', '-o', 'wide']);
     assert.equal(table.code, 0, table.stderr);
     const [header, row] = table.stdout.trim().split('\n');
     assert.deepEqual(header.split(/\s+/), ['NAME', 'READY', 'STATUS', 'RESTARTS', 'AGE', 'IP', 'NODE']);
     const cells = row.split(/\s+/);
-    assert.deepEqual([cells[0], cells[1], cells[2], cells[5], cells[6]], ['web', '1/1', 'Running', '127.0.0.1', 'worker-1']);
+    assert.deepEqual(
+      [cells[0], cells[1], cells[2], cells[5], cells[6]],
+      ['web', '1/1', 'Running', '127.0.0.1', 'worker-1'],
+    );
   });
 
   it('drains a node by evicting its pods, which carry a DisruptionTarget condition', async () => {
     let evicted: KObject | undefined;
     const unwatch = server.state.watch(server.state.def('', 'pods'), { namespace: 'team' }, (ev) => {
-      const conds = ((ev.object.status as { conditions?: Array<{ type: string }> } | undefined)?.conditions ?? []);
+      const conds = (ev.object.status as { conditions?: Array<{ type: string }> } | undefined)?.conditions ?? [];
       if (conds.some((c) => c.type === 'DisruptionTarget')) evicted = ev.object;
     });
     try {

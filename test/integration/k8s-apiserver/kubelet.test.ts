@@ -98,7 +98,10 @@ describe('simulated kubelet: pods as local processes', () => {
   });
 
   it('restarts a failing container under restartPolicy OnFailure', async () => {
-    await core.createNamespacedPod({ namespace: 'default', body: pod('flaky', 'exit 1', { restartPolicy: 'OnFailure' }) });
+    await core.createNamespacedPod({
+      namespace: 'default',
+      body: pod('flaky', 'exit 1', { restartPolicy: 'OnFailure' }),
+    });
     const p = await waitFor('two restarts', async () => {
       const r = await read('flaky');
       return (r.status?.containerStatuses?.[0].restartCount ?? 0) >= 2 ? r : undefined;
@@ -108,9 +111,15 @@ describe('simulated kubelet: pods as local processes', () => {
   });
 
   it('on delete sends SIGTERM, then SIGKILL when the grace period ends, and removes the pod', async () => {
-    await core.createNamespacedPod({ namespace: 'default', body: pod('stubborn', 'trap "" TERM; while true; do sleep 0.1; done') });
+    await core.createNamespacedPod({
+      namespace: 'default',
+      body: pod('stubborn', 'trap "" TERM; while true; do sleep 0.1; done'),
+    });
     await core.createNamespacedPod({ namespace: 'default', body: pod('polite', 'sleep 30') });
-    await waitFor('both running', async () => (await phase('stubborn', 'Running')) && (await phase('polite', 'Running')));
+    await waitFor(
+      'both running',
+      async () => (await phase('stubborn', 'Running')) && (await phase('polite', 'Running')),
+    );
     const pids = kubelets[0].processes();
     const stubbornPid = pids.get('default/stubborn')!;
     const politePid = pids.get('default/polite')!;
@@ -135,10 +144,13 @@ describe('simulated kubelet: pods as local processes', () => {
   });
 
   it('leaves pods Pending when no node has room and schedules them when room frees up', async () => {
-    for (let i = 0; i < 5; i++) await core.createNamespacedPod({ namespace: 'default', body: pod(`fill-${i}`, 'sleep 30') });
+    for (let i = 0; i < 5; i++)
+      await core.createNamespacedPod({ namespace: 'default', body: pod(`fill-${i}`, 'sleep 30') });
     const pending = await waitFor('an unschedulable pod', async () => {
       const l = await core.listNamespacedPod({ namespace: 'default', fieldSelector: 'status.phase=Pending' });
-      const p = l.items.find((x) => x.status?.conditions?.some((c) => c.type === 'PodScheduled' && c.reason === 'Unschedulable'));
+      const p = l.items.find((x) =>
+        x.status?.conditions?.some((c) => c.type === 'PodScheduled' && c.reason === 'Unschedulable'),
+      );
       return p;
     });
     assert.equal(pending.spec?.nodeName, undefined);
@@ -146,7 +158,8 @@ describe('simulated kubelet: pods as local processes', () => {
       const l = await core.listNamespacedPod({ namespace: 'default', fieldSelector: 'status.phase=Running' });
       return l.items.length === 4;
     });
-    const victim = (await core.listNamespacedPod({ namespace: 'default', fieldSelector: 'spec.nodeName=node-a' })).items[0];
+    const victim = (await core.listNamespacedPod({ namespace: 'default', fieldSelector: 'spec.nodeName=node-a' }))
+      .items[0];
     await core.deleteNamespacedPod({ namespace: 'default', name: victim.metadata!.name!, gracePeriodSeconds: 0 });
     await waitFor('the pending pod runs', () => phase(pending.metadata!.name!, 'Running'));
   });
@@ -190,8 +203,16 @@ describe('simulated kubelet: pods as local processes', () => {
       body: { metadata: { name: 'evictee', namespace: 'default' } },
     });
     const p = await read('evictee').catch(() => undefined);
-    if (p) assert.ok(p.status?.conditions?.some((c) => c.type === 'DisruptionTarget' && c.reason === 'EvictionByEvictionAPI'));
-    await waitFor('evictee gone', async () => (await core.listNamespacedPod({ namespace: 'default', fieldSelector: 'metadata.name=evictee' })).items.length === 0);
+    if (p)
+      assert.ok(
+        p.status?.conditions?.some((c) => c.type === 'DisruptionTarget' && c.reason === 'EvictionByEvictionAPI'),
+      );
+    await waitFor(
+      'evictee gone',
+      async () =>
+        (await core.listNamespacedPod({ namespace: 'default', fieldSelector: 'metadata.name=evictee' })).items
+          .length === 0,
+    );
   });
 
   it('kills every process it started when the kubelet stops', async () => {

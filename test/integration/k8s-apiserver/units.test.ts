@@ -8,7 +8,10 @@ import { parseFieldSelector, parseLabelSelector } from '../../k8s/selectors.js';
 import { defaultAndPrune, validate } from '../../k8s/schema.js';
 import type { KObject } from '../../k8s/api.js';
 
-const obj = (labels: Record<string, string>, extra: Record<string, unknown> = {}): KObject => ({ metadata: { name: 'o', labels }, ...extra });
+const obj = (labels: Record<string, string>, extra: Record<string, unknown> = {}): KObject => ({
+  metadata: { name: 'o', labels },
+  ...extra,
+});
 
 describe('test API server pure helpers', () => {
   it('matches equality and set-based label selectors like the real server', () => {
@@ -22,7 +25,8 @@ describe('test API server pure helpers', () => {
       ['a,!b', { a: 'x' }, true],
       ['a,!b', { a: 'x', b: 'y' }, false],
     ];
-    for (const [sel, labels, want] of cases) assert.equal(parseLabelSelector(sel)(obj(labels)), want, `${sel} on ${JSON.stringify(labels)}`);
+    for (const [sel, labels, want] of cases)
+      assert.equal(parseLabelSelector(sel)(obj(labels)), want, `${sel} on ${JSON.stringify(labels)}`);
     assert.throws(() => parseLabelSelector('a in ('), /invalid label selector/);
   });
 
@@ -43,21 +47,47 @@ describe('test API server pure helpers', () => {
       { a: [0, 3] },
     );
     assert.throws(() => jsonPatch({}, [{ op: 'test', path: '/x', value: 1 }]), /does not exist/);
-    const pod = { spec: { containers: [{ name: 'a', image: 'x', env: [{ name: 'A', value: '1' }] }, { name: 'b', image: 'y' }] } };
+    const pod = {
+      spec: {
+        containers: [
+          { name: 'a', image: 'x', env: [{ name: 'A', value: '1' }] },
+          { name: 'b', image: 'y' },
+        ],
+      },
+    };
     const patched = strategicMergePatch(pod, {
       spec: {
-        containers: [{ name: 'a', env: [{ name: 'B', value: '2' }] }, { name: 'b', $patch: 'delete' }],
+        containers: [
+          { name: 'a', env: [{ name: 'B', value: '2' }] },
+          { name: 'b', $patch: 'delete' },
+        ],
       },
     });
-    assert.deepEqual(patched.spec.containers, [{ name: 'a', image: 'x', env: [{ name: 'A', value: '1' }, { name: 'B', value: '2' }] }]);
-    assert.deepEqual(strategicMergePatch({ metadata: { finalizers: ['a'] } }, { metadata: { finalizers: ['b'] } }).metadata.finalizers, ['a', 'b']);
+    assert.deepEqual(patched.spec.containers, [
+      {
+        name: 'a',
+        image: 'x',
+        env: [
+          { name: 'A', value: '1' },
+          { name: 'B', value: '2' },
+        ],
+      },
+    ]);
+    assert.deepEqual(
+      strategicMergePatch({ metadata: { finalizers: ['a'] } }, { metadata: { finalizers: ['b'] } }).metadata.finalizers,
+      ['a', 'b'],
+    );
   });
 
   it('validates, defaults and prunes against a structural schema with field-named causes', () => {
     const schema = {
       type: 'object',
       required: ['n'],
-      properties: { n: { type: 'integer', minimum: 1 }, s: { type: 'string', enum: ['a'] }, d: { type: 'string', default: 'x' } },
+      properties: {
+        n: { type: 'integer', minimum: 1 },
+        s: { type: 'string', enum: ['a'] },
+        d: { type: 'string', default: 'x' },
+      },
     };
     const v: Record<string, unknown> = { n: 0, s: 'b', junk: 1 };
     const pruned: string[] = [];
@@ -65,8 +95,14 @@ describe('test API server pure helpers', () => {
     assert.deepEqual(v, { n: 0, s: 'b', d: 'x' });
     assert.deepEqual(pruned, ['spec.junk']);
     const causes = validate(v, schema, 'spec');
-    assert.deepEqual(causes.map((c) => c.field), ['spec.n', 'spec.s']);
-    assert.deepEqual(validate({}, schema, 'spec').map((c) => `${c.field}: ${c.message}`), ['spec.n: Required value']);
+    assert.deepEqual(
+      causes.map((c) => c.field),
+      ['spec.n', 'spec.s'],
+    );
+    assert.deepEqual(
+      validate({}, schema, 'spec').map((c) => `${c.field}: ${c.message}`),
+      ['spec.n: Required value'],
+    );
     assert.match(validate('x', { type: 'integer' }, 'spec.r')[0].message, /must be of type integer: "string"/);
   });
 
@@ -84,7 +120,15 @@ describe('test API server pure helpers', () => {
   });
 
   it('evaluates printer-column JSONPath with filters', () => {
-    const o = { status: { conditions: [{ type: 'A', status: 'False' }, { type: 'B', status: 'True' }] }, spec: { r: [{ n: 1 }, { n: 2 }] } };
+    const o = {
+      status: {
+        conditions: [
+          { type: 'A', status: 'False' },
+          { type: 'B', status: 'True' },
+        ],
+      },
+      spec: { r: [{ n: 1 }, { n: 2 }] },
+    };
     assert.deepEqual(evalJsonPath(o, '.status.conditions[?(@.status=="True")].type'), ['B']);
     assert.deepEqual(evalJsonPath(o, '.spec.r[*].n'), [1, 2]);
     assert.deepEqual(evalJsonPath(o, '.spec.r[-1].n'), [2]);
