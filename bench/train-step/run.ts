@@ -103,11 +103,14 @@ async function torchRun(mode: 'single' | 'ddp' | 'local'): Promise<Result> {
   if (mode === 'single') return runGroup([{ cmd: PYTHON, args: [script, '--mode', mode, ...stepArgs], env: {} }], `pytorch ${mode}`);
   // Debian's torchrun 1.13 under Python 3.11 crashes with the default --redirects/--tee 0 (IntFlag iteration
   // no longer yields NONE); `-r 1 -t 1` avoids that code path.
+  // `--standalone` always binds port 29400, which other jobs on a shared machine may hold: use a free port.
+  const port = await freePort();
+  const rdzv = ['--nnodes', '1', '--rdzv_backend', 'c10d', '--rdzv_endpoint', `127.0.0.1:${port}`, '--rdzv_id', 'bench'];
   return runGroup(
     [
       {
         cmd: TORCHRUN,
-        args: ['--standalone', '--nproc_per_node', '2', '-r', '1', '-t', '1', script, '--mode', mode, ...stepArgs],
+        args: [...rdzv, '--nproc_per_node', '2', '-r', '1', '-t', '1', script, '--mode', mode, ...stepArgs],
         env: {},
       },
     ],
