@@ -8,8 +8,9 @@
 //
 // Frames travel inside gRPC messages ("segments"), each starting with a kind byte:
 //   'F' then one or more (u32 frameBytes | frame)       small frames written in the same tick share a segment
-//   'S' u32 totalBytes then the first piece of a frame  a frame too large for one segment (grpc-js refuses > 4 MB)
-//   'C' then the next piece                              continuation; pieces of one frame are written back to back
+//   'S' u32 totalBytes                                   a frame too large for one segment (grpc-js refuses > 4 MB):
+//                                                        the next gRPC messages are its raw pieces, back to back,
+//                                                        zero-copy views on the tensors, until totalBytes arrived
 // Anything else, or lengths that do not add up, is a FrameError: the caller gets a typed error when the request id
 // can be read, otherwise the connection is closed.
 
@@ -183,11 +184,10 @@ export function decodeFrame(buf: Buffer): Frame {
 
 const KIND_FRAMES = 0x46; // 'F'
 const KIND_START = 0x53; // 'S'
-const KIND_CONT = 0x43; // 'C'
 
 /**
  * Packs encoded frames into gRPC segments: small frames share one 'F' segment; a frame larger than `segmentBytes`
- * goes alone as 'S' + 'C' pieces. Returns the segments in write order.
+ * goes alone as an 'S' segment followed by its raw pieces. Returns the segments in write order.
  */
 export function packSegments(frames: { parts: Buffer[]; bytes: number }[], segmentBytes = SEGMENT_BYTES): Buffer[] {
   const out: Buffer[] = [];
@@ -220,27 +220,16 @@ export function packSegments(frames: { parts: Buffer[]; bytes: number }[], segme
 }
 
 function packLarge(f: { parts: Buffer[]; bytes: number }, segmentBytes: number, out: Buffer[]): void {
-  const first = Buffer.allocUnsafe(5);
-  first.writeUInt8(KIND_START, 0);
-  first.writeUInt32LE(f.bytes, 1);
-  let seg: Buffer[] = [first];
-  let segLen = 5;
-  const emit = (): void => {
-    out.push(Buffer.concat(seg, segLen));
-    seg = [Buffer.of(KIND_CONT)];
-    segLen = 1;
-  };
+  const start = Buffer.allocUnsafe(5);
+  start.writeUInt8(KIND_START, 0);
+  start.writeUInt32LE(f.bytes, 1);
+  out.push(start);
+  // The pieces are views on the frame's parts (the tensors' own memory): no copy here.
   for (const p of f.parts) {
-    let off = 0;
-    while (off < p.byteLength) {
-      const take = Math.min(p.byteLength - off, segmentBytes - segLen);
-      seg.push(p.subarray(off, off + take));
-      segLen += take;
-      off += take;
-      if (segLen === segmentBytes) emit();
+    for (let off = 0; off < p.byteLength; off += segmentBytes) {
+      out.push(p.subarray(off, Math.min(p.byteLength, off + segmentBytes)));
     }
   }
-  if (segLen > 1) emit();
 }
 
 /**
@@ -252,10 +241,11 @@ export class SegmentReader {
   private filled = 0;
 
   push(seg: Buffer): Buffer[] {
+    // While a chunked frame is incomplete, every gRPC message is a raw piece of it.
+    if (this.partial) return this.append(seg);
     if (seg.byteLength === 0) throw new FrameError('empty segment');
     const kind = seg[0];
     if (kind === KIND_FRAMES) {
-      if (this.partial) throw new FrameError('frame segment arrived while a chunked frame was incomplete');
       const out: Buffer[] = [];
       let off = 1;
       while (off < seg.byteLength) {
@@ -275,16 +265,12 @@ export class SegmentReader {
       return out;
     }
     if (kind === KIND_START) {
-      if (this.partial) throw new FrameError('chunk start while a chunked frame was incomplete');
-      if (seg.byteLength < 5) throw new FrameError('truncated chunk start');
+      if (seg.byteLength !== 5) throw new FrameError(`chunk start segment of ${seg.byteLength} bytes (expected 5)`);
       const total = seg.readUInt32LE(1);
+      if (total < HEADER_BYTES) throw new FrameError(`chunked frame of ${total} bytes is shorter than a header`);
       this.partial = Buffer.allocUnsafe(total);
       this.filled = 0;
-      return this.append(seg.subarray(5));
-    }
-    if (kind === KIND_CONT) {
-      if (!this.partial) throw new FrameError('continuation without a chunk start');
-      return this.append(seg.subarray(1));
+      return [];
     }
     throw new FrameError(`unknown segment kind 0x${kind.toString(16)}`);
   }

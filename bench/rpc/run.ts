@@ -17,6 +17,7 @@ const WINDOW = env('BENCH_WINDOW', 1000);
 const BW_ITERS = env('BENCH_BW_ITERS', 5);
 const MB = env('BENCH_MB', 16);
 const ROUNDS = env('BENCH_ROUNDS', 3);
+const WARMUP = env('BENCH_WARMUP', 1000);
 const children: ChildProcess[] = [];
 
 function freePort(): Promise<number> {
@@ -46,7 +47,9 @@ async function startTensile(): Promise<RpcAgent> {
   children.push(spawn(process.execPath, ['--import', 'tsx', here('./worker.ts')], { env: e, stdio: 'inherit' }));
   const a = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 60_000 });
   await a.start();
-  for (let i = 0; i < 200; i++) await a.rpcAsync(1, 'noop');
+  // Warm-up (JIT, connections), the same amount as the torch side gets.
+  for (let i = 0; i < WARMUP; i++) await a.rpcAsync(1, 'noop');
+  for (let i = 0; i < 100; i++) await a.remote(1, 'noop').toHere();
   return a;
 }
 
@@ -93,7 +96,7 @@ interface TorchPeer {
 
 async function startTorch(): Promise<TorchPeer | null> {
   const port = await freePort();
-  const e = { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1' };
+  const e = { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', BENCH_WARMUP: String(WARMUP) };
   const procs = [0, 1].map((rank) => {
     const c = spawn('/usr/bin/python3', [here('./torch_peer.py'), String(rank)], { env: e, stdio: ['pipe', 'pipe', 'ignore'] });
     children.push(c);

@@ -2,6 +2,7 @@
 # runs that measurement and prints one JSON line; rank 1 only serves. Commands: "lat N", "thr N WINDOW",
 # "bw N MB", "rem N", "quit".  Usage: /usr/bin/python3 torch_peer.py RANK   (env MASTER_ADDR, MASTER_PORT)
 import json
+import os
 import sys
 import time
 
@@ -58,7 +59,9 @@ def main():
     opts = rpc.TensorPipeRpcBackendOptions(num_worker_threads=8, rpc_timeout=120)
     rpc.init_rpc(f"worker{rank}", rank=rank, world_size=2, rpc_backend_options=opts)
     if rank == 0:
-        lat(200)
+        # Warm-up, the same amount as the tensile side gets.
+        lat(int(os.environ.get("BENCH_WARMUP", "1000")))
+        rem(100)
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
             cmd = line.split()

@@ -79,7 +79,8 @@ test('a segment whose length prefix overruns it is rejected as truncated', () =>
 test('garbage segments, bad versions and unknown dtypes are rejected with FrameError', () => {
   assert.throws(() => new SegmentReader().push(Buffer.from('Zhello')), FrameError);
   assert.throws(() => new SegmentReader().push(Buffer.alloc(0)), FrameError);
-  assert.throws(() => new SegmentReader().push(Buffer.from('C123')), /continuation without/);
+  assert.throws(() => new SegmentReader().push(Buffer.from('C123')), /unknown segment kind 0x43/);
+  assert.throws(() => new SegmentReader().push(Buffer.from('S12')), /chunk start segment of 3 bytes/);
   const bad = whole(encodeFrame(MsgType.CALL, 1, body('{}')));
   bad.writeUInt8(9, 0);
   assert.throws(() => decodeFrame(bad), /version 9/);
