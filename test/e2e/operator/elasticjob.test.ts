@@ -230,6 +230,97 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     assert.deepEqual([...(await jobPods(http, 'inverted'))], []);
   });
 
+  test('pods on a node tainted by a termination handler are replaced early on other nodes, as preemptions', async (t) => {
+    const nodeB = await startKubelet({ server, nodeName: 'node-b', maxPods: 50 });
+    t.after(() => nodeB.stop());
+    // Fill node-b first: node-a is cordoned while the job starts.
+    assert.equal((await kubectl(server, ['cordon', 'node-a'])).code, 0);
+    const r = await apply(
+      manifest({ name: 'spot', replicas: 2, min: 1, max: 2, command: ['sleep', '60'], extra: { backoffLimit: 0 } }),
+    );
+    assert.equal(r.code, 0, r.stderr);
+    const nodeOf = async (pod: string) =>
+      (await http.request<{ spec?: { nodeName?: string }; status?: { phase?: string } }>(
+        'GET',
+        `/api/v1/namespaces/default/pods/${pod}`,
+      )) ?? {};
+    await waitFor(
+      'both pods running on node-b',
+      async () => {
+        const ps = await Promise.all(
+          ['spot-worker-0', 'spot-worker-1'].map((n) => nodeOf(n).catch(() => ({}) as never)),
+        );
+        return ps.every((p) => p.spec?.nodeName === 'node-b' && p.status?.phase === 'Running');
+      },
+      20_000,
+    );
+    assert.equal((await kubectl(server, ['uncordon', 'node-a'])).code, 0);
+    const taint = await kubectl(server, [
+      'taint',
+      'nodes',
+      'node-b',
+      'aws-node-termination-handler/spot-itn=true:NoSchedule',
+    ]);
+    assert.equal(taint.code, 0, taint.stderr);
+    const j = await waitFor(
+      'both pods replaced on node-a',
+      async () => {
+        const ps = await Promise.all(
+          ['spot-worker-0', 'spot-worker-1'].map((n) => nodeOf(n).catch(() => ({}) as never)),
+        );
+        const v = await jobView(http, 'spot');
+        return ps.every((p) => p.spec?.nodeName === 'node-a' && p.status?.phase === 'Running') && v?.active === 2
+          ? v
+          : undefined;
+      },
+      30_000,
+    );
+    assert.equal(j.state, 'Running');
+    assert.equal(j.preemptions, 2);
+    assert.equal(j.failures ?? 0, 0);
+    await kubectl(server, ['delete', 'elasticjob', 'spot', '--wait=false']);
+  });
+
+  test('suspend deletes every worker and resuming recreates them', async () => {
+    const r = await apply(manifest({ name: 'pausable', replicas: 2, min: 1, max: 2, command: ['sleep', '60'] }));
+    assert.equal(r.code, 0, r.stderr);
+    await waitFor('running', async () => (await jobView(http, 'pausable'))?.active === 2, 20_000);
+    const p1 = await kubectl(server, [
+      'patch',
+      'elasticjob',
+      'pausable',
+      '--type=merge',
+      '-p',
+      '{"spec":{"suspend":true}}',
+    ]);
+    assert.equal(p1.code, 0, p1.stderr);
+    await waitFor(
+      'suspended with no pods',
+      async () =>
+        (await jobView(http, 'pausable'))?.state === 'Suspended' && (await jobPods(http, 'pausable')).size === 0,
+      20_000,
+    );
+    const p2 = await kubectl(server, [
+      'patch',
+      'elasticjob',
+      'pausable',
+      '--type=merge',
+      '-p',
+      '{"spec":{"suspend":false}}',
+    ]);
+    assert.equal(p2.code, 0, p2.stderr);
+    const j = await waitFor(
+      'running again',
+      async () => {
+        const v = await jobView(http, 'pausable');
+        return v?.state === 'Running' && v.active === 2 ? v : undefined;
+      },
+      20_000,
+    );
+    assert.equal(j.conditions.find((c) => c.type === 'Suspended')?.status, 'False');
+    await kubectl(server, ['delete', 'elasticjob', 'pausable', '--wait=false']);
+  });
+
   test('the operator serves /healthz, /readyz and Prometheus metrics', async () => {
     const base = `http://127.0.0.1:${op.metricsPort}`;
     assert.equal((await fetch(`${base}/healthz`)).status, 200);
