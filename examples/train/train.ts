@@ -280,6 +280,8 @@ async function main(flags: Flags): Promise<number> {
   } catch (err) {
     // A peer that stopped at its own step boundary on SIGTERM breaks our collective: the model and optimizer are
     // still exactly at the last completed step (the optimizer only steps after a successful allreduce), so save it.
+    // Our own SIGTERM may be queued behind the peer's disconnect: give it a moment to arrive.
+    if (!state.preempted) await sleep(300);
     if (state.preempted) {
       await state.save('preempted');
       say(`preempted (SIGTERM) during a collective: checkpoint saved at step ${state.step}; exiting`);
