@@ -1,12 +1,16 @@
 // Full-mesh TCP connections between the ranks of one world, with tagged message matching.
 //
 // Setup: every rank listens on an ephemeral port on the address its store connection uses, publishes `host:port`
-// under `<prefix>/addr/<rank>`, connects to every lower rank (sending an 8-byte hello: magic, rank) and accepts one
-// connection from every higher rank. `create` resolves once all n−1 connections exist, or rejects after timeoutMs.
+// under `<prefix>/addr/<rank>`, connects to every other rank (sending an 8-byte hello: magic, rank) and accepts one
+// connection from every other rank. Each pair thus has two connections, each used in one direction: a rank reads
+// from peer p on the connection it dialed (a client socket, so it can use Node's `onread` to read straight into the
+// destination buffer or into one reused staging buffer, skipping the stream machinery) and writes to p on the
+// connection it accepted from p. `create` resolves once all 2(n−1) connections exist, or rejects after timeoutMs.
 //
 // Messages: a 16-byte header `u32 groupId | u32 seq | u32 step | u32 bytes` then the payload. A receive is posted
 // with its key (groupId, seq, step) and destination bytes; payloads are copied straight from socket chunks into a
-// posted destination (one copy), or into a temporary buffer when nothing is posted yet. Messages with the same key
+// posted destination (no copy for large payloads: the socket reads into it directly; one copy from the staging buffer
+// otherwise), or into a temporary buffer when nothing is posted yet. Messages with the same key
 // match in FIFO order (TCP keeps per-peer order). Payloads are written from the caller's typed-array memory without
 // copying; `send` resolves when the kernel has taken the bytes, so the caller may then reuse the memory.
 //
@@ -18,6 +22,9 @@ import { CollectiveError, type Store } from './api.js';
 
 const HELLO_MAGIC = 0x54534c31; // "TSL1"
 const HEADER_BYTES = 16;
+const STAGING_BYTES = 256 * 1024;
+/** Payload remainders at least this large are read by the kernel straight into their destination. */
+const DIRECT_READ_MIN_BYTES = 16 * 1024;
 export const P2P_SEQ = 0xffffffff;
 /** Header group id of the goodbye a rank sends before an orderly close (no payload follows). */
 const GOODBYE_GROUP = 0xffffffff;
@@ -45,11 +52,42 @@ class PeerLink {
   /** Set when the peer said goodbye: it destroyed its group in order, so its end of stream is not a failure. */
   peerClosed: CollectiveError | null = null;
 
+  /** Written to (the connection this rank accepted from the peer). */
+  sendSocket: Socket | null = null;
+  /** Read from (the connection this rank dialed), with `onread` using nextReadBuffer/onRead. */
+  recvSocket: Socket | null = null;
+  readonly staging = Buffer.allocUnsafe(STAGING_BYTES);
+  private directRead = false;
+
   constructor(
     readonly peer: number,
-    readonly socket: Socket,
     private readonly transport: TcpTransport,
   ) {}
+
+  get sockets(): Socket[] {
+    return [this.sendSocket, this.recvSocket].filter((s): s is Socket => s !== null);
+  }
+
+  /** Where the next socket read lands: the current payload's destination when much of it remains, else staging. */
+  nextReadBuffer(): Uint8Array {
+    const cur = this.current;
+    if (cur && cur.target.byteLength - cur.filled >= DIRECT_READ_MIN_BYTES) {
+      this.directRead = true;
+      return cur.target.subarray(cur.filled);
+    }
+    this.directRead = false;
+    return this.staging;
+  }
+
+  onRead(bytes: number): void {
+    if (this.directRead) {
+      const cur = this.current!;
+      cur.filled += bytes;
+      if (cur.filled === cur.target.byteLength) this.finish(cur);
+      return;
+    }
+    this.onData(this.staging.subarray(0, bytes));
+  }
 
   onData(chunk: Buffer): void {
     let off = 0;
@@ -173,12 +211,12 @@ export class TcpTransport {
       server.listen(0, host, () => resolve());
     });
     const port = (server.address() as { port: number }).port;
-    const expectAccepted = o.worldSize - 1 - o.rank;
+    const expectAccepted = o.worldSize - 1;
+    const link = (peer: number): PeerLink => (this.links[peer] ??= new PeerLink(peer, this));
     let timer: NodeJS.Timeout | undefined;
     try {
       const accepted = new Promise<void>((resolve, reject) => {
         let count = 0;
-        if (expectAccepted === 0) resolve();
         server.on('connection', (socket) => {
           socket.setNoDelay(true);
           let hello = Buffer.alloc(0);
@@ -187,14 +225,13 @@ export class TcpTransport {
             if (hello.length < 8) return;
             socket.off('data', onHello);
             const peer = hello.readUInt32BE(4);
-            if (hello.readUInt32BE(0) !== HELLO_MAGIC || peer <= o.rank || peer >= o.worldSize || this.links[peer]) {
+            if (hello.readUInt32BE(0) !== HELLO_MAGIC || peer === o.rank || peer >= o.worldSize || this.links[peer]?.sendSocket) {
               socket.destroy();
               reject(new CollectiveError('STORE', `bad hello from ${socket.remoteAddress}:${socket.remotePort} (claimed rank ${peer})`));
               return;
             }
-            this.attach(peer, socket);
-            const rest = hello.subarray(8);
-            if (rest.length > 0) this.links[peer]!.onData(rest);
+            link(peer).sendSocket = socket;
+            this.watch(peer, socket);
             if (++count === expectAccepted) resolve();
           };
           socket.on('data', onHello);
@@ -202,14 +239,20 @@ export class TcpTransport {
         });
       });
       await o.store.set(`${o.prefix}/addr/${o.rank}`, JSON.stringify({ host, port }));
+      const peers = Array.from({ length: o.worldSize }, (_, i) => i).filter((i) => i !== o.rank);
       const dialed = Promise.all(
-        Array.from({ length: o.rank }, async (_, peer) => {
+        peers.map(async (peer) => {
           const addr = JSON.parse(new TextDecoder().decode(await o.store.get(`${o.prefix}/addr/${peer}`, o.timeoutMs))) as {
             host: string;
             port: number;
           };
+          const l = link(peer);
           const socket = await new Promise<Socket>((resolve, reject) => {
-            const s = connect({ host: addr.host, port: addr.port });
+            const s = connect({
+              host: addr.host,
+              port: addr.port,
+              onread: { buffer: () => l.nextReadBuffer(), callback: (bytes: number) => (l.onRead(bytes), true) },
+            });
             s.once('error', reject);
             s.once('connect', () => {
               s.off('error', reject);
@@ -221,12 +264,13 @@ export class TcpTransport {
           hello.writeUInt32BE(HELLO_MAGIC, 0);
           hello.writeUInt32BE(o.rank, 4);
           socket.write(hello);
-          this.attach(peer, socket);
+          l.recvSocket = socket;
+          this.watch(peer, socket);
         }),
       );
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          const missing = this.links.map((l, i) => (l || i === o.rank ? -1 : i)).filter((i) => i >= 0);
+          const missing = this.links.map((l, i) => (i === o.rank || (l?.sendSocket && l.recvSocket) ? -1 : i)).filter((i) => i >= 0);
           reject(new CollectiveError('TIMEOUT', `tcp mesh not connected within ${o.timeoutMs} ms; missing ranks ${missing.join(', ')}`, {
             rank: o.rank,
             peerRank: missing[0],
@@ -244,15 +288,16 @@ export class TcpTransport {
     }
   }
 
-  private attach(peer: number, socket: Socket): void {
-    const link = new PeerLink(peer, socket, this);
-    this.links[peer] = link;
-    socket.on('data', (c: Buffer) => link.onData(c));
+  private watch(peer: number, socket: Socket): void {
+    const link = this.links[peer]!;
     const lost = (why: string, cause?: unknown): void => {
       if (this.closing || link.peerClosed) return;
       this.fail(new CollectiveError('PEER_LOST', `rank ${peer}: connection ${why}`, { rank: this.rank, peerRank: peer, cause }));
     };
     socket.on('error', (err) => lost(`error (${(err as NodeJS.ErrnoException).code ?? err.message})`, err));
+    // End of stream is judged on the read side only: the goodbye that makes it orderly arrives there, in order,
+    // while the write side's end may overtake it. A dead peer closes both, so the read side always sees it.
+    if (socket !== link.recvSocket) return;
     socket.on('end', () => lost('closed by the peer'));
     socket.on('close', () => lost('closed'));
   }
@@ -273,7 +318,7 @@ export class TcpTransport {
     h.writeUInt32BE(seq, 4);
     h.writeUInt32BE(step, 8);
     h.writeUInt32BE(data.byteLength, 12);
-    const s = link.socket;
+    const s = link.sendSocket!;
     return new Promise<void>((resolve, reject) => {
       const done = (err?: Error | null): void => {
         if (!err) resolve();
@@ -325,7 +370,7 @@ export class TcpTransport {
       for (const q of link.posted.values()) for (const p of q) p.reject(err);
       link.posted.clear();
       link.arrived.clear();
-      link.socket.destroy();
+      for (const sock of link.sockets) sock.destroy();
     }
     for (const cb of this.failureListeners) cb(err);
   }
@@ -336,19 +381,22 @@ export class TcpTransport {
     this.closing = true;
     const closed = this.links
       .filter((l): l is PeerLink => l !== null)
+      .flatMap((l) => l.sockets.map((sock) => ({ l, sock })))
       .map(
-        (l) =>
+        ({ l, sock }) =>
           new Promise<void>((resolve) => {
-            if (l.socket.destroyed) return resolve();
+            if (sock.destroyed) return resolve();
             const timer = setTimeout(() => resolve(), 1000);
             timer.unref();
-            l.socket.once('close', () => {
+            sock.once('close', () => {
               clearTimeout(timer);
               resolve();
             });
-            const bye = Buffer.alloc(HEADER_BYTES);
-            bye.writeUInt32BE(GOODBYE_GROUP, 0);
-            l.socket.end(bye);
+            if (sock === l.sendSocket) {
+              const bye = Buffer.alloc(HEADER_BYTES);
+              bye.writeUInt32BE(GOODBYE_GROUP, 0);
+              sock.end(bye);
+            } else sock.end();
           }),
       );
     await Promise.all(closed);
