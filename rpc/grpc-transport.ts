@@ -29,7 +29,7 @@ export const channelOptions: grpc.ChannelOptions = {
   'grpc.max_send_message_length': 4 * SEGMENT_BYTES + 1024,
   'grpc-node.flow_control_window': 32 * 1024 * 1024,
   'grpc.keepalive_time_ms': 10_000,
-  'grpc.keepalive_timeout_ms': 5_000,
+  'grpc.keepalive_timeout_ms': 20_000,
   'grpc.keepalive_permit_without_calls': 1,
   'grpc.http2.min_time_between_pings_ms': 5_000,
   'grpc.http2.max_pings_without_data': 0,
