@@ -42,9 +42,9 @@
 //   setPodCondition, forceDeletePod, runControllers.
 //
 // startKubelet({ server, nodeName, env?, pathPrepend?, maxPods?, labels?, podIP?, workDir?,
-//               restartBackoffMs?, logger? }) -> { nodeName, setReady(bool), processes(), stop({ deleteNode? }) }
+//               restartBackoffMs?, entrypoint?, logger? }) -> { nodeName, setReady(bool), processes(), stop({ deleteNode? }) }
 //   Registers Node <nodeName> (Ready). For each pod bound to it, runs containers[0].command + args as a local
-//   process group (env: this process's env + options.env + the container env incl. valueFrom.fieldRef
+//   process group (args only: entrypoint(image) + args, or args alone; env: this process's env + options.env + the container env incl. valueFrom.fieldRef
 //   metadata.name/namespace/uid/labels['k'], spec.nodeName, status.podIP, configMapKeyRef, secretKeyRef; PATH
 //   prepended with pathPrepend). A container without command "runs" with no process until deleted.
 //   Reports Pending -> Running -> Succeeded/Failed with containerStatuses[0].state.terminated.exitCode

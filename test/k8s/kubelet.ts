@@ -21,6 +21,11 @@ export interface KubeletOptions {
   podIP?: string;
   /** Working directory of containers without workingDir (default this process's cwd). */
   workDir?: string;
+  /**
+   * The "image entrypoint" used when a container has args but no command (there are no images here).
+   * Without one, args alone are run as the command.
+   */
+  entrypoint?: (image: string) => string[] | undefined;
   /** First restart delay for restartPolicy Always/OnFailure; doubles up to 10 s (default 100 ms). */
   restartBackoffMs?: number;
   logger?: Logger;
@@ -225,7 +230,9 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     const pod = state.tryGet(podsDef, t.ns, t.name);
     if (!pod || pod.metadata.uid !== t.uid) return;
     const c = rec(((rec(pod.spec).containers ?? []) as unknown[])[0]);
-    const argv = [...((c.command ?? []) as string[]), ...((c.args ?? []) as string[])];
+    const command = (c.command ?? []) as string[];
+    const entry = command.length > 0 ? command : (opts.entrypoint?.(String(c.image ?? '')) ?? []);
+    const argv = [...entry, ...((c.args ?? []) as string[])];
     t.startedAt = now();
     if (argv.length === 0) {
       // No command: a container that runs until it is stopped, with nothing to execute locally.

@@ -62,7 +62,15 @@ describe('simulated kubelet: pods as local processes', () => {
     shimDir = mkdtempSync(join(tmpdir(), 'tensile-kubelet-shim-'));
     writeFileSync(join(shimDir, 'tensile'), '#!/bin/sh\necho "shim $GREETING $POD_NAME $POD_NS $POD_IP $*"\n');
     chmodSync(join(shimDir, 'tensile'), 0o755);
-    kubelets.push(await startKubelet({ server, nodeName: 'node-a', pathPrepend: shimDir, maxPods: 4 }));
+    kubelets.push(
+      await startKubelet({
+        server,
+        nodeName: 'node-a',
+        pathPrepend: shimDir,
+        maxPods: 4,
+        entrypoint: (image) => (image === 'tensile:entry' ? ['tensile', 'run'] : undefined),
+      }),
+    );
   });
   afterEach(async () => {
     await core.deleteCollectionNamespacedPod({ namespace: 'default', gracePeriodSeconds: 0 });
@@ -87,6 +95,20 @@ describe('simulated kubelet: pods as local processes', () => {
     assert.equal(done.status?.containerStatuses?.[0].state?.terminated?.exitCode, 0);
     const logs = await kubectl(server, ['logs', 'ok']);
     assert.equal(logs.stdout.trim(), 'shim hello ok default 127.0.0.1 run --x');
+  });
+
+  it('runs the image entrypoint with the args of a container that has no command', async () => {
+    const body = pod('entry', '');
+    body.spec!.containers[0] = {
+      ...body.spec!.containers[0],
+      image: 'tensile:entry',
+      command: undefined,
+      args: ['--y'],
+    };
+    await core.createNamespacedPod({ namespace: 'default', body });
+    await waitFor('pod entry Succeeded', () => phase('entry', 'Succeeded'));
+    const logs = await kubectl(server, ['logs', 'entry']);
+    assert.equal(logs.stdout.trim(), 'shim hello entry default 127.0.0.1 run --y');
   });
 
   it('reports Failed with the exit code of a failing command', async () => {
