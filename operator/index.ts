@@ -200,9 +200,12 @@ export async function runOperator(
   };
 }
 
-const USAGE = `usage: tensile operator [--kubeconfig PATH] [--namespace NS] [--metrics-port N] [--no-leader-election]
-                        [--lease-name NAME] [--lease-namespace NS] [--identity ID] [--workers N]
-                        [--no-managed-etcd] [--etcd-image IMAGE] [--no-watch-nodes] [--log-level LEVEL]`;
+const USAGE = `usage: tensile operator [--kubeconfig PATH] [--namespace NS] [--metrics-port N] [--workers N]
+                        [--no-leader-election] [--lease-name NAME] [--lease-namespace NS] [--identity ID]
+                        [--lease-duration-ms MS] [--renew-deadline-ms MS] [--retry-period-ms MS]
+                        [--no-managed-etcd] [--etcd-image IMAGE] [--no-watch-nodes] [--log-level LEVEL]
+Runs the ElasticJob controller in cluster (service account) or with a kubeconfig; serves /metrics, /healthz and
+/readyz on --metrics-port (default 8080).`;
 
 /** CLI entry for `tensile operator ...`; resolves with the exit code after SIGTERM/SIGINT. */
 export async function operatorMain(argv: readonly string[]): Promise<number> {
