@@ -1,7 +1,7 @@
 // gRPC mechanism: one server per worker, ONE long-lived bidirectional stream per peer pair. No RPC semantics here.
 //
 // The service has a single bidi method whose messages are raw Buffers (custom identity (de)serializers, no protobuf
-// codegen). Each gRPC message is a segment of frame.ts. Writes are queued and flushed once per event-loop turn, so
+// codegen). Each gRPC message is a segment of frame.ts. Writes are queued and flushed on process.nextTick, so
 // many small calls issued together share one gRPC message (this is where the throughput comes from).
 
 import { readFileSync } from 'node:fs';
@@ -80,13 +80,13 @@ export class StreamConn {
     return this.closed;
   }
 
-  /** Queues an encoded frame; the queue is flushed once per event-loop turn. Never throws. */
+  /** Queues an encoded frame; the queue is flushed once the current job and its microtasks are done. Never throws. */
   send(frame: { parts: Buffer[]; bytes: number }): void {
     if (this.closed) return;
     this.queue.push(frame);
     if (!this.scheduled) {
       this.scheduled = true;
-      setImmediate(() => this.flush());
+      process.nextTick(() => this.flush());
     }
   }
 
