@@ -1,10 +1,11 @@
 // A mirror of one job's keys (state, members, nodes/*), fed by a prefix watch. One view is shared by every
 // handler on the same connection (many simulated agents in one process stay O(events), not O(events × agents));
 // derived facts (earliest joiner, lost members, rank lookup) are cached per view version.
-import type { RoundMember } from './api.js';
+import type { JobStatus, NodeDescriptor, RoundMember } from './api.js';
 import type { KvEntry, KvEvent, KvSubscription } from './kv.js';
 import { parseEntry } from './kv.js';
 import type { MembersDoc, NodeDoc, StateDoc } from './kv-handler.js';
+import { assignGroupRanks } from './policy.js';
 
 export interface NodeView {
   readonly doc: NodeDoc;
@@ -135,6 +136,32 @@ export class JobView {
     }
     return this.rankCache.byId.get(nodeId);
   }
+}
+
+/**
+ * A JobStatus from a view. While a round is joining, `members` lists the nodes joined so far with the ranks they
+ * would get if it closed now; `waiting` lists nodes registered for a later round (including nodes beyond max).
+ */
+export function statusFromView(runId: string, view: JobView): JobStatus {
+  const doc = view.state?.doc;
+  if (doc === undefined) return { runId, round: null, state: 'unknown', members: [], waiting: [], failureRestarts: 0 };
+  const last = view.members;
+  const base = {
+    runId,
+    round: doc.round,
+    failureRestarts: doc.failureRestarts,
+    minNodes: doc.minNodes,
+    maxNodes: doc.maxNodes,
+  };
+  const running = doc.phase === 'running' && last.round === doc.round ? last.members : [];
+  if (doc.closed) return { ...base, state: 'closed', members: running, waiting: [] };
+  const waiting: NodeDescriptor[] = [...view.nodes.values()]
+    .filter((n) => n.doc.round > doc.round)
+    .sort((a, b) => a.modRevision - b.modRevision)
+    .map((n) => n.doc.node);
+  if (doc.phase === 'running') return { ...base, state: 'running', members: running, waiting };
+  const joined = view.joined(doc.round).map((n) => n.doc.node);
+  return { ...base, state: 'joining', members: assignGroupRanks(joined, last.members, doc.maxNodes), waiting };
 }
 
 /**

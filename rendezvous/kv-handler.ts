@@ -13,6 +13,7 @@
 // Every handler mirrors these keys through one prefix watch and decides with the pure functions in policy.ts; timers
 // are local and monotonic (last call, join timeout), never compared across machines.
 import {
+  type JobStatus,
   type Logger,
   type NextOptions,
   type NodeDescriptor,
@@ -28,7 +29,7 @@ import {
   RendezvousError,
   RendezvousTimeoutError,
 } from './api.js';
-import type { JobView } from './job-view.js';
+import { type JobView, statusFromView } from './job-view.js';
 import type { KvConnectionEvent, KvStats, RendezvousKv } from './kv.js';
 import { assignGroupRanks, decideJoining, decideRunning } from './policy.js';
 
@@ -230,10 +231,24 @@ export class KvRendezvousHandler implements RendezvousHandler {
     await this.endRoundTxn(cur.round, options.reason, options.detail);
   }
 
+  /** What this handler's mirror says about the job (same shape as `tensile status`). */
+  status(): JobStatus {
+    const view = this.view;
+    if (view === null)
+      return { runId: this.config.runId, round: null, state: 'unknown', members: [], waiting: [], failureRestarts: 0 };
+    return statusFromView(this.config.runId, view);
+  }
+
+  /**
+   * Nodes waiting for a place in the next round. Like torchrun's, nodes beyond max (its "redundancy list") are not
+   * counted: admitting them would not change the job, so they trigger no restart; they join when a place frees.
+   */
   numNodesWaiting(): number {
     const doc = this.state?.doc;
     if (!doc || doc.phase !== 'running') return 0;
-    return this.view!.countAbove(doc.round);
+    const view = this.view!;
+    const free = view.members.round === doc.round ? this.config.maxNodes - view.members.members.length : 0;
+    return Math.max(0, Math.min(view.countAbove(doc.round), free));
   }
 
   async markClosed(): Promise<void> {

@@ -1,11 +1,12 @@
 // Read-only job status for `tensile status`: what the job's etcd keys say, once or as a live stream.
-import type { JobStatus, NodeDescriptor } from './api.js';
+import type { JobStatus } from './api.js';
 import { parseRdzvConf } from './config.js';
 import type { EtcdConnection } from './etcd-backend.js';
-import { JobView } from './job-view.js';
+import { JobView, statusFromView } from './job-view.js';
 import type { KvEntry } from './kv.js';
 import { jobPrefix } from './kv-handler.js';
-import { assignGroupRanks } from './policy.js';
+
+export { statusFromView };
 
 export interface JobStatusQuery {
   /** etcd `host:port[,host:port...]`. */
@@ -23,29 +24,6 @@ export function statusFromEntries(runId: string, entries: Iterable<KvEntry>): Jo
   const view = new JobView(jobPrefix(runId));
   view.load(entries);
   return statusFromView(runId, view);
-}
-
-/** The same, from a live JobView. */
-export function statusFromView(runId: string, view: JobView): JobStatus {
-  const doc = view.state?.doc;
-  if (doc === undefined) return { runId, round: null, state: 'unknown', members: [], waiting: [], failureRestarts: 0 };
-  const last = view.members;
-  const base = {
-    runId,
-    round: doc.round,
-    failureRestarts: doc.failureRestarts,
-    minNodes: doc.minNodes,
-    maxNodes: doc.maxNodes,
-  };
-  const running = doc.phase === 'running' && last.round === doc.round ? last.members : [];
-  if (doc.closed) return { ...base, state: 'closed', members: running, waiting: [] };
-  const waiting: NodeDescriptor[] = [...view.nodes.values()]
-    .filter((n) => n.doc.round > doc.round)
-    .sort((a, b) => a.modRevision - b.modRevision)
-    .map((n) => n.doc.node);
-  if (doc.phase === 'running') return { ...base, state: 'running', members: running, waiting };
-  const joined = view.joined(doc.round).map((n) => n.doc.node);
-  return { ...base, state: 'joining', members: assignGroupRanks(joined, last.members, doc.maxNodes), waiting };
 }
 
 async function connect(q: JobStatusQuery): Promise<EtcdConnection> {

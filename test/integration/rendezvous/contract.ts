@@ -4,6 +4,7 @@ import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import {
+  type JobStatus,
   type NodeDescriptor,
   type RendezvousConfig,
   type RendezvousEvent,
@@ -187,6 +188,38 @@ export function runRendezvousContract(
       assert.ok(r1.every((r) => r.round === 1 && r.groupWorldSize === 3 && r.failureRestarts === 0));
       assert.equal(r1[2]!.groupRank, 2);
       assert.deepEqual([r1[0]!.groupRank, r1[1]!.groupRank], [r0[0]!.groupRank, r0[1]!.groupRank]);
+    });
+
+    test('a node beyond max waits without disturbing the running round and gets the place a leaving node frees', async () => {
+      const config = job({ minNodes: 1, maxNodes: 2, lastCallTimeoutMs: 200 });
+      const hs = await nodes(config, 2);
+      await nextAll(hs, 'round 0');
+      const logs = hs.map((h) => new EventLog(h));
+      const [extra] = await nodes(config, 1);
+      const extraRound = extra!.next();
+      // Once the members see the extra node registered, nobody counts it as waiting and no event fires.
+      const sees = (h: RendezvousHandler): boolean =>
+        (h as unknown as { status(): JobStatus }).status().waiting.some((w) => w.nodeId === extra!.self.nodeId);
+      await within(
+        (async () => {
+          while (!hs.every(sees)) await new Promise((r) => setTimeout(r, 20));
+        })(),
+        WAIT_MS,
+        'extra node visible',
+      );
+      await new Promise((r) => setTimeout(r, 100));
+      assert.deepEqual(
+        hs.map((h) => h.numNodesWaiting()),
+        [0, 0],
+      );
+      assert.deepEqual(
+        logs.map((l) => l.types()),
+        [[], []],
+      );
+      await hs[1]!.leave();
+      await logs[0]!.waitFor((e) => e.type === 'round-ended' && e.reason === 'member-left', WAIT_MS, 'member-left');
+      const [r1a, r1x] = await within(Promise.all([hs[0]!.next(), extraRound]), WAIT_MS, 'round 1');
+      assert.deepEqual([r1a.round, r1a.groupWorldSize, r1x.round, r1x.groupWorldSize], [1, 2, 1, 2]);
     });
 
     test('a clean leave ends the round for the others at once with reason member-left', async () => {
