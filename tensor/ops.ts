@@ -129,6 +129,24 @@ function binaryData(op: BinOp, a: Tensor, b: Tensor, outShape: number[]): Float3
     }
     return out;
   }
+  if (x.length === 1 && y.length === n) {
+    const v = x[0];
+    switch (op) {
+      case 'add':
+        for (let i = 0; i < n; i++) out[i] = v + y[i];
+        break;
+      case 'sub':
+        for (let i = 0; i < n; i++) out[i] = v - y[i];
+        break;
+      case 'mul':
+        for (let i = 0; i < n; i++) out[i] = v * y[i];
+        break;
+      case 'div':
+        for (let i = 0; i < n; i++) out[i] = v / y[i];
+        break;
+    }
+    return out;
+  }
   // Row broadcast: a is the full shape, b matches its trailing dims (bias add).
   const bl = y.length;
   if (x.length === n && bl > 0 && n % bl === 0 && sameShape(b.shape, outShape.slice(outShape.length - b.ndim))) {

@@ -55,6 +55,13 @@ test('elementwise ops broadcast like PyTorch', () => {
     [0, -1, -2, 1, 0, -1],
   );
   assert.deepEqual(a.div(2).toArray(), [0.5, 1, 1.5, 2, 2.5, 3]);
+  assert.deepEqual(tensor(12).div(a).toArray(), [12, 6, 4, 3, 2.4000000953674316, 2]);
+  assert.deepEqual(
+    tensor([1])
+      .sub(tensor([1, 2]))
+      .toArray(),
+    [0, -1],
+  );
   assert.deepEqual(a.add(tensor([[[1]], [[2]]])).shape, [2, 2, 3]);
   assert.throws(() => a.add(tensor([1, 2])), /shapes \[2,3\] and \[2\] cannot be broadcast/);
 });
