@@ -152,3 +152,21 @@ test('leaves never share a gradient buffer with each other or with the caller', 
   z.grad!.data[0] = -1;
   assert.deepEqual(kept.toArray(), [7, 7]);
 });
+
+test('in an MLP, parameter gradients become ready from the last layer to the first', async () => {
+  const { Linear, ReLU, Sequential, crossEntropy, Generator, randn } = await import('../../../tensor/index.js');
+  const g = new Generator(1);
+  const model = new Sequential(
+    new Linear(4, 8, { generator: g }),
+    new ReLU(),
+    new Linear(8, 8, { generator: g }),
+    new ReLU(),
+    new Linear(8, 3, { generator: g }),
+  );
+  const ready: string[] = [];
+  for (const [name, p] of model.namedParameters()) p.registerGradReadyHook(() => ready.push(name));
+  await crossEntropy(model.forward(randn([5, 4], { generator: g })), [0, 1, 2, 0, 1]).backward();
+  const layerOrder = ready.map((n) => n.split('.')[0]).filter((l, i, all) => all.indexOf(l) === i);
+  assert.deepEqual(layerOrder, ['4', '2', '0']);
+  assert.equal(ready.length, 6);
+});
