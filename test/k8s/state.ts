@@ -276,6 +276,8 @@ export class ApiState {
         ]);
     }
     this.checkName(def, md.name);
+    if (md.resourceVersion !== undefined && md.resourceVersion !== '')
+      throw badRequest(`resourceVersion should not be set on objects to be created (got "${md.resourceVersion}")`);
     if (this.tryGet(def, md.namespace, md.name)) throw alreadyExists(def.plural, md.name, def.group);
     md.uid = randomUUID();
     md.creationTimestamp = now();

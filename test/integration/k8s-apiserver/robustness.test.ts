@@ -53,6 +53,7 @@ describe('test API server never crashes on bad input', () => {
       ],
       ['POST', cms, '{"metadata":{"name":"a","labels":{"x":1}}}', 422, /metadata\.labels/],
       ['POST', cms, '{"metadata":{}}', 422, /metadata\.name: Required value/],
+      ['POST', cms, '{"metadata":{"name":"rv","resourceVersion":"5"}}', 400, /resourceVersion should not be set/],
       ['POST', cms, '{"metadata":{"name":"ok"}}', 201, /./],
       ['PUT', `${cms}/ok`, '{"metadata":{"name":"other"}}', 400, /does not match the name on the URL/],
       ['PATCH', `${cms}/ok`, '{"op":"add"}', 400, /must be an array/, 'application/json-patch+json'],
