@@ -169,7 +169,7 @@ export async function startServer(
 }
 
 /**
- * grpc-js applies 'grpc-node.flow_control_window' to client sessions only; server sessions keep HTTP/2's 64 KiB
+ * grpc-js applies 'grpc-node.flow_control_window' (and TCP_NODELAY) to client sessions only; server sessions keep HTTP/2's 64 KiB
  * window, so a 16 MB request would wait for ~256 WINDOW_UPDATE round trips. Widen the server side the same way
  * through grpc-js's (internal) http2 server map. If that internal shape changes this silently does nothing:
  * calls still work, large requests are just slower.
@@ -181,8 +181,13 @@ function widenServerWindows(server: grpc.Server): void {
   if (!(map instanceof Map)) return;
   for (const h2 of map.keys()) {
     h2.on?.('session', (session) => {
-      const s = session as { setLocalWindowSize?(n: number): void; settings?(x: object): void };
+      const s = session as {
+        setLocalWindowSize?(n: number): void;
+        settings?(x: object): void;
+        socket?: { setNoDelay?(v: boolean): void };
+      };
       try {
+        s.socket?.setNoDelay?.(true); // grpc-js sets TCP_NODELAY on client sockets only
         s.settings?.({ initialWindowSize: win, maxFrameSize: 16_777_215 });
         s.setLocalWindowSize?.(win);
       } catch {
