@@ -333,9 +333,13 @@ function flattenInto(data: NestedArray, shape: number[], dim: number, out: numbe
  */
 export function tensor(
   data: NestedArray | Float32Array | ArrayLike<number>,
-  shape?: Shape,
+  shapeOrOpts?: Shape | TensorOptions,
   opts: TensorOptions = {},
 ): Tensor {
+  // tensor(data, { requiresGrad }) is accepted as well as tensor(data, shape, { requiresGrad }).
+  let shape: Shape | undefined;
+  if (shapeOrOpts !== undefined && !Array.isArray(shapeOrOpts)) opts = shapeOrOpts as TensorOptions;
+  else shape = shapeOrOpts as Shape | undefined;
   if (data instanceof Float32Array) return new Tensor(data, shape ?? [data.length], opts);
   if (typeof data === 'number') return new Tensor(Float32Array.of(data), shape ?? [], opts);
   if (shape !== undefined) {

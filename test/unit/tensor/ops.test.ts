@@ -39,6 +39,8 @@ test('tensor() infers shapes from nested arrays and rejects ragged ones', () => 
   );
   assert.throws(() => tensor([1, 2, 3], [2, 2]), /3 values do not fill shape \[2,2\]/);
   assert.equal(tensor(5).item(), 5);
+  assert.equal(tensor([1, 2], { requiresGrad: true }).requiresGrad, true);
+  assert.deepEqual(tensor([1, 2], { requiresGrad: true }).shape, [2]);
 });
 
 test('elementwise ops broadcast like PyTorch', () => {
