@@ -21,7 +21,7 @@ const model = new Sequential(
   new ReLU(),
   new Linear(256, 10, { generator: g }),
 );
-// The store client's retry timer is unref'd: keep the loop alive while joining (see docs/train.md).
+// Keep the loop alive while joining (see docs/train.md, Limitations).
 const keepAlive = setInterval(() => undefined, 1000);
 const pg = mode === 'single' ? null : await initProcessGroup({ backend: 'tcp', timeoutMs: 60_000 });
 clearInterval(keepAlive);

@@ -135,8 +135,8 @@ async function main(flags: Flags): Promise<number> {
     if (rank === 0) process.stdout.write(`${s}\n`);
   };
 
-  // Keep the event loop alive while joining: the store client's retry sleep is an unref'd timer, so a rank that
-  // starts before rank 0's store listens would otherwise exit with code 13 (unsettled top-level await).
+  // Keep the event loop alive while joining (an earlier store client retried on an unref'd timer, so a rank that
+  // started before rank 0's store listened exited with code 13; fixed there since, harmless here).
   const keepAlive = setInterval(() => undefined, 1000);
   const pg = await (ws > 1 ? initProcessGroup({ backend: 'tcp', timeoutMs: flags.timeoutMs }) : null);
   clearInterval(keepAlive);
