@@ -346,6 +346,7 @@ export class ElasticJobController {
     const status = JSON.parse(
       JSON.stringify({ ...plan.status, lastReconcileTime: new Date().toISOString() }),
     ) as ElasticJobStatus;
+    this.o.metrics.statusWrites.inc();
     await this.o.client.replaceElasticJobStatus(raw.metadata?.namespace ?? '', raw.metadata?.name ?? '', {
       ...raw,
       status,

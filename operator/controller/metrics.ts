@@ -42,6 +42,11 @@ export class OperatorMetrics {
     buckets: [0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1],
     registers: [this.registry],
   });
+  readonly statusWrites = new Counter({
+    name: 'tensile_operator_status_writes_total',
+    help: 'ElasticJob status updates written',
+    registers: [this.registry],
+  });
   readonly reconcileErrors = new Counter({
     name: 'tensile_operator_reconcile_errors_total',
     help: 'Reconciles that failed and were retried',
