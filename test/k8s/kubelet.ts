@@ -53,6 +53,8 @@ interface Tracked {
   startedAt?: string;
   restarts: number;
   terminating: boolean;
+  /** Grace period of the SIGKILL timer now armed, in seconds. */
+  graceS?: number;
   done: boolean;
   timers: NodeJS.Timeout[];
   log: string;
@@ -373,6 +375,7 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     if (t.proc?.pid) {
       kill(t.proc.pid, 'SIGTERM');
       const pid = t.proc.pid;
+      t.graceS = graceS;
       t.timers.push(setTimeout(() => kill(pid, 'SIGKILL'), Math.max(0, graceS * 1000)));
       return;
     }
@@ -435,8 +438,15 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     if (pod.metadata.deletionTimestamp && !t.terminating) {
       // Like the real kubelet, the grace period counts from when the kubelet sees the deletion.
       terminate(t, Math.max(0, Number(pod.metadata.deletionGracePeriodSeconds ?? 30)));
-    } else if (pod.metadata.deletionTimestamp && t.terminating && pod.metadata.deletionGracePeriodSeconds === 0) {
-      kill(t.proc?.pid, 'SIGKILL');
+    } else if (pod.metadata.deletionTimestamp && t.terminating && t.proc?.pid) {
+      // A second delete with a shorter grace period shortens the wait for SIGKILL.
+      const grace = Number(pod.metadata.deletionGracePeriodSeconds ?? 30);
+      if (t.graceS !== undefined && grace < t.graceS) {
+        for (const tm of t.timers) clearTimeout(tm);
+        const pid = t.proc.pid;
+        t.graceS = grace;
+        t.timers = [setTimeout(() => kill(pid, 'SIGKILL'), grace * 1000)];
+      }
     }
   }
 

@@ -155,9 +155,8 @@ export class ApiState {
       if (fields && !fields(o)) continue;
       out.push(clone(o));
     }
-    return out.sort((a, b) =>
-      objKey(a.metadata.namespace, a.metadata.name!).localeCompare(objKey(b.metadata.namespace, b.metadata.name!)),
-    );
+    const key = (o: KObject): string => objKey(o.metadata.namespace, o.metadata.name!);
+    return out.sort((a, b) => (key(a) < key(b) ? -1 : key(a) > key(b) ? 1 : 0));
   }
 
   // ---- watch -------------------------------------------------------------------------------------
@@ -223,7 +222,13 @@ export class ApiState {
     const entry: LogEntry = { rv: this.rv, key, type, obj: clone(obj), old };
     this.log.push(entry);
     while (this.log.length > this.opts.watchWindowEvents) this.droppedUpTo = this.log.shift()!.rv;
-    for (const w of this.watchers) if (w.key === key) this.deliver(w, entry);
+    for (const w of this.watchers)
+      if (w.key === key)
+        try {
+          this.deliver(w, entry);
+        } catch (err) {
+          this.log_.error({ err }, 'test-apiserver: watcher failed');
+        }
     for (const l of this.listeners) {
       try {
         l(key, type, clone(obj), old);

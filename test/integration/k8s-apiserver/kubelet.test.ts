@@ -165,6 +165,21 @@ describe('simulated kubelet: pods as local processes', () => {
     assert.equal(left.items.length, 0);
   });
 
+  it('shortens the wait for SIGKILL when a pod is deleted again with a shorter grace period', async () => {
+    const body = pod('slow', 'trap "" TERM; while true; do sleep 0.1; done', { terminationGracePeriodSeconds: 600 });
+    await core.createNamespacedPod({ namespace: 'default', body });
+    await waitFor('slow running', () => phase('slow', 'Running'));
+    const pid = kubelets[0].processes().get('default/slow')!;
+    const first = await kubectl(server, ['delete', 'pod', 'slow', '--wait=false']);
+    assert.equal(first.code, 0, first.stderr);
+    const marked = await read('slow');
+    assert.equal(marked.metadata?.deletionGracePeriodSeconds, 600);
+    assert.ok(alive(pid), 'SIGTERM is ignored, so it keeps running during the long grace period');
+    const second = await kubectl(server, ['delete', 'pod', 'slow', '--grace-period=1', '--timeout=20s']);
+    assert.equal(second.code, 0, second.stderr);
+    await waitFor('process killed', () => !alive(pid));
+  });
+
   it('leaves pods Pending when no node has room and schedules them when room frees up', async () => {
     for (let i = 0; i < 5; i++)
       await core.createNamespacedPod({ namespace: 'default', body: pod(`fill-${i}`, 'sleep 30') });
