@@ -2,7 +2,7 @@
 // and cleanup that kills every child's process tree even when a test fails.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
@@ -83,29 +83,7 @@ export function spawnTs(t: TestContext, script: string, args: readonly string[],
   return spawnProc(t, process.execPath, ['--import', 'tsx', script, ...args], env);
 }
 
-/** Resolves once something accepts TCP connections on 127.0.0.1:port (polls every 50 ms, up to `ms`). */
-export async function waitForListen(port: number, ms: number): Promise<void> {
-  const deadline = Date.now() + ms;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect({ host: '127.0.0.1', port });
-      s.once('connect', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.once('error', () => resolve(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`nothing listened on 127.0.0.1:${port} within ${ms} ms`);
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
-
-/**
- * Spawns `worldSize` workers of one group with the torchrun worker environment. Rank 0 starts first and the others
- * once its store listens: the TCP store client currently hangs now and then when it starts before the server
- * (reported to the collective owner); starting rank 0 first keeps these tests about training, not about that race.
- */
+/** Spawns `worldSize` workers of one group at once, with the torchrun worker environment (as the launcher does). */
 export async function spawnGroup(
   t: TestContext,
   script: string,
@@ -114,26 +92,18 @@ export async function spawnGroup(
   extraEnv: NodeJS.ProcessEnv = {},
 ): Promise<Proc[]> {
   const port = await freePort();
-  const envFor = (rank: number): NodeJS.ProcessEnv => ({
-    RANK: String(rank),
-    LOCAL_RANK: String(rank),
-    WORLD_SIZE: String(worldSize),
-    LOCAL_WORLD_SIZE: String(worldSize),
-    MASTER_ADDR: '127.0.0.1',
-    MASTER_PORT: String(port),
-    OMP_NUM_THREADS: '1',
-    ...extraEnv,
-  });
-  const first = spawnTs(t, script, args, envFor(0));
-  if (worldSize === 1) return [first];
-  await Promise.race([
-    waitForListen(port, 30_000),
-    first.exited.then((e) => {
-      throw new Error(`rank 0 exited ${e.code ?? e.signal} before serving the store\n${e.stdout}\n${e.stderr}`);
+  return Array.from({ length: worldSize }, (_, rank) =>
+    spawnTs(t, script, args, {
+      RANK: String(rank),
+      LOCAL_RANK: String(rank),
+      WORLD_SIZE: String(worldSize),
+      LOCAL_WORLD_SIZE: String(worldSize),
+      MASTER_ADDR: '127.0.0.1',
+      MASTER_PORT: String(port),
+      OMP_NUM_THREADS: '1',
+      ...extraEnv,
     }),
-  ]);
-  const rest = Array.from({ length: worldSize - 1 }, (_, i) => spawnTs(t, script, args, envFor(i + 1)));
-  return [first, ...rest];
+  );
 }
 
 /** Waits for a promise, failing with `what` after `ms`. */
