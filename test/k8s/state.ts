@@ -738,6 +738,13 @@ export class ApiState {
         if (refs.length > 0 && !md.deletionTimestamp && refs.every((r) => !this.uidIndex.has(r.uid)))
           this.safe(() => this.delete(def, md.namespace, md.name!, { propagationPolicy: 'Background' }));
         if (!md.deletionTimestamp) continue;
+        if (key === '/pods' && md.deletionGracePeriodSeconds !== 0) {
+          // Pod GC: a terminating pod bound to a node that does not exist has no kubelet to finish it.
+          const node = (o.spec as Record<string, unknown> | undefined)?.nodeName;
+          if (typeof node === 'string' && !this.data.get('/nodes')!.has(objKey(undefined, node)))
+            this.safe(() => this.forceDeletePod(md.namespace!, md.name!));
+          continue;
+        }
         const fins = md.finalizers ?? [];
         if (fins.includes('orphan')) {
           for (const d of this.dependentsOf(md.uid!)) {

@@ -89,6 +89,15 @@ describe('test API server: owner-reference garbage collection, finalizers and na
     await waitFor('dangling collected', async () => !(await names()).includes('dangling'));
   });
 
+  it('removes a terminating pod bound to a node that does not exist, as pod GC does', async () => {
+    await core.createNamespacedPod({
+      namespace: 'gc',
+      body: { metadata: { name: 'lost' }, spec: { nodeName: 'ghost', containers: [{ name: 'c', image: 'i' }] } },
+    });
+    await core.deleteNamespacedPod({ namespace: 'gc', name: 'lost' });
+    await waitFor('lost removed', async () => (await core.listNamespacedPod({ namespace: 'gc' })).items.length === 0);
+  });
+
   it('deletes a namespace with kubectl after emptying it', async () => {
     await core.createNamespace({ body: { metadata: { name: 'doomed' } } });
     await core.createNamespacedConfigMap({ namespace: 'doomed', body: { metadata: { name: 'x' } } });
