@@ -25,8 +25,8 @@ export const serviceDefinition: grpc.ServiceDefinition = {
 const RpcClient = grpc.makeGenericClientConstructor(serviceDefinition, 'Rpc');
 
 export const channelOptions: grpc.ChannelOptions = {
-  'grpc.max_receive_message_length': 4 * SEGMENT_BYTES + 1024,
-  'grpc.max_send_message_length': 4 * SEGMENT_BYTES + 1024,
+  'grpc.max_receive_message_length': 4 * 1024 * 1024 + 1024,
+  'grpc.max_send_message_length': 4 * 1024 * 1024 + 1024,
   'grpc-node.flow_control_window': 32 * 1024 * 1024,
   'grpc.keepalive_time_ms': 10_000,
   'grpc.keepalive_timeout_ms': 20_000,
@@ -51,6 +51,8 @@ export class StreamConn {
   private closed = false;
   private readonly reader = new SegmentReader();
   bytesOut = 0;
+  /** Largest gRPC message written (tests and benchmarks may lower it; the receiver accepts up to 4 MiB). */
+  segmentBytes = SEGMENT_BYTES;
 
   constructor(
     private readonly duplex: Duplex,
@@ -100,7 +102,7 @@ export class StreamConn {
     if (this.closed || this.queue.length === 0) return;
     const q = this.queue;
     this.queue = [];
-    for (const seg of packSegments(q)) {
+    for (const seg of packSegments(q, this.segmentBytes)) {
       this.bytesOut += seg.byteLength;
       this.duplex.write(seg);
     }
