@@ -28,6 +28,9 @@ const DIRECT_READ_MIN_BYTES = 16 * 1024;
 export const P2P_SEQ = 0xffffffff;
 /** Header group id of the goodbye a rank sends before an orderly close (no payload follows). */
 const GOODBYE_GROUP = 0xffffffff;
+/** Header group id of a failure notice: `seq` names the lost rank. Sent before a rank tears down on PEER_LOST, so
+ * that the others blame the rank that died rather than the rank that reacted first. */
+const FAILURE_GROUP = 0xfffffffe;
 
 interface Posted {
   readonly dst: Uint8Array;
@@ -120,6 +123,13 @@ class PeerLink {
       });
       for (const q of this.posted.values()) for (const p of q) p.reject(this.peerClosed);
       this.posted.clear();
+      return;
+    }
+    if (h.readUInt32BE(0) === FAILURE_GROUP) {
+      const lost = h.readUInt32BE(4);
+      this.transport.fail(
+        new CollectiveError('PEER_LOST', `rank ${lost}: lost (reported by rank ${this.peer})`, { rank: this.transport.rank, peerRank: lost }),
+      );
       return;
     }
     const key = `${h.readUInt32BE(0)}:${h.readUInt32BE(4)}:${h.readUInt32BE(8)}`;
@@ -364,13 +374,22 @@ export class TcpTransport {
   fail(err: CollectiveError): void {
     if (this.failure) return;
     this.failure = err;
-    this.logger.warn({ code: err.code, peerRank: err.peerRank, msg: err.message }, 'tcp transport failed');
+    if (err.code !== 'CLOSED') this.logger.warn({ code: err.code, peerRank: err.peerRank, msg: err.message }, 'tcp transport failed');
     for (const link of this.links) {
       if (!link) continue;
       for (const q of link.posted.values()) for (const p of q) p.reject(err);
       link.posted.clear();
       link.arrived.clear();
-      for (const sock of link.sockets) sock.destroy();
+      const notify = err.code === 'PEER_LOST' && err.peerRank !== undefined && err.peerRank !== link.peer && !link.peerClosed;
+      if (notify && link.sendSocket && !link.sendSocket.destroyed) {
+        const notice = Buffer.alloc(HEADER_BYTES);
+        notice.writeUInt32BE(FAILURE_GROUP, 0);
+        notice.writeUInt32BE(err.peerRank!, 4);
+        const sock = link.sendSocket;
+        sock.end(notice);
+        setTimeout(() => sock.destroy(), 1000).unref();
+        link.recvSocket?.destroy();
+      } else for (const sock of link.sockets) sock.destroy();
     }
     for (const cb of this.failureListeners) cb(err);
   }

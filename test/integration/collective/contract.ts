@@ -1,0 +1,109 @@
+// The shared contract suite for ProcessGroup backends (tcp and nccl both run it): every op × dtype × reduction ×
+// size (0, 1, odd, ~1 MB), in place and out of place, p2p with tags, concurrent ops, barrier, sub-groups, compared
+// with reference.ts. Call `runContract(pg)` on every rank of a world (a worker process each); it returns one
+// {name, ok, detail} per check instead of throwing, so the test can report all failures of every rank.
+import { CollectiveError, type ProcessGroup } from '../../../collective/api.js';
+import { DTYPES, OPS, firstDiff, input, make, reduced, type Arr } from './reference.js';
+
+export interface Result {
+  name: string;
+  ok: boolean;
+  detail?: string;
+}
+
+export function check(results: Result[], name: string, got: ArrayLike<number>, want: ArrayLike<number>): void {
+  const d = firstDiff(got, want);
+  results.push(d === -1 ? { name, ok: true } : { name, ok: false, detail: `at ${d}: got ${got[d]} want ${want[d]} (len ${got.length}/${want.length})` });
+}
+
+export async function expectError(results: Result[], name: string, p: Promise<unknown>, code: string): Promise<CollectiveError | null> {
+  try {
+    await p;
+    results.push({ name, ok: false, detail: 'resolved, expected ' + code });
+    return null;
+  } catch (e) {
+    const ok = e instanceof CollectiveError && e.code === code;
+    results.push({ name, ok, detail: ok ? undefined : `got ${(e as Error).name} ${(e as CollectiveError).code}: ${(e as Error).message}` });
+    return e as CollectiveError;
+  }
+}
+
+export async function runContract(pg: ProcessGroup): Promise<Result[]> {
+  const results: Result[] = [];
+  const n = pg.worldSize;
+  const r = pg.rank;
+  const BIG = 262147; // ~1 MB of float32, odd
+  const sizes = [0, 1, 37, BIG];
+  for (const dt of DTYPES) {
+    for (const len of sizes) {
+      for (const op of OPS) {
+        const lenFor = dt === 'float64' && len === BIG ? (BIG >> 1) | 1 : len;
+        const buf = input(dt, lenFor, r);
+        await pg.allreduce(buf, op);
+        check(results, `allreduce ${dt} ${op} len=${lenFor}`, buf, reduced(dt, lenFor, n, op));
+        const inp = input(dt, lenFor, r, 1);
+        const out = make(dt, lenFor);
+        await pg.allreduceInto(inp, out, op);
+        check(results, `allreduceInto ${dt} ${op} len=${lenFor} output`, out, reduced(dt, lenFor, n, op, 1));
+        check(results, `allreduceInto ${dt} ${op} len=${lenFor} input unchanged`, inp, input(dt, lenFor, r, 1));
+      }
+      const m = Math.ceil(len / n); // per-rank chunk for reduceScatter / allgather
+      for (const op of OPS) {
+        const rsIn = input(dt, m * n, r, 2);
+        const rsOut = make(dt, m);
+        await pg.reduceScatter(rsIn, rsOut, op);
+        check(results, `reduceScatter ${dt} ${op} chunk=${m}`, rsOut, reduced(dt, m * n, n, op, 2).subarray(r * m, (r + 1) * m));
+        const root = (len + OPS.indexOf(op)) % n;
+        const red = input(dt, len, r, 3);
+        await pg.reduce(red, root, op);
+        check(results, `reduce ${dt} ${op} len=${len} root=${root}`, red, r === root ? reduced(dt, len, n, op, 3) : input(dt, len, r, 3));
+      }
+      const agOut = make(dt, m * n);
+      await pg.allgather(input(dt, m, r, 4), agOut);
+      const agWant = make(dt, m * n);
+      for (let q = 0; q < n; q++) agWant.set(input(dt, m, q, 4), q * m);
+      check(results, `allgather ${dt} chunk=${m}`, agOut, agWant);
+      // In place allgather: the input is this rank's slot of the output.
+      const agIn = make(dt, m * n);
+      agIn.set(input(dt, m, r, 4), r * m);
+      await pg.allgather(agIn.subarray(r * m, (r + 1) * m) as Arr, agIn);
+      check(results, `allgather in place ${dt} chunk=${m}`, agIn, agWant);
+      for (const root of new Set([0, n - 1])) {
+        const b = r === root ? input(dt, len, root, 5) : make(dt, len);
+        await pg.broadcast(b, root);
+        check(results, `broadcast ${dt} len=${len} root=${root}`, b, input(dt, len, root, 5));
+      }
+    }
+  }
+  if (n > 1) {
+    // Point to point around the ring, two tags in flight, received in the opposite order.
+    const next = (r + 1) % n;
+    const prev = (r - 1 + n) % n;
+    const a = make('float32', 5);
+    const b = make('float32', 5);
+    const sends = Promise.all([pg.send(input('float32', 5, r, 6), next, { tag: 1 }), pg.send(input('float32', 5, r, 7), next, { tag: 2 })]);
+    await pg.recv(b, prev, { tag: 2 });
+    await pg.recv(a, prev, { tag: 1 });
+    await sends;
+    check(results, 'send/recv tag 1', a, input('float32', 5, prev, 6));
+    check(results, 'send/recv tag 2', b, input('float32', 5, prev, 7));
+  }
+  // Several collectives in flight at once (as DDP does with buckets).
+  const bufs = [0, 1, 2, 3].map((s) => input('float32', 5000 * (s + 1), r, 10 + s));
+  await Promise.all(bufs.map((bb) => pg.allreduce(bb, 'sum')));
+  bufs.forEach((bb, s) => check(results, `concurrent allreduce ${s}`, bb, reduced('float32', 5000 * (s + 1), n, 'sum', 10 + s)));
+  await pg.barrier();
+  results.push({ name: 'barrier', ok: true });
+  // A sub-group of the even ranks.
+  const evens = Array.from({ length: n }, (_, i) => i).filter((i) => i % 2 === 0);
+  const sub = await pg.newGroup(evens);
+  if (r % 2 === 0) {
+    const sb = make('int32', 3).fill(r + 1);
+    await sub!.allreduce(sb, 'sum');
+    const want = evens.reduce((acc, q) => acc + q + 1, 0);
+    check(results, 'sub-group allreduce', sb, [want, want, want]);
+    results.push({ name: 'sub-group rank', ok: sub!.rank === evens.indexOf(r) && sub!.worldSize === evens.length });
+  } else results.push({ name: 'sub-group null for non-members', ok: sub === null });
+  await pg.barrier();
+  return results;
+}
