@@ -14,7 +14,7 @@ function esc(s: string): string {
 }
 
 function fmt(v: number): string {
-  if (v === 0) return '0';
+  if (Number.isInteger(v)) return String(v);
   const a = Math.abs(v);
   return a >= 100 ? v.toFixed(0) : a >= 1 ? v.toFixed(2) : v.toPrecision(2);
 }
@@ -80,15 +80,23 @@ function timeline(events: readonly HistoryEvent[]): string {
     `<text x="${W / 2}" y="16" text-anchor="middle" font-weight="bold">Rounds, failures and checkpoints (wall time)</text>`,
   ];
   rounds.forEach((r, i) => {
-    const end = i + 1 < rounds.length ? rounds[i + 1]!.timeMs : t1;
+    const next = i + 1 < rounds.length ? rounds[i + 1]!.timeMs : t1;
+    // A round ends at its first failure; the gap up to the next round is the restart (drawn grey).
+    const failed = events.find((e) => e.type === 'failure' && e.timeMs >= r.timeMs && e.timeMs <= next);
+    const end = failed !== undefined ? failed.timeMs : next;
+    if (end < next) {
+      parts.push(
+        `<rect x="${sx(end).toFixed(1)}" y="30" width="${Math.max(1, sx(next) - sx(end)).toFixed(1)}" height="34" fill="#ccc"><title>restarting: ${((next - end) / 1000).toFixed(1)} s</title></rect>`,
+      );
+      parts.push(`<text x="${(sx(end) + 4).toFixed(1)}" y="51" font-size="11" fill="#555">restart</text>`);
+    }
     const x = sx(r.timeMs);
     const w = Math.max(2, sx(end) - x);
     parts.push(
       `<rect x="${x.toFixed(1)}" y="30" width="${w.toFixed(1)}" height="34" fill="${colors[i % colors.length]}"><title>round ${r.round}, restart ${r.restartCount}, world size ${r.worldSize}, resumed at step ${r.resumedStep}</title></rect>`,
     );
-    parts.push(
-      `<text x="${(x + 4).toFixed(1)}" y="51" font-size="11" fill="#fff">r${r.round} · ws ${r.worldSize} · from step ${r.resumedStep}</text>`,
-    );
+    const label = w > 130 ? `r${r.round} · ws ${r.worldSize} · from step ${r.resumedStep}` : w > 24 ? `r${r.round}` : '';
+    if (label !== '') parts.push(`<text x="${(x + 4).toFixed(1)}" y="51" font-size="11" fill="#fff">${label}</text>`);
   });
   for (const e of events) {
     if (e.type === 'failure') {
