@@ -587,6 +587,15 @@ export async function startTestApiServer(options: TestApiServerOptions = {}): Pr
   // the fieldValidation parameter; answering yes makes it rely on server-side validation instead of
   // downloading full schemas. Strategic merge patches then fall back to kubectl's built-in types.
   function openapi(segs: string[], res: ServerResponse): void {
+    if (segs[1] === 'v2' && segs.length === 2) {
+      // An empty (zero-byte) protobuf OpenAPI v2 Document: kubectl versions that validate against v2 (before
+      // 1.27) find no schema for any kind and skip client-side validation instead of failing.
+      res.writeHead(200, {
+        'Content-Type': 'application/com.github.proto-openapi.spec.v2@v1.0+protobuf',
+        'Content-Length': 0,
+      });
+      return void res.end();
+    }
     if (segs[1] === 'v3' && segs.length === 2) {
       const paths: Record<string, { serverRelativeURL: string }> = {};
       const gvs = new Set<string>();
