@@ -8,7 +8,7 @@ import { generatedFiles } from './config/generated.js';
 const root = fileURLToPath(new URL('..', import.meta.url));
 const check = process.argv.includes('--check');
 let stale = 0;
-for (const { path, text } of generatedFiles()) {
+for (const { path, text } of await generatedFiles()) {
   const abs = `${root}${path}`;
   let current: string;
   try {

@@ -71,8 +71,8 @@ test('replicas default to max when only min and max are given', () => {
   if (r.ok) assert.equal(resolveSpec(r.job.spec).replicas, 3);
 });
 
-test('the committed CRD, chart CRD and values schema equal what operator/gen-crd.ts generates', () => {
-  for (const f of generatedFiles()) {
+test('the committed CRD, chart CRD and values schema equal what operator/gen-crd.ts generates', async () => {
+  for (const f of await generatedFiles()) {
     assert.equal(
       readFileSync(new URL(f.path, root), 'utf8'),
       f.text,
