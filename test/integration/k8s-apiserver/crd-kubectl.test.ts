@@ -274,6 +274,20 @@ describe('test API server: CRDs, schema validation and subresources with kubectl
     assert.equal(gone, 404);
   });
 
+  it('supports kubectl apply --server-side and --dry-run=server without persisting the dry run', async () => {
+    const p = file('g3.yaml', gadget('g3', 1));
+    const c = await kubectl(server, ['apply', '--server-side', '-f', p]);
+    assert.equal(c.code, 0, c.stderr);
+    assert.match(c.stdout, /gadget.test.tensile.dev\/g3 serverside-applied/);
+    const u = await kubectl(server, ['apply', '--server-side', '-f', file('g3.yaml', gadget('g3', 2))]);
+    assert.equal(u.code, 0, u.stderr);
+    const dry = await kubectl(server, ['apply', '--dry-run=server', '-f', file('g3-dry.yaml', gadget('g3', 4))]);
+    assert.equal(dry.code, 0, dry.stderr);
+    assert.match(dry.stdout, /server dry run/);
+    const got = await kubectl(server, ['get', 'gadget', 'g3', '-o', 'jsonpath={.spec.replicas}']);
+    assert.equal(got.stdout, '2');
+  });
+
   it('stops serving the resource when its CRD is deleted', async () => {
     await kubectl(server, ['apply', '-f', file('g2.yaml', gadget('g2', 1))]);
     const r = await kubectl(server, ['delete', 'crd', 'gadgets.test.tensile.dev']);
