@@ -416,6 +416,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
       minNodes: this.config.minNodes,
       maxNodes: this.config.maxNodes,
       lastCallElapsed: this.lastCall?.round === r && this.lastCall.elapsed,
+      everyLiveNodeJoined: r > 0 && joinedCount >= this.view!.nodes.size,
     });
     if (decision.kind === 'wait-min') {
       this.clearLastCall();

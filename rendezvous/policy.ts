@@ -15,9 +15,16 @@ export function decideJoining(snapshot: {
   readonly minNodes: number;
   readonly maxNodes: number;
   readonly lastCallElapsed: boolean;
+  /**
+   * Every node with a live lease in this job has joined the round, and it is not the job's first round. Then
+   * nobody is left to wait for (a newcomer would register and be admitted by scale-up), so the round closes
+   * without the last-call wait: this is what makes recovery after a failure or a node loss fast.
+   */
+  readonly everyLiveNodeJoined?: boolean;
 }): JoiningDecision {
   const { joinedCount, minNodes, maxNodes, lastCallElapsed } = snapshot;
   if (joinedCount >= maxNodes) return { kind: 'close' };
+  if (joinedCount >= minNodes && snapshot.everyLiveNodeJoined === true) return { kind: 'close' };
   if (joinedCount >= minNodes) return lastCallElapsed ? { kind: 'close' } : { kind: 'last-call' };
   return { kind: 'wait-min' };
 }

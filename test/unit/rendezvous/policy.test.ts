@@ -12,6 +12,24 @@ const node = (id: string): NodeDescriptor => ({
 });
 const ids = (ms: { nodeId: string; groupRank: number }[]): string[] => ms.map((m) => `${m.groupRank}:${m.nodeId}`);
 
+test('decideJoining closes a later round at once when every live node has joined, but never below min', () => {
+  const table: [number, number, number, boolean | undefined, string][] = [
+    // joined, min, max, everyLiveNodeJoined, expected (last call not elapsed)
+    [1, 1, 2, true, 'close'],
+    [2, 2, 3, true, 'close'],
+    [1, 2, 3, true, 'wait-min'],
+    [2, 2, 3, false, 'last-call'],
+    [2, 2, 3, undefined, 'last-call'],
+  ];
+  for (const [joinedCount, minNodes, maxNodes, everyLiveNodeJoined, expected] of table) {
+    assert.equal(
+      decideJoining({ joinedCount, minNodes, maxNodes, lastCallElapsed: false, everyLiveNodeJoined }).kind,
+      expected,
+      `${joinedCount} of ${minNodes}:${maxNodes}, all live joined: ${everyLiveNodeJoined}`,
+    );
+  }
+});
+
 test('decideJoining closes at max at once, at min only after the last call, and waits below min', () => {
   const table: [number, number, number, boolean, string][] = [
     // joined, min, max, lastCallElapsed, expected
