@@ -119,18 +119,32 @@ export async function runOperator(
       watchNodes: o.watchNodes,
       ...(hooks.onReconciled !== undefined ? { onReconciled: hooks.onReconciled } : {}),
     });
+  let leading = false;
+  // Starting fails while the API server is unreachable or the CRD is not installed yet: retry with backoff for
+  // as long as this replica leads. The wait between tries is outside `transition`, so stopLeading never waits on it.
+  const startController = async (attempt: number): Promise<void> => {
+    if (!leading) return;
+    const c = newController();
+    controller = c;
+    try {
+      await c.start();
+    } catch (err) {
+      const delayMs = Math.min(30_000, 500 * 2 ** attempt);
+      log.error({ err: (err as Error).message, retryInMs: delayMs }, 'controller failed to start');
+      await c.stop();
+      if (controller === c) controller = undefined;
+      setTimeout(() => {
+        transition = transition.then(() => startController(attempt + 1));
+      }, delayMs).unref();
+    }
+  };
   const startLeading = () => {
+    leading = true;
     metrics.isLeader.set(1);
-    transition = transition.then(async () => {
-      controller = newController();
-      try {
-        await controller.start();
-      } catch (err) {
-        log.error({ err: (err as Error).message }, 'controller failed to start');
-      }
-    });
+    transition = transition.then(() => startController(0));
   };
   const stopLeading = () => {
+    leading = false;
     metrics.isLeader.set(0);
     transition = transition.then(async () => {
       const c = controller;
