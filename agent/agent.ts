@@ -53,6 +53,25 @@ export async function freePort(host = '0.0.0.0'): Promise<number> {
   });
 }
 
+/**
+ * A free port whose successor is free too: workers' rank 0 binds MASTER_PORT (the store), and tensile's RPC layer
+ * bootstraps on MASTER_PORT + 1 by default.
+ */
+export async function freePortPair(host = '0.0.0.0', tries = 20): Promise<number> {
+  for (let i = 0; i < tries; i++) {
+    const port = await freePort(host);
+    if (port >= 65535) continue;
+    const nextFree = await new Promise<boolean>((resolveFree) => {
+      const srv = createServer();
+      srv.unref();
+      srv.once('error', () => resolveFree(false));
+      srv.listen(port + 1, host, () => srv.close(() => resolveFree(true)));
+    });
+    if (nextFree) return port;
+  }
+  return freePort(host);
+}
+
 type AttemptEnd =
   | { kind: 'group'; outcome: 'succeeded' | 'failed' }
   | { kind: 'rejoin'; reason: string }
@@ -126,7 +145,7 @@ export class ElasticAgent {
         nodeId: this.nodeId,
         host: this.host,
         addr,
-        masterPort: opts.masterPort ?? (await freePort()),
+        masterPort: opts.masterPort ?? (await freePortPair()),
         localWorldSize: opts.nprocPerNode,
       };
       handler = await deps.rendezvous(self);
