@@ -21,6 +21,8 @@ export interface WorkerConfig {
   readonly masterPort: number;
   readonly timeoutMs: number;
   readonly tuning: Partial<TcpTuning>;
+  /** TENSILE_TCP_UDS=0 turns off Unix domain sockets between ranks on one host. */
+  readonly unixSockets: boolean;
 }
 
 const intText = (name: string, min: number, max: number) =>
@@ -72,7 +74,8 @@ export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessE
   tun('smallBytes', 'TENSILE_TCP_SMALL_BYTES', 0, 2 ** 31);
   tun('segmentBytes', 'TENSILE_TCP_SEGMENT_BYTES', 1024, 2 ** 30);
   tun('pipelineDepth', 'TENSILE_TCP_PIPELINE_DEPTH', 1, 64);
-  return { backend, rank, worldSize, localRank, masterAddr: masterAddr.trim(), masterPort, timeoutMs, tuning };
+  const unixSockets = env.TENSILE_TCP_UDS !== '0';
+  return { backend, rank, worldSize, localRank, masterAddr: masterAddr.trim(), masterPort, timeoutMs, tuning, unixSockets };
 }
 
 type NcclModule = {

@@ -42,6 +42,8 @@ export interface TcpGroupOptions {
   readonly timeoutMs: number;
   readonly logger: Logger;
   readonly tuning?: Partial<TcpTuning>;
+  /** Unix domain sockets between ranks on one host (default true). */
+  readonly unixSockets?: boolean;
   /** Called once after the world group is destroyed or aborted (closes the store the group was built on). */
   readonly onClose?: () => Promise<void>;
 }

@@ -4,11 +4,11 @@ import { allExited, spawnWorld } from './spawn-world.js';
 
 // One set of worker processes per world size runs every op × dtype × reduction × size (0, 1, odd, ~1 MB), in place
 // and out of place, and checks each result against reference.ts. Worlds 3 and 5 use small ring segments so the
-// pipelined ring runs many segments.
+// pipelined ring runs many segments. Worlds 2 and 3 use TCP between all ranks, the others Unix domain sockets.
 const worlds: { n: number; env: Record<string, string> }[] = [
   { n: 1, env: {} },
-  { n: 2, env: {} },
-  { n: 3, env: { TENSILE_TCP_SEGMENT_BYTES: '16384', TENSILE_TCP_PIPELINE_DEPTH: '3' } },
+  { n: 2, env: { TENSILE_TCP_UDS: '0' } },
+  { n: 3, env: { TENSILE_TCP_SEGMENT_BYTES: '16384', TENSILE_TCP_PIPELINE_DEPTH: '3', TENSILE_TCP_UDS: '0' } },
   { n: 4, env: {} },
   { n: 5, env: { TENSILE_TCP_SEGMENT_BYTES: '8192', TENSILE_TCP_SMALL_BYTES: '0' } },
 ];
