@@ -321,6 +321,34 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     await kubectl(server, ['delete', 'elasticjob', 'pausable', '--wait=false']);
   });
 
+  test('a job without rdzvEndpoint gets the operator-managed etcd (StatefulSet + Service) as its endpoint', async () => {
+    const m = manifest({ name: 'selfhosted', replicas: 1, min: 1, max: 1, command: ['sleep', '30'] }).replace(
+      / *rdzvEndpoint: .*\n/,
+      '',
+    );
+    const r = await apply(m);
+    assert.equal(r.code, 0, r.stderr);
+    const pod = await waitFor('pod with env', async () => {
+      try {
+        return await http.request<{ spec: { containers: Array<{ env?: Array<{ name: string; value?: string }> }> } }>(
+          'GET',
+          '/api/v1/namespaces/default/pods/selfhosted-worker-0',
+        );
+      } catch {
+        return undefined;
+      }
+    });
+    const env = Object.fromEntries((pod.spec.containers[0]!.env ?? []).map((e) => [e.name, e.value]));
+    assert.equal(env.PET_RDZV_ENDPOINT, 'tensile-etcd.default.svc:2379');
+    const sts = await http.request<{ spec: { template: { spec: { affinity?: unknown } } } }>(
+      'GET',
+      '/apis/apps/v1/namespaces/default/statefulsets/tensile-etcd',
+    );
+    assert.match(JSON.stringify(sts.spec.template.spec.affinity), /scalesetpriority/);
+    await http.request('GET', '/api/v1/namespaces/default/services/tensile-etcd');
+    await kubectl(server, ['delete', 'elasticjob', 'selfhosted', '--wait=false']);
+  });
+
   test('the operator serves /healthz, /readyz and Prometheus metrics', async () => {
     const base = `http://127.0.0.1:${op.metricsPort}`;
     assert.equal((await fetch(`${base}/healthz`)).status, 200);
