@@ -53,6 +53,8 @@ interface Tracked {
   startedAt?: string;
   restarts: number;
   terminating: boolean;
+  /** spec.activeDeadlineSeconds passed: stopped for good, phase Failed with reason DeadlineExceeded. */
+  deadlineExceeded?: boolean;
   /** Grace period of the SIGKILL timer now armed, in seconds. */
   graceS?: number;
   done: boolean;
@@ -236,6 +238,9 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     const entry = command.length > 0 ? command : (opts.entrypoint?.(String(c.image ?? '')) ?? []);
     const argv = [...entry, ...((c.args ?? []) as string[])];
     t.startedAt = now();
+    const deadlineS = rec(pod.spec).activeDeadlineSeconds;
+    if (t.restarts === 0 && typeof deadlineS === 'number' && deadlineS >= 0)
+      t.timers.push(setTimeout(() => exceedDeadline(t), deadlineS * 1000));
     if (argv.length === 0) {
       // No command: a container that runs until it is stopped, with nothing to execute locally.
       setStatus(t, (st, p) => {
@@ -314,7 +319,8 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       return;
     }
     const policy = String(rec(pod.spec).restartPolicy ?? 'Always');
-    const restart = !t.terminating && (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0));
+    const restart =
+      !t.terminating && !t.deadlineExceeded && (policy === 'Always' || (policy === 'OnFailure' && exitCode !== 0));
     if (restart) {
       t.restarts++;
       const delay = Math.min(backoffMs * 2 ** (t.restarts - 1), 10_000);
@@ -338,7 +344,11 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     }
     t.done = true;
     setStatus(t, (st, p) => {
-      st.phase = exitCode === 0 ? 'Succeeded' : 'Failed';
+      st.phase = exitCode === 0 && !t.deadlineExceeded ? 'Succeeded' : 'Failed';
+      if (t.deadlineExceeded) {
+        st.reason = 'DeadlineExceeded';
+        st.message = 'Pod was active on the node longer than the specified deadline';
+      }
       st.containerStatuses = [containerStatus(p, t, { terminated }, false)];
       mergeConditions(
         st,
@@ -346,6 +356,21 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       );
     });
     if (t.terminating) finishDeletion(t);
+  }
+
+  /** activeDeadlineSeconds: stop the container (SIGTERM, SIGKILL after the pod's grace period) and fail the pod. */
+  function exceedDeadline(t: Tracked): void {
+    if (t.done || t.terminating || stopped) return;
+    t.deadlineExceeded = true;
+    for (const tm of t.timers) clearTimeout(tm);
+    t.timers = [];
+    const pid = t.proc?.pid;
+    if (pid) {
+      kill(pid, 'SIGTERM');
+      const pod = state.tryGet(podsDef, t.ns, t.name);
+      const graceS = Number(rec(pod?.spec).terminationGracePeriodSeconds ?? 30);
+      t.timers.push(setTimeout(() => kill(pid, 'SIGKILL'), graceS * 1000));
+    } else exited(t, 137, 'DeadlineExceeded');
   }
 
   function finishDeletion(t: Tracked): void {

@@ -180,6 +180,16 @@ describe('simulated kubelet: pods as local processes', () => {
     await waitFor('process killed', () => !alive(pid));
   });
 
+  it('fails a pod that outlives its activeDeadlineSeconds with reason DeadlineExceeded', async () => {
+    await core.createNamespacedPod({
+      namespace: 'default',
+      body: pod('late', 'sleep 30', { activeDeadlineSeconds: 1, restartPolicy: 'Always' }),
+    });
+    const failed = await waitFor('late Failed', () => phase('late', 'Failed'));
+    assert.equal(failed.status?.reason, 'DeadlineExceeded');
+    assert.equal(failed.status?.containerStatuses?.[0].state?.terminated?.exitCode, 143);
+  });
+
   it('leaves pods Pending when no node has room and schedules them when room frees up', async () => {
     for (let i = 0; i < 5; i++)
       await core.createNamespacedPod({ namespace: 'default', body: pod(`fill-${i}`, 'sleep 30') });
