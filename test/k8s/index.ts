@@ -1,21 +1,21 @@
 // In-repo Kubernetes test API server and simulated kubelet (test support, not shipped).
+// User documentation: docs/k8s-test-apiserver.md.
 //
-//   import { startTestApiServer, startKubelet } from '../../k8s/index.js';
+//   import '../../k8s/node20-compat.js';                 // before '@kubernetes/client-node' on Node 20
+//   import { startTestApiServer, startKubelet, kubectl, waitFor } from '../../k8s/index.js';
 //   const server = await startTestApiServer();            // 127.0.0.1, free port, plain HTTP
 //   const kubelet = await startKubelet({ server, nodeName: 'node-a', pathPrepend: shimDir });
 //   const kc = new KubeConfig(); kc.loadFromFile(server.kubeconfigPath);   // or loadFromString(server.kubeconfig)
-//   execFile('kubectl', ['--kubeconfig', server.kubeconfigPath, 'apply', '-f', 'x.yaml'],
-//            { env: { ...process.env, KUBECACHEDIR: someTempDir } });   // fresh discovery cache per test
+//   const r = await kubectl(server, ['apply', '-f', 'x.yaml']);   // async; private discovery cache; {code,stdout,stderr}
 //   ...
 //   await kubelet.stop(); await server.stop();             // in t.after / after hooks
 //
-// NOTE: on Node 20, `import '../../k8s/node20-compat.js'` before '@kubernetes/client-node' (see that file).
-//
-// startTestApiServer(options) -> { url, port, kubeconfigPath, kubeconfig, state, logSources, stop() }
+// startTestApiServer(options) -> { url, port, kubeconfigPath, kubeconfig, dir, state, logSources, stop() }
 //   options: port (0), gcIntervalMs (100), watchWindowEvents (10000; older resourceVersions get 410),
 //            bookmarkIntervalMs (1000), scheduler (true), strictNamespaces (true), dir, logger.
-//   Serves JSON (no protobuf) at /api, /apis (legacy discovery), /version, /healthz, /openapi/v3 (stubs so that
-//   kubectl's default --validate=strict works and defers to server-side validation).
+//   Answers JSON at /api, /apis (legacy discovery), /version, /healthz, /openapi/v3 and /openapi/v2 (stubs so
+//   that kubectl's default --validate=strict defers to server-side validation). Request bodies: JSON, YAML
+//   (apply patches), or protobuf for Namespace/ConfigMap/Secret/DeleteOptions/Eviction (kubectl typed clients).
 //   Built-ins: v1 pods, services, endpoints, events, configmaps, secrets, serviceaccounts, namespaces, nodes;
 //   apps/v1 statefulsets, deployments (stored only, with /scale); coordination.k8s.io/v1 leases;
 //   events.k8s.io/v1 events; policy/v1 poddisruptionbudgets; autoscaling/v2 horizontalpodautoscalers;
@@ -24,9 +24,10 @@
 //   Semantics: global resourceVersion, 409 on stale update/patch precondition, uid, creationTimestamp,
 //   generation bumped on any non-metadata/status change; custom resources are defaulted, pruned
 //   (fieldValidation=Strict -> 400 naming unknown fields) and validated against the CRD's structural schema
-//   (type, required, enum, min/max, lengths, pattern, items) -> 422 with field paths like the real server;
-//   x-kubernetes-validations (CEL) are NOT evaluated. Patches: merge, JSON, strategic (built-ins only; 415 for
-//   custom resources like the real server), apply-patch+yaml treated as a merge patch that may create.
+//   (type, required, enum, min/max, lengths, pattern, items) and x-kubernetes-validations in a CEL subset
+//   (cel.ts; oldSelf rules skipped) -> 422 with field paths like the real server. Patches: merge, JSON,
+//   strategic (built-ins only; 415 for custom resources like the real server), apply-patch+yaml treated as a
+//   merge patch that may create; dryRun=All.
 //   list/watch: labelSelector (equality and set-based), fieldSelector (any dotted path), limit/continue,
 //   watch resume from resourceVersion, allowWatchBookmarks -> BOOKMARK, expired version -> ERROR event
 //   with Status 410 reason Expired, timeoutSeconds. Table output (as=Table) with CRD additionalPrinterColumns.
@@ -37,20 +38,24 @@
 //   are all gone are deleted); namespace deletion empties the namespace first; CRD deletion drops its objects.
 //   Scheduler: binds unscheduled pods to Ready, schedulable nodes with room (allocatable.pods), honouring
 //   nodeSelector and NoSchedule/NoExecute taints; otherwise PodScheduled=False/Unschedulable (stays Pending).
-//   Node deleted -> its pods get DisruptionTarget (reason DeletionByPodGC) and are removed.
+//   Node deleted -> its pods get DisruptionTarget (reason DeletionByPodGC) and are removed; a terminating pod
+//   on a node that does not exist is removed.
 //   server.state (ApiState) gives in-process access: get/list/create/update/delete/watch, bindPod,
 //   setPodCondition, forceDeletePod, runControllers.
 //
 // startKubelet({ server, nodeName, env?, pathPrepend?, maxPods?, labels?, podIP?, workDir?,
-//               restartBackoffMs?, entrypoint?, logger? }) -> { nodeName, setReady(bool), processes(), stop({ deleteNode? }) }
+//               restartBackoffMs?, entrypoint?, logger? })
+//   -> { nodeName, setReady(bool), processes(), stop({ deleteNode? }) }
 //   Registers Node <nodeName> (Ready). For each pod bound to it, runs containers[0].command + args as a local
-//   process group (args only: entrypoint(image) + args, or args alone; env: this process's env + options.env + the container env incl. valueFrom.fieldRef
-//   metadata.name/namespace/uid/labels['k'], spec.nodeName, status.podIP, configMapKeyRef, secretKeyRef; PATH
-//   prepended with pathPrepend). A container without command "runs" with no process until deleted.
-//   Reports Pending -> Running -> Succeeded/Failed with containerStatuses[0].state.terminated.exitCode
-//   (128+signal when killed), podIP, restarts per restartPolicy with back-off. Pod deleted with a grace
-//   period -> SIGTERM, SIGKILL when it expires, final status, then the pod is removed. stop() SIGKILLs everything
-//   it started. Deleting its Node kills its processes (like losing the machine).
+//   process group (args only: entrypoint(image) + args, or args alone). Env: this process's env + options.env
+//   + the container env incl. valueFrom.fieldRef metadata.name/namespace/uid/labels['k'], spec.nodeName,
+//   status.podIP, configMapKeyRef, secretKeyRef; PATH prepended with pathPrepend. A container without command
+//   "runs" with no process until deleted. Reports Pending -> Running -> Succeeded/Failed with
+//   containerStatuses[0].state.terminated.exitCode (128+signal when killed), podIP, restarts per restartPolicy
+//   with back-off, activeDeadlineSeconds -> Failed/DeadlineExceeded. Pod deleted with a grace period ->
+//   SIGTERM, SIGKILL when it expires (a shorter grace on a second delete shortens it), final status, then the
+//   pod is removed. stop() SIGKILLs everything it started. Deleting its Node kills its processes (like losing
+//   the machine).
 export * from './api.js';
 export { startTestApiServer, type TestApiServer, type PodLogSource } from './server.js';
 export { startKubelet, type Kubelet, type KubeletOptions } from './kubelet.js';
