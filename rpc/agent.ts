@@ -554,6 +554,7 @@ export class RpcAgent {
         o.rank === 0 ? o.bootstrapPort : 0,
         (conn) => this.onIncoming(conn),
         o.tls,
+        o.dataChannel,
       );
       this.server = server;
       this.port = port;
@@ -611,7 +612,7 @@ export class RpcAgent {
     const o = this.opts;
     let delayMs = 50;
     for (;;) {
-      const conn = openStream(o.masterAddr, o.bootstrapPort, o.tls);
+      const conn = openStream(o.masterAddr, o.bootstrapPort, o.tls, o.dataChannel);
       const result = await new Promise<{ ok: true; body: unknown } | { ok: false; err: Error; fatal: boolean }>(
         (resolve) => {
           conn.onClose = (err) => resolve({ ok: false, err: err ?? new Error('closed'), fatal: false });
@@ -678,7 +679,7 @@ export class RpcAgent {
     const waits: Promise<void>[] = [];
     for (let r = 1; r < this.rank; r++) {
       const peer = this.peers.get(r)!;
-      const conn = openStream(peer.addr, peer.port, this.opts.tls);
+      const conn = openStream(peer.addr, peer.port, this.opts.tls, this.opts.dataChannel);
       waits.push(
         new Promise<void>((resolve, reject) => {
           conn.onClose = (err) => reject(new RpcError('BOOTSTRAP', `cannot reach '${peer.name}': ${err?.message}`));

@@ -57,6 +57,12 @@ export interface InitRpcOptions {
   /** How long init waits for the whole world to join. Default 60 000. */
   readonly initTimeoutMs?: number;
   readonly tls?: TlsOptions;
+  /**
+   * Bulk data channel for large frames (a raw TCP connection per peer pair beside the gRPC stream). Default on, off
+   * with TLS (it is not encrypted). Env TENSILE_RPC_DATA_CHANNEL=0 turns it off; TENSILE_RPC_DATA_MIN_BYTES sets
+   * `minBytes` (default 262 144: frames of at least this size use it).
+   */
+  readonly dataChannel?: { readonly enabled?: boolean; readonly minBytes?: number };
   readonly logger?: Logger;
 }
 

@@ -11,6 +11,8 @@
 //   'S' u32 totalBytes                                   a frame too large for one segment (grpc-js refuses > 4 MB):
 //                                                        the next gRPC messages are its raw pieces, back to back,
 //                                                        zero-copy views on the tensors, until totalBytes arrived
+//   'P' u16 dataPort | 16-byte token                     server -> client, first: where the data channel listens
+//   'D' u32 transferId | u32 totalBytes                  a frame that travels on the data channel (data-channel.ts)
 // Anything else, or lengths that do not add up, is a FrameError: the caller gets a typed error when the request id
 // can be read, otherwise the connection is closed.
 
@@ -239,6 +241,11 @@ function packLarge(f: { parts: Buffer[]; bytes: number }, segmentBytes: number, 
 export class SegmentReader {
   private partial: Buffer | null = null;
   private filled = 0;
+
+  /** True while a chunked frame is incomplete: the next gRPC message is a raw piece of it, whatever its first byte. */
+  get inChunk(): boolean {
+    return this.partial !== null;
+  }
 
   push(seg: Buffer): Buffer[] {
     // While a chunked frame is incomplete, every gRPC message is a raw piece of it.

@@ -3,6 +3,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { RpcError, noopLogger, type InitRpcOptions, type Logger, type TlsOptions } from './api.js';
+import { DEFAULT_DATA_MIN_BYTES, type DataChannelOptions } from './data-channel.js';
 
 export interface ResolvedRpcOptions {
   readonly name: string;
@@ -15,6 +16,7 @@ export interface ResolvedRpcOptions {
   readonly rpcTimeoutMs: number;
   readonly initTimeoutMs: number;
   readonly tls?: TlsOptions;
+  readonly dataChannel: DataChannelOptions;
   readonly logger: Logger;
 }
 
@@ -37,6 +39,8 @@ const schema = z
     listenAddr: z.string().min(1),
     rpcTimeoutMs: int('rpcTimeoutMs', 0, 2 ** 31 - 1),
     initTimeoutMs: int('initTimeoutMs', 1, 2 ** 31 - 1),
+    dataChannelEnabled: z.boolean({ error: 'dataChannel.enabled must be a boolean' }),
+    dataChannelMinBytes: int('dataChannel.minBytes', 16, 2 ** 32 - 1),
   })
   .refine((o) => o.rank < o.worldSize, { error: 'rank must be < worldSize' });
 
@@ -46,6 +50,14 @@ function envInt(env: NodeJS.ProcessEnv, key: string): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n)) throw new RpcError('INVALID_ARGUMENT', `${key}=${JSON.stringify(v)} is not an integer`);
   return n;
+}
+
+function envFlag(env: NodeJS.ProcessEnv, key: string): boolean | undefined {
+  const v = env[key];
+  if (v === undefined || v === '') return undefined;
+  if (v === '0' || v === 'false') return false;
+  if (v === '1' || v === 'true') return true;
+  throw new RpcError('INVALID_ARGUMENT', `${key}=${JSON.stringify(v)} must be 0, 1, true or false`);
 }
 
 function isLoopback(addr: string): boolean {
@@ -81,6 +93,8 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     listenAddr: loop ? (masterAddr === 'localhost' ? '127.0.0.1' : masterAddr) : '0.0.0.0',
     rpcTimeoutMs: opts.rpcTimeoutMs ?? 60_000,
     initTimeoutMs: opts.initTimeoutMs ?? 60_000,
+    dataChannelEnabled: opts.dataChannel?.enabled ?? envFlag(env, 'TENSILE_RPC_DATA_CHANNEL') ?? true,
+    dataChannelMinBytes: opts.dataChannel?.minBytes ?? envInt(env, 'TENSILE_RPC_DATA_MIN_BYTES') ?? DEFAULT_DATA_MIN_BYTES,
   };
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
@@ -89,5 +103,11 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     const val = key ? (raw as Record<string, unknown>)[key] : `rank ${rank}, worldSize ${worldSize}`;
     throw new RpcError('INVALID_ARGUMENT', `initRpc: ${key || 'options'}=${JSON.stringify(val)}: ${issue.message}`);
   }
-  return { ...parsed.data, tls: opts.tls, logger: opts.logger ?? noopLogger };
+  const { dataChannelEnabled, dataChannelMinBytes, ...rest } = parsed.data;
+  return {
+    ...rest,
+    tls: opts.tls,
+    dataChannel: { enabled: dataChannelEnabled, minBytes: dataChannelMinBytes },
+    logger: opts.logger ?? noopLogger,
+  };
 }
