@@ -63,15 +63,19 @@ export function validate(
   const inv = (message: string): void => {
     out.push({ reason: 'FieldValueInvalid', field: path, message: `Invalid value: ${show(value)}: ${message}` });
   };
+  // Like the real server, a type error shows the type name, not the value.
+  const typeErr = (t: string, message: string): void => {
+    out.push({ reason: 'FieldValueTypeInvalid', field: path, message: `Invalid value: "${t}": ${message}` });
+  };
   if (value === null) {
-    if (!schema.nullable && schema.type) inv(`${path} in body must be of type ${schema.type}: "null"`);
+    if (!schema.nullable && schema.type) typeErr('null', `${path} in body must be of type ${schema.type}: "null"`);
     return out;
   }
   const t = typeOf(value);
   if (schema['x-kubernetes-int-or-string']) {
-    if (t !== 'integer' && t !== 'string') inv(`${path} in body must be of type integer-or-string: "${t}"`);
+    if (t !== 'integer' && t !== 'string') typeErr(t, `${path} in body must be of type integer-or-string: "${t}"`);
   } else if (schema.type && schema.type !== t && !(schema.type === 'number' && t === 'integer')) {
-    inv(`${path} in body must be of type ${schema.type}: "${t}"`);
+    typeErr(t, `${path} in body must be of type ${schema.type}: "${t}"`);
     return out;
   }
   if (Array.isArray(schema.enum) && !schema.enum.some((e: unknown) => JSON.stringify(e) === JSON.stringify(value))) {
