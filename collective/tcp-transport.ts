@@ -142,7 +142,7 @@ class PeerLink {
     }
     const key = `${h.readUInt32BE(0)}:${h.readUInt32BE(4)}:${h.readUInt32BE(8)}`;
     const bytes = h.readUInt32BE(12);
-    const p = this.posted.get(key)?.shift() ?? null;
+    const p = this.takePosted(key);
     let cur: Incoming;
     if (p && p.dst.byteLength !== bytes) {
       p.reject(this.mismatch(key, p.dst.byteLength, bytes));
@@ -160,13 +160,22 @@ class PeerLink {
       cur.posted.resolve();
       return;
     }
-    const p = this.posted.get(cur.key)?.shift();
+    const p = this.takePosted(cur.key);
     if (p) this.deliver(p, cur.key, cur.target);
     else {
       let q = this.arrived.get(cur.key);
       if (!q) this.arrived.set(cur.key, (q = []));
       q.push(cur.target);
     }
+  }
+
+  /** The oldest receive posted under `key`, dropping the key once its queue is empty (keys are per op and step). */
+  private takePosted(key: string): Posted | null {
+    const q = this.posted.get(key);
+    if (!q) return null;
+    const p = q.shift() ?? null;
+    if (q.length === 0) this.posted.delete(key);
+    return p;
   }
 
   deliver(p: Posted, key: string, data: Uint8Array): void {

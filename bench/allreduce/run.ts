@@ -1,5 +1,6 @@
 // Allreduce benchmark: tensile's TCP backend vs gloo (Debian PyTorch through torchrun), side by side in one run, world
-// sizes 2 and 4, 4 KB to 64 MB, plus single-stream loopback TCP ceilings for Node and Python.
+// sizes 2 and 4, 4 KB to 64 MB, plus single-stream loopback TCP ceilings for Node and Python, and tensile's same-host
+// Unix-socket transport against its own loopback TCP transport (busbw, 2 ranks, ≥ 1 MB).
 // Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4] [--sizes 4096,...]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createServer } from 'node:net';
@@ -80,7 +81,7 @@ const parseRows = (out: string): Map<number, Row> => {
 };
 const parseGbps = (out: string): number => (JSON.parse(out.slice(out.indexOf('{'))) as { gbps: number }).gbps;
 
-async function tensile(n: number): Promise<Map<number, Row>> {
+async function tensile(n: number, extraEnv: Record<string, string> = {}, sizesBytes = sizes): Promise<Map<number, Row>> {
   const port = await freePort();
   const outs = await Promise.all(
     Array.from({ length: n }, (_, rank) =>
@@ -90,7 +91,8 @@ async function tensile(n: number): Promise<Map<number, Row>> {
         LOCAL_RANK: String(rank),
         MASTER_ADDR: '127.0.0.1',
         MASTER_PORT: String(port),
-        BENCH_SIZES: sizes.join(','),
+        BENCH_SIZES: sizesBytes.join(','),
+        ...extraEnv,
       }, 120_000),
     ),
   );
@@ -138,6 +140,17 @@ async function main(): Promise<void> {
     if (t.has(64 << 20)) {
       const b = ((64 << 20) / (t.get(64 << 20)!.medianMs / 1e3)) * factor / 1e9;
       console.log(`# n=${n}: tensile 64MB busbw is ${((100 * b) / nodeGbps).toFixed(0)}% of the Node single-stream loopback ceiling`);
+    }
+  }
+  // Same-host transport: Unix domain sockets (default) vs loopback TCP (TENSILE_TCP_UDS=0), tensile against itself.
+  const udsSizes = sizes.filter((s) => s >= 1 << 20);
+  if (udsSizes.length > 0) {
+    const uds = await tensile(2, {}, udsSizes);
+    const tcp = await tensile(2, { TENSILE_TCP_UDS: '0' }, udsSizes);
+    for (const s of udsSizes) {
+      const u = uds.get(s);
+      const t = tcp.get(s);
+      if (u && t) figure(`same_host_uds_vs_tcp_busbw_n2_${human(s)}`, s / u.medianMs / 1e6, s / t.medianMs / 1e6, 'GB/s', '>=', 1);
     }
   }
   console.log(`# total ${((Date.now() - started) / 1000).toFixed(0)} s; figures are medians, taken on a shared, loaded 2-core machine`);
