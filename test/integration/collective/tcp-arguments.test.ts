@@ -55,4 +55,23 @@ describe('tcp backend argument checks (one rank, in process)', () => {
       else process.env.RANK = saved;
     }
   });
+
+  it("backend 'auto' falls back to tcp when NCCL cannot run here, and 'nccl' then fails with BACKEND_UNAVAILABLE", async (t) => {
+    const spec = '../../../collective/native/loader.js';
+    const loader = (await import(spec)) as { ncclAvailability(): { ok: boolean } };
+    if (loader.ncclAvailability().ok) {
+      t.skip('NCCL is available on this machine');
+      return;
+    }
+    const base = { rank: 0, worldSize: 1, masterAddr: '127.0.0.1', timeoutMs: 5000 } as const;
+    const pg = await initProcessGroup({ ...base, backend: 'auto', masterPort: await freePort() });
+    t.after(() => pg.abort('test cleanup'));
+    assert.equal(pg.backend, 'tcp');
+    await pg.destroy();
+    await assert.rejects(initProcessGroup({ ...base, backend: 'nccl', masterPort: await freePort() }), (e: unknown) => {
+      assert.ok(e instanceof CollectiveError, String(e));
+      assert.equal(e.code, 'BACKEND_UNAVAILABLE', e.message);
+      return true;
+    });
+  });
 });
