@@ -1,7 +1,6 @@
 // In-repo Kubernetes test API server and simulated kubelet (test support, not shipped).
 // User documentation: docs/k8s-test-apiserver.md.
 //
-//   import '../../k8s/node20-compat.js';                 // before '@kubernetes/client-node' on Node 20
 //   import { startTestApiServer, startKubelet, kubectl, waitFor } from '../../k8s/index.js';
 //   const server = await startTestApiServer();            // 127.0.0.1, free port, plain HTTP
 //   const kubelet = await startKubelet({ server, nodeName: 'node-a', pathPrepend: shimDir });

@@ -1,4 +1,3 @@
-import '../../k8s/node20-compat.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import {

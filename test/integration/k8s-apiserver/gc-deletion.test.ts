@@ -1,4 +1,3 @@
-import '../../k8s/node20-compat.js';
 import assert from 'node:assert/strict';
 import { after, before, describe, it } from 'node:test';
 import { CoreV1Api, KubeConfig, type V1ConfigMap, type V1OwnerReference } from '@kubernetes/client-node';
