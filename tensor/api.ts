@@ -75,8 +75,13 @@ export interface CustomFunctionSpec {
   readonly outputRequiresGrad?: boolean;
 }
 
-/** Called once per backward pass when a leaf's gradient for that pass is fully accumulated. */
-export type GradReadyHook = (leaf: Tensor) => void;
+/**
+ * Called once per backward pass when a leaf's gradient for the pass is complete. A hook that starts asynchronous work (DDP launching a
+ * bucket allreduce) returns its promise: the engine does not await it, but while any such promise is pending it
+ * yields one event-loop turn (a macrotask) after each node, so socket I/O progresses during the rest of backward.
+ * Any other return value is ignored.
+ */
+export type GradReadyHook = (leaf: Tensor) => unknown;
 
 export type Reduction = 'mean' | 'sum' | 'none';
 

@@ -4,6 +4,15 @@ import { onesLike, type Tensor } from './tensor.js';
 
 let gradEnabled = true;
 let nextSeq = 0;
+let nodesRun = 0;
+
+/**
+ * How many graph nodes backward passes have run so far (process-wide). Leaves whose grad-ready hooks observe the
+ * same value were delivered by the same node: DDP uses it to keep such parameters in one bucket.
+ */
+export function backwardNodesRun(): number {
+  return nodesRun;
+}
 
 /** Whether operations record the graph now (false inside `noGrad`). */
 export function isGradEnabled(): boolean {
@@ -154,6 +163,8 @@ export async function backward(
   for (const g of grads ?? []) if (g) shared.add(g.data);
   const ready: GradNode[] = [];
   const queued = new Set<GradNode>();
+  // Promises of async work that grad-ready hooks started (DDP allreduces) and that have not settled yet.
+  let inflight = 0;
 
   const deliverLeaf = (leaf: Tensor, g: Tensor | null): void => {
     if (g !== null) leafPending.set(leaf, addGrads(leafPending.get(leaf), g));
@@ -166,7 +177,16 @@ export async function backward(
     if (opts.accumulate) opts.accumulate(leaf, total);
     else leaf._accumulateGrad(total, !shared.has(total.data));
     shared.add(total.data);
-    leaf._fireGradReady();
+    const started = leaf._fireGradReady();
+    if (started !== null) {
+      for (const p of started) {
+        inflight += 1;
+        const done = (): void => {
+          inflight -= 1;
+        };
+        p.then(done, done);
+      }
+    }
   };
 
   roots.forEach((r, i) => {
@@ -190,6 +210,7 @@ export async function backward(
     ready.pop();
     const g = pending.get(node);
     pending.delete(node);
+    nodesRun += 1;
     let inputGrads: BackwardResult;
     if (g === undefined) {
       inputGrads = node.inputs.map(() => null);
@@ -236,7 +257,15 @@ export async function backward(
         ready.push(child);
       }
     });
+    // Backward is otherwise one synchronous run of kernels: without a macrotask turn here, socket reads and writes
+    // of the communication the hooks started could only progress after the whole pass. One setImmediate per node
+    // while something is in flight costs microseconds; the single-process path never takes it.
+    if (inflight > 0 && ready.length > 0) await yieldMacrotask();
   }
+}
+
+function yieldMacrotask(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
 }
 
 function addGrads(acc: Tensor | undefined, g: Tensor): Tensor {

@@ -5,8 +5,14 @@
 //   start identical (every rank must call it, in the same order relative to other collectives).
 // - Gradients are grouped into buckets in reverse parameter order (≈ the order backward produces them): a small first
 //   bucket (`firstBucketCapMb`, default 1 MB) and then `bucketCapMb` (default 25 MB) buckets, like PyTorch.
+// - After the first synchronised pass the buckets are rebuilt once in the order gradients actually arrived (PyTorch's
+//   rebuild_buckets), keeping the parameters one graph node delivers (a Linear's weight and bias) in one bucket, so
+//   that a bucket completes as soon as its layers' backward has run instead of waiting for the next layer. Rank 0's
+//   observed order is broadcast so that every rank builds the same layout.
 // - A grad-ready hook per parameter copies its gradient into the bucket's flat buffer; when a bucket is complete its
-//   allreduce is launched at once, so communication overlaps the rest of the backward pass. Allreduces are always
+//   allreduce is launched at once and the hook returns its promise, which makes the autograd engine yield an
+//   event-loop turn after each later node, so the allreduce's socket I/O progresses during the rest of the backward
+//   pass. Allreduces are always
 //   launched in bucket-index order on every rank (a later bucket that is ready first waits for the earlier ones):
 //   mismatched order would pair different buckets across ranks.
 // - `await ddp.finishGradSync()` (or `await ddp.backward(loss)`, which is `loss.backward()` + `finishGradSync()`)
@@ -16,11 +22,12 @@
 // - `noSync(fn)`: inside it, gradients only accumulate locally in `param.grad`; the first synchronised backward after
 //   it all-reduces the accumulated sums (gradient accumulation).
 //
-// Not done (PyTorch has them): re-bucketing by the observed hook order (`rebuild_buckets`), gradient-as-bucket-view,
-// comm hooks, broadcasting buffers on every forward.
+// Not done (PyTorch has them): gradient-as-bucket-view, comm hooks, broadcasting buffers on every forward.
 
 import type { ProcessGroup } from '../collective/api.js';
 import { TensorError } from './api.js';
+import { backwardNodesRun } from './autograd.js';
+import { vectorOps } from './sgemm.js';
 import { Tensor, zeros } from './tensor.js';
 
 export interface DdpLogger {
@@ -35,6 +42,11 @@ export interface DdpOptions {
   readonly bucketCapMb?: number;
   /** Capacity of the first bucket (the last parameters) in MiB. Default 1. */
   readonly firstBucketCapMb?: number;
+  /**
+   * Rebuild the buckets once, after the first synchronised pass, in the order gradients arrived (rank 0's order).
+   * Default true.
+   */
+  readonly rebuildBuckets?: boolean;
   /** Broadcast rank 0's buffers (not only parameters) at construction. Default true. */
   readonly broadcastBuffers?: boolean;
   readonly logger?: DdpLogger;
@@ -82,14 +94,53 @@ export function assignBuckets(numels: readonly number[], capBytes: number, first
   return buckets;
 }
 
+/**
+ * Assigns parameters to buckets in arrival order, where `units[i]` groups consecutive entries of `order` that
+ * arrived together (one graph node delivered them): a unit is never split, a bucket is closed before a unit that
+ * would overflow it, and a unit larger than the cap gets a bucket of its own. Caps as in `assignBuckets`. Pure.
+ */
+export function assignBucketsByArrival(
+  order: readonly number[],
+  units: readonly number[],
+  numels: readonly number[],
+  capBytes: number,
+  firstCapBytes: number,
+): number[][] {
+  const buckets: number[][] = [];
+  let current: number[] = [];
+  let bytes = 0;
+  for (let i = 0; i < order.length; ) {
+    let j = i;
+    let unitBytes = 0;
+    while (j < order.length && units[j] === units[i]) unitBytes += numels[order[j++]!]! * 4;
+    const cap = buckets.length === 0 ? firstCapBytes : capBytes;
+    if (current.length > 0 && bytes + unitBytes > cap) {
+      buckets.push(current);
+      current = [];
+      bytes = 0;
+    }
+    for (let k = i; k < j; k++) current.push(order[k]!);
+    bytes += unitBytes;
+    i = j;
+  }
+  if (current.length > 0) buckets.push(current);
+  return buckets;
+}
+
 export class DistributedDataParallel<M extends DdpModule = DdpModule> {
   readonly module: M;
   readonly processGroup: ProcessGroup;
   private readonly params: Tensor[];
   private readonly paramNames: string[];
-  private readonly buckets: Bucket[];
+  private buckets: Bucket[] = [];
   /** Parameter index → [bucket index, offset]. */
-  private readonly where: Map<Tensor, { bucket: number; offset: number; param: number }>;
+  private readonly where = new Map<Tensor, { bucket: number; offset: number; param: number }>();
+  private readonly capBytes: number;
+  private readonly firstCapBytes: number;
+  /** Arrival order of this pass (parameter indices) and the engine's node counter at each arrival. */
+  private readonly arrivalOrder: number[] = [];
+  private readonly arrivalNode: number[] = [];
+  private rebuildPending: boolean;
   private readonly seenThisPass: Uint8Array;
   private nextToLaunch = 0;
   private syncEnabled = true;
@@ -130,12 +181,22 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
     }
     this.params = named.map(([, p]) => p);
     this.paramNames = named.map(([n]) => n);
-    const assignment = assignBuckets(
-      this.params.map((p) => p.data.length),
-      capMb * MIB,
-      firstCapMb * MIB,
+    this.capBytes = capMb * MIB;
+    this.firstCapBytes = firstCapMb * MIB;
+    this.rebuildPending = opts.rebuildBuckets ?? true;
+    this.setBuckets(
+      assignBuckets(
+        this.params.map((p) => p.data.length),
+        this.capBytes,
+        this.firstCapBytes,
+      ),
     );
-    this.where = new Map();
+    this.seenThisPass = new Uint8Array(this.params.length);
+    for (const p of this.params) p.registerGradReadyHook((leaf) => this.onGradReady(leaf));
+  }
+
+  private setBuckets(assignment: readonly (readonly number[])[]): void {
+    this.where.clear();
     this.buckets = assignment.map((idxs, b) => {
       const offsets: number[] = [];
       let size = 0;
@@ -146,11 +207,55 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
       }
       return { index: b, params: idxs, offsets, flat: new Float32Array(size), ready: 0, launched: null };
     });
-    this.seenThisPass = new Uint8Array(this.params.length);
-    for (const p of this.params) p.registerGradReadyHook((leaf) => this.onGradReady(leaf));
     this.logger.debug(
       { buckets: this.buckets.map((b) => ({ params: b.params.length, bytes: b.flat.byteLength })) },
       'DDP buckets',
+    );
+  }
+
+  /**
+   * Rebuilds the buckets from rank 0's arrival order of the pass that just finished (every rank calls it at the
+   * same point, in finishGradSync, so the broadcast pairs up). Parameters that got no gradient go last, in reverse
+   * parameter order, each a unit of its own.
+   */
+  private async rebuildFromArrival(): Promise<void> {
+    const n = this.params.length;
+    const order: number[] = [...this.arrivalOrder];
+    const units: number[] = [...this.arrivalNode];
+    const seen = new Uint8Array(n);
+    for (const i of order) seen[i] = 1;
+    let unit = -1;
+    for (let i = n - 1; i >= 0; i--) {
+      if (seen[i] === 1) continue;
+      order.push(i);
+      units.push(unit--);
+    }
+    // Sent as float32: parameter indices and densely renumbered unit ids are < 2^24, so they travel exactly.
+    const dense = new Map<number, number>();
+    const packed = new Float32Array(2 * n);
+    for (let k = 0; k < n; k++) {
+      packed[k] = order[k]!;
+      let u = dense.get(units[k]!);
+      if (u === undefined) dense.set(units[k]!, (u = dense.size));
+      packed[n + k] = u;
+    }
+    if (this.processGroup.worldSize > 1) await this.processGroup.broadcast(packed, 0);
+    const rank0Order = Array.from(packed.subarray(0, n));
+    const rank0Units = Array.from(packed.subarray(n));
+    const check = new Uint8Array(n);
+    for (const i of rank0Order) check[i] = 1;
+    if (check.some((v) => v === 0)) {
+      this.logger.warn({ order: rank0Order }, 'DDP: rank 0 sent an invalid arrival order; keeping the buckets');
+      return;
+    }
+    this.setBuckets(
+      assignBucketsByArrival(
+        rank0Order,
+        rank0Units,
+        this.params.map((p) => p.data.length),
+        this.capBytes,
+        this.firstCapBytes,
+      ),
     );
   }
 
@@ -204,10 +309,11 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
     }
   }
 
-  private onGradReady(leaf: Tensor): void {
-    if (!this.syncEnabled) return;
+  /** Returns the promise of the allreduces it launched, if any (the engine then yields while they run). */
+  private onGradReady(leaf: Tensor): Promise<void> | undefined {
+    if (!this.syncEnabled) return undefined;
     const w = this.where.get(leaf);
-    if (w === undefined) return;
+    if (w === undefined) return undefined;
     if (!this.passActive) this.beginPass();
     if (this.seenThisPass[w.param] === 1) {
       throw new TensorError(
@@ -218,34 +324,43 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
       );
     }
     this.seenThisPass[w.param] = 1;
+    if (this.rebuildPending) {
+      this.arrivalOrder.push(w.param);
+      this.arrivalNode.push(backwardNodesRun());
+    }
     const bucket = this.buckets[w.bucket]!;
     const g = leaf.grad;
     if (g === null) bucket.flat.fill(0, w.offset, w.offset + leaf.data.length);
     else bucket.flat.set(g.data, w.offset);
     bucket.ready += 1;
-    this.launchReady();
+    return this.launchReady();
   }
 
   private beginPass(): void {
     this.passActive = true;
     this.seenThisPass.fill(0);
     this.nextToLaunch = 0;
+    this.arrivalOrder.length = 0;
+    this.arrivalNode.length = 0;
     for (const b of this.buckets) {
       b.ready = 0;
       b.launched = null;
     }
   }
 
-  /** Launches complete buckets strictly in index order. */
-  private launchReady(): void {
+  /** Launches complete buckets strictly in index order; returns the last launched allreduce, if any. */
+  private launchReady(): Promise<void> | undefined {
+    let last: Promise<void> | undefined;
     while (this.nextToLaunch < this.buckets.length) {
       const b = this.buckets[this.nextToLaunch]!;
-      if (b.ready < b.params.length) return;
+      if (b.ready < b.params.length) break;
       b.launched = this.processGroup.allreduce(b.flat, 'sum').then(() => undefined);
       // Keep an early rejection from surfacing as unhandled before finishGradSync awaits it.
       b.launched.catch(() => undefined);
+      last = b.launched;
       this.nextToLaunch += 1;
     }
+    return last;
   }
 
   /**
@@ -270,10 +385,15 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
       }
       this.launchReady();
       const scale = 1 / this.processGroup.worldSize;
+      const vec = vectorOps();
       for (const b of this.buckets) {
         await b.launched;
         const flat = b.flat;
-        for (let k = 0; k < flat.length; k++) flat[k] *= scale;
+        // Average by scaling the whole bucket once (BLAS sscal when available).
+        if (scale !== 1) {
+          if (vec !== null) vec.sscal(flat.length, scale, flat);
+          else for (let k = 0; k < flat.length; k++) flat[k] *= scale;
+        }
         b.params.forEach((pi, j) => {
           const p = this.params[pi]!;
           const off = b.offsets[j]!;
@@ -281,6 +401,10 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
           if (p.grad === null) p.grad = zeros(p.shape);
           p.grad.data.set(part);
         });
+      }
+      if (this.rebuildPending) {
+        this.rebuildPending = false;
+        await this.rebuildFromArrival();
       }
     } finally {
       this.passActive = false;

@@ -171,8 +171,13 @@ export class Tensor {
     for (let i = 0; i < d.length; i++) d[i] += s[i];
   }
   /** @internal */
-  _fireGradReady(): void {
-    for (const h of this._hooks) h(this);
+  _fireGradReady(): Promise<unknown>[] | null {
+    let started: Promise<unknown>[] | null = null;
+    for (const h of this._hooks) {
+      const r = h(this);
+      if (r instanceof Promise) (started ??= []).push(r);
+    }
+    return started;
   }
 
   // In-place helpers (outside autograd; for optimizers, initialisation and loading).
