@@ -98,8 +98,14 @@ export class WorkerGroup {
         });
         // 'close' (not 'exit'): all output has been read, so the stderr tail is complete.
         child.on('close', (code, signal) => {
-          this.recordExit(running, code, signal, spawnError ? `cannot start '${cmd}': ${spawnError.message}` : null);
-          resolve();
+          // Log files are flushed before the exit counts, so a summary or a test never reads a short file.
+          const flushed = running.files.map(
+            (f) => new Promise<void>((done) => (f.writableFinished || f.destroyed ? done() : f.once('close', () => done()))),
+          );
+          void Promise.all(flushed).then(() => {
+            this.recordExit(running, code, signal, spawnError ? `cannot start '${cmd}': ${spawnError.message}` : null);
+            resolve();
+          });
         });
       });
       this.workers.push(running);

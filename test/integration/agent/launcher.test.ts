@@ -125,9 +125,12 @@ describe('tensile run on one node', () => {
     assert.deepEqual(readdirSync(logDir).sort(), ['attempt_0', 'attempt_1', 'checkpoints'].filter((d) => existsSync(join(logDir, d))));
     for (const attempt of ['attempt_0', 'attempt_1']) {
       assert.deepEqual(readdirSync(join(logDir, attempt)).sort(), ['0', '1']);
-      assert.equal(readFileSync(join(logDir, attempt, '1', 'stdout.log'), 'utf8'), 'hello from rank 1\n');
-      assert.match(readFileSync(join(logDir, attempt, '1', 'stderr.log'), 'utf8'), /stderr line from rank 1/);
+      assert.ok(existsSync(join(logDir, attempt, '1', 'stdout.log')));
     }
+    // Attempt 0 was cut short by rank 0's failure; rank 0's own output and attempt 1 are complete.
+    assert.match(readFileSync(join(logDir, 'attempt_0', '0', 'stderr.log'), 'utf8'), /about to fail on purpose/);
+    assert.equal(readFileSync(join(logDir, 'attempt_1', '1', 'stdout.log'), 'utf8'), 'hello from rank 1\n');
+    assert.match(readFileSync(join(logDir, 'attempt_1', '1', 'stderr.log'), 'utf8'), /stderr line from rank 1/);
     assert.doesNotMatch(res.stdout, /hello from rank/, '-r 3 redirects output to files only');
   });
 
