@@ -14,8 +14,8 @@ import { BadOptionsError, noopLogger, type Logger } from './api.js';
 import { ElasticJobController } from './controller/elasticjob-controller.js';
 import { LeaderElector } from './controller/leader-election.js';
 import { OperatorMetrics } from './controller/metrics.js';
-import { HttpKubeClient } from './kube-client.js';
-import { KubeHttp, loadConnection } from './kube/http-client.js';
+import { ClientNodeKubeClient } from './kube-client.js';
+import { KubeApis, contextNamespace, loadKubeConfig } from './kube/client-node.js';
 
 export * from './api.js';
 export * from './api/v1alpha1/elasticjob-types.js';
@@ -98,8 +98,9 @@ export async function runOperator(
   hooks: OperatorHooks = {},
 ): Promise<OperatorHandle> {
   const o = parseOptions(input);
-  const http = new KubeHttp(loadConnection(o.kubeconfig));
-  const client = new HttpKubeClient(http);
+  const kc = loadKubeConfig(o.kubeconfig);
+  const apis = new KubeApis(kc);
+  const client = new ClientNodeKubeClient(apis);
   const metrics = new OperatorMetrics();
   const identity = o.identity ?? `${hostname()}-${process.pid}`;
   const log = logger.child({ identity });
@@ -107,7 +108,7 @@ export async function runOperator(
   let transition = Promise.resolve();
   const newController = () =>
     new ElasticJobController({
-      http,
+      apis,
       client,
       ...(o.namespace !== undefined ? { namespace: o.namespace } : {}),
       logger: log,
@@ -156,7 +157,7 @@ export async function runOperator(
   if (o.leaderElection) {
     elector = new LeaderElector({
       client,
-      namespace: o.leaseNamespace ?? o.namespace ?? http.conn.namespace ?? (await ownNamespace()) ?? 'default',
+      namespace: o.leaseNamespace ?? o.namespace ?? contextNamespace(kc) ?? (await ownNamespace()) ?? 'default',
       name: o.leaseName,
       identity,
       leaseDurationMs: o.leaseDurationMs,
@@ -209,7 +210,6 @@ export async function runOperator(
       await transition;
       await controller?.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
-      http.close();
     },
   };
 }

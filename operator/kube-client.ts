@@ -1,9 +1,18 @@
-// The only file that names Kubernetes REST paths. Requests go through `kube/http-client.ts`, which already
-// answers with the operator's errors (409 → ApiConflictError, 404 → ApiNotFoundError, anything else → ApiError).
+// The operator's KubeClient on @kubernetes/client-node's typed APIs (CoreV1Api, AppsV1Api, CoordinationV1Api,
+// CustomObjectsApi). Every call goes through `call()`, which turns client-node's ApiException into the operator's
+// errors (409 → ApiConflictError, 404 → ApiNotFoundError, anything else → ApiError with the HTTP status).
 //
 // KUBE_API_CALLS lists every (group, resource, verbs) used here and by the informers; the chart's RBAC is tested
 // against it, so add a line whenever a call is added.
-import type { CoreV1Event, V1Lease, V1Pod, V1Service, V1StatefulSet } from '@kubernetes/client-node';
+import {
+  PatchStrategy,
+  setHeaderOptions,
+  type CoreV1Event,
+  type V1Lease,
+  type V1Pod,
+  type V1Service,
+  type V1StatefulSet,
+} from '@kubernetes/client-node';
 import {
   ApiConflictError,
   ApiNotFoundError,
@@ -13,7 +22,7 @@ import {
   type KubeClient,
 } from './api.js';
 import { GROUP, PLURAL, VERSION } from './api/v1alpha1/elasticjob-types.js';
-import type { KubeHttp } from './kube/http-client.js';
+import { call, type KubeApis } from './kube/client-node.js';
 
 export const KUBE_API_CALLS: readonly KubeApiCall[] = [
   { group: GROUP, resource: PLURAL, verbs: ['get', 'list', 'watch', 'delete'] },
@@ -28,9 +37,9 @@ export const KUBE_API_CALLS: readonly KubeApiCall[] = [
 
 export const MANAGED_ETCD_NAME = 'tensile-etcd';
 
-const jobs = (ns: string) => `/apis/${GROUP}/${VERSION}/namespaces/${enc(ns)}/${PLURAL}`;
-const core = (ns: string, resource: string) => `/api/v1/namespaces/${enc(ns)}/${resource}`;
-const enc = encodeURIComponent;
+const job = (namespace: string, name: string) => ({ group: GROUP, version: VERSION, plural: PLURAL, namespace, name });
+/** client-node 1.x picks a patch's content type through a header middleware. */
+const mergePatch = setHeaderOptions('Content-Type', PatchStrategy.MergePatch);
 
 async function ignoreConflict(p: Promise<unknown>): Promise<void> {
   try {
@@ -40,49 +49,66 @@ async function ignoreConflict(p: Promise<unknown>): Promise<void> {
   }
 }
 
-export class HttpKubeClient implements KubeClient {
+export class ClientNodeKubeClient implements KubeClient {
   private eventSeq = 0;
 
-  constructor(readonly http: KubeHttp) {}
+  constructor(readonly apis: KubeApis) {}
 
   getElasticJob(namespace: string, name: string): Promise<unknown> {
-    return this.http.request('GET', `${jobs(namespace)}/${enc(name)}`);
+    return call(`get elasticjob ${namespace}/${name}`, () =>
+      this.apis.custom.getNamespacedCustomObject(job(namespace, name)),
+    );
   }
 
   replaceElasticJobStatus(namespace: string, name: string, body: object): Promise<unknown> {
-    return this.http.request('PUT', `${jobs(namespace)}/${enc(name)}/status`, { body });
+    return call(`replace elasticjob ${namespace}/${name} status`, () =>
+      this.apis.custom.replaceNamespacedCustomObjectStatus({ ...job(namespace, name), body }),
+    );
+  }
+
+  /** JSON merge patch (RFC 7386) of the status subresource; not fenced by resourceVersion unless the patch sets it. */
+  patchElasticJobStatus(namespace: string, name: string, patch: object): Promise<unknown> {
+    return call(`patch elasticjob ${namespace}/${name} status`, () =>
+      this.apis.custom.patchNamespacedCustomObjectStatus({ ...job(namespace, name), body: patch }, mergePatch),
+    );
   }
 
   async deleteElasticJob(namespace: string, name: string): Promise<void> {
-    await this.http.request('DELETE', `${jobs(namespace)}/${enc(name)}`, {
-      body: { kind: 'DeleteOptions', apiVersion: 'v1', propagationPolicy: 'Background' },
-    });
+    await call(`delete elasticjob ${namespace}/${name}`, () =>
+      this.apis.custom.deleteNamespacedCustomObject({ ...job(namespace, name), propagationPolicy: 'Background' }),
+    );
   }
 
   createPod(namespace: string, pod: V1Pod): Promise<V1Pod> {
-    return this.http.request('POST', core(namespace, 'pods'), { body: pod });
+    return call(`create pod ${namespace}/${pod.metadata?.name ?? ''}`, () =>
+      this.apis.core.createNamespacedPod({ namespace, body: pod }),
+    );
   }
 
   async deletePod(namespace: string, name: string, uid?: string): Promise<void> {
-    await this.http.request('DELETE', `${core(namespace, 'pods')}/${enc(name)}`, {
-      body: {
-        kind: 'DeleteOptions',
-        apiVersion: 'v1',
-        ...(uid !== undefined && uid !== '' ? { preconditions: { uid } } : {}),
-      },
-    });
+    await call(`delete pod ${namespace}/${name}`, () =>
+      this.apis.core.deleteNamespacedPod({
+        namespace,
+        name,
+        body: uid !== undefined && uid !== '' ? { preconditions: { uid } } : {},
+      }),
+    );
   }
 
   createService(namespace: string, svc: V1Service): Promise<V1Service> {
-    return this.http.request('POST', core(namespace, 'services'), { body: svc });
+    return call(`create service ${namespace}/${svc.metadata?.name ?? ''}`, () =>
+      this.apis.core.createNamespacedService({ namespace, body: svc }),
+    );
   }
 
   async deleteService(namespace: string, name: string): Promise<void> {
-    await this.http.request('DELETE', `${core(namespace, 'services')}/${enc(name)}`);
+    await call(`delete service ${namespace}/${name}`, () =>
+      this.apis.core.deleteNamespacedService({ namespace, name }),
+    );
   }
 
   async createEvent(involved: InvolvedObject, event: EventRecord, reportingInstance: string): Promise<void> {
-    const now = new Date().toISOString();
+    const now = new Date();
     this.eventSeq += 1;
     const body: CoreV1Event = {
       apiVersion: 'v1',
@@ -98,11 +124,13 @@ export class HttpKubeClient implements KubeClient {
       source: { component: 'tensile-operator' },
       reportingComponent: 'tensile.dev/operator',
       reportingInstance,
-      firstTimestamp: now as unknown as Date,
-      lastTimestamp: now as unknown as Date,
+      firstTimestamp: now,
+      lastTimestamp: now,
       count: 1,
     };
-    await this.http.request('POST', core(involved.namespace, 'events'), { body });
+    await call(`create event ${involved.namespace}/${body.metadata.name ?? ''}`, () =>
+      this.apis.core.createNamespacedEvent({ namespace: involved.namespace, body }),
+    );
   }
 
   /**
@@ -167,18 +195,16 @@ export class HttpKubeClient implements KubeClient {
         },
       },
     };
-    await ignoreConflict(this.http.request('POST', core(namespace, 'services'), { body: svc }));
-    await ignoreConflict(
-      this.http.request('POST', `/apis/apps/v1/namespaces/${enc(namespace)}/statefulsets`, { body: sts }),
-    );
+    const { core, apps } = this.apis;
+    await ignoreConflict(call('create service', () => core.createNamespacedService({ namespace, body: svc })));
+    await ignoreConflict(call('create statefulset', () => apps.createNamespacedStatefulSet({ namespace, body: sts })));
     return `${MANAGED_ETCD_NAME}.${namespace}.svc:2379`;
   }
 
   async readLease(namespace: string, name: string): Promise<V1Lease | undefined> {
     try {
-      return await this.http.request<V1Lease>(
-        'GET',
-        `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`,
+      return await call(`read lease ${namespace}/${name}`, () =>
+        this.apis.coordination.readNamespacedLease({ namespace, name }),
       );
     } catch (err) {
       if (err instanceof ApiNotFoundError) return undefined;
@@ -187,14 +213,14 @@ export class HttpKubeClient implements KubeClient {
   }
 
   createLease(namespace: string, lease: V1Lease): Promise<V1Lease> {
-    return this.http.request('POST', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases`, {
-      body: lease,
-    });
+    return call(`create lease ${namespace}/${lease.metadata?.name ?? ''}`, () =>
+      this.apis.coordination.createNamespacedLease({ namespace, body: lease }),
+    );
   }
 
   replaceLease(namespace: string, name: string, lease: V1Lease): Promise<V1Lease> {
-    return this.http.request('PUT', `/apis/coordination.k8s.io/v1/namespaces/${enc(namespace)}/leases/${enc(name)}`, {
-      body: lease,
-    });
+    return call(`replace lease ${namespace}/${name}`, () =>
+      this.apis.coordination.replaceNamespacedLease({ namespace, name, body: lease }),
+    );
   }
 }

@@ -6,6 +6,7 @@
 // trips (status write, pod/service creates) to a test API server that shares this process with the pod stand-in;
 // reconcile_plan_p99 is the operator's own work (snapshot + plan). No peer can run here: peer=n/a.
 // Usage: node --import tsx bench/operator-scale/run.ts [--jobs 1000] [--replicas 10] [--timeout-s 420]
+import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { freePort } from '../../test/helpers/etcd.js';
@@ -160,7 +161,11 @@ try {
   for (let i = 0; i < names.length; i += 25) {
     await Promise.all(
       names.slice(i, i + 25).map((name) =>
-        http.request('POST', '/apis/tensile.dev/v1alpha1/namespaces/default/elasticjobs', {
+        http.custom.createNamespacedCustomObject({
+          group: 'tensile.dev',
+          version: 'v1alpha1',
+          namespace: 'default',
+          plural: 'elasticjobs',
           body: {
             apiVersion: 'tensile.dev/v1alpha1',
             kind: 'ElasticJob',
@@ -207,18 +212,23 @@ try {
   for (let i = 0; i < names.length; i += 50) {
     await Promise.all(
       names.slice(i, i + 50).map((name) =>
-        http.request('PATCH', `/apis/tensile.dev/v1alpha1/namespaces/default/elasticjobs/${name}`, {
-          body: { metadata: { annotations: { 'bench/touch': '1' } } },
-          contentType: 'application/merge-patch+json',
-        }),
+        http.custom.patchNamespacedCustomObject(
+          {
+            group: 'tensile.dev',
+            version: 'v1alpha1',
+            namespace: 'default',
+            plural: 'elasticjobs',
+            name,
+            body: { metadata: { annotations: { 'bench/touch': '1' } } },
+          },
+          setHeaderOptions('Content-Type', PatchStrategy.MergePatch),
+        ),
       ),
     );
   }
   const churn = names.slice(0, Math.min(100, names.length));
   for (const name of churn) {
-    await http.request('DELETE', `/api/v1/namespaces/default/pods/${name}-worker-0`, {
-      body: { gracePeriodSeconds: 0 },
-    });
+    await http.core.deleteNamespacedPod({ namespace: 'default', name: `${name}-worker-0`, gracePeriodSeconds: 0 });
   }
   const want = countOf(steadyBefore) + names.length + churn.length;
   await waitFor(
@@ -265,6 +275,5 @@ try {
   await Promise.race([op?.result, new Promise((r) => setTimeout(r, 5000))]);
   op?.kill('SIGKILL');
   unwatch();
-  http.close();
   await server.stop();
 }

@@ -96,7 +96,7 @@ try {
   for (let i = 0; i < ITER; i += 1) {
     const victim = `op-worker-${i % 3}`;
     kubelet.setReady(false); // the replacement stays Pending until we let it run: measures the two phases apart
-    await http.request('DELETE', `/api/v1/namespaces/default/pods/${victim}`, { body: { gracePeriodSeconds: 0 } });
+    await http.core.deleteNamespacedPod({ namespace: 'default', name: victim, gracePeriodSeconds: 0 });
     const gone = await waitFor(
       'pod gone',
       async () => (((await jobPods(http, 'op')).get(victim) ?? 'gone').startsWith('Running') ? undefined : Date.now()),
@@ -151,7 +151,7 @@ try {
     kubelet.setReady(false);
     const victim = `train-worker-${(i % 2) + 1}`;
     const t0 = Date.now();
-    await http.request('DELETE', `/api/v1/namespaces/default/pods/${victim}`, {});
+    await http.core.deleteNamespacedPod({ namespace: 'default', name: victim });
     const gone = await waitFor(
       'pod gone',
       async () =>
@@ -174,7 +174,6 @@ try {
 } finally {
   writeFileSync(join(dir, 'stop'), '');
   await op.stop();
-  http.close();
   await kubelet.stop();
   await server.stop();
   await etcd.stop();

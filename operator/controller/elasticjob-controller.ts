@@ -10,11 +10,8 @@ import type { KubeClient, Logger } from '../api.js';
 import { ApiConflictError, ApiNotFoundError, noopLogger } from '../api.js';
 import {
   API_VERSION,
-  GROUP,
   KIND,
   LABELS,
-  PLURAL,
-  VERSION,
   resolveSpec,
   validateElasticJob,
   type ElasticJob,
@@ -30,11 +27,13 @@ import { planReconcile, type Action, type JobSnapshot, type Plan } from './plann
 import { buildWorkerPod, buildWorkerService } from './pod-template.js';
 import { toPodView, type NodeInfo } from './pod-view.js';
 import { WorkQueue } from './work-queue.js';
-import type { KubeHttp } from '../kube/http-client.js';
+import type { KubeApis } from '../kube/client-node.js';
 import { Informer, type KObj } from '../kube/informer.js';
+import { elasticJobSource, nodeSource, podSource, serviceSource } from '../kube/sources.js';
 
 export interface ControllerOptions {
-  readonly http: KubeHttp;
+  /** client-node's typed APIs and Watch, for the informers. */
+  readonly apis: KubeApis;
   readonly client: KubeClient;
   /** Watch one namespace; undefined watches all. */
   readonly namespace?: string;
@@ -112,21 +111,20 @@ export class ElasticJobController {
   async start(): Promise<void> {
     if (this.running) return;
     this.running = true;
-    const { http, namespace } = this.o;
-    const nsPath = namespace !== undefined ? `/namespaces/${namespace}` : '';
+    const { apis, namespace } = this.o;
     const labelSelector = LABELS.jobName;
     const log = this.log;
     const byJob = (o: KObj) => {
       const job = o.metadata?.labels?.[LABELS.jobName];
       return job !== undefined ? keyOf(o.metadata?.namespace, job) : undefined;
     };
-    this.jobs = new Informer<JobObj>(http, `/apis/${GROUP}/${VERSION}${nsPath}/${PLURAL}`, { logger: log });
-    this.pods = new Informer<V1Pod & KObj>(http, `/api/v1${nsPath}/pods`, {
+    this.jobs = new Informer<JobObj>(elasticJobSource(apis, namespace), { logger: log });
+    this.pods = new Informer<V1Pod & KObj>(podSource(apis, namespace), {
       labelSelector,
       logger: log,
       indexBy: byJob,
     });
-    this.services = new Informer<V1Service & KObj>(http, `/api/v1${nsPath}/services`, {
+    this.services = new Informer<V1Service & KObj>(serviceSource(apis, namespace), {
       labelSelector,
       logger: log,
       indexBy: byJob,
@@ -142,7 +140,7 @@ export class ElasticJobController {
     this.services.on('delete', (s) => this.enqueueOwner(s));
     await Promise.all([this.jobs.start(), this.pods.start(), this.services.start()]);
     if (this.o.watchNodes ?? true) {
-      const nodes = new Informer<V1Node & KObj>(http, '/api/v1/nodes', { logger: log });
+      const nodes = new Informer<V1Node & KObj>(nodeSource(apis), { logger: log });
       nodes.on('update', (n) => this.onNodeChanged(n, false));
       nodes.on('delete', (n) => this.onNodeChanged(n, true));
       nodes.on('add', (n) => this.deletedNodes.delete(n.metadata?.name ?? ''));

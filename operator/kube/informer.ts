@@ -1,4 +1,7 @@
-// List + watch into a local cache (what client-go calls a reflector + indexer), written for the operator:
+// List + watch into a local cache (what client-go calls a reflector + indexer), written for the operator on top of
+// a `ListWatchSource` (in production: client-node's typed list calls and its `Watch`, see `sources.ts`).
+// client-node's own `ListWatch` is not used: it stops for good on any watch error other than 410, does not ask
+// for bookmarks, and has no secondary index. This one:
 // - the first `start()` resolves after the initial list, so callers can wait for a synced cache;
 // - a watch resumes from the last resourceVersion seen (BOOKMARKs included) when the server ends it;
 // - 410 Gone (HTTP status or an ERROR event) or any other watch failure → relist after a jittered backoff, and the
@@ -7,7 +10,7 @@
 //   a job's pods without scanning every pod.
 import type { Logger } from '../api.js';
 import { ApiError, noopLogger } from '../api.js';
-import type { KubeHttp, WatchEventType } from './http-client.js';
+import type { WatchEventType } from './client-node.js';
 
 export interface KObj {
   apiVersion?: string;
@@ -23,6 +26,19 @@ export interface KObj {
 }
 
 type Handler<T> = (obj: T) => void;
+
+/** Where an informer lists and watches: one collection (a resource, maybe in one namespace). */
+export interface ListWatchSource<T> {
+  /** The collection's API path (for watches and logs), e.g. `/api/v1/namespaces/ns/pods`. */
+  readonly path: string;
+  list(labelSelector?: string): Promise<{ resourceVersion: string; items: T[] }>;
+  /** Resolves when the server ends the watch or `signal` aborts; rejects on errors (410 → statusCode 410). */
+  watch(
+    query: Record<string, string | number | boolean | undefined>,
+    onEvent: (type: WatchEventType, obj: unknown) => void,
+    signal: AbortSignal,
+  ): Promise<void>;
+}
 
 export interface InformerOptions<T> {
   readonly labelSelector?: string;
@@ -44,12 +60,14 @@ export class Informer<T extends KObj> {
   private loop: Promise<void> | undefined;
   private readonly log: Logger;
 
+  private readonly path: string;
+
   constructor(
-    private readonly http: KubeHttp,
-    private readonly path: string,
+    private readonly source: ListWatchSource<T>,
     private readonly o: InformerOptions<T> = {},
   ) {
-    this.log = (o.logger ?? noopLogger).child({ informer: path });
+    this.path = source.path;
+    this.log = (o.logger ?? noopLogger).child({ informer: source.path });
   }
 
   on(event: 'add' | 'update' | 'delete', h: Handler<T>): void {
@@ -126,17 +144,15 @@ export class Informer<T extends KObj> {
   }
 
   private async relist(): Promise<void> {
-    const list = await this.http.request<{ metadata?: { resourceVersion?: string }; items?: T[] }>('GET', this.path, {
-      query: { labelSelector: this.o.labelSelector },
-    });
+    const list = await this.source.list(this.o.labelSelector);
     const seen = new Set<string>();
-    for (const item of list.items ?? []) {
+    for (const item of list.items) {
       seen.add(keyOf(item));
       const old = this.cache.get(keyOf(item));
       if (old === undefined || old.metadata?.resourceVersion !== item.metadata?.resourceVersion) this.put(item);
     }
     for (const [k, obj] of [...this.cache]) if (!seen.has(k)) this.remove(obj);
-    this.resourceVersion = list.metadata?.resourceVersion ?? '';
+    this.resourceVersion = list.resourceVersion;
   }
 
   private async run(signal: AbortSignal): Promise<void> {
@@ -144,8 +160,7 @@ export class Informer<T extends KObj> {
     while (!signal.aborted) {
       try {
         let gone = false;
-        await this.http.watch(
-          this.path,
+        await this.source.watch(
           {
             labelSelector: this.o.labelSelector,
             resourceVersion: this.resourceVersion,

@@ -8,7 +8,7 @@ import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { kubectl, startKubelet, waitFor, type Kubelet, type TestApiServer } from '../../k8s/index.js';
 import { runOperator, type OperatorHandle } from '../../../operator/index.js';
-import type { KubeHttp } from '../../../operator/kube/http-client.js';
+import type { KubeApis } from '../../../operator/kube/client-node.js';
 import { clientFor, jobPods, jobView, removeDir, startClusterWithCrd } from './harness.js';
 
 interface JobOpts {
@@ -52,7 +52,7 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
   let server: TestApiServer;
   let kubelet: Kubelet;
   let op: OperatorHandle;
-  let http: KubeHttp;
+  let http: KubeApis;
   let dir: string;
 
   before(async () => {
@@ -75,7 +75,6 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
   });
   after(async () => {
     await op?.stop();
-    http?.close();
     await kubelet?.stop();
     await server?.stop();
     removeDir(dir);
@@ -96,11 +95,8 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
       return j?.state === 'Running' && j.active === 3 ? j : undefined;
     });
     assert.equal(v.conditions.find((c) => c.type === 'Running')?.status, 'True');
-    const svc = await http.request<{ spec: { clusterIP: string } }>(
-      'GET',
-      '/api/v1/namespaces/default/services/sleepy-worker-2',
-    );
-    assert.equal(svc.spec.clusterIP, 'None');
+    const svc = await http.core.readNamespacedService({ namespace: 'default', name: 'sleepy-worker-2' });
+    assert.equal(svc.spec?.clusterIP, 'None');
     const get = await kubectl(server, ['get', 'elasticjobs']);
     assert.match(get.stdout, /MIN\s+MAX\s+DESIRED\s+CURRENT\s+STATE/);
     assert.match(get.stdout, /sleepy\s+2\s+3\s+3\s+3\s+Running/);
@@ -240,10 +236,7 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     );
     assert.equal(r.code, 0, r.stderr);
     const nodeOf = async (pod: string) =>
-      (await http.request<{ spec?: { nodeName?: string }; status?: { phase?: string } }>(
-        'GET',
-        `/api/v1/namespaces/default/pods/${pod}`,
-      )) ?? {};
+      (await http.core.readNamespacedPod({ namespace: 'default', name: pod })) ?? {};
     await waitFor(
       'both pods running on node-b',
       async () => {
@@ -330,22 +323,16 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
     assert.equal(r.code, 0, r.stderr);
     const pod = await waitFor('pod with env', async () => {
       try {
-        return await http.request<{ spec: { containers: Array<{ env?: Array<{ name: string; value?: string }> }> } }>(
-          'GET',
-          '/api/v1/namespaces/default/pods/selfhosted-worker-0',
-        );
+        return await http.core.readNamespacedPod({ namespace: 'default', name: 'selfhosted-worker-0' });
       } catch {
         return undefined;
       }
     });
-    const env = Object.fromEntries((pod.spec.containers[0]!.env ?? []).map((e) => [e.name, e.value]));
+    const env = Object.fromEntries((pod.spec?.containers[0]!.env ?? []).map((e) => [e.name, e.value]));
     assert.equal(env.PET_RDZV_ENDPOINT, 'tensile-etcd.default.svc:2379');
-    const sts = await http.request<{ spec: { template: { spec: { affinity?: unknown } } } }>(
-      'GET',
-      '/apis/apps/v1/namespaces/default/statefulsets/tensile-etcd',
-    );
-    assert.match(JSON.stringify(sts.spec.template.spec.affinity), /scalesetpriority/);
-    await http.request('GET', '/api/v1/namespaces/default/services/tensile-etcd');
+    const sts = await http.apps.readNamespacedStatefulSet({ namespace: 'default', name: 'tensile-etcd' });
+    assert.match(JSON.stringify(sts.spec?.template.spec?.affinity), /scalesetpriority/);
+    await http.core.readNamespacedService({ namespace: 'default', name: 'tensile-etcd' });
     await kubectl(server, ['delete', 'elasticjob', 'selfhosted', '--wait=false']);
   });
 

@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kubectl, startTestApiServer, type TestApiServer } from '../../k8s/index.js';
-import { KubeHttp, connectionFromKubeconfig } from '../../../operator/kube/http-client.js';
+import { KubeApis, loadKubeConfig } from '../../../operator/kube/client-node.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const CRD_PATH = join(REPO, 'charts/tensile/crds/elasticjob.yaml');
@@ -44,11 +44,17 @@ export interface JobView {
   conditions: Array<{ type: string; status: string; reason?: string; message?: string }>;
 }
 
-/** Reads a job's status through the operator's own REST client (`http` from `clientFor`). */
-export async function jobView(http: KubeHttp, name: string, namespace = 'default'): Promise<JobView | undefined> {
+/** Reads a job's status through client-node (`apis` from `clientFor`). */
+export async function jobView(apis: KubeApis, name: string, namespace = 'default'): Promise<JobView | undefined> {
   let obj: { status?: Record<string, unknown> };
   try {
-    obj = await http.request('GET', `/apis/tensile.dev/v1alpha1/namespaces/${namespace}/elasticjobs/${name}`);
+    obj = (await apis.custom.getNamespacedCustomObject({
+      group: 'tensile.dev',
+      version: 'v1alpha1',
+      namespace,
+      plural: 'elasticjobs',
+      name,
+    })) as { status?: Record<string, unknown> };
   } catch {
     return undefined;
   }
@@ -68,19 +74,18 @@ export async function jobView(http: KubeHttp, name: string, namespace = 'default
   };
 }
 
-export function clientFor(server: TestApiServer): KubeHttp {
-  return new KubeHttp(connectionFromKubeconfig(server.kubeconfigPath));
+/** client-node's typed APIs on the test API server's kubeconfig (the operator's own boundary module). */
+export function clientFor(server: TestApiServer): KubeApis {
+  return new KubeApis(loadKubeConfig(server.kubeconfigPath));
 }
 
 /** Pods of a job as the API server has them: name → phase (terminating ones marked with a trailing '*'). */
-export async function jobPods(http: KubeHttp, job: string, namespace = 'default'): Promise<Map<string, string>> {
-  const list = await http.request<{
-    items: Array<{ metadata: { name: string; deletionTimestamp?: string }; status?: { phase?: string } }>;
-  }>('GET', `/api/v1/namespaces/${namespace}/pods`, { query: { labelSelector: `tensile.dev/job-name=${job}` } });
+export async function jobPods(apis: KubeApis, job: string, namespace = 'default'): Promise<Map<string, string>> {
+  const list = await apis.core.listNamespacedPod({ namespace, labelSelector: `tensile.dev/job-name=${job}` });
   return new Map(
     list.items.map((p) => [
-      p.metadata.name,
-      `${p.status?.phase ?? 'Pending'}${p.metadata.deletionTimestamp ? '*' : ''}`,
+      p.metadata?.name ?? '',
+      `${p.status?.phase ?? 'Pending'}${p.metadata?.deletionTimestamp !== undefined ? '*' : ''}`,
     ]),
   );
 }

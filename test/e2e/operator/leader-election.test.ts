@@ -5,12 +5,12 @@ import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import { startTensile, type TensileProcess } from '../../helpers/cli.js';
 import { kubectl, startKubelet, waitFor, type Kubelet, type TestApiServer } from '../../k8s/index.js';
-import type { KubeHttp } from '../../../operator/kube/http-client.js';
+import type { KubeApis } from '../../../operator/kube/client-node.js';
 import { clientFor, jobPods, startClusterWithCrd } from './harness.js';
 
 let server: TestApiServer;
 let kubelet: Kubelet;
-let http: KubeHttp;
+let http: KubeApis;
 const ops = new Map<string, TensileProcess>();
 
 before(async () => {
@@ -22,7 +22,6 @@ before(async () => {
 after(async () => {
   for (const p of ops.values()) p.kill('SIGKILL');
   await Promise.all([...ops.values()].map((p) => p.result));
-  http?.close();
   await kubelet?.stop();
   await server?.stop();
 });
@@ -56,10 +55,7 @@ function startOperator(id: string): TensileProcess {
 
 async function holder(): Promise<string | undefined> {
   try {
-    const l = await http.request<{ spec?: { holderIdentity?: string } }>(
-      'GET',
-      '/apis/coordination.k8s.io/v1/namespaces/default/leases/tensile-operator',
-    );
+    const l = await http.coordination.readNamespacedLease({ namespace: 'default', name: 'tensile-operator' });
     return l.spec?.holderIdentity || undefined;
   } catch {
     return undefined;

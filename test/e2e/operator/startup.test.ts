@@ -12,13 +12,13 @@ import {
   type TestApiServer,
 } from '../../k8s/index.js';
 import { runOperator, type OperatorHandle } from '../../../operator/index.js';
-import type { KubeHttp } from '../../../operator/kube/http-client.js';
+import type { KubeApis } from '../../../operator/kube/client-node.js';
 import { CRD_PATH, clientFor, jobPods } from './harness.js';
 
 let server: TestApiServer;
 let kubelet: Kubelet;
 let op: OperatorHandle;
-let http: KubeHttp;
+let http: KubeApis;
 
 before(async () => {
   server = await startTestApiServer();
@@ -28,7 +28,6 @@ before(async () => {
 
 after(async () => {
   await op?.stop();
-  http?.close();
   await kubelet?.stop();
   await server?.stop();
 });

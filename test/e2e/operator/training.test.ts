@@ -10,7 +10,7 @@ import { stringify } from 'yaml';
 import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 import { kubectl, startKubelet, waitFor, type Kubelet, type TestApiServer } from '../../k8s/index.js';
 import { runOperator, type OperatorHandle } from '../../../operator/index.js';
-import type { KubeHttp } from '../../../operator/kube/http-client.js';
+import type { KubeApis } from '../../../operator/kube/client-node.js';
 import {
   REPO,
   WORKER_SCRIPT,
@@ -25,7 +25,7 @@ import {
 let server: TestApiServer;
 let kubelet: Kubelet;
 let op: OperatorHandle;
-let http: KubeHttp;
+let http: KubeApis;
 let etcd: EtcdServer;
 let shimDir: string;
 let dir: string;
@@ -48,7 +48,6 @@ before(async () => {
 after(async () => {
   if (dir !== undefined) writeFileSync(join(dir, 'stop'), '');
   await op?.stop();
-  http?.close();
   await kubelet?.stop();
   await server?.stop();
   await etcd?.stop();

@@ -1,8 +1,8 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { ApiError } from '../../../operator/api.js';
-import type { KubeHttp, WatchEventType } from '../../../operator/kube/http-client.js';
-import { Informer, type KObj } from '../../../operator/kube/informer.js';
+import type { WatchEventType } from '../../../operator/kube/client-node.js';
+import { Informer, type KObj, type ListWatchSource } from '../../../operator/kube/informer.js';
 
 type Item = KObj & {
   metadata: { name: string; namespace: string; resourceVersion: string; labels?: Record<string, string> };
@@ -12,24 +12,21 @@ const item = (name: string, rv: string, job = 'j'): Item => ({
 });
 
 /** A scripted API: each list returns the next snapshot; each watch plays the next script then ends or fails. */
-function fakeHttp(
+function fakeSource(
+  path: string,
   lists: Array<{ rv: string; items: Item[] }>,
   watches: Array<(emit: (t: WatchEventType, o: unknown) => void) => Promise<void>>,
 ) {
   const calls: string[] = [];
-  const http = {
-    async request(method: string, path: string) {
-      calls.push(`${method} ${path}`);
+  const source: ListWatchSource<Item> = {
+    path,
+    async list() {
+      calls.push(`GET ${path}`);
       const l = lists.shift();
       if (l === undefined) throw new ApiError('no more lists', 500);
-      return { metadata: { resourceVersion: l.rv }, items: l.items };
+      return { resourceVersion: l.rv, items: l.items };
     },
-    async watch(
-      _path: string,
-      query: Record<string, unknown>,
-      onEvent: (t: WatchEventType, o: unknown) => void,
-      signal: AbortSignal,
-    ) {
+    async watch(query: Record<string, unknown>, onEvent: (t: WatchEventType, o: unknown) => void, signal: AbortSignal) {
       calls.push(`WATCH rv=${String(query.resourceVersion)}`);
       const script = watches.shift();
       if (script === undefined) {
@@ -39,11 +36,12 @@ function fakeHttp(
       await script(onEvent);
     },
   };
-  return { http: http as unknown as KubeHttp, calls };
+  return { source, calls };
 }
 
 test('a 410 Gone watch relists and delivers the deletes missed while disconnected', async (t) => {
-  const { http, calls } = fakeHttp(
+  const { source, calls } = fakeSource(
+    '/api/v1/configmaps',
     [
       { rv: '10', items: [item('a', '5'), item('b', '6')] },
       { rv: '20', items: [item('a', '5'), item('c', '19')] },
@@ -55,7 +53,7 @@ test('a 410 Gone watch relists and delivers the deletes missed while disconnecte
       },
     ],
   );
-  const inf = new Informer<Item>(http, '/api/v1/configmaps', { indexBy: (o) => o.metadata?.labels?.job });
+  const inf = new Informer<Item>(source, { indexBy: (o) => o.metadata?.labels?.job });
   const seen: string[] = [];
   inf.on('add', (o) => seen.push(`add ${o.metadata.name}`));
   inf.on('update', (o) => seen.push(`update ${o.metadata.name}@${o.metadata.resourceVersion}`));
@@ -81,7 +79,8 @@ test('a 410 Gone watch relists and delivers the deletes missed while disconnecte
 });
 
 test('a watch the server ends is resumed from the last resourceVersion seen, bookmarks included', async (t) => {
-  const { http, calls } = fakeHttp(
+  const { source, calls } = fakeSource(
+    '/api/v1/pods',
     [{ rv: '10', items: [] }],
     [
       async (emit) => {
@@ -90,7 +89,7 @@ test('a watch the server ends is resumed from the last resourceVersion seen, boo
       },
     ],
   );
-  const inf = new Informer<Item>(http, '/api/v1/pods');
+  const inf = new Informer<Item>(source);
   t.after(() => inf.stop());
   await inf.start();
   const deadline = Date.now() + 5000;
