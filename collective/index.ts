@@ -29,13 +29,23 @@ const intText = (name: string, min: number, max: number) =>
   z.string().transform((s, ctx) => {
     const v = /^\s*\d+\s*$/.test(s) ? Number(s) : NaN;
     if (!Number.isSafeInteger(v) || v < min || v > max) {
-      ctx.addIssue({ code: 'custom', message: `${name}=${JSON.stringify(s)}: expected an integer in [${min}, ${max}]` });
+      ctx.addIssue({
+        code: 'custom',
+        message: `${name}=${JSON.stringify(s)}: expected an integer in [${min}, ${max}]`,
+      });
       return z.NEVER;
     }
     return v;
   });
 
-function pick(name: string, given: number | undefined, env: NodeJS.ProcessEnv, min: number, max: number, fallback?: number): number {
+function pick(
+  name: string,
+  given: number | undefined,
+  env: NodeJS.ProcessEnv,
+  min: number,
+  max: number,
+  fallback?: number,
+): number {
   if (given !== undefined) {
     if (!Number.isSafeInteger(given) || given < min || given > max)
       throw new CollectiveError('INVALID_ARGUMENT', `${name} ${given}: expected an integer in [${min}, ${max}]`);
@@ -44,7 +54,10 @@ function pick(name: string, given: number | undefined, env: NodeJS.ProcessEnv, m
   const raw = env[name];
   if (raw === undefined || raw === '') {
     if (fallback !== undefined) return fallback;
-    throw new CollectiveError('INVALID_ARGUMENT', `${name} is not set: initProcessGroup needs it in the environment or in its options`);
+    throw new CollectiveError(
+      'INVALID_ARGUMENT',
+      `${name} is not set: initProcessGroup needs it in the environment or in its options`,
+    );
   }
   const r = intText(name, min, max).safeParse(raw);
   if (!r.success) throw new CollectiveError('INVALID_ARGUMENT', r.error.issues.map((i) => i.message).join('; '));
@@ -55,15 +68,22 @@ function pick(name: string, given: number | undefined, env: NodeJS.ProcessEnv, m
 export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessEnv = process.env): WorkerConfig {
   const backend = opts.backend ?? 'auto';
   if (!['auto', 'tcp', 'nccl'].includes(backend))
-    throw new CollectiveError('INVALID_ARGUMENT', `backend ${JSON.stringify(backend)}: expected 'auto', 'tcp' or 'nccl'`);
+    throw new CollectiveError(
+      'INVALID_ARGUMENT',
+      `backend ${JSON.stringify(backend)}: expected 'auto', 'tcp' or 'nccl'`,
+    );
   const worldSize = pick('WORLD_SIZE', opts.worldSize, env, 1, 65536);
   const rank = pick('RANK', opts.rank, env, 0, 65535);
-  if (rank >= worldSize) throw new CollectiveError('INVALID_ARGUMENT', `RANK ${rank}: must be < WORLD_SIZE (${worldSize})`);
+  if (rank >= worldSize)
+    throw new CollectiveError('INVALID_ARGUMENT', `RANK ${rank}: must be < WORLD_SIZE (${worldSize})`);
   const localRank = pick('LOCAL_RANK', opts.localRank, env, 0, 65535, 0);
   const masterPort = pick('MASTER_PORT', opts.masterPort, env, 1, 65535);
   const masterAddr = opts.masterAddr ?? env.MASTER_ADDR;
   if (masterAddr === undefined || masterAddr.trim() === '')
-    throw new CollectiveError('INVALID_ARGUMENT', `MASTER_ADDR ${JSON.stringify(masterAddr ?? null)}: expected a host name or address`);
+    throw new CollectiveError(
+      'INVALID_ARGUMENT',
+      `MASTER_ADDR ${JSON.stringify(masterAddr ?? null)}: expected a host name or address`,
+    );
   const timeoutMs = opts.timeoutMs ?? DEFAULT_TIMEOUT_MS;
   if (!(Number.isFinite(timeoutMs) && timeoutMs > 0))
     throw new CollectiveError('INVALID_ARGUMENT', `timeoutMs ${timeoutMs}: expected a positive number of milliseconds`);
@@ -75,7 +95,17 @@ export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessE
   tun('segmentBytes', 'TENSILE_TCP_SEGMENT_BYTES', 1024, 2 ** 30);
   tun('pipelineDepth', 'TENSILE_TCP_PIPELINE_DEPTH', 1, 64);
   const unixSockets = env.TENSILE_TCP_UDS !== '0';
-  return { backend, rank, worldSize, localRank, masterAddr: masterAddr.trim(), masterPort, timeoutMs, tuning, unixSockets };
+  return {
+    backend,
+    rank,
+    worldSize,
+    localRank,
+    masterAddr: masterAddr.trim(),
+    masterPort,
+    timeoutMs,
+    tuning,
+    unixSockets,
+  };
 }
 
 type NcclModule = {
@@ -132,7 +162,9 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
     try {
       mod = (await import(NCCL_BACKEND)) as NcclModule;
     } catch (err) {
-      throw new CollectiveError('BACKEND_UNAVAILABLE', `backend 'nccl' cannot be loaded: ${String(err)}`, { cause: err });
+      throw new CollectiveError('BACKEND_UNAVAILABLE', `backend 'nccl' cannot be loaded: ${String(err)}`, {
+        cause: err,
+      });
     }
     const group = await mod.createNcclGroup({ ...cfg, store, logger });
     return withCleanup(group, cleanup);

@@ -20,20 +20,32 @@ export function tcpDType(buf: HostBuffer, opts: CollectiveOptions | undefined, o
     );
   else {
     const name = (buf as object | null | undefined)?.constructor?.name ?? String(buf);
-    throw new CollectiveError('INVALID_ARGUMENT', `${op}: buffer of type ${name}: expected Float32Array, Float64Array or Int32Array`, {
-      op,
-    });
+    throw new CollectiveError(
+      'INVALID_ARGUMENT',
+      `${op}: buffer of type ${name}: expected Float32Array, Float64Array or Int32Array`,
+      {
+        op,
+      },
+    );
   }
   if (given !== undefined && given !== actual)
-    throw new CollectiveError('INVALID_ARGUMENT', `${op}: dtype '${String(given)}' does not match the ${actual} buffer given`, { op });
+    throw new CollectiveError(
+      'INVALID_ARGUMENT',
+      `${op}: dtype '${String(given)}' does not match the ${actual} buffer given`,
+      { op },
+    );
   return buf;
 }
 
 export function checkReduceOp(op: unknown, name: string): ReduceOp {
   if (typeof op === 'string' && (REDUCE_OPS as readonly string[]).includes(op)) return op as ReduceOp;
-  throw new CollectiveError('INVALID_ARGUMENT', `${name}: reduce op ${JSON.stringify(op)}: expected one of ${REDUCE_OPS.join(', ')}`, {
-    op: name,
-  });
+  throw new CollectiveError(
+    'INVALID_ARGUMENT',
+    `${name}: reduce op ${JSON.stringify(op)}: expected one of ${REDUCE_OPS.join(', ')}`,
+    {
+      op: name,
+    },
+  );
 }
 
 /** dst[i] = dst[i] (op) src[i]; `avg` accumulates as a sum (divide with `finishAvg`). Same length assumed. */
@@ -68,7 +80,11 @@ export function bytesOf(buf: TcpBuffer): Uint8Array {
 
 export function sameKind(a: TcpBuffer, b: HostBuffer, op: string): void {
   if (a.constructor !== b.constructor)
-    throw new CollectiveError('INVALID_ARGUMENT', `${op}: input is ${a.constructor.name} but output is ${b.constructor.name}; expected the same type`, {
-      op,
-    });
+    throw new CollectiveError(
+      'INVALID_ARGUMENT',
+      `${op}: input is ${a.constructor.name} but output is ${b.constructor.name}; expected the same type`,
+      {
+        op,
+      },
+    );
 }

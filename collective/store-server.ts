@@ -84,7 +84,9 @@ export async function createStoreServer(opts: StoreServerOptions): Promise<Store
       w.timer = setTimeout(() => {
         dropWaiter(w);
         const missing = keys.filter((k) => !data.has(k));
-        send(socket, Status.timeout, req.requestId, [utf8.encode(`keys not set after ${req.timeoutMs} ms: ${missing.join(', ')}`)]);
+        send(socket, Status.timeout, req.requestId, [
+          utf8.encode(`keys not set after ${req.timeoutMs} ms: ${missing.join(', ')}`),
+        ]);
       }, req.timeoutMs);
       w.timer.unref();
     }
@@ -110,7 +112,12 @@ export async function createStoreServer(opts: StoreServerOptions): Promise<Store
         park(socket, req, [key()], 'value');
         return;
       case Op.wait:
-        park(socket, req, req.fields.map((f) => decoder.decode(f)), 'none');
+        park(
+          socket,
+          req,
+          req.fields.map((f) => decoder.decode(f)),
+          'none',
+        );
         return;
       case Op.add: {
         need(req, 2, 'add');
@@ -161,7 +168,10 @@ export async function createStoreServer(opts: StoreServerOptions): Promise<Store
       try {
         for (const body of reader.push(chunk)) handle(socket, decodeRequest(body));
       } catch (err) {
-        logger.warn({ err, remote: `${socket.remoteAddress}:${socket.remotePort}` }, 'store: bad frame, closing connection');
+        logger.warn(
+          { err, remote: `${socket.remoteAddress}:${socket.remotePort}` },
+          'store: bad frame, closing connection',
+        );
         socket.destroy();
       }
     });
@@ -175,9 +185,13 @@ export async function createStoreServer(opts: StoreServerOptions): Promise<Store
   await new Promise<void>((resolve, reject) => {
     server.once('error', (err: NodeJS.ErrnoException) =>
       reject(
-        new CollectiveError('STORE', `store server cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`, {
-          cause: err,
-        }),
+        new CollectiveError(
+          'STORE',
+          `store server cannot listen on ${opts.host}:${opts.port}: ${err.code ?? err.message}`,
+          {
+            cause: err,
+          },
+        ),
       ),
     );
     server.listen(opts.port, opts.host, () => resolve());

@@ -101,11 +101,17 @@ class TcpStoreClient implements StoreClient {
       try {
         for (const body of reader.push(chunk)) this.dispatch(decodeResponse(body));
       } catch (err) {
-        this.fail(new CollectiveError('STORE', `store sent a malformed frame: ${(err as Error).message}`, { cause: err }));
+        this.fail(
+          new CollectiveError('STORE', `store sent a malformed frame: ${(err as Error).message}`, { cause: err }),
+        );
       }
     });
-    socket.on('error', (err) => this.fail(new CollectiveError('STORE', `store connection error: ${err.message}`, { cause: err })));
-    socket.on('close', () => this.fail(new CollectiveError('STORE', `store connection to ${opts.host}:${opts.port} closed`)));
+    socket.on('error', (err) =>
+      this.fail(new CollectiveError('STORE', `store connection error: ${err.message}`, { cause: err })),
+    );
+    socket.on('close', () =>
+      this.fail(new CollectiveError('STORE', `store connection to ${opts.host}:${opts.port} closed`)),
+    );
   }
 
   private dispatch(res: Response): void {
@@ -127,14 +133,23 @@ class TcpStoreClient implements StoreClient {
     this.pending.clear();
   }
 
-  private request(op: number, fields: Uint8Array[], what: string, timeoutMs: number, serverTimeoutMs = 0): Promise<Response> {
+  private request(
+    op: number,
+    fields: Uint8Array[],
+    what: string,
+    timeoutMs: number,
+    serverTimeoutMs = 0,
+  ): Promise<Response> {
     if (this.failure) return Promise.reject(this.failure);
     const requestId = this.nextId++ >>> 0;
     return new Promise<Response>((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(requestId);
-        reject(new CollectiveError('TIMEOUT', `store ${what}: no answer within ${timeoutMs} ms`));
-      }, timeoutMs + (serverTimeoutMs > 0 ? CLIENT_GRACE_MS : 0));
+      const timer = setTimeout(
+        () => {
+          this.pending.delete(requestId);
+          reject(new CollectiveError('TIMEOUT', `store ${what}: no answer within ${timeoutMs} ms`));
+        },
+        timeoutMs + (serverTimeoutMs > 0 ? CLIENT_GRACE_MS : 0),
+      );
       timer.unref();
       this.pending.set(requestId, { resolve, reject, timer });
       this.socket.write(encodeRequest({ op, requestId, timeoutMs: serverTimeoutMs, fields }));

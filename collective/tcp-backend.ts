@@ -55,7 +55,15 @@ export async function createTcpGroup(o: TcpGroupOptions): Promise<ProcessGroup> 
   const ranks = Array.from({ length: o.worldSize }, (_, i) => i);
   let closed: Promise<void> | null = null;
   const closeOnce = (): Promise<void> => (closed ??= o.onClose ? o.onClose() : Promise.resolve());
-  const group = new TcpProcessGroup(transport, 0, ranks, o.rank, o.timeoutMs, { ...DEFAULT_TUNING, ...o.tuning }, closeOnce);
+  const group = new TcpProcessGroup(
+    transport,
+    0,
+    ranks,
+    o.rank,
+    o.timeoutMs,
+    { ...DEFAULT_TUNING, ...o.tuning },
+    closeOnce,
+  );
   // Nobody leaves init (and perhaps closes the store on rank 0) before every rank has its mesh.
   await group.barrier();
   return group;
@@ -66,7 +74,8 @@ const mod = (a: number, n: number): number => ((a % n) + n) % n;
 function fnv32(s: string): number {
   let h = 0x811c9dc5;
   for (let i = 0; i < s.length; i++) h = Math.imul(h ^ s.charCodeAt(i), 0x01000193) >>> 0;
-  return h === P2P_SEQ ? 1 : h;
+  // 0 is the world group; 0xfffffffe and up are reserved by the transport (failure notice, goodbye).
+  return h === 0 || h >= 0xfffffffe ? 1 : h;
 }
 
 function alloc(like: TcpBuffer, length: number): TcpBuffer {
@@ -104,7 +113,9 @@ class TcpProcessGroup implements ProcessGroup {
     if (err) return Promise.reject(err);
     const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
     if (!(timeoutMs > 0))
-      return Promise.reject(new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }));
+      return Promise.reject(
+        new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
+      );
     const seq = this.seq++ >>> 0;
     let entry!: { promise: Promise<unknown>; reject: (e: CollectiveError) => void };
     const promise = new Promise<T>((resolve, reject) => {
@@ -160,7 +171,11 @@ class TcpProcessGroup implements ProcessGroup {
 
   private checkRoot(root: number, op: string): void {
     if (!Number.isInteger(root) || root < 0 || root >= this.worldSize)
-      throw new CollectiveError('INVALID_ARGUMENT', `${op}: root ${root}: expected an integer in [0, ${this.worldSize})`, { op });
+      throw new CollectiveError(
+        'INVALID_ARGUMENT',
+        `${op}: root ${root}: expected an integer in [0, ${this.worldSize})`,
+        { op },
+      );
   }
 
   // ---- collectives -------------------------------------------------------------------------------------------
@@ -184,9 +199,13 @@ class TcpProcessGroup implements ProcessGroup {
       const out = tcpDType(output, opts, 'allreduceInto');
       sameKind(inp, out, 'allreduceInto');
       if (inp.length !== out.length)
-        throw new CollectiveError('INVALID_ARGUMENT', `allreduceInto: output.length ${out.length} must equal input.length ${inp.length}`, {
-          op: 'allreduceInto',
-        });
+        throw new CollectiveError(
+          'INVALID_ARGUMENT',
+          `allreduceInto: output.length ${out.length} must equal input.length ${inp.length}`,
+          {
+            op: 'allreduceInto',
+          },
+        );
       const rop = checkReduceOp(op, 'allreduceInto');
       return this.run('allreduceInto', opts, async (seq) => {
         if (out !== inp) out.set(inp);
@@ -205,7 +224,15 @@ class TcpProcessGroup implements ProcessGroup {
       else {
         const base = Math.floor(buf.length / n);
         const rem = buf.length % n;
-        await this.ring(buf, op, seq, (c) => c * base + Math.min(c, rem), (c) => base + (c < rem ? 1 : 0), true, true);
+        await this.ring(
+          buf,
+          op,
+          seq,
+          (c) => c * base + Math.min(c, rem),
+          (c) => base + (c < rem ? 1 : 0),
+          true,
+          true,
+        );
       }
     }
     if (op === 'avg') finishAvg(buf, n);
@@ -282,7 +309,10 @@ class TcpProcessGroup implements ProcessGroup {
           for (let s = 0; s < n - 1; s++) {
             const out = seg(mod(r - s, n), k);
             const into = seg(mod(r - s - 1, n), k);
-            await Promise.all([this.sendTo(next, seq, base + n + s, out), this.recvFrom(prev, seq, base + n + s, into)]);
+            await Promise.all([
+              this.sendTo(next, seq, base + n + s, out),
+              this.recvFrom(prev, seq, base + n + s, into),
+            ]);
           }
         }
       }
@@ -305,7 +335,16 @@ class TcpProcessGroup implements ProcessGroup {
       const rop = checkReduceOp(op, 'reduceScatter');
       return this.run('reduceScatter', opts, async (seq) => {
         const acc = inp.slice();
-        if (this.worldSize > 1) await this.ring(acc, rop, seq, (c) => c * m, () => m, true, false);
+        if (this.worldSize > 1)
+          await this.ring(
+            acc,
+            rop,
+            seq,
+            (c) => c * m,
+            () => m,
+            true,
+            false,
+          );
         out.set(acc.subarray(this.rank * m, (this.rank + 1) * m));
         if (rop === 'avg') finishAvg(out, this.worldSize);
         return output;
@@ -329,7 +368,16 @@ class TcpProcessGroup implements ProcessGroup {
         );
       return this.run('allgather', opts, async (seq) => {
         out.set(inp, this.rank * m);
-        if (this.worldSize > 1) await this.ring(out, 'sum', seq, (c) => c * m, () => m, false, true);
+        if (this.worldSize > 1)
+          await this.ring(
+            out,
+            'sum',
+            seq,
+            (c) => c * m,
+            () => m,
+            false,
+            true,
+          );
         return output;
       });
     } catch (e) {
@@ -353,7 +401,8 @@ class TcpProcessGroup implements ProcessGroup {
           mask <<= 1;
         }
         const sends: Promise<void>[] = [];
-        for (mask >>= 1; mask > 0; mask >>= 1) if (vr + mask < n) sends.push(this.sendTo(mod(vr + mask + root, n), seq, 0, b));
+        for (mask >>= 1; mask > 0; mask >>= 1)
+          if (vr + mask < n) sends.push(this.sendTo(mod(vr + mask + root, n), seq, 0, b));
         await Promise.all(sends);
         return buf;
       });
@@ -415,9 +464,13 @@ class TcpProcessGroup implements ProcessGroup {
 
   private checkPeer(peer: number, tag: number | undefined, op: string): number {
     if (!Number.isInteger(peer) || peer < 0 || peer >= this.worldSize || peer === this.rank)
-      throw new CollectiveError('INVALID_ARGUMENT', `${op}: peer ${peer}: expected an integer in [0, ${this.worldSize}) other than own rank ${this.rank}`, {
-        op,
-      });
+      throw new CollectiveError(
+        'INVALID_ARGUMENT',
+        `${op}: peer ${peer}: expected an integer in [0, ${this.worldSize}) other than own rank ${this.rank}`,
+        {
+          op,
+        },
+      );
     const t = tag ?? 0;
     if (!Number.isInteger(t) || t < 0 || t >= 0xffffffff)
       throw new CollectiveError('INVALID_ARGUMENT', `${op}: tag ${t}: expected an integer in [0, 4294967295)`, { op });
@@ -425,7 +478,9 @@ class TcpProcessGroup implements ProcessGroup {
   }
 
   async barrier(opts?: CollectiveOptions): Promise<void> {
-    await this.run('barrier', opts, (seq) => (this.worldSize > 1 ? this.recursiveDoubling(new Int32Array(1), 'sum', seq) : Promise.resolve()));
+    await this.run('barrier', opts, (seq) =>
+      this.worldSize > 1 ? this.recursiveDoubling(new Int32Array(1), 'sum', seq) : Promise.resolve(),
+    );
   }
 
   async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
@@ -434,21 +489,35 @@ class TcpProcessGroup implements ProcessGroup {
     const seen = new Set<number>();
     for (const r of ranks) {
       if (!Number.isInteger(r) || r < 0 || r >= this.worldSize || seen.has(r))
-        throw new CollectiveError('INVALID_ARGUMENT', `newGroup: rank ${r} in [${ranks.join(', ')}]: expected distinct integers in [0, ${this.worldSize})`, {
-          op: 'newGroup',
-        });
+        throw new CollectiveError(
+          'INVALID_ARGUMENT',
+          `newGroup: rank ${r} in [${ranks.join(', ')}]: expected distinct integers in [0, ${this.worldSize})`,
+          {
+            op: 'newGroup',
+          },
+        );
       seen.add(r);
     }
-    if (ranks.length === 0) throw new CollectiveError('INVALID_ARGUMENT', 'newGroup: empty rank list', { op: 'newGroup' });
+    if (ranks.length === 0)
+      throw new CollectiveError('INVALID_ARGUMENT', 'newGroup: empty rank list', { op: 'newGroup' });
     const id = fnv32(`${this.groupId}/${this.children++}`);
     const me = ranks.indexOf(this.rank);
     if (me < 0) return null;
-    return new TcpProcessGroup(this.transport, id, ranks.map((r) => this.ranks[r]!), me, this.timeoutMs, this.tuning, null);
+    return new TcpProcessGroup(
+      this.transport,
+      id,
+      ranks.map((r) => this.ranks[r]!),
+      me,
+      this.timeoutMs,
+      this.tuning,
+      null,
+    );
   }
 
   async destroy(): Promise<void> {
     await Promise.allSettled([...this.inFlight].map((op) => op.promise));
-    if (!this.state) this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
+    if (!this.state)
+      this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
     if (this.onClose) {
       const close = this.onClose;
       await this.transport.close();

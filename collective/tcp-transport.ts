@@ -136,7 +136,10 @@ class PeerLink {
     if (h.readUInt32BE(0) === FAILURE_GROUP) {
       const lost = h.readUInt32BE(4);
       this.transport.fail(
-        new CollectiveError('PEER_LOST', `rank ${lost}: lost (reported by rank ${this.peer})`, { rank: this.transport.rank, peerRank: lost }),
+        new CollectiveError('PEER_LOST', `rank ${lost}: lost (reported by rank ${this.peer})`, {
+          rank: this.transport.rank,
+          peerRank: lost,
+        }),
       );
       return;
     }
@@ -293,9 +296,19 @@ export class TcpTransport {
             if (hello.length < 8) return;
             socket.off('data', onHello);
             const peer = hello.readUInt32BE(4);
-            if (hello.readUInt32BE(0) !== HELLO_MAGIC || peer === o.rank || peer >= o.worldSize || this.links[peer]?.sendSocket) {
+            if (
+              hello.readUInt32BE(0) !== HELLO_MAGIC ||
+              peer === o.rank ||
+              peer >= o.worldSize ||
+              this.links[peer]?.sendSocket
+            ) {
               socket.destroy();
-              reject(new CollectiveError('STORE', `bad hello from ${socket.remoteAddress}:${socket.remotePort} (claimed rank ${peer})`));
+              reject(
+                new CollectiveError(
+                  'STORE',
+                  `bad hello from ${socket.remoteAddress}:${socket.remotePort} (claimed rank ${peer})`,
+                ),
+              );
               return;
             }
             link(peer).sendSocket = socket;
@@ -313,7 +326,9 @@ export class TcpTransport {
       const peers = Array.from({ length: o.worldSize }, (_, i) => i).filter((i) => i !== o.rank);
       const dialed = Promise.all(
         peers.map(async (peer) => {
-          const addr = JSON.parse(new TextDecoder().decode(await o.store.get(`${o.prefix}/addr/${peer}`, o.timeoutMs))) as PeerAddress;
+          const addr = JSON.parse(
+            new TextDecoder().decode(await o.store.get(`${o.prefix}/addr/${peer}`, o.timeoutMs)),
+          ) as PeerAddress;
           const l = link(peer);
           const onread = { buffer: () => l.nextReadBuffer(), callback: (bytes: number) => (l.onRead(bytes), true) };
           const dial = (to: { path: string } | { host: string; port: number }): Promise<Socket> =>
@@ -326,7 +341,8 @@ export class TcpTransport {
               });
             });
           let socket: Socket | null = null;
-          if (udsServer && addr.path && addr.hostId === hostId) socket = await dial({ path: addr.path }).catch(() => null);
+          if (udsServer && addr.path && addr.hostId === hostId)
+            socket = await dial({ path: addr.path }).catch(() => null);
           socket ??= await dial({ host: addr.host, port: addr.port });
           socket.setNoDelay(true);
           const hello = Buffer.allocUnsafe(8);
@@ -339,17 +355,29 @@ export class TcpTransport {
       );
       const timeout = new Promise<never>((_, reject) => {
         timer = setTimeout(() => {
-          const missing = this.links.map((l, i) => (i === o.rank || (l?.sendSocket && l.recvSocket) ? -1 : i)).filter((i) => i >= 0);
-          reject(new CollectiveError('TIMEOUT', `tcp mesh not connected within ${o.timeoutMs} ms; missing ranks ${missing.join(', ')}`, {
-            rank: o.rank,
-            peerRank: missing[0],
-          }));
+          const missing = this.links
+            .map((l, i) => (i === o.rank || (l?.sendSocket && l.recvSocket) ? -1 : i))
+            .filter((i) => i >= 0);
+          reject(
+            new CollectiveError(
+              'TIMEOUT',
+              `tcp mesh not connected within ${o.timeoutMs} ms; missing ranks ${missing.join(', ')}`,
+              {
+                rank: o.rank,
+                peerRank: missing[0],
+              },
+            ),
+          );
         }, o.timeoutMs);
         timer.unref();
       });
       await Promise.race([Promise.all([accepted, dialed]), timeout]);
     } catch (err) {
-      this.fail(err instanceof CollectiveError ? err : new CollectiveError('STORE', `tcp mesh setup failed: ${String(err)}`, { cause: err }));
+      this.fail(
+        err instanceof CollectiveError
+          ? err
+          : new CollectiveError('STORE', `tcp mesh setup failed: ${String(err)}`, { cause: err }),
+      );
       throw this.failure;
     } finally {
       clearTimeout(timer);
@@ -365,7 +393,9 @@ export class TcpTransport {
     const link = this.links[peer]!;
     const lost = (why: string, cause?: unknown): void => {
       if (this.closing || link.peerClosed) return;
-      this.fail(new CollectiveError('PEER_LOST', `rank ${peer}: connection ${why}`, { rank: this.rank, peerRank: peer, cause }));
+      this.fail(
+        new CollectiveError('PEER_LOST', `rank ${peer}: connection ${why}`, { rank: this.rank, peerRank: peer, cause }),
+      );
     };
     socket.on('error', (err) => lost(`error (${(err as NodeJS.ErrnoException).code ?? err.message})`, err));
     // End of stream is judged on the read side only: the goodbye that makes it orderly arrives there, in order,
@@ -384,7 +414,10 @@ export class TcpTransport {
   send(peer: number, groupId: number, seq: number, step: number, data: Uint8Array): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     const link = this.links[peer];
-    if (!link) return Promise.reject(new CollectiveError('INVALID_ARGUMENT', `no connection to rank ${peer}`, { rank: this.rank }));
+    if (!link)
+      return Promise.reject(
+        new CollectiveError('INVALID_ARGUMENT', `no connection to rank ${peer}`, { rank: this.rank }),
+      );
     if (link.peerClosed) return Promise.reject(link.peerClosed);
     const h = Buffer.allocUnsafe(HEADER_BYTES);
     h.writeUInt32BE(groupId, 0);
@@ -395,7 +428,14 @@ export class TcpTransport {
     return new Promise<void>((resolve, reject) => {
       const done = (err?: Error | null): void => {
         if (!err) resolve();
-        else reject(this.failure ?? new CollectiveError('PEER_LOST', `rank ${peer}: write failed: ${err.message}`, { rank: this.rank, peerRank: peer }));
+        else
+          reject(
+            this.failure ??
+              new CollectiveError('PEER_LOST', `rank ${peer}: write failed: ${err.message}`, {
+                rank: this.rank,
+                peerRank: peer,
+              }),
+          );
       };
       if (data.byteLength === 0) {
         s.write(h, done);
@@ -412,7 +452,10 @@ export class TcpTransport {
   recv(peer: number, groupId: number, seq: number, step: number, dst: Uint8Array): Promise<void> {
     if (this.failure) return Promise.reject(this.failure);
     const link = this.links[peer];
-    if (!link) return Promise.reject(new CollectiveError('INVALID_ARGUMENT', `no connection to rank ${peer}`, { rank: this.rank }));
+    if (!link)
+      return Promise.reject(
+        new CollectiveError('INVALID_ARGUMENT', `no connection to rank ${peer}`, { rank: this.rank }),
+      );
     const key = `${groupId}:${seq}:${step}`;
     return new Promise<void>((resolve, reject) => {
       const p: Posted = { dst, resolve, reject };
@@ -437,13 +480,15 @@ export class TcpTransport {
   fail(err: CollectiveError): void {
     if (this.failure) return;
     this.failure = err;
-    if (err.code !== 'CLOSED') this.logger.warn({ code: err.code, peerRank: err.peerRank, msg: err.message }, 'tcp transport failed');
+    if (err.code !== 'CLOSED')
+      this.logger.warn({ code: err.code, peerRank: err.peerRank, msg: err.message }, 'tcp transport failed');
     for (const link of this.links) {
       if (!link) continue;
       for (const q of link.posted.values()) for (const p of q) p.reject(err);
       link.posted.clear();
       link.arrived.clear();
-      const notify = err.code === 'PEER_LOST' && err.peerRank !== undefined && err.peerRank !== link.peer && !link.peerClosed;
+      const notify =
+        err.code === 'PEER_LOST' && err.peerRank !== undefined && err.peerRank !== link.peer && !link.peerClosed;
       if (notify && link.sendSocket && !link.sendSocket.destroyed) {
         const notice = Buffer.alloc(HEADER_BYTES);
         notice.writeUInt32BE(FAILURE_GROUP, 0);

@@ -11,11 +11,13 @@ const here = fileURLToPath(new URL('.', import.meta.url));
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const children = new Set<ChildProcess>();
 const killAll = (): void => {
-  for (const c of children) if (c.exitCode === null && c.pid) try {
-    process.kill(-c.pid, 'SIGKILL');
-  } catch {
-    c.kill('SIGKILL');
-  }
+  for (const c of children)
+    if (c.exitCode === null && c.pid)
+      try {
+        process.kill(-c.pid, 'SIGKILL');
+      } catch {
+        c.kill('SIGKILL');
+      }
 };
 process.on('exit', killAll);
 process.on('SIGINT', () => process.exit(130));
@@ -31,7 +33,12 @@ const sizes = arg('--sizes', SIZES_BYTES.join(',')).split(',').map(Number);
 /** Runs a command (own process group), returns stdout; rejects on non-zero exit or after timeoutMs. */
 function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
-    const c = spawn(cmd, args, { cwd: root, env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'], detached: true });
+    const c = spawn(cmd, args, {
+      cwd: root,
+      env: { ...process.env, ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+      detached: true,
+    });
     children.add(c);
     let out = '';
     let err = '';
@@ -81,19 +88,28 @@ const parseRows = (out: string): Map<number, Row> => {
 };
 const parseGbps = (out: string): number => (JSON.parse(out.slice(out.indexOf('{'))) as { gbps: number }).gbps;
 
-async function tensile(n: number, extraEnv: Record<string, string> = {}, sizesBytes = sizes): Promise<Map<number, Row>> {
+async function tensile(
+  n: number,
+  extraEnv: Record<string, string> = {},
+  sizesBytes = sizes,
+): Promise<Map<number, Row>> {
   const port = await freePort();
   const outs = await Promise.all(
     Array.from({ length: n }, (_, rank) =>
-      run(process.execPath, ['--import', 'tsx', `${here}tensile-worker.ts`], {
-        RANK: String(rank),
-        WORLD_SIZE: String(n),
-        LOCAL_RANK: String(rank),
-        MASTER_ADDR: '127.0.0.1',
-        MASTER_PORT: String(port),
-        BENCH_SIZES: sizesBytes.join(','),
-        ...extraEnv,
-      }, 120_000),
+      run(
+        process.execPath,
+        ['--import', 'tsx', `${here}tensile-worker.ts`],
+        {
+          RANK: String(rank),
+          WORLD_SIZE: String(n),
+          LOCAL_RANK: String(rank),
+          MASTER_ADDR: '127.0.0.1',
+          MASTER_PORT: String(port),
+          BENCH_SIZES: sizesBytes.join(','),
+          ...extraEnv,
+        },
+        120_000,
+      ),
     ),
   );
   return parseRows(outs[0]!);
@@ -114,12 +130,16 @@ const human = (b: number): string => (b >= 1 << 20 ? `${b >> 20}MB` : `${b >> 10
 function figure(name: string, t: number, p: number, unit: string, op: '>=' | '<=', target: number): void {
   const ratio = t / p;
   const met = op === '>=' ? ratio >= target : ratio <= target;
-  console.log(`figure=${name} tensile=${fmt(t)} peer=${fmt(p)} unit=${unit} ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`);
+  console.log(
+    `figure=${name} tensile=${fmt(t)} peer=${fmt(p)} unit=${unit} ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`,
+  );
 }
 
 async function main(): Promise<void> {
   const started = Date.now();
-  const nodeGbps = parseGbps(await run(process.execPath, ['--import', 'tsx', `${here}loopback-node.ts`, String(512 << 20)], {}, 60_000));
+  const nodeGbps = parseGbps(
+    await run(process.execPath, ['--import', 'tsx', `${here}loopback-node.ts`, String(512 << 20)], {}, 60_000),
+  );
   const pyGbps = parseGbps(await run('/usr/bin/python3', [`${here}loopback.py`, String(512 << 20)], {}, 60_000));
   figure('loopback_tcp_single_stream', nodeGbps, pyGbps, 'GB/s', '>=', 0.5);
   for (const n of worlds) {
@@ -134,12 +154,22 @@ async function main(): Promise<void> {
         continue;
       }
       const busbw = (ms: number): number => ((s / (ms / 1e3)) * factor) / 1e9;
-      if (s < 1 << 20) figure(`allreduce_latency_n${n}_${human(s)}`, tr.medianMs, gr.medianMs, 'ms', '<=', s <= 4096 ? 0.5 : 1);
-      figure(`allreduce_busbw_n${n}_${human(s)}`, busbw(tr.medianMs), busbw(gr.medianMs), 'GB/s', '>=', s >= 1 << 20 ? 1.5 : 1);
+      if (s < 1 << 20)
+        figure(`allreduce_latency_n${n}_${human(s)}`, tr.medianMs, gr.medianMs, 'ms', '<=', s <= 4096 ? 0.5 : 1);
+      figure(
+        `allreduce_busbw_n${n}_${human(s)}`,
+        busbw(tr.medianMs),
+        busbw(gr.medianMs),
+        'GB/s',
+        '>=',
+        s >= 1 << 20 ? 1.5 : 1,
+      );
     }
     if (t.has(64 << 20)) {
-      const b = ((64 << 20) / (t.get(64 << 20)!.medianMs / 1e3)) * factor / 1e9;
-      console.log(`# n=${n}: tensile 64MB busbw is ${((100 * b) / nodeGbps).toFixed(0)}% of the Node single-stream loopback ceiling`);
+      const b = (((64 << 20) / (t.get(64 << 20)!.medianMs / 1e3)) * factor) / 1e9;
+      console.log(
+        `# n=${n}: tensile 64MB busbw is ${((100 * b) / nodeGbps).toFixed(0)}% of the Node single-stream loopback ceiling`,
+      );
     }
   }
   // Same-host transport: Unix domain sockets (default) vs loopback TCP (TENSILE_TCP_UDS=0), tensile against itself.
@@ -150,10 +180,20 @@ async function main(): Promise<void> {
     for (const s of udsSizes) {
       const u = uds.get(s);
       const t = tcp.get(s);
-      if (u && t) figure(`same_host_uds_vs_tcp_busbw_n2_${human(s)}`, s / u.medianMs / 1e6, s / t.medianMs / 1e6, 'GB/s', '>=', 1);
+      if (u && t)
+        figure(
+          `same_host_uds_vs_tcp_busbw_n2_${human(s)}`,
+          s / u.medianMs / 1e6,
+          s / t.medianMs / 1e6,
+          'GB/s',
+          '>=',
+          1,
+        );
     }
   }
-  console.log(`# total ${((Date.now() - started) / 1000).toFixed(0)} s; figures are medians, taken on a shared, loaded 2-core machine`);
+  console.log(
+    `# total ${((Date.now() - started) / 1000).toFixed(0)} s; figures are medians, taken on a shared, loaded 2-core machine`,
+  );
 }
 
 main().catch((e: unknown) => {

@@ -19,7 +19,8 @@ async function main(): Promise<void> {
     }
     times.sort((a, b) => a - b);
     const meanMs = times.reduce((a, b) => a + b, 0) / times.length;
-    if (pg.rank === 0) process.stdout.write(JSON.stringify({ sizeBytes, iters, medianMs: times[times.length >> 1], meanMs }) + '\n');
+    if (pg.rank === 0)
+      process.stdout.write(JSON.stringify({ sizeBytes, iters, medianMs: times[times.length >> 1], meanMs }) + '\n');
   }
   await pg.destroy();
 }

@@ -13,17 +13,30 @@ export interface Result {
 
 export function check(results: Result[], name: string, got: ArrayLike<number>, want: ArrayLike<number>): void {
   const d = firstDiff(got, want);
-  results.push(d === -1 ? { name, ok: true } : { name, ok: false, detail: `at ${d}: got ${got[d]} want ${want[d]} (len ${got.length}/${want.length})` });
+  results.push(
+    d === -1
+      ? { name, ok: true }
+      : { name, ok: false, detail: `at ${d}: got ${got[d]} want ${want[d]} (len ${got.length}/${want.length})` },
+  );
 }
 
-export async function expectError(results: Result[], name: string, p: Promise<unknown>, code: string): Promise<CollectiveError | null> {
+export async function expectError(
+  results: Result[],
+  name: string,
+  p: Promise<unknown>,
+  code: string,
+): Promise<CollectiveError | null> {
   try {
     await p;
     results.push({ name, ok: false, detail: 'resolved, expected ' + code });
     return null;
   } catch (e) {
     const ok = e instanceof CollectiveError && e.code === code;
-    results.push({ name, ok, detail: ok ? undefined : `got ${(e as Error).name} ${(e as CollectiveError).code}: ${(e as Error).message}` });
+    results.push({
+      name,
+      ok,
+      detail: ok ? undefined : `got ${(e as Error).name} ${(e as CollectiveError).code}: ${(e as Error).message}`,
+    });
     return e as CollectiveError;
   }
 }
@@ -52,11 +65,21 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
         const rsIn = input(dt, m * n, r, 2);
         const rsOut = make(dt, m);
         await pg.reduceScatter(rsIn, rsOut, op);
-        check(results, `reduceScatter ${dt} ${op} chunk=${m}`, rsOut, reduced(dt, m * n, n, op, 2).subarray(r * m, (r + 1) * m));
+        check(
+          results,
+          `reduceScatter ${dt} ${op} chunk=${m}`,
+          rsOut,
+          reduced(dt, m * n, n, op, 2).subarray(r * m, (r + 1) * m),
+        );
         const root = (len + OPS.indexOf(op)) % n;
         const red = input(dt, len, r, 3);
         await pg.reduce(red, root, op);
-        check(results, `reduce ${dt} ${op} len=${len} root=${root}`, red, r === root ? reduced(dt, len, n, op, 3) : input(dt, len, r, 3));
+        check(
+          results,
+          `reduce ${dt} ${op} len=${len} root=${root}`,
+          red,
+          r === root ? reduced(dt, len, n, op, 3) : input(dt, len, r, 3),
+        );
       }
       const agOut = make(dt, m * n);
       await pg.allgather(input(dt, m, r, 4), agOut);
@@ -81,7 +104,10 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
     const prev = (r - 1 + n) % n;
     const a = make('float32', 5);
     const b = make('float32', 5);
-    const sends = Promise.all([pg.send(input('float32', 5, r, 6), next, { tag: 1 }), pg.send(input('float32', 5, r, 7), next, { tag: 2 })]);
+    const sends = Promise.all([
+      pg.send(input('float32', 5, r, 6), next, { tag: 1 }),
+      pg.send(input('float32', 5, r, 7), next, { tag: 2 }),
+    ]);
     await pg.recv(b, prev, { tag: 2 });
     await pg.recv(a, prev, { tag: 1 });
     await sends;
@@ -91,7 +117,9 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
   // Several collectives in flight at once (as DDP does with buckets).
   const bufs = [0, 1, 2, 3].map((s) => input('float32', 5000 * (s + 1), r, 10 + s));
   await Promise.all(bufs.map((bb) => pg.allreduce(bb, 'sum')));
-  bufs.forEach((bb, s) => check(results, `concurrent allreduce ${s}`, bb, reduced('float32', 5000 * (s + 1), n, 'sum', 10 + s)));
+  bufs.forEach((bb, s) =>
+    check(results, `concurrent allreduce ${s}`, bb, reduced('float32', 5000 * (s + 1), n, 'sum', 10 + s)),
+  );
   await pg.barrier();
   results.push({ name: 'barrier', ok: true });
   // A sub-group of the even ranks.

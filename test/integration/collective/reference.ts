@@ -8,7 +8,11 @@ export const DTYPES: readonly DTypeName[] = ['float32', 'float64', 'int32'];
 export const OPS: readonly Op[] = ['sum', 'prod', 'min', 'max', 'avg'];
 
 export function make(dtype: DTypeName, length: number): Arr {
-  return dtype === 'float32' ? new Float32Array(length) : dtype === 'float64' ? new Float64Array(length) : new Int32Array(length);
+  return dtype === 'float32'
+    ? new Float32Array(length)
+    : dtype === 'float64'
+      ? new Float64Array(length)
+      : new Int32Array(length);
 }
 
 /** Input element i of `rank` (in [-5, 5]; never 0 so prod keeps information). */

@@ -89,7 +89,11 @@ export async function spawnWorld(worldSize: number, mode: string, env: Record<st
           };
           const timer = setTimeout(() => {
             listeners.delete(check);
-            reject(new Error(`rank ${rank}: no matching line within ${timeoutMs} ms; lines ${JSON.stringify(lines)}; stderr ${w.stderr.slice(-2000)}`));
+            reject(
+              new Error(
+                `rank ${rank}: no matching line within ${timeoutMs} ms; lines ${JSON.stringify(lines)}; stderr ${w.stderr.slice(-2000)}`,
+              ),
+            );
           }, timeoutMs);
           listeners.add(check);
           check();

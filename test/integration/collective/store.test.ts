@@ -7,14 +7,18 @@ import { freePort } from './spawn-world.js';
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
-async function setup(t: { after(fn: () => Promise<void> | void): void }, clients = 1): Promise<{ server: StoreServer; stores: StoreClient[] }> {
+async function setup(
+  t: { after(fn: () => Promise<void> | void): void },
+  clients = 1,
+): Promise<{ server: StoreServer; stores: StoreClient[] }> {
   const server = await createStoreServer({ host: '127.0.0.1', port: 0 });
   const stores: StoreClient[] = [];
   t.after(async () => {
     for (const s of stores) await s.close();
     await server.close();
   });
-  for (let i = 0; i < clients; i++) stores.push(await connectStore({ host: '127.0.0.1', port: server.port, timeoutMs: 5000 }));
+  for (let i = 0; i < clients; i++)
+    stores.push(await connectStore({ host: '127.0.0.1', port: server.port, timeoutMs: 5000 }));
   return { server, stores };
 }
 
@@ -29,7 +33,9 @@ async function rejectsWith(p: Promise<unknown>, code: string, re?: RegExp): Prom
 
 describe('bootstrap store', () => {
   it('set then get returns the bytes, and get waits for a later set from another client', async (t) => {
-    const { stores: [a, b] } = await setup(t, 2);
+    const {
+      stores: [a, b],
+    } = await setup(t, 2);
     await a!.set('k', 'v1');
     assert.equal(text(await b!.get('k')), 'v1');
     const waiting = b!.get('later', 3000);
@@ -38,14 +44,18 @@ describe('bootstrap store', () => {
   });
 
   it('get and wait reject with TIMEOUT naming the missing keys when nobody sets them', async (t) => {
-    const { stores: [a] } = await setup(t);
+    const {
+      stores: [a],
+    } = await setup(t);
     await rejectsWith(a!.get('never', 100), 'TIMEOUT', /never/);
     await a!.set('one', '1');
     await rejectsWith(a!.wait(['one', 'two'], 100), 'TIMEOUT', /two/);
   });
 
   it('wait resolves once every key exists', async (t) => {
-    const { stores: [a, b] } = await setup(t, 2);
+    const {
+      stores: [a, b],
+    } = await setup(t, 2);
     const w = a!.wait(['x', 'y'], 3000);
     await b!.set('x', '1');
     await b!.set('y', '2');
@@ -63,7 +73,9 @@ describe('bootstrap store', () => {
   });
 
   it('compareSet swaps only on a match and returns the value now stored', async (t) => {
-    const { stores: [a] } = await setup(t);
+    const {
+      stores: [a],
+    } = await setup(t);
     assert.equal(text(await a!.compareSet('c', '', 'first')), 'first');
     assert.equal(text(await a!.compareSet('c', 'wrong', 'second')), 'first');
     assert.equal(text(await a!.compareSet('c', 'first', 'second')), 'second');
@@ -72,16 +84,23 @@ describe('bootstrap store', () => {
   });
 
   it('delete reports whether the key existed', async (t) => {
-    const { stores: [a] } = await setup(t);
+    const {
+      stores: [a],
+    } = await setup(t);
     await a!.set('d', '1');
     assert.equal(await a!.delete('d'), true);
     assert.equal(await a!.delete('d'), false);
   });
 
   it('a garbage frame closes only that connection and the server keeps serving', async (t) => {
-    const { server, stores: [a] } = await setup(t);
+    const {
+      server,
+      stores: [a],
+    } = await setup(t);
     const closed = await new Promise<boolean>((resolve, reject) => {
-      const s = connect({ host: '127.0.0.1', port: server.port }, () => s.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3])));
+      const s = connect({ host: '127.0.0.1', port: server.port }, () =>
+        s.write(Buffer.from([0xff, 0xff, 0xff, 0xff, 1, 2, 3])),
+      );
       const timer = setTimeout(() => {
         s.destroy();
         reject(new Error('server did not close the garbage connection within 5 s'));
@@ -128,11 +147,18 @@ describe('bootstrap store', () => {
 
   it('connectStore rejects with TIMEOUT naming the address when nobody listens', async () => {
     const port = await freePort();
-    await rejectsWith(connectStore({ host: '127.0.0.1', port, timeoutMs: 300 }), 'TIMEOUT', new RegExp(`127\\.0\\.0\\.1:${port}`));
+    await rejectsWith(
+      connectStore({ host: '127.0.0.1', port, timeoutMs: 300 }),
+      'TIMEOUT',
+      new RegExp(`127\\.0\\.0\\.1:${port}`),
+    );
   });
 
   it('a pending get rejects with STORE when the server goes away, and later calls reject too', async (t) => {
-    const { server, stores: [a] } = await setup(t);
+    const {
+      server,
+      stores: [a],
+    } = await setup(t);
     const pending = a!.get('nothing', 5000);
     await server.close();
     await rejectsWith(pending, 'STORE');

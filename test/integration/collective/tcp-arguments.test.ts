@@ -24,13 +24,29 @@ describe('tcp backend argument checks (one rank, in process)', () => {
     });
     t.after(() => pg.abort('test cleanup'));
     assert.equal(pg.backend, 'tcp');
-    await rejectsWith(pg.allreduceInto(new Float32Array(3), new Float32Array(4)), 'INVALID_ARGUMENT', /output.length 4 must equal input.length 3/);
-    await rejectsWith(pg.allreduceInto(new Float32Array(3), new Float64Array(3) as unknown as Float32Array), 'INVALID_ARGUMENT', /Float32Array but output is Float64Array/);
+    await rejectsWith(
+      pg.allreduceInto(new Float32Array(3), new Float32Array(4)),
+      'INVALID_ARGUMENT',
+      /output.length 4 must equal input.length 3/,
+    );
+    await rejectsWith(
+      pg.allreduceInto(new Float32Array(3), new Float64Array(3) as unknown as Float32Array),
+      'INVALID_ARGUMENT',
+      /Float32Array but output is Float64Array/,
+    );
     await rejectsWith(pg.allreduce(new Uint8Array(3) as unknown as Float32Array), 'INVALID_ARGUMENT', /Uint8Array/);
     await rejectsWith(pg.allreduce(new Float32Array(3), 'median' as 'sum'), 'INVALID_ARGUMENT', /"median"/);
     await rejectsWith(pg.broadcast(new Float32Array(3), 1), 'INVALID_ARGUMENT', /root 1.*\[0, 1\)/);
-    await rejectsWith(pg.allgather(new Float32Array(3), new Float32Array(4)), 'INVALID_ARGUMENT', /output.length 4 must equal input.length 3 × worldSize 1/);
-    await rejectsWith(pg.reduceScatter(new Float32Array(3), new Float32Array(2)), 'INVALID_ARGUMENT', /input.length 3 must equal output.length 2/);
+    await rejectsWith(
+      pg.allgather(new Float32Array(3), new Float32Array(4)),
+      'INVALID_ARGUMENT',
+      /output.length 4 must equal input.length 3 × worldSize 1/,
+    );
+    await rejectsWith(
+      pg.reduceScatter(new Float32Array(3), new Float32Array(2)),
+      'INVALID_ARGUMENT',
+      /input.length 3 must equal output.length 2/,
+    );
     await rejectsWith(pg.send(new Float32Array(1), 0), 'INVALID_ARGUMENT', /peer 0/);
     await rejectsWith(pg.allreduce(new Float32Array(1), 'sum', { timeoutMs: -1 }), 'INVALID_ARGUMENT', /timeoutMs -1/);
     await assert.rejects(pg.newGroup([0, 0]), /distinct/);

@@ -31,7 +31,10 @@ describe('tcp backend failures', () => {
       assert.equal(line.fatal, undefined, String(line.fatal));
       const res = line.results as Res[];
       assert.ok(res.length >= 2);
-      assert.deepEqual(res.filter((r) => !r.ok), []);
+      assert.deepEqual(
+        res.filter((r) => !r.ok),
+        [],
+      );
     }
     assert.deepEqual(await allExited(world, 20_000), [0, 0]);
   });
@@ -44,7 +47,10 @@ describe('tcp backend failures', () => {
       assert.equal(line.fatal, undefined, String(line.fatal));
       const res = line.results as Res[];
       assert.equal(res.length, 1);
-      assert.deepEqual(res.filter((r) => !r.ok), []);
+      assert.deepEqual(
+        res.filter((r) => !r.ok),
+        [],
+      );
     }
     assert.deepEqual(await allExited(world, 20_000), [0, 0]);
   });

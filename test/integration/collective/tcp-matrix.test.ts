@@ -18,7 +18,9 @@ describe('tcp backend collectives against a reference', () => {
     it(`every op, dtype, reduction and size gives the reference result with ${n} rank(s)`, async (t) => {
       const world = await spawnWorld(n, 'matrix', env);
       t.after(() => world.kill());
-      const lines = await Promise.all(world.workers.map((w) => w.waitFor((l) => 'results' in l || 'fatal' in l, 120_000)));
+      const lines = await Promise.all(
+        world.workers.map((w) => w.waitFor((l) => 'results' in l || 'fatal' in l, 120_000)),
+      );
       const codes = await allExited(world, 20_000);
       for (const [rank, line] of lines.entries()) {
         assert.equal(line.fatal, undefined, `rank ${rank} crashed: ${String(line.fatal)}`);

@@ -8,7 +8,8 @@ const emit = (obj: object): void => {
   process.stdout.write(JSON.stringify(obj) + '\n');
 };
 const results: Result[] = [];
-const expectError = (name: string, p: Promise<unknown>, code: string): Promise<CollectiveError | null> => expectErrorIn(results, name, p, code);
+const expectError = (name: string, p: Promise<unknown>, code: string): Promise<CollectiveError | null> =>
+  expectErrorIn(results, name, p, code);
 
 async function main(): Promise<void> {
   const mode = process.argv[2] ?? 'matrix';
@@ -19,7 +20,11 @@ async function main(): Promise<void> {
     results.push(...(await runContract(pg)));
     if (pg.worldSize === 2) {
       // Lengths differ between ranks: tcp detects it, and both sides reject with INVALID_ARGUMENT naming the mismatch.
-      await expectError('mismatched lengths across ranks', pg.allreduce(make('float32', 10 + r), 'sum'), 'INVALID_ARGUMENT');
+      await expectError(
+        'mismatched lengths across ranks',
+        pg.allreduce(make('float32', 10 + r), 'sum'),
+        'INVALID_ARGUMENT',
+      );
     }
     await pg.destroy();
     await expectError('op after destroy', pg.allreduce(make('float32', 1)), 'CLOSED');
@@ -42,7 +47,14 @@ async function main(): Promise<void> {
         () => 'resolved',
         (e2: CollectiveError) => e2.code,
       );
-      emit({ rank: r, code: err.code, peerRank: err.peerRank, message: err.message, laterCode: later, elapsedMs: Date.now() - started });
+      emit({
+        rank: r,
+        code: err.code,
+        peerRank: err.peerRank,
+        message: err.message,
+        laterCode: later,
+        elapsedMs: Date.now() - started,
+      });
       await pg.destroy();
     }
     return;
@@ -62,8 +74,10 @@ async function main(): Promise<void> {
     return;
   }
   if (mode === 'timeout') {
-    if (r === 0) await expectError('recv past its timeout', pg.recv(make('float32', 4), 1, { timeoutMs: 300 }), 'TIMEOUT');
-    else await expectError('peer of a timed-out rank', pg.recv(make('float32', 4), 0, { timeoutMs: 15000 }), 'PEER_LOST');
+    if (r === 0)
+      await expectError('recv past its timeout', pg.recv(make('float32', 4), 1, { timeoutMs: 300 }), 'TIMEOUT');
+    else
+      await expectError('peer of a timed-out rank', pg.recv(make('float32', 4), 0, { timeoutMs: 15000 }), 'PEER_LOST');
     await pg.destroy();
     emit({ rank: r, results });
     return;

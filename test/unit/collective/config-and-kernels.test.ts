@@ -19,7 +19,14 @@ describe('worker environment', () => {
   it('reads rank, world size, master address and port, and local rank from the environment', () => {
     const c = resolveWorkerConfig({}, env);
     assert.deepEqual(
-      { rank: c.rank, worldSize: c.worldSize, localRank: c.localRank, masterAddr: c.masterAddr, masterPort: c.masterPort, backend: c.backend },
+      {
+        rank: c.rank,
+        worldSize: c.worldSize,
+        localRank: c.localRank,
+        masterAddr: c.masterAddr,
+        masterPort: c.masterPort,
+        backend: c.backend,
+      },
       { rank: 1, worldSize: 4, localRank: 1, masterAddr: '127.0.0.1', masterPort: 29500, backend: 'auto' },
     );
   });
@@ -31,17 +38,25 @@ describe('worker environment', () => {
     assert.equal(c.backend, 'tcp');
   });
 
-  it('rejects a non-numeric RANK quoting the value', () => invalid(() => resolveWorkerConfig({}, { ...env, RANK: 'abc' }), /RANK="abc".*integer/));
-  it('rejects a rank not below the world size', () => invalid(() => resolveWorkerConfig({}, { ...env, RANK: '4' }), /RANK 4.*WORLD_SIZE \(4\)/));
-  it('rejects a missing WORLD_SIZE', () => invalid(() => resolveWorkerConfig({}, { ...env, WORLD_SIZE: undefined }), /WORLD_SIZE is not set/));
-  it('rejects a port out of range', () => invalid(() => resolveWorkerConfig({}, { ...env, MASTER_PORT: '70000' }), /MASTER_PORT="70000".*65535/));
-  it('rejects an empty MASTER_ADDR', () => invalid(() => resolveWorkerConfig({}, { ...env, MASTER_ADDR: ' ' }), /MASTER_ADDR/));
+  it('rejects a non-numeric RANK quoting the value', () =>
+    invalid(() => resolveWorkerConfig({}, { ...env, RANK: 'abc' }), /RANK="abc".*integer/));
+  it('rejects a rank not below the world size', () =>
+    invalid(() => resolveWorkerConfig({}, { ...env, RANK: '4' }), /RANK 4.*WORLD_SIZE \(4\)/));
+  it('rejects a missing WORLD_SIZE', () =>
+    invalid(() => resolveWorkerConfig({}, { ...env, WORLD_SIZE: undefined }), /WORLD_SIZE is not set/));
+  it('rejects a port out of range', () =>
+    invalid(() => resolveWorkerConfig({}, { ...env, MASTER_PORT: '70000' }), /MASTER_PORT="70000".*65535/));
+  it('rejects an empty MASTER_ADDR', () =>
+    invalid(() => resolveWorkerConfig({}, { ...env, MASTER_ADDR: ' ' }), /MASTER_ADDR/));
   it('rejects an unknown backend', () =>
     invalid(() => resolveWorkerConfig({ backend: 'mpi' as unknown as 'tcp' }, env), /backend "mpi"/));
   it('rejects a non-positive timeout', () => invalid(() => resolveWorkerConfig({ timeoutMs: 0 }, env), /timeoutMs 0/));
   it('reads tuning knobs and rejects bad ones', () => {
     assert.equal(resolveWorkerConfig({}, { ...env, TENSILE_TCP_SEGMENT_BYTES: '65536' }).tuning.segmentBytes, 65536);
-    invalid(() => resolveWorkerConfig({}, { ...env, TENSILE_TCP_PIPELINE_DEPTH: '0' }), /TENSILE_TCP_PIPELINE_DEPTH="0"/);
+    invalid(
+      () => resolveWorkerConfig({}, { ...env, TENSILE_TCP_PIPELINE_DEPTH: '0' }),
+      /TENSILE_TCP_PIPELINE_DEPTH="0"/,
+    );
   });
 });
 
@@ -76,7 +91,10 @@ describe('reduction kernels', () => {
   it('rejects unknown ops and buffer types naming them', () => {
     invalid(() => checkReduceOp('median', 'allreduce'), /"median".*sum, prod, min, max, avg/);
     invalid(() => tcpDType(new Uint8Array(2) as unknown as Float32Array, undefined, 'allreduce'), /Uint8Array/);
-    invalid(() => tcpDType(new Uint16Array(2), { dtype: 'float16' }, 'allreduce'), /only supported by the nccl backend/);
+    invalid(
+      () => tcpDType(new Uint16Array(2), { dtype: 'float16' }, 'allreduce'),
+      /only supported by the nccl backend/,
+    );
     invalid(() => tcpDType(new Float32Array(2), { dtype: 'int32' }, 'allreduce'), /'int32' does not match the float32/);
   });
 });
