@@ -24,6 +24,7 @@ import { decodeValue, encodeValue, type DecodeHook, type EncodeHook } from './co
 import { FrameError, MsgType, decodeFrame, encodeFrame, isKnownType, isRequestType, type Frame } from './frame.js';
 import { openStream, startServer, stopServer, StreamConn } from './grpc-transport.js';
 import type { ResolvedRpcOptions } from './options.js';
+import type { DataHub } from './data-channel.js';
 import { RRefContext, type RRef } from './rref.js';
 
 interface Conn {
@@ -104,6 +105,7 @@ export class RpcAgent {
   private readonly opts: ResolvedRpcOptions;
   private state: 'new' | 'starting' | 'running' | 'stopping' | 'closed' = 'new';
   private server: grpc.Server | null = null;
+  private dataHub: DataHub | null = null;
   private port = 0;
   private peers = new Map<number, Peer>();
   private byName = new Map<string, number>();
@@ -549,7 +551,7 @@ export class RpcAgent {
     const o = this.opts;
     const deadline = Date.now() + o.initTimeoutMs;
     try {
-      const { server, port } = await startServer(
+      const { server, port, hub } = await startServer(
         o.rank === 0 ? o.listenAddr : o.listenAddr,
         o.rank === 0 ? o.bootstrapPort : 0,
         (conn) => this.onIncoming(conn),
@@ -558,6 +560,7 @@ export class RpcAgent {
       );
       this.server = server;
       this.port = port;
+      this.dataHub = hub;
     } catch (err) {
       this.state = 'closed';
       throw new RpcError('BOOTSTRAP', `cannot listen for RPC: ${(err as Error).message}`, { cause: err });
@@ -612,7 +615,7 @@ export class RpcAgent {
     const o = this.opts;
     let delayMs = 50;
     for (;;) {
-      const conn = openStream(o.masterAddr, o.bootstrapPort, o.tls, o.dataChannel);
+      const conn = openStream(o.masterAddr, o.bootstrapPort, o.tls, o.dataChannel, this.dataHub);
       const result = await new Promise<{ ok: true; body: unknown } | { ok: false; err: Error; fatal: boolean }>(
         (resolve) => {
           conn.onClose = (err) => resolve({ ok: false, err: err ?? new Error('closed'), fatal: false });
@@ -679,7 +682,7 @@ export class RpcAgent {
     const waits: Promise<void>[] = [];
     for (let r = 1; r < this.rank; r++) {
       const peer = this.peers.get(r)!;
-      const conn = openStream(peer.addr, peer.port, this.opts.tls, this.opts.dataChannel);
+      const conn = openStream(peer.addr, peer.port, this.opts.tls, this.opts.dataChannel, this.dataHub);
       waits.push(
         new Promise<void>((resolve, reject) => {
           conn.onClose = (err) => reject(new RpcError('BOOTSTRAP', `cannot reach '${peer.name}': ${err?.message}`));
@@ -900,6 +903,7 @@ export class RpcAgent {
     this.rrefs.clear();
     if (this.server) await stopServer(this.server, 500);
     this.server = null;
+    this.dataHub = null;
   }
 
   /** Test hook: the raw stream to a peer (to inject malformed data). */

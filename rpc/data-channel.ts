@@ -1,19 +1,26 @@
-// Bulk data channel beside gRPC: one raw TCP connection per peer stream, carrying frames above a size threshold.
+// Bulk data channel beside gRPC: raw socket connections per peer stream, carrying frames above a size threshold.
 //
-// gRPC stays the control plane. The server end of every peer stream advertises, as the stream's first segment,
-// this worker's data port and a random 16-byte token ('P' segment, see frame.ts). The client end connects a plain
-// TCP socket to the same host at that port and sends  "TDC1" | token ; the server matches the token to its stream.
-// From then on either end may send a large frame as
+// gRPC stays the control plane. Each end of a peer stream that has a data listener (a DataHub: a TCP port and a
+// Unix socket path) advertises, as its first segment on the stream, the port, the path and a random 16-byte token
+// ('P' segment, see frame.ts). The other end connects its RECEIVE socket there (the Unix socket when it can be
+// reached from its host, i.e. same machine and network namespace, about twice loopback TCP's bandwidth; else TCP
+// to the peer's address) and sends
+// "TDC1" | token; the advertiser matches the token and uses the accepted socket to SEND. So each direction has its
+// own socket, and the receiver always owns the connecting end, which lets Node read each transfer straight into its
+// final buffer (`onread`; accepted sockets cannot do that). A large frame is sent as
 //   gRPC:  'D' u32 transferId u32 totalBytes          (a reference, in order with every other frame)
 //   data:  "TDX1" u32 transferId u32 totalBytes | the frame's bytes (header, body, tensors: zero-copy views)
-// and the receiver delivers it at the place of its reference, so the stream's ordering is kept exactly. The data
-// socket never carries anything else. If the data connection cannot be made the stream simply keeps sending
-// everything over gRPC. If an established data connection breaks, or carries bytes that do not parse, the whole
-// peer stream is failed (callers see PEER_LOST, as for a broken gRPC stream): frames referenced on gRPC could
-// otherwise never arrive. With TLS the fast path is off (the data socket would be unencrypted).
+// and the receiver delivers it at the place of its reference, so the stream's order is kept exactly.
+// If a direction's connection cannot be made, that direction keeps sending everything over gRPC. If an established
+// data socket breaks, or carries bytes that do not parse, the whole peer stream is failed (callers see PEER_LOST,
+// as for a broken gRPC stream): frames referenced on gRPC could otherwise never arrive. With TLS the fast path is
+// off (the data sockets would be unencrypted).
 
 import { randomBytes } from 'node:crypto';
-import { createServer, connect, type Server, type Socket } from 'node:net';
+import { existsSync, rmSync } from 'node:fs';
+import { createServer, connect, type NetConnectOpts, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { FrameError } from './frame.js';
 
 export const HANDSHAKE_MAGIC = 0x31434454; // "TDC1" little-endian
@@ -35,12 +42,14 @@ export interface DataChannelOptions {
 /** What the receiving side of a data socket does with complete transfers and failures. */
 export interface DataSink {
   onTransfer(id: number, frame: Buffer): void;
-  onDataError(err: Error): void;
 }
 
-/** Parses the data socket's byte stream into transfers, copying each straight into one buffer of its final size. */
+/**
+ * Parses the data socket's byte stream into transfers. Used as the socket's `onread` buffer source: the kernel
+ * writes each transfer's bytes straight into one buffer of its final size (no intermediate chunks, no copy).
+ */
 export class TransferReader {
-  private hdr = Buffer.allocUnsafe(TRANSFER_HEADER_BYTES);
+  private readonly hdr = Buffer.allocUnsafe(TRANSFER_HEADER_BYTES);
   private hdrFill = 0;
   private cur: Buffer | null = null;
   private curId = 0;
@@ -48,37 +57,44 @@ export class TransferReader {
 
   constructor(private readonly sink: DataSink) {}
 
-  /** Throws FrameError on bytes that do not parse (the socket is then out of sync and must be closed). */
+  /** Where the next bytes go: the rest of the transfer header or of the current transfer. Never empty. */
+  nextBuffer(): Buffer {
+    return this.cur ? this.cur.subarray(this.fill) : this.hdr.subarray(this.hdrFill);
+  }
+
+  /** `n` bytes were written into the last nextBuffer(). Throws FrameError on a header that does not parse. */
+  advance(n: number): void {
+    if (!this.cur) {
+      this.hdrFill += n;
+      if (this.hdrFill < TRANSFER_HEADER_BYTES) return;
+      this.hdrFill = 0;
+      const magic = this.hdr.readUInt32LE(0);
+      if (magic !== TRANSFER_MAGIC) {
+        throw new FrameError(`data channel: bad transfer magic 0x${magic.toString(16)} (expected 0x${TRANSFER_MAGIC.toString(16)})`);
+      }
+      this.curId = this.hdr.readUInt32LE(4);
+      const total = this.hdr.readUInt32LE(8);
+      if (total < 16) throw new FrameError(`data channel: transfer of ${total} bytes is shorter than a frame header`);
+      this.cur = Buffer.allocUnsafeSlow(total);
+      this.fill = 0;
+      return;
+    }
+    this.fill += n;
+    if (this.fill < this.cur.byteLength) return;
+    const done = this.cur;
+    this.cur = null;
+    this.sink.onTransfer(this.curId, done);
+  }
+
+  /** Feeds bytes that arrived as ordinary chunks (copying them in). */
   push(chunk: Buffer): void {
     let off = 0;
     while (off < chunk.byteLength) {
-      if (!this.cur) {
-        const n = Math.min(TRANSFER_HEADER_BYTES - this.hdrFill, chunk.byteLength - off);
-        chunk.copy(this.hdr, this.hdrFill, off, off + n);
-        this.hdrFill += n;
-        off += n;
-        if (this.hdrFill < TRANSFER_HEADER_BYTES) return;
-        this.hdrFill = 0;
-        const magic = this.hdr.readUInt32LE(0);
-        if (magic !== TRANSFER_MAGIC) {
-          throw new FrameError(`data channel: bad transfer magic 0x${magic.toString(16)} (expected 0x${TRANSFER_MAGIC.toString(16)})`);
-        }
-        this.curId = this.hdr.readUInt32LE(4);
-        const total = this.hdr.readUInt32LE(8);
-        if (total < 16) throw new FrameError(`data channel: transfer of ${total} bytes is shorter than a frame header`);
-        this.cur = Buffer.allocUnsafeSlow(total);
-        this.fill = 0;
-        continue;
-      }
-      const n = Math.min(this.cur.byteLength - this.fill, chunk.byteLength - off);
-      chunk.copy(this.cur, this.fill, off, off + n);
-      this.fill += n;
+      const dst = this.nextBuffer();
+      const n = Math.min(dst.byteLength, chunk.byteLength - off);
+      chunk.copy(dst, 0, off, off + n);
       off += n;
-      if (this.fill === this.cur.byteLength) {
-        const done = this.cur;
-        this.cur = null;
-        this.sink.onTransfer(this.curId, done);
-      }
+      this.advance(n);
     }
   }
 }
@@ -96,6 +112,7 @@ export function writeTransfer(sock: Socket, id: number, frame: { parts: Buffer[]
 }
 
 function tune(sock: Socket): void {
+  // Both are no-ops on Unix sockets.
   sock.setNoDelay(true);
   sock.setKeepAlive(true, 10_000);
 }
@@ -110,10 +127,13 @@ export class DataHub {
   private constructor(
     private readonly server: Server,
     readonly port: number,
+    private readonly udsServer: Server | null,
+    /** Unix socket path ('' when none could be made). */
+    readonly udsPath: string,
     private readonly handshakeTimeoutMs: number,
   ) {}
 
-  static async listen(host: string, handshakeTimeoutMs = 10_000): Promise<DataHub> {
+  static async listen(host: string, opts: { uds?: boolean; handshakeTimeoutMs?: number } = {}): Promise<DataHub> {
     const server = createServer({ noDelay: true });
     const port = await new Promise<number>((resolve, reject) => {
       server.once('error', reject);
@@ -122,13 +142,36 @@ export class DataHub {
         resolve((server.address() as { port: number }).port);
       });
     });
-    const hub = new DataHub(server, port, handshakeTimeoutMs);
-    server.on('connection', (s) => hub.accept(s));
-    server.on('error', () => undefined);
+    let uds: Server | null = null;
+    let udsPath = '';
+    if (opts.uds ?? true) {
+      // Linux: an abstract socket (no file to leave behind when a worker is killed); elsewhere a file in tmpdir.
+      const name = `tensile-rpc-${process.pid}-${randomBytes(8).toString('hex')}.sock`;
+      const path = process.platform === 'linux' ? `\0${name}` : join(tmpdir(), name);
+      const s = createServer();
+      const ok = await new Promise<boolean>((resolve) => {
+        s.once('error', () => resolve(false));
+        s.listen(path, () => resolve(true));
+      });
+      if (ok && Buffer.byteLength(path) < 1024) {
+        uds = s;
+        udsPath = path;
+      } else {
+        s.close();
+      }
+    }
+    const hub = new DataHub(server, port, uds, udsPath, opts.handshakeTimeoutMs ?? 10_000);
+    for (const s of [server, uds]) {
+      s?.on('connection', (sock) => hub.accept(sock));
+      s?.on('error', () => undefined);
+    }
     return hub;
   }
 
-  /** Registers a stream waiting for its data socket; returns the token to advertise and an unregister function. */
+  /**
+   * Registers a stream waiting for its send socket (the peer connects, presents the token, then only reads); returns
+   * the token to advertise and an unregister function. `rest` is anything the peer sent after the token (garbage).
+   */
   register(onSocket: (sock: Socket, rest: Buffer) => void): { token: Buffer; unregister(): void } {
     const token = randomBytes(16);
     const key = token.toString('hex');
@@ -157,7 +200,6 @@ export class DataHub {
         return;
       }
       this.waiting.delete(key);
-      sock.pause();
       claim(sock, head.subarray(HANDSHAKE_BYTES));
     };
     sock.on('data', onData);
@@ -166,17 +208,53 @@ export class DataHub {
   async close(): Promise<void> {
     this.waiting.clear();
     for (const s of this.sockets) s.destroy();
-    await new Promise<void>((r) => this.server.close(() => r()));
+    await Promise.all(
+      [this.server, this.udsServer].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)),
+    );
+    if (this.udsPath && !this.udsPath.startsWith('\0')) rmSync(this.udsPath, { force: true });
   }
 }
 
 /**
- * Client side: connects to host:port and presents the token. Resolves with the socket once connected, or null when
- * the connection cannot be made within `timeoutMs` (the caller then keeps using gRPC only).
+ * Receiving side: connects to the peer's Unix socket `udsPath` when it exists here, else to host:port, presents the
+ * token, and reads every transfer straight into its destination through `reader`. Resolves with the socket once
+ * connected, or null when no connection can be made within `timeoutMs` (the peer then keeps sending over gRPC).
  */
-export function connectData(host: string, port: number, token: Buffer, timeoutMs = 5_000): Promise<Socket | null> {
+export async function connectData(
+  host: string,
+  port: number,
+  udsPath: string,
+  token: Buffer,
+  reader: TransferReader,
+  onReadError: (err: FrameError) => void,
+  timeoutMs = 5_000,
+): Promise<Socket | null> {
+  const onread = {
+    buffer: () => reader.nextBuffer(),
+    callback: (n: number): boolean => {
+      try {
+        reader.advance(n);
+        return true;
+      } catch (err) {
+        onReadError(err instanceof FrameError ? err : new FrameError(String(err)));
+        return false;
+      }
+    },
+  };
+  if (udsPath && (udsPath.startsWith('\0') || existsSync(udsPath))) {
+    const s = await connectOnce({ path: udsPath, onread }, token, timeoutMs);
+    if (s) return s;
+  }
+  return await connectOnce({ host, port, onread }, token, timeoutMs);
+}
+
+function connectOnce(
+  to: ({ path: string } | { host: string; port: number }) & { onread: object },
+  token: Buffer,
+  timeoutMs: number,
+): Promise<Socket | null> {
   return new Promise((resolve) => {
-    const sock = connect({ host, port, noDelay: true });
+    const sock = connect({ ...to, noDelay: true } as unknown as NetConnectOpts);
     const timer = setTimeout(() => {
       sock.destroy();
       resolve(null);

@@ -20,17 +20,21 @@ import {
 
 const KIND_DATA_PORT = 0x50; // 'P'
 const KIND_DATA_REF = 0x44; // 'D'
-const DATA_PORT_SEG_BYTES = 19;
+const DATA_PORT_MIN_BYTES = 21; // 'P' u16 port, 16-byte token, u16 path length, path (UTF-8)
 const DATA_REF_SEG_BYTES = 9;
 
 export const defaultDataChannel: DataChannelOptions = { enabled: true, minBytes: DEFAULT_DATA_MIN_BYTES };
 
-/** Test hooks: advertise another data port than the real one (to test the fallback when it is unreachable). */
-export const dataChannelTestHooks: { advertisedPort?: number } = {};
+/** Test hooks: advertise another data port than the real one and no Unix socket (to test the unreachable fallback). */
+export const dataChannelTestHooks: { advertisedPort?: number; noUds?: boolean } = {};
 
-type DataRole =
-  | { readonly role: 'server'; readonly hub: DataHub; readonly opts: DataChannelOptions }
-  | { readonly role: 'client'; readonly host: string; readonly opts: DataChannelOptions };
+/** The data-channel side of a stream: our listener (if any), how to reach the peer's, the options. */
+interface DataRole {
+  readonly hub: DataHub | null;
+  /** The peer's address for a TCP data connection. */
+  readonly peerHost: string;
+  readonly opts: DataChannelOptions;
+}
 
 type InboxItem = { raw: Buffer } | { id: number; bytes: number };
 
@@ -80,23 +84,23 @@ export class StreamConn {
   dataBytesOut = 0;
   /** Largest gRPC message written (tests and benchmarks may lower it; the receiver accepts up to 4 MiB). */
   segmentBytes = SEGMENT_BYTES;
-  private dataSock: Socket | null = null;
-  private dataRegistration: { unregister(): void } | null = null;
-  private dataRequested = false;
+  /** Accepted by our hub: large frames to the peer go here. */
+  private sendSock: Socket | null = null;
+  /** Connected by us to the peer's hub: large frames from the peer arrive here. */
+  private recvSock: Socket | null = null;
+  private registration: { unregister(): void } | null = null;
+  private recvRequested = false;
   private nextTransferId = 1;
-  /** Frames waiting for a data-channel transfer referenced before them (keeps the stream's order). */
+  /** Frames waiting behind a data-channel transfer referenced before them (keeps the stream's order). */
   private readonly inbox: InboxItem[] = [];
   private readonly arrived = new Map<number, Buffer>();
-  private resolveData: (() => void) | null = null;
-  /** Resolves when the data channel is attached (tests and benchmarks wait on it). */
-  readonly dataReady: Promise<void>;
+  private readonly readyWaiters: (() => void)[] = [];
 
   constructor(
     private readonly duplex: Duplex,
     private readonly client?: grpc.Client,
     private readonly data?: DataRole,
   ) {
-    this.dataReady = new Promise((r) => (this.resolveData = r));
     duplex.on('data', (seg: Buffer) => {
       if (this.closed) return;
       try {
@@ -113,20 +117,33 @@ export class StreamConn {
     duplex.on('error', (err: Error) => this.fail(err));
     duplex.on('end', () => this.fail(new Error('stream ended by peer')));
     duplex.on('close', () => this.fail(new Error('stream closed')));
-    if (data?.role === 'server' && data.opts.enabled) {
-      const reg = data.hub.register((sock, rest) => this.attachData(sock, rest));
-      this.dataRegistration = reg;
-      const p = Buffer.allocUnsafe(DATA_PORT_SEG_BYTES);
+    const hub = data?.opts.enabled ? data.hub : null;
+    if (hub) {
+      const reg = hub.register((sock, rest) => this.attachSend(sock, rest));
+      this.registration = reg;
+      const path = Buffer.from(dataChannelTestHooks.noUds ? '' : hub.udsPath);
+      const p = Buffer.allocUnsafe(DATA_PORT_MIN_BYTES + path.byteLength);
       p.writeUInt8(KIND_DATA_PORT, 0);
-      p.writeUInt16LE(dataChannelTestHooks.advertisedPort ?? data.hub.port, 1);
+      p.writeUInt16LE(dataChannelTestHooks.advertisedPort ?? hub.port, 1);
       reg.token.copy(p, 3);
+      p.writeUInt16LE(path.byteLength, 19);
+      path.copy(p, DATA_PORT_MIN_BYTES);
       duplex.write(p);
     }
   }
 
-  /** The data socket when the fast path is up (tests use it to break the connection). */
-  get dataSocket(): Socket | null {
-    return this.dataSock;
+  /** The data sockets when the fast path is up in that direction (tests use them to break the connection). */
+  get dataSockets(): { send: Socket | null; recv: Socket | null } {
+    return { send: this.sendSock, recv: this.recvSock };
+  }
+
+  /** Resolves when `cond` holds for the data sockets, or when the stream closes (tests and benchmarks wait on it). */
+  async waitData(cond: (s: { send: Socket | null; recv: Socket | null }) => boolean): Promise<void> {
+    while (!this.closed && !cond(this.dataSockets)) await new Promise<void>((r) => this.readyWaiters.push(r));
+  }
+
+  private wakeReady(): void {
+    for (const w of this.readyWaiters.splice(0)) w();
   }
 
   private onSegment(seg: Buffer): void {
@@ -136,6 +153,7 @@ export class StreamConn {
         if (seg.byteLength !== DATA_REF_SEG_BYTES) {
           throw new FrameError(`data reference segment of ${seg.byteLength} bytes (expected ${DATA_REF_SEG_BYTES})`);
         }
+        if (!this.recvSock) throw new FrameError('data reference received but no data connection is open');
         this.inbox.push({ id: seg.readUInt32LE(1), bytes: seg.readUInt32LE(5) });
         this.deliver();
         return;
@@ -151,55 +169,57 @@ export class StreamConn {
     this.deliver();
   }
 
+  /** The peer advertised its data listener: connect our receive socket to it (once). */
   private onDataPort(seg: Buffer): void {
-    if (seg.byteLength !== DATA_PORT_SEG_BYTES) {
-      throw new FrameError(`data port segment of ${seg.byteLength} bytes (expected ${DATA_PORT_SEG_BYTES})`);
+    if (seg.byteLength < DATA_PORT_MIN_BYTES || seg.byteLength !== DATA_PORT_MIN_BYTES + seg.readUInt16LE(19)) {
+      throw new FrameError(`data port segment of ${seg.byteLength} bytes does not match its declared path length`);
     }
     const d = this.data;
-    if (d?.role !== 'client' || !d.opts.enabled || this.dataRequested) return; // fast path off here: stay on gRPC
-    this.dataRequested = true;
+    if (!d?.opts.enabled || this.recvRequested) return; // fast path off here: the peer keeps sending over gRPC
+    this.recvRequested = true;
     const port = seg.readUInt16LE(1);
-    const token = Buffer.from(seg.subarray(3, DATA_PORT_SEG_BYTES));
-    void connectData(d.host, port, token).then((sock) => {
-      if (!sock) return; // unreachable: everything keeps going over gRPC
-      if (this.closed) {
-        sock.destroy();
-        return;
-      }
-      this.attachData(sock, Buffer.alloc(0));
-    });
-  }
-
-  private attachData(sock: Socket, rest: Buffer): void {
-    if (this.closed || this.dataSock) {
-      sock.destroy();
-      return;
-    }
-    this.dataRegistration?.unregister();
-    this.dataRegistration = null;
-    this.dataSock = sock;
+    const token = Buffer.from(seg.subarray(3, 19));
+    const udsPath = seg.subarray(DATA_PORT_MIN_BYTES).toString('utf8');
     const reader = new TransferReader({
       onTransfer: (id, frame) => {
         this.arrived.set(id, frame);
         this.deliver();
       },
-      onDataError: (err) => this.fail(err),
     });
-    const push = (chunk: Buffer): void => {
+    const onReadError = (err: FrameError): void => {
       if (this.closed) return;
-      try {
-        reader.push(chunk);
-      } catch (err) {
-        const e = err instanceof FrameError ? err : new FrameError(String(err));
-        this.onProtocolError(e);
-        this.fail(e);
-      }
+      this.onProtocolError(err);
+      this.fail(err);
     };
-    sock.on('data', push);
+    void connectData(d.peerHost, port, udsPath, token, reader, onReadError).then((sock) => {
+      if (!sock) return; // unreachable: the peer keeps sending over gRPC
+      if (this.closed) {
+        sock.destroy();
+        return;
+      }
+      this.recvSock = sock;
+      sock.on('close', () => this.fail(new Error('data connection closed')));
+      this.wakeReady();
+    });
+  }
+
+  /** Our hub accepted the peer's receive socket: large frames to the peer go over it from now on. */
+  private attachSend(sock: Socket, rest: Buffer): void {
+    if (this.closed || this.sendSock) {
+      sock.destroy();
+      return;
+    }
+    this.registration = null;
+    this.sendSock = sock;
+    const garbage = (): void => {
+      const e = new FrameError('data channel: unexpected bytes from the receiving side');
+      this.onProtocolError(e);
+      this.fail(e);
+    };
+    if (rest.byteLength > 0) return garbage();
+    sock.on('data', garbage);
     sock.on('close', () => this.fail(new Error('data connection closed')));
-    if (rest.byteLength > 0) push(rest);
-    sock.resume();
-    this.resolveData?.();
+    this.wakeReady();
   }
 
   /** Hands frames to onFrames in stream order; stops at a data reference whose bytes have not arrived yet. */
@@ -250,7 +270,7 @@ export class StreamConn {
     if (this.closed || this.queue.length === 0) return;
     const q = this.queue;
     this.queue = [];
-    const sock = this.dataSock;
+    const sock = this.sendSock;
     const min = this.data?.opts.minBytes ?? Infinity;
     let batch: { parts: Buffer[]; bytes: number }[] = [];
     for (const f of q) {
@@ -302,9 +322,11 @@ export class StreamConn {
   }
 
   private teardown(): void {
-    this.dataRegistration?.unregister();
-    this.dataRegistration = null;
-    this.dataSock?.destroy();
+    this.registration?.unregister();
+    this.registration = null;
+    this.sendSock?.destroy();
+    this.recvSock?.destroy();
+    this.wakeReady();
     try {
       if ('cancel' in this.duplex && this.client) {
         this.duplex.end();
@@ -323,12 +345,19 @@ function readTls(tls: TlsOptions): { ca: Buffer; cert: Buffer; key: Buffer } {
   return { ca: readFileSync(tls.caFile), cert: readFileSync(tls.certFile), key: readFileSync(tls.keyFile) };
 }
 
-/** Starts a server on host:port (0 = any free port). `onStream` gets every incoming peer stream. */
 const hubs = new WeakMap<grpc.Server, DataHub>();
+
+/** "1.2.3.4:5678" / "::1:5678" (grpc-js getPeer) -> the address part. */
+function peerHostOf(peer: string): string {
+  const i = peer.lastIndexOf(':');
+  const h = i > 0 ? peer.slice(0, i) : peer;
+  return h.startsWith('[') && h.endsWith(']') ? h.slice(1, -1) : h;
+}
 
 /**
  * Starts a server on host:port (0 = any free port). `onStream` gets every incoming peer stream. Unless TLS is on or
- * `data.enabled` is false, a data-channel listener (any free port on `host`) is started beside it.
+ * `data.enabled` is false, a data-channel listener (any free port on `host`, and a Unix socket) is started beside
+ * it; pass the returned `hub` to openStream so that this worker's outgoing streams use it too.
  */
 export async function startServer(
   host: string,
@@ -336,14 +365,16 @@ export async function startServer(
   onStream: (conn: StreamConn) => void,
   tls?: TlsOptions,
   data: DataChannelOptions = defaultDataChannel,
-): Promise<{ server: grpc.Server; port: number; dataPort?: number }> {
+): Promise<{ server: grpc.Server; port: number; hub: DataHub | null }> {
   const useData = data.enabled && !tls;
   const hub = useData ? await DataHub.listen(host) : null;
   const server = new grpc.Server(channelOptions);
   if (hub) hubs.set(server, hub);
   server.addService(serviceDefinition, {
     stream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) =>
-      onStream(new StreamConn(call, undefined, hub ? { role: 'server', hub, opts: data } : undefined)),
+      onStream(
+        new StreamConn(call, undefined, useData ? { hub, peerHost: peerHostOf(call.getPeer()), opts: data } : undefined),
+      ),
   });
   const creds = tls
     ? (() => {
@@ -360,7 +391,7 @@ export async function startServer(
     throw err;
   });
   widenServerWindows(server);
-  return { server, port: bound, dataPort: hub?.port };
+  return { server, port: bound, hub };
 }
 
 /**
@@ -393,14 +424,16 @@ function widenServerWindows(server: grpc.Server): void {
 }
 
 /**
- * Opens a stream to host:port. The stream is usable at once; connection failure shows up as onClose(err). When the
- * server advertises a data port (and neither TLS nor `data.enabled = false` turns it off) a data channel is opened.
+ * Opens a stream to host:port. The stream is usable at once; connection failure shows up as onClose(err). Unless TLS
+ * is on or `data.enabled` is false, the data channel is set up: server->client when the server advertises a data
+ * listener, client->server when `hub` (this worker's listener, from startServer) is given.
  */
 export function openStream(
   host: string,
   port: number,
   tls?: TlsOptions,
   data: DataChannelOptions = defaultDataChannel,
+  hub: DataHub | null = null,
 ): StreamConn {
   const creds = tls
     ? (() => {
@@ -413,7 +446,7 @@ export function openStream(
   const client = new RpcClient(target, creds, channelOptions);
   const call = (client as unknown as { stream(): grpc.ClientDuplexStream<Buffer, Buffer> }).stream();
   const useData = data.enabled && !tls;
-  return new StreamConn(call, client, useData ? { role: 'client', host, opts: data } : undefined);
+  return new StreamConn(call, client, useData ? { hub, peerHost: host, opts: data } : undefined);
 }
 
 export async function stopServer(server: grpc.Server, graceMs = 1000): Promise<void> {
