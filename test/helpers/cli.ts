@@ -32,7 +32,8 @@ export function startTensile(
   const [cmd, ...rest] = [...(opts.wrap ?? []), ...argv] as [string, ...string[]];
   const child = spawn(cmd, rest, {
     cwd: opts.cwd ?? REPO_ROOT,
-    env: { ...process.env, ...opts.env },
+    // NODE_TEST_CONTEXT would make a node:test-aware child report to this runner instead of printing.
+    env: { ...process.env, NODE_TEST_CONTEXT: undefined, ...opts.env },
     stdio: ['ignore', 'pipe', 'pipe'],
     detached: true,
   });
