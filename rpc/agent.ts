@@ -906,6 +906,11 @@ export class RpcAgent {
     this.dataHub = null;
   }
 
+  /** Test hook: where this worker's data-channel listener is (null when the fast path is off). */
+  dataListener(): { port: number; udsPath: string } | null {
+    return this.dataHub ? { port: this.dataHub.port, udsPath: this.dataHub.udsPath } : null;
+  }
+
   /** Test hook: the raw stream to a peer (to inject malformed data). */
   rawConnTo(rank: number): StreamConn | null {
     const c = this.peers.get(rank)?.conn;

@@ -189,6 +189,11 @@ export class DataHub {
     timer.unref();
     const onData = (chunk: Buffer): void => {
       head = Buffer.concat([head, chunk]);
+      if (head.byteLength >= 4 && head.readUInt32LE(0) !== HANDSHAKE_MAGIC) {
+        clearTimeout(timer);
+        sock.destroy(); // not ours: drop it at once
+        return;
+      }
       if (head.byteLength < HANDSHAKE_BYTES) return;
       sock.off('data', onData);
       clearTimeout(timer);
