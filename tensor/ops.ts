@@ -493,16 +493,28 @@ export function matmul(a: Tensor, b: Tensor): Tensor {
 
 /** x @ wᵀ + bias, fused (PyTorch's F.linear). x: [..., in]; w: [out, in]; bias: [out]. */
 export function linear(x: Tensor, w: Tensor, bias: Tensor | null = null): Tensor {
+  return linearImpl(x, w, bias, false, 'linear');
+}
+
+/**
+ * relu(x @ wᵀ + bias) as one node: the ReLU runs in place on the GEMM's output, and the backward masks the incoming
+ * gradient and sums the bias gradient in the same pass. Same values as `relu(linear(x, w, bias))`.
+ */
+export function linearRelu(x: Tensor, w: Tensor, bias: Tensor | null = null): Tensor {
+  return linearImpl(x, w, bias, true, 'linearRelu');
+}
+
+function linearImpl(x: Tensor, w: Tensor, bias: Tensor | null, withRelu: boolean, op: string): Tensor {
   if (w.ndim !== 2 || x.ndim < 1 || x.shape[x.ndim - 1] !== w.shape[1]) {
     throw new TensorError(
       'SHAPE_MISMATCH',
-      `linear: input [${x.shape}] does not match weight [${w.shape}] (expected [..., ${w.shape[1]}])`,
+      `${op}: input [${x.shape}] does not match weight [${w.shape}] (expected [..., ${w.shape[1]}])`,
     );
   }
   const outF = w.shape[0]!;
   const inF = w.shape[1]!;
   if (bias !== null && (bias.ndim !== 1 || bias.shape[0] !== outF)) {
-    throw new TensorError('SHAPE_MISMATCH', `linear: bias [${bias.shape}] should be [${outF}]`);
+    throw new TensorError('SHAPE_MISMATCH', `${op}: bias [${bias.shape}] should be [${outF}]`);
   }
   const rows = x.numel / (inF || 1);
   const out = new Float32Array(rows * outF);
@@ -511,32 +523,70 @@ export function linear(x: Tensor, w: Tensor, bias: Tensor | null = null): Tensor
     for (let r = 0; r < rows; r++) out.set(bd, r * outF);
   }
   sgemm(false, true, rows, outF, inF, 1, x.data, inF, w.data, inF, bias === null ? 0 : 1, out, outF);
+  if (withRelu) reluInPlace(out);
   const inputs = bias === null ? [x, w] : [x, w, bias];
-  return record(new Tensor(out, [...x.shape.slice(0, -1), outF]), 'LinearBackward', inputs, (g) => {
+  const name = withRelu ? 'LinearReluBackward' : 'LinearBackward';
+  return record(new Tensor(out, [...x.shape.slice(0, -1), outF]), name, inputs, (g) => {
+    const needBias = bias !== null && bias.requiresGrad;
+    let gz = g.data;
+    let gbData: Float32Array | null = null;
+    if (withRelu) {
+      // One pass: gz = g where out > 0 else 0, and (when needed) the bias gradient as gz's column sums.
+      gz = new Float32Array(g.data.length);
+      gbData = needBias ? new Float32Array(outF) : null;
+      reluMask(g.data, out, gz, gbData, rows, outF);
+    } else if (needBias) {
+      gbData = new Float32Array(outF);
+      columnSums(gz, gbData, rows, outF);
+    }
     let gx: Tensor | null = null;
     let gw: Tensor | null = null;
-    let gb: Tensor | null = null;
     if (x.requiresGrad) {
       const d = new Float32Array(x.numel);
-      sgemm(false, false, rows, inF, outF, 1, g.data, outF, w.data, inF, 0, d, inF);
+      sgemm(false, false, rows, inF, outF, 1, gz, outF, w.data, inF, 0, d, inF);
       gx = new Tensor(d, x.shape);
     }
     if (w.requiresGrad) {
       const d = new Float32Array(w.numel);
-      sgemm(true, false, outF, inF, rows, 1, g.data, outF, x.data, inF, 0, d, inF);
+      sgemm(true, false, outF, inF, rows, 1, gz, outF, x.data, inF, 0, d, inF);
       gw = new Tensor(d, w.shape);
     }
-    if (bias !== null && bias.requiresGrad) {
-      const d = new Float32Array(outF);
-      const gd = g.data;
-      for (let r = 0; r < rows; r++) {
-        const o = r * outF;
-        for (let j = 0; j < outF; j++) d[j] += gd[o + j];
-      }
-      gb = new Tensor(d, bias.shape);
-    }
+    const gb = gbData === null ? null : new Tensor(gbData, bias!.shape);
     return bias === null ? [gx, gw] : [gx, gw, gb];
   });
+}
+
+function reluInPlace(y: Float32Array): void {
+  for (let i = 0; i < y.length; i++) if (!(y[i] > 0)) y[i] = 0;
+}
+
+function reluMask(
+  g: Float32Array,
+  y: Float32Array,
+  gz: Float32Array,
+  gb: Float32Array | null,
+  rows: number,
+  cols: number,
+): void {
+  if (gb === null) {
+    for (let i = 0; i < g.length; i++) gz[i] = y[i] > 0 ? g[i] : 0;
+    return;
+  }
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let j = 0; j < cols; j++) {
+      const v = y[o + j] > 0 ? g[o + j] : 0;
+      gz[o + j] = v;
+      gb[j] += v;
+    }
+  }
+}
+
+function columnSums(g: Float32Array, out: Float32Array, rows: number, cols: number): void {
+  for (let r = 0; r < rows; r++) {
+    const o = r * cols;
+    for (let j = 0; j < cols; j++) out[j] += g[o + j];
+  }
 }
 
 // ---------------------------------------------------------------- reductions
