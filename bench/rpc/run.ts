@@ -47,6 +47,11 @@ async function startTensile(): Promise<RpcAgent> {
   children.push(spawn(process.execPath, ['--import', 'tsx', here('./worker.ts')], { env: e, stdio: 'inherit' }));
   const a = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 60_000 });
   await a.start();
+  // The bulk data channel (rpc/data-channel.ts) comes up just after the streams: wait for it in both directions.
+  await Promise.race([
+    a.rawConnTo(1)?.waitData((d) => d.send !== null && d.recv !== null),
+    new Promise((r) => setTimeout(r, 5_000)),
+  ]);
   // Warm-up (JIT, connections), the same amount as the torch side gets.
   for (let i = 0; i < WARMUP; i++) await a.rpcAsync(1, 'noop');
   for (let i = 0; i < 100; i++) await a.remote(1, 'noop').toHere();
