@@ -1,5 +1,5 @@
 // One rank of the tensile side of the allreduce benchmark. Env: RANK/WORLD_SIZE/MASTER_*, BENCH_SIZES (bytes, comma
-// separated). Rank 0 prints one JSON line per size: {"sizeBytes", "iters", "medianMs", "meanMs"}.
+// separated), BENCH_ITERS (optional, overrides the per-size count). Rank 0 prints one JSON line per size: {"sizeBytes", "iters", "medianMs", "meanMs"}.
 import { initProcessGroup } from '../../collective/index.js';
 import { itersFor } from './sizes.js';
 
@@ -8,7 +8,7 @@ async function main(): Promise<void> {
   const sizes = (process.env.BENCH_SIZES ?? '4096').split(',').map(Number);
   for (const sizeBytes of sizes) {
     const buf = new Float32Array(sizeBytes / 4).fill(1);
-    const iters = itersFor(sizeBytes);
+    const iters = process.env.BENCH_ITERS ? Number(process.env.BENCH_ITERS) : itersFor(sizeBytes);
     for (let i = 0; i < 2; i++) await pg.allreduce(buf, 'sum');
     await pg.barrier();
     const times: number[] = [];
