@@ -1,6 +1,7 @@
 // `tensile run`: parse flags once, wire the logger, console, metrics and rendezvous, run the agent, map signals.
 
 import { hostname } from 'node:os';
+import { Writable } from 'node:stream';
 import type { RendezvousHandler } from '../../rendezvous/api.js';
 import { ElasticAgent } from '../agent.js';
 import { formatHelp } from '../args.js';
@@ -19,7 +20,19 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const opts = parsed.options;
-  const logger = await createAgentLogger(opts.logFormat, opts.logLevel);
+  const agentConsole = new AgentConsole(process.stdout, process.stderr, opts.statusLine);
+  const logger = await createAgentLogger(
+    opts.logFormat,
+    opts.logLevel,
+    opts.statusLine
+      ? new Writable({
+          write(chunk: Buffer | string, _enc, done) {
+            agentConsole.message(chunk.toString());
+            done();
+          },
+        })
+      : null,
+  );
   for (const n of parsed.notices) logger.warn(n);
 
   const { parseRdzvConf, createRendezvousHandler } = await import('../../rendezvous/index.js');
@@ -45,7 +58,6 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
     }
     logger.info({ port: metrics.port }, 'serving /healthz and /metrics');
   }
-  const agentConsole = new AgentConsole(process.stdout, process.stderr, opts.statusLine);
   const agent = new ElasticAgent(opts, {
     logger,
     console: agentConsole,
