@@ -11,6 +11,16 @@ import { noMetrics, startMetricsServer } from '../metrics.js';
 import { parseRunArgs, RUN_FLAGS, RUN_USAGE } from '../run-config.js';
 import { UsageError } from '../api.js';
 
+/** Why `port` cannot be bound on `host` now, or null when it can. */
+async function portBusy(port: number, host: string): Promise<string | null> {
+  const { createServer } = await import('node:net');
+  return new Promise((resolve) => {
+    const srv = createServer();
+    srv.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EADDRINUSE' ? 'already in use' : err.message));
+    srv.listen(port, host, () => srv.close(() => resolve(null)));
+  });
+}
+
 const HANDLED_SIGNALS: readonly NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP', 'SIGQUIT'];
 
 export async function runCommand(argv: readonly string[]): Promise<number> {
@@ -47,6 +57,11 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
     });
   } catch (err) {
     throw new UsageError((err as Error).message);
+  }
+
+  if (opts.masterPort !== null && opts.nnodes.max === 1) {
+    const busy = await portBusy(opts.masterPort, opts.masterAddr ?? '127.0.0.1');
+    if (busy) throw new UsageError(`--master-port ${opts.masterPort}: ${busy}; the workers' rank 0 must be able to bind it`);
   }
 
   let metrics = noMetrics;

@@ -238,6 +238,20 @@ describe('tensile run rejects bad input with exit code 2', () => {
     });
   }
 
+  test('a master port already in use is a usage error', async () => {
+    const { createServer } = await import('node:net');
+    const srv = createServer();
+    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+    const port = (srv.address() as { port: number }).port;
+    try {
+      const res = await runTensile(['run', '--master-port', String(port), join(FIX, 'env-dump.mjs')], { env: { OUT_DIR: tmp() } });
+      assert.equal(res.code, 2);
+      assert.match(res.stderr, new RegExp(`--master-port ${port}: already in use`));
+    } finally {
+      srv.close();
+    }
+  });
+
   test('a metrics port already in use is a usage error', async () => {
     const { createServer } = await import('node:net');
     const srv = createServer();
