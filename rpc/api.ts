@@ -58,11 +58,11 @@ export interface InitRpcOptions {
   readonly initTimeoutMs?: number;
   readonly tls?: TlsOptions;
   /**
-   * Bulk data channel for large frames (a raw TCP connection per peer pair beside the gRPC stream). Default on, off
-   * with TLS (it is not encrypted). Env TENSILE_RPC_DATA_CHANNEL=0 turns it off; TENSILE_RPC_DATA_MIN_BYTES sets
-   * `minBytes` (default 262 144: frames of at least this size use it).
+   * Data channel: once a peer pair's streams are up, frames travel on raw sockets beside gRPC (a Unix socket on the
+   * same host, else TCP), one per direction; gRPC remains the control plane and the fallback. Default on; off with
+   * TLS (the sockets are not encrypted). Env TENSILE_RPC_DATA_CHANNEL=0 turns it off.
    */
-  readonly dataChannel?: { readonly enabled?: boolean; readonly minBytes?: number };
+  readonly dataChannel?: { readonly enabled?: boolean };
   readonly logger?: Logger;
 }
 

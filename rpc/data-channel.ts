@@ -27,63 +27,100 @@ export const HANDSHAKE_MAGIC = 0x31434454; // "TDC1" little-endian
 export const TRANSFER_MAGIC = 0x31584454; // "TDX1" little-endian
 export const HANDSHAKE_BYTES = 20;
 export const TRANSFER_HEADER_BYTES = 12;
-/** Default smallest frame sent over the data channel (smaller frames batch better on gRPC). */
-export const DEFAULT_DATA_MIN_BYTES = 256 * 1024;
+/** Staging buffer of a receive socket: small transfers are read many at a time into it. */
+export const STAGE_BYTES = 256 * 1024;
 /** Largest transfer a receiver accepts (a corrupt header must not allocate without bound). */
 export const MAX_TRANSFER_BYTES = 2 ** 32 - 1;
 
 export interface DataChannelOptions {
   /** Use the data channel at all (default true; forced off with TLS). */
   readonly enabled: boolean;
-  /** Frames of at least this many bytes go over the data channel. */
-  readonly minBytes: number;
 }
 
 /** What the receiving side of a data socket does with complete transfers and failures. */
 export interface DataSink {
   onTransfer(id: number, frame: Buffer): void;
+  /** After each read's transfers were handed over (so the receiver can deliver them as one batch). */
+  onBatchEnd?(): void;
 }
 
 /**
- * Parses the data socket's byte stream into transfers. Used as the socket's `onread` buffer source: the kernel
- * writes each transfer's bytes straight into one buffer of its final size (no intermediate chunks, no copy).
+ * Parses the data socket's byte stream into transfers; used as the socket's `onread` buffer source. Small transfers
+ * are read many at a time into a staging buffer and copied out; a transfer larger than what the staging buffer has
+ * left gets a buffer of its final size, and the kernel writes the rest of it straight there (no chunks, no copy).
+ * Transfer ids must count up from 1 (anything else is a desynchronized or forged stream).
  */
 export class TransferReader {
-  private readonly hdr = Buffer.allocUnsafe(TRANSFER_HEADER_BYTES);
-  private hdrFill = 0;
+  private readonly stage = Buffer.allocUnsafeSlow(STAGE_BYTES);
+  private start = 0;
+  private end = 0;
   private cur: Buffer | null = null;
   private curId = 0;
   private fill = 0;
+  private expectId = 1;
 
   constructor(private readonly sink: DataSink) {}
 
-  /** Where the next bytes go: the rest of the transfer header or of the current transfer. Never empty. */
+  /** Where the next bytes go. Never empty. */
   nextBuffer(): Buffer {
-    return this.cur ? this.cur.subarray(this.fill) : this.hdr.subarray(this.hdrFill);
+    if (this.cur) return this.cur.subarray(this.fill);
+    if (this.end === this.stage.byteLength) {
+      this.stage.copy(this.stage, 0, this.start, this.end);
+      this.end -= this.start;
+      this.start = 0;
+    }
+    return this.stage.subarray(this.end);
   }
 
   /** `n` bytes were written into the last nextBuffer(). Throws FrameError on a header that does not parse. */
   advance(n: number): void {
-    if (!this.cur) {
-      this.hdrFill += n;
-      if (this.hdrFill < TRANSFER_HEADER_BYTES) return;
-      this.hdrFill = 0;
-      const magic = this.hdr.readUInt32LE(0);
+    if (this.cur) {
+      this.fill += n;
+      if (this.fill < this.cur.byteLength) return;
+      const done = this.cur;
+      this.cur = null;
+      this.sink.onTransfer(this.curId, done);
+    } else {
+      this.end += n;
+      this.parse();
+    }
+    this.sink.onBatchEnd?.();
+  }
+
+  private parse(): void {
+    while (this.end - this.start >= TRANSFER_HEADER_BYTES) {
+      const st = this.stage;
+      const magic = st.readUInt32LE(this.start);
       if (magic !== TRANSFER_MAGIC) {
         throw new FrameError(`data channel: bad transfer magic 0x${magic.toString(16)} (expected 0x${TRANSFER_MAGIC.toString(16)})`);
       }
-      this.curId = this.hdr.readUInt32LE(4);
-      const total = this.hdr.readUInt32LE(8);
+      const id = st.readUInt32LE(this.start + 4);
+      if (id !== this.expectId) throw new FrameError(`data channel: transfer id ${id} out of sequence (expected ${this.expectId})`);
+      const total = st.readUInt32LE(this.start + 8);
       if (total < 16) throw new FrameError(`data channel: transfer of ${total} bytes is shorter than a frame header`);
+      this.expectId = this.expectId >= 0xfffffffe ? 1 : this.expectId + 1;
+      const bodyAt = this.start + TRANSFER_HEADER_BYTES;
+      const have = this.end - bodyAt;
+      if (have >= total) {
+        const frame = Buffer.allocUnsafe(total);
+        st.copy(frame, 0, bodyAt, bodyAt + total);
+        this.start = bodyAt + total;
+        this.sink.onTransfer(id, frame);
+        continue;
+      }
+      if (total <= st.byteLength - TRANSFER_HEADER_BYTES) {
+        // Fits in the staging buffer: wait for the rest there (undo the id bump; the header is parsed again).
+        this.expectId = id;
+        break;
+      }
       this.cur = Buffer.allocUnsafeSlow(total);
-      this.fill = 0;
+      st.copy(this.cur, 0, bodyAt, this.end);
+      this.fill = have;
+      this.curId = id;
+      this.start = this.end = 0;
       return;
     }
-    this.fill += n;
-    if (this.fill < this.cur.byteLength) return;
-    const done = this.cur;
-    this.cur = null;
-    this.sink.onTransfer(this.curId, done);
+    if (this.start === this.end) this.start = this.end = 0;
   }
 
   /** Feeds bytes that arrived as ordinary chunks (copying them in). */
@@ -99,16 +136,42 @@ export class TransferReader {
   }
 }
 
-/** Writes one transfer: header, then the frame's parts as they are (no copy; the socket keeps references). */
-export function writeTransfer(sock: Socket, id: number, frame: { parts: Buffer[]; bytes: number }): void {
-  const h = Buffer.allocUnsafe(TRANSFER_HEADER_BYTES);
-  h.writeUInt32LE(TRANSFER_MAGIC, 0);
-  h.writeUInt32LE(id >>> 0, 4);
-  h.writeUInt32LE(frame.bytes, 8);
+/**
+ * Writes transfers with consecutive ids from `firstId`: small ones are packed into one buffer, large ones' parts go
+ * as they are (no copy; the socket keeps references). Returns the bytes written.
+ */
+export function writeTransfers(sock: Socket, firstId: number, frames: { parts: Buffer[]; bytes: number }[]): number {
+  let id = firstId;
+  let total = 0;
+  const out: Buffer[] = [];
+  let small: Buffer[] = [];
+  let smallBytes = 0;
+  const flushSmall = (): void => {
+    if (small.length === 0) return;
+    out.push(small.length === 1 ? small[0]! : Buffer.concat(small, smallBytes));
+    small = [];
+    smallBytes = 0;
+  };
+  for (const f of frames) {
+    const h = Buffer.allocUnsafe(TRANSFER_HEADER_BYTES);
+    h.writeUInt32LE(TRANSFER_MAGIC, 0);
+    h.writeUInt32LE(id >>> 0, 4);
+    h.writeUInt32LE(f.bytes, 8);
+    id = id >= 0xfffffffe ? 1 : id + 1;
+    total += TRANSFER_HEADER_BYTES + f.bytes;
+    if (f.bytes <= 64 * 1024) {
+      small.push(h, ...f.parts);
+      smallBytes += TRANSFER_HEADER_BYTES + f.bytes;
+      continue;
+    }
+    flushSmall();
+    out.push(h, ...f.parts);
+  }
+  flushSmall();
   sock.cork();
-  sock.write(h);
-  for (const p of frame.parts) sock.write(p);
+  for (const b of out) sock.write(b);
   sock.uncork();
+  return total;
 }
 
 function tune(sock: Socket): void {

@@ -13,17 +13,15 @@ import {
   DataHub,
   TransferReader,
   connectData,
-  writeTransfer,
-  DEFAULT_DATA_MIN_BYTES,
+  writeTransfers,
   type DataChannelOptions,
 } from './data-channel.js';
 
 const KIND_DATA_PORT = 0x50; // 'P'
-const KIND_DATA_REF = 0x44; // 'D'
+const KIND_DATA_SWITCH = 0x58; // 'X'
 const DATA_PORT_MIN_BYTES = 21; // 'P' u16 port, 16-byte token, u16 path length, path (UTF-8)
-const DATA_REF_SEG_BYTES = 9;
 
-export const defaultDataChannel: DataChannelOptions = { enabled: true, minBytes: DEFAULT_DATA_MIN_BYTES };
+export const defaultDataChannel: DataChannelOptions = { enabled: true };
 
 /** Test hooks: advertise another data port than the real one and no Unix socket (to test the unreachable fallback). */
 export const dataChannelTestHooks: { advertisedPort?: number; noUds?: boolean } = {};
@@ -35,8 +33,6 @@ interface DataRole {
   readonly peerHost: string;
   readonly opts: DataChannelOptions;
 }
-
-type InboxItem = { raw: Buffer } | { id: number; bytes: number };
 
 const identity = (b: Buffer): Buffer => b;
 export const serviceDefinition: grpc.ServiceDefinition = {
@@ -91,9 +87,13 @@ export class StreamConn {
   private registration: { unregister(): void } | null = null;
   private recvRequested = false;
   private nextTransferId = 1;
-  /** Frames waiting behind a data-channel transfer referenced before them (keeps the stream's order). */
-  private readonly inbox: InboxItem[] = [];
-  private readonly arrived = new Map<number, Buffer>();
+  /** We told the peer (an 'X' segment) that every later frame comes on the data channel. */
+  private switchedOut = false;
+  /** The peer told us so: frames from the data channel may be delivered (all its gRPC frames came before). */
+  private switchedIn = false;
+  /** Data-channel frames that arrived before the peer's 'X' (delivered right after it, keeping the order). */
+  private early: Buffer[] = [];
+  private batch: Buffer[] = [];
   private readonly readyWaiters: (() => void)[] = [];
 
   constructor(
@@ -149,24 +149,18 @@ export class StreamConn {
   private onSegment(seg: Buffer): void {
     if (!this.reader.inChunk && seg.byteLength > 0) {
       if (seg[0] === KIND_DATA_PORT) return this.onDataPort(seg);
-      if (seg[0] === KIND_DATA_REF) {
-        if (seg.byteLength !== DATA_REF_SEG_BYTES) {
-          throw new FrameError(`data reference segment of ${seg.byteLength} bytes (expected ${DATA_REF_SEG_BYTES})`);
-        }
-        if (!this.recvSock) throw new FrameError('data reference received but no data connection is open');
-        this.inbox.push({ id: seg.readUInt32LE(1), bytes: seg.readUInt32LE(5) });
-        this.deliver();
+      if (seg[0] === KIND_DATA_SWITCH) {
+        if (seg.byteLength !== 1) throw new FrameError(`data switch segment of ${seg.byteLength} bytes (expected 1)`);
+        if (!this.recvSock) throw new FrameError('peer switched to the data channel but no data connection is open');
+        this.switchedIn = true;
+        const early = this.early;
+        this.early = [];
+        if (early.length > 0) this.onFrames(early);
         return;
       }
     }
     const frames = this.reader.push(seg);
-    if (frames.length === 0) return;
-    if (this.inbox.length === 0) {
-      this.onFrames(frames);
-      return;
-    }
-    for (const raw of frames) this.inbox.push({ raw });
-    this.deliver();
+    if (frames.length > 0) this.onFrames(frames);
   }
 
   /** The peer advertised its data listener: connect our receive socket to it (once). */
@@ -181,9 +175,15 @@ export class StreamConn {
     const token = Buffer.from(seg.subarray(3, 19));
     const udsPath = seg.subarray(DATA_PORT_MIN_BYTES).toString('utf8');
     const reader = new TransferReader({
-      onTransfer: (id, frame) => {
-        this.arrived.set(id, frame);
-        this.deliver();
+      onTransfer: (_id, frame) => {
+        if (this.switchedIn) this.batch.push(frame);
+        else this.early.push(frame);
+      },
+      onBatchEnd: () => {
+        if (this.batch.length === 0 || this.closed) return;
+        const b = this.batch;
+        this.batch = [];
+        this.onFrames(b);
       },
     });
     const onReadError = (err: FrameError): void => {
@@ -222,30 +222,6 @@ export class StreamConn {
     this.wakeReady();
   }
 
-  /** Hands frames to onFrames in stream order; stops at a data reference whose bytes have not arrived yet. */
-  private deliver(): void {
-    const out: Buffer[] = [];
-    while (this.inbox.length > 0 && !this.closed) {
-      const head = this.inbox[0]!;
-      if ('raw' in head) {
-        out.push(head.raw);
-      } else {
-        const buf = this.arrived.get(head.id);
-        if (!buf) break;
-        this.arrived.delete(head.id);
-        if (buf.byteLength !== head.bytes) {
-          const e = new FrameError(`data transfer ${head.id} has ${buf.byteLength} bytes, its reference says ${head.bytes}`);
-          this.onProtocolError(e);
-          this.fail(e);
-          return;
-        }
-        out.push(buf);
-      }
-      this.inbox.shift();
-    }
-    if (out.length > 0) this.onFrames(out);
-  }
-
   get isClosed(): boolean {
     return this.closed;
   }
@@ -271,27 +247,20 @@ export class StreamConn {
     const q = this.queue;
     this.queue = [];
     const sock = this.sendSock;
-    const min = this.data?.opts.minBytes ?? Infinity;
-    let batch: { parts: Buffer[]; bytes: number }[] = [];
-    for (const f of q) {
-      if (sock && !sock.destroyed && f.bytes >= min) {
-        this.writeGrpc(batch);
-        batch = [];
-        const id = this.nextTransferId;
-        this.nextTransferId = this.nextTransferId >= 0xfffffffe ? 1 : this.nextTransferId + 1;
-        const ref = Buffer.allocUnsafe(DATA_REF_SEG_BYTES);
-        ref.writeUInt8(KIND_DATA_REF, 0);
-        ref.writeUInt32LE(id, 1);
-        ref.writeUInt32LE(f.bytes, 5);
-        this.bytesOut += ref.byteLength;
-        this.duplex.write(ref);
-        writeTransfer(sock, id, f);
-        this.dataBytesOut += f.bytes + 12;
-      } else {
-        batch.push(f);
+    if (sock && !sock.destroyed) {
+      if (!this.switchedOut) {
+        // Everything before this went over gRPC; the peer delivers data-channel frames only after seeing this.
+        this.switchedOut = true;
+        this.duplex.write(Buffer.of(KIND_DATA_SWITCH));
+        this.bytesOut += 1;
       }
+      this.dataBytesOut += writeTransfers(sock, this.nextTransferId, q);
+      for (let i = 0; i < q.length; i++) {
+        this.nextTransferId = this.nextTransferId >= 0xfffffffe ? 1 : this.nextTransferId + 1;
+      }
+      return;
     }
-    this.writeGrpc(batch);
+    this.writeGrpc(q);
   }
 
   private writeGrpc(frames: { parts: Buffer[]; bytes: number }[]): void {
@@ -306,8 +275,8 @@ export class StreamConn {
     if (this.closed) return;
     this.closed = true;
     this.queue = [];
-    this.inbox.length = 0;
-    this.arrived.clear();
+    this.early = [];
+    this.batch = [];
     this.onClose(err);
     this.teardown();
   }

@@ -3,7 +3,7 @@
 import { hostname } from 'node:os';
 import { z } from 'zod';
 import { RpcError, noopLogger, type InitRpcOptions, type Logger, type TlsOptions } from './api.js';
-import { DEFAULT_DATA_MIN_BYTES, type DataChannelOptions } from './data-channel.js';
+import type { DataChannelOptions } from './data-channel.js';
 
 export interface ResolvedRpcOptions {
   readonly name: string;
@@ -40,7 +40,6 @@ const schema = z
     rpcTimeoutMs: int('rpcTimeoutMs', 0, 2 ** 31 - 1),
     initTimeoutMs: int('initTimeoutMs', 1, 2 ** 31 - 1),
     dataChannelEnabled: z.boolean({ error: 'dataChannel.enabled must be a boolean' }),
-    dataChannelMinBytes: int('dataChannel.minBytes', 16, 2 ** 32 - 1),
   })
   .refine((o) => o.rank < o.worldSize, { error: 'rank must be < worldSize' });
 
@@ -94,7 +93,6 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     rpcTimeoutMs: opts.rpcTimeoutMs ?? 60_000,
     initTimeoutMs: opts.initTimeoutMs ?? 60_000,
     dataChannelEnabled: opts.dataChannel?.enabled ?? envFlag(env, 'TENSILE_RPC_DATA_CHANNEL') ?? true,
-    dataChannelMinBytes: opts.dataChannel?.minBytes ?? envInt(env, 'TENSILE_RPC_DATA_MIN_BYTES') ?? DEFAULT_DATA_MIN_BYTES,
   };
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
@@ -103,11 +101,11 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     const val = key ? (raw as Record<string, unknown>)[key] : `rank ${rank}, worldSize ${worldSize}`;
     throw new RpcError('INVALID_ARGUMENT', `initRpc: ${key || 'options'}=${JSON.stringify(val)}: ${issue.message}`);
   }
-  const { dataChannelEnabled, dataChannelMinBytes, ...rest } = parsed.data;
+  const { dataChannelEnabled, ...rest } = parsed.data;
   return {
     ...rest,
     tls: opts.tls,
-    dataChannel: { enabled: dataChannelEnabled, minBytes: dataChannelMinBytes },
+    dataChannel: { enabled: dataChannelEnabled },
     logger: opts.logger ?? noopLogger,
   };
 }
