@@ -21,7 +21,7 @@ const KIND_DATA_PORT = 0x50; // 'P'
 const KIND_DATA_SWITCH = 0x58; // 'X'
 const DATA_PORT_MIN_BYTES = 21; // 'P' u16 port, 16-byte token, u16 path length, path (UTF-8)
 
-export const defaultDataChannel: DataChannelOptions = { enabled: true };
+export const defaultDataChannel: DataChannelOptions = { enabled: true, unixSocket: false };
 
 /** Test hooks: advertise another data port than the real one and no Unix socket (to test the unreachable fallback). */
 export const dataChannelTestHooks: { advertisedPort?: number; noUds?: boolean } = {};
@@ -287,13 +287,20 @@ export class StreamConn {
     this.flush();
     this.closed = true;
     this.onClose();
-    this.teardown();
+    this.teardown(true);
   }
 
-  private teardown(): void {
+  private teardown(graceful = false): void {
     this.registration?.unregister();
     this.registration = null;
-    this.sendSock?.destroy();
+    const send = this.sendSock;
+    if (send && graceful) {
+      // Let what was just flushed reach the peer (a final answer, the shutdown barrier), then close.
+      send.end();
+      setTimeout(() => send.destroy(), 1_000).unref();
+    } else {
+      send?.destroy();
+    }
     this.recvSock?.destroy();
     this.wakeReady();
     try {
@@ -336,7 +343,7 @@ export async function startServer(
   data: DataChannelOptions = defaultDataChannel,
 ): Promise<{ server: grpc.Server; port: number; hub: DataHub | null }> {
   const useData = data.enabled && !tls;
-  const hub = useData ? await DataHub.listen(host) : null;
+  const hub = useData ? await DataHub.listen(host, { uds: data.unixSocket }) : null;
   const server = new grpc.Server(channelOptions);
   if (hub) hubs.set(server, hub);
   server.addService(serviceDefinition, {

@@ -40,6 +40,7 @@ const schema = z
     rpcTimeoutMs: int('rpcTimeoutMs', 0, 2 ** 31 - 1),
     initTimeoutMs: int('initTimeoutMs', 1, 2 ** 31 - 1),
     dataChannelEnabled: z.boolean({ error: 'dataChannel.enabled must be a boolean' }),
+    dataChannelUnix: z.boolean({ error: 'dataChannel.unixSocket must be a boolean' }),
   })
   .refine((o) => o.rank < o.worldSize, { error: 'rank must be < worldSize' });
 
@@ -93,6 +94,7 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     rpcTimeoutMs: opts.rpcTimeoutMs ?? 60_000,
     initTimeoutMs: opts.initTimeoutMs ?? 60_000,
     dataChannelEnabled: opts.dataChannel?.enabled ?? envFlag(env, 'TENSILE_RPC_DATA_CHANNEL') ?? true,
+    dataChannelUnix: opts.dataChannel?.unixSocket ?? envFlag(env, 'TENSILE_RPC_DATA_UDS') ?? false,
   };
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
@@ -101,11 +103,11 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     const val = key ? (raw as Record<string, unknown>)[key] : `rank ${rank}, worldSize ${worldSize}`;
     throw new RpcError('INVALID_ARGUMENT', `initRpc: ${key || 'options'}=${JSON.stringify(val)}: ${issue.message}`);
   }
-  const { dataChannelEnabled, ...rest } = parsed.data;
+  const { dataChannelEnabled, dataChannelUnix, ...rest } = parsed.data;
   return {
     ...rest,
     tls: opts.tls,
-    dataChannel: { enabled: dataChannelEnabled },
+    dataChannel: { enabled: dataChannelEnabled, unixSocket: dataChannelUnix },
     logger: opts.logger ?? noopLogger,
   };
 }

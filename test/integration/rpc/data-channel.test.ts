@@ -40,8 +40,9 @@ function pattern(n: number, seed: number): Float32Array {
   return t;
 }
 
-test('large tensors travel over the data channel in both directions and arrive intact', async () => {
+test('large tensors travel over the data channel (TCP) in both directions and arrive intact', async () => {
   const { a, b, ab, ba } = await world();
+  assert.equal(ab.dataSockets.recv!.remoteAddress, '127.0.0.1');
   const t = pattern(1 << 20, 0.5); // 4 MiB
   const r = (await a.rpcAsync(1, 'plus', [t, 1])) as Float32Array;
   assert.equal(r.length, t.length);
@@ -50,11 +51,12 @@ test('large tensors travel over the data channel in both directions and arrive i
   assert.deepEqual(back, t);
   assert.ok(ab.dataBytesOut >= 2 * t.byteLength, `rank 0 sent ${ab.dataBytesOut} bytes on the data channel`);
   assert.ok(ba.dataBytesOut >= 2 * t.byteLength, `rank 1 sent ${ba.dataBytesOut} bytes on the data channel`);
-  assert.ok(ab.bytesOut < 64 * 1024, `only references went over gRPC, got ${ab.bytesOut} bytes`);
+  assert.ok(ab.bytesOut < 64 * 1024, `only control segments went over gRPC, got ${ab.bytesOut} bytes`);
 });
 
-test('many concurrent large calls are each answered with their own tensor', async () => {
-  const { a } = await world();
+test('many concurrent large and small calls over a Unix socket are each answered with their own value', async () => {
+  const { a, ab } = await world({ dataChannel: { unixSocket: true } });
+  assert.equal(ab.dataSockets.recv!.remoteAddress, undefined, 'a Unix socket has no remote address');
   const inputs = Array.from({ length: 24 }, (_, k) => pattern(64 * 1024 + k * 1024, k));
   const small = Array.from({ length: 24 }, (_, k) => new Float32Array([k]));
   const results = await Promise.all([
