@@ -210,6 +210,7 @@ export async function runOperator(
       await transition;
       await controller?.stop();
       await new Promise<void>((resolve) => server.close(() => resolve()));
+      apis.close();
     },
   };
 }

@@ -275,5 +275,6 @@ try {
   await Promise.race([op?.result, new Promise((r) => setTimeout(r, 5000))]);
   op?.kill('SIGKILL');
   unwatch();
+  http.close();
   await server.stop();
 }

@@ -175,6 +175,7 @@ try {
   writeFileSync(join(dir, 'stop'), '');
   await op.stop();
   await kubelet.stop();
+  http.close();
   await server.stop();
   await etcd.stop();
   rmSync(dir, { recursive: true, force: true });

@@ -30,6 +30,7 @@ import { WorkQueue } from './work-queue.js';
 import type { KubeApis } from '../kube/client-node.js';
 import { Informer, type KObj } from '../kube/informer.js';
 import { elasticJobSource, nodeSource, podSource, serviceSource } from '../kube/sources.js';
+import { slimNode, slimPod, slimService } from '../kube/transforms.js';
 
 export interface ControllerOptions {
   /** client-node's typed APIs and Watch, for the informers. */
@@ -120,11 +121,13 @@ export class ElasticJobController {
     };
     this.jobs = new Informer<JobObj>(elasticJobSource(apis, namespace), { logger: log });
     this.pods = new Informer<V1Pod & KObj>(podSource(apis, namespace), {
+      transform: (p) => slimPod(p) as V1Pod & KObj,
       labelSelector,
       logger: log,
       indexBy: byJob,
     });
     this.services = new Informer<V1Service & KObj>(serviceSource(apis, namespace), {
+      transform: (s) => slimService(s) as V1Service & KObj,
       labelSelector,
       logger: log,
       indexBy: byJob,
@@ -140,7 +143,10 @@ export class ElasticJobController {
     this.services.on('delete', (s) => this.enqueueOwner(s));
     await Promise.all([this.jobs.start(), this.pods.start(), this.services.start()]);
     if (this.o.watchNodes ?? true) {
-      const nodes = new Informer<V1Node & KObj>(nodeSource(apis), { logger: log });
+      const nodes = new Informer<V1Node & KObj>(nodeSource(apis), {
+        logger: log,
+        transform: (n) => slimNode(n) as V1Node & KObj,
+      });
       nodes.on('update', (n) => this.onNodeChanged(n, false));
       nodes.on('delete', (n) => this.onNodeChanged(n, true));
       nodes.on('add', (n) => this.deletedNodes.delete(n.metadata?.name ?? ''));

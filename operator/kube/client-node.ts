@@ -3,9 +3,13 @@
 //
 // - `loadKubeConfig` uses client-node's KubeConfig, so kubeconfig files, in-cluster service accounts, exec and
 //   auth-provider plugins and token files all work as they do for kubectl.
-// - `KubeApis` holds one instance of each typed API the operator calls plus client-node's `Watch`.
+// - `KubeApis` holds one instance of each typed API the operator calls plus client-node's `Watch`. client-node 1.4
+//   builds a new http(s).Agent for every request (a new TCP + TLS connection per call); a request middleware swaps
+//   it for one shared keep-alive agent with the same TLS options, so reconciles reuse connections.
 // - `toOperatorError` is the only place that looks at client-node's ApiException: 409 → ApiConflictError,
 //   404 → ApiNotFoundError, anything else (410, 422, ...) → ApiError with the HTTP status, 0 when there was none.
+import http from 'node:http';
+import https from 'node:https';
 import {
   ApiException,
   AppsV1Api,
@@ -13,7 +17,12 @@ import {
   CoreV1Api,
   CustomObjectsApi,
   KubeConfig,
+  ServerConfiguration,
   Watch,
+  createConfiguration,
+  type Middleware,
+  type RequestContext,
+  type ResponseContext,
 } from '@kubernetes/client-node';
 import { ApiConflictError, ApiError, ApiNotFoundError, BadOptionsError, OperatorError } from '../api.js';
 
@@ -91,19 +100,75 @@ export async function call<T>(what: string, fn: () => Promise<T>): Promise<T> {
   }
 }
 
+type AgentWithOptions = (http.Agent | https.Agent) & { options?: Record<string, unknown> };
+
+/**
+ * Replaces the agent client-node made for a request with a shared keep-alive one built from the same options
+ * (CA, client certificate and key, TLS verification). A new one is built when those options change (a rotated
+ * client certificate from an exec plugin); proxy agents are left alone.
+ */
+export class KeepAliveAgents implements Middleware {
+  private shared: { key: string; agent: http.Agent } | undefined;
+
+  constructor(private readonly maxSockets = 32) {}
+
+  pre(context: RequestContext): Promise<RequestContext> {
+    const made = context.getAgent() as AgentWithOptions | undefined;
+    const ctor: unknown = made?.constructor;
+    if (made !== undefined && (ctor === http.Agent || ctor === https.Agent)) {
+      const o = made.options ?? {};
+      const tls = ctor === https.Agent;
+      const key = [tls, o.ca, o.cert, o.key, o.pfx, o.passphrase, o.rejectUnauthorized, o.servername]
+        .map((v) => String(v))
+        .join('|');
+      if (this.shared?.key !== key) {
+        this.shared?.agent.destroy();
+        const opts = { ...o, keepAlive: true, maxSockets: this.maxSockets };
+        this.shared = { key, agent: tls ? new https.Agent(opts) : new http.Agent(opts) };
+      }
+      context.setAgent(this.shared.agent);
+    }
+    return Promise.resolve(context);
+  }
+
+  post(context: ResponseContext): Promise<ResponseContext> {
+    return Promise.resolve(context);
+  }
+
+  close(): void {
+    this.shared?.agent.destroy();
+    this.shared = undefined;
+  }
+}
+
 export class KubeApis {
   readonly core: CoreV1Api;
   readonly apps: AppsV1Api;
   readonly coordination: CoordinationV1Api;
   readonly custom: CustomObjectsApi;
   readonly watcher: Watch;
+  private readonly agents = new KeepAliveAgents();
 
   constructor(readonly kc: KubeConfig) {
-    this.core = kc.makeApiClient(CoreV1Api);
-    this.apps = kc.makeApiClient(AppsV1Api);
-    this.coordination = kc.makeApiClient(CoordinationV1Api);
-    this.custom = kc.makeApiClient(CustomObjectsApi);
+    const cluster = kc.getCurrentCluster();
+    if (cluster === null)
+      throw new BadOptionsError(`kubeconfig: current-context "${kc.getCurrentContext()}" names no cluster`);
+    // What kc.makeApiClient does, plus the keep-alive middleware.
+    const config = createConfiguration({
+      baseServer: new ServerConfiguration(cluster.server, {}),
+      authMethods: { default: kc },
+      promiseMiddleware: [this.agents],
+    });
+    this.core = new CoreV1Api(config);
+    this.apps = new AppsV1Api(config);
+    this.coordination = new CoordinationV1Api(config);
+    this.custom = new CustomObjectsApi(config);
     this.watcher = new Watch(kc);
+  }
+
+  /** Closes the shared keep-alive connections (watches close when their signal aborts). */
+  close(): void {
+    this.agents.close();
   }
 
   /**

@@ -45,6 +45,8 @@ export interface InformerOptions<T> {
   readonly logger?: Logger;
   /** Secondary index key of an object (undefined: not indexed). */
   readonly indexBy?: (obj: T) => string | undefined;
+  /** What to keep of each object (applied before caching and before handlers see it); default: all of it. */
+  readonly transform?: (obj: T) => T;
   /** Server-side watch timeout; the informer rewatches from the last resourceVersion when it ends. */
   readonly watchTimeoutSeconds?: number;
 }
@@ -109,6 +111,10 @@ export class Informer<T extends KObj> {
     return this.cache.size;
   }
 
+  private slim(obj: T): T {
+    return this.o.transform !== undefined ? this.o.transform(obj) : obj;
+  }
+
   private put(obj: T): void {
     const k = keyOf(obj);
     const old = this.cache.get(k);
@@ -146,7 +152,8 @@ export class Informer<T extends KObj> {
   private async relist(): Promise<void> {
     const list = await this.source.list(this.o.labelSelector);
     const seen = new Set<string>();
-    for (const item of list.items) {
+    for (const raw of list.items) {
+      const item = this.slim(raw);
       seen.add(keyOf(item));
       const old = this.cache.get(keyOf(item));
       if (old === undefined || old.metadata?.resourceVersion !== item.metadata?.resourceVersion) this.put(item);
@@ -176,7 +183,7 @@ export class Informer<T extends KObj> {
                 code ?? 0,
               );
             }
-            const o = obj as T;
+            const o = this.slim(obj as T);
             const rv = o.metadata?.resourceVersion;
             if (rv !== undefined && rv !== '') this.resourceVersion = rv;
             if (type === 'ADDED' || type === 'MODIFIED') this.put(o);

@@ -75,6 +75,7 @@ describe('ElasticJob operator end to end (pods run simple commands)', () => {
   });
   after(async () => {
     await op?.stop();
+    http?.close();
     await kubelet?.stop();
     await server?.stop();
     removeDir(dir);

@@ -22,6 +22,7 @@ before(async () => {
 after(async () => {
   for (const p of ops.values()) p.kill('SIGKILL');
   await Promise.all([...ops.values()].map((p) => p.result));
+  http?.close();
   await kubelet?.stop();
   await server?.stop();
 });

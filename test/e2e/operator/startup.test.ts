@@ -28,6 +28,7 @@ before(async () => {
 
 after(async () => {
   await op?.stop();
+  http?.close();
   await kubelet?.stop();
   await server?.stop();
 });

@@ -48,6 +48,7 @@ before(async () => {
 after(async () => {
   if (dir !== undefined) writeFileSync(join(dir, 'stop'), '');
   await op?.stop();
+  http?.close();
   await kubelet?.stop();
   await server?.stop();
   await etcd?.stop();
