@@ -34,6 +34,9 @@ test('workers talk over mutual TLS, and a worker with a certificate from another
   t.after(() => stopWorld(w));
   assert.equal(await w[0]!.rpcAsync(1, 'add', [40, 2]), 42);
   assert.equal(await w[1]!.rpcAsync(0, 'add', [1, 2]), 3);
+  // The raw-socket data channel is not encrypted, so with TLS it is off and everything stays on gRPC.
+  assert.equal(w[0]!.dataListener(), null);
+  assert.equal(w[0]!.rawConnTo(1)!.dataBytesOut, 0);
 
   // A world whose rank 1 holds a certificate of an unrelated CA never forms.
   const other = makeCerts(dir, 'b');
