@@ -12,7 +12,8 @@
 //                                                        the next gRPC messages are its raw pieces, back to back,
 //                                                        zero-copy views on the tensors, until totalBytes arrived
 //   'P' u16 dataPort | 16-byte token                     server -> client, first: where the data channel listens
-//   'D' u32 transferId | u32 totalBytes                  a frame that travels on the data channel (data-channel.ts)
+//   'X'                                                  from here on this direction's frames take the data
+//                                                        channel (data-channel.ts); nothing after it on gRPC
 // Anything else, or lengths that do not add up, is a FrameError: the caller gets a typed error when the request id
 // can be read, otherwise the connection is closed.
 
