@@ -1,20 +1,18 @@
-// Bulk data channel beside gRPC: raw socket connections per peer stream, carrying frames above a size threshold.
+// Data channel beside gRPC: raw socket connections per peer stream that carry the frames once they are up.
 //
-// gRPC stays the control plane. Each end of a peer stream that has a data listener (a DataHub: a TCP port and a
-// Unix socket path) advertises, as its first segment on the stream, the port, the path and a random 16-byte token
-// ('P' segment, see frame.ts). The other end connects its RECEIVE socket there (the Unix socket when it can be
-// reached from its host, i.e. same machine and network namespace, about twice loopback TCP's bandwidth; else TCP
-// to the peer's address) and sends
-// "TDC1" | token; the advertiser matches the token and uses the accepted socket to SEND. So each direction has its
-// own socket, and the receiver always owns the connecting end, which lets Node read each transfer straight into its
-// final buffer (`onread`; accepted sockets cannot do that). A large frame is sent as
-//   gRPC:  'D' u32 transferId u32 totalBytes          (a reference, in order with every other frame)
+// gRPC stays the control plane. Each end of a peer stream that has a data listener (a DataHub: a TCP port and,
+// opt-in, an abstract Unix socket) advertises, as its first segment on the stream, the port, the socket name and a
+// random 16-byte token ('P' segment, see frame.ts). The other end connects its RECEIVE socket there (the Unix
+// socket when offered and reachable, i.e. same machine and network namespace; else TCP to the peer's address) and
+// sends "TDC1" | token; the advertiser matches the token and uses the accepted socket to SEND. So each direction has
+// its own socket, and the receiver always owns the connecting end, which lets Node read each large transfer
+// straight into its final buffer (`onread`; accepted sockets cannot do that). Once a direction's send socket is
+// attached, the sender writes one 'X' segment on gRPC and from then on sends every frame as
 //   data:  "TDX1" u32 transferId u32 totalBytes | the frame's bytes (header, body, tensors: zero-copy views)
-// and the receiver delivers it at the place of its reference, so the stream's order is kept exactly.
-// If a direction's connection cannot be made, that direction keeps sending everything over gRPC. If an established
-// data socket breaks, or carries bytes that do not parse, the whole peer stream is failed (callers see PEER_LOST,
-// as for a broken gRPC stream): frames referenced on gRPC could otherwise never arrive. With TLS the fast path is
-// off (the data sockets would be unencrypted).
+// with consecutive ids; the receiver delivers data-channel frames only after the peer's 'X', so the stream's order
+// is kept exactly across the switch. If a direction's connection cannot be made, that direction keeps sending over
+// gRPC. If an established data socket breaks, or carries bytes that do not parse, the whole peer stream is failed
+// (callers see PEER_LOST, as for a broken gRPC stream). With TLS the data channel is off (it is not encrypted).
 
 import { randomBytes } from 'node:crypto';
 import { existsSync, rmSync } from 'node:fs';
