@@ -22,7 +22,11 @@
 // - `noSync(fn)`: inside it, gradients only accumulate locally in `param.grad`; the first synchronised backward after
 //   it all-reduces the accumulated sums (gradient accumulation).
 //
-// Not done (PyTorch has them): gradient-as-bucket-view, comm hooks, broadcasting buffers on every forward.
+// - `gradientAsBucketView: true` (PyTorch's gradient_as_bucket_view): after sync, `param.grad` is a view of its bucket
+//   instead of a copy, saving a copy of every gradient per step; the gradient then changes when a later pass
+//   overwrites the bucket, so do not keep a `.grad` across steps with it.
+//
+// Not done (PyTorch has them): comm hooks, broadcasting buffers on every forward.
 
 import type { ProcessGroup } from '../collective/api.js';
 import { TensorError } from './api.js';
@@ -47,6 +51,11 @@ export interface DdpOptions {
    * Default true.
    */
   readonly rebuildBuckets?: boolean;
+  /**
+   * After sync, make `param.grad` a view of its bucket rather than a copy (PyTorch's gradient_as_bucket_view).
+   * Default false.
+   */
+  readonly gradientAsBucketView?: boolean;
   /** Broadcast rank 0's buffers (not only parameters) at construction. Default true. */
   readonly broadcastBuffers?: boolean;
   readonly logger?: DdpLogger;
@@ -141,6 +150,7 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
   private readonly arrivalOrder: number[] = [];
   private readonly arrivalNode: number[] = [];
   private rebuildPending: boolean;
+  private readonly gradAsView: boolean;
   private readonly seenThisPass: Uint8Array;
   private nextToLaunch = 0;
   private syncEnabled = true;
@@ -184,6 +194,7 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
     this.capBytes = capMb * MIB;
     this.firstCapBytes = firstCapMb * MIB;
     this.rebuildPending = opts.rebuildBuckets ?? true;
+    this.gradAsView = opts.gradientAsBucketView ?? false;
     this.setBuckets(
       assignBuckets(
         this.params.map((p) => p.data.length),
@@ -398,6 +409,10 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
           const p = this.params[pi]!;
           const off = b.offsets[j]!;
           const part = flat.subarray(off, off + p.data.length);
+          if (this.gradAsView) {
+            p.grad = new Tensor(part, p.shape);
+            return;
+          }
           if (p.grad === null) p.grad = zeros(p.shape);
           p.grad.data.set(part);
         });

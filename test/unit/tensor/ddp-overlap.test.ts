@@ -118,6 +118,27 @@ describe('DistributedDataParallel overlap', () => {
     }
   });
 
+  it('with gradientAsBucketView leaves views of the buckets in .grad that still accumulate like copies', async () => {
+    const single = mlp();
+    const model = mlp();
+    const ddp = await DistributedDataParallel.create(model, fakeGroup().pg, {
+      firstBucketCapMb: 1200 / 2 ** 20,
+      gradientAsBucketView: true,
+    });
+    const { x, y } = batch();
+    for (let pass = 0; pass < 3; pass++) {
+      // Pass 2 keeps the gradients of pass 1, so both sides accumulate into them.
+      if (pass !== 2) for (const p of [...single.parameters(), ...model.parameters()]) p.grad = null;
+      await crossEntropy(single.call(x), y).backward();
+      await ddp.backward(crossEntropy(model.call(x), y));
+      const a = single.parameters();
+      const b = model.parameters();
+      a.forEach((p, i) => assert.deepEqual(b[i]!.grad!.toArray(), p.grad!.toArray(), `pass ${pass} parameter ${i}`));
+    }
+    const [w0, b0] = model.parameters();
+    assert.equal(w0!.grad!.data.buffer, b0!.grad!.data.buffer, 'weight and bias of one layer share the bucket');
+  });
+
   it('does not yield during a backward pass whose hooks start no async work', async () => {
     const w = tensor([1, 2, 3], undefined, { requiresGrad: true });
     let ticked = false;
