@@ -31,6 +31,7 @@ type Route = (req: IncomingMessage, res: ServerResponse, body: string) => void;
 
 const seen: Seen[] = [];
 let route: Route = (_req, res) => res.writeHead(500).end();
+let connections = 0;
 let dir = '';
 let kubeconfig = '';
 const server = createServer((req, res) => {
@@ -49,6 +50,8 @@ const server = createServer((req, res) => {
   });
 });
 
+server.on('connection', () => (connections += 1));
+
 before(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const { port } = server.address() as AddressInfo;
@@ -60,7 +63,9 @@ before(async () => {
       'apiVersion: v1',
       'kind: Config',
       'current-context: t',
-      'clusters: [{name: c, cluster: {server: "http://127.0.0.1:' + String(port) + '", insecure-skip-tls-verify: true}}]',
+      'clusters: [{name: c, cluster: {server: "http://127.0.0.1:' +
+        String(port) +
+        '", insecure-skip-tls-verify: true}}]',
       'users: [{name: u, user: {token: secret-token}}]',
       'contexts: [{name: t, context: {cluster: c, user: u, namespace: ml}}]',
       '',
@@ -235,4 +240,15 @@ test('an informer on client-node relists after an ERROR 410 event and sees delet
     inf.list().map((o) => o.metadata?.name),
     ['a'],
   );
+});
+
+test('consecutive API calls reuse one keep-alive connection instead of a new one per call', async () => {
+  const apis = new KubeApis(loadKubeConfig(kubeconfig));
+  const client = new ClientNodeKubeClient(apis);
+  route = (_req, res) =>
+    json(res, 200, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'l' } });
+  const before = connections;
+  for (let i = 0; i < 5; i += 1) await client.readLease('ml', 'l');
+  apis.close();
+  assert.equal(connections - before, 1);
 });
