@@ -53,7 +53,10 @@ export function checkReduceOp(op: unknown, name: string): ReduceOp {
 const BLAS_MIN_ELEMENTS = 2048;
 let blas: Blas | null | undefined;
 
-/** The addon's BLAS when it loads and TENSILE_TCP_BLAS is not '0'; null otherwise (JS loops are used then). */
+/**
+ * The addon's BLAS when it loads and TENSILE_TCP_BLAS is not '0'; null otherwise (JS loops are used then). Sums use
+ * it only while it runs one thread (TENSILE_BLAS_THREADS=1 or OMP_NUM_THREADS=1).
+ */
 export function reductionBlas(): Blas | null {
   if (blas === undefined) {
     try {
@@ -78,7 +81,9 @@ export function reduceInto(dst: TcpBuffer, src: TcpBuffer, op: ReduceOp): void {
     case 'avg': {
       if (n >= BLAS_MIN_ELEMENTS && dst instanceof Float32Array && src instanceof Float32Array) {
         const b = reductionBlas();
-        if (b) {
+        // Only a single-threaded BLAS: OpenBLAS's thread pool (spinning workers in every rank) made a 64 MB
+        // four-rank allreduce 1.5× slower than the JS loop on 2 cores; one thread beat the JS loop by 1.2–1.8×.
+        if (b && b.threads() === 1) {
           b.saxpy(n, 1, src, dst);
           return;
         }

@@ -119,6 +119,8 @@ async function tensile(
       MASTER_ADDR: '127.0.0.1',
       MASTER_PORT: String(port),
       BENCH_SIZES: sizesBytes.join(','),
+      // One BLAS thread per rank, as gloo gets OMP_NUM_THREADS=1 below (the reduction then uses BLAS saxpy).
+      TENSILE_BLAS_THREADS: '1',
       ...extraEnv,
     },
     120_000,
