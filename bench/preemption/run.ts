@@ -160,7 +160,12 @@ try {
       5,
     );
     await waitFor('survivors at world 2', () => worldSince(t0, 2) === 2, 60_000, 20);
-    e2eNew.push(Date.now() - gone);
+    // Timed from the delete request (an upper bound of "after the pod is gone") to the moment the later of the two
+    // survivors started training at WORLD_SIZE 2, from the workers' own timestamps rather than this poll's.
+    const firstAtTwo = new Map<string, number>();
+    for (const o of obs()) if (o.ms > t0 && o.world === 2 && !firstAtTwo.has(o.idx)) firstAtTwo.set(o.idx, o.ms);
+    e2eNew.push(Math.max(...firstAtTwo.values()) - t0);
+    void gone;
     const t1 = Date.now();
     kubelet.setReady(true);
     await waitFor('back at world 3', () => worldSince(t1, 3) === 3, 90_000, 20);
