@@ -4,7 +4,7 @@
 // `transpose`, `slice` and `concat` copy (results are always contiguous, so `strides` is the row-major stride of
 // `shape`). Reverse-mode autograd builds a graph of `GradNode`s; a node's backward may return a Promise, and the
 // engine (`backward()`) awaits it, so distributed autograd can wait on the network inside a backward pass.
-
+import type { Blas as NativeBlas } from '../collective/native/blas.js';
 import type { Tensor } from './tensor.js';
 
 export type Shape = readonly number[];
@@ -107,26 +107,8 @@ export class TensorError extends Error {
   }
 }
 
-/** Row-major BLAS, as `collective/native/blas.js` exposes it (cblas_sgemm semantics). */
-export interface Blas {
-  readonly name: string;
-  sgemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: Float32Array,
-    lda: number,
-    b: Float32Array,
-    ldb: number,
-    beta: number,
-    c: Float32Array,
-    ldc: number,
-  ): void;
-  /** y = alpha·x + y over the first n elements (optional: vector paths fall back to JS without it). */
-  saxpy?(n: number, alpha: number, x: Float32Array, y: Float32Array): void;
-  /** x = alpha·x over the first n elements (optional). */
-  sscal?(n: number, alpha: number, x: Float32Array): void;
-}
+/**
+ * Row-major BLAS, as `collective/native/blas.js` exposes it (cblas_sgemm semantics). saxpy/sscal are optional here:
+ * vector paths fall back to JS without them.
+ */
+export type Blas = Pick<NativeBlas, 'name' | 'sgemm'> & Partial<Pick<NativeBlas, 'saxpy' | 'sscal'>>;
