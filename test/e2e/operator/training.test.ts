@@ -138,11 +138,25 @@ test(
       60_000,
       200,
     );
-    const mid = await jobView(http, 'train');
+    // The survivors can re-form before the operator has written the preemption into the job's status.
+    const mid = await waitFor(
+      'the preemption in the job status',
+      async () => {
+        const v = await jobView(http, 'train');
+        return v && v.preemptions === 1 ? v : undefined;
+      },
+      15_000,
+      100,
+    );
     assert.equal(mid?.state, 'Running');
     assert.equal(mid?.preemptions, 1);
     assert.equal(mid?.failures ?? 0, 0);
-    assert.equal((await jobPods(http, 'train')).get('train-worker-2'), 'Pending');
+    await waitFor(
+      'the replacement worker-2 pending (no room on the node)',
+      async () => (await jobPods(http, 'train')).get('train-worker-2') === 'Pending',
+      15_000,
+      100,
+    );
 
     // Capacity returns: the replacement runs and the job is back at 3.
     const t1 = Date.now();
