@@ -122,7 +122,9 @@ export class ElasticAgent {
     const log = deps.logger;
     this.transition('INIT');
     const runDirOwned = opts.logDir === null;
-    const runDir = opts.logDir ? resolve(opts.logDir) : mkdtempSync(join(tmpdir(), `tensile-${opts.rdzvId.slice(0, 12)}-`));
+    const runDir = opts.logDir
+      ? resolve(opts.logDir)
+      : mkdtempSync(join(tmpdir(), `tensile-${opts.rdzvId.slice(0, 12)}-`));
     mkdirSync(runDir, { recursive: true });
     const checkpointDir = opts.checkpointDir ? resolve(opts.checkpointDir) : join(runDir, 'checkpoints');
     if (opts.nprocPerNode > 1 && deps.env.OMP_NUM_THREADS === undefined) {
@@ -214,7 +216,7 @@ export class ElasticAgent {
         });
         log.info({ pids: group.pids, ranks: specs.map((s) => s.globalRank), attemptDir }, 'workers started');
 
-        if (this.stopSignal) this.wake?.({ kind: "signal", signal: this.stopSignal });
+        if (this.stopSignal) this.wake?.({ kind: 'signal', signal: this.stopSignal });
         const end = await Promise.race([
           group.outcome.then((o): AttemptEnd => ({ kind: 'group', outcome: o.kind })),
           ended,
@@ -237,7 +239,9 @@ export class ElasticAgent {
         const decision = onGroupEnd(this.snapshot(), end.outcome);
         if (decision.kind === 'succeed') {
           await group.waitAll();
-          await handler.markClosed().catch((err: Error) => log.warn({ err: err.message }, 'could not mark the job closed'));
+          await handler
+            .markClosed()
+            .catch((err: Error) => log.warn({ err: err.message }, 'could not mark the job closed'));
           this.transition('SUCCEEDED');
           log.info({ round: round.round }, 'all workers succeeded');
           result = { exitCode: 0, state: 'SUCCEEDED', failures: allFailures, rounds: round.round + 1 };
@@ -274,7 +278,12 @@ export class ElasticAgent {
         if (decision.kind === 'restart') {
           this.transition('RESTARTING');
           log.warn(
-            { rank: first?.globalRank, exitCode: first?.exitCode, signal: first?.signal, restart: decision.restartsUsed },
+            {
+              rank: first?.globalRank,
+              exitCode: first?.exitCode,
+              signal: first?.signal,
+              restart: decision.restartsUsed,
+            },
             `worker failed; restarting the group (restart ${decision.restartsUsed}/${opts.maxRestarts})`,
           );
           deps.metrics.restart('failure');
@@ -310,7 +319,8 @@ export class ElasticAgent {
         await handler.close().catch(() => {});
       }
       reaper.dispose();
-      if (runDirOwned && (result?.state === 'SUCCEEDED' || attempt === 0)) rmSync(runDir, { recursive: true, force: true });
+      if (runDirOwned && (result?.state === 'SUCCEEDED' || attempt === 0))
+        rmSync(runDir, { recursive: true, force: true });
       else if (runDirOwned && result) deps.console.message(`tensile: worker logs kept in ${runDir}`);
     }
     return result as AgentResult;
@@ -341,7 +351,8 @@ export class ElasticAgent {
 
   private onEvent(event: RendezvousEvent, handler: RendezvousHandler): void {
     const log = this.deps.logger;
-    if (event.type === 'connection-lost') log.warn({ err: event.error.message }, 'rendezvous connection lost; workers keep running');
+    if (event.type === 'connection-lost')
+      log.warn({ err: event.error.message }, 'rendezvous connection lost; workers keep running');
     if (event.type === 'connection-restored') log.info('rendezvous connection restored');
     if (this.state !== 'RUNNING') return;
     const decision = onRendezvousEvent(this.snapshot(), event);

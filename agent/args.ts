@@ -74,7 +74,8 @@ export function scanArgs(
       let value = inline;
       if (value === undefined) {
         value = argv[i + 1];
-        if (value === undefined) throw new UsageError(`option '--${spec.name}' needs a value (${spec.metavar ?? 'VALUE'})`);
+        if (value === undefined)
+          throw new UsageError(`option '--${spec.name}' needs a value (${spec.metavar ?? 'VALUE'})`);
         i++;
       }
       values.set(spec.name, value);
@@ -88,7 +89,10 @@ export function scanArgs(
     const name = envName(spec);
     const fromEnv = env[name];
     if (fromEnv !== undefined && fromEnv !== '') {
-      values.set(spec.name, spec.boolean ? (fromEnv === '0' || fromEnv.toLowerCase() === 'false' ? 'false' : 'true') : fromEnv);
+      values.set(
+        spec.name,
+        spec.boolean ? (fromEnv === '0' || fromEnv.toLowerCase() === 'false' ? 'false' : 'true') : fromEnv,
+      );
       sources.set(spec.name, name);
     }
   }

@@ -79,5 +79,13 @@ export class AgentConsole implements ConsoleSink {
 }
 
 function emptyStatus(): StatusFields {
-  return { state: 'INIT', workersUp: 0, workersTotal: 0, restartsUsed: 0, maxRestarts: 0, round: null, worldSize: null };
+  return {
+    state: 'INIT',
+    workersUp: 0,
+    workersTotal: 0,
+    restartsUsed: 0,
+    maxRestarts: 0,
+    round: null,
+    worldSize: null,
+  };
 }

@@ -26,7 +26,15 @@ export const noMetrics: AgentMetrics = {
   async close() {},
 };
 
-const STATES: readonly AgentState[] = ['INIT', 'RENDEZVOUS', 'RUNNING', 'RESTARTING', 'STOPPING', 'SUCCEEDED', 'FAILED'];
+const STATES: readonly AgentState[] = [
+  'INIT',
+  'RENDEZVOUS',
+  'RUNNING',
+  'RESTARTING',
+  'STOPPING',
+  'SUCCEEDED',
+  'FAILED',
+];
 
 export async function startMetricsServer(port: number, host = '0.0.0.0'): Promise<AgentMetrics> {
   const prom = await import('prom-client');
@@ -38,7 +46,11 @@ export async function startMetricsServer(port: number, host = '0.0.0.0'): Promis
     labelNames: ['state'],
     registers: [registry],
   });
-  const starts = new prom.Counter({ name: 'tensile_worker_starts_total', help: 'workers started', registers: [registry] });
+  const starts = new prom.Counter({
+    name: 'tensile_worker_starts_total',
+    help: 'workers started',
+    registers: [registry],
+  });
   const failures = new prom.Counter({
     name: 'tensile_worker_failures_total',
     help: 'workers that failed',
@@ -52,7 +64,11 @@ export async function startMetricsServer(port: number, host = '0.0.0.0'): Promis
   });
   const roundGauge = new prom.Gauge({ name: 'tensile_round', help: 'current rendezvous round', registers: [registry] });
   const worldGauge = new prom.Gauge({ name: 'tensile_world_size', help: 'current world size', registers: [registry] });
-  const running = new prom.Gauge({ name: 'tensile_workers_running', help: 'local workers running', registers: [registry] });
+  const running = new prom.Gauge({
+    name: 'tensile_workers_running',
+    help: 'local workers running',
+    registers: [registry],
+  });
   let current: AgentState = 'INIT';
 
   const server: Server = createServer((req, res) => {

@@ -18,25 +18,67 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     help: 'workers per node: a number, cpu, gpu or auto (default 1)',
   },
   { name: 'standalone', boolean: true, env: true, help: 'single node, embedded rendezvous, random rdzv id' },
-  { name: 'max-restarts', env: true, metavar: 'N', help: 'worker-group restarts on failure before giving up (default 0)' },
-  { name: 'monitor-interval', env: true, metavar: 'SEC', help: 'accepted for torchrun compatibility; exits are events' },
+  {
+    name: 'max-restarts',
+    env: true,
+    metavar: 'N',
+    help: 'worker-group restarts on failure before giving up (default 0)',
+  },
+  {
+    name: 'monitor-interval',
+    env: true,
+    metavar: 'SEC',
+    help: 'accepted for torchrun compatibility; exits are events',
+  },
   { name: 'start-method', env: true, metavar: 'M', help: 'accepted for torchrun compatibility (scripts use spawn)' },
   { name: 'role', env: true, metavar: 'NAME', help: 'worker role name (default "default")' },
   { name: 'rdzv-backend', env: true, metavar: 'NAME', help: 'embedded (single node) or etcd (multi-node)' },
-  { name: 'rdzv-endpoint', env: true, metavar: 'HOST:PORT[,...]', help: 'rendezvous endpoint (etcd: default port 2379)' },
+  {
+    name: 'rdzv-endpoint',
+    env: true,
+    metavar: 'HOST:PORT[,...]',
+    help: 'rendezvous endpoint (etcd: default port 2379)',
+  },
   { name: 'rdzv-id', env: true, metavar: 'ID', help: 'job id shared by all nodes (default "none")' },
-  { name: 'rdzv-conf', env: true, metavar: 'K=V,...', help: 'rendezvous settings: join_timeout, last_call_timeout, ...' },
-  { name: 'node-rank', env: true, metavar: 'N', help: 'accepted for torchrun compatibility (ranks come from rendezvous)' },
+  {
+    name: 'rdzv-conf',
+    env: true,
+    metavar: 'K=V,...',
+    help: 'rendezvous settings: join_timeout, last_call_timeout, ...',
+  },
+  {
+    name: 'node-rank',
+    env: true,
+    metavar: 'N',
+    help: 'accepted for torchrun compatibility (ranks come from rendezvous)',
+  },
   { name: 'master-addr', env: true, metavar: 'ADDR', help: 'MASTER_ADDR for single-node runs (default 127.0.0.1)' },
   { name: 'master-port', env: true, metavar: 'PORT', help: 'MASTER_PORT for single-node runs (default: a free port)' },
   { name: 'local-addr', env: true, metavar: 'ADDR', help: "this node's address for the other nodes" },
   { name: 'log-dir', env: true, metavar: 'DIR', help: 'per-attempt, per-rank stdout/stderr/error.json files' },
-  { name: 'redirects', short: 'r', env: true, metavar: 'STD', help: 'send worker output to files only: 0-3 or 0:1,1:2' },
-  { name: 'tee', short: 't', env: true, metavar: 'STD', help: 'send worker output to files and the console: 0-3 or map' },
+  {
+    name: 'redirects',
+    short: 'r',
+    env: true,
+    metavar: 'STD',
+    help: 'send worker output to files only: 0-3 or 0:1,1:2',
+  },
+  {
+    name: 'tee',
+    short: 't',
+    env: true,
+    metavar: 'STD',
+    help: 'send worker output to files and the console: 0-3 or map',
+  },
   { name: 'local-ranks-filter', env: true, metavar: 'R,...', help: 'show only these local ranks on the console' },
   { name: 'module', short: 'm', boolean: true, env: true, help: 'run the script as a Python module (python -m)' },
   { name: 'no-python', boolean: true, env: true, help: 'execute the script directly, whatever its extension' },
-  { name: 'run-path', boolean: true, env: true, help: 'run the script file by its extension (Python with runpy semantics)' },
+  {
+    name: 'run-path',
+    boolean: true,
+    env: true,
+    help: 'run the script file by its extension (Python with runpy semantics)',
+  },
   {
     name: 'shutdown-timeout',
     env: true,
@@ -44,7 +86,12 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     help: 'grace between SIGTERM and SIGKILL when stopping workers (default 30)',
   },
   { name: 'metrics-port', env: true, metavar: 'PORT', help: 'serve /healthz and Prometheus /metrics on this port' },
-  { name: 'log-format', env: true, metavar: 'pretty|json', help: 'agent log format (default: pretty on a TTY, else json)' },
+  {
+    name: 'log-format',
+    env: true,
+    metavar: 'pretty|json',
+    help: 'agent log format (default: pretty on a TTY, else json)',
+  },
   { name: 'log-level', env: true, metavar: 'LEVEL', help: 'debug, info, warn or error (default info)' },
   { name: 'checkpoint-dir', env: true, metavar: 'DIR', help: 'passed to workers as TENSILE_CHECKPOINT_DIR' },
   { name: 'no-status-line', boolean: true, help: 'no live status line on a TTY' },
@@ -54,7 +101,7 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
 export const RUN_USAGE =
   'usage: tensile run [options] <script|module|executable> [script args...]\n\n' +
   'Launches nproc-per-node workers with the torchrun environment, restarts them on failure, and follows the\n' +
-  'rendezvous across nodes. `${local_rank}` in script arguments becomes each worker\'s local rank.';
+  "rendezvous across nodes. `${local_rank}` in script arguments becomes each worker's local rank.";
 
 export const DEFAULT_SHUTDOWN_GRACE_MS = 30_000;
 
@@ -65,13 +112,22 @@ function where(sources: Raw, name: string): string {
 }
 
 function intIn(value: string, label: string, min: number, max: number): number {
-  const n = z.coerce.number().int().min(min).max(max).safeParse(value.trim() === '' ? 'x' : value);
+  const n = z.coerce
+    .number()
+    .int()
+    .min(min)
+    .max(max)
+    .safeParse(value.trim() === '' ? 'x' : value);
   if (!n.success) throw new UsageError(`${label} '${value}': expected an integer from ${min} to ${max}`);
   return n.data;
 }
 
 function secondsToMs(value: string, label: string): number {
-  const n = z.coerce.number().nonnegative().finite().safeParse(value.trim() === '' ? 'x' : value);
+  const n = z.coerce
+    .number()
+    .nonnegative()
+    .finite()
+    .safeParse(value.trim() === '' ? 'x' : value);
   if (!n.success) throw new UsageError(`${label} '${value}': expected a number of seconds ≥ 0`);
   return Math.round(n.data * 1000);
 }
@@ -107,7 +163,8 @@ export function parseNprocPerNode(value: string, label = '--nproc-per-node'): nu
     const gpus = countGpus();
     return gpus > 0 ? gpus : availableParallelism();
   }
-  if (!/^\d+$/.test(v)) throw new UsageError(`${label} '${value}': expected a positive integer, 'cpu', 'gpu' or 'auto'`);
+  if (!/^\d+$/.test(v))
+    throw new UsageError(`${label} '${value}': expected a positive integer, 'cpu', 'gpu' or 'auto'`);
   const n = Number(v);
   if (n < 1) throw new UsageError(`${label} '${value}': must be ≥ 1 (a node needs at least one worker)`);
   if (n > 1024) throw new UsageError(`${label} '${value}': must be ≤ 1024`);
@@ -135,7 +192,8 @@ export function splitRdzvConf(value: string, label = '--rdzv-conf'): Record<stri
     const eq = part.indexOf('=');
     const key = eq >= 0 ? part.slice(0, eq).trim() : part.trim();
     const val = eq >= 0 ? part.slice(eq + 1).trim() : '';
-    if (key === '' || val === '') throw new UsageError(`${label} '${value}': '${part}' must be key=value with both non-empty`);
+    if (key === '' || val === '')
+      throw new UsageError(`${label} '${value}': '${part}' must be key=value with both non-empty`);
     out[key] = val;
   }
   return out;
@@ -185,7 +243,8 @@ export function parseRunArgs(
   const nnodes = parseNnodes(get('nnodes') ?? '1:1', where(sources, 'nnodes'));
   const nprocPerNode = parseNprocPerNode(get('nproc-per-node') ?? '1', where(sources, 'nproc-per-node'));
   const maxRestarts = intIn(get('max-restarts') ?? '0', where(sources, 'max-restarts'), 0, 1_000_000);
-  if (get('monitor-interval') !== undefined) secondsToMs(get('monitor-interval') as string, where(sources, 'monitor-interval'));
+  if (get('monitor-interval') !== undefined)
+    secondsToMs(get('monitor-interval') as string, where(sources, 'monitor-interval'));
 
   const role = get('role') ?? 'default';
   if (!/^[A-Za-z0-9_.-]{1,63}$/.test(role)) {
@@ -196,7 +255,9 @@ export function parseRunArgs(
   const backendRaw = (get('rdzv-backend') ?? (nnodes.max > 1 ? 'etcd' : 'embedded')).toLowerCase();
   if (standalone) {
     if (get('rdzv-backend') !== undefined && backendRaw !== 'embedded') {
-      notices.push(`--standalone uses the embedded rendezvous; ignoring ${where(sources, 'rdzv-backend')} '${backendRaw}'`);
+      notices.push(
+        `--standalone uses the embedded rendezvous; ignoring ${where(sources, 'rdzv-backend')} '${backendRaw}'`,
+      );
     }
     rdzvBackend = 'embedded';
   } else if (backendRaw === 'embedded' || ((backendRaw === 'static' || backendRaw === 'c10d') && nnodes.max === 1)) {
@@ -206,7 +267,9 @@ export function parseRunArgs(
   } else {
     throw new UsageError(
       `${where(sources, 'rdzv-backend')} '${backendRaw}': expected 'etcd' (multi-node, etcd v3) or 'embedded' (single node)` +
-        (backendRaw === 'c10d' || backendRaw === 'static' ? `; '${backendRaw}' only maps to embedded when --nnodes is 1` : ''),
+        (backendRaw === 'c10d' || backendRaw === 'static'
+          ? `; '${backendRaw}' only maps to embedded when --nnodes is 1`
+          : ''),
     );
   }
   if (standalone && (nnodes.min !== 1 || nnodes.max !== 1)) {
@@ -230,21 +293,25 @@ export function parseRunArgs(
   const masterPortRaw = get('master-port');
   const masterPort = masterPortRaw === undefined ? null : intIn(masterPortRaw, where(sources, 'master-port'), 1, 65535);
   const metricsPortRaw = get('metrics-port');
-  const metricsPort = metricsPortRaw === undefined ? null : intIn(metricsPortRaw, where(sources, 'metrics-port'), 0, 65535);
+  const metricsPort =
+    metricsPortRaw === undefined ? null : intIn(metricsPortRaw, where(sources, 'metrics-port'), 0, 65535);
 
   const redirects = parseStdSpec(get('redirects') ?? '0', where(sources, 'redirects'));
   const tee = parseStdSpec(get('tee') ?? '0', where(sources, 'tee'));
   let localRanksFilter: number[] | null = null;
   const filterRaw = get('local-ranks-filter');
   if (filterRaw !== undefined && filterRaw.trim() !== '') {
-    localRanksFilter = filterRaw.split(',').map((s) => intIn(s.trim(), `${where(sources, 'local-ranks-filter')} '${filterRaw}': rank`, 0, nprocPerNode - 1));
+    localRanksFilter = filterRaw
+      .split(',')
+      .map((s) => intIn(s.trim(), `${where(sources, 'local-ranks-filter')} '${filterRaw}': rank`, 0, nprocPerNode - 1));
   }
 
   const module = bool('module');
   const noPython = bool('no-python');
   if (module && noPython) throw new UsageError(`-m/--module and --no-python cannot be used together`);
   const script = positional[0];
-  if (script === undefined) throw new UsageError(`missing the training script: tensile run [options] <script> [args...]`);
+  if (script === undefined)
+    throw new UsageError(`missing the training script: tensile run [options] <script> [args...]`);
   const scriptArgs = positional.slice(1);
   const runner = runnerFor(script, { module, noPython: noPython && !bool('run-path') });
   if (runner !== 'python-module') checkScript(script, runner);

@@ -31,7 +31,11 @@ function tsxLoader(): string {
 }
 
 /** The argv for one worker: interpreter (if any), script and arguments with `${local_rank}` substituted. */
-export function workerArgv(opts: RunOptions, env: Readonly<Record<string, string | undefined>>, localRank: number): string[] {
+export function workerArgv(
+  opts: RunOptions,
+  env: Readonly<Record<string, string | undefined>>,
+  localRank: number,
+): string[] {
   const args = opts.scriptArgs.map((a) => a.replaceAll('${local_rank}', String(localRank)));
   const python = env.PYTHON_EXEC && env.PYTHON_EXEC !== '' ? env.PYTHON_EXEC : 'python3';
   switch (opts.runner) {

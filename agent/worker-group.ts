@@ -24,8 +24,7 @@ export interface WorkerSpec {
 }
 
 export type GroupOutcome =
-  | { readonly kind: 'succeeded' }
-  | { readonly kind: 'failed'; readonly failures: readonly WorkerExit[] };
+  { readonly kind: 'succeeded' } | { readonly kind: 'failed'; readonly failures: readonly WorkerExit[] };
 
 export interface ConsoleSink {
   line(stream: 'stdout' | 'stderr', prefix: string, text: string): void;
@@ -100,7 +99,8 @@ export class WorkerGroup {
         child.on('close', (code, signal) => {
           // Log files are flushed before the exit counts, so a summary or a test never reads a short file.
           const flushed = running.files.map(
-            (f) => new Promise<void>((done) => (f.writableFinished || f.destroyed ? done() : f.once('close', () => done()))),
+            (f) =>
+              new Promise<void>((done) => (f.writableFinished || f.destroyed ? done() : f.once('close', () => done()))),
           );
           void Promise.all(flushed).then(() => {
             this.recordExit(running, code, signal, spawnError ? `cannot start '${cmd}': ${spawnError.message}` : null);

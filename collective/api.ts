@@ -62,13 +62,7 @@ export interface InitOptions {
 }
 
 export type CollectiveErrorCode =
-  | 'PEER_LOST'
-  | 'TIMEOUT'
-  | 'ABORTED'
-  | 'CLOSED'
-  | 'INVALID_ARGUMENT'
-  | 'BACKEND_UNAVAILABLE'
-  | 'STORE';
+  'PEER_LOST' | 'TIMEOUT' | 'ABORTED' | 'CLOSED' | 'INVALID_ARGUMENT' | 'BACKEND_UNAVAILABLE' | 'STORE';
 
 export class CollectiveError extends Error {
   readonly code: CollectiveErrorCode;

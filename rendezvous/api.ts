@@ -137,12 +137,7 @@ export interface JobStatus {
 }
 
 export type RendezvousErrorCode =
-  | 'RDZV_TIMEOUT'
-  | 'RDZV_CLOSED'
-  | 'RDZV_CONNECTION'
-  | 'RDZV_CONFIG'
-  | 'RDZV_STATE'
-  | 'RDZV_ABORTED';
+  'RDZV_TIMEOUT' | 'RDZV_CLOSED' | 'RDZV_CONNECTION' | 'RDZV_CONFIG' | 'RDZV_STATE' | 'RDZV_ABORTED';
 
 export class RendezvousError extends Error {
   readonly code: RendezvousErrorCode;

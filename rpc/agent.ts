@@ -162,7 +162,11 @@ export class RpcAgent {
 
   private registerBuiltins(): void {
     // Proxy calls on an RRef's value: rref.rpcSync().method(...args) runs this on the owner.
-    this.registerFunction('__rref.call', (async (rref: { toHere(): Promise<unknown> }, method: string, args: unknown[]) => {
+    this.registerFunction('__rref.call', (async (
+      rref: { toHere(): Promise<unknown> },
+      method: string,
+      args: unknown[],
+    ) => {
       const target = (await rref.toHere()) as Record<string, unknown>;
       const m = target?.[method];
       if (typeof m !== 'function') {
@@ -388,7 +392,9 @@ export class RpcAgent {
       try {
         value = decodeValue(frame.body, frame.tensors, this.decodeHook(src, []));
       } catch (err) {
-        p.reject(new RpcError('PROTOCOL', `malformed response from '${this.peerName(src)}': ${(err as Error).message}`));
+        p.reject(
+          new RpcError('PROTOCOL', `malformed response from '${this.peerName(src)}': ${(err as Error).message}`),
+        );
         return;
       }
       if (type === MsgType.RET) p.resolve((value as { v?: unknown } | undefined)?.v);
@@ -413,10 +419,18 @@ export class RpcAgent {
     const confirmations: Promise<void>[] = [];
     let body: Record<string, unknown>;
     try {
-      body = (decodeValue(frame.body, frame.tensors, this.decodeHook(src, confirmations)) ?? {}) as Record<string, unknown>;
+      body = (decodeValue(frame.body, frame.tensors, this.decodeHook(src, confirmations)) ?? {}) as Record<
+        string,
+        unknown
+      >;
     } catch (err) {
       this.serverActiveCalls--;
-      this.reply(conn, requestId, MsgType.ERR, this.errorBody(err instanceof FrameError ? new RpcError('PROTOCOL', err.message) : err));
+      this.reply(
+        conn,
+        requestId,
+        MsgType.ERR,
+        this.errorBody(err instanceof FrameError ? new RpcError('PROTOCOL', err.message) : err),
+      );
       return;
     }
     // Handle and answer inside the caller's autograd context, so tensors in the answer get send nodes there.
@@ -647,7 +661,8 @@ export class RpcAgent {
       if (result.fatal) {
         throw new RpcError('BOOTSTRAP', `rank 0 refused '${self.name}': ${result.err.message}`, { cause: result.err });
       }
-      if (Date.now() + delayMs > deadline) throw new RpcError('BOOTSTRAP', `cannot reach rank 0: ${result.err.message}`);
+      if (Date.now() + delayMs > deadline)
+        throw new RpcError('BOOTSTRAP', `cannot reach rank 0: ${result.err.message}`);
       await new Promise((r) => setTimeout(r, delayMs));
       delayMs = Math.min(delayMs * 2, 1000);
     }
@@ -799,10 +814,14 @@ export class RpcAgent {
     if (this.state === 'running') {
       this.logger.warn({ peer: peer.name, rank, err: err?.message }, 'rpc: lost connection to peer');
     }
-    const e = new RpcError('PEER_LOST', `worker '${peer.name}' (rank ${rank}) left the RPC group: ${err?.message ?? 'closed'}`, {
-      worker: peer.name,
-      cause: err,
-    });
+    const e = new RpcError(
+      'PEER_LOST',
+      `worker '${peer.name}' (rank ${rank}) left the RPC group: ${err?.message ?? 'closed'}`,
+      {
+        worker: peer.name,
+        cause: err,
+      },
+    );
     for (const [id, p] of [...this.pending]) {
       if (p.peer !== rank) continue;
       this.settle(id);

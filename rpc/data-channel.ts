@@ -92,10 +92,13 @@ export class TransferReader {
       const st = this.stage;
       const magic = st.readUInt32LE(this.start);
       if (magic !== TRANSFER_MAGIC) {
-        throw new FrameError(`data channel: bad transfer magic 0x${magic.toString(16)} (expected 0x${TRANSFER_MAGIC.toString(16)})`);
+        throw new FrameError(
+          `data channel: bad transfer magic 0x${magic.toString(16)} (expected 0x${TRANSFER_MAGIC.toString(16)})`,
+        );
       }
       const id = st.readUInt32LE(this.start + 4);
-      if (id !== this.expectId) throw new FrameError(`data channel: transfer id ${id} out of sequence (expected ${this.expectId})`);
+      if (id !== this.expectId)
+        throw new FrameError(`data channel: transfer id ${id} out of sequence (expected ${this.expectId})`);
       const total = st.readUInt32LE(this.start + 8);
       if (total < 16) throw new FrameError(`data channel: transfer of ${total} bytes is shorter than a frame header`);
       this.expectId = this.expectId >= 0xfffffffe ? 1 : this.expectId + 1;

@@ -14,7 +14,15 @@
 // that each of its sends in the context received a gradient and rejects (AUTOGRAD) naming those that did not.
 
 import { AsyncLocalStorage } from 'node:async_hooks';
-import { Tensor, backward as runBackward, customFunction, isGradEnabled, SGD, Adam, type Optimizer } from '../tensor/index.js';
+import {
+  Tensor,
+  backward as runBackward,
+  customFunction,
+  isGradEnabled,
+  SGD,
+  Adam,
+  type Optimizer,
+} from '../tensor/index.js';
 import { RpcError } from './api.js';
 import type { AgentExtension, RpcAgent } from './agent.js';
 import type { DecodeHook, EncodeHook } from './codec.js';
@@ -121,7 +129,8 @@ export class DistAutograd implements AgentExtension {
     roots.forEach((r, i) => {
       if (!(r instanceof Tensor)) throw new RpcError('INVALID_ARGUMENT', `backward: root ${i} is not a Tensor`);
       if (!r.requiresGrad) throw new RpcError('AUTOGRAD', `backward: requiresGrad not set on root ${i}`);
-      if (r.data.length !== 1) throw new RpcError('AUTOGRAD', `backward: root ${i} of shape [${r.shape}] is not a scalar`);
+      if (r.data.length !== 1)
+        throw new RpcError('AUTOGRAD', `backward: root ${i} of shape [${r.shape}] is not a scalar`);
     });
     ctx.sendsHit.clear();
     await this.als.run(contextId, () =>
@@ -142,7 +151,8 @@ export class DistAutograd implements AgentExtension {
     const ctx = this.getContext(Number(body.c));
     const m = Number(body.m);
     const s = ctx.sends.get(m);
-    if (!s) throw new RpcError('AUTOGRAD', `no send function ${m} in autograd context ${ctx.id} on '${this.agent.name}'`);
+    if (!s)
+      throw new RpcError('AUTOGRAD', `no send function ${m} in autograd context ${ctx.id} on '${this.agent.name}'`);
     ctx.sendsHit.add(m);
     ctx.known.add(src);
     const g = body.g;
@@ -238,7 +248,10 @@ export class DistAutograd implements AgentExtension {
   private async newOptimizer(name: string, params: RRef<Tensor>[], opts: unknown): Promise<string> {
     const Cls = this.optimizers.get(name);
     if (!Cls) {
-      throw new RpcError('INVALID_ARGUMENT', `optimizer '${name}' is not known on '${this.agent.name}' (known: ${[...this.optimizers.keys()].join(', ')})`);
+      throw new RpcError(
+        'INVALID_ARGUMENT',
+        `optimizer '${name}' is not known on '${this.agent.name}' (known: ${[...this.optimizers.keys()].join(', ')})`,
+      );
     }
     const tensors = await Promise.all(params.map((p) => p.toHere()));
     const key = `${this.agent.rank}:${this.nextOptimizer++}`;

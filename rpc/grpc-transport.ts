@@ -9,13 +9,7 @@ import type { Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { FrameError, SegmentReader, packSegments, SEGMENT_BYTES } from './frame.js';
 import type { TlsOptions } from './api.js';
-import {
-  DataHub,
-  TransferReader,
-  connectData,
-  writeTransfers,
-  type DataChannelOptions,
-} from './data-channel.js';
+import { DataHub, TransferReader, connectData, writeTransfers, type DataChannelOptions } from './data-channel.js';
 
 const KIND_DATA_PORT = 0x50; // 'P'
 const KIND_DATA_SWITCH = 0x58; // 'X'
@@ -349,7 +343,11 @@ export async function startServer(
   server.addService(serviceDefinition, {
     stream: (call: grpc.ServerDuplexStream<Buffer, Buffer>) =>
       onStream(
-        new StreamConn(call, undefined, useData ? { hub, peerHost: peerHostOf(call.getPeer()), opts: data } : undefined),
+        new StreamConn(
+          call,
+          undefined,
+          useData ? { hub, peerHost: peerHostOf(call.getPeer()), opts: data } : undefined,
+        ),
       ),
   });
   const creds = tls
@@ -378,8 +376,9 @@ export async function startServer(
  */
 function widenServerWindows(server: grpc.Server): void {
   const win = channelOptions['grpc-node.flow_control_window'] as number;
-  const map = (server as unknown as { http2Servers?: Map<{ on?: (ev: string, fn: (s: unknown) => void) => void }, unknown> })
-    .http2Servers;
+  const map = (
+    server as unknown as { http2Servers?: Map<{ on?: (ev: string, fn: (s: unknown) => void) => void }, unknown> }
+  ).http2Servers;
   if (!(map instanceof Map)) return;
   for (const h2 of map.keys()) {
     h2.on?.('session', (session) => {

@@ -72,11 +72,21 @@ export function registerFunction<A extends unknown[], R>(
 }
 
 /** Calls `fn` on `to` and resolves with its result (JavaScript cannot block: this is rpcAsync under another name). */
-export function rpcSync<T = unknown>(to: WorkerRef, fn: string, args: unknown[] = [], opts: CallOptions = {}): Promise<T> {
+export function rpcSync<T = unknown>(
+  to: WorkerRef,
+  fn: string,
+  args: unknown[] = [],
+  opts: CallOptions = {},
+): Promise<T> {
   return rpcAsync<T>(to, fn, args, opts);
 }
 
-export function rpcAsync<T = unknown>(to: WorkerRef, fn: string, args: unknown[] = [], opts: CallOptions = {}): Promise<T> {
+export function rpcAsync<T = unknown>(
+  to: WorkerRef,
+  fn: string,
+  args: unknown[] = [],
+  opts: CallOptions = {},
+): Promise<T> {
   try {
     return agent().rpcAsync<T>(to, fn, args, opts);
   } catch (err) {

@@ -102,7 +102,13 @@ export class RRef<T = unknown> {
     this.assertUsable('toHere');
     if (this.token!.error) throw this.token!.error;
     try {
-      return (await this.ctx.agent.request(this.ownerRank, MsgType.FETCH, { id: this.rrefId }, opts.timeoutMs, 'toHere')) as T;
+      return (await this.ctx.agent.request(
+        this.ownerRank,
+        MsgType.FETCH,
+        { id: this.rrefId },
+        opts.timeoutMs,
+        'toHere',
+      )) as T;
     } catch (err) {
       if ((err as RpcError).code === 'PEER_LOST') throw this.invalid('toHere', err);
       throw err;
@@ -119,7 +125,10 @@ export class RRef<T = unknown> {
     }
     if (this.slot.error) throw this.slot.error;
     if (!this.slot.settled) {
-      throw new RpcError('RREF_INVALID', `RRef ${this} has no value yet (its remote call is still running); await toHere()`);
+      throw new RpcError(
+        'RREF_INVALID',
+        `RRef ${this} has no value yet (its remote call is still running); await toHere()`,
+      );
     }
     return this.slot.value as T;
   }
@@ -231,7 +240,13 @@ export class RRefContext {
     const rrefId = this.newId();
     const { rref, token } = this.newUser<T>(rrefId, this.newId(), ownerRank);
     token.confirmed = this.agent
-      .request(ownerRank, MsgType.REMOTE, { f: fn, a: args, id: rrefId, fork: token.forkId }, opts.timeoutMs, `remote '${fn}'`)
+      .request(
+        ownerRank,
+        MsgType.REMOTE,
+        { f: fn, a: args, id: rrefId, fork: token.forkId },
+        opts.timeoutMs,
+        `remote '${fn}'`,
+      )
       .then(
         () => {
           token.isConfirmed = true;

@@ -118,7 +118,7 @@ export function assignBucketsByArrival(
   const buckets: number[][] = [];
   let current: number[] = [];
   let bytes = 0;
-  for (let i = 0; i < order.length; ) {
+  for (let i = 0; i < order.length;) {
     let j = i;
     let unitBytes = 0;
     while (j < order.length && units[j] === units[i]) unitBytes += numels[order[j++]!]! * 4;
@@ -179,7 +179,10 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
       ['firstBucketCapMb', firstCapMb],
     ] as const) {
       if (!(typeof v === 'number' && Number.isFinite(v) && v > 0)) {
-        throw new TensorError('INVALID_ARGUMENT', `DistributedDataParallel: ${name}=${String(v)}: expected a number > 0`);
+        throw new TensorError(
+          'INVALID_ARGUMENT',
+          `DistributedDataParallel: ${name}=${String(v)}: expected a number > 0`,
+        );
       }
     }
     this.module = model;
@@ -187,7 +190,10 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
     this.logger = opts.logger ?? noopLogger;
     const named = [...model.namedParameters()].filter(([, p]) => p.requiresGrad);
     if (named.length === 0) {
-      throw new TensorError('INVALID_ARGUMENT', 'DistributedDataParallel: the model has no parameters that require grad');
+      throw new TensorError(
+        'INVALID_ARGUMENT',
+        'DistributedDataParallel: the model has no parameters that require grad',
+      );
     }
     this.params = named.map(([, p]) => p);
     this.paramNames = named.map(([n]) => n);

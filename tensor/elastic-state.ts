@@ -309,7 +309,10 @@ export class ElasticState {
       1,
     );
     if (this.rank >= this.worldSize) {
-      throw new ElasticStateError('BAD_OPTIONS', `ElasticState: rank ${this.rank} must be < worldSize ${this.worldSize}`);
+      throw new ElasticStateError(
+        'BAD_OPTIONS',
+        `ElasticState: rank ${this.rank} must be < worldSize ${this.worldSize}`,
+      );
     }
     this.saveEverySteps = posInt('saveEverySteps', opts.saveEverySteps ?? 100, 0);
     this.keepLast = posInt('keepLast', opts.keepLast ?? 3, 1);
@@ -350,7 +353,10 @@ export class ElasticState {
 
   private checkName(name: string): void {
     if (!/^[A-Za-z0-9_.-]+$/.test(name) || this.tracked.has(name) || this.jsonTracked.has(name)) {
-      throw new ElasticStateError('BAD_OPTIONS', `ElasticState: name ${JSON.stringify(name)}: expected a new [A-Za-z0-9_.-]+ name`);
+      throw new ElasticStateError(
+        'BAD_OPTIONS',
+        `ElasticState: name ${JSON.stringify(name)}: expected a new [A-Za-z0-9_.-]+ name`,
+      );
     }
   }
 
@@ -494,7 +500,13 @@ export class ElasticState {
     if (chosen !== null) {
       this.lastSavedStep = chosen.state.step;
       this.logger.info(
-        { file: chosen.file, step, epoch: this.epoch, savedWorldSize: chosen.state.worldSize, worldSize: this.worldSize },
+        {
+          file: chosen.file,
+          step,
+          epoch: this.epoch,
+          savedWorldSize: chosen.state.worldSize,
+          worldSize: this.worldSize,
+        },
         'restored checkpoint',
       );
     }

@@ -16,7 +16,9 @@ async function portBusy(port: number, host: string): Promise<string | null> {
   const { createServer } = await import('node:net');
   return new Promise((resolve) => {
     const srv = createServer();
-    srv.once('error', (err: NodeJS.ErrnoException) => resolve(err.code === 'EADDRINUSE' ? 'already in use' : err.message));
+    srv.once('error', (err: NodeJS.ErrnoException) =>
+      resolve(err.code === 'EADDRINUSE' ? 'already in use' : err.message),
+    );
     srv.listen(port, host, () => srv.close(() => resolve(null)));
   });
 }
@@ -61,7 +63,8 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
 
   if (opts.masterPort !== null && opts.nnodes.max === 1) {
     const busy = await portBusy(opts.masterPort, opts.masterAddr ?? '127.0.0.1');
-    if (busy) throw new UsageError(`--master-port ${opts.masterPort}: ${busy}; the workers' rank 0 must be able to bind it`);
+    if (busy)
+      throw new UsageError(`--master-port ${opts.masterPort}: ${busy}; the workers' rank 0 must be able to bind it`);
   }
 
   let metrics = noMetrics;

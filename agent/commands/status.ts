@@ -26,7 +26,9 @@ export function formatStatus(s: JobStatus): string {
     );
   }
   if (s.members.length === 0) lines.push('(no members)');
-  lines.push(`waiting: ${s.waiting.length === 0 ? 'none' : s.waiting.map((w) => `${w.host} (${w.nodeId})`).join(', ')}`);
+  lines.push(
+    `waiting: ${s.waiting.length === 0 ? 'none' : s.waiting.map((w) => `${w.host} (${w.nodeId})`).join(', ')}`,
+  );
   return lines.join('\n') + '\n';
 }
 

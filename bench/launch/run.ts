@@ -20,11 +20,38 @@ type Launcher = 'tensile' | 'torchrun';
 
 function command(l: Launcher, nproc: number, maxRestarts: number): [string, string[]] {
   if (l === 'tensile') {
-    return [process.execPath, [CLI, 'run', '--standalone', '--nproc-per-node', String(nproc), '--max-restarts', String(maxRestarts), '--log-level', 'warn', WORKER]];
+    return [
+      process.execPath,
+      [
+        CLI,
+        'run',
+        '--standalone',
+        '--nproc-per-node',
+        String(nproc),
+        '--max-restarts',
+        String(maxRestarts),
+        '--log-level',
+        'warn',
+        WORKER,
+      ],
+    ];
   }
   return [
     TORCHRUN,
-    ['--standalone', '--nproc_per_node', String(nproc), '--max_restarts', String(maxRestarts), '--monitor_interval', '0.1', '-r', '1', '-t', '1', WORKER],
+    [
+      '--standalone',
+      '--nproc_per_node',
+      String(nproc),
+      '--max_restarts',
+      String(maxRestarts),
+      '--monitor_interval',
+      '0.1',
+      '-r',
+      '1',
+      '-t',
+      '1',
+      WORKER,
+    ],
   ];
 }
 
@@ -51,7 +78,8 @@ function reaperRssKb(agentPid: number): number {
     try {
       const stat = readFileSync(`/proc/${d}/stat`, 'utf8');
       const ppid = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[1]);
-      if (ppid === agentPid && readFileSync(`/proc/${d}/cmdline`, 'utf8').startsWith('/bin/sh')) total += rssKb(Number(d));
+      if (ppid === agentPid && readFileSync(`/proc/${d}/cmdline`, 'utf8').startsWith('/bin/sh'))
+        total += rssKb(Number(d));
     } catch {
       // raced with exit
     }
@@ -64,7 +92,14 @@ async function launch(l: Launcher, nproc: number, mode: 'exit' | 'fail' | 'sleep
   const [cmd, args] = command(l, nproc, maxRestarts);
   const t0 = Date.now() / 1000;
   const child = spawn(cmd, args, {
-    env: { ...process.env, BENCH_OUT: out, BENCH_MODE: mode, PYTHON_EXEC: PYTHON, OMP_NUM_THREADS: '1', LOGLEVEL: 'WARNING' },
+    env: {
+      ...process.env,
+      BENCH_OUT: out,
+      BENCH_MODE: mode,
+      PYTHON_EXEC: PYTHON,
+      OMP_NUM_THREADS: '1',
+      LOGLEVEL: 'WARNING',
+    },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   let stderr = '';
@@ -105,7 +140,10 @@ function figure(name: string, t: number, p: number, unit: string, op: '<=' | '>=
 }
 
 async function main(): Promise<void> {
-  for (const [what, path] of [['build (npm run build)', CLI], ['torchrun (apt-get install python3-torch)', TORCHRUN]] as const) {
+  for (const [what, path] of [
+    ['build (npm run build)', CLI],
+    ['torchrun (apt-get install python3-torch)', TORCHRUN],
+  ] as const) {
     if (!existsSync(path)) throw new Error(`bench/launch needs ${what}: ${path} is missing`);
   }
   const cleanup: string[] = [];

@@ -5,7 +5,15 @@ import { connect, createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
-export function figure(name: string, tensile: number, peer: number, unit: string, op: '<=' | '>=', target: number, digits = 3): void {
+export function figure(
+  name: string,
+  tensile: number,
+  peer: number,
+  unit: string,
+  op: '<=' | '>=',
+  target: number,
+  digits = 3,
+): void {
   const ratio = tensile / peer;
   const met = op === '<=' ? ratio <= target : ratio >= target;
   console.log(
@@ -51,12 +59,18 @@ export async function startBenchEtcd(enableV2: boolean): Promise<BenchEtcd> {
   const child: ChildProcess = spawn(
     '/usr/bin/etcd',
     [
-      '--data-dir', dir,
-      '--listen-client-urls', `http://127.0.0.1:${client}`,
-      '--advertise-client-urls', `http://127.0.0.1:${client}`,
-      '--listen-peer-urls', `http://127.0.0.1:${peer}`,
-      '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
-      '--initial-cluster', `default=http://127.0.0.1:${peer}`,
+      '--data-dir',
+      dir,
+      '--listen-client-urls',
+      `http://127.0.0.1:${client}`,
+      '--advertise-client-urls',
+      `http://127.0.0.1:${client}`,
+      '--listen-peer-urls',
+      `http://127.0.0.1:${peer}`,
+      '--initial-advertise-peer-urls',
+      `http://127.0.0.1:${peer}`,
+      '--initial-cluster',
+      `default=http://127.0.0.1:${peer}`,
       ...(enableV2 ? ['--enable-v2'] : []),
     ],
     { stdio: 'ignore' },

@@ -21,14 +21,52 @@ function agentCommand(peer: Peer, endpoint: string, runId: string): [string, str
   if (peer === 'tensile') {
     return [
       process.execPath,
-      [CLI, 'run', '--nnodes', '1:2', '--nproc-per-node', '1', '--max-restarts', '3', '--rdzv-backend', 'etcd', '--rdzv-endpoint', endpoint,
-        '--rdzv-id', runId, '--local-addr', '127.0.0.1', '--log-level', 'warn', WORKER],
+      [
+        CLI,
+        'run',
+        '--nnodes',
+        '1:2',
+        '--nproc-per-node',
+        '1',
+        '--max-restarts',
+        '3',
+        '--rdzv-backend',
+        'etcd',
+        '--rdzv-endpoint',
+        endpoint,
+        '--rdzv-id',
+        runId,
+        '--local-addr',
+        '127.0.0.1',
+        '--log-level',
+        'warn',
+        WORKER,
+      ],
     ];
   }
   return [
     '/usr/bin/torchrun',
-    ['--nnodes', '1:2', '--nproc_per_node', '1', '--max_restarts', '3', '--rdzv_backend', 'etcd-v2', '--rdzv_endpoint', endpoint,
-      '--rdzv_id', runId, '--monitor_interval', '0.1', '-r', '1', '-t', '1', WORKER],
+    [
+      '--nnodes',
+      '1:2',
+      '--nproc_per_node',
+      '1',
+      '--max_restarts',
+      '3',
+      '--rdzv_backend',
+      'etcd-v2',
+      '--rdzv_endpoint',
+      endpoint,
+      '--rdzv_id',
+      runId,
+      '--monitor_interval',
+      '0.1',
+      '-r',
+      '1',
+      '-t',
+      '1',
+      WORKER,
+    ],
   ];
 }
 
@@ -41,13 +79,23 @@ async function once(peer: Peer, i: number): Promise<number> {
       const [cmd, args] = agentCommand(peer, etcd.endpoint, `loss${i}`);
       children.push(
         spawn(cmd, args, {
-          env: { ...process.env, BENCH_OUT: out, PYTHON_EXEC: '/usr/bin/python3', OMP_NUM_THREADS: '1', LOGLEVEL: 'WARNING' },
+          env: {
+            ...process.env,
+            BENCH_OUT: out,
+            PYTHON_EXEC: '/usr/bin/python3',
+            OMP_NUM_THREADS: '1',
+            LOGLEVEL: 'WARNING',
+          },
           stdio: 'ignore',
           detached: true,
         }),
       );
     }
-    await until(() => readdirSync(out).filter((f) => f.startsWith('trained-2-')).length >= 2, `${peer}: two workers training`, 120_000);
+    await until(
+      () => readdirSync(out).filter((f) => f.startsWith('trained-2-')).length >= 2,
+      `${peer}: two workers training`,
+      120_000,
+    );
     await sleep(1000);
     // The victim: the node with group rank 1 (its agent is the worker's parent).
     const starts = readdirSync(out)
@@ -59,8 +107,14 @@ async function once(peer: Peer, i: number): Promise<number> {
     const killedAt = Date.now() / 1000;
     killHard(agentPid);
     killHard(victim.pid);
-    await until(() => readdirSync(out).some((f) => f.startsWith('trained-1-')), `${peer}: survivor training at world size 1`, 120_000);
-    const trained = Number(readFileSync(join(out, readdirSync(out).find((f) => f.startsWith('trained-1-')) as string), 'utf8'));
+    await until(
+      () => readdirSync(out).some((f) => f.startsWith('trained-1-')),
+      `${peer}: survivor training at world size 1`,
+      120_000,
+    );
+    const trained = Number(
+      readFileSync(join(out, readdirSync(out).find((f) => f.startsWith('trained-1-')) as string), 'utf8'),
+    );
     writeFileSync(join(out, 'stop'), '');
     return trained - killedAt;
   } finally {

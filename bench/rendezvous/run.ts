@@ -20,14 +20,52 @@ function agentCommand(peer: Peer, endpoint: string, runId: string): [string, str
   if (peer === 'tensile') {
     return [
       process.execPath,
-      [CLI, 'run', '--nnodes', '2:3', '--nproc-per-node', '2', '--rdzv-backend', 'etcd', '--rdzv-endpoint', endpoint, '--rdzv-id', runId,
-        '--rdzv-conf', 'last_call_timeout=1', '--local-addr', '127.0.0.1', '--log-level', 'warn', WORKER],
+      [
+        CLI,
+        'run',
+        '--nnodes',
+        '2:3',
+        '--nproc-per-node',
+        '2',
+        '--rdzv-backend',
+        'etcd',
+        '--rdzv-endpoint',
+        endpoint,
+        '--rdzv-id',
+        runId,
+        '--rdzv-conf',
+        'last_call_timeout=1',
+        '--local-addr',
+        '127.0.0.1',
+        '--log-level',
+        'warn',
+        WORKER,
+      ],
     ];
   }
   return [
     '/usr/bin/torchrun',
-    ['--nnodes', '2:3', '--nproc_per_node', '2', '--rdzv_backend', peer === 'torchrun-c10d' ? 'c10d' : 'etcd-v2', '--rdzv_endpoint', endpoint,
-      '--rdzv_id', runId, '--rdzv_conf', 'last_call_timeout=1', '--monitor_interval', '0.1', '-r', '1', '-t', '1', WORKER],
+    [
+      '--nnodes',
+      '2:3',
+      '--nproc_per_node',
+      '2',
+      '--rdzv_backend',
+      peer === 'torchrun-c10d' ? 'c10d' : 'etcd-v2',
+      '--rdzv_endpoint',
+      endpoint,
+      '--rdzv_id',
+      runId,
+      '--rdzv_conf',
+      'last_call_timeout=1',
+      '--monitor_interval',
+      '0.1',
+      '-r',
+      '1',
+      '-t',
+      '1',
+      WORKER,
+    ],
   ];
 }
 
@@ -42,13 +80,28 @@ async function once(peer: Peer, i: number): Promise<number> {
       const [cmd, args] = agentCommand(peer, endpoint, `bench${i}`);
       children.push(
         spawn(cmd, args, {
-          env: { ...process.env, BENCH_OUT: out, BENCH_MODE: 'exit', PYTHON_EXEC: '/usr/bin/python3', OMP_NUM_THREADS: '1', LOGLEVEL: 'WARNING' },
+          env: {
+            ...process.env,
+            BENCH_OUT: out,
+            BENCH_MODE: 'exit',
+            PYTHON_EXEC: '/usr/bin/python3',
+            OMP_NUM_THREADS: '1',
+            LOGLEVEL: 'WARNING',
+          },
           stdio: 'ignore',
         }),
       );
     }
-    await until(() => readdirSync(out).filter((f) => f.startsWith('start-')).length >= 4, `${peer}: four workers`, 90_000);
-    const last = Math.max(...readdirSync(out).filter((f) => f.startsWith('start-')).map((f) => Number(readFileSync(join(out, f), 'utf8'))));
+    await until(
+      () => readdirSync(out).filter((f) => f.startsWith('start-')).length >= 4,
+      `${peer}: four workers`,
+      90_000,
+    );
+    const last = Math.max(
+      ...readdirSync(out)
+        .filter((f) => f.startsWith('start-'))
+        .map((f) => Number(readFileSync(join(out, f), 'utf8'))),
+    );
     await Promise.all(children.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('close', r)))));
     return last - t0;
   } finally {

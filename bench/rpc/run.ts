@@ -66,7 +66,7 @@ const tensile = {
   },
   async thr(a: RpcAgent): Promise<number> {
     const t0 = performance.now();
-    for (let done = 0; done < THR_CALLS; ) {
+    for (let done = 0; done < THR_CALLS;) {
       const n = Math.min(WINDOW, THR_CALLS - done);
       await Promise.all(Array.from({ length: n }, () => a.rpcAsync(1, 'noop')));
       done += n;
@@ -101,9 +101,18 @@ interface TorchPeer {
 
 async function startTorch(): Promise<TorchPeer | null> {
   const port = await freePort();
-  const e = { ...process.env, MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), OMP_NUM_THREADS: '1', BENCH_WARMUP: String(WARMUP) };
+  const e = {
+    ...process.env,
+    MASTER_ADDR: '127.0.0.1',
+    MASTER_PORT: String(port),
+    OMP_NUM_THREADS: '1',
+    BENCH_WARMUP: String(WARMUP),
+  };
   const procs = [0, 1].map((rank) => {
-    const c = spawn('/usr/bin/python3', [here('./torch_peer.py'), String(rank)], { env: e, stdio: ['pipe', 'pipe', 'ignore'] });
+    const c = spawn('/usr/bin/python3', [here('./torch_peer.py'), String(rank)], {
+      env: e,
+      stdio: ['pipe', 'pipe', 'ignore'],
+    });
     children.push(c);
     return c;
   });
@@ -148,9 +157,30 @@ const agent = await startTensile();
 const torch = await startTorch();
 const plan = [
   { name: 'rpc_noop_latency', unit: 'us', op: '<=' as const, target: 0.5, t: tensile.lat, cmd: `lat ${LAT_ITERS}` },
-  { name: 'rpc_async_throughput', unit: 'calls/s', op: '>=' as const, target: 2, t: tensile.thr, cmd: `thr ${THR_CALLS} ${WINDOW}` },
-  { name: `rpc_tensor_echo_${MB}mb_bandwidth`, unit: 'GB/s', op: '>=' as const, target: 1, t: tensile.bw, cmd: `bw ${BW_ITERS} ${MB}` },
-  { name: 'rpc_remote_to_here_latency', unit: 'us', op: '<=' as const, target: 0.5, t: tensile.rem, cmd: `rem ${Math.floor(LAT_ITERS / 2)}` },
+  {
+    name: 'rpc_async_throughput',
+    unit: 'calls/s',
+    op: '>=' as const,
+    target: 2,
+    t: tensile.thr,
+    cmd: `thr ${THR_CALLS} ${WINDOW}`,
+  },
+  {
+    name: `rpc_tensor_echo_${MB}mb_bandwidth`,
+    unit: 'GB/s',
+    op: '>=' as const,
+    target: 1,
+    t: tensile.bw,
+    cmd: `bw ${BW_ITERS} ${MB}`,
+  },
+  {
+    name: 'rpc_remote_to_here_latency',
+    unit: 'us',
+    op: '<=' as const,
+    target: 0.5,
+    t: tensile.rem,
+    cmd: `rem ${Math.floor(LAT_ITERS / 2)}`,
+  },
 ];
 for (const p of plan) {
   const tv: number[] = [];

@@ -54,7 +54,10 @@ process.on('SIGINT', () => process.exit(130));
 process.on('SIGTERM', () => process.exit(143));
 
 /** Runs commands as one group (own process groups), returns the first JSON line printed by any of them. */
-async function runGroup(cmds: { cmd: string; args: string[]; env: NodeJS.ProcessEnv }[], what: string): Promise<Result> {
+async function runGroup(
+  cmds: { cmd: string; args: string[]; env: NodeJS.ProcessEnv }[],
+  what: string,
+): Promise<Result> {
   let out = '';
   const exits = cmds.map(
     ({ cmd, args, env }) =>
@@ -81,7 +84,8 @@ async function runGroup(cmds: { cmd: string; args: string[]; env: NodeJS.Process
   ]);
   clearTimeout(timer);
   const line = out.split('\n').find((l) => /\{.*"msPerStep"/.test(l));
-  if (codes.some((c) => c !== 0) || line === undefined) throw new Error(`${what} failed (exit ${codes.join(',')}):\n${out}`);
+  if (codes.some((c) => c !== 0) || line === undefined)
+    throw new Error(`${what} failed (exit ${codes.join(',')}):\n${out}`);
   return JSON.parse(line.slice(line.indexOf('{'))) as Result;
 }
 
@@ -100,12 +104,22 @@ const stepArgs = ['--steps', String(steps), '--warmup', String(warmup), '--batch
 
 async function torchRun(mode: 'single' | 'ddp' | 'local'): Promise<Result> {
   const script = 'bench/train-step/torch_step.py';
-  if (mode === 'single') return runGroup([{ cmd: PYTHON, args: [script, '--mode', mode, ...stepArgs], env: {} }], `pytorch ${mode}`);
+  if (mode === 'single')
+    return runGroup([{ cmd: PYTHON, args: [script, '--mode', mode, ...stepArgs], env: {} }], `pytorch ${mode}`);
   // Debian's torchrun 1.13 under Python 3.11 crashes with the default --redirects/--tee 0 (IntFlag iteration
   // no longer yields NONE); `-r 1 -t 1` avoids that code path.
   // `--standalone` always binds port 29400, which other jobs on a shared machine may hold: use a free port.
   const port = await freePort();
-  const rdzv = ['--nnodes', '1', '--rdzv_backend', 'c10d', '--rdzv_endpoint', `127.0.0.1:${port}`, '--rdzv_id', 'bench'];
+  const rdzv = [
+    '--nnodes',
+    '1',
+    '--rdzv_backend',
+    'c10d',
+    '--rdzv_endpoint',
+    `127.0.0.1:${port}`,
+    '--rdzv_id',
+    'bench',
+  ];
   return runGroup(
     [
       {

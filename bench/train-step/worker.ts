@@ -6,7 +6,8 @@ import { DistributedDataParallel } from '../../tensor/ddp.js';
 import { Generator, Linear, ReLU, SGD, Sequential, blasName, crossEntropy, randn } from '../../tensor/index.js';
 
 const args = new Map<string, string>();
-for (let i = 2; i + 1 < process.argv.length; i += 2) args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1]!);
+for (let i = 2; i + 1 < process.argv.length; i += 2)
+  args.set(process.argv[i]!.replace(/^--/, ''), process.argv[i + 1]!);
 const mode = args.get('mode') ?? 'single';
 const steps = Number(args.get('steps') ?? 200);
 const warmup = Number(args.get('warmup') ?? 20);
@@ -45,6 +46,14 @@ for (let i = 0; i < steps; i++) await step();
 const dt = (performance.now() - t0) / 1000;
 await pg?.barrier();
 if ((pg?.rank ?? 0) === 0) {
-  console.log(JSON.stringify({ side: 'tensile', mode, msPerStep: (dt * 1000) / steps, stepsPerSec: steps / dt, blas: blasName() }));
+  console.log(
+    JSON.stringify({
+      side: 'tensile',
+      mode,
+      msPerStep: (dt * 1000) / steps,
+      stepsPerSec: steps / dt,
+      blas: blasName(),
+    }),
+  );
 }
 await pg?.destroy();

@@ -11,11 +11,9 @@ export class UsageError extends Error {
 }
 
 const int = (name: string, min: number, max = Number.MAX_SAFE_INTEGER) =>
-  z.coerce
-    .number()
-    .refine((v) => Number.isInteger(v) && v >= min && v <= max, {
-      message: `${name}: expected an integer in [${min}, ${max}]`,
-    });
+  z.coerce.number().refine((v) => Number.isInteger(v) && v >= min && v <= max, {
+    message: `${name}: expected an integer in [${min}, ${max}]`,
+  });
 
 const num = (name: string, min: number, max: number) =>
   z.coerce.number().refine((v) => Number.isFinite(v) && v > min && v <= max, {
@@ -42,15 +40,18 @@ export const FlagsSchema = z.object({
   checkpointDir: z.string().min(1),
   saveEvery: int('--save-every', 0),
   keepLast: int('--keep-last', 1, 1000),
-  chaos: z.string().nullable().transform((s, ctx) => {
-    if (s === null) return null;
-    const m = /^(\d+):(\d+)$/.exec(s);
-    if (!m) {
-      ctx.addIssue({ code: 'custom', message: `--chaos ${s}: expected RANK:STEP (e.g. 1:30)` });
-      return z.NEVER;
-    }
-    return { rank: Number(m[1]), step: Number(m[2]) };
-  }),
+  chaos: z
+    .string()
+    .nullable()
+    .transform((s, ctx) => {
+      if (s === null) return null;
+      const m = /^(\d+):(\d+)$/.exec(s);
+      if (!m) {
+        ctx.addIssue({ code: 'custom', message: `--chaos ${s}: expected RANK:STEP (e.g. 1:30)` });
+        return z.NEVER;
+      }
+      return { rank: Number(m[1]), step: Number(m[2]) };
+    }),
   mnist: z.string().nullable(),
   report: z.string().nullable(),
   targetAccuracy: z.coerce
@@ -140,7 +141,8 @@ export function parseFlags(argv: readonly string[], env: NodeJS.ProcessEnv = pro
       small = true;
       continue;
     }
-    if (!arg.startsWith('--')) throw new UsageError(`unexpected argument ${JSON.stringify(arg)}: expected --flag value`);
+    if (!arg.startsWith('--'))
+      throw new UsageError(`unexpected argument ${JSON.stringify(arg)}: expected --flag value`);
     const eq = arg.indexOf('=');
     const name = camel(eq >= 0 ? arg.slice(2, eq) : arg.slice(2));
     if (!(name in DEFAULTS)) throw new UsageError(`unknown flag ${arg.split('=')[0]}: see --help`);
@@ -160,7 +162,9 @@ export function parseFlags(argv: readonly string[], env: NodeJS.ProcessEnv = pro
     const key = String(issue.path[0] ?? '');
     const flag = `--${key.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)}`;
     const shown = JSON.stringify(merged[key] ?? null);
-    throw new UsageError(issue.message.startsWith('--') ? `${issue.message} (got ${shown})` : `${flag} ${shown}: ${issue.message}`);
+    throw new UsageError(
+      issue.message.startsWith('--') ? `${issue.message} (got ${shown})` : `${flag} ${shown}: ${issue.message}`,
+    );
   }
   return parsed.data;
 }

@@ -95,7 +95,8 @@ function timeline(events: readonly HistoryEvent[]): string {
     parts.push(
       `<rect x="${x.toFixed(1)}" y="30" width="${w.toFixed(1)}" height="34" fill="${colors[i % colors.length]}"><title>round ${r.round}, restart ${r.restartCount}, world size ${r.worldSize}, resumed at step ${r.resumedStep}</title></rect>`,
     );
-    const label = w > 130 ? `r${r.round} · ws ${r.worldSize} · from step ${r.resumedStep}` : w > 24 ? `r${r.round}` : '';
+    const label =
+      w > 130 ? `r${r.round} · ws ${r.worldSize} · from step ${r.resumedStep}` : w > 24 ? `r${r.round}` : '';
     if (label !== '') parts.push(`<text x="${(x + 4).toFixed(1)}" y="51" font-size="11" fill="#fff">${label}</text>`);
   });
   for (const e of events) {

@@ -87,7 +87,13 @@ function countCorrect(logits: Tensor, y: Int32Array): number {
 }
 
 /** Held-out accuracy: each rank scores a strided share, then one allreduce of [correct, count]. */
-async function evaluate(model: Module, test: Dataset, rank: number, ws: number, pg: ProcessGroup | null): Promise<number> {
+async function evaluate(
+  model: Module,
+  test: Dataset,
+  rank: number,
+  ws: number,
+  pg: ProcessGroup | null,
+): Promise<number> {
   const idx: number[] = [];
   for (let i = rank; i < test.n; i += ws) idx.push(i);
   let correct = 0;
@@ -157,7 +163,8 @@ async function main(flags: Flags): Promise<number> {
     batchPolicy: flags.batchPolicy === 'keep-global' ? 'keepGlobalBatch' : 'keepPerWorkerBatch',
     seed: flags.seed,
     logger,
-    onSaved: ({ file, step, reason }) => appendHistory(dir, { type: 'checkpoint', timeMs: Date.now(), step, file, reason }),
+    onSaved: ({ file, step, reason }) =>
+      appendHistory(dir, { type: 'checkpoint', timeMs: Date.now(), step, file, reason }),
   })
     .track('model', model)
     .track('optimizer', opt);
@@ -193,7 +200,8 @@ async function main(flags: Flags): Promise<number> {
     });
   }
   const chaos = flags.chaos !== null && restartCount === 0 ? flags.chaos : null;
-  if (chaos !== null && chaos.rank >= ws) logger.warn(`--chaos rank ${chaos.rank} ≥ world size ${ws}: no failure injected`);
+  if (chaos !== null && chaos.rank >= ws)
+    logger.warn(`--chaos rank ${chaos.rank} ≥ world size ${ws}: no failure injected`);
 
   try {
     while (state.epoch < flags.epochs) {
@@ -233,7 +241,14 @@ async function main(flags: Flags): Promise<number> {
               `loss ${lossValue.toFixed(4)} acc ${((100 * stats[1]!) / stats[2]!).toFixed(1)}% ` +
               `${rate.toFixed(0)} samples/s ws ${ws} restarts ${restartCount}`,
           );
-          appendHistory(dir, { type: 'step', timeMs: Date.now(), step: state.step, epoch: state.epoch, loss: lossValue, worldSize: ws });
+          appendHistory(dir, {
+            type: 'step',
+            timeMs: Date.now(),
+            step: state.step,
+            epoch: state.epoch,
+            loss: lossValue,
+            worldSize: ws,
+          });
         }
         if (verdict === 'stop') {
           say(`preempted (SIGTERM): checkpoint saved at step ${state.step}; exiting`);
@@ -333,6 +348,8 @@ try {
 } catch (err) {
   const message = err instanceof Error ? `${err.name}: ${err.message}` : String(err);
   writeErrorFile(message);
-  process.stderr.write(`train (rank ${process.env.RANK ?? 0}): ${err instanceof Error ? (err.stack ?? message) : message}\n`);
+  process.stderr.write(
+    `train (rank ${process.env.RANK ?? 0}): ${err instanceof Error ? (err.stack ?? message) : message}\n`,
+  );
   process.exit(err instanceof UsageError ? 2 : 1);
 }

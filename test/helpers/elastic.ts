@@ -27,7 +27,13 @@ export function readEvents(out: string): WorkerEvent[] {
 }
 
 /** Waits until some round has `world` workers started, all in that round; returns that round's events. */
-export async function waitForRound(out: string, world: number, what: string, timeoutMs = 30_000, minRound = 0): Promise<WorkerEvent[]> {
+export async function waitForRound(
+  out: string,
+  world: number,
+  what: string,
+  timeoutMs = 30_000,
+  minRound = 0,
+): Promise<WorkerEvent[]> {
   let found: WorkerEvent[] = [];
   await waitFor(
     () => {

@@ -24,9 +24,18 @@ const BATCH = 32;
 
 // Registered on every worker; only the server's model is ever used.
 let model: Sequential | null = null;
-const serverModel = (): Sequential => (model ??= new Sequential(new Linear(2, 16, { generator: new Generator(1) }), new ReLU(), new Linear(16, 2, { generator: new Generator(2) })));
+const serverModel = (): Sequential =>
+  (model ??= new Sequential(
+    new Linear(2, 16, { generator: new Generator(1) }),
+    new ReLU(),
+    new Linear(16, 2, { generator: new Generator(2) }),
+  ));
 registerFunction('ps.forward', (x: Tensor) => serverModel().forward(x));
-registerFunction('ps.parameterRRefs', () => serverModel().parameters().map((p) => rref(p)));
+registerFunction('ps.parameterRRefs', () =>
+  serverModel()
+    .parameters()
+    .map((p) => rref(p)),
+);
 
 await initRpc();
 const me = getWorkerInfo();

@@ -41,7 +41,10 @@ await initRpc();
 if (getWorkerInfo().id !== 0) {
   await shutdown({ graceful: true, timeoutMs: 30 * 60_000 });
 } else {
-  const params = [...(await rpcSync<RRef<Tensor>[]>(1, 'stage.init', [1])), ...(await rpcSync<RRef<Tensor>[]>(2, 'stage.init', [2]))];
+  const params = [
+    ...(await rpcSync<RRef<Tensor>[]>(1, 'stage.init', [1])),
+    ...(await rpcSync<RRef<Tensor>[]>(2, 'stage.init', [2])),
+  ];
   const opt = await DistributedOptimizer.create(SGD, params, { lr: 0.05 });
   const train = blobs(512, 7);
   const test = blobs(256, 999);
@@ -49,7 +52,8 @@ if (getWorkerInfo().id !== 0) {
     const n = x.shape[0]!;
     const step = Math.ceil(n / MICRO);
     const parts: Promise<Tensor>[] = [];
-    for (let s = 0; s < n; s += step) parts.push(rpcAsync<Tensor>(1, 'stage1.forward', [batch(x, new Float32Array(n), s, Math.min(n, s + step)).x]));
+    for (let s = 0; s < n; s += step)
+      parts.push(rpcAsync<Tensor>(1, 'stage1.forward', [batch(x, new Float32Array(n), s, Math.min(n, s + step)).x]));
     return concat(await Promise.all(parts), 0);
   };
   for (let epoch = 0; epoch < EPOCHS; epoch++) {

@@ -53,7 +53,13 @@ describe('multi-node jobs on etcd', () => {
     for (const g of [0, 1, 2]) {
       const nodes = new Set(evs.filter((e) => e.groupRank === g).map((e) => e.node));
       assert.equal(nodes.size, 1, `group rank ${g} is one node`);
-      assert.deepEqual(evs.filter((e) => e.groupRank === g).map((e) => e.rank).sort(), [2 * g, 2 * g + 1]);
+      assert.deepEqual(
+        evs
+          .filter((e) => e.groupRank === g)
+          .map((e) => e.rank)
+          .sort(),
+        [2 * g, 2 * g + 1],
+      );
     }
     await finish(out, group);
   });
@@ -64,7 +70,10 @@ describe('multi-node jobs on etcd', () => {
     const first = await waitForRound(out, 2, 'two workers');
     group.push(agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:3' }));
     const second = await waitForRound(out, 3, 'three workers after scale-up', 30_000, first[0]!.round + 1);
-    assert.ok(second.every((e) => e.restart === 0), 'a membership change uses no restart');
+    assert.ok(
+      second.every((e) => e.restart === 0),
+      'a membership change uses no restart',
+    );
     for (const e of first) {
       const again = second.find((s) => s.node === e.node);
       assert.equal(again?.groupRank, e.groupRank, 'group ranks are sticky');
@@ -109,17 +118,33 @@ describe('multi-node jobs on etcd', () => {
   test('a worker failure on one node restarts the workers of every node and counts one restart', async () => {
     const { out, runId } = newJob();
     const group = [0, 1].map(() =>
-      agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2', extra: ['--max-restarts', '1'], env: { FAIL_RANK_ONCE: '1' } }),
+      agent({
+        endpoint: etcd.endpoint,
+        runId,
+        out,
+        nnodes: '2',
+        extra: ['--max-restarts', '1'],
+        env: { FAIL_RANK_ONCE: '1' },
+      }),
     );
     const first = await waitForRound(out, 2, 'two workers');
     const second = await waitForRound(out, 2, 'two workers after the failure', 30_000, first[0]!.round + 1);
-    assert.ok(second.every((e) => e.restart === 1), `restart count is 1 on every node: ${JSON.stringify(second)}`);
+    assert.ok(
+      second.every((e) => e.restart === 1),
+      `restart count is 1 on every node: ${JSON.stringify(second)}`,
+    );
     await finish(out, group);
   });
 
   test('a node below min waits, then fails with a timeout error naming the shortfall', async () => {
     const { out, runId } = newJob();
-    const a = agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:2', rdzvConf: 'join_timeout=2,last_call_timeout=0.2' });
+    const a = agent({
+      endpoint: etcd.endpoint,
+      runId,
+      out,
+      nnodes: '2:2',
+      rdzvConf: 'join_timeout=2,last_call_timeout=0.2',
+    });
     const res = await a.result;
     assert.notEqual(res.code, 0);
     assert.match(res.stderr, /timed out|timeout/i);
@@ -158,9 +183,18 @@ describe('tensile status', () => {
     const { out, runId } = newJob();
     const group = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2', nproc: 2 }));
     const evs = await waitForRound(out, 4, 'four workers');
-    const res = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--json'], { timeoutMs: 20_000 });
+    const res = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--json'], {
+      timeoutMs: 20_000,
+    });
     assert.equal(res.code, 0, res.stderr);
-    const st = JSON.parse(res.stdout) as { runId: string; round: number; state: string; members: Array<{ groupRank: number; host: string; localWorldSize: number; nodeId: string }>; waiting: unknown[]; failureRestarts: number };
+    const st = JSON.parse(res.stdout) as {
+      runId: string;
+      round: number;
+      state: string;
+      members: Array<{ groupRank: number; host: string; localWorldSize: number; nodeId: string }>;
+      waiting: unknown[];
+      failureRestarts: number;
+    };
     assert.equal(st.runId, runId);
     assert.equal(st.state, 'running');
     assert.equal(st.round, evs[0]!.round);
@@ -170,11 +204,15 @@ describe('tensile status', () => {
     assert.deepEqual(st.waiting, []);
     assert.equal(st.failureRestarts, 0);
 
-    const table = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId], { timeoutMs: 20_000 });
+    const table = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId], {
+      timeoutMs: 20_000,
+    });
     assert.match(table.stdout, new RegExp(`job ${runId}: running, round ${st.round}, 0 failure restart\\(s\\)`));
     assert.match(table.stdout, /^0 +\S+ +127\.0\.0\.1 +2 +\S+$/m);
 
-    const watch = startTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--watch'], { timeoutMs: 30_000 });
+    const watch = startTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--watch'], {
+      timeoutMs: 30_000,
+    });
     agents.push(watch);
     await waitFor(() => /running, round/.test(watch.stdout()), 'the first status', 15_000);
     writeFileSync(join(out, 'stop'), '');
@@ -194,7 +232,18 @@ describe('tensile status', () => {
 describe('rendezvous connection errors are clear', () => {
   test('an unreachable etcd fails within the read timeout and names the endpoint', async () => {
     const res = await runTensile(
-      ['run', '--nnodes', '1:2', '--rdzv-endpoint', '127.0.0.1:1', '--rdzv-id', 'x', '--rdzv-conf', 'read_timeout=2', 'true'],
+      [
+        'run',
+        '--nnodes',
+        '1:2',
+        '--rdzv-endpoint',
+        '127.0.0.1:1',
+        '--rdzv-id',
+        'x',
+        '--rdzv-conf',
+        'read_timeout=2',
+        'true',
+      ],
       { timeoutMs: 30_000 },
     );
     assert.notEqual(res.code, 0);
@@ -202,16 +251,30 @@ describe('rendezvous connection errors are clear', () => {
   });
 
   test('a malformed endpoint is rejected with the value', async () => {
-    const res = await runTensile(['run', '--nnodes', '1:2', '--rdzv-endpoint', 'http://:::x', '--rdzv-id', 'x', 'true'], {
-      timeoutMs: 30_000,
-    });
+    const res = await runTensile(
+      ['run', '--nnodes', '1:2', '--rdzv-endpoint', 'http://:::x', '--rdzv-id', 'x', 'true'],
+      {
+        timeoutMs: 30_000,
+      },
+    );
     assert.notEqual(res.code, 0);
     assert.match(res.stderr, /:::x/);
   });
 
   test('a missing TLS file is named in the error', async () => {
     const res = await runTensile(
-      ['run', '--nnodes', '1:2', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', 'x', '--rdzv-conf', 'cacert=/nonexistent/ca.pem', 'true'],
+      [
+        'run',
+        '--nnodes',
+        '1:2',
+        '--rdzv-endpoint',
+        etcd.endpoint,
+        '--rdzv-id',
+        'x',
+        '--rdzv-conf',
+        'cacert=/nonexistent/ca.pem',
+        'true',
+      ],
       { timeoutMs: 30_000 },
     );
     assert.notEqual(res.code, 0);

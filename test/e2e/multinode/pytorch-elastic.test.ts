@@ -11,7 +11,9 @@ import { cleanupAgents, startAgent } from '../../helpers/elastic.js';
 import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 
 const PYTHON = '/usr/bin/python3';
-const hasTorch = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
+const hasTorch =
+  existsSync(PYTHON) &&
+  spawnSync(PYTHON, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
 let etcd: EtcdServer | null = null;
 const agents: TensileProcess[] = [];
 const dir = mkdtempSync(join(tmpdir(), 'tensile-pt-elastic-'));
@@ -56,6 +58,6 @@ test(
     assert.match(res.stdout, /done rank 0 world 1 at step 150/);
     assert.equal(readFileSync(stepFile, 'utf8'), '150');
     assert.match(res.stderr, /restarting them in the next round|round ended by the rendezvous/);
-    assert.match(res.stderr, /member-lost/, "the loss was treated as a membership change, not a failure");
+    assert.match(res.stderr, /member-lost/, 'the loss was treated as a membership change, not a failure');
   },
 );

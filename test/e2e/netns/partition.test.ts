@@ -27,12 +27,18 @@ async function startEtcdOn(host: string): Promise<void> {
   etcd = spawn(
     '/usr/bin/etcd',
     [
-      '--data-dir', dataDir,
-      '--listen-client-urls', `http://${host}:${client}`,
-      '--advertise-client-urls', `http://${host}:${client}`,
-      '--listen-peer-urls', `http://127.0.0.1:${peer}`,
-      '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
-      '--initial-cluster', `default=http://127.0.0.1:${peer}`,
+      '--data-dir',
+      dataDir,
+      '--listen-client-urls',
+      `http://${host}:${client}`,
+      '--advertise-client-urls',
+      `http://${host}:${client}`,
+      '--listen-peer-urls',
+      `http://127.0.0.1:${peer}`,
+      '--initial-advertise-peer-urls',
+      `http://127.0.0.1:${peer}`,
+      '--initial-cluster',
+      `default=http://127.0.0.1:${peer}`,
     ],
     { stdio: 'ignore' },
   );
@@ -106,7 +112,10 @@ describe('agents on separate network hosts', { skip: reason ?? false }, () => {
       second = await waitForRound(out, 2, 'two hosts after the partition', 30_000, first[0]!.round + 1);
       assert.deepEqual(second.map((e) => e.rank).sort(), [0, 1]);
       const cutNode = first.find((e) => e.groupRank === 2)!.node;
-      assert.ok(second.every((e) => e.node !== cutNode), 'the cut-off host is not in the new round');
+      assert.ok(
+        second.every((e) => e.node !== cutNode),
+        'the cut-off host is not in the new round',
+      );
     } finally {
       topo!.linkUp(nsIndex);
     }

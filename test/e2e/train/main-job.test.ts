@@ -21,7 +21,22 @@ function launch(t: Parameters<typeof tempDir>[0], dir: string, extra: string[]) 
   return spawnProc(
     t,
     process.execPath,
-    ['--import', 'tsx', AGENT, 'run', '--standalone', '--nproc-per-node', '2', '--max-restarts', '1', TRAIN, ...SMALL, '--checkpoint-dir', dir, ...extra],
+    [
+      '--import',
+      'tsx',
+      AGENT,
+      'run',
+      '--standalone',
+      '--nproc-per-node',
+      '2',
+      '--max-restarts',
+      '1',
+      TRAIN,
+      ...SMALL,
+      '--checkpoint-dir',
+      dir,
+      ...extra,
+    ],
     {},
   );
 }
@@ -69,13 +84,18 @@ describe('the main job', () => {
     const args = [...SMALL, '--epochs', '3', '--checkpoint-dir', dir, '--save-every', '1000'];
     const three = await spawnGroup(t, TRAIN, [...args, '--step-delay-ms', '30'], 3);
     // Wait until the run is well into its first epoch, then preempt every worker (as the agent would).
-    await within(60_000, 'step 20 of the 3-worker run', (async () => {
-      for (;;) {
-        if (events(dir, 'step').some((s) => s.step >= 20)) return;
-        if (three.some((p) => p.child.exitCode !== null)) throw new Error(`a worker exited early:\n${three.map((p) => p.output()).join('\n')}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })());
+    await within(
+      60_000,
+      'step 20 of the 3-worker run',
+      (async () => {
+        for (;;) {
+          if (events(dir, 'step').some((s) => s.step >= 20)) return;
+          if (three.some((p) => p.child.exitCode !== null))
+            throw new Error(`a worker exited early:\n${three.map((p) => p.output()).join('\n')}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })(),
+    );
     for (const p of three) p.child.kill('SIGTERM');
     const exits = await within(30_000, 'the 3 workers to stop', Promise.all(three.map((p) => p.exited)));
     assert.equal(exits[0]!.code, 143, `rank 0 saves and exits 143 on SIGTERM:\n${three[0]!.output()}`);
@@ -88,9 +108,18 @@ describe('the main job', () => {
 
     const two = await spawnGroup(t, TRAIN, args, 2);
     await allSucceed(two, 90_000, 'the 2-worker run');
-    assert.match(two[0]!.output(), new RegExp(`resumed from .* \\(step ${state.step}, epoch 1, saved at world size 3: data re-sharded for 2\\)`));
+    assert.match(
+      two[0]!.output(),
+      new RegExp(`resumed from .* \\(step ${state.step}, epoch 1, saved at world size 3: data re-sharded for 2\\)`),
+    );
     const rounds = events(dir, 'round');
-    assert.deepEqual(rounds.map((r) => [r.worldSize, r.resumedStep]), [[3, 0], [2, state.step]]);
+    assert.deepEqual(
+      rounds.map((r) => [r.worldSize, r.resumedStep]),
+      [
+        [3, 0],
+        [2, state.step],
+      ],
+    );
     // The interrupted epoch is finished (not restarted) by the 2 workers: still 3 epochs in all.
     const epochs = events(dir, 'epoch');
     assert.equal(epochs.length, 3);
@@ -101,13 +130,17 @@ describe('the main job', () => {
   it('saves on a SIGTERM forwarded by tensile run and a second run resumes from that checkpoint', async (t) => {
     const dir = tempDir(t, 'train-preempt');
     const first = launch(t, dir, ['--step-delay-ms', '30']);
-    await within(60_000, 'step 15 of the first run', (async () => {
-      for (;;) {
-        if (events(dir, 'step').some((s) => s.step >= 15)) return;
-        if (first.child.exitCode !== null) throw new Error(`the launcher exited early:\n${first.output()}`);
-        await new Promise((r) => setTimeout(r, 100));
-      }
-    })());
+    await within(
+      60_000,
+      'step 15 of the first run',
+      (async () => {
+        for (;;) {
+          if (events(dir, 'step').some((s) => s.step >= 15)) return;
+          if (first.child.exitCode !== null) throw new Error(`the launcher exited early:\n${first.output()}`);
+          await new Promise((r) => setTimeout(r, 100));
+        }
+      })(),
+    );
     first.child.kill('SIGTERM'); // the launcher itself: it forwards SIGTERM to the workers and waits out the grace
     await within(40_000, 'the preempted launcher to exit', first.exited);
     const m = /preempted \(SIGTERM\)[^\n]*checkpoint saved at step (\d+)/.exec(first.output());

@@ -36,7 +36,16 @@ describe('tensile run on one node', () => {
   test('gives each worker the torchrun environment and substitutes ${local_rank}', async () => {
     const out = tmp();
     const res = await runTensile(
-      ['run', '--standalone', '--nproc-per-node', '3', '--role', 'trainer', join(FIX, 'env-dump.mjs'), '--shard=${local_rank}'],
+      [
+        'run',
+        '--standalone',
+        '--nproc-per-node',
+        '3',
+        '--role',
+        'trainer',
+        join(FIX, 'env-dump.mjs'),
+        '--shard=${local_rank}',
+      ],
       { env: { OUT_DIR: out, OMP_NUM_THREADS: undefined } },
     );
     assert.equal(res.code, 0, res.stderr);
@@ -118,11 +127,25 @@ describe('tensile run on one node', () => {
     const out = tmp();
     const logDir = join(out, 'logs');
     const res = await runTensile(
-      ['run', '--nproc-per-node', '2', '--max-restarts', '1', '--log-dir', logDir, '-r', '3', join(FIX, 'env-dump.mjs')],
+      [
+        'run',
+        '--nproc-per-node',
+        '2',
+        '--max-restarts',
+        '1',
+        '--log-dir',
+        logDir,
+        '-r',
+        '3',
+        join(FIX, 'env-dump.mjs'),
+      ],
       { env: { OUT_DIR: out, FAIL_RANK: '0' } },
     );
     assert.equal(res.code, 0, res.stderr);
-    assert.deepEqual(readdirSync(logDir).sort(), ['attempt_0', 'attempt_1', 'checkpoints'].filter((d) => existsSync(join(logDir, d))));
+    assert.deepEqual(
+      readdirSync(logDir).sort(),
+      ['attempt_0', 'attempt_1', 'checkpoints'].filter((d) => existsSync(join(logDir, d))),
+    );
     for (const attempt of ['attempt_0', 'attempt_1']) {
       assert.deepEqual(readdirSync(join(logDir, attempt)).sort(), ['0', '1']);
       assert.ok(existsSync(join(logDir, attempt, '1', 'stdout.log')));
@@ -148,12 +171,15 @@ describe('tensile run on one node', () => {
 
   test('forwards SIGTERM to workers, gives them the grace period and exits 143', async () => {
     const out = tmp();
-    const p = startTensile(
-      ['run', '--nproc-per-node', '2', '--shutdown-timeout', '5', join(FIX, 'sleeper.mjs')],
-      { env: { OUT_DIR: out, TERM_DELAY_MS: '300' }, timeoutMs: 30_000 },
-    );
+    const p = startTensile(['run', '--nproc-per-node', '2', '--shutdown-timeout', '5', join(FIX, 'sleeper.mjs')], {
+      env: { OUT_DIR: out, TERM_DELAY_MS: '300' },
+      timeoutMs: 30_000,
+    });
     procs.push(p);
-    await waitFor(() => existsSync(join(out, 'pids')) && readFileSync(join(out, 'pids'), 'utf8').split('\n').length > 4, 'workers to start');
+    await waitFor(
+      () => existsSync(join(out, 'pids')) && readFileSync(join(out, 'pids'), 'utf8').split('\n').length > 4,
+      'workers to start',
+    );
     p.kill('SIGTERM');
     const res = await p.result;
     assert.equal(res.code, 143, res.stderr);
@@ -165,10 +191,10 @@ describe('tensile run on one node', () => {
 
   test('a worker that ignores SIGTERM is killed when the grace period ends', async () => {
     const out = tmp();
-    const p = startTensile(
-      ['run', '--nproc-per-node', '1', '--shutdown-timeout', '0.5', join(FIX, 'sleeper.mjs')],
-      { env: { OUT_DIR: out, IGNORE_TERM: '1' }, timeoutMs: 30_000 },
-    );
+    const p = startTensile(['run', '--nproc-per-node', '1', '--shutdown-timeout', '0.5', join(FIX, 'sleeper.mjs')], {
+      env: { OUT_DIR: out, IGNORE_TERM: '1' },
+      timeoutMs: 30_000,
+    });
     procs.push(p);
     await waitFor(() => existsSync(join(out, 'pids')), 'worker to start');
     p.kill('SIGINT');
@@ -187,7 +213,11 @@ describe('tensile run on one node', () => {
     procs.push(p);
     await waitFor(() => /"port":\d+/.test(p.stderr()) && existsSync(join(out, 'pids')), 'metrics server and workers');
     const port = Number(/"port":(\d+)/.exec(p.stderr())?.[1]);
-    await waitFor(async () => (await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())).includes('tensile_workers_running 2'), 'two running workers in /metrics');
+    await waitFor(
+      async () =>
+        (await fetch(`http://127.0.0.1:${port}/metrics`).then((r) => r.text())).includes('tensile_workers_running 2'),
+      'two running workers in /metrics',
+    );
     const health = await fetch(`http://127.0.0.1:${port}/healthz`);
     assert.equal(health.status, 200);
     assert.deepEqual(await health.json(), { status: 'ok', state: 'RUNNING' });
@@ -206,7 +236,10 @@ describe('tensile run on one node', () => {
       timeoutMs: 30_000,
     });
     procs.push(p);
-    await waitFor(() => existsSync(join(out, 'pids')) && readFileSync(join(out, 'pids'), 'utf8').split('\n').length > 4, 'workers to start');
+    await waitFor(
+      () => existsSync(join(out, 'pids')) && readFileSync(join(out, 'pids'), 'utf8').split('\n').length > 4,
+      'workers to start',
+    );
     const pids = readFileSync(join(out, 'pids'), 'utf8').split('\n').filter(Boolean).map(Number);
     assert.equal(pids.length, 4);
     p.child.kill('SIGKILL');
@@ -218,7 +251,11 @@ describe('tensile run on one node', () => {
 describe('tensile run rejects bad input with exit code 2', () => {
   const cases: Array<[string, string[], RegExp]> = [
     ['nproc 0', ['--nproc-per-node', '0', 'x.py'], /--nproc-per-node '0': must be ≥ 1/],
-    ['nproc garbage', ['--nproc-per-node', 'many', 'x.py'], /--nproc-per-node 'many': expected a positive integer, 'cpu', 'gpu' or 'auto'/],
+    [
+      'nproc garbage',
+      ['--nproc-per-node', 'many', 'x.py'],
+      /--nproc-per-node 'many': expected a positive integer, 'cpu', 'gpu' or 'auto'/,
+    ],
     ['nnodes min > max', ['--nnodes', '4:2', 'x.py'], /--nnodes '4:2': min \(4\) must be ≤ max \(2\)/],
     ['unknown flag', ['--frobnicate', 'x.py'], /unknown option '--frobnicate'/],
     ['missing script', ['--nproc-per-node', '2'], /missing the training script/],
@@ -244,7 +281,9 @@ describe('tensile run rejects bad input with exit code 2', () => {
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
     const port = (srv.address() as { port: number }).port;
     try {
-      const res = await runTensile(['run', '--master-port', String(port), join(FIX, 'env-dump.mjs')], { env: { OUT_DIR: tmp() } });
+      const res = await runTensile(['run', '--master-port', String(port), join(FIX, 'env-dump.mjs')], {
+        env: { OUT_DIR: tmp() },
+      });
       assert.equal(res.code, 2);
       assert.match(res.stderr, new RegExp(`--master-port ${port}: already in use`));
     } finally {
@@ -258,7 +297,9 @@ describe('tensile run rejects bad input with exit code 2', () => {
     await new Promise<void>((r) => srv.listen(0, '0.0.0.0', () => r()));
     const port = (srv.address() as { port: number }).port;
     try {
-      const res = await runTensile(['run', '--metrics-port', String(port), join(FIX, 'env-dump.mjs')], { env: { OUT_DIR: tmp() } });
+      const res = await runTensile(['run', '--metrics-port', String(port), join(FIX, 'env-dump.mjs')], {
+        env: { OUT_DIR: tmp() },
+      });
       assert.equal(res.code, 2);
       assert.match(res.stderr, new RegExp(`--metrics-port ${port}: cannot listen`));
     } finally {

@@ -8,7 +8,9 @@ import { spawnSync } from 'node:child_process';
 import { REPO_ROOT, runTensile } from '../../helpers/cli.js';
 
 const PYTHON = '/usr/bin/python3';
-const hasTorch = existsSync(PYTHON) && spawnSync(PYTHON, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
+const hasTorch =
+  existsSync(PYTHON) &&
+  spawnSync(PYTHON, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
 const skip = hasTorch ? false : `PyTorch with gloo is not importable from ${PYTHON} (apt-get install python3-torch)`;
 const dirs: string[] = [];
 after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
@@ -23,7 +25,10 @@ describe('PyTorch scripts under tensile run', { skip }, () => {
       assert.equal(res.code, 0, res.stderr);
       const expected = (nproc * (nproc + 1)) / 2;
       for (let r = 0; r < nproc; r++) {
-        assert.match(res.stdout, new RegExp(`:${r}\\] rank ${r}/${nproc} local_rank ${r} allreduce sum ${expected} expected ${expected}`));
+        assert.match(
+          res.stdout,
+          new RegExp(`:${r}\\] rank ${r}/${nproc} local_rank ${r} allreduce sum ${expected} expected ${expected}`),
+        );
       }
     });
   }
@@ -51,7 +56,11 @@ describe('PyTorch scripts under tensile run', { skip }, () => {
     );
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /epoch 1 loss [\d.]+ restart 0/);
-    assert.doesNotMatch(res.stdout, /epoch 2 loss [\d.]+ restart 0/, 'the failure stopped the first attempt at epoch 2');
+    assert.doesNotMatch(
+      res.stdout,
+      /epoch 2 loss [\d.]+ restart 0/,
+      'the failure stopped the first attempt at epoch 2',
+    );
     assert.match(res.stdout, /rank 0: resumed from snapshot at epoch 2/);
     assert.match(res.stdout, /epoch 4 loss [\d.]+ restart 1/);
     assert.match(res.stdout, /done: final loss/);
@@ -62,7 +71,18 @@ describe('PyTorch scripts under tensile run', { skip }, () => {
     const dir = mkdtempSync(join(tmpdir(), 'tensile-ddp-'));
     dirs.push(dir);
     const res = await runTensile(
-      ['run', '--nproc-per-node', '2', join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'), '--epochs', '3', '--fail-once', '0', '--snapshot', join(dir, 's.pt')],
+      [
+        'run',
+        '--nproc-per-node',
+        '2',
+        join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'),
+        '--epochs',
+        '3',
+        '--fail-once',
+        '0',
+        '--snapshot',
+        join(dir, 's.pt'),
+      ],
       { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 120_000 },
     );
     assert.equal(res.code, 1);

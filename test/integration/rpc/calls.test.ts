@@ -98,7 +98,9 @@ test('a remote exception arrives with its type, message and remote stack', async
 
 test('an unknown function and failed validation give typed errors', async () => {
   await assert.rejects(w[0]!.rpcAsync(1, 'nope'), (e: unknown) => {
-    return e instanceof RpcError && e.code === 'UNKNOWN_FUNCTION' && /'nope' is not registered on 'worker1'/.test(e.message);
+    return (
+      e instanceof RpcError && e.code === 'UNKNOWN_FUNCTION' && /'nope' is not registered on 'worker1'/.test(e.message)
+    );
   });
   await assert.rejects(w[0]!.rpcAsync(2, 'typed', [0, 'x']), (e: unknown) => {
     return e instanceof RpcError && e.code === 'VALIDATION' && /arguments of 'typed'/.test(e.message);
@@ -108,7 +110,9 @@ test('an unknown function and failed validation give typed errors', async () => 
 
 test('a call past its timeout fails with TIMEOUT; timeout 0 means none', async () => {
   await assert.rejects(w[0]!.rpcAsync(1, 'sleep', [1000], { timeoutMs: 100 }), (e: unknown) => {
-    return e instanceof RpcError && e.code === 'TIMEOUT' && /ran for more than the set timeout \(100 ms\)/.test(e.message);
+    return (
+      e instanceof RpcError && e.code === 'TIMEOUT' && /ran for more than the set timeout \(100 ms\)/.test(e.message)
+    );
   });
   assert.equal(await w[0]!.rpcAsync(1, 'sleep', [150], { timeoutMs: 0 }), 150);
 });
@@ -134,7 +138,9 @@ test('malformed and truncated frames are rejected without crashing the server', 
   conn.onFrames = (raws) => replies.push(...raws.map(decodeFrame));
   conn.onClose = () => (closed = true);
   // A CALL frame cut short: its header is readable, so the answer names request id 99.
-  const full = Buffer.concat(encodeFrame(MsgType.CALL, 99, Buffer.from('{"f":"add","a":[1,2]}'), [new Float32Array(64)]).parts);
+  const full = Buffer.concat(
+    encodeFrame(MsgType.CALL, 99, Buffer.from('{"f":"add","a":[1,2]}'), [new Float32Array(64)]).parts,
+  );
   const seg = Buffer.alloc(5 + full.byteLength - 40);
   seg.writeUInt8(0x46, 0);
   seg.writeUInt32LE(full.byteLength - 40, 1);

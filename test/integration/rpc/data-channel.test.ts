@@ -91,13 +91,21 @@ test('a data connection killed mid-transfer fails the calls with PEER_LOST and n
 
 test('garbage on an established data connection closes that peer stream with a typed error, no crash', async () => {
   const warnings: string[] = [];
-  const logger = { debug() {}, info() {}, error() {}, warn: (_o: object | string, m?: string) => void warnings.push(String(m)) };
+  const logger = {
+    debug() {},
+    info() {},
+    error() {},
+    warn: (_o: object | string, m?: string) => void warnings.push(String(m)),
+  };
   const { a, ba } = await world({ logger });
   const pending = a.rpcAsync(1, 'sleep', [2_000]);
   // rank 1's send socket feeds rank 0's receive socket: bytes that are not a transfer header.
   ba.dataSockets.send!.write(Buffer.from('this is not a transfer header at all'));
   await assert.rejects(pending, (e: RpcError) => e.code === 'PEER_LOST');
-  assert.ok(warnings.some((m) => m.includes('protocol error')), `warnings: ${warnings.join(' | ')}`);
+  assert.ok(
+    warnings.some((m) => m.includes('protocol error')),
+    `warnings: ${warnings.join(' | ')}`,
+  );
 });
 
 test('garbage and wrong tokens on the data port are dropped and the world keeps working', async () => {

@@ -162,6 +162,9 @@ test('DistributedOptimizer steps SGD on two owners like local SGD', async () => 
   new SGD([p1, p2], { lr: 0.1 }).step();
   close(await r1.toHere(), p1, 'param on worker1');
   close(await r2.toHere(), p2, 'param on worker2');
-  await assert.rejects(DistributedOptimizer.create(a0, 'Nope', [r1], { lr: 1 }), /Error creating optimizer: .*'Nope' is not known/);
+  await assert.rejects(
+    DistributedOptimizer.create(a0, 'Nope', [r1], { lr: 1 }),
+    /Error creating optimizer: .*'Nope' is not known/,
+  );
   await Promise.all([r1.release(), r2.release()]);
 });

@@ -7,7 +7,10 @@ import { freePort } from './helpers.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 
-async function runExample(path: string, t: { after(fn: () => unknown): void }): Promise<{ codes: number[]; out: string }> {
+async function runExample(
+  path: string,
+  t: { after(fn: () => unknown): void },
+): Promise<{ codes: number[]; out: string }> {
   const port = await freePort();
   const children: ChildProcess[] = [];
   t.after(() => {
@@ -17,7 +20,14 @@ async function runExample(path: string, t: { after(fn: () => unknown): void }): 
   const exits = [0, 1, 2].map((rank) => {
     const c = spawn(process.execPath, ['--import', 'tsx', path], {
       cwd: root,
-      env: { ...process.env, RANK: String(rank), WORLD_SIZE: '3', MASTER_ADDR: '127.0.0.1', MASTER_PORT: String(port), EPOCHS: '2' },
+      env: {
+        ...process.env,
+        RANK: String(rank),
+        WORLD_SIZE: '3',
+        MASTER_ADDR: '127.0.0.1',
+        MASTER_PORT: String(port),
+        EPOCHS: '2',
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
     children.push(c);

@@ -30,7 +30,10 @@ test('initRpc, calls to self, remote to self, double init and calls after shutdo
   assert.equal(await r.toHere(), 10);
   assert.equal(r.localValue(), 10);
   assert.equal(rref('here').localValue(), 'here');
-  await assert.rejects(initRpc({ rank: 0, worldSize: 1, bootstrapPort: port }), (e: unknown) => (e as RpcError).code === 'ALREADY_INITIALIZED');
+  await assert.rejects(
+    initRpc({ rank: 0, worldSize: 1, bootstrapPort: port }),
+    (e: unknown) => (e as RpcError).code === 'ALREADY_INITIALIZED',
+  );
   await shutdown();
   await assert.rejects(rpcSync(0, 'twice', [1]), (e: unknown) => (e as RpcError).code === 'NOT_INITIALIZED');
   // A new round may start after shutdown.

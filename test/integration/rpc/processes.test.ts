@@ -10,7 +10,13 @@ const workerPath = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url
 
 function spawnWorker(rank: number, worldSize: number, port: number): ChildProcess {
   return spawn(process.execPath, ['--import', 'tsx', workerPath], {
-    env: { ...process.env, RANK: String(rank), WORLD_SIZE: String(worldSize), MASTER_ADDR: '127.0.0.1', TENSILE_RPC_PORT: String(port) },
+    env: {
+      ...process.env,
+      RANK: String(rank),
+      WORLD_SIZE: String(worldSize),
+      MASTER_ADDR: '127.0.0.1',
+      TENSILE_RPC_PORT: String(port),
+    },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
 }
@@ -31,7 +37,13 @@ test('a worker killed mid-call fails the call fast, invalidates its RRefs, and a
     await Promise.all(agents.map((a) => a.shutdown({ graceful: false }).catch(() => undefined)));
     await Promise.all(children.map(kill));
   });
-  const a0 = createAgent({ rank: 0, worldSize: 3, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 20_000 });
+  const a0 = createAgent({
+    rank: 0,
+    worldSize: 3,
+    masterAddr: '127.0.0.1',
+    bootstrapPort: port,
+    initTimeoutMs: 20_000,
+  });
   agents.push(a0);
   await a0.start();
   assert.equal(await a0.rpcAsync(1, 'add', [1, 2]), 3);
@@ -44,11 +56,18 @@ test('a worker killed mid-call fails the call fast, invalidates its RRefs, and a
   const inFlight = a0.rpcAsync(2, 'sleep', [30_000], { timeoutMs: 60_000 });
   await new Promise((r) => setTimeout(r, 50));
   process.kill(pid2, 'SIGKILL');
-  await assert.rejects(inFlight, (e: unknown) => e instanceof RpcError && e.code === 'PEER_LOST' && e.worker === 'worker2');
+  await assert.rejects(
+    inFlight,
+    (e: unknown) => e instanceof RpcError && e.code === 'PEER_LOST' && e.worker === 'worker2',
+  );
   // Later calls fail at once, RRefs owned by the dead worker are invalid, the others still work.
   await assert.rejects(a0.rpcAsync(2, 'add', [1, 1]), (e: unknown) => (e as RpcError).code === 'PEER_LOST');
   await assert.rejects(owned.toHere(), (e: unknown) => {
-    return e instanceof RpcError && e.code === 'RREF_INVALID' && /owner 'worker2' \(rank 2\) left the RPC group/.test(e.message);
+    return (
+      e instanceof RpcError &&
+      e.code === 'RREF_INVALID' &&
+      /owner 'worker2' \(rank 2\) left the RPC group/.test(e.message)
+    );
   });
   assert.equal(await a0.rpcAsync(1, 'add', [2, 2]), 4);
 
@@ -56,7 +75,13 @@ test('a worker killed mid-call fails the call fast, invalidates its RRefs, and a
   const port2 = await freePort();
   assert.equal(await a0.rpcAsync(1, 'rejoin', [1, 2, port2]), true);
   await a0.shutdown({ graceful: false });
-  const b0 = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port2, initTimeoutMs: 20_000 });
+  const b0 = createAgent({
+    rank: 0,
+    worldSize: 2,
+    masterAddr: '127.0.0.1',
+    bootstrapPort: port2,
+    initTimeoutMs: 20_000,
+  });
   agents.push(b0);
   await b0.start();
   assert.deepEqual(
@@ -64,5 +89,8 @@ test('a worker killed mid-call fails the call fast, invalidates its RRefs, and a
     ['worker0', 'worker1'],
   );
   assert.equal(await b0.rpcAsync('worker1', 'add', [20, 22]), 42);
-  await assert.rejects(b0.rpcAsync('worker2', 'add', [1, 1]), (e: unknown) => (e as RpcError).code === 'UNKNOWN_WORKER');
+  await assert.rejects(
+    b0.rpcAsync('worker2', 'add', [1, 1]),
+    (e: unknown) => (e as RpcError).code === 'UNKNOWN_WORKER',
+  );
 });

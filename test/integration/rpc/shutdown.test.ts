@@ -20,7 +20,12 @@ test('graceful shutdown waits for a peer that still has heavy work in flight', a
 
 test('graceful shutdown with outstanding RRefs deletes every user fork on the owners', async (t) => {
   const leaks: string[] = [];
-  const logger = { debug() {}, info() {}, error() {}, warn: (_o: object | string, m?: string) => void leaks.push(String(m)) };
+  const logger = {
+    debug() {},
+    info() {},
+    error() {},
+    warn: (_o: object | string, m?: string) => void leaks.push(String(m)),
+  };
   const w = await startWorld(3, setup, { logger });
   t.after(() => stopWorld(w));
   const refs = [w[0]!.remote(1, 'ones', [2]), w[2]!.remote(1, 'ones', [3]), w[1]!.remote(0, 'ones', [1])];
@@ -41,14 +46,23 @@ test('after shutdown every call fails with NOT_INITIALIZED', async (t) => {
   await assert.rejects(w[0]!.rpcAsync(1, 'ones', [1]), (e: unknown) => {
     return e instanceof RpcError && e.code === 'NOT_INITIALIZED' && /shut down/.test(e.message);
   });
-  assert.throws(() => w[0]!.remote(1, 'ones', [1]), (e: unknown) => (e as RpcError).code === 'NOT_INITIALIZED');
+  assert.throws(
+    () => w[0]!.remote(1, 'ones', [1]),
+    (e: unknown) => (e as RpcError).code === 'NOT_INITIALIZED',
+  );
 });
 
 test('non-graceful shutdown rejects pending calls at once and the peer sees PEER_LOST', async (t) => {
   const w = await startWorld(2, setup);
   t.after(() => stopWorld(w));
-  const mine = assert.rejects(w[0]!.rpcAsync(1, 'sleep', [10_000]), (e: unknown) => (e as RpcError).code === 'SHUTDOWN');
-  const theirs = assert.rejects(w[1]!.rpcAsync(0, 'sleep', [10_000]), (e: unknown) => (e as RpcError).code === 'PEER_LOST');
+  const mine = assert.rejects(
+    w[0]!.rpcAsync(1, 'sleep', [10_000]),
+    (e: unknown) => (e as RpcError).code === 'SHUTDOWN',
+  );
+  const theirs = assert.rejects(
+    w[1]!.rpcAsync(0, 'sleep', [10_000]),
+    (e: unknown) => (e as RpcError).code === 'PEER_LOST',
+  );
   await new Promise((r) => setTimeout(r, 20));
   await w[0]!.shutdown({ graceful: false });
   await mine;

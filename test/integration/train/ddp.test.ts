@@ -54,7 +54,10 @@ describe('DistributedDataParallel', () => {
         assertClose(r.final, expected, 1e-5, `rank ${r.rank} final parameters`);
       }
       assert.equal(results[0]!.buckets.length, 4, 'one bucket per parameter at this cap');
-      assert.deepEqual(results[0]!.buckets.map((b) => b.names), [['b2'], ['w2'], ['b1'], ['w1']]);
+      assert.deepEqual(
+        results[0]!.buckets.map((b) => b.names),
+        [['b2'], ['w2'], ['b1'], ['w1']],
+      );
     });
   }
 

@@ -104,7 +104,9 @@ describe('elastic training state', () => {
     t.after(() => state.close());
     for (let i = 0; i < 7; i++) await state.stepDone(); // saves at steps 2, 4, 6
     assert.deepEqual(
-      readdirSync(dir).filter((f) => f.endsWith('.safetensors')).sort(),
+      readdirSync(dir)
+        .filter((f) => f.endsWith('.safetensors'))
+        .sort(),
       [checkpointFileName(4), checkpointFileName(6)],
     );
   });
@@ -164,8 +166,16 @@ describe('elastic training state', () => {
   it('re-shards the rest of an epoch for a new world size without repeating or skipping samples', () => {
     const n = 103;
     const perm = epochPermutation(n, 7, 0, true);
-    assert.deepEqual([...perm].sort((a, b) => a - b), Array.from({ length: n }, (_, i) => i), 'a permutation');
-    assert.notDeepEqual([...perm], Array.from({ length: n }, (_, i) => i), 'shuffled');
+    assert.deepEqual(
+      [...perm].sort((a, b) => a - b),
+      Array.from({ length: n }, (_, i) => i),
+      'a permutation',
+    );
+    assert.notDeepEqual(
+      [...perm],
+      Array.from({ length: n }, (_, i) => i),
+      'shuffled',
+    );
     // 3 workers × 4 per worker consume 5 global steps (60 samples), then 2 workers × 6 go on (global batch kept).
     const seen: number[] = [];
     for (let r = 0; r < 3; r++) seen.push(...shardIndices(perm, 0, r, 3, 4).subarray(0, 5 * 4));

@@ -124,7 +124,9 @@ export async function allSucceed(procs: readonly Proc[], ms: number, what: strin
   const exits = await within(ms, what, Promise.all(procs.map((p) => p.exited)));
   exits.forEach((e, i) => {
     if (e.code !== 0) {
-      throw new Error(`${what}: process ${i} exited ${e.code ?? e.signal}\n--- stdout\n${e.stdout}\n--- stderr\n${e.stderr}`);
+      throw new Error(
+        `${what}: process ${i} exited ${e.code ?? e.signal}\n--- stdout\n${e.stdout}\n--- stderr\n${e.stderr}`,
+      );
     }
   });
   return exits;

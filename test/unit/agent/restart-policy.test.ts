@@ -3,7 +3,13 @@ import { describe, test } from 'node:test';
 import { onGroupEnd, onRendezvousEvent, type PolicySnapshot } from '../../../agent/restart-policy.js';
 import type { RendezvousEvent } from '../../../rendezvous/api.js';
 
-const base: PolicySnapshot = { restartsUsed: 0, maxRestarts: 2, round: 3, jobClosed: false, scaleUpPolicy: 'immediate' };
+const base: PolicySnapshot = {
+  restartsUsed: 0,
+  maxRestarts: 2,
+  round: 3,
+  jobClosed: false,
+  scaleUpPolicy: 'immediate',
+};
 
 describe('agent restart policy', () => {
   test('a finished group succeeds, a failed one restarts while restarts remain, then fails', () => {
@@ -36,7 +42,11 @@ describe('agent restart policy', () => {
       [{}, { type: 'connection-lost', error: new Error('x') }, 'ignore'],
     ];
     for (const [patch, event, kind] of table) {
-      assert.equal(onRendezvousEvent({ ...base, ...patch }, event).kind, kind, `${JSON.stringify(patch)} ${JSON.stringify(event)}`);
+      assert.equal(
+        onRendezvousEvent({ ...base, ...patch }, event).kind,
+        kind,
+        `${JSON.stringify(patch)} ${JSON.stringify(event)}`,
+      );
     }
   });
 });

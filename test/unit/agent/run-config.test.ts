@@ -1,7 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { UsageError } from '../../../agent/api.js';
-import { parseNnodes, parseNprocPerNode, parseRunArgs, parseStdSpec, runnerFor, splitRdzvConf } from '../../../agent/run-config.js';
+import {
+  parseNnodes,
+  parseNprocPerNode,
+  parseRunArgs,
+  parseStdSpec,
+  runnerFor,
+  splitRdzvConf,
+} from '../../../agent/run-config.js';
 
 const SCRIPT = new URL('../../fixtures/workers/env-dump.mjs', import.meta.url).pathname;
 
@@ -31,7 +38,11 @@ describe('tensile run flag parsing', () => {
   });
 
   test('everything after the script belongs to the script, flags included', () => {
-    const { options } = parseRunArgs(['--nproc-per-node', '2', SCRIPT, '--lr', '0.1', '--nproc-per-node', '9'], {}, false);
+    const { options } = parseRunArgs(
+      ['--nproc-per-node', '2', SCRIPT, '--lr', '0.1', '--nproc-per-node', '9'],
+      {},
+      false,
+    );
     assert.deepEqual(options?.scriptArgs, ['--lr', '0.1', '--nproc-per-node', '9']);
     assert.equal(options?.nprocPerNode, 2);
   });
@@ -84,23 +95,46 @@ describe('tensile run flag parsing', () => {
   });
 
   test('--rdzv-conf is split into keys and values, both non-empty', () => {
-    assert.deepEqual(splitRdzvConf('join_timeout=5, last_call_timeout=1'), { join_timeout: '5', last_call_timeout: '1' });
+    assert.deepEqual(splitRdzvConf('join_timeout=5, last_call_timeout=1'), {
+      join_timeout: '5',
+      last_call_timeout: '1',
+    });
     assert.deepEqual(splitRdzvConf(''), {});
     assert.throws(() => splitRdzvConf('a=1,=2'), /'=2' must be key=value/);
     assert.throws(() => splitRdzvConf('a='), /'a=' must be key=value/);
   });
 
   test('multi-node settings need the etcd backend and an endpoint', () => {
-    const { options } = parseRunArgs(['--nnodes', '2:4', '--rdzv-endpoint', '127.0.0.1:2379', '--rdzv-id', 'job1', SCRIPT], {}, false);
+    const { options } = parseRunArgs(
+      ['--nnodes', '2:4', '--rdzv-endpoint', '127.0.0.1:2379', '--rdzv-id', 'job1', SCRIPT],
+      {},
+      false,
+    );
     assert.equal(options?.rdzvBackend, 'etcd');
-    assert.throws(() => parseRunArgs(['--nnodes', '2', '--rdzv-backend', 'embedded', SCRIPT], {}, false), /embedded is single-node/);
-    assert.throws(() => parseRunArgs(['--standalone', '--nnodes', '2', SCRIPT], {}, false), /standalone runs exactly one node/);
-    assert.throws(() => parseRunArgs(['--rdzv-backend', 'zookeeper', SCRIPT], {}, false), /'zookeeper': expected 'etcd'/);
+    assert.throws(
+      () => parseRunArgs(['--nnodes', '2', '--rdzv-backend', 'embedded', SCRIPT], {}, false),
+      /embedded is single-node/,
+    );
+    assert.throws(
+      () => parseRunArgs(['--standalone', '--nnodes', '2', SCRIPT], {}, false),
+      /standalone runs exactly one node/,
+    );
+    assert.throws(
+      () => parseRunArgs(['--rdzv-backend', 'zookeeper', SCRIPT], {}, false),
+      /'zookeeper': expected 'etcd'/,
+    );
   });
 
   test('--local-ranks-filter must name existing local ranks', () => {
-    assert.deepEqual(parseRunArgs(['--nproc-per-node', '4', '--local-ranks-filter', '0,3', SCRIPT], {}, false).options?.localRanksFilter, [0, 3]);
-    assert.throws(() => parseRunArgs(['--nproc-per-node', '2', '--local-ranks-filter', '5', SCRIPT], {}, false), /expected an integer from 0 to 1/);
+    assert.deepEqual(
+      parseRunArgs(['--nproc-per-node', '4', '--local-ranks-filter', '0,3', SCRIPT], {}, false).options
+        ?.localRanksFilter,
+      [0, 3],
+    );
+    assert.throws(
+      () => parseRunArgs(['--nproc-per-node', '2', '--local-ranks-filter', '5', SCRIPT], {}, false),
+      /expected an integer from 0 to 1/,
+    );
   });
 
   test('--help asks for help and nothing else is validated', () => {

@@ -44,7 +44,10 @@ test('reads into nextBuffer and advance deliver small and larger-than-staging tr
     r.advance(n);
   }
   assert.equal(got.length, 3);
-  assert.ok(got[0]!.equals(body) && got[1]!.equals(big) && got[2]!.equals(body), 'transfers arrive intact and in order');
+  assert.ok(
+    got[0]!.equals(body) && got[1]!.equals(big) && got[2]!.equals(body),
+    'transfers arrive intact and in order',
+  );
 });
 
 test('a transfer id out of sequence is refused (a desynchronized or forged stream)', () => {
@@ -55,8 +58,14 @@ test('a transfer id out of sequence is refused (a desynchronized or forged strea
 
 test('a bad magic or a transfer shorter than a frame header is refused with a FrameError', () => {
   const r = new TransferReader({ onTransfer: () => assert.fail('nothing should be delivered') });
-  assert.throws(() => r.push(Buffer.from('garbage garbage garbage')), (e: FrameError) => /bad transfer magic/.test(e.message));
+  assert.throws(
+    () => r.push(Buffer.from('garbage garbage garbage')),
+    (e: FrameError) => /bad transfer magic/.test(e.message),
+  );
   const short = transfer(1, Buffer.alloc(3));
   const r2 = new TransferReader({ onTransfer: () => assert.fail('nothing should be delivered') });
-  assert.throws(() => r2.push(short), (e: FrameError) => e instanceof FrameError && /shorter than a frame header/.test(e.message));
+  assert.throws(
+    () => r2.push(short),
+    (e: FrameError) => e instanceof FrameError && /shorter than a frame header/.test(e.message),
+  );
 });

@@ -1,13 +1,6 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import {
-  FrameError,
-  MsgType,
-  SegmentReader,
-  decodeFrame,
-  encodeFrame,
-  packSegments,
-} from '../../../rpc/frame.js';
+import { FrameError, MsgType, SegmentReader, decodeFrame, encodeFrame, packSegments } from '../../../rpc/frame.js';
 import { decodeValue, encodeValue } from '../../../rpc/codec.js';
 
 const body = (s: string): Uint8Array => new TextEncoder().encode(s);

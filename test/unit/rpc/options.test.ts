@@ -20,9 +20,13 @@ test('TENSILE_RPC_PORT overrides the bootstrap port', () => {
 test('bad options are refused with the value and the bound', () => {
   assert.throws(
     () => resolveRpcOptions({ rank: 3, worldSize: 2, bootstrapPort: 5 }, {}),
-    (e: unknown) => e instanceof RpcError && e.code === 'INVALID_ARGUMENT' && /rank must be < worldSize/.test(e.message),
+    (e: unknown) =>
+      e instanceof RpcError && e.code === 'INVALID_ARGUMENT' && /rank must be < worldSize/.test(e.message),
   );
-  assert.throws(() => resolveRpcOptions({ rank: 0, worldSize: 1, bootstrapPort: 5, name: 'bad name' }, {}), /name="bad name"/);
+  assert.throws(
+    () => resolveRpcOptions({ rank: 0, worldSize: 1, bootstrapPort: 5, name: 'bad name' }, {}),
+    /name="bad name"/,
+  );
   assert.throws(() => resolveRpcOptions({}, { WORLD_SIZE: '2', MASTER_PORT: '1' }), /rank is required/);
   assert.throws(() => resolveRpcOptions({}, { RANK: 'x' }), /RANK="x" is not an integer/);
   assert.throws(() => resolveRpcOptions({ rank: 0, worldSize: 1 }, {}), /no bootstrap port/);
@@ -31,12 +35,16 @@ test('bad options are refused with the value and the bound', () => {
 test('the data channel is on over TCP by default and the environment can turn it off or onto a Unix socket', () => {
   const base = { RANK: '0', WORLD_SIZE: '1', MASTER_PORT: '29500' };
   assert.deepEqual(resolveRpcOptions({}, base).dataChannel, { enabled: true, unixSocket: false });
-  assert.deepEqual(resolveRpcOptions({}, { ...base, TENSILE_RPC_DATA_CHANNEL: '0', TENSILE_RPC_DATA_UDS: '1' }).dataChannel, {
-    enabled: false,
-    unixSocket: true,
-  });
+  assert.deepEqual(
+    resolveRpcOptions({}, { ...base, TENSILE_RPC_DATA_CHANNEL: '0', TENSILE_RPC_DATA_UDS: '1' }).dataChannel,
+    {
+      enabled: false,
+      unixSocket: true,
+    },
+  );
   assert.throws(
     () => resolveRpcOptions({}, { ...base, TENSILE_RPC_DATA_CHANNEL: 'maybe' }),
-    (e: unknown) => e instanceof RpcError && /TENSILE_RPC_DATA_CHANNEL="maybe" must be 0, 1, true or false/.test(e.message),
+    (e: unknown) =>
+      e instanceof RpcError && /TENSILE_RPC_DATA_CHANNEL="maybe" must be 0, 1, true or false/.test(e.message),
   );
 });

@@ -24,7 +24,10 @@ async function gradsOf(f: (x: Tensor, w: Tensor, b: Tensor) => Tensor, seed: num
   const w = randn([4, 5], { generator: gen, requiresGrad: true });
   const b = randn([4], { generator: gen, requiresGrad: true });
   const out = f(x, w, b);
-  await out.mul(randn(out.shape, { generator: gen })).sum().backward();
+  await out
+    .mul(randn(out.shape, { generator: gen }))
+    .sum()
+    .backward();
   return [out.toArray(), x.grad!.toArray(), w.grad!.toArray(), b.grad!.toArray()];
 }
 
