@@ -255,7 +255,10 @@ export class ElasticAgent {
         // the peer's lease has expired. Give the rendezvous one lease TTL to say so: then it is a membership change
         // and uses no restart (torchrun would count it).
         if (round.groupWorldSize > 1) {
-          const verdict = await this.awaitMembershipVerdict(ended, handler.config.leaseTtlMs + 1000);
+          // etcd grants at least 2 s (its minimum lease TTL with default election settings) and checks expiry
+          // every 500 ms, so a lost peer shows up up to ~2.5 s after its last keep-alive: wait a TTL plus margin.
+          const verdictMs = Math.max(handler.config.leaseTtlMs, 2000) + 2000;
+          const verdict = await this.awaitMembershipVerdict(ended, verdictMs);
           this.wake = null;
           if (verdict?.kind === 'signal') {
             result = await this.finishSignalled(handler, allFailures);
