@@ -6,15 +6,12 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { CLI, figure, median, repeatsFromArgv, ROOT } from '../lib/figures.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = join(ROOT, 'dist/agent/cli.js');
 const WORKER = join(ROOT, 'bench/launch/worker.py');
 const PYTHON = '/usr/bin/python3';
 const TORCHRUN = '/usr/bin/torchrun';
-const repeatsArg = process.argv.indexOf('--repeats');
-const REPEATS = repeatsArg > 0 ? Number(process.argv[repeatsArg + 1]) : 3;
+const REPEATS = repeatsFromArgv();
 
 type Launcher = 'tensile' | 'torchrun';
 
@@ -126,19 +123,6 @@ function starts(out: string, restart: number): number[] {
     .map((f) => Number(readFileSync(join(out, f), 'utf8')));
 }
 
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)] as number;
-};
-
-function figure(name: string, t: number, p: number, unit: string, op: '<=' | '>=', target: number): void {
-  const ratio = t / p;
-  const met = op === '<=' ? ratio <= target : ratio >= target;
-  console.log(
-    `figure=${name} tensile=${t.toFixed(unit === 'MB' ? 1 : 3)} peer=${p.toFixed(unit === 'MB' ? 1 : 3)} unit=${unit} ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`,
-  );
-}
-
 async function main(): Promise<void> {
   for (const [what, path] of [
     ['build (npm run build)', CLI],
@@ -175,7 +159,7 @@ async function main(): Promise<void> {
       cleanup.push(r.out);
       mem[l] = (r.rssKb ?? 0) / 1024;
     }
-    figure('agent_rss_8_workers', mem.tensile, mem.torchrun, 'MB', '<=', 0.33);
+    figure('agent_rss_8_workers', mem.tensile, mem.torchrun, 'MB', '<=', 0.33, 1);
   } finally {
     for (const d of cleanup) rmSync(d, { recursive: true, force: true });
   }

@@ -1,9 +1,16 @@
 // Shared bits of the side-by-side benchmarks: the figure line format, medians, a throwaway etcd, waits.
-import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { connect, createServer } from 'node:net';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { startEtcd, type EtcdServer } from '../../test/helpers/etcd.js';
+
+/** The repository root, and the built CLI the benchmarks launch (`npm run build` first). */
+export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+export const CLI = `${ROOT}dist/agent/cli.js`;
+
+/** `--repeats N` from the command line (default 3). */
+export function repeatsFromArgv(fallback = 3): number {
+  const i = process.argv.indexOf('--repeats');
+  return i > 0 ? Number(process.argv[i + 1]) : fallback;
+}
 
 export function figure(
   name: string,
@@ -28,16 +35,7 @@ export const median = (xs: readonly number[]): number => {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const a = srv.address();
-      srv.close(() => resolve(typeof a === 'object' && a ? a.port : 0));
-    });
-  });
-}
+export { freePort } from '../../test/helpers/etcd.js';
 
 export async function until(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -47,56 +45,11 @@ export async function until(check: () => boolean, what: string, timeoutMs: numbe
   }
 }
 
-export interface BenchEtcd {
-  readonly endpoint: string;
-  stop(): Promise<void>;
-}
+export type BenchEtcd = Pick<EtcdServer, 'endpoint' | 'stop'>;
 
-/** Debian's etcd on free loopback ports; `--enable-v2` for torchrun's etcd-v2 backend. */
-export async function startBenchEtcd(enableV2: boolean): Promise<BenchEtcd> {
-  const dir = mkdtempSync(join(tmpdir(), 'bench-etcd-'));
-  const [client, peer] = [await freePort(), await freePort()];
-  const child: ChildProcess = spawn(
-    '/usr/bin/etcd',
-    [
-      '--data-dir',
-      dir,
-      '--listen-client-urls',
-      `http://127.0.0.1:${client}`,
-      '--advertise-client-urls',
-      `http://127.0.0.1:${client}`,
-      '--listen-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-advertise-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-cluster',
-      `default=http://127.0.0.1:${peer}`,
-      ...(enableV2 ? ['--enable-v2'] : []),
-    ],
-    { stdio: 'ignore' },
-  );
-  const deadline = Date.now() + 15_000;
-  for (;;) {
-    const ok = await new Promise<boolean>((resolve) => {
-      const s = connect(client, '127.0.0.1', () => {
-        s.destroy();
-        resolve(true);
-      });
-      s.on('error', () => resolve(false));
-    });
-    if (ok) break;
-    if (Date.now() > deadline) throw new Error('etcd did not start within 15 s');
-    await sleep(50);
-  }
-  await sleep(300);
-  return {
-    endpoint: `127.0.0.1:${client}`,
-    stop: async () => {
-      child.kill('SIGKILL');
-      await new Promise((r) => child.once('close', r));
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+/** Debian's etcd on free loopback ports (the tests' harness); `--enable-v2` for torchrun's etcd-v2 backend. */
+export function startBenchEtcd(enableV2: boolean): Promise<BenchEtcd> {
+  return startEtcd({ extraArgs: enableV2 ? ['--enable-v2'] : [] });
 }
 
 /** Kills a process and, when it leads one, its process group. */

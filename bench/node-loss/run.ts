@@ -6,14 +6,10 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { figure, killHard, median, sleep, startBenchEtcd, until } from '../lib/figures.js';
+import { CLI, figure, killHard, median, sleep, startBenchEtcd, until, repeatsFromArgv, ROOT } from '../lib/figures.js';
 
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const CLI = join(ROOT, 'dist/agent/cli.js');
 const WORKER = join(ROOT, 'bench/node-loss/worker.py');
-const repeatsArg = process.argv.indexOf('--repeats');
-const REPEATS = repeatsArg > 0 ? Number(process.argv[repeatsArg + 1]) : 3;
+const REPEATS = repeatsFromArgv();
 
 type Peer = 'tensile' | 'torchrun';
 

@@ -25,7 +25,7 @@ export interface EtcdTlsFiles {
 }
 
 export interface EtcdServer {
-  /** `127.0.0.1:<clientPort>` (use `https://` with `tls`). */
+  /** `<clientHost>:<clientPort>`, 127.0.0.1 by default (use `https://` with `tls`). */
   readonly endpoint: string;
   readonly clientPort: number;
   readonly peerPort: number;
@@ -43,6 +43,8 @@ export interface EtcdServer {
 
 export interface StartEtcdOptions {
   readonly tls?: boolean;
+  /** Address etcd serves clients on (default 127.0.0.1), e.g. a bridge address reachable from test namespaces. */
+  readonly clientHost?: string;
   readonly extraArgs?: readonly string[];
   readonly readyTimeoutMs?: number;
 }
@@ -133,7 +135,8 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
   const clientPort = await freePort();
   const peerPort = await freePort();
   const scheme = tls ? 'https' : 'http';
-  const clientUrl = `${scheme}://127.0.0.1:${clientPort}`;
+  const clientHost = options.clientHost ?? '127.0.0.1';
+  const clientUrl = `${scheme}://${clientHost}:${clientPort}`;
   const peerUrl = `http://127.0.0.1:${peerPort}`;
   const args = [
     '--name',
@@ -241,7 +244,7 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
 
   let removed = false;
   const server: EtcdServer = {
-    endpoint: `127.0.0.1:${clientPort}`,
+    endpoint: `${clientHost}:${clientPort}`,
     clientPort,
     peerPort,
     dataDir,

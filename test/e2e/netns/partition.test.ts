@@ -2,60 +2,21 @@
 // loss (SIGKILL) and a network partition (its link taken down) must leave the rest training at the smaller size.
 // Needs root; skips with the reason otherwise.
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { waitFor, type TensileProcess } from '../../helpers/cli.js';
+import type { TensileProcess } from '../../helpers/cli.js';
 import { cleanupAgents, startAgent, waitForRound } from '../../helpers/elastic.js';
-import { freePort } from '../../helpers/etcd.js';
+import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 import { createTopology, netnsUnavailable, type Topology } from '../../helpers/netns.js';
 
 const reason = netnsUnavailable();
 let topo: Topology | null = null;
-let etcd: ChildProcess | null = null;
+let etcd: EtcdServer | null = null;
 let endpoint = '';
 const agents: TensileProcess[] = [];
 const dirs: string[] = [];
-
-async function startEtcdOn(host: string): Promise<void> {
-  const dataDir = mkdtempSync(join(tmpdir(), 'tensile-netns-etcd-'));
-  dirs.push(dataDir);
-  const [client, peer] = [await freePort(), await freePort()];
-  endpoint = `${host}:${client}`;
-  etcd = spawn(
-    '/usr/bin/etcd',
-    [
-      '--data-dir',
-      dataDir,
-      '--listen-client-urls',
-      `http://${host}:${client}`,
-      '--advertise-client-urls',
-      `http://${host}:${client}`,
-      '--listen-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-advertise-peer-urls',
-      `http://127.0.0.1:${peer}`,
-      '--initial-cluster',
-      `default=http://127.0.0.1:${peer}`,
-    ],
-    { stdio: 'ignore' },
-  );
-  const { connect } = await import('node:net');
-  await waitFor(
-    () =>
-      new Promise<boolean>((resolve) => {
-        const s = connect(client, host, () => {
-          s.destroy();
-          resolve(true);
-        });
-        s.on('error', () => resolve(false));
-      }),
-    'etcd on the bridge address',
-    15_000,
-  );
-}
 
 function nodeAgent(i: number, out: string, runId: string): TensileProcess {
   const node = topo!.nodes[i]!;
@@ -75,11 +36,12 @@ function nodeAgent(i: number, out: string, runId: string): TensileProcess {
 describe('agents on separate network hosts', { skip: reason ?? false }, () => {
   before(async () => {
     topo = createTopology(3);
-    await startEtcdOn(topo.hostIp);
+    etcd = await startEtcd({ clientHost: topo.hostIp });
+    endpoint = etcd.endpoint;
   });
   after(async () => {
     await cleanupAgents(agents, dirs);
-    etcd?.kill('SIGKILL');
+    await etcd?.stop();
     topo?.destroy();
     for (const d of dirs) rmSync(d, { recursive: true, force: true });
   });
