@@ -252,7 +252,7 @@ export class ElasticAgent {
         await group.stop(opts.shutdownGraceMs);
         const localFailures = group.observedExits.filter((e) => e.exitCode !== 0 && !e.stoppedByAgent);
         // In a multi-node job a worker often fails *because* a peer node died (a collective's socket reset) before
-        // the peer's lease has expired. Give the rendezvous one lease TTL to say so: then it is a membership change
+        // the peer's lease has expired. Give the rendezvous time to say so: then it is a membership change
         // and uses no restart (torchrun would count it).
         if (round.groupWorldSize > 1) {
           // etcd grants at least 2 s (its minimum lease TTL with default election settings) and checks expiry

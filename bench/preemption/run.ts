@@ -152,7 +152,7 @@ try {
     const victim = `train-worker-${(i % 2) + 1}`;
     const t0 = Date.now();
     await http.core.deleteNamespacedPod({ namespace: 'default', name: victim });
-    const gone = await waitFor(
+    await waitFor(
       'pod gone',
       async () =>
         ((await jobPods(http, 'train')).get(victim) ?? 'gone').startsWith('Running') ? undefined : Date.now(),
@@ -165,7 +165,6 @@ try {
     const firstAtTwo = new Map<string, number>();
     for (const o of obs()) if (o.ms > t0 && o.world === 2 && !firstAtTwo.has(o.idx)) firstAtTwo.set(o.idx, o.ms);
     e2eNew.push(Math.max(...firstAtTwo.values()) - t0);
-    void gone;
     const t1 = Date.now();
     kubelet.setReady(true);
     await waitFor('back at world 3', () => worldSince(t1, 3) === 3, 90_000, 20);
