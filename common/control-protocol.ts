@@ -1,0 +1,162 @@
+// The control channel between an agent and each of its workers (live recovery, hang watchdog, goodput).
+//
+// Transport: a Unix stream socket whose path the agent gives each worker in TENSILE_CONTROL. Framing: one JSON
+// object per line (UTF-8, '\n'-terminated), at most MAX_CONTROL_LINE_BYTES per line. A worker that never connects,
+// or whose first message is not a valid `hello` with `live: true`, is a non-live worker and is handled by the
+// restart path (stop the whole group, start it again, reload the newest checkpoint).
+//
+// Conversation:
+//   worker → agent   hello       first message, once: protocol version, local rank, pid, whether it can recover live
+//   agent  → worker  welcome     reply to a valid hello: how often to send heartbeats
+//   worker → agent   heartbeat   at step boundaries (throttled by the worker to heartbeatIntervalMs): step number
+//   agent  → worker  round       a new round: abort pending collectives (ABORTED), discard the interrupted step,
+//                                build a process group for this round from the fields here, agree on state with the
+//                                peers (ranks without state receive it from a rank that has it), then continue
+//   worker → agent   ready       the worker runs in `round` (its group is built and it holds the state of `step`)
+//   agent  → worker  dump        write diagnostics (stacks) into `dir` now; the agent kills the worker afterwards
+//   either           error       a protocol error, said once before the sender closes the connection
+//
+// Every decode failure is a ControlProtocolError naming the bad field or the byte count; the receiver closes that
+// one connection and treats the worker as non-live. Nothing here does I/O.
+
+import { z } from 'zod';
+
+export const CONTROL_PROTOCOL_VERSION = 1;
+/** Longest line either side accepts; a longer one is a protocol error, never buffered without bound. */
+export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
+/** Environment variable with the control socket path. */
+export const CONTROL_ENV = 'TENSILE_CONTROL';
+/** Environment variable with the recovery mode the agent runs in: 'live' or 'restart'. */
+export const RECOVERY_ENV = 'TENSILE_RECOVERY';
+
+const nonNegInt = z.number().int().nonnegative();
+
+export const helloSchema = z.object({
+  type: z.literal('hello'),
+  version: z.literal(CONTROL_PROTOCOL_VERSION),
+  localRank: nonNegInt,
+  pid: z.number().int().positive(),
+  live: z.boolean(),
+});
+
+export const heartbeatSchema = z.object({
+  type: z.literal('heartbeat'),
+  step: nonNegInt,
+  /** Epoch the step belongs to, when the worker knows it. */
+  epoch: nonNegInt.optional(),
+});
+
+export const readySchema = z.object({
+  type: z.literal('ready'),
+  round: nonNegInt,
+  step: nonNegInt,
+  /** Where this worker's state came from in this round: it kept its own, a peer sent it, or a disk checkpoint. */
+  stateFrom: z.enum(['self', 'peer', 'disk', 'fresh']),
+  /** Milliseconds from receiving `round` to `ready` (recovery time as the worker saw it). */
+  recoveryMs: z.number().nonnegative(),
+});
+
+export const errorSchema = z.object({ type: z.literal('error'), message: z.string() });
+
+export const welcomeSchema = z.object({
+  type: z.literal('welcome'),
+  version: z.literal(CONTROL_PROTOCOL_VERSION),
+  heartbeatIntervalMs: z.number().int().positive(),
+});
+
+export const roundSchema = z.object({
+  type: z.literal('round'),
+  round: nonNegInt,
+  rank: nonNegInt,
+  localRank: nonNegInt,
+  worldSize: z.number().int().positive(),
+  localWorldSize: z.number().int().positive(),
+  groupRank: nonNegInt,
+  groupWorldSize: z.number().int().positive(),
+  masterAddr: z.string().min(1),
+  masterPort: z.number().int().min(1).max(65535),
+  restartCount: nonNegInt,
+});
+
+export const dumpSchema = z.object({ type: z.literal('dump'), dir: z.string().min(1) });
+
+export const workerMessageSchema = z.discriminatedUnion('type', [
+  helloSchema,
+  heartbeatSchema,
+  readySchema,
+  errorSchema,
+]);
+export const agentMessageSchema = z.discriminatedUnion('type', [welcomeSchema, roundSchema, dumpSchema, errorSchema]);
+
+export type WorkerMessage = z.infer<typeof workerMessageSchema>;
+export type AgentMessage = z.infer<typeof agentMessageSchema>;
+export type RoundMessage = z.infer<typeof roundSchema>;
+
+export class ControlProtocolError extends Error {
+  readonly code = 'CONTROL_PROTOCOL' as const;
+}
+
+/** Encodes one message as a line. Throws ControlProtocolError when the line would exceed the limit. */
+export function encodeControlMessage(msg: WorkerMessage | AgentMessage): string {
+  const line = JSON.stringify(msg) + '\n';
+  const bytes = Buffer.byteLength(line);
+  if (bytes > MAX_CONTROL_LINE_BYTES) {
+    throw new ControlProtocolError(`control message of ${bytes} bytes exceeds ${MAX_CONTROL_LINE_BYTES}`);
+  }
+  return line;
+}
+
+function decodeWith<T>(schema: z.ZodType<T>, line: string, from: string): T {
+  let value: unknown;
+  try {
+    value = JSON.parse(line);
+  } catch {
+    throw new ControlProtocolError(`${from}: not JSON: ${JSON.stringify(line.slice(0, 80))}`);
+  }
+  const parsed = schema.safeParse(value);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    const path = issue?.path.join('.') || '(message)';
+    throw new ControlProtocolError(`${from}: ${path}: ${issue?.message ?? 'invalid'}`);
+  }
+  return parsed.data;
+}
+
+/** Decodes one line (without its '\n') sent by a worker. Throws ControlProtocolError naming the bad field. */
+export function decodeWorkerMessage(line: string): WorkerMessage {
+  return decodeWith(workerMessageSchema, line, 'worker message');
+}
+
+/** Decodes one line (without its '\n') sent by the agent. Throws ControlProtocolError naming the bad field. */
+export function decodeAgentMessage(line: string): AgentMessage {
+  return decodeWith(agentMessageSchema, line, 'agent message');
+}
+
+/**
+ * Splits a byte stream into lines. `push` returns the complete lines received so far; a line longer than
+ * MAX_CONTROL_LINE_BYTES throws ControlProtocolError (the caller closes the connection). Not thread-safe (one
+ * per connection).
+ */
+export class LineSplitter {
+  private pending = '';
+
+  push(chunk: Buffer | string): string[] {
+    this.pending += typeof chunk === 'string' ? chunk : chunk.toString('utf8');
+    const lines = this.pending.split('\n');
+    this.pending = lines.pop() ?? '';
+    if (Buffer.byteLength(this.pending) > MAX_CONTROL_LINE_BYTES) {
+      throw new ControlProtocolError(`control line longer than ${MAX_CONTROL_LINE_BYTES} bytes`);
+    }
+    for (const line of lines) {
+      if (Buffer.byteLength(line) > MAX_CONTROL_LINE_BYTES) {
+        throw new ControlProtocolError(`control line longer than ${MAX_CONTROL_LINE_BYTES} bytes`);
+      }
+    }
+    return lines.filter((l) => l.length > 0);
+  }
+
+  /** Bytes of an unfinished line (a connection closed with a non-zero value here was truncated). */
+  get pendingBytes(): number {
+    return Buffer.byteLength(this.pending);
+  }
+}
