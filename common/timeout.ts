@@ -1,0 +1,32 @@
+// One bounded wait for the whole tree: every wait has a timeout (never hang).
+
+/** Thrown by withTimeout; `what` names the wait, `timeoutMs` the bound. */
+export class TimeoutError extends Error {
+  readonly code = 'TIMEOUT' as const;
+  constructor(
+    readonly what: string,
+    readonly timeoutMs: number,
+  ) {
+    super(`${what} did not finish within ${timeoutMs} ms`);
+    this.name = 'TimeoutError';
+  }
+}
+
+/**
+ * Resolves or rejects as `promise` does, or rejects after `timeoutMs` with `onTimeout()` (default: a TimeoutError
+ * naming `what`). The timer is cleared when the promise settles and never keeps the process alive. The promise
+ * itself is not cancelled: pass an AbortSignal to the work when it must stop.
+ */
+export function withTimeout<T>(
+  promise: Promise<T>,
+  timeoutMs: number,
+  what: string,
+  onTimeout: () => Error = () => new TimeoutError(what, timeoutMs),
+): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(onTimeout()), timeoutMs);
+    timer.unref();
+  });
+  return Promise.race([promise, expired]).finally(() => clearTimeout(timer));
+}
