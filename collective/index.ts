@@ -2,7 +2,7 @@
 // bootstrap store at MASTER_ADDR:MASTER_PORT and returns a ProcessGroup of the chosen backend, loaded lazily by name.
 import { z } from 'zod';
 import type { Logger } from '../rendezvous/api.js';
-import { CollectiveError, type Backend, type InitOptions, type ProcessGroup, type Store } from './api.js';
+import { CollectiveError, type Backend, type InitOptions, type ProcessGroup } from './api.js';
 import { connectStore, createStoreServer, type StoreServer } from './store.js';
 import { transportFromEnv, type ShmTuning, type TransportChoice } from './shm-plane.js';
 import type { TcpTuning } from './tcp-backend.js';
