@@ -28,8 +28,9 @@ describe('shared-memory reduction kernel', { skip }, () => {
         for (const nsrc of [1, 2, 3, 8]) {
           for (const len of [0, 1, 15, 16, 17, 1023, 1024, 1025, 5000]) {
             const C = ctor[dtype];
-            const srcs: Arr[] = Array.from({ length: nsrc }, (_, q) =>
-              C.from({ length: len }, (_, i) => ((i * 7 + q * 5) % 9) - 4 || 3),
+            const srcs: Arr[] = Array.from(
+              { length: nsrc },
+              (_, q) => new C(Array.from({ length: len }, (_, i) => ((i * 7 + q * 5) % 9) - 4 || 3)),
             );
             if (dtype !== 'int32' && len > 17) srcs[nsrc - 1]![17] = NaN;
             const dst = new C(len);
