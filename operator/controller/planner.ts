@@ -16,8 +16,8 @@ import type {
   JobState,
   ResolvedSpec,
   SpecIssue,
-} from '../api/v1alpha1/elasticjob-types.js';
-import { LABELS, formatIssues } from '../api/v1alpha1/elasticjob-types.js';
+} from '../v1alpha1/elasticjob-types.js';
+import { LABELS, formatIssues } from '../v1alpha1/elasticjob-types.js';
 
 export type PodPhase = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
 

@@ -1,6 +1,6 @@
 // Turns a V1Pod (as the informer holds it) into the planner's PodView. Pure.
 import type { V1Pod } from '@kubernetes/client-node';
-import { LABELS } from '../api/v1alpha1/elasticjob-types.js';
+import { LABELS } from '../v1alpha1/elasticjob-types.js';
 import type { PodPhase, PodView } from './planner.js';
 
 /** Pod `status.reason` values the kubelet or node lifecycle sets when it kills a pod from outside. */

@@ -4,7 +4,7 @@ import {
   resolveSpec,
   type ElasticJobStatus,
   type ElasticJobSpec,
-} from '../../../operator/api/v1alpha1/elasticjob-types.js';
+} from '../../../operator/v1alpha1/elasticjob-types.js';
 import { planReconcile, type Action, type JobSnapshot, type PodView } from '../../../operator/controller/planner.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');

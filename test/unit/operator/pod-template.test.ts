@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { V1Pod } from '@kubernetes/client-node';
-import { resolveSpec, type ElasticJobSpec } from '../../../operator/api/v1alpha1/elasticjob-types.js';
+import { resolveSpec, type ElasticJobSpec } from '../../../operator/v1alpha1/elasticjob-types.js';
 import { buildWorkerPod, buildWorkerService } from '../../../operator/controller/pod-template.js';
 import { toPodView } from '../../../operator/controller/pod-view.js';
 
