@@ -42,6 +42,7 @@ export const chartValuesSchema = z
       enabled: inner(op.managedEtcd),
       image: inner(op.etcdImage),
     }),
+    nodeOptions: z.string().describe('NODE_OPTIONS of the operator container (V8 heap flags); empty: Node defaults.'),
     serviceAccount: z.object({ create: z.boolean(), name: z.string() }),
     resources: open,
     nodeSelector: z.record(z.string(), z.string()),
