@@ -2,6 +2,7 @@
 // garbage-fed data connection (typed error, no crash, no hang), and the fallback to gRPC when it cannot be made.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { noopLogger } from '../../../common/logger.js';
 import { connect } from 'node:net';
 import { RpcError, type RpcAgent } from '../../../rpc/index.js';
 import { dataChannelTestHooks, type StreamConn } from '../../../rpc/grpc-transport.js';
@@ -92,9 +93,7 @@ test('a data connection killed mid-transfer fails the calls with PEER_LOST and n
 test('garbage on an established data connection closes that peer stream with a typed error, no crash', async () => {
   const warnings: string[] = [];
   const logger = {
-    debug() {},
-    info() {},
-    error() {},
+    ...noopLogger,
     warn: (_o: object | string, m?: string) => void warnings.push(String(m)),
   };
   const { a, ba } = await world({ logger });
