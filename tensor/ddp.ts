@@ -29,17 +29,11 @@
 // Not done (PyTorch has them): comm hooks, broadcasting buffers on every forward.
 
 import type { ProcessGroup } from '../collective/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import { TensorError } from './api.js';
 import { backwardNodesRun } from './autograd.js';
 import { vectorOps } from './sgemm.js';
 import { Tensor, zeros } from './tensor.js';
-
-export interface DdpLogger {
-  debug(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-}
-
-const noopLogger: DdpLogger = { debug() {}, warn() {} };
 
 export interface DdpOptions {
   /** Bucket capacity in MiB (PyTorch's bucket_cap_mb). Default 25. */
@@ -58,7 +52,7 @@ export interface DdpOptions {
   readonly gradientAsBucketView?: boolean;
   /** Broadcast rank 0's buffers (not only parameters) at construction. Default true. */
   readonly broadcastBuffers?: boolean;
-  readonly logger?: DdpLogger;
+  readonly logger?: Logger;
 }
 
 /** What DDP needs from a model: named parameters (leaf tensors) and optionally named buffers. */
@@ -155,7 +149,7 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
   private nextToLaunch = 0;
   private syncEnabled = true;
   private passActive = false;
-  private readonly logger: DdpLogger;
+  private readonly logger: Logger;
 
   /**
    * Wraps `model` and broadcasts rank 0's parameters (and buffers) to every rank. Every rank must call it.
