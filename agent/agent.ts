@@ -5,9 +5,9 @@
 
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { hostname as osHostname, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { freePortPair } from '../common/free-port.js';
 import type { Logger } from '../common/logger.js';
 import type { NodeDescriptor, RendezvousEvent, RendezvousHandler, RoundInfo } from '../rendezvous/api.js';
 import { RendezvousError } from '../rendezvous/api.js';
@@ -38,39 +38,6 @@ export interface AgentResult {
   readonly state: AgentState;
   readonly failures: readonly WorkerExit[];
   readonly rounds: number;
-}
-
-/** Finds a TCP port that is free on `host` now (bind 0, read, close). */
-export async function freePort(host = '0.0.0.0'): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
-
-/**
- * A free port whose successor is free too: workers' rank 0 binds MASTER_PORT (the store), and tensile's RPC layer
- * bootstraps on MASTER_PORT + 1 by default.
- */
-export async function freePortPair(host = '0.0.0.0', tries = 20): Promise<number> {
-  for (let i = 0; i < tries; i++) {
-    const port = await freePort(host);
-    if (port >= 65535) continue;
-    const nextFree = await new Promise<boolean>((resolveFree) => {
-      const srv = createServer();
-      srv.unref();
-      srv.once('error', () => resolveFree(false));
-      srv.listen(port + 1, host, () => srv.close(() => resolveFree(true)));
-    });
-    if (nextFree) return port;
-  }
-  return freePort(host);
 }
 
 type AttemptEnd =
