@@ -7,7 +7,8 @@ import { connect } from 'node:net';
 import { RpcError, type RpcAgent } from '../../../rpc/index.js';
 import { dataChannelTestHooks, type StreamConn } from '../../../rpc/grpc-transport.js';
 import { HANDSHAKE_MAGIC } from '../../../rpc/data-channel.js';
-import { freePort, startWorld, stopWorld, waitFor } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
+import { startWorld, stopWorld, waitFor } from './helpers.js';
 
 const worlds: RpcAgent[][] = [];
 after(async () => {
