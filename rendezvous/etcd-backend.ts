@@ -4,6 +4,7 @@
 import { readFileSync } from 'node:fs';
 import { ExponentialBackoff, type IBackoff, noop } from 'cockatiel';
 import { Etcd3, type IOptions, type Lease, type Watcher } from 'etcd3';
+import { Backoff } from '../common/backoff.js';
 import { noopLogger, type Logger } from '../common/logger.js';
 import {
   type BackendOptions,
@@ -317,7 +318,7 @@ export class EtcdKv implements RendezvousKv {
   private async regrant(): Promise<void> {
     if (this.regranting) return;
     this.regranting = true;
-    let delayMs = 100;
+    const backoff = new Backoff({ initialMs: 100, multiplier: 2, maxMs: 1000, jitter: 0.2 });
     while (!this.closed) {
       const lease = this.newLease();
       this.lease = lease;
@@ -330,8 +331,7 @@ export class EtcdKv implements RendezvousKv {
         return;
       } catch {
         closeLease(lease);
-        await new Promise((r) => setTimeout(r, delayMs));
-        delayMs = Math.min(1000, delayMs * 2);
+        await new Promise((r) => setTimeout(r, backoff.next()));
       }
     }
     this.regranting = false;
