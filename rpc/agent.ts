@@ -9,6 +9,7 @@
 
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
+import { Backoff } from '../common/backoff.js';
 import {
   RemoteError,
   RpcError,
@@ -311,15 +312,14 @@ export class RpcAgent {
 
   /** Internal control messages: retried with exponential backoff (PyTorch: 5 tries, 1 s x 1.5^n). Idempotent on the receiver. */
   async requestWithRetries(rank: number, type: number, body: unknown, maxRetries = 5): Promise<unknown> {
-    let delayMs = 200;
+    const backoff = new Backoff({ initialMs: 200, multiplier: 1.5, maxMs: 10_000, jitter: 0.5 });
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.request(rank, type, body, 10_000, `control ${type}`);
       } catch (err) {
         const code = (err as RpcError).code;
         if (code !== 'TIMEOUT' || attempt >= maxRetries) throw err;
-        await new Promise((r) => setTimeout(r, delayMs * (0.5 + Math.random())));
-        delayMs *= 1.5;
+        await new Promise((r) => setTimeout(r, backoff.next()));
       }
     }
   }
@@ -627,7 +627,7 @@ export class RpcAgent {
 
   private async joinMaster(self: Member, deadline: number): Promise<void> {
     const o = this.opts;
-    let delayMs = 50;
+    const backoff = new Backoff({ initialMs: 50, multiplier: 2, maxMs: 1000, jitter: 0.2 });
     for (;;) {
       const conn = openStream(o.masterAddr, o.bootstrapPort, o.tls, o.dataChannel, this.dataHub);
       const result = await new Promise<{ ok: true; body: unknown } | { ok: false; err: Error; fatal: boolean }>(
@@ -661,10 +661,10 @@ export class RpcAgent {
       if (result.fatal) {
         throw new RpcError('BOOTSTRAP', `rank 0 refused '${self.name}': ${result.err.message}`, { cause: result.err });
       }
+      const delayMs = backoff.next();
       if (Date.now() + delayMs > deadline)
         throw new RpcError('BOOTSTRAP', `cannot reach rank 0: ${result.err.message}`);
       await new Promise((r) => setTimeout(r, delayMs));
-      delayMs = Math.min(delayMs * 2, 1000);
     }
   }
 
