@@ -6,6 +6,7 @@ import { ExponentialBackoff, type IBackoff, noop } from 'cockatiel';
 import { Etcd3, type IOptions, type Lease, type Watcher } from 'etcd3';
 import { Backoff } from '../common/backoff.js';
 import { noopLogger, type Logger } from '../common/logger.js';
+import { withTimeout } from '../common/timeout.js';
 import {
   type BackendOptions,
   type NodeDescriptor,
@@ -123,15 +124,6 @@ function closeLease(lease: Lease): void {
   (lease as unknown as { close(): void }).close();
 }
 
-/** Bounds a promise by `ms`; rejects with `onTimeout()` past it. */
-function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
 interface Mirror {
   readonly entries: Map<string, KvEntry>;
   readonly subscribers: Set<(events: readonly KvEvent[]) => void>;
@@ -165,6 +157,7 @@ export class EtcdConnection {
       await withTimeout(
         this.client.get('/tensile/v1/.ping').string(),
         this.readTimeoutMs,
+        'etcd ping',
         () => new Error(`no answer within ${this.readTimeoutMs} ms`),
       );
     } catch (err) {
@@ -287,6 +280,7 @@ export class EtcdKv implements RendezvousKv {
       await withTimeout(
         lease.grant(),
         this.conn.readTimeoutMs,
+        'etcd lease grant',
         () => new Error(`lease grant got no answer within ${this.conn.readTimeoutMs} ms`),
       );
     } catch (err) {

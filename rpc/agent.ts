@@ -10,6 +10,7 @@
 import { randomUUID } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { Backoff } from '../common/backoff.js';
+import { withTimeout } from '../common/timeout.js';
 import {
   RemoteError,
   RpcError,
@@ -945,14 +946,8 @@ export class RpcAgent {
   }
 }
 
-async function withDeadline<T>(p: Promise<T>, deadline: number, message: () => string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new RpcError('TIMEOUT', message())), Math.max(0, deadline - Date.now()));
-  });
-  try {
-    return await Promise.race([p, t]);
-  } finally {
-    clearTimeout(timer);
-  }
+/** Bounds `p` by an absolute deadline; past it rejects with RpcError TIMEOUT carrying `message()`. */
+function withDeadline<T>(p: Promise<T>, deadline: number, message: () => string): Promise<T> {
+  const ms = Math.max(0, deadline - Date.now());
+  return withTimeout(p, ms, 'rpc', () => new RpcError('TIMEOUT', message()));
 }
