@@ -14,6 +14,7 @@ import {
   RendezvousTimeoutError,
 } from '../../../rendezvous/api.js';
 import { RDZV_DEFAULTS } from '../../../rendezvous/config.js';
+import { withTimeout } from '../../../common/timeout.js';
 
 export interface ContractBackend {
   /** Creates and starts a handler for `config` (the same runId = the same job). */
@@ -23,11 +24,7 @@ export interface ContractBackend {
 
 /** Bounded wait: rejects after `ms` so a broken backend fails the test instead of hanging it. */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+  return withTimeout(p, ms, what, () => new Error(`${what}: not within ${ms} ms`));
 }
 
 /** Records a handler's events and resolves waits for a matching one. */
