@@ -393,7 +393,7 @@ export class EtcdKv implements RendezvousKv {
   private async leaseId(): Promise<string> {
     const lease = this.lease;
     if (lease === null)
-      throw new RendezvousConnectionError(`rendezvous: no etcd lease (at ${this.endpoint})`, { terminal: false });
+      throw new RendezvousConnectionError(`rendezvous: no etcd lease (at ${this.endpoint})`, { code: 'UNAVAILABLE' });
     return lease.grant();
   }
 

@@ -167,15 +167,14 @@ export class KvRendezvousHandler implements RendezvousHandler {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.done)
       return Promise.reject(
-        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() after leave() or close()`, {
+        new RendezvousError('STATE', `rendezvous ${this.config.runId}: next() after leave() or close()`, {
           runId: this.config.runId,
         }),
       );
     if (this.pending)
       return Promise.reject(
-        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() is already in progress`, {
+        new RendezvousError('BUSY', `rendezvous ${this.config.runId}: next() is already in progress`, {
           runId: this.config.runId,
-          terminal: false,
         }),
       );
     const { signal } = options;
@@ -255,7 +254,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
     for (;;) {
       const st = this.state;
       if (st === null)
-        throw new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: no job state to close`, {
+        throw new RendezvousError('STATE', `rendezvous ${this.config.runId}: no job state to close`, {
           runId: this.config.runId,
         });
       if (st.doc.closed) return;
@@ -296,7 +295,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const p = this.pending;
       this.finishPending();
       p.reject(
-        new RendezvousError('RDZV_ABORTED', `rendezvous ${this.config.runId}: left while waiting for a round`, {
+        new RendezvousError('ABORTED', `rendezvous ${this.config.runId}: left while waiting for a round`, {
           runId: this.config.runId,
         }),
       );
@@ -311,11 +310,9 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const p = this.pending;
       this.finishPending();
       p.reject(
-        new RendezvousError(
-          'RDZV_ABORTED',
-          `rendezvous ${this.config.runId}: handler closed while waiting for a round`,
-          { runId: this.config.runId },
-        ),
+        new RendezvousError('ABORTED', `rendezvous ${this.config.runId}: handler closed while waiting for a round`, {
+          runId: this.config.runId,
+        }),
       );
     }
     this.done = true;
