@@ -5,7 +5,7 @@
 // blocking reads (get/wait) carry it to the server, which answers TIMEOUT; a client-side timer (with a grace) backs it
 // up. A lost connection rejects every pending and later call with CollectiveError('STORE').
 import { connect, type Socket } from 'node:net';
-import type { Logger } from '../rendezvous/api.js';
+import type { Logger } from '../common/logger.js';
 import { CollectiveError, type Store } from './api.js';
 import { FrameReader, Op, Status, decodeResponse, encodeRequest, toBytes, type Response } from './store-protocol.js';
 

@@ -25,7 +25,7 @@ import { readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Logger } from '../rendezvous/api.js';
+import type { Logger } from '../common/logger.js';
 import { CollectiveError, type Store } from './api.js';
 
 const HELLO_MAGIC = 0x54534c31; // "TSL1"

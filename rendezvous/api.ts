@@ -195,10 +195,5 @@ export interface BackendOptions {
   readonly conf: Readonly<Record<string, string>>;
 }
 
-/** Minimal logger shape (pino-compatible) so library code never needs console. */
-export interface Logger {
-  debug(obj: object | string, msg?: string): void;
-  info(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-  error(obj: object | string, msg?: string): void;
-}
+/** The tree's one logger contract (common/logger.ts), re-exported for callers of this contract. */
+export type { Logger } from '../common/logger.js';

@@ -4,9 +4,9 @@
 import { readFileSync } from 'node:fs';
 import { ExponentialBackoff, type IBackoff, noop } from 'cockatiel';
 import { Etcd3, type IOptions, type Lease, type Watcher } from 'etcd3';
+import { noopLogger, type Logger } from '../common/logger.js';
 import {
   type BackendOptions,
-  type Logger,
   type NodeDescriptor,
   type RendezvousConfig,
   type RendezvousHandler,
@@ -446,8 +446,6 @@ export async function openEtcdConnection(
   }
   return conn;
 }
-
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** Creates an etcd handler; throws RendezvousConfigError (endpoint, TLS, auth) or RendezvousConnectionError. */
 export async function createEtcdRendezvousHandler(

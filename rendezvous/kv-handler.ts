@@ -12,9 +12,9 @@
 //                    expiry or revoke) is how the others learn that a node is gone.
 // Every handler mirrors these keys through one prefix watch and decides with the pure functions in policy.ts; timers
 // are local and monotonic (last call, join timeout), never compared across machines.
+import { noopLogger, type Logger } from '../common/logger.js';
 import {
   type JobStatus,
-  type Logger,
   type NextOptions,
   type NodeDescriptor,
   type RendezvousConfig,
@@ -60,8 +60,6 @@ export interface NodeDoc {
 }
 
 export const jobPrefix = (runId: string): string => `/tensile/v1/${runId}/`;
-
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 interface PendingNext {
   resolve(info: RoundInfo): void;

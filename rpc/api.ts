@@ -8,19 +8,10 @@
 //   rref.ts            RRef owner/user bookkeeping (PyTorch's fork/confirm/delete protocol)
 //   index.ts           module-level API (initRpc, rpcSync, rpcAsync, remote, shutdown, ...) over a default agent
 
-export interface Logger {
-  debug(obj: object | string, msg?: string): void;
-  info(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-  error(obj: object | string, msg?: string): void;
-}
+import type { Logger } from '../common/logger.js';
 
-export const noopLogger: Logger = {
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-};
+/** The tree's one logger contract (common/logger.ts), re-exported for callers of this contract. */
+export { noopLogger, type Logger } from '../common/logger.js';
 
 export interface WorkerInfo {
   readonly name: string;

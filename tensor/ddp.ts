@@ -35,17 +35,11 @@
 // Not done (PyTorch has them): comm hooks, broadcasting buffers on every forward.
 
 import type { ProcessGroup } from '../collective/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import { TensorError } from './api.js';
 import { backwardNodesRun } from './autograd.js';
 import { vectorOps } from './sgemm.js';
 import { Tensor, zeros } from './tensor.js';
-
-export interface DdpLogger {
-  debug(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-}
-
-const noopLogger: DdpLogger = { debug() {}, warn() {} };
 
 export interface DdpOptions {
   /** Bucket capacity in MiB (PyTorch's bucket_cap_mb). Default 25. */
@@ -69,7 +63,7 @@ export interface DdpOptions {
    * ranks have just agreed on their state over the new group, so the broadcast would only repeat it.
    */
   readonly broadcastInitialState?: boolean;
-  readonly logger?: DdpLogger;
+  readonly logger?: Logger;
 }
 
 /** What DDP needs from a model: named parameters (leaf tensors) and optionally named buffers. */
@@ -166,7 +160,7 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
   private nextToLaunch = 0;
   private syncEnabled = true;
   private passActive = false;
-  private readonly logger: DdpLogger;
+  private readonly logger: Logger;
   private unhook: (() => void)[] = [];
 
   /**

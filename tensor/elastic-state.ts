@@ -19,18 +19,10 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ProcessGroup } from '../collective/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import { TensorError } from './api.js';
 import { loadSafetensors, saveSafetensors } from './safetensors.js';
 import { Tensor } from './tensor.js';
-
-export interface ElasticLogger {
-  debug(obj: object | string, msg?: string): void;
-  info(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-  error(obj: object | string, msg?: string): void;
-}
-
-const noopLogger: ElasticLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** Anything with a state dict: nn.Module, optimizers. */
 export interface Stateful {
@@ -61,7 +53,7 @@ export interface ElasticStateOptions {
   /** Shuffle seed; the epoch is mixed in so each epoch has its own order, the same on every world size. */
   readonly seed?: number;
   readonly shuffle?: boolean;
-  readonly logger?: ElasticLogger;
+  readonly logger?: Logger;
   /** Called on rank 0 after each checkpoint is written (e.g. to append to a run history). */
   readonly onSaved?: (info: { file: string; step: number; reason: string }) => void;
 }
@@ -276,7 +268,7 @@ export class ElasticState {
   private readonly seed: number;
   private readonly shuffle: boolean;
   private pg: ProcessGroup | undefined;
-  private readonly logger: ElasticLogger;
+  private readonly logger: Logger;
   private readonly onSaved: ElasticStateOptions['onSaved'];
   private readonly tracked = new Map<string, Stateful>();
   private readonly jsonTracked = new Map<string, { get(): unknown; set(v: unknown): void }>();

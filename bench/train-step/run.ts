@@ -10,7 +10,7 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from '../../common/free-port.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const PYTHON = '/usr/bin/python3';
@@ -87,17 +87,6 @@ async function runGroup(
   if (codes.some((c) => c !== 0) || line === undefined)
     throw new Error(`${what} failed (exit ${codes.join(',')}):\n${out}`);
   return JSON.parse(line.slice(line.indexOf('{'))) as Result;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0));
-    });
-  });
 }
 
 const stepArgs = ['--steps', String(steps), '--warmup', String(warmup), '--batch', '64'];

@@ -2,11 +2,13 @@
 // garbage-fed data connection (typed error, no crash, no hang), and the fallback to gRPC when it cannot be made.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { noopLogger } from '../../../common/logger.js';
 import { connect } from 'node:net';
 import { RpcError, type RpcAgent } from '../../../rpc/index.js';
 import { dataChannelTestHooks, type StreamConn } from '../../../rpc/grpc-transport.js';
 import { HANDSHAKE_MAGIC } from '../../../rpc/data-channel.js';
-import { freePort, startWorld, stopWorld, waitFor } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
+import { startWorld, stopWorld, waitFor } from './helpers.js';
 
 const worlds: RpcAgent[][] = [];
 after(async () => {
@@ -92,9 +94,7 @@ test('a data connection killed mid-transfer fails the calls with PEER_LOST and n
 test('garbage on an established data connection closes that peer stream with a typed error, no crash', async () => {
   const warnings: string[] = [];
   const logger = {
-    debug() {},
-    info() {},
-    error() {},
+    ...noopLogger,
     warn: (_o: object | string, m?: string) => void warnings.push(String(m)),
   };
   const { a, ba } = await world({ logger });

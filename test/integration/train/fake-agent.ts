@@ -11,7 +11,8 @@ import {
   type RoundMessage,
   type WorkerMessage,
 } from '../../../common/control-protocol.js';
-import { freePort, spawnTs, tempDir, type Proc } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
+import { spawnTs, tempDir, type Proc } from './helpers.js';
 
 type Ready = Extract<WorkerMessage, { type: 'ready' }>;
 

@@ -15,7 +15,8 @@ import {
   sendState,
   stateFingerprint,
 } from '../../../tensor/state-transfer.js';
-import { freePort, tempDir } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
+import { tempDir } from './helpers.js';
 
 async function world(t: TestContext, n: number): Promise<ProcessGroup[]> {
   const port = await freePort();
