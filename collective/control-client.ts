@@ -60,6 +60,8 @@ export interface ControlClient {
   heartbeat(step: number, epoch?: number): void;
   /** Tells the agent this worker runs in `info.round`. */
   ready(info: ReadyInfo): void;
+  /** Tells the agent a collective failed because peers' connections broke (it probes its peer agents at once). */
+  peerLost(ranks?: readonly number[]): void;
   /** Called for every round message as it arrives (before nextRound sees it). Returns an unsubscribe function. */
   onRound(fn: (round: RoundMessage) => void): () => void;
   /** Called once when a live client stops being live (agent gone or protocol error). */
@@ -87,6 +89,7 @@ class NonLiveClient implements ControlClient {
   constructor(readonly reason: string) {}
   heartbeat(): void {}
   ready(): void {}
+  peerLost(): void {}
   onRound(): () => void {
     return () => undefined;
   }
@@ -294,6 +297,10 @@ class LiveClient implements ControlClient {
 
   ready(info: ReadyInfo): void {
     this.send({ type: 'ready', ...info });
+  }
+
+  peerLost(ranks?: readonly number[]): void {
+    this.send(ranks === undefined ? { type: 'peer-lost' } : { type: 'peer-lost', ranks: [...ranks] });
   }
 
   onRound(fn: (round: RoundMessage) => void): () => void {

@@ -286,6 +286,10 @@ export class LiveRecovery {
       if (!isRecoverableFault(err)) throw err;
       const detectedMs = performance.now();
       const code = (err as CollectiveError).code;
+      if (code === 'PEER_LOST') {
+        const peer = (err as CollectiveError).peerRank;
+        this.opts.control.peerLost(peer === undefined ? undefined : [peer]);
+      }
       if (code !== 'ABORTED') {
         this.logger.warn(
           { round: this.spec.round, rank: this.spec.rank, step: this.opts.state.step, err: (err as Error).message },

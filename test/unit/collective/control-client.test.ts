@@ -205,6 +205,20 @@ describe('control client', () => {
     assert.deepEqual(msgs.at(-1), { type: 'ready', round: 2, step: 60, stateFrom: 'peer', recoveryMs: 12.5 });
   });
 
+  it('reports lost peers to the agent', async (t) => {
+    const agent = await fakeAgent(t, welcomer(100));
+    const c = await connectControl({ env: { TENSILE_CONTROL: agent.path } });
+    t.after(() => c.close());
+    const sock = await agent.connection();
+    c.peerLost([2]);
+    c.peerLost();
+    const msgs = await agent.waitFor(sock, (m) => m.filter((x) => x.type === 'peer-lost').length === 2, 'peer-lost');
+    assert.deepEqual(
+      msgs.filter((x) => x.type === 'peer-lost'),
+      [{ type: 'peer-lost', ranks: [2] }, { type: 'peer-lost' }],
+    );
+  });
+
   it('writes a diagnostic report into the directory a dump names', async (t) => {
     const agent = await fakeAgent(t, welcomer(100));
     const c = await connectControl({ env: { TENSILE_CONTROL: agent.path } });
