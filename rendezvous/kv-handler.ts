@@ -163,9 +163,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
       );
     if (this.pending)
       return Promise.reject(
-        new RendezvousError('STATE', `rendezvous ${this.config.runId}: next() is already in progress`, {
+        new RendezvousError('BUSY', `rendezvous ${this.config.runId}: next() is already in progress`, {
           runId: this.config.runId,
-          terminal: false,
         }),
       );
     const { signal } = options;
@@ -324,11 +323,9 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const p = this.pending;
       this.finishPending();
       p.reject(
-        new RendezvousError(
-          'ABORTED',
-          `rendezvous ${this.config.runId}: handler closed while waiting for a round`,
-          { runId: this.config.runId },
-        ),
+        new RendezvousError('ABORTED', `rendezvous ${this.config.runId}: handler closed while waiting for a round`, {
+          runId: this.config.runId,
+        }),
       );
     }
     this.done = true;
