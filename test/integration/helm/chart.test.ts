@@ -65,6 +65,11 @@ const MATRIX: readonly Case[] = [
       );
       assert.equal(operatorContainer(m).image, 'ghcr.io/tensile/operator:0.1.0');
       assert.equal((manifestOf(m, 'Deployment').spec as { replicas: number }).replicas, 2);
+      assert.equal(
+        operatorContainer(m).env?.some((e) => e.name === 'NODE_OPTIONS'),
+        false,
+        'empty nodeOptions: no NODE_OPTIONS',
+      );
     },
   },
   {
@@ -81,13 +86,21 @@ const MATRIX: readonly Case[] = [
     },
   },
   {
-    name: 'resources',
-    values: { resources: { requests: { cpu: '250m', memory: '200Mi' }, limits: { memory: '300Mi' } } },
-    check: (m) =>
+    name: 'resources and Node heap flags',
+    values: {
+      resources: { requests: { cpu: '250m', memory: '200Mi' }, limits: { memory: '300Mi' } },
+      nodeOptions: '--max-old-space-size=250',
+    },
+    check: (m) => {
       assert.deepEqual(operatorContainer(m).resources, {
         requests: { cpu: '250m', memory: '200Mi' },
         limits: { memory: '300Mi' },
-      }),
+      });
+      assert.deepEqual(
+        operatorContainer(m).env?.find((e) => e.name === 'NODE_OPTIONS'),
+        { name: 'NODE_OPTIONS', value: '--max-old-space-size=250' },
+      );
+    },
   },
   {
     name: 'nodeSelector and tolerations',
