@@ -158,14 +158,14 @@ function injectChaos(chaos: ChaosSpec, world: World, step: number, dir: string):
   const marker = join(dir, `.chaos-${runId.replace(/[^A-Za-z0-9_.-]/g, '_')}-${chaos.rank}-${chaos.step}`);
   if (existsSync(marker)) return;
   writeFileSync(marker, `${process.pid}\n`);
-  const what = {
-    exit: 'fails (exit code 1)',
-    kill: 'kills itself (SIGKILL)',
-    hang: 'hangs (busy loop)',
-    stop: 'stops itself (SIGSTOP)',
-    node: 'kills its node (SIGKILL to its agent and itself)',
+  const how = {
+    exit: 'exit code 1',
+    kill: 'SIGKILL to itself',
+    hang: 'a busy loop',
+    stop: 'SIGSTOP to itself',
+    node: 'SIGKILL to its agent and itself',
   }[chaos.mode];
-  const message = `--chaos: rank ${world.rank} ${what} on purpose at step ${step} (once per run)`;
+  const message = `--chaos: rank ${world.rank} fails on purpose at step ${step} (${how}; once per run)`;
   appendHistory(dir, { type: 'failure', timeMs: Date.now(), rank: world.rank, step, round: world.round, message });
   process.stderr.write(`${message}\n`);
   switch (chaos.mode) {
