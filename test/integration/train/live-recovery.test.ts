@@ -92,6 +92,7 @@ describe('live recovery (worker side)', () => {
     ];
     let round = 0;
     let survivorsBehind = 0;
+    const recoveryMs: number[] = [];
     for (const f of faults) {
       await agent.until(() => agent.highestStep() >= f.atStep, `step ${f.atStep}`);
       const reached = agent.highestStep();
@@ -101,6 +102,7 @@ describe('live recovery (worker side)', () => {
       agent.spawn(f.victim, plan);
       for (const s of survivors) agent.announce(s, plan);
       const ready = await agent.readyFor(round, [0, 1, 2]);
+      recoveryMs.push(...survivors.map((s) => ready.get(s.rank)!.recoveryMs));
       const steps = new Set([...ready.values()].map((m) => m.step));
       assert.equal(steps.size, 1, `round ${round}: every rank continues from one step (${[...steps]})`);
       const step = [...steps][0]!;
@@ -116,6 +118,11 @@ describe('live recovery (worker side)', () => {
       for (const s of survivors)
         assert.equal(s.proc.child.exitCode, null, `round ${round}: survivor rank ${s.rank} was not restarted`);
     }
+    recoveryMs.sort((a, b) => a - b);
+    t.diagnostic(
+      `survivors' round → ready (includes the replacement's process start): median ` +
+        `${recoveryMs[recoveryMs.length >> 1]!.toFixed(0)} ms, max ${recoveryMs.at(-1)!.toFixed(0)} ms`,
+    );
     t.diagnostic(`survivors that were a step behind and took a peer's newer state: ${survivorsBehind}`);
     const results = await finish(agent, out, [0, 1, 2]);
     for (const r of results) {
@@ -162,6 +169,7 @@ describe('live recovery (worker side)', () => {
     for (const r of [0, 1]) agent.announce(agent.workers.get(r)!, small);
     const shrunk = await agent.readyFor(1, [0, 1]);
     for (const m of shrunk.values()) assert.equal(m.stateFrom, 'self');
+    t.diagnostic(`shrink: round → ready ${[...shrunk.values()].map((m) => m.recoveryMs.toFixed(0)).join(', ')} ms`);
     await agent.until(() => agent.highestStep() >= 70, 'step 70 at world size 2');
     // Grow: a new worker joins as rank 2 (a scale-up round: nobody failed, the group is aborted and rebuilt).
     const big = await agent.nextPlan(2, 3);
@@ -169,6 +177,7 @@ describe('live recovery (worker side)', () => {
     for (const r of [0, 1]) agent.announce(agent.workers.get(r)!, big);
     const grown = await agent.readyFor(2, [0, 1, 2]);
     assert.equal(grown.get(2)!.stateFrom, 'peer');
+    t.diagnostic(`grow: round → ready ${[...grown.values()].map((m) => m.recoveryMs.toFixed(0)).join(', ')} ms`);
     assert.equal(new Set([...grown.values()].map((m) => m.step)).size, 1);
     const results = await finish(agent, out, [0, 1, 2]);
     for (const r of results) {
