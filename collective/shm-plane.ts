@@ -16,7 +16,7 @@
 // fails the transport, so every op of every group rejects, exactly as on the JS path.
 import { readFileSync } from 'node:fs';
 import { availableParallelism, hostname } from 'node:os';
-import type { Logger } from '../rendezvous/api.js';
+import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
   type CollectiveErrorCode,

@@ -14,6 +14,7 @@ import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { figure } from '../lib/figures.js';
 import { SIZES_BYTES } from './sizes.js';
+import { freePort } from '../../common/free-port.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 // Compiled (packed mode): sibling .js files run with plain node; from source: .ts files through tsx.
@@ -78,17 +79,6 @@ function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs
       children.delete(c);
       if (code === 0) resolve(out);
       else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}\n${err.slice(-2000)}`));
-    });
-  });
-}
-
-async function freePort(): Promise<number> {
-  const { createServer } = await import('node:net');
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
     });
   });
 }
