@@ -15,7 +15,7 @@
 // peer's socket closing fails the plane (shmFail → PEER_LOST naming it), and a plane failure (timeout, lost peer)
 // fails the transport, so every op of every group rejects, exactly as on the JS path.
 import { readFileSync } from 'node:fs';
-import { availableParallelism, hostname } from 'node:os';
+import { hostname } from 'node:os';
 import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
@@ -37,13 +37,21 @@ export interface ShmTuning {
   readonly slotBytes: number;
   /** allreduce payloads up to this many bytes are reduced whole by every rank (one wait instead of two). */
   readonly smallBytes: number;
-  /** Busy-wait iterations before sleeping on a futex; 0 sleeps at once (best when ranks outnumber cores). */
+  /**
+   * Busy-wait polls before sleeping on a futex; 0 sleeps at once. Single-step ops (barrier, allreduce/reduce up to
+   * smallBytes) start on the calling thread and finish there when every peer has already arrived (or arrives within
+   * `spin` polls); otherwise the group's worker thread finishes them.
+   */
   readonly spin: number;
 }
 
-/** Defaults; spinning only pays when every rank has a core of its own. */
-export function defaultShmTuning(worldSize: number, cores = availableParallelism()): ShmTuning {
-  return { slotBytes: 2 << 20, smallBytes: 64 << 10, spin: worldSize <= cores ? 2000 : 0 };
+/**
+ * Defaults. No spinning: on the shared 2-core development machine a 2000-poll spin made the 4 KB two-rank allreduce
+ * 4.5× slower (0.18 against 0.04 ms: the spinner takes the core its peer needs); with idle cores it may pay, so
+ * TENSILE_SHM_SPIN turns it on (the worker's waits, and a bounded poll on the calling thread for single-step ops).
+ */
+export function defaultShmTuning(): ShmTuning {
+  return { slotBytes: 2 << 20, smallBytes: 64 << 10, spin: 0 };
 }
 
 /** What one rank answers in the agreement round. */
@@ -113,7 +121,7 @@ const text = (b: Uint8Array): string => new TextDecoder().decode(b);
  */
 export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null> {
   if (o.worldSize < 2) return null;
-  const tuning = { ...defaultShmTuning(o.worldSize), ...o.tuning };
+  const tuning = { ...defaultShmTuning(), ...o.tuning };
   const loaded = o.transport === 'js' ? null : loadAddon();
   const veto =
     o.transport === 'js'

@@ -23,7 +23,8 @@
 // At its first step every op exchanges a descriptor (kind, dtype, op, root, count) and every rank checks all of them,
 // so a size/dtype mismatch fails on every rank, naming both sides, and leaves the counters in step.
 //
-// Threads and failures: one worker thread per group runs queued operations in order; completions settle promises
+// Threads and failures: one worker thread per group runs queued operations in order (a single-step op may start,
+// and finish, on the JS thread when nothing is queued: see TryInline); completions settle promises
 // through a ThreadSafeFunction; the typed arrays are held (references) until then. A wait ends early when: the JS
 // side fails the group (abort, or the TCP control sockets saw a peer go: shmFail), another rank published a failure
 // in the header, the awaited rank destroyed its group, its process is gone (checked every 100 ms while asleep), or
@@ -143,6 +144,8 @@ struct Result {
 struct Task {
   explicit Task(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
   bool destroy = false;
+  // 1 once the calling thread has begun this single-step op (step taken, input published) and handed it over.
+  int stage = 0;
   int kind = 0, dtype = 0, op = 0, root = 0;
   size_t count = 0;  // elements: whole buffer (allreduce, broadcast, reduce), per rank (allgather, reduceScatter)
   const uint8_t* send = nullptr;
@@ -178,6 +181,7 @@ struct Group {
   Result requested;  // guarded by mu: what the JS side failed the group with
   bool exited = false, thread_done = false;
   bool stop = false;  // guarded by mu: the environment is going away or the handle was collected
+  bool busy = false;  // guarded by mu: an op is running (on the worker, or inline on the JS thread)
   std::condition_variable done_cv;
   std::shared_ptr<Group> self_ref;
   // Worker only.
@@ -194,6 +198,10 @@ struct Group {
   void Run();
   void Execute(Task* t);
   bool RunAllReduce(Task* t, bool to_root_only);
+  bool IsSingleStep(const Task* t) const;
+  bool RunSmall(Task* t);
+  bool TryInline(Task* t);
+  bool AllReached(bool ready, uint32_t target) const;
   bool RunBroadcast(Task* t);
   bool RunAllGather(Task* t);
   bool RunReduceScatter(Task* t);
@@ -208,14 +216,18 @@ struct Group {
   void WakeAll();
 };
 
+Napi::Object ResultObject(Napi::Env env, const Result& r) {
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("ok", r.ok);
+  out.Set("code", r.code);
+  out.Set("message", r.message);
+  out.Set("peer", r.peer);
+  return out;
+}
+
 void CallJs(Napi::Env env, Napi::Function, Group* g, Task* t) {
   if (env == nullptr) return;
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("ok", t->result.ok);
-  out.Set("code", t->result.code);
-  out.Set("message", t->result.message);
-  out.Set("peer", t->result.peer);
-  t->deferred.Resolve(out);
+  t->deferred.Resolve(ResultObject(env, t->result));
   if (--g->pending == 0) g->tsfn.Unref(env);
   delete t;
 }
@@ -388,6 +400,70 @@ bool Group::Begin(Task* t, bool first) {
   return true;
 }
 
+// Barriers, and allreduce/reduce payloads of at most small_bytes that fit one step: every rank reduces every input
+// straight into its own buffer, so the op has a single wait.
+bool Group::IsSingleStep(const Task* t) const {
+  if (t->kind == kBarrier) return true;
+  const size_t bytes = t->count * DtypeSize(t->dtype);
+  return (t->kind == kAllReduce || t->kind == kReduce) && bytes <= small_bytes && bytes <= slot;
+}
+
+bool Group::RunSmall(Task* t) {
+  const size_t es = DtypeSize(t->dtype);
+  if (t->stage == 0) {
+    if (!Begin(t, true)) return false;
+    if (t->count > 0) std::memcpy(in(rank), t->send, t->count * es);
+    Publish(true, step);
+  }
+  const uint32_t s = step;
+  if (!WaitAll(true, s, t)) return false;
+  if (!CheckDescriptors(t)) {
+    Publish(false, s);
+    return false;
+  }
+  if (t->kind != kBarrier && (t->kind == kAllReduce || rank == t->root)) {
+    const void* srcs[256];
+    for (int q = 0; q < world; q++) srcs[q] = in(q);
+    Reduce(t->dtype, t->op, t->recv, srcs, world, t->count, t->op == kAvg ? world : 1);
+  }
+  Publish(false, s);
+  return true;
+}
+
+bool Group::AllReached(bool ready, uint32_t target) const {
+  for (int q = 0; q < world; q++) {
+    if (q == rank) continue;
+    const Counter& c = ready ? ctrl(q)->ready : ctrl(q)->reduced;
+    if (static_cast<int32_t>(c.value.load(std::memory_order_acquire) - target) < 0) return false;
+  }
+  return true;
+}
+
+// Runs a single-step op on the calling (JS) thread when that needs no waiting beyond `spin` polls: the last rank to
+// arrive completes at once, with no thread hand-off either way. Returns true when done (t->result set); false when
+// the worker must finish it (t->stage says how far it got). Never sleeps; the caller holds `busy`.
+bool Group::TryInline(Task* t) {
+  if (!dead.ok || fail_requested.load(std::memory_order_acquire)) return false;
+  if (!AllReached(false, step)) return false;  // someone still reads this rank's input slot: let the worker wait
+  const size_t es = DtypeSize(t->dtype);
+  const uint32_t s = ++step;
+  Ctrl* me = ctrl(rank);
+  me->desc.kind = t->kind;
+  me->desc.dtype = t->dtype;
+  me->desc.op = t->op;
+  me->desc.root = t->root;
+  me->desc.count = t->count;
+  if (t->count > 0) std::memcpy(in(rank), t->send, t->count * es);
+  Publish(true, s);
+  t->stage = 1;
+  for (int i = 0; !AllReached(true, s); i++) {
+    if (i >= spin) return false;
+    CpuRelax();
+  }
+  if (!RunSmall(t) && t->result.ok) t->result = dead;
+  return true;
+}
+
 bool Group::RunAllReduce(Task* t, bool to_root_only) {
   const size_t es = DtypeSize(t->dtype);
   const size_t total = t->count * es;
@@ -518,6 +594,11 @@ void Group::Execute(Task* t) {
     return;
   }
   bool ok = false;
+  if (IsSingleStep(t)) {
+    ok = RunSmall(t);
+    if (!ok && t->result.ok) t->result = dead;
+    return;
+  }
   switch (t->kind) {
     case kAllReduce: ok = RunAllReduce(t, false); break;
     case kReduce: ok = RunAllReduce(t, true); break;
@@ -539,8 +620,10 @@ void Group::Run() {
     Task* t = nullptr;
     {
       std::unique_lock<std::mutex> lock(mu);
-      cv.wait(lock, [this] { return !queue.empty() || stop || (fail_requested.load() && dead.ok); });
-      if (queue.empty() && stop) {
+      cv.wait(lock, [this] {
+        return stop || (!busy && (!queue.empty() || (fail_requested.load() && dead.ok)));
+      });
+      if (stop) {
         exited = true;
         break;
       }
@@ -553,6 +636,7 @@ void Group::Run() {
       t = queue.front();
       queue.pop_front();
       if (t->destroy) exited = true;
+      busy = true;
     }
     if (t->destroy) {
       ctrl(rank)->left.store(1, std::memory_order_seq_cst);
@@ -562,6 +646,10 @@ void Group::Run() {
       break;
     }
     Execute(t);
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      busy = false;
+    }
     tsfn.NonBlockingCall(t);
   }
   // Anything queued after destroy (the JS side prevents it) fails.
@@ -809,6 +897,30 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
   }
   t->keep.push_back(Napi::Persistent(info[0]));
   Napi::Promise p = t->deferred.Promise();
+  if (g->IsSingleStep(t.get())) {
+    // Latency path: with nothing queued or running, begin (and perhaps finish) the op on this thread.
+    bool mine = false;
+    {
+      std::lock_guard<std::mutex> lock(g->mu);
+      if (g->queue.empty() && !g->busy && !g->exited) mine = g->busy = true;
+    }
+    if (mine) {
+      const bool done = g->TryInline(t.get());
+      {
+        std::lock_guard<std::mutex> lock(g->mu);
+        if (!done) g->queue.push_front(t.get());
+        g->busy = false;
+      }
+      g->cv.notify_one();
+      if (done) {
+        t->deferred.Resolve(ResultObject(env, t->result));
+        return p;
+      }
+      t.release();
+      if (g->pending++ == 0) g->tsfn.Ref(env);
+      return p;
+    }
+  }
   if (!Push(g, t.get())) return Resolved(env, false, "CLOSED", "the process group was destroyed");
   t.release();
   if (g->pending++ == 0) g->tsfn.Ref(env);

@@ -55,8 +55,7 @@ describe('choosing the data plane', () => {
     );
   });
 
-  it('spins before sleeping only when every rank has a core', () => {
-    assert.equal(defaultShmTuning(2, 2).spin > 0, true);
-    assert.equal(defaultShmTuning(4, 2).spin, 0);
+  it('sleeps at once by default (spinning cost a loaded 2-core machine 4.5× on 4 KB)', () => {
+    assert.deepEqual(defaultShmTuning(), { slotBytes: 2 << 20, smallBytes: 64 << 10, spin: 0 });
   });
 });
