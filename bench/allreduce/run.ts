@@ -90,12 +90,10 @@ interface Row {
 }
 const parseRows = (out: string): Map<number, Row> => {
   const m = new Map<number, Row>();
-  for (const line of out.split('\n')) {
-    const i = line.indexOf('{"sizeBytes"');
-    if (i >= 0) {
-      const r = JSON.parse(line.slice(i)) as Row;
-      m.set(r.sizeBytes, r);
-    }
+  // torchrun's tee may glue other ranks' output onto rank 0's line: take every flat {"sizeBytes"...} object.
+  for (const hit of out.matchAll(/\{"sizeBytes"[^{}]*\}/g)) {
+    const r = JSON.parse(hit[0]) as Row;
+    m.set(r.sizeBytes, r);
   }
   return m;
 };
