@@ -179,11 +179,16 @@ else
 fi
 
 # 4. The images, from the Dockerfiles as real users build them, with the local bases and npm's cache.
-bud() { # bud <dockerfile> <image>
-  "${B[@]}" bud --isolation chroot --network host --layers --pull=never --quiet \
+bud() { # bud <dockerfile> <image>: the build's output goes to $CACHE/build-<file>.log
+  local log
+  log="$CACHE/build-$(basename "$1").log"
+  if ! "${B[@]}" bud --isolation chroot --network host --layers --pull=never \
     --build-arg BUILD_BASE="$BASE_BUILD" --build-arg RUNTIME_BASE="$BASE_RUNTIME" \
     --build-arg NPM_CI_FLAGS="$NPM_FLAGS --cache /npm-cache" --volume "$NPM_CACHE:/npm-cache" \
-    -f "$1" -t "$2" . >/dev/null
+    -f "$1" -t "$2" . >"$log" 2>&1; then
+    tail -30 "$log" >&2
+    die "buildah bud -f $1 failed (log: $log)"
+  fi
 }
 timed "operator image $OPERATOR" bud docker/Dockerfile.operator "$OPERATOR"
 timed "agent image $AGENT" bud docker/Dockerfile.agent "$AGENT"
