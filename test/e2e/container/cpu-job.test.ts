@@ -59,6 +59,7 @@ interface HistoryEvent {
   step: number;
   worldSize?: number;
   resumedStep?: number;
+  restartCount?: number;
   reason?: string;
 }
 
@@ -214,9 +215,13 @@ describe('examples/k8s/cpu-job.yaml from the agent image', { skip: reason ?? fal
       120_000,
       250,
     );
-    // Nothing is lost: the round resumes from the newest checkpoint written before it.
+    // SIGTERM reached the workers (tini → agent → workers) and rank 0 checkpointed at its step boundary; the round
+    // at 2 resumes from exactly that checkpoint, so nothing is lost.
     const saved = history().filter((e) => e.type === 'checkpoint' && e.timeMs <= round2.timeMs);
+    const onSigterm = saved.filter((e) => e.timeMs > t0 && e.reason === 'preempted');
+    assert.ok(onSigterm.length > 0, `a checkpoint on SIGTERM after the deletion: ${JSON.stringify(saved.slice(-3))}`);
     assert.equal(round2.resumedStep, saved.at(-1)?.step, JSON.stringify(saved.slice(-3)));
+    assert.equal(saved.at(-1)?.reason, 'preempted');
     await waitFor('every process of the deleted pod gone', () => inContainer.every((p) => !alive(p.pid)), 60_000, 250);
     const mid = await waitFor(
       'the preemption in the job status',
@@ -258,9 +263,16 @@ describe('examples/k8s/cpu-job.yaml from the agent image', { skip: reason ?? fal
     const end = history().find((e) => e.type === 'done');
     assert.ok(end, 'the demo wrote its final result');
     assert.ok(existsSync(join(volumeDir, 'claims/default/train-cpu-checkpoints/report.html')));
+    // Resizes are not failures: no round counts a restart.
+    assert.deepEqual(
+      history()
+        .filter((e) => e.type === 'round')
+        .map((e) => [e.worldSize, e.restartCount]),
+      [...history().filter((e) => e.type === 'round')].map((e) => [e.worldSize, 0]),
+    );
     process.stdout.write(
-      `# cpu-job history (non-step events):\n${history()
-        .filter((e) => e.type !== 'step')
+      `# cpu-job rounds and checkpoints on SIGTERM:\n${history()
+        .filter((e) => e.type === 'round' || e.type === 'done' || e.reason === 'preempted')
         .map((e) => `#   ${JSON.stringify(e)}`)
         .join('\n')}\n`,
     );
