@@ -239,7 +239,7 @@ test('an informer on client-node relists after an ERROR 410 event and sees delet
   );
 });
 
-test('consecutive API calls reuse one keep-alive connection instead of a new one per call', async () => {
+test('consecutive API calls reuse keep-alive connections instead of a new one per call', async () => {
   const apis = new KubeApis(loadKubeConfig(kubeconfig));
   const client = new ClientNodeKubeClient(apis);
   // Count the client sockets that carried these calls (by remote port), not every connection the server accepts:
@@ -251,5 +251,7 @@ test('consecutive API calls reuse one keep-alive connection instead of a new one
   };
   for (let i = 0; i < 5; i += 1) await client.readLease('ml', 'l');
   apis.close();
-  assert.equal(sockets.size, 1, `5 calls went over ${sockets.size} connections`);
+  // One connection, or two: Node puts a socket back in the pool a tick after the response body ends, and under load
+  // the next call can be issued in between. Without the shared agent every call opens its own (5 or more).
+  assert.ok(sockets.size <= 2, `5 calls went over ${sockets.size} connections`);
 });
