@@ -205,10 +205,13 @@ export function cachedSyntheticSplit(
       const buf = readFileSync(file);
       if (buf.length === total && buf.subarray(0, header.length).toString('latin1') === header) {
         let at = headerBytes;
-        const take = <T>(ctor: new (b: ArrayBuffer) => T, bytes: number): T => {
-          const copy = new ctor(buf.buffer.slice(buf.byteOffset + at, buf.byteOffset + at + bytes) as ArrayBuffer);
+        // Views on the file's buffer (every section starts 4-byte aligned after the 64-byte header); a copy only
+        // when the buffer itself is not aligned.
+        const take = <T>(ctor: new (b: ArrayBuffer, offset?: number, length?: number) => T, bytes: number): T => {
+          const offset = buf.byteOffset + at;
           at += bytes;
-          return copy;
+          if (offset % 4 === 0) return new ctor(buf.buffer as ArrayBuffer, offset, bytes / 4);
+          return new ctor(buf.buffer.slice(offset, offset + bytes) as ArrayBuffer);
         };
         const trainImages = take(Float32Array, sizes[0]!);
         const trainLabels = take(Int32Array, sizes[1]!);
