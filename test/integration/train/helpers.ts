@@ -6,6 +6,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
 import { freePort } from '../../../common/free-port.js';
+import { withTimeout } from '../../../common/timeout.js';
 
 export const ROOT = new URL('../../../', import.meta.url).pathname;
 
@@ -95,16 +96,8 @@ export async function spawnGroup(
 }
 
 /** Waits for a promise, failing with `what` after `ms`. */
-export async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  return withTimeout(p, ms, what, () => new Error(`timed out after ${ms} ms waiting for ${what}`));
 }
 
 /** Waits until every process exits; throws with their output when one fails. */
