@@ -298,6 +298,8 @@ export class ElasticAgent {
     });
     this.currentGroup = group;
     for (const spec of specs) this.control?.started(spec, round.round);
+    this.hung.clear();
+    this.control?.resume();
     group.start();
     deps.metrics.workerStarted(specs.length);
     deps.metrics.workersRunning(group.runningCount);
@@ -504,8 +506,12 @@ export class ElasticAgent {
     const group = this.currentGroup;
     const control = this.control;
     if (!group || !control || this.state !== 'RUNNING') return;
+    if (this.hung.size > 0) return; // one hang at a time: the others are likely blocked on this one
     this.hung.add(info.localRank);
     this.hangSinceMs = Date.now() - info.silentMs;
+    // Peers blocked in a collective on the hung worker look hung too: stop their watchdogs; they are re-armed when
+    // the next round is ready (live) or their replacements start (restart).
+    control.pause();
     this.deps.logger.warn(
       { localRank: info.localRank, step: info.step, silentMs: info.silentMs, hangTimeoutMs: info.timeoutMs },
       `worker hung: no step progress for ${(info.silentMs / 1000).toFixed(1)} s; dumping its stacks and killing it`,
