@@ -4,9 +4,11 @@
 import { readFileSync } from 'node:fs';
 import { ExponentialBackoff, type IBackoff, noop } from 'cockatiel';
 import { Etcd3, type IOptions, type Lease, type Watcher } from 'etcd3';
+import { Backoff } from '../common/backoff.js';
+import { noopLogger, type Logger } from '../common/logger.js';
+import { withTimeout } from '../common/timeout.js';
 import {
   type BackendOptions,
-  type Logger,
   type NodeDescriptor,
   type RendezvousConfig,
   type RendezvousHandler,
@@ -121,15 +123,6 @@ function closeLease(lease: Lease): void {
   (lease as unknown as { close(): void }).close();
 }
 
-/** Bounds a promise by `ms`; rejects with `onTimeout()` past it. */
-function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
 /** etcd reports "no lease" as lease 0. */
 function leaseField(lease: string | undefined): { lease?: string } {
   return lease === undefined || lease === '0' ? {} : { lease };
@@ -166,6 +159,7 @@ export class EtcdConnection {
       await withTimeout(
         this.client.get('/tensile/v1/.ping').string(),
         this.readTimeoutMs,
+        'etcd ping',
         () => new Error(`no answer within ${this.readTimeoutMs} ms`),
       );
     } catch (err) {
@@ -297,6 +291,7 @@ export class EtcdKv implements RendezvousKv {
       await withTimeout(
         lease.grant(),
         this.conn.readTimeoutMs,
+        'etcd lease grant',
         () => new Error(`lease grant got no answer within ${this.conn.readTimeoutMs} ms`),
       );
     } catch (err) {
@@ -328,7 +323,7 @@ export class EtcdKv implements RendezvousKv {
   private async regrant(): Promise<void> {
     if (this.regranting) return;
     this.regranting = true;
-    let delayMs = 100;
+    const backoff = new Backoff({ initialMs: 100, multiplier: 2, maxMs: 1000, jitter: 0.2 });
     while (!this.closed) {
       const lease = this.newLease();
       this.lease = lease;
@@ -341,8 +336,7 @@ export class EtcdKv implements RendezvousKv {
         return;
       } catch {
         closeLease(lease);
-        await new Promise((r) => setTimeout(r, delayMs));
-        delayMs = Math.min(1000, delayMs * 2);
+        await new Promise((r) => setTimeout(r, backoff.next()));
       }
     }
     this.regranting = false;
@@ -419,7 +413,7 @@ export class EtcdKv implements RendezvousKv {
   private async leaseId(): Promise<string> {
     const lease = this.lease;
     if (lease === null)
-      throw new RendezvousConnectionError(`rendezvous: no etcd lease (at ${this.endpoint})`, { terminal: false });
+      throw new RendezvousConnectionError(`rendezvous: no etcd lease (at ${this.endpoint})`, { code: 'UNAVAILABLE' });
     return lease.grant();
   }
 
@@ -464,8 +458,6 @@ export async function openEtcdConnection(
   }
   return conn;
 }
-
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** Creates an etcd handler; throws RendezvousConfigError (endpoint, TLS, auth) or RendezvousConnectionError. */
 export async function createEtcdRendezvousHandler(

@@ -75,6 +75,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   // ---- this node in the job: what it registered for, what it waits for, what it runs in ----
   /** The round in our node key, once the put is issued; null = no key. */
   private myRound: number | null = null;
+  /** NextOptions.masterPort of the latest next() call, advertised in this node's document instead of self.masterPort. */
+  private advertisedMasterPort: number | null = null;
   private pending: PendingNext | null = null;
   private current: RoundInfo | null = null;
   /** The last round whose end this node asked for: next() does not resolve with it. */
@@ -176,19 +178,19 @@ export class KvRendezvousHandler implements RendezvousHandler {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.done)
       return Promise.reject(
-        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() after leave() or close()`, {
+        new RendezvousError('STATE', `rendezvous ${this.config.runId}: next() after leave() or close()`, {
           runId: this.config.runId,
         }),
       );
     if (this.pending)
       return Promise.reject(
-        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() is already in progress`, {
+        new RendezvousError('BUSY', `rendezvous ${this.config.runId}: next() is already in progress`, {
           runId: this.config.runId,
-          terminal: false,
         }),
       );
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (options.masterPort !== undefined) this.advertisedMasterPort = options.masterPort;
     if (this.state?.doc.closed) return Promise.reject(this.closedError());
     return new Promise<RoundInfo>((resolve, reject) => {
       const joinTimer = setTimeout(() => this.onJoinTimeout(), this.config.joinTimeoutMs);
@@ -303,7 +305,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
     for (;;) {
       const st = this.state;
       if (st === null)
-        throw new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: no job state to close`, {
+        throw new RendezvousError('STATE', `rendezvous ${this.config.runId}: no job state to close`, {
           runId: this.config.runId,
         });
       if (st.doc.closed) return;
@@ -360,7 +362,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const p = this.pending;
       this.finishPending();
       p.reject(
-        new RendezvousError('RDZV_ABORTED', `rendezvous ${this.config.runId}: left while waiting for a round`, {
+        new RendezvousError('ABORTED', `rendezvous ${this.config.runId}: left while waiting for a round`, {
           runId: this.config.runId,
         }),
       );
@@ -375,11 +377,9 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const p = this.pending;
       this.finishPending();
       p.reject(
-        new RendezvousError(
-          'RDZV_ABORTED',
-          `rendezvous ${this.config.runId}: handler closed while waiting for a round`,
-          { runId: this.config.runId },
-        ),
+        new RendezvousError('ABORTED', `rendezvous ${this.config.runId}: handler closed while waiting for a round`, {
+          runId: this.config.runId,
+        }),
       );
     }
     this.done = true;
@@ -562,8 +562,10 @@ export class KvRendezvousHandler implements RendezvousHandler {
 
   private putMyNode(round: number): void {
     this.myRound = round;
+    const node =
+      this.advertisedMasterPort === null ? this.self : { ...this.self, masterPort: this.advertisedMasterPort };
     const value: NodeDoc = {
-      node: this.self,
+      node,
       round,
       ...(this.liveness === null ? {} : { livenessPort: this.liveness.port }),
     };

@@ -4,10 +4,10 @@
 // Figures: no-op call latency, async throughput with many calls in flight, 16 MB tensor echo bandwidth,
 // remote + toHere latency.   Usage: node --import tsx bench/rpc/run.ts
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createAgent, type RpcAgent } from '../../rpc/index.js';
+import { freePort } from '../../common/free-port.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const env = (k: string, d: number): number => Number(process.env[k] ?? d);
@@ -20,16 +20,6 @@ const ROUNDS = env('BENCH_ROUNDS', 3);
 const WARMUP = env('BENCH_WARMUP', 1000);
 const children: ChildProcess[] = [];
 
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
-    });
-  });
-}
 function killAll(): void {
   for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }

@@ -15,7 +15,8 @@ import {
 } from '../../../rendezvous/api.js';
 import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js';
 import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
-import { type EtcdServer, freePort, startEtcd } from '../../helpers/etcd.js';
+import { freePort } from '../../../common/free-port.js';
+import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
 import { EventLog, runRendezvousContract, type SpawnedMember, within } from './contract.js';
 
 const MEMBER_PROCESS = new URL('./member-process.ts', import.meta.url).pathname;
