@@ -92,6 +92,10 @@ class FakeRendezvous implements RendezvousHandler {
   numNodesWaiting(): number {
     return 0;
   }
+  /** No liveness ports in the fake: nobody is ever evicted. */
+  async probeMembers(): Promise<readonly string[]> {
+    return [];
+  }
 
   async markClosed(): Promise<void> {
     this.closed = true;
