@@ -70,7 +70,8 @@ function measure(dir: string, stderrs: readonly string[], what: string): Measure
   const faultMs = statSync(join(dir, marker)).mtimeMs;
   for (const stderr of stderrs) {
     for (const line of stderr.split('\n')) {
-      if (!line.includes('"recoveryMs"')) continue;
+      // The agent's recovery record (not a worker's `ready`, which carries recoveryMs too).
+      if (!line.includes('"recoveryMs"') || !line.includes('"path"')) continue;
       const rec = JSON.parse(line) as { time: number; stepsLost: number | null; path: string };
       return { seconds: (rec.time - faultMs) / 1000, stepsLost: rec.stepsLost ?? NaN };
     }
