@@ -318,8 +318,8 @@ export class RpcAgent {
       try {
         return await this.request(rank, type, body, 10_000, `control ${type}`);
       } catch (err) {
-        const code = (err as RpcError).code;
-        if (code !== 'TIMEOUT' || attempt >= maxRetries) throw err;
+        // Only non-terminal errors (TIMEOUT, RPC_TERMINAL) are worth another try.
+        if (!(err instanceof RpcError) || err.terminal || attempt >= maxRetries) throw err;
         await new Promise((r) => setTimeout(r, backoff.next()));
       }
     }
@@ -548,7 +548,7 @@ export class RpcAgent {
       const r = reg.validate.safeParse(args);
       if (!r.success) {
         const detail = (r.error as { message?: string })?.message ?? String(r.error);
-        throw new RpcError('VALIDATION', `arguments of '${f}' failed validation on '${this.name}': ${detail}`, {
+        throw new RpcError('INVALID_ARGUMENT', `arguments of '${f}' failed validation on '${this.name}': ${detail}`, {
           worker: this.name,
         });
       }
