@@ -70,7 +70,10 @@ export interface RendezvousConfig {
   readonly joinTimeoutMs: number;
   /** After minNodes have joined, how long to wait for more before closing the round. */
   readonly lastCallTimeoutMs: number;
-  /** How long a closing round may take (all members acknowledging) before it is abandoned. */
+  /**
+   * How long markClosed() may take to mark the job closed (torchrun's close_timeout, which bounds set_closed and
+   * shutdown): store errors and lost races are retried until then, then it throws RendezvousTimeoutError.
+   */
   readonly closeTimeoutMs: number;
   /** Liveness lease TTL: a crashed node is noticed after at most this long. */
   readonly leaseTtlMs: number;
@@ -114,7 +117,10 @@ export interface RendezvousHandler {
   /** Number of nodes registered as waiting for the next round. */
   numNodesWaiting(): number;
 
-  /** Marks the job finished (all workers succeeded): later next() calls anywhere throw RendezvousClosedError. */
+  /**
+   * Marks the job finished (all workers succeeded): later next() calls anywhere throw RendezvousClosedError.
+   * Retries store errors for up to config.closeTimeoutMs, then throws RendezvousTimeoutError.
+   */
   markClosed(): Promise<void>;
 
   /** Clean leave: drop membership and liveness at once so the others react without waiting for a TTL. */

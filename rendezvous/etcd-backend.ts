@@ -25,7 +25,6 @@ import {
   type RendezvousKv,
   newKvStats,
 } from './kv.js';
-import { type JobView, JobViewRegistry } from './job-view.js';
 import { KvRendezvousHandler } from './kv-handler.js';
 
 const ENDPOINT_RE = /^(https?:\/\/)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
@@ -140,8 +139,6 @@ export class EtcdConnection {
   private readonly mirrors = new Map<string, Mirror>();
   private readonly connectionListeners = new Set<(e: KvConnectionEvent) => void>();
   private closed = false;
-  /** Job views shared by every handler on this connection. */
-  readonly views = new JobViewRegistry((prefix, onEvents) => this.subscribe(prefix, onEvents));
 
   constructor(
     readonly endpoint: string,
@@ -258,7 +255,6 @@ export class EtcdKv implements RendezvousKv {
   private closed = false;
   private regranting = false;
   private readonly listeners: ((e: KvConnectionEvent) => void)[] = [];
-  private readonly views = new Set<{ release(): void }>();
   private readonly unlisten: () => void;
 
   constructor(
@@ -271,6 +267,10 @@ export class EtcdKv implements RendezvousKv {
 
   get endpoint(): string {
     return this.conn.endpoint;
+  }
+
+  get source(): object {
+    return this.conn;
   }
 
   async grantLease(ttlMs: number): Promise<void> {
@@ -357,10 +357,8 @@ export class EtcdKv implements RendezvousKv {
     }
   }
 
-  async view(prefix: string): Promise<{ view: JobView; release(): void }> {
-    const v = await this.conn.views.acquire(prefix);
-    this.views.add(v);
-    return v;
+  subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription> {
+    return this.conn.subscribe(prefix, onEvents);
   }
 
   async txn(txn: KvTxn): Promise<boolean> {
@@ -407,8 +405,6 @@ export class EtcdKv implements RendezvousKv {
     this.unlisten();
     if (this.lease) closeLease(this.lease);
     this.lease = null;
-    for (const v of this.views) v.release();
-    this.views.clear();
     if (this.ownsConnection) this.conn.close();
   }
 }

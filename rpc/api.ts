@@ -4,8 +4,14 @@
 //   frame.ts           pure wire format: frames (header + JSON body + raw tensor bytes) packed into gRPC segments
 //   codec.ts           values <-> JSON body + tensor list (typed arrays, tensors, RRefs travel beside the body)
 //   grpc-transport.ts  one gRPC server per worker and ONE long-lived bidirectional stream per peer pair
-//   agent.ts           RpcAgent: bootstrap, function registry, request/response matching, timeouts, shutdown
+//   data-channel.ts    raw sockets beside gRPC for bulk frames (same host: Unix socket or TCP)
+//   agent.ts           RpcAgent: the parts' life cycle, the face users and extensions call
+//   bootstrap.ts       joining the world, one stream per peer pair;  worker-table.ts  members and connections
+//   dispatcher.ts      requests out, answers matched by id (pending-calls.ts), incoming requests served
+//   shutdown-barrier.ts  graceful shutdown's barrier on rank 0;  function-registry.ts  the served functions
+//   agent-extension.ts the agent's face for RRefs and extensions, and the extension hooks
 //   rref.ts            RRef owner/user bookkeeping (PyTorch's fork/confirm/delete protocol)
+//   dist-autograd.ts   distributed autograd and DistributedOptimizer, an agent extension
 //   index.ts           module-level API (initRpc, rpcSync, rpcAsync, remote, shutdown, ...) over a default agent
 
 import type { Logger } from '../common/logger.js';

@@ -24,7 +24,7 @@ import {
   type Optimizer,
 } from '../tensor/index.js';
 import { RpcError } from './api.js';
-import type { AgentExtension, RpcAgent } from './agent.js';
+import type { AgentExtension, AgentHost } from './agent-extension.js';
 import type { DecodeHook, EncodeHook } from './codec.js';
 import { MsgType, type RawTensor } from './frame.js';
 import type { RRef } from './rref.js';
@@ -48,7 +48,13 @@ interface TensorData {
 
 const ID_STRIDE = 2 ** 32;
 
+/**
+ * Install with `agent.use(new DistAutograd(agent))` before start (createAgent does); find it again with
+ * `agent.extension(DistAutograd)`. A user call made inside a context carries the context id as this extension's
+ * metadata; its handling on the callee runs inside that context.
+ */
 export class DistAutograd implements AgentExtension {
+  readonly key = 'autograd';
   private readonly als = new AsyncLocalStorage<number>();
   private readonly contexts = new Map<number, DistContext>();
   private nextCtx = 1;
@@ -62,8 +68,7 @@ export class DistAutograd implements AgentExtension {
   private readonly localOptimizers = new Map<string, Optimizer<never>>();
   private nextOptimizer = 1;
 
-  constructor(private readonly agent: RpcAgent) {
-    agent.extensions.push(this);
+  constructor(private readonly agent: AgentHost) {
     agent.registerFunction('__distopt.new', ((name: string, params: RRef<Tensor>[], opts: unknown) =>
       this.newOptimizer(name, params, opts)) as never);
     agent.registerFunction('__distopt.step', ((key: string, ctxId: number) => this.stepOptimizer(key, ctxId)) as never);
@@ -84,6 +89,11 @@ export class DistAutograd implements AgentExtension {
   }
 
   currentContextId(): number | undefined {
+    return this.als.getStore();
+  }
+
+  /** The context id a user call made now carries (AgentExtension hook). */
+  callMetadata(): number | undefined {
     return this.als.getStore();
   }
 
@@ -173,8 +183,9 @@ export class DistAutograd implements AgentExtension {
   }
 
   /** Runs request handling inside the caller's context (created here on first contact). */
-  enter<T>(contextId: number | undefined, src: number, fn: () => Promise<T>): Promise<T> {
-    if (contextId === undefined) return fn();
+  enter<T>(metadata: unknown, src: number, fn: () => Promise<T>): Promise<T> {
+    if (typeof metadata !== 'number') return fn();
+    const contextId = metadata;
     let c = this.contexts.get(contextId);
     if (!c) {
       c = newContext(contextId);
@@ -301,13 +312,13 @@ function accumulate(ctx: DistContext, leaf: Tensor, g: Tensor): void {
  */
 export class DistributedOptimizer {
   private constructor(
-    private readonly agent: RpcAgent,
+    private readonly agent: AgentHost,
     private readonly remotes: { owner: number; key: string }[],
   ) {}
 
   /** Resolves once every owner has built its optimizer (errors re-raised: "Error creating optimizer"). */
   static async create(
-    agent: RpcAgent,
+    agent: AgentHost,
     optimizerClass: { name: string } | string,
     paramRRefs: RRef<Tensor>[],
     options: Record<string, number | boolean>,

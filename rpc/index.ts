@@ -1,7 +1,8 @@
 // Public face of tensile/rpc: module-level functions over one default agent per process (like
 // torch.distributed.rpc), plus RpcAgent for several agents in one process.
 
-import { RpcAgent, registerGlobalFunction } from './agent.js';
+import { RpcAgent } from './agent.js';
+import { registerGlobalFunction } from './function-registry.js';
 import {
   RpcError,
   type CallOptions,
@@ -19,6 +20,7 @@ import type { Tensor } from '../tensor/index.js';
 
 export * from './api.js';
 export { RpcAgent } from './agent.js';
+export type { AgentExtension, AgentHost } from './agent-extension.js';
 export { RRef, type RRefProxy, type RRefRemoteProxy } from './rref.js';
 export { resolveRpcOptions } from './options.js';
 export { DistAutograd } from './dist-autograd.js';
@@ -46,7 +48,7 @@ export async function initRpc(opts: InitRpcOptions = {}): Promise<RpcAgent> {
 /** A standalone agent (not the process default): call start() on it. Tests run several in one process. */
 export function createAgent(opts: InitRpcOptions = {}): RpcAgent {
   const a = new RpcAgent(resolveRpcOptions(opts));
-  a.distAutograd = new DistAutograd(a);
+  a.use(new DistAutograd(a));
   return a;
 }
 
@@ -120,7 +122,10 @@ export async function shutdown(opts: ShutdownOptions = {}): Promise<void> {
 }
 
 function autograd(): DistAutograd {
-  return agent().distAutograd!;
+  const a = agent();
+  const ad = a.extension(DistAutograd);
+  if (!ad) throw new RpcError('NOT_INITIALIZED', `distributed autograd is not installed on '${a.name}'`);
+  return ad;
 }
 
 /** Distributed autograd on the default agent (torch.distributed.autograd). */

@@ -7,7 +7,7 @@
 // Unlike PyTorch, an owner's death is handled: its RRefs become invalid (RREF_INVALID) instead of hanging.
 
 import { RpcError, type CallOptions, type WorkerInfo } from './api.js';
-import type { RpcAgent } from './agent.js';
+import type { AgentHost } from './agent-extension.js';
 import type { DecodeHook, EncodeHook } from './codec.js';
 import { MsgType } from './frame.js';
 
@@ -188,7 +188,7 @@ export class RRefContext {
   private pendingChildren = new Map<string, { rref: RRef; dest: number }>();
   private readonly registry = new FinalizationRegistry<UserToken>((t) => void this.releaseToken(t));
 
-  constructor(readonly agent: RpcAgent) {}
+  constructor(readonly agent: AgentHost) {}
 
   private newId(): string {
     return `${this.agent.rank}:${this.nextLocalId++}`;

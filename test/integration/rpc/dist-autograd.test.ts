@@ -3,8 +3,11 @@ import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Tensor, tensor, customFunction, SGD, backward } from '../../../tensor/index.js';
 import { RpcError, type RpcAgent, type RRef } from '../../../rpc/index.js';
-import { DistributedOptimizer } from '../../../rpc/dist-autograd.js';
+import { DistAutograd, DistributedOptimizer } from '../../../rpc/dist-autograd.js';
 import { startWorld, stopWorld } from './helpers.js';
+
+/** The distributed autograd extension createAgent installed on `a`. */
+const autogradOf = (a: RpcAgent): DistAutograd => a.extension(DistAutograd)!;
 
 let w: RpcAgent[] = [];
 const params: Tensor[] = [];
@@ -41,7 +44,7 @@ function setup(a: RpcAgent): void {
     return a.rref(p);
   }) as never);
   a.registerFunction('forwardWithParam', ((x: Tensor) => x.mul(params[a.rank]!)) as never);
-  a.registerFunction('hasContext', ((id: number) => a.distAutograd!.hasContext(id)) as never);
+  a.registerFunction('hasContext', ((id: number) => autogradOf(a).hasContext(id)) as never);
 }
 
 before(async () => {
@@ -50,7 +53,7 @@ before(async () => {
 after(() => stopWorld(w));
 
 test('gradients from distributed autograd equal those of the same computation done locally', async () => {
-  const ad = w[0]!.distAutograd!;
+  const ad = autogradOf(w[0]!);
   const xs = [1, 2, 3];
   const ys = [0.5, -1, 4];
   const grads = await ad.withContext(async (ctx) => {
@@ -71,7 +74,7 @@ test('gradients from distributed autograd equal those of the same computation do
 });
 
 test('backward runs across three workers including a cycle back to the root', async () => {
-  const ad = w[0]!.distAutograd!;
+  const ad = autogradOf(w[0]!);
   const xs = [0.5, -1.5];
   const got = await ad.withContext(async (ctx) => {
     const x = tensor(xs, [2], { requiresGrad: true });
@@ -88,7 +91,7 @@ test('backward runs across three workers including a cycle back to the root', as
 });
 
 test('two backward passes in one context accumulate like local .grad', async () => {
-  const ad = w[1]!.distAutograd!;
+  const ad = autogradOf(w[1]!);
   const g = await ad.withContext(async (ctx) => {
     const x = tensor([1, 2], [2], { requiresGrad: true });
     const r = (await w[1]!.rpcAsync(2, 'square', [x])) as Tensor;
@@ -102,17 +105,17 @@ test('two backward passes in one context accumulate like local .grad', async () 
 
 test('a context is released on every worker it touched, nested ones included', async () => {
   let id = 0;
-  await w[0]!.distAutograd!.withContext(async (ctx) => {
+  await autogradOf(w[0]!).withContext(async (ctx) => {
     id = ctx;
     await w[0]!.rpcAsync(1, 'chain', [tensor([1], [1], { requiresGrad: true }), 2, 0]);
     assert.equal(await w[0]!.rpcAsync(1, 'hasContext', [ctx]), true);
     assert.equal(await w[0]!.rpcAsync(2, 'hasContext', [ctx]), true, 'the nested worker knows the context');
   });
-  for (const a of w) assert.equal(a.distAutograd!.hasContext(id), false, `${a.name} released ${id}`);
+  for (const a of w) assert.equal(autogradOf(a).hasContext(id), false, `${a.name} released ${id}`);
 });
 
 test('an RPC whose result is unused fails backward with an error instead of hanging', async () => {
-  const ad = w[0]!.distAutograd!;
+  const ad = autogradOf(w[0]!);
   await ad.withContext(async (ctx) => {
     const x = tensor([1, 2], [2], { requiresGrad: true });
     await w[0]!.rpcAsync(1, 'square', [x]); // result dropped
@@ -124,7 +127,7 @@ test('an RPC whose result is unused fails backward with an error instead of hang
 });
 
 test('an error in a remote backward surfaces at the root with the worker that raised it', async () => {
-  const ad = w[0]!.distAutograd!;
+  const ad = autogradOf(w[0]!);
   await ad.withContext(async (ctx) => {
     const x = tensor([1], [1], { requiresGrad: true });
     const r = (await w[0]!.rpcAsync(2, 'failBackward', [x])) as Tensor;
@@ -133,7 +136,7 @@ test('an error in a remote backward surfaces at the root with the worker that ra
 });
 
 test('backward refuses roots that are not scalars or do not require grad', async () => {
-  const ad = w[0]!.distAutograd!;
+  const ad = autogradOf(w[0]!);
   await ad.withContext(async (ctx) => {
     await assert.rejects(ad.backward(ctx, [tensor([1, 2], [2], { requiresGrad: true })]), /is not a scalar/);
     await assert.rejects(ad.backward(ctx, [tensor([1], [1])]), /requiresGrad not set/);
@@ -147,11 +150,11 @@ test('DistributedOptimizer steps SGD on two owners like local SGD', async () => 
   const r2 = (await a0.rpcAsync(2, 'paramRRef')) as RRef<Tensor>;
   const opt = await DistributedOptimizer.create(a0, SGD, [r1, r2], { lr: 0.1 });
   const xs = [1, 2, 3];
-  await a0.distAutograd!.withContext(async (ctx) => {
+  await autogradOf(a0).withContext(async (ctx) => {
     const x = tensor(xs, [3], { requiresGrad: true });
     const y1 = (await a0.rpcAsync(1, 'forwardWithParam', [x])) as Tensor;
     const y2 = (await a0.rpcAsync(2, 'forwardWithParam', [x])) as Tensor;
-    await a0.distAutograd!.backward(ctx, [y1.mul(y2).sum()]);
+    await autogradOf(a0).backward(ctx, [y1.mul(y2).sum()]);
     await opt.step(ctx);
   });
   // Local reference: p1, p2 = [0.5,-1,2]; loss = sum(x*p1 * x*p2); dL/dp1 = x^2 * p2.
