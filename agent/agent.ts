@@ -4,20 +4,27 @@
 // Decisions come from restart-policy.ts; this file executes them.
 
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { hostname as osHostname, tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
-import type { Logger, NodeDescriptor, RendezvousEvent, RendezvousHandler, RoundInfo } from '../rendezvous/api.js';
+import { join, relative, resolve } from 'node:path';
+import type { Logger } from '../common/logger.js';
+import { freePortPair } from '../common/free-port.js';
+import type { NodeDescriptor, RendezvousEvent, RendezvousHandler, RoundInfo } from '../rendezvous/api.js';
 import { RendezvousError } from '../rendezvous/api.js';
 import { AgentError, type AgentState, type RunOptions, type WorkerExit } from './api.js';
 import type { AgentConsole } from './console.js';
-import { formatFailureSummary } from './failure-summary.js';
+import { formatFailureSummary, rootCauseOrder } from './failure-summary.js';
 import type { AgentMetrics } from './metrics.js';
-import { Reaper } from './reaper.js';
-import { budgetExhausted, onGroupEnd, onRendezvousEvent, type PolicySnapshot } from './restart-policy.js';
+import { Reaper, type ReaperHandle } from './reaper.js';
+import {
+  budgetExhausted,
+  onGroupEnd,
+  onLocalFailure,
+  onRendezvousEvent,
+  type PolicySnapshot,
+} from './restart-policy.js';
 import { buildWorkerSpecs, worldSize } from './worker-env.js';
-import { WorkerGroup } from './worker-group.js';
+import { WorkerGroup, type WorkerGroupFactory, type WorkerGroupHandle } from './worker-group.js';
 
 export type RendezvousFactory = (self: NodeDescriptor) => Promise<RendezvousHandler>;
 
@@ -30,6 +37,10 @@ export interface AgentDeps {
   readonly host?: string;
   /** Observes every state transition, in order (tests assert the exact sequence). */
   readonly onState?: (state: AgentState) => void;
+  /** Builds each attempt's worker group (default: real processes). The seam for unit tests. */
+  readonly workerGroup?: WorkerGroupFactory;
+  /** Starts the orphan reaper (default: the real one). The seam for unit tests. */
+  readonly reaper?: () => ReaperHandle;
 }
 
 export interface AgentResult {
@@ -37,39 +48,6 @@ export interface AgentResult {
   readonly state: AgentState;
   readonly failures: readonly WorkerExit[];
   readonly rounds: number;
-}
-
-/** Finds a TCP port that is free on `host` now (bind 0, read, close). */
-export async function freePort(host = '0.0.0.0'): Promise<number> {
-  return new Promise((resolvePort, reject) => {
-    const srv = createServer();
-    srv.unref();
-    srv.once('error', reject);
-    srv.listen(0, host, () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr ? addr.port : 0;
-      srv.close(() => resolvePort(port));
-    });
-  });
-}
-
-/**
- * A free port whose successor is free too: workers' rank 0 binds MASTER_PORT (the store), and tensile's RPC layer
- * bootstraps on MASTER_PORT + 1 by default.
- */
-export async function freePortPair(host = '0.0.0.0', tries = 20): Promise<number> {
-  for (let i = 0; i < tries; i++) {
-    const port = await freePort(host);
-    if (port >= 65535) continue;
-    const nextFree = await new Promise<boolean>((resolveFree) => {
-      const srv = createServer();
-      srv.unref();
-      srv.once('error', () => resolveFree(false));
-      srv.listen(port + 1, host, () => srv.close(() => resolveFree(true)));
-    });
-    if (nextFree) return port;
-  }
-  return freePort(host);
 }
 
 type AttemptEnd =
@@ -80,18 +58,33 @@ type AttemptEnd =
 
 const SIGNAL_EXIT: Record<string, number> = { SIGINT: 130, SIGTERM: 143, SIGHUP: 129, SIGQUIT: 131 };
 
+/** The directories of one `tensile run`. */
+interface RunDirs {
+  /** --log-dir, or a private temporary directory when none was given. */
+  readonly runDir: string;
+  /** True when runDir is the temporary one this agent made (it removes it unless something worth keeping is in it). */
+  readonly owned: boolean;
+  readonly checkpointDir: string;
+}
+
+/** What one pass of the loop decided: run another round, or the run's result. */
+type Step = { readonly kind: 'next-round' } | { readonly kind: 'done'; readonly result: AgentResult };
+const NEXT_ROUND: Step = { kind: 'next-round' };
+
 export class ElasticAgent {
   private state: AgentState = 'INIT';
   private readonly host: string;
   private readonly nodeId: string;
   private stopSignal: NodeJS.Signals | null = null;
   private wake: ((end: AttemptEnd) => void) | null = null;
-  private currentGroup: WorkerGroup | null = null;
+  private currentGroup: WorkerGroupHandle | null = null;
   private readonly abort = new AbortController();
   private jobClosed = false;
   private roundNo = -1;
   private restartsUsed = 0;
   private scaleUpPolicy: 'immediate' | 'deferred' = 'immediate';
+  private attempt = 0;
+  private readonly allFailures: WorkerExit[] = [];
 
   constructor(
     private readonly opts: RunOptions,
@@ -117,11 +110,247 @@ export class ElasticAgent {
     this.wake?.({ kind: 'signal', signal });
   }
 
+  /** Runs the job until the workers succeed, restarts run out, a signal stops it, or the rendezvous fails. */
   async run(): Promise<AgentResult> {
-    const { opts, deps } = this;
-    const log = deps.logger;
     this.transition('INIT');
-    const runDirOwned = opts.logDir === null;
+    const dirs = this.prepareRunDirs();
+    const reaper = this.deps.reaper ? this.deps.reaper() : new Reaper();
+    let handler: RendezvousHandler | null = null;
+    let unwatch: () => void = () => {};
+    let result: AgentResult | null = null;
+    try {
+      handler = await this.deps.rendezvous(await this.describeSelf());
+      this.scaleUpPolicy = handler.config.scaleUpPolicy;
+      const h = handler;
+      unwatch = handler.watch((ev) => this.onEvent(ev, h));
+      for (;;) {
+        const step = await this.runRound(handler, dirs, reaper);
+        if (step.kind === 'done') {
+          result = step.result;
+          break;
+        }
+      }
+    } catch (err) {
+      result = await this.failWith(err);
+    } finally {
+      unwatch();
+      if (handler) {
+        await handler.leave().catch(() => {});
+        await handler.close().catch(() => {});
+      }
+      reaper.dispose();
+      this.cleanUpRunDirs(dirs, result);
+    }
+    return result;
+  }
+
+  /** One pass: join a round, run the workers in it, decide what their end means. */
+  private async runRound(handler: RendezvousHandler, dirs: RunDirs, reaper: ReaperHandle): Promise<Step> {
+    if (this.stopSignal) return this.finishSignalled(handler);
+    this.transition('RENDEZVOUS');
+    let round: RoundInfo;
+    try {
+      round = await handler.next({ signal: this.abort.signal });
+    } catch (err) {
+      if (this.stopSignal) return this.finishSignalled(handler);
+      throw err;
+    }
+    this.enterRound(round);
+    const { group, ended } = this.startWorkers(round, dirs, reaper);
+    if (this.stopSignal) this.wake?.({ kind: 'signal', signal: this.stopSignal });
+    const end = await Promise.race([
+      group.outcome.then((o): AttemptEnd => ({ kind: 'group', outcome: o.kind })),
+      ended,
+    ]);
+    if (end.kind !== 'group' || end.outcome === 'succeeded') this.wake = null;
+    switch (end.kind) {
+      case 'signal':
+        return this.finishSignalled(handler);
+      case 'rendezvous-error':
+        throw end.error;
+      case 'rejoin':
+        this.transition('RESTARTING');
+        this.deps.logger.warn(
+          { round: round.round, reason: end.reason },
+          'round ended by the rendezvous; restarting workers',
+        );
+        await group.stop(this.opts.shutdownGraceMs);
+        this.deps.metrics.restart('membership');
+        return NEXT_ROUND;
+      case 'group':
+        return end.outcome === 'succeeded'
+          ? this.succeed(handler, round, group)
+          : this.onWorkersFailed(handler, round, group, ended);
+    }
+  }
+
+  /** Records the new round; throws when the job as a whole has used up its restarts. */
+  private enterRound(round: RoundInfo): void {
+    const { opts, deps } = this;
+    this.roundNo = round.round;
+    this.restartsUsed = round.failureRestarts;
+    if (budgetExhausted({ restartsUsed: round.failureRestarts, maxRestarts: opts.maxRestarts })) {
+      throw new AgentError(
+        'WORKERS_FAILED',
+        `the job used ${round.failureRestarts} failure restarts, more than --max-restarts ${opts.maxRestarts}: giving up`,
+      );
+    }
+    const world = worldSize(round);
+    deps.metrics.round(round.round, world);
+    deps.logger.info(
+      { round: round.round, groupRank: round.groupRank, groupWorldSize: round.groupWorldSize, worldSize: world },
+      'rendezvous complete',
+    );
+  }
+
+  /** Starts the round's local workers (state RUNNING); `ended` resolves when an event or signal ends the attempt. */
+  private startWorkers(
+    round: RoundInfo,
+    dirs: RunDirs,
+    reaper: ReaperHandle,
+  ): { group: WorkerGroupHandle; ended: Promise<AttemptEnd> } {
+    const { opts, deps } = this;
+    const attemptDir = join(dirs.runDir, `attempt_${this.attempt}`);
+    rmSync(attemptDir, { recursive: true, force: true });
+    const specs = buildWorkerSpecs(
+      opts,
+      {
+        round,
+        attempt: this.attempt,
+        attemptDir,
+        checkpointDir: dirs.checkpointDir,
+        host: this.host,
+        nodeId: this.nodeId,
+      },
+      deps.env,
+    );
+    this.attempt++;
+    const makeGroup: WorkerGroupFactory = deps.workerGroup ?? ((...args) => new WorkerGroup(...args));
+    const group = makeGroup(specs, this.host, reaper, deps.console, (exit) => {
+      if (exit.exitCode !== 0 && !exit.stoppedByAgent) deps.metrics.workerFailed();
+      deps.metrics.workersRunning(this.currentGroup?.runningCount ?? 0);
+      deps.console.update({ workersUp: this.currentGroup?.runningCount ?? 0 });
+    });
+    this.currentGroup = group;
+    const ended = new Promise<AttemptEnd>((resolveEnd) => {
+      this.wake = resolveEnd;
+    });
+    group.start();
+    deps.metrics.workerStarted(specs.length);
+    deps.metrics.workersRunning(group.runningCount);
+    this.transition('RUNNING');
+    deps.console.update({
+      workersUp: group.runningCount,
+      workersTotal: specs.length,
+      restartsUsed: round.failureRestarts,
+      maxRestarts: opts.maxRestarts,
+      round: round.round,
+      worldSize: worldSize(round),
+    });
+    deps.logger.info({ pids: group.pids, ranks: specs.map((s) => s.globalRank), attemptDir }, 'workers started');
+    return { group, ended };
+  }
+
+  private async succeed(handler: RendezvousHandler, round: RoundInfo, group: WorkerGroupHandle): Promise<Step> {
+    await group.waitAll();
+    await handler
+      .markClosed()
+      .catch((err: Error) => this.deps.logger.warn({ err: err.message }, 'could not mark the job closed'));
+    this.transition('SUCCEEDED');
+    this.deps.logger.info({ round: round.round }, 'all workers succeeded');
+    return {
+      kind: 'done',
+      result: { exitCode: 0, state: 'SUCCEEDED', failures: this.allFailures, rounds: round.round + 1 },
+    };
+  }
+
+  /** A local worker failed: stop the rest, then (after a membership verdict, if the policy asks) restart or give up. */
+  private async onWorkersFailed(
+    handler: RendezvousHandler,
+    round: RoundInfo,
+    group: WorkerGroupHandle,
+    ended: Promise<AttemptEnd>,
+  ): Promise<Step> {
+    const { opts, deps } = this;
+    const decision = onGroupEnd(this.snapshot(), 'failed');
+    await group.stop(opts.shutdownGraceMs);
+    const localFailures = group.observedExits.filter((e) => e.exitCode !== 0 && !e.stoppedByAgent);
+    const failure = onLocalFailure({ groupWorldSize: round.groupWorldSize, leaseTtlMs: handler.config.leaseTtlMs });
+    if (failure.kind === 'await-membership-verdict') {
+      const verdict = await this.awaitMembershipVerdict(ended, failure.waitMs);
+      this.wake = null;
+      if (verdict?.kind === 'signal') return this.finishSignalled(handler);
+      if (verdict?.kind === 'rendezvous-error') throw verdict.error;
+      if (verdict?.kind === 'rejoin') {
+        this.transition('RESTARTING');
+        deps.logger.warn(
+          { round: round.round, reason: verdict.reason, ranks: localFailures.map((e) => e.globalRank) },
+          'workers failed while the round ended elsewhere; restarting them in the next round',
+        );
+        deps.metrics.restart('membership');
+        return NEXT_ROUND;
+      }
+    }
+    this.wake = null;
+    this.allFailures.push(...localFailures);
+    // The root cause of this round's failure: the first by time, as the failure summary orders them.
+    const root = rootCauseOrder(localFailures)[0];
+    if (decision.kind === 'restart') {
+      this.transition('RESTARTING');
+      deps.logger.warn(
+        { rank: root?.globalRank, exitCode: root?.exitCode, signal: root?.signal, restart: decision.restartsUsed },
+        `worker failed; restarting the group (restart ${decision.restartsUsed}/${opts.maxRestarts})`,
+      );
+      deps.metrics.restart('failure');
+      await handler.endRound({ reason: 'failure', detail: root ? `rank ${root.globalRank} failed` : undefined });
+      return NEXT_ROUND;
+    }
+    const reason = decision.kind === 'fail' ? decision.reason : 'a worker failed';
+    await handler.endRound({ reason: 'failure', detail: 'restarts exhausted' }).catch(() => {});
+    this.transition('FAILED');
+    deps.console.message(formatFailureSummary(this.entrypoint(), this.allFailures, reason));
+    return {
+      kind: 'done',
+      result: { exitCode: 1, state: 'FAILED', failures: this.allFailures, rounds: round.round + 1 },
+    };
+  }
+
+  /** An error out of the loop: the agent fails, its workers are stopped, the summary printed. */
+  private async failWith(err: unknown): Promise<AgentResult> {
+    const { opts, deps } = this;
+    if (this.state !== 'FAILED') this.transition('FAILED');
+    const e = err as Error;
+    const message =
+      err instanceof RendezvousError || err instanceof AgentError
+        ? e.message
+        : `unexpected error: ${e.stack ?? e.message}`;
+    deps.console.message(`tensile: ${message}`);
+    if (this.allFailures.length > 0)
+      deps.console.message(formatFailureSummary(this.entrypoint(), this.allFailures, message));
+    await this.currentGroup?.stop(Math.min(opts.shutdownGraceMs, 5000));
+    return {
+      exitCode: err instanceof AgentError ? err.exitCode : 1,
+      state: 'FAILED',
+      failures: this.allFailures,
+      rounds: this.roundNo + 1,
+    };
+  }
+
+  private async describeSelf(): Promise<NodeDescriptor> {
+    const { opts } = this;
+    const addr = opts.localAddr ?? (opts.nnodes.max === 1 ? (opts.masterAddr ?? '127.0.0.1') : this.host);
+    return {
+      nodeId: this.nodeId,
+      host: this.host,
+      addr,
+      masterPort: opts.masterPort ?? (await freePortPair()),
+      localWorldSize: opts.nprocPerNode,
+    };
+  }
+
+  private prepareRunDirs(): RunDirs {
+    const { opts, deps } = this;
+    const owned = opts.logDir === null;
     const runDir = opts.logDir
       ? resolve(opts.logDir)
       : mkdtempSync(join(tmpdir(), `tensile-${opts.rdzvId.slice(0, 12)}-`));
@@ -133,200 +362,29 @@ export class ElasticAgent {
           'oversubscribing the CPU. Tune it for best performance.',
       );
     }
+    return { runDir, owned, checkpointDir };
+  }
 
-    const reaper = new Reaper();
-    let handler: RendezvousHandler | null = null;
-    let unwatch: () => void = () => {};
-    const allFailures: WorkerExit[] = [];
-    let attempt = 0;
-    let result: AgentResult | null = null;
-
-    try {
-      const addr = opts.localAddr ?? (opts.nnodes.max === 1 ? (opts.masterAddr ?? '127.0.0.1') : this.host);
-      const self: NodeDescriptor = {
-        nodeId: this.nodeId,
-        host: this.host,
-        addr,
-        masterPort: opts.masterPort ?? (await freePortPair()),
-        localWorldSize: opts.nprocPerNode,
-      };
-      handler = await deps.rendezvous(self);
-      this.scaleUpPolicy = handler.config.scaleUpPolicy;
-      unwatch = handler.watch((ev) => this.onEvent(ev, handler as RendezvousHandler));
-
-      for (;;) {
-        if (this.stopSignal) {
-          result = await this.finishSignalled(handler, allFailures);
-          break;
-        }
-        this.transition('RENDEZVOUS');
-        let round: RoundInfo;
-        try {
-          round = await handler.next({ signal: this.abort.signal });
-        } catch (err) {
-          if (this.stopSignal) {
-            result = await this.finishSignalled(handler, allFailures);
-            break;
-          }
-          throw err;
-        }
-        this.roundNo = round.round;
-        this.restartsUsed = round.failureRestarts;
-        if (budgetExhausted({ restartsUsed: round.failureRestarts, maxRestarts: opts.maxRestarts })) {
-          throw new AgentError(
-            'WORKERS_FAILED',
-            `the job used ${round.failureRestarts} failure restarts, more than --max-restarts ${opts.maxRestarts}: giving up`,
-          );
-        }
-        const world = worldSize(round);
-        deps.metrics.round(round.round, world);
-        log.info(
-          { round: round.round, groupRank: round.groupRank, groupWorldSize: round.groupWorldSize, worldSize: world },
-          'rendezvous complete',
-        );
-
-        const attemptDir = join(runDir, `attempt_${attempt}`);
-        rmSync(attemptDir, { recursive: true, force: true });
-        const specs = buildWorkerSpecs(
-          opts,
-          { round, attempt, attemptDir, checkpointDir, host: this.host, nodeId: this.nodeId },
-          deps.env,
-        );
-        attempt++;
-        const group = new WorkerGroup(specs, this.host, reaper, deps.console, (exit) => {
-          if (exit.exitCode !== 0 && !exit.stoppedByAgent) deps.metrics.workerFailed();
-          deps.metrics.workersRunning(this.currentGroup?.runningCount ?? 0);
-          deps.console.update({ workersUp: this.currentGroup?.runningCount ?? 0 });
-        });
-        this.currentGroup = group;
-        const ended = new Promise<AttemptEnd>((resolveEnd) => {
-          this.wake = resolveEnd;
-        });
-        group.start();
-        deps.metrics.workerStarted(specs.length);
-        deps.metrics.workersRunning(group.runningCount);
-        this.transition('RUNNING');
-        deps.console.update({
-          workersUp: group.runningCount,
-          workersTotal: specs.length,
-          restartsUsed: round.failureRestarts,
-          maxRestarts: opts.maxRestarts,
-          round: round.round,
-          worldSize: world,
-        });
-        log.info({ pids: group.pids, ranks: specs.map((s) => s.globalRank), attemptDir }, 'workers started');
-
-        if (this.stopSignal) this.wake?.({ kind: 'signal', signal: this.stopSignal });
-        const end = await Promise.race([
-          group.outcome.then((o): AttemptEnd => ({ kind: 'group', outcome: o.kind })),
-          ended,
-        ]);
-        if (end.kind !== 'group' || end.outcome === 'succeeded') this.wake = null;
-
-        if (end.kind === 'signal') {
-          result = await this.finishSignalled(handler, allFailures);
-          break;
-        }
-        if (end.kind === 'rendezvous-error') throw end.error;
-        if (end.kind === 'rejoin') {
-          this.transition('RESTARTING');
-          log.warn({ round: round.round, reason: end.reason }, 'round ended by the rendezvous; restarting workers');
-          await group.stop(opts.shutdownGraceMs);
-          deps.metrics.restart('membership');
-          continue;
-        }
-
-        const decision = onGroupEnd(this.snapshot(), end.outcome);
-        if (decision.kind === 'succeed') {
-          await group.waitAll();
-          await handler
-            .markClosed()
-            .catch((err: Error) => log.warn({ err: err.message }, 'could not mark the job closed'));
-          this.transition('SUCCEEDED');
-          log.info({ round: round.round }, 'all workers succeeded');
-          result = { exitCode: 0, state: 'SUCCEEDED', failures: allFailures, rounds: round.round + 1 };
-          break;
-        }
-
-        // A local worker failed: stop the rest, then restart or give up.
-        await group.stop(opts.shutdownGraceMs);
-        const localFailures = group.observedExits.filter((e) => e.exitCode !== 0 && !e.stoppedByAgent);
-        // In a multi-node job a worker often fails *because* a peer node died (a collective's socket reset) before
-        // the peer's lease has expired. Give the rendezvous time to say so: then it is a membership change
-        // and uses no restart (torchrun would count it).
-        if (round.groupWorldSize > 1) {
-          // etcd grants at least 2 s (its minimum lease TTL with default election settings) and checks expiry
-          // every 500 ms, so a lost peer shows up up to ~2.5 s after its last keep-alive: wait a TTL plus margin.
-          const verdictMs = Math.max(handler.config.leaseTtlMs, 2000) + 2000;
-          const verdict = await this.awaitMembershipVerdict(ended, verdictMs);
-          this.wake = null;
-          if (verdict?.kind === 'signal') {
-            result = await this.finishSignalled(handler, allFailures);
-            break;
-          }
-          if (verdict?.kind === 'rendezvous-error') throw verdict.error;
-          if (verdict?.kind === 'rejoin') {
-            this.transition('RESTARTING');
-            log.warn(
-              { round: round.round, reason: verdict.reason, ranks: localFailures.map((e) => e.globalRank) },
-              'workers failed while the round ended elsewhere; restarting them in the next round',
-            );
-            deps.metrics.restart('membership');
-            continue;
-          }
-        }
-        this.wake = null;
-        allFailures.push(...localFailures);
-        const first = allFailures[allFailures.length - 1];
-        if (decision.kind === 'restart') {
-          this.transition('RESTARTING');
-          log.warn(
-            {
-              rank: first?.globalRank,
-              exitCode: first?.exitCode,
-              signal: first?.signal,
-              restart: decision.restartsUsed,
-            },
-            `worker failed; restarting the group (restart ${decision.restartsUsed}/${opts.maxRestarts})`,
-          );
-          deps.metrics.restart('failure');
-          await handler.endRound({ reason: 'failure', detail: first ? `rank ${first.globalRank} failed` : undefined });
-          continue;
-        }
-        await handler.endRound({ reason: 'failure', detail: 'restarts exhausted' }).catch(() => {});
-        this.transition('FAILED');
-        deps.console.message(formatFailureSummary(this.entrypoint(), allFailures, decision.reason));
-        result = { exitCode: 1, state: 'FAILED', failures: allFailures, rounds: round.round + 1 };
-        break;
+  /**
+   * A temporary run directory goes away after a successful run, unless the workers wrote checkpoints into its
+   * default checkpoint directory: nothing the user asked for is deleted silently, and the last line says where.
+   */
+  private cleanUpRunDirs(dirs: RunDirs, result: AgentResult | null): void {
+    if (!dirs.owned) return;
+    const checkpointsInside = !relative(dirs.runDir, dirs.checkpointDir).startsWith('..');
+    const wroteCheckpoints = checkpointsInside && !isEmptyDir(dirs.checkpointDir);
+    if (result?.state === 'SUCCEEDED' || (this.attempt === 0 && !wroteCheckpoints)) {
+      if (!wroteCheckpoints) {
+        rmSync(dirs.runDir, { recursive: true, force: true });
+        return;
       }
-    } catch (err) {
-      if (this.state !== 'FAILED') this.transition('FAILED');
-      const e = err as Error;
-      const message =
-        err instanceof RendezvousError || err instanceof AgentError
-          ? e.message
-          : `unexpected error: ${e.stack ?? e.message}`;
-      deps.console.message(`tensile: ${message}`);
-      if (allFailures.length > 0) deps.console.message(formatFailureSummary(this.entrypoint(), allFailures, message));
-      result = {
-        exitCode: err instanceof AgentError ? err.exitCode : 1,
-        state: 'FAILED',
-        failures: allFailures,
-        rounds: this.roundNo + 1,
-      };
-      await this.currentGroup?.stop(Math.min(opts.shutdownGraceMs, 5000));
-    } finally {
-      unwatch();
-      if (handler) {
-        await handler.leave().catch(() => {});
-        await handler.close().catch(() => {});
+      for (const name of readdirSync(dirs.runDir)) {
+        if (name.startsWith('attempt_')) rmSync(join(dirs.runDir, name), { recursive: true, force: true });
       }
-      reaper.dispose();
-      if (runDirOwned && (result?.state === 'SUCCEEDED' || attempt === 0))
-        rmSync(runDir, { recursive: true, force: true });
-      else if (runDirOwned && result) deps.console.message(`tensile: worker logs kept in ${runDir}`);
+      this.deps.console.message(`tensile: checkpoints kept in ${dirs.checkpointDir}`);
+      return;
     }
-    return result as AgentResult;
+    if (result) this.deps.console.message(`tensile: worker logs kept in ${dirs.runDir}`);
   }
 
   /** Waits up to `ms` for the rendezvous (or a signal) to end the attempt; null when nothing came. */
@@ -342,14 +400,22 @@ export class ElasticAgent {
     }
   }
 
-  private async finishSignalled(handler: RendezvousHandler, failures: WorkerExit[]): Promise<AgentResult> {
+  private async finishSignalled(handler: RendezvousHandler): Promise<Step> {
     const sig = this.stopSignal as NodeJS.Signals;
     this.transition('STOPPING');
     this.deps.logger.warn({ signal: sig, graceMs: this.opts.shutdownGraceMs }, 'stopping workers');
     // Forward the same signal first (workers checkpoint on it), then SIGKILL after the grace period.
     await this.currentGroup?.stop(this.opts.shutdownGraceMs, sig);
     await handler.leave().catch(() => {});
-    return { exitCode: SIGNAL_EXIT[sig] ?? 1, state: 'STOPPING', failures, rounds: this.roundNo + 1 };
+    return {
+      kind: 'done',
+      result: {
+        exitCode: SIGNAL_EXIT[sig] ?? 1,
+        state: 'STOPPING',
+        failures: this.allFailures,
+        rounds: this.roundNo + 1,
+      },
+    };
   }
 
   private onEvent(event: RendezvousEvent, handler: RendezvousHandler): void {
@@ -396,5 +462,13 @@ export class ElasticAgent {
     this.deps.metrics.state(next);
     this.deps.console.update({ state: next });
     this.deps.onState?.(next);
+  }
+}
+
+function isEmptyDir(dir: string): boolean {
+  try {
+    return readdirSync(dir).length === 0;
+  } catch {
+    return true;
   }
 }

@@ -19,7 +19,14 @@ done
 for p in $live; do kill -9 "-$p" 2>/dev/null; done
 `;
 
-export class Reaper {
+/** What the agent and its worker groups need of a reaper (the seam for unit tests). */
+export interface ReaperHandle {
+  add(pgid: number): void;
+  remove(pgid: number): void;
+  dispose(): void;
+}
+
+export class Reaper implements ReaperHandle {
   private readonly child: ChildProcess;
   private closed = false;
 

@@ -62,3 +62,34 @@ export function onRendezvousEvent(s: PolicySnapshot, event: RendezvousEvent): Ev
 export function budgetExhausted(s: Pick<PolicySnapshot, 'restartsUsed' | 'maxRestarts'>): boolean {
   return s.restartsUsed > s.maxRestarts;
 }
+
+export interface LocalFailureContext {
+  /** Nodes in the round the failed workers ran in. */
+  readonly groupWorldSize: number;
+  /** The rendezvous lease TTL: a dead peer is reported at most about this long after its last keep-alive. */
+  readonly leaseTtlMs: number;
+}
+
+export type LocalFailureDecision =
+  /** Count the failure now (restart or give up by onGroupEnd). */
+  | { readonly kind: 'count-failure' }
+  /**
+   * Wait up to `waitMs` for the rendezvous to end the round first: a worker in a multi-node job often fails
+   * *because* a peer node died (a collective's socket reset) before the peer's lease expired. When the round ends
+   * within the wait, it is a membership change and uses no restart (torchrun would count it).
+   */
+  | { readonly kind: 'await-membership-verdict'; readonly waitMs: number };
+
+/** etcd grants at least this TTL (its minimum with default election settings), whatever is asked. */
+export const MIN_EFFECTIVE_LEASE_TTL_MS = 2000;
+/** etcd checks lease expiry every 500 ms and the watch needs a moment: margin on top of the TTL. */
+export const VERDICT_MARGIN_MS = 2000;
+
+/** A local worker failed (the group is already stopped): count it now or first wait for a membership verdict. */
+export function onLocalFailure(c: LocalFailureContext): LocalFailureDecision {
+  if (c.groupWorldSize <= 1) return { kind: 'count-failure' };
+  return {
+    kind: 'await-membership-verdict',
+    waitMs: Math.max(c.leaseTtlMs, MIN_EFFECTIVE_LEASE_TTL_MS) + VERDICT_MARGIN_MS,
+  };
+}

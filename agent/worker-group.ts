@@ -7,7 +7,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createWriteStream, existsSync, mkdirSync, readFileSync, type WriteStream } from 'node:fs';
 import { join } from 'node:path';
 import type { WorkerExit } from './api.js';
-import type { Reaper } from './reaper.js';
+import type { ReaperHandle } from './reaper.js';
 
 export interface WorkerSpec {
   readonly localRank: number;
@@ -33,6 +33,36 @@ export interface ConsoleSink {
 const STDERR_TAIL_LINES = 20;
 const SETPRIV = '/usr/bin/setpriv';
 
+/**
+ * What the agent needs of one attempt's workers: the seam that lets the state machine run against a fake in unit
+ * tests. `WorkerGroup` is the real one.
+ */
+export interface WorkerGroupHandle {
+  /** Spawns every worker; spawn errors become worker failures, never exceptions. */
+  start(): void;
+  /** Resolves when every worker exited 0, or at the first failure (other workers may still run). */
+  readonly outcome: Promise<GroupOutcome>;
+  readonly pids: number[];
+  readonly runningCount: number;
+  /** Every exit observed so far, in order of observation. */
+  readonly observedExits: readonly WorkerExit[];
+  /** Sends a signal to every live worker's process group. */
+  signal(sig: NodeJS.Signals): void;
+  /** `sig` (default SIGTERM), SIGKILL after `graceMs`; resolves once every worker is reaped. Never rejects. */
+  stop(graceMs: number, sig?: NodeJS.Signals): Promise<void>;
+  /** Resolves once every worker has exited. */
+  waitAll(): Promise<void>;
+}
+
+/** Builds the group of one attempt (the agent's default is `new WorkerGroup(...)`). */
+export type WorkerGroupFactory = (
+  specs: readonly WorkerSpec[],
+  host: string,
+  reaper: ReaperHandle | null,
+  sink: ConsoleSink,
+  onExit: (exit: WorkerExit) => void,
+) => WorkerGroupHandle;
+
 interface Running {
   readonly spec: WorkerSpec;
   readonly child: ChildProcess;
@@ -43,7 +73,7 @@ interface Running {
   exitPromise: Promise<void>;
 }
 
-export class WorkerGroup {
+export class WorkerGroup implements WorkerGroupHandle {
   private readonly workers: Running[] = [];
   private readonly exits: WorkerExit[] = [];
   private stopping = false;
@@ -55,7 +85,7 @@ export class WorkerGroup {
   constructor(
     private readonly specs: readonly WorkerSpec[],
     private readonly host: string,
-    private readonly reaper: Reaper | null,
+    private readonly reaper: ReaperHandle | null,
     private readonly sink: ConsoleSink,
     private readonly onExit: (exit: WorkerExit) => void = () => {},
   ) {

@@ -5,6 +5,8 @@
 // ProcessGroup of the chosen backend (`tcp-backend.ts`, `nccl-backend.ts`), loaded lazily by name.
 // Both backends pass `test/integration/collective/contract.ts`.
 
+import type { Logger } from '../common/logger.js';
+
 export type Backend = 'auto' | 'tcp' | 'nccl';
 export type ReduceOp = 'sum' | 'prod' | 'min' | 'max' | 'avg';
 export type DType = 'float32' | 'float64' | 'int32' | 'float16' | 'bfloat16';
@@ -58,7 +60,7 @@ export interface InitOptions {
   readonly masterAddr?: string;
   readonly masterPort?: number;
   readonly localRank?: number;
-  readonly logger?: import('../rendezvous/api.js').Logger;
+  readonly logger?: Logger;
 }
 
 export type CollectiveErrorCode =

@@ -1,7 +1,7 @@
 // Entry point of tensile/collective: `initProcessGroup` reads the worker environment, starts (rank 0) or reaches the
 // bootstrap store at MASTER_ADDR:MASTER_PORT and returns a ProcessGroup of the chosen backend, loaded lazily by name.
 import { z } from 'zod';
-import type { Logger } from '../rendezvous/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import { CollectiveError, type Backend, type InitOptions, type ProcessGroup, type Store } from './api.js';
 import { connectStore, createStoreServer, type StoreServer } from './store.js';
 import type { TcpTuning } from './tcp-backend.js';
@@ -10,7 +10,6 @@ export * from './api.js';
 export { connectStore, createStoreServer, type StoreClient, type StoreServer } from './store.js';
 
 export const DEFAULT_TIMEOUT_MS = 300_000;
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 export interface WorkerConfig {
   readonly backend: Backend;

@@ -13,7 +13,7 @@ import {
   type ReduceOp,
   type Store,
 } from './api.js';
-import type { Logger } from '../rendezvous/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import {
   NativeKind,
   type NativeAddon,
@@ -105,7 +105,6 @@ export interface NcclProcessGroup extends ProcessGroup {
   sendRecv<T extends HostBuffer>(send: T, recv: T, peer: number, opts?: CollectiveOptions): Promise<T>;
 }
 
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 const KNOWN_CODES = new Set<CollectiveErrorCode>(['PEER_LOST', 'TIMEOUT', 'ABORTED', 'CLOSED', 'INVALID_ARGUMENT']);
 
 /** Maps a native result to a CollectiveError. NCCL/CUDA failures that are not a peer's loss become ABORTED. */

@@ -2,7 +2,7 @@
 // State lives in memory; blocking reads (get/wait) park a waiter that a later set/add/compareSet wakes, or that its
 // own timeout (sent by the client) answers with Status.timeout. A malformed frame closes only that connection.
 import { createServer, type Server, type Socket } from 'node:net';
-import type { Logger } from '../rendezvous/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import { CollectiveError } from './api.js';
 import {
   FrameError,
@@ -37,7 +37,6 @@ interface Waiter {
   timer?: NodeJS.Timeout;
 }
 
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 const decoder = new TextDecoder();
 
 export async function createStoreServer(opts: StoreServerOptions): Promise<StoreServer> {

@@ -5,7 +5,8 @@
 // blocking reads (get/wait) carry it to the server, which answers TIMEOUT; a client-side timer (with a grace) backs it
 // up. A lost connection rejects every pending and later call with CollectiveError('STORE').
 import { connect, type Socket } from 'node:net';
-import type { Logger } from '../rendezvous/api.js';
+import { Backoff } from '../common/backoff.js';
+import type { Logger } from '../common/logger.js';
 import { CollectiveError, type Store } from './api.js';
 import { FrameReader, Op, Status, decodeResponse, encodeRequest, toBytes, type Response } from './store-protocol.js';
 
@@ -56,7 +57,7 @@ function connectOnce(host: string, port: number): Promise<Socket> {
 export async function connectStore(opts: StoreClientOptions): Promise<StoreClient> {
   validateEndpoint(opts.host, opts.port, opts.timeoutMs);
   const deadline = Date.now() + opts.timeoutMs;
-  let delayMs = 20;
+  const backoff = new Backoff({ initialMs: 20, multiplier: 2, maxMs: 500, jitter: 0.5 });
   let lastErr: unknown;
   for (;;) {
     try {
@@ -67,8 +68,7 @@ export async function connectStore(opts: StoreClientOptions): Promise<StoreClien
     }
     const left = deadline - Date.now();
     if (left <= 0) break;
-    await sleep(Math.min(left, delayMs * (0.5 + Math.random())));
-    delayMs = Math.min(delayMs * 2, 500);
+    await sleep(Math.min(left, backoff.next()));
   }
   const reason = (lastErr as NodeJS.ErrnoException | undefined)?.code ?? String(lastErr);
   throw new CollectiveError(

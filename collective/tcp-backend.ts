@@ -11,7 +11,7 @@
 // timeout rejects with TIMEOUT and fails the transport too (peers then see PEER_LOST instead of hanging);
 // abort() rejects everything with ABORTED. Sub-groups share the parent's connections, so aborting any group (or a
 // timeout in any group) tears down all groups of this world.
-import type { Logger } from '../rendezvous/api.js';
+import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
   type CollectiveOptions,

@@ -25,7 +25,8 @@ import { readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { hostname, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Logger } from '../rendezvous/api.js';
+import type { Logger } from '../common/logger.js';
+import { withTimeout } from '../common/timeout.js';
 import { CollectiveError, type Store } from './api.js';
 
 const HELLO_MAGIC = 0x54534c31; // "TSL1"
@@ -284,7 +285,6 @@ export class TcpTransport {
     }
     const expectAccepted = o.worldSize - 1;
     const link = (peer: number): PeerLink => (this.links[peer] ??= new PeerLink(peer, this));
-    let timer: NodeJS.Timeout | undefined;
     try {
       const accepted = new Promise<void>((resolve, reject) => {
         let count = 0;
@@ -353,25 +353,18 @@ export class TcpTransport {
           this.watch(peer, socket);
         }),
       );
-      const timeout = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => {
-          const missing = this.links
-            .map((l, i) => (i === o.rank || (l?.sendSocket && l.recvSocket) ? -1 : i))
-            .filter((i) => i >= 0);
-          reject(
-            new CollectiveError(
-              'TIMEOUT',
-              `tcp mesh not connected within ${o.timeoutMs} ms; missing ranks ${missing.join(', ')}`,
-              {
-                rank: o.rank,
-                peerRank: missing[0],
-              },
-            ),
-          );
-        }, o.timeoutMs);
-        timer.unref();
-      });
-      await Promise.race([Promise.all([accepted, dialed]), timeout]);
+      const meshTimeout = (): CollectiveError => {
+        const missing = this.links
+          .map((l, i) => (i === o.rank || (l?.sendSocket && l.recvSocket) ? -1 : i))
+          .filter((i) => i >= 0);
+        return new CollectiveError(
+          'TIMEOUT',
+          `tcp mesh not connected within ${o.timeoutMs} ms; missing ranks ${missing.join(', ')}`,
+          { rank: o.rank, peerRank: missing[0] },
+        );
+      };
+      // The listening server and the dials hold the process; the bound must not.
+      await withTimeout(Promise.all([accepted, dialed]), o.timeoutMs, 'tcp mesh', meshTimeout, { unref: true });
     } catch (err) {
       this.fail(
         err instanceof CollectiveError
@@ -380,7 +373,6 @@ export class TcpTransport {
       );
       throw this.failure;
     } finally {
-      clearTimeout(timer);
       server.close();
       if (udsServer) {
         udsServer.close();

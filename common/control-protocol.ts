@@ -16,8 +16,33 @@
 //   agent  → worker  dump        write diagnostics (stacks) into `dir` now; the agent kills the worker afterwards
 //   either           error       a protocol error, said once before the sender closes the connection
 //
+//   worker → agent   peer-lost   optional: a collective failed because a peer's connection broke (PEER_LOST); the
+//                                agent probes its peer agents at once instead of waiting for a lease to expire
+//
 // Every decode failure is a ControlProtocolError naming the bad field or the byte count; the receiver closes that
 // one connection and treats the worker as non-live. Nothing here does I/O.
+//
+// What the agent guarantees (agent/control-server.ts, agent/agent.ts; agreed with the worker side):
+// - One socket per worker, created before the worker starts, in a private temporary directory of the agent (short
+//   paths: Unix socket paths are limited to 107 bytes), removed when the agent exits. A restarted worker gets the
+//   same path; its hello replaces the previous connection of that local rank.
+// - TENSILE_RECOVERY=live: the agent announces round changes to live workers. TENSILE_RECOVERY=restart: it never
+//   sends `round`; a worker that says live is handled by the restart path (heartbeats still feed the watchdog).
+// - A worker started (or restarted alone) in round r takes round r from its environment (RANK, WORLD_SIZE,
+//   MASTER_ADDR, MASTER_PORT, TENSILE_ROUND=r) and sends `ready` for r once its group is built and it holds state
+//   (stateFrom 'peer' when a peer sent it). The agent sends `round` only for rounds that begin while the worker
+//   runs; when the round changed between the spawn and the hello, the current `round` follows `welcome` at once.
+// - Every `round` has a fresh MASTER port (a free pair: store on masterPort, RPC on masterPort + 1) that the new
+//   round's rank 0 binds; the previous round's store is never reused.
+// - The agent waits a bounded time for `ready` from every local worker (the ready timeout); past it, or when any
+//   local worker is not live, it falls back to the restart path (stop the group, start it again).
+// - A live worker that exits non-zero is restarted alone in the next round, counted against --max-restarts; the
+//   others are not stopped and get that round's `round`.
+// - Hang watchdog: armed after a worker's first heartbeat, paused between `round` and `ready`. No step progress for
+//   the hang timeout → `dump` (dir = the worker's log dir), SIGCONT, SIGUSR2 (Node workers run with
+//   --report-on-signal --report-signal=SIGUSR2 --report-directory=<log dir>) or SIGABRT (Python workers run with
+//   PYTHONFAULTHANDLER=1: the traceback goes to stderr, which the agent saves as stacks.txt), ≤ 2 s for the dump,
+//   then SIGKILL; the exit then counts as a failure like any other.
 
 import { z } from 'zod';
 
@@ -58,6 +83,12 @@ export const readySchema = z.object({
 
 export const errorSchema = z.object({ type: z.literal('error'), message: z.string() });
 
+export const peerLostSchema = z.object({
+  type: z.literal('peer-lost'),
+  /** Global ranks whose connections broke, when the worker knows them. */
+  ranks: z.array(nonNegInt).optional(),
+});
+
 export const welcomeSchema = z.object({
   type: z.literal('welcome'),
   version: z.literal(CONTROL_PROTOCOL_VERSION),
@@ -85,6 +116,7 @@ export const workerMessageSchema = z.discriminatedUnion('type', [
   heartbeatSchema,
   readySchema,
   errorSchema,
+  peerLostSchema,
 ]);
 export const agentMessageSchema = z.discriminatedUnion('type', [welcomeSchema, roundSchema, dumpSchema, errorSchema]);
 

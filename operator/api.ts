@@ -6,26 +6,8 @@
 // (Lease loop), `kube-client.ts` (the only file that calls @kubernetes/client-node's REST APIs), `index.ts`.
 import type { V1Lease, V1Pod, V1Service } from '@kubernetes/client-node';
 
-/** A pino-compatible logger; the operator never writes to the console itself. */
-export interface Logger {
-  trace(obj: object, msg?: string): void;
-  debug(obj: object, msg?: string): void;
-  info(obj: object, msg?: string): void;
-  warn(obj: object, msg?: string): void;
-  error(obj: object, msg?: string): void;
-  child(bindings: Record<string, unknown>): Logger;
-}
-
-export const noopLogger: Logger = {
-  trace() {},
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-  child() {
-    return noopLogger;
-  },
-};
+/** The tree's one logger contract (common/logger.ts); the operator never writes to the console itself. */
+export { noopLogger, type Logger } from '../common/logger.js';
 
 export type OperatorErrorCode =
   | 'OPERATOR_BAD_OPTIONS'

@@ -10,6 +10,7 @@ import { createServer, type Server } from 'node:http';
 import { hostname } from 'node:os';
 import { parseArgs } from 'node:util';
 import { z } from 'zod';
+import { Backoff } from '../common/backoff.js';
 import { BadOptionsError, noopLogger, type Logger } from './api.js';
 import { ElasticJobController } from './controller/elasticjob-controller.js';
 import { LeaderElector } from './controller/leader-election.js';
@@ -123,26 +124,28 @@ export async function runOperator(
   let leading = false;
   // Starting fails while the API server is unreachable or the CRD is not installed yet: retry with backoff for
   // as long as this replica leads. The wait between tries is outside `transition`, so stopLeading never waits on it.
-  const startController = async (attempt: number): Promise<void> => {
+  const startBackoff = new Backoff({ initialMs: 500, multiplier: 2, maxMs: 30_000, jitter: 0.2 });
+  const startController = async (): Promise<void> => {
     if (!leading) return;
     const c = newController();
     controller = c;
     try {
       await c.start();
     } catch (err) {
-      const delayMs = Math.min(30_000, 500 * 2 ** attempt);
+      const delayMs = startBackoff.next();
       log.error({ err: (err as Error).message, retryInMs: delayMs }, 'controller failed to start');
       await c.stop();
       if (controller === c) controller = undefined;
       setTimeout(() => {
-        transition = transition.then(() => startController(attempt + 1));
+        transition = transition.then(() => startController());
       }, delayMs).unref();
     }
   };
   const startLeading = () => {
     leading = true;
     metrics.isLeader.set(1);
-    transition = transition.then(() => startController(0));
+    startBackoff.reset();
+    transition = transition.then(() => startController());
   };
   const stopLeading = () => {
     leading = false;

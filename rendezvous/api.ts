@@ -70,7 +70,10 @@ export interface RendezvousConfig {
   readonly joinTimeoutMs: number;
   /** After minNodes have joined, how long to wait for more before closing the round. */
   readonly lastCallTimeoutMs: number;
-  /** How long a closing round may take (all members acknowledging) before it is abandoned. */
+  /**
+   * How long markClosed() may take to mark the job closed (torchrun's close_timeout, which bounds set_closed and
+   * shutdown): store errors and lost races are retried until then, then it throws RendezvousTimeoutError.
+   */
   readonly closeTimeoutMs: number;
   /** Liveness lease TTL: a crashed node is noticed after at most this long. */
   readonly leaseTtlMs: number;
@@ -114,7 +117,10 @@ export interface RendezvousHandler {
   /** Number of nodes registered as waiting for the next round. */
   numNodesWaiting(): number;
 
-  /** Marks the job finished (all workers succeeded): later next() calls anywhere throw RendezvousClosedError. */
+  /**
+   * Marks the job finished (all workers succeeded): later next() calls anywhere throw RendezvousClosedError.
+   * Retries store errors for up to config.closeTimeoutMs, then throws RendezvousTimeoutError.
+   */
   markClosed(): Promise<void>;
 
   /** Clean leave: drop membership and liveness at once so the others react without waiting for a TTL. */
@@ -136,53 +142,82 @@ export interface JobStatus {
   readonly maxNodes?: number;
 }
 
+/**
+ * The closed set of rendezvous error codes (docs/errors.md). Bare words: the class names the subsystem.
+ *   TIMEOUT           no round formed within join_timeout
+ *   CLOSED            the job was marked closed (finished); no further rounds
+ *   CONNECTION        the backend stayed unreachable past outage_timeout, or could not be reached at start
+ *   UNAVAILABLE       the backend cannot be reached right now (no lease yet); the call may be retried
+ *   INVALID_ARGUMENT  bad endpoint, --rdzv-conf key or value, TLS or auth file, unknown backend
+ *   STATE             a call the handler's state does not allow (next() after leave(), no job state to close)
+ *   BUSY              next() while another next() of the same handler is in progress; the first one continues
+ *   ABORTED           leave() or close() ended a next() that was waiting for a round
+ */
 export type RendezvousErrorCode =
-  'RDZV_TIMEOUT' | 'RDZV_CLOSED' | 'RDZV_CONNECTION' | 'RDZV_CONFIG' | 'RDZV_STATE' | 'RDZV_ABORTED';
+  'TIMEOUT' | 'CLOSED' | 'CONNECTION' | 'UNAVAILABLE' | 'INVALID_ARGUMENT' | 'STATE' | 'BUSY' | 'ABORTED';
+
+/** Which codes are terminal: the handler is finished (or the input is wrong) and retrying the call cannot help. */
+export const RENDEZVOUS_TERMINAL: Readonly<Record<RendezvousErrorCode, boolean>> = {
+  TIMEOUT: true,
+  CLOSED: true,
+  CONNECTION: true,
+  UNAVAILABLE: false,
+  INVALID_ARGUMENT: true,
+  STATE: true,
+  BUSY: false,
+  ABORTED: true,
+};
 
 export class RendezvousError extends Error {
   readonly code: RendezvousErrorCode;
   readonly runId?: string;
   readonly round?: number;
-  /** Terminal errors end the agent; others may be retried by the caller. */
+  /** Terminal errors end the agent; the others may be retried by the caller (RENDEZVOUS_TERMINAL). */
   readonly terminal: boolean;
   constructor(
     code: RendezvousErrorCode,
     message: string,
-    opts: { runId?: string; round?: number; terminal?: boolean; cause?: unknown } = {},
+    opts: { runId?: string; round?: number; cause?: unknown } = {},
   ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'RendezvousError';
     this.code = code;
     this.runId = opts.runId;
     this.round = opts.round;
-    this.terminal = opts.terminal ?? true;
+    this.terminal = RENDEZVOUS_TERMINAL[code];
   }
 }
 
 export class RendezvousTimeoutError extends RendezvousError {
   constructor(message: string, opts: { runId?: string; round?: number; cause?: unknown } = {}) {
-    super('RDZV_TIMEOUT', message, { ...opts, terminal: true });
+    super('TIMEOUT', message, opts);
     this.name = 'RendezvousTimeoutError';
   }
 }
 
 export class RendezvousClosedError extends RendezvousError {
   constructor(message: string, opts: { runId?: string; round?: number } = {}) {
-    super('RDZV_CLOSED', message, { ...opts, terminal: true });
+    super('CLOSED', message, opts);
     this.name = 'RendezvousClosedError';
   }
 }
 
+/** The backend cannot be reached: CONNECTION (terminal) by default, UNAVAILABLE when it is worth retrying now. */
 export class RendezvousConnectionError extends RendezvousError {
-  constructor(message: string, opts: { runId?: string; round?: number; cause?: unknown; terminal?: boolean } = {}) {
-    super('RDZV_CONNECTION', message, { ...opts, terminal: opts.terminal ?? true });
+  constructor(
+    message: string,
+    opts: { runId?: string; round?: number; cause?: unknown; code?: 'CONNECTION' | 'UNAVAILABLE' } = {},
+  ) {
+    const { code = 'CONNECTION', ...rest } = opts;
+    super(code, message, rest);
     this.name = 'RendezvousConnectionError';
   }
 }
 
+/** Bad rendezvous configuration (INVALID_ARGUMENT): endpoint, --rdzv-conf, TLS or auth files, backend name. */
 export class RendezvousConfigError extends RendezvousError {
   constructor(message: string, opts: { cause?: unknown } = {}) {
-    super('RDZV_CONFIG', message, { ...opts, terminal: true });
+    super('INVALID_ARGUMENT', message, opts);
     this.name = 'RendezvousConfigError';
   }
 }
@@ -195,10 +230,5 @@ export interface BackendOptions {
   readonly conf: Readonly<Record<string, string>>;
 }
 
-/** Minimal logger shape (pino-compatible) so library code never needs console. */
-export interface Logger {
-  debug(obj: object | string, msg?: string): void;
-  info(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-  error(obj: object | string, msg?: string): void;
-}
+/** The tree's one logger contract (common/logger.ts), re-exported for callers of this contract. */
+export type { Logger } from '../common/logger.js';

@@ -11,7 +11,6 @@ import {
   type RendezvousKv,
   newKvStats,
 } from './kv.js';
-import { type JobView, JobViewRegistry } from './job-view.js';
 import { KvRendezvousHandler } from './kv-handler.js';
 
 interface StoredValue {
@@ -38,8 +37,6 @@ export class EmbeddedRendezvousState {
   private readonly data = new Map<string, StoredValue>();
   private readonly leases = new Map<number, StoredLease>();
   private readonly subscribers = new Set<Subscriber>();
-  /** Job views shared by the handlers on this state. */
-  readonly views = new JobViewRegistry(async (prefix, onEvents) => this.subscribe(prefix, onEvents));
 
   /** Current revision (number of committed writes). */
   get currentRevision(): number {
@@ -135,10 +132,13 @@ export class EmbeddedKv implements RendezvousKv {
   readonly stats: KvStats = newKvStats();
   private leaseId: number | null = null;
   private keepAliveTimer: NodeJS.Timeout | null = null;
-  private readonly views = new Set<{ release(): void }>();
   private readonly connectionListeners: ((e: KvConnectionEvent) => void)[] = [];
 
   constructor(private readonly state: EmbeddedRendezvousState) {}
+
+  get source(): object {
+    return this.state;
+  }
 
   async grantLease(ttlMs: number): Promise<void> {
     const ttl = Math.max(1000, Math.ceil(ttlMs / 1000) * 1000);
@@ -166,10 +166,8 @@ export class EmbeddedKv implements RendezvousKv {
     }
   }
 
-  async view(prefix: string): Promise<{ view: JobView; release(): void }> {
-    const v = await this.state.views.acquire(prefix);
-    this.views.add(v);
-    return v;
+  async subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription> {
+    return this.state.subscribe(prefix, onEvents);
   }
 
   async txn(txn: KvTxn): Promise<boolean> {
@@ -187,8 +185,6 @@ export class EmbeddedKv implements RendezvousKv {
 
   async close(): Promise<void> {
     this.stopKeepAlive();
-    for (const v of this.views) v.release();
-    this.views.clear();
   }
 
   private stopKeepAlive(): void {

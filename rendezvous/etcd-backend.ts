@@ -4,9 +4,11 @@
 import { readFileSync } from 'node:fs';
 import { ExponentialBackoff, type IBackoff, noop } from 'cockatiel';
 import { Etcd3, type IOptions, type Lease, type Watcher } from 'etcd3';
+import { Backoff } from '../common/backoff.js';
+import { noopLogger, type Logger } from '../common/logger.js';
+import { withTimeout } from '../common/timeout.js';
 import {
   type BackendOptions,
-  type Logger,
   type NodeDescriptor,
   type RendezvousConfig,
   type RendezvousHandler,
@@ -23,7 +25,6 @@ import {
   type RendezvousKv,
   newKvStats,
 } from './kv.js';
-import { type JobView, JobViewRegistry } from './job-view.js';
 import { KvRendezvousHandler } from './kv-handler.js';
 
 const ENDPOINT_RE = /^(https?:\/\/)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):(\d{1,5})$/;
@@ -122,15 +123,6 @@ function closeLease(lease: Lease): void {
   (lease as unknown as { close(): void }).close();
 }
 
-/** Bounds a promise by `ms`; rejects with `onTimeout()` past it. */
-function withTimeout<T>(p: Promise<T>, ms: number, onTimeout: () => Error): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(onTimeout()), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
-}
-
 interface Mirror {
   readonly entries: Map<string, KvEntry>;
   readonly subscribers: Set<(events: readonly KvEvent[]) => void>;
@@ -147,8 +139,6 @@ export class EtcdConnection {
   private readonly mirrors = new Map<string, Mirror>();
   private readonly connectionListeners = new Set<(e: KvConnectionEvent) => void>();
   private closed = false;
-  /** Job views shared by every handler on this connection. */
-  readonly views = new JobViewRegistry((prefix, onEvents) => this.subscribe(prefix, onEvents));
 
   constructor(
     readonly endpoint: string,
@@ -164,6 +154,7 @@ export class EtcdConnection {
       await withTimeout(
         this.client.get('/tensile/v1/.ping').string(),
         this.readTimeoutMs,
+        'etcd ping',
         () => new Error(`no answer within ${this.readTimeoutMs} ms`),
       );
     } catch (err) {
@@ -264,7 +255,6 @@ export class EtcdKv implements RendezvousKv {
   private closed = false;
   private regranting = false;
   private readonly listeners: ((e: KvConnectionEvent) => void)[] = [];
-  private readonly views = new Set<{ release(): void }>();
   private readonly unlisten: () => void;
 
   constructor(
@@ -279,6 +269,10 @@ export class EtcdKv implements RendezvousKv {
     return this.conn.endpoint;
   }
 
+  get source(): object {
+    return this.conn;
+  }
+
   async grantLease(ttlMs: number): Promise<void> {
     this.ttlSec = Math.max(1, Math.ceil(ttlMs / 1000));
     const lease = this.newLease();
@@ -286,6 +280,7 @@ export class EtcdKv implements RendezvousKv {
       await withTimeout(
         lease.grant(),
         this.conn.readTimeoutMs,
+        'etcd lease grant',
         () => new Error(`lease grant got no answer within ${this.conn.readTimeoutMs} ms`),
       );
     } catch (err) {
@@ -317,7 +312,7 @@ export class EtcdKv implements RendezvousKv {
   private async regrant(): Promise<void> {
     if (this.regranting) return;
     this.regranting = true;
-    let delayMs = 100;
+    const backoff = new Backoff({ initialMs: 100, multiplier: 2, maxMs: 1000, jitter: 0.2 });
     while (!this.closed) {
       const lease = this.newLease();
       this.lease = lease;
@@ -330,8 +325,7 @@ export class EtcdKv implements RendezvousKv {
         return;
       } catch {
         closeLease(lease);
-        await new Promise((r) => setTimeout(r, delayMs));
-        delayMs = Math.min(1000, delayMs * 2);
+        await new Promise((r) => setTimeout(r, backoff.next()));
       }
     }
     this.regranting = false;
@@ -363,10 +357,8 @@ export class EtcdKv implements RendezvousKv {
     }
   }
 
-  async view(prefix: string): Promise<{ view: JobView; release(): void }> {
-    const v = await this.conn.views.acquire(prefix);
-    this.views.add(v);
-    return v;
+  subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription> {
+    return this.conn.subscribe(prefix, onEvents);
   }
 
   async txn(txn: KvTxn): Promise<boolean> {
@@ -399,7 +391,7 @@ export class EtcdKv implements RendezvousKv {
   private async leaseId(): Promise<string> {
     const lease = this.lease;
     if (lease === null)
-      throw new RendezvousConnectionError(`rendezvous: no etcd lease (at ${this.endpoint})`, { terminal: false });
+      throw new RendezvousConnectionError(`rendezvous: no etcd lease (at ${this.endpoint})`, { code: 'UNAVAILABLE' });
     return lease.grant();
   }
 
@@ -413,8 +405,6 @@ export class EtcdKv implements RendezvousKv {
     this.unlisten();
     if (this.lease) closeLease(this.lease);
     this.lease = null;
-    for (const v of this.views) v.release();
-    this.views.clear();
     if (this.ownsConnection) this.conn.close();
   }
 }
@@ -446,8 +436,6 @@ export async function openEtcdConnection(
   }
   return conn;
 }
-
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** Creates an etcd handler; throws RendezvousConfigError (endpoint, TLS, auth) or RendezvousConnectionError. */
 export async function createEtcdRendezvousHandler(

@@ -1,11 +1,25 @@
-// A mirror of one job's keys (state, members, nodes/*), fed by a prefix watch. One view is shared by every
-// handler on the same connection (many simulated agents in one process stay O(events), not O(events × agents));
-// derived facts (earliest joiner, lost members, rank lookup) are cached per view version.
+// A mirror of one job's keys (state, members, nodes/*: job-keys.ts), fed by a prefix subscription. One view is
+// shared by every handler on the same store source (many simulated agents in one process stay O(events), not
+// O(events × agents)); derived facts (earliest joiner, lost members, rank lookup) are cached per view version.
 import type { JobStatus, NodeDescriptor, RoundMember } from './api.js';
-import type { KvEntry, KvEvent, KvSubscription } from './kv.js';
-import { parseEntry } from './kv.js';
-import type { MembersDoc, NodeDoc, StateDoc } from './kv-handler.js';
+import { keysUnder, type MembersDoc, type NodeDoc, type StateDoc } from './job-keys.js';
+import type { KvEntry, KvEvent, KvSubscription, RendezvousKv } from './kv.js';
 import { assignGroupRanks } from './policy.js';
+
+const parsedCache = new WeakMap<KvEntry, unknown>();
+
+/** JSON.parse once per shared entry object: with many handlers on one watch, each value is parsed once. */
+function parseEntry(entry: KvEntry): unknown {
+  if (parsedCache.has(entry)) return parsedCache.get(entry);
+  let value: unknown;
+  try {
+    value = JSON.parse(entry.value);
+  } catch {
+    value = undefined;
+  }
+  parsedCache.set(entry, value);
+  return value;
+}
 
 export interface NodeView {
   readonly doc: NodeDoc;
@@ -33,9 +47,10 @@ export class JobView {
   private rankCache: { members: MembersDoc; byId: Map<string, RoundMember> } | null = null;
 
   constructor(readonly prefix: string) {
-    this.stateKey = `${prefix}state`;
-    this.membersKey = `${prefix}members`;
-    this.nodesPrefix = `${prefix}nodes/`;
+    const keys = keysUnder(prefix);
+    this.stateKey = keys.state;
+    this.membersKey = keys.members;
+    this.nodesPrefix = keys.nodesPrefix;
   }
 
   load(entries: Iterable<KvEntry>): void {
@@ -205,9 +220,19 @@ export class JobViewRegistry {
       },
     };
   }
+}
 
-  releaseAll(): void {
-    for (const p of this.views.values()) void p.then((e) => e.sub.unsubscribe()).catch(() => {});
-    this.views.clear();
+const registries = new WeakMap<object, JobViewRegistry>();
+
+/**
+ * The job views shared by every handler whose key-value face has the same source (one etcd connection, one
+ * embedded state): one subscription and one parsed mirror per job prefix, however many handlers use it.
+ */
+export function sharedJobViews(kv: Pick<RendezvousKv, 'source' | 'subscribe'>): JobViewRegistry {
+  let reg = registries.get(kv.source);
+  if (reg === undefined) {
+    reg = new JobViewRegistry((prefix, onEvents) => kv.subscribe(prefix, onEvents));
+    registries.set(kv.source, reg);
   }
+  return reg;
 }

@@ -1,17 +1,12 @@
 // The rendezvous handler both backends share, written against the narrow RendezvousKv face (kv.ts).
 //
-// Keys under the job prefix `/tensile/v1/<runId>/`:
-//   state            JSON StateDoc (small): round number, phase (joining|running), restarts, closed, why the last
-//                    round ended. Written only by transactions that compare its mod revision: joining → running
-//                    (close a round), running → joining r+1 (end a round), and markClosed.
-//   members          JSON MembersDoc: the members of the last closed round with their ranks. Written once per round,
-//                    in the same transaction that closes it (so both arrive in one watch event batch); it is also
-//                    what sticky ranks are computed from.
-//   nodes/<nodeId>   JSON { node, round }, attached to the agent's lease: "I take part in round `round`". One put per
-//                    agent per round. While round r runs, a key with round r+1 is a waiting node. Its deletion (lease
-//                    expiry or revoke) is how the others learn that a node is gone.
-// Every handler mirrors these keys through one prefix watch and decides with the pure functions in policy.ts; timers
-// are local and monotonic (last call, join timeout), never compared across machines.
+// It stores the documents of job-keys.ts under the job's prefix, mirrors them through one prefix subscription into
+// a JobView (job-view.ts, shared with the other handlers on the same store source), and decides with the pure
+// functions of policy.ts; this file executes their decisions (transactions, local timers, events). Timers are
+// local and monotonic (last call, join timeout, backup closer), never compared across machines.
+// It is longer than ~500 lines because it is the rendezvous's central loop (STYLE habit 8): the RendezvousHandler
+// methods, the reconcile step that runs after every watch batch, and the executors of each decision; the decisions,
+// the documents and the mirror live in policy.ts, job-keys.ts and job-view.ts.
 import {
   type JobStatus,
   type Logger,
@@ -29,71 +24,66 @@ import {
   RendezvousError,
   RendezvousTimeoutError,
 } from './api.js';
-import { type JobView, statusFromView } from './job-view.js';
+import { noopLogger } from '../common/logger.js';
+import { withTimeout } from '../common/timeout.js';
+import {
+  type JobKeys,
+  type MembersDoc,
+  type NodeDoc,
+  type StateDoc,
+  endedState,
+  freshState,
+  jobKeys,
+} from './job-keys.js';
+import { type JobView, sharedJobViews, statusFromView } from './job-view.js';
 import type { KvConnectionEvent, KvStats, RendezvousKv } from './kv.js';
-import { assignGroupRanks, decideJoining, decideRunning } from './policy.js';
-
-export interface StateDoc {
-  readonly v: 1;
-  readonly round: number;
-  readonly phase: 'joining' | 'running';
-  readonly closed: boolean;
-  readonly failureRestarts: number;
-  readonly minNodes: number;
-  readonly maxNodes: number;
-  readonly lastEnd?: {
-    readonly round: number;
-    readonly reason: RoundEndReason;
-    readonly byNodeId?: string;
-    readonly detail?: string;
-  };
-}
-
-export interface MembersDoc {
-  readonly round: number;
-  readonly members: readonly RoundMember[];
-}
-
-export interface NodeDoc {
-  readonly node: NodeDescriptor;
-  readonly round: number;
-}
-
-export const jobPrefix = (runId: string): string => `/tensile/v1/${runId}/`;
-
-const noopLogger: Logger = { debug() {}, info() {}, warn() {}, error() {} };
+import {
+  assignGroupRanks,
+  decideCloser,
+  decideCurrentRound,
+  decideJoining,
+  decideLateJoin,
+  decideRunning,
+} from './policy.js';
+import { RoundTimer } from './round-timer.js';
 
 interface PendingNext {
   resolve(info: RoundInfo): void;
   reject(err: unknown): void;
 }
 
+/** The job view this handler mirrors, and how to stop mirroring it. */
+interface Mirror {
+  readonly view: JobView;
+  /** Stops listening and releases the shared view. */
+  close(): void;
+}
+
 export class KvRendezvousHandler implements RendezvousHandler {
-  private readonly prefix: string;
-  private readonly stateKey: string;
-  private readonly membersKey: string;
-  private readonly nodesPrefix: string;
+  private readonly keys: JobKeys;
   private readonly myKey: string;
   private readonly log: Logger;
-  /** The job's keys as the watch has delivered them; shared with other handlers on the same connection. */
-  private view: JobView | null = null;
-  private releaseView: (() => void) | null = null;
-  private unlistenView: (() => void) | null = null;
+  private mirror: Mirror | null = null;
   /** view.deletions when we last found every member alive (-1: check again). */
   private seenDeletions = -1;
 
+  // ---- this node in the job: what it registered for, what it waits for, what it runs in ----
   /** The round in our node key, once the put is issued; null = no key. */
   private myRound: number | null = null;
   private pending: PendingNext | null = null;
   private current: RoundInfo | null = null;
   /** The last round whose end this node asked for: next() does not resolve with it. */
   private selfEndedRound = -1;
-  private lastCall: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } | null = null;
-  private backup: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } | null = null;
-  private closingRevision = -1;
-  private endingRevision = -1;
   private lastWaitingCount = 0;
+
+  // ---- local timers and de-duplicated writes ----
+  private readonly lastCall = new RoundTimer(() => this.reconcile());
+  private readonly backup = new RoundTimer(() => this.reconcile());
+  /** State revision at which we last tried to close / to end a round (one attempt per revision); -1: none. */
+  private readonly attempted = { closing: -1, ending: -1 };
   private retryTimer: NodeJS.Timeout | null = null;
+
+  // ---- connection and lifetime ----
   private outage: { since: number; timer: NodeJS.Timeout } | null = null;
   private fatal: RendezvousError | null = null;
   private done = false;
@@ -107,11 +97,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
     private readonly kv: RendezvousKv,
     logger: Logger = noopLogger,
   ) {
-    this.prefix = jobPrefix(config.runId);
-    this.stateKey = `${this.prefix}state`;
-    this.membersKey = `${this.prefix}members`;
-    this.nodesPrefix = `${this.prefix}nodes/`;
-    this.myKey = `${this.prefix}nodes/${self.nodeId}`;
+    this.keys = jobKeys(config.runId);
+    this.myKey = this.keys.node(self.nodeId);
     this.log = logger;
   }
 
@@ -120,32 +107,33 @@ export class KvRendezvousHandler implements RendezvousHandler {
     return this.kv.stats;
   }
 
+  private get view(): JobView | null {
+    return this.mirror?.view ?? null;
+  }
+
   private get state(): JobView['state'] {
-    return this.view?.state ?? null;
+    return this.mirror?.view.state ?? null;
   }
 
   /** Grants the lease, mirrors the job's keys and creates the job's state when absent. */
   async start(): Promise<void> {
     this.kv.onConnection((e) => this.onConnection(e));
     await this.kv.grantLease(this.config.leaseTtlMs);
-    const { view, release } = await this.kv.view(this.prefix);
-    this.view = view;
-    this.releaseView = release;
-    this.unlistenView = view.onChange(() => this.onChange());
-    const st = this.state;
-    const fresh: StateDoc = {
-      v: 1,
-      round: 0,
-      phase: 'joining',
-      closed: false,
-      failureRestarts: 0,
-      minNodes: this.config.minNodes,
-      maxNodes: this.config.maxNodes,
+    const { view, release } = await sharedJobViews(this.kv).acquire(this.keys.prefix);
+    const unlisten = view.onChange(() => this.onChange());
+    this.mirror = {
+      view,
+      close: () => {
+        unlisten();
+        release();
+      },
     };
+    const st = this.state;
+    const fresh = freshState(this.config);
     if (st === null) {
       await this.kv.txn({
-        compares: [{ key: this.stateKey, modRevision: 0 }],
-        puts: [{ key: this.stateKey, value: JSON.stringify(fresh) }],
+        compares: [{ key: this.keys.state, modRevision: 0 }],
+        puts: [{ key: this.keys.state, value: JSON.stringify(fresh) }],
         deletes: [],
       });
     } else if (st.doc.closed && view.nodes.size === 0) {
@@ -153,9 +141,9 @@ export class KvRendezvousHandler implements RendezvousHandler {
       // (torchrun's c10d store vanishes with the job; a closed etcd state must not block a re-run forever).
       this.log.info({ runId: this.config.runId }, 'rendezvous: previous job under this id finished; starting afresh');
       await this.kv.txn({
-        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
-        puts: [{ key: this.stateKey, value: JSON.stringify(fresh) }],
-        deletes: [this.membersKey],
+        compares: [{ key: this.keys.state, modRevision: st.modRevision }],
+        puts: [{ key: this.keys.state, value: JSON.stringify(fresh) }],
+        deletes: [this.keys.members],
       });
       // Let next() see the fresh state rather than the closed one still in the view.
       const deadline = Date.now() + this.config.readTimeoutMs;
@@ -169,15 +157,14 @@ export class KvRendezvousHandler implements RendezvousHandler {
     if (this.fatal) return Promise.reject(this.fatal);
     if (this.done)
       return Promise.reject(
-        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() after leave() or close()`, {
+        new RendezvousError('STATE', `rendezvous ${this.config.runId}: next() after leave() or close()`, {
           runId: this.config.runId,
         }),
       );
     if (this.pending)
       return Promise.reject(
-        new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: next() is already in progress`, {
+        new RendezvousError('BUSY', `rendezvous ${this.config.runId}: next() is already in progress`, {
           runId: this.config.runId,
-          terminal: false,
         }),
       );
     const { signal } = options;
@@ -251,23 +238,46 @@ export class KvRendezvousHandler implements RendezvousHandler {
     return Math.max(0, Math.min(view.countAbove(doc.round), free));
   }
 
+  /**
+   * Bounded by config.closeTimeoutMs (torchrun's close_timeout: how long closing the rendezvous may take): store
+   * errors and lost races are retried until then, and past it markClosed throws RendezvousTimeoutError (its cause
+   * is the last store error, if any).
+   */
   async markClosed(): Promise<void> {
     const cur = this.current;
     if (cur !== null) this.selfEndedRound = cur.round;
+    const deadline = performance.now() + this.config.closeTimeoutMs;
+    let lastError: unknown;
     for (;;) {
       const st = this.state;
       if (st === null)
-        throw new RendezvousError('RDZV_STATE', `rendezvous ${this.config.runId}: no job state to close`, {
+        throw new RendezvousError('STATE', `rendezvous ${this.config.runId}: no job state to close`, {
           runId: this.config.runId,
         });
       if (st.doc.closed) return;
+      const leftMs = deadline - performance.now();
+      if (leftMs <= 0) {
+        throw new RendezvousTimeoutError(
+          `rendezvous ${this.config.runId}: could not mark the job closed within the close timeout (${this.config.closeTimeoutMs} ms)` +
+            (lastError === undefined ? '' : `: ${lastError instanceof Error ? lastError.message : String(lastError)}`),
+          { runId: this.config.runId, round: st.doc.round, cause: lastError },
+        );
+      }
       const doc: StateDoc = { ...st.doc, closed: true };
-      const ok = await this.kv.txn({
-        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
-        puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
-        deletes: [],
-      });
-      if (ok) return;
+      try {
+        const ok = await withTimeout(
+          this.kv.txn({
+            compares: [{ key: this.keys.state, modRevision: st.modRevision }],
+            puts: [{ key: this.keys.state, value: JSON.stringify(doc) }],
+            deletes: [],
+          }),
+          leftMs,
+          'marking the job closed',
+        );
+        if (ok) return;
+      } catch (err) {
+        lastError = err;
+      }
       await this.waitForChange();
     }
   }
@@ -279,11 +289,11 @@ export class KvRendezvousHandler implements RendezvousHandler {
     if (cur !== null && st !== null && st.doc.phase === 'running' && st.doc.round === cur.round && !st.doc.closed) {
       this.selfEndedRound = cur.round;
       // One transaction: end the round (reason member-left) and drop our key, so the others move on at once.
-      const doc = this.endedDoc(st.doc, 'member-left');
+      const doc = endedState(st.doc, { reason: 'member-left', byNodeId: this.self.nodeId });
       try {
         await this.kv.txn({
-          compares: [{ key: this.stateKey, modRevision: st.modRevision }],
-          puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
+          compares: [{ key: this.keys.state, modRevision: st.modRevision }],
+          puts: [{ key: this.keys.state, value: JSON.stringify(doc) }],
           deletes: [this.myKey],
         });
       } catch (err) {
@@ -298,7 +308,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const p = this.pending;
       this.finishPending();
       p.reject(
-        new RendezvousError('RDZV_ABORTED', `rendezvous ${this.config.runId}: left while waiting for a round`, {
+        new RendezvousError('ABORTED', `rendezvous ${this.config.runId}: left while waiting for a round`, {
           runId: this.config.runId,
         }),
       );
@@ -313,11 +323,9 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const p = this.pending;
       this.finishPending();
       p.reject(
-        new RendezvousError(
-          'RDZV_ABORTED',
-          `rendezvous ${this.config.runId}: handler closed while waiting for a round`,
-          { runId: this.config.runId },
-        ),
+        new RendezvousError('ABORTED', `rendezvous ${this.config.runId}: handler closed while waiting for a round`, {
+          runId: this.config.runId,
+        }),
       );
     }
     this.done = true;
@@ -344,12 +352,11 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private reconcileCurrent(doc: StateDoc): void {
     const cur = this.current;
     if (cur === null) return;
-    if (doc.closed || doc.round !== cur.round || doc.phase !== 'running') {
+    const ended = decideCurrentRound({ round: cur.round, state: doc });
+    if (ended.kind === 'ended') {
       this.current = null;
       this.lastWaitingCount = 0;
-      if (doc.closed) this.emit({ type: 'round-ended', round: cur.round, reason: 'closed' });
-      else if (doc.lastEnd && doc.lastEnd.round === cur.round) this.emit({ type: 'round-ended', ...doc.lastEnd });
-      else this.emit({ type: 'round-ended', round: cur.round, reason: 'member-lost' });
+      this.emit(ended.event);
       return;
     }
     const waiting = this.numNodesWaiting();
@@ -372,15 +379,16 @@ export class KvRendezvousHandler implements RendezvousHandler {
 
   /** Ends running round `round` on our own initiative, at most one attempt per state revision. */
   private endRoundOnce(round: number, reason: RoundEndReason, byNodeId?: string): void {
-    if (this.endingRevision === this.state!.modRevision) return;
-    this.endingRevision = this.state!.modRevision;
+    if (this.attempted.ending === this.state!.modRevision) return;
+    this.attempted.ending = this.state!.modRevision;
     void this.endRoundTxn(round, reason, undefined, byNodeId).catch((err: unknown) => {
       this.log.warn({ err, runId: this.config.runId, round }, 'rendezvous: ending the round failed; retrying');
-      this.endingRevision = -1;
+      this.attempted.ending = -1;
       this.retrySoon();
     });
   }
 
+  /** next() is waiting: take the running round, register for a round, or drive the joining round to close. */
   private reconcilePending(doc: StateDoc): void {
     if (doc.closed) {
       const p = this.pending!;
@@ -389,19 +397,21 @@ export class KvRendezvousHandler implements RendezvousHandler {
       return;
     }
     const r = doc.round;
+    const view = this.view!;
     if (doc.phase === 'running') {
-      if (r <= this.selfEndedRound) return; // we asked for this round to end: wait for the next one
-      if (this.view!.members.round !== r) return; // the members key arrives with the state in one batch
-      const me = this.myRound === r ? this.view!.member(this.self.nodeId) : undefined;
-      if (me) {
-        this.resolveRound(doc, me);
-      } else {
-        if (this.myRound === null || this.myRound <= r) {
-          this.putMyNode(r + 1); // late for round r: wait for r + 1 (seen by the members as a waiting node)
-        }
-        // Members gone (e.g. every agent of an earlier run was killed): nobody else may be left to end the round.
-        const lost = this.view!.lostMembers();
-        if (lost.length > 0) this.endRoundOnce(r, 'member-lost', lost[0]);
+      const me = view.member(this.self.nodeId);
+      const late = decideLateJoin({
+        round: r,
+        selfEndedRound: this.selfEndedRound,
+        membersRound: view.members.round,
+        registeredRound: this.myRound,
+        isMember: me !== undefined,
+        lostMembers: view.members.round === r ? view.lostMembers() : [],
+      });
+      if (late.kind === 'take-round') this.resolveRound(doc, me!);
+      else if (late.kind === 'wait-next') {
+        if (late.registerFor !== null) this.putMyNode(late.registerFor); // seen by the members as a waiting node
+        if (late.endForLost !== null) this.endRoundOnce(r, 'member-lost', late.endForLost);
       }
       return;
     }
@@ -409,59 +419,34 @@ export class KvRendezvousHandler implements RendezvousHandler {
       this.putMyNode(r);
       return;
     }
-    if (this.view!.nodes.get(this.self.nodeId)?.doc.round !== r) return; // our put is not visible yet
-    const joinedCount = this.view!.countByRound.get(r) ?? 0;
+    if (view.nodes.get(this.self.nodeId)?.doc.round !== r) return; // our put is not visible yet
+    const joinedCount = view.countByRound.get(r) ?? 0;
     const decision = decideJoining({
       joinedCount,
       minNodes: this.config.minNodes,
       maxNodes: this.config.maxNodes,
-      lastCallElapsed: this.lastCall?.round === r && this.lastCall.elapsed,
-      everyLiveNodeJoined: r > 0 && joinedCount >= this.view!.nodes.size,
+      lastCallElapsed: this.lastCall.stateFor(r) === 'elapsed',
+      everyLiveNodeJoined: r > 0 && joinedCount >= view.nodes.size,
     });
     if (decision.kind === 'wait-min') {
-      this.clearLastCall();
+      this.lastCall.clear();
     } else if (decision.kind === 'last-call') {
-      if (this.lastCall?.round !== r) {
-        this.clearLastCall();
-        const lc: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } = {
-          round: r,
-          timer: null,
-          elapsed: false,
-        };
-        lc.timer = setTimeout(() => {
-          lc.elapsed = true;
-          lc.timer = null;
-          this.reconcile();
-        }, this.config.lastCallTimeoutMs);
-        this.lastCall = lc;
-      }
-    } else if (this.mayClose(r)) {
-      this.closeRound(doc);
+      if (this.lastCall.stateFor(r) === 'none') this.lastCall.start(r, this.config.lastCallTimeoutMs);
+    } else {
+      const closer = decideCloser({
+        isFirstJoiner: view.firstJoiner(r) === this.self.nodeId,
+        backup: this.backup.stateFor(r),
+        leaseTtlMs: this.config.leaseTtlMs,
+      });
+      if (closer.kind === 'close') this.closeRound(doc);
+      else if (closer.kind === 'start-backup') this.backup.start(r, closer.delayMs);
     }
-  }
-
-  /**
-   * One node closes a round: the earliest joiner at once, the others only after a backup delay (one lease TTL)
-   * in case it hangs. This keeps N agents from racing N transactions at the same revision.
-   */
-  private mayClose(round: number): boolean {
-    if (this.view!.firstJoiner(round) === this.self.nodeId) return true;
-    if (this.backup?.round === round) return this.backup.elapsed;
-    if (this.backup?.timer) clearTimeout(this.backup.timer);
-    const b: { round: number; timer: NodeJS.Timeout | null; elapsed: boolean } = { round, timer: null, elapsed: false };
-    b.timer = setTimeout(() => {
-      b.elapsed = true;
-      b.timer = null;
-      this.reconcile();
-    }, this.config.leaseTtlMs);
-    this.backup = b;
-    return false;
   }
 
   private closeRound(doc: StateDoc): void {
     const st = this.state!;
-    if (this.closingRevision === st.modRevision) return;
-    this.closingRevision = st.modRevision;
+    if (this.attempted.closing === st.modRevision) return;
+    this.attempted.closing = st.modRevision;
     const view = this.view!;
     const members = assignGroupRanks(
       view.joined(doc.round).map((v) => v.doc.node),
@@ -476,10 +461,10 @@ export class KvRendezvousHandler implements RendezvousHandler {
     };
     this.kv
       .txn({
-        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
+        compares: [{ key: this.keys.state, modRevision: st.modRevision }],
         puts: [
-          { key: this.stateKey, value: JSON.stringify(next) },
-          { key: this.membersKey, value: JSON.stringify({ round: doc.round, members } satisfies MembersDoc) },
+          { key: this.keys.state, value: JSON.stringify(next) },
+          { key: this.keys.members, value: JSON.stringify({ round: doc.round, members } satisfies MembersDoc) },
         ],
         deletes: [],
       })
@@ -494,7 +479,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
           { err, runId: this.config.runId, round: doc.round },
           'rendezvous: closing the round failed; retrying',
         );
-        this.closingRevision = -1;
+        this.attempted.closing = -1;
         this.retrySoon();
       });
   }
@@ -533,31 +518,16 @@ export class KvRendezvousHandler implements RendezvousHandler {
       });
   }
 
-  private endedDoc(
-    doc: StateDoc,
-    reason: RoundEndReason,
-    detail?: string,
-    byNodeId: string = this.self.nodeId,
-  ): StateDoc {
-    return {
-      ...doc,
-      round: doc.round + 1,
-      phase: 'joining',
-      failureRestarts: doc.failureRestarts + (reason === 'failure' ? 1 : 0),
-      lastEnd: { round: doc.round, reason, byNodeId, ...(detail === undefined ? {} : { detail }) },
-    };
-  }
-
   /** Moves running round `round` to joining round + 1. Resolves once that happened (by us or anyone). */
   private async endRoundTxn(round: number, reason: RoundEndReason, detail?: string, byNodeId?: string): Promise<void> {
     const deadline = Date.now() + this.config.readTimeoutMs;
     for (;;) {
       const st = this.state;
       if (st === null || st.doc.closed || st.doc.round !== round || st.doc.phase !== 'running') return;
-      const doc = this.endedDoc(st.doc, reason, detail, byNodeId);
+      const doc = endedState(st.doc, { reason, detail, byNodeId: byNodeId ?? this.self.nodeId });
       const ok = await this.kv.txn({
-        compares: [{ key: this.stateKey, modRevision: st.modRevision }],
-        puts: [{ key: this.stateKey, value: JSON.stringify(doc) }],
+        compares: [{ key: this.keys.state, modRevision: st.modRevision }],
+        puts: [{ key: this.keys.state, value: JSON.stringify(doc) }],
         deletes: [],
       });
       if (ok) return;
@@ -655,14 +625,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
 
   private finishPending(): void {
     this.pending = null;
-    this.clearLastCall();
-    if (this.backup?.timer) clearTimeout(this.backup.timer);
-    this.backup = null;
-  }
-
-  private clearLastCall(): void {
-    if (this.lastCall?.timer) clearTimeout(this.lastCall.timer);
-    this.lastCall = null;
+    this.lastCall.clear();
+    this.backup.clear();
   }
 
   private closedError(): RendezvousClosedError {
@@ -687,10 +651,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
     if (this.retryTimer) clearTimeout(this.retryTimer);
     if (this.outage) clearTimeout(this.outage.timer);
     this.outage = null;
-    this.unlistenView?.();
-    this.unlistenView = null;
-    this.releaseView?.();
-    this.releaseView = null;
+    this.mirror?.close();
+    this.mirror = null;
     await this.kv.close();
   }
 }

@@ -1,7 +1,7 @@
 // The narrow key-value face the rendezvous handler drives: etcd v3 primitives (revisions, one lease per handler,
 // transactions comparing mod revisions, prefix watches). `etcd-backend.ts` maps it onto etcd; `embedded-backend.ts`
-// keeps the same semantics in process memory. The handler's logic (`kv-handler.ts`) is shared by both.
-import type { JobView } from './job-view.js';
+// keeps the same semantics in process memory. The handler's logic (`kv-handler.ts`) is shared by both; it owns the
+// parsed picture of a job (`job-view.ts`): this face only moves keys, revisions and events.
 
 export interface KvEntry {
   readonly key: string;
@@ -55,32 +55,23 @@ export interface RendezvousKv {
   /** Revokes the lease: leased keys vanish at once. */
   revokeLease(): Promise<void>;
   /**
-   * A live mirror of the keys under `prefix`, fed by one watch (events of one revision arrive in one batch). Views
-   * are shared by the handlers of one connection/state; call release() when done.
+   * The store behind this face (the etcd connection, the embedded state). Handlers whose faces report the same
+   * source may share one subscription per prefix and one parsed view of it (job-view.ts `sharedJobViews`).
    */
-  view(prefix: string): Promise<{ readonly view: JobView; release(): void }>;
+  readonly source: object;
+  /**
+   * Everything under `prefix` now, then every change in revision order, the events of one revision in one call
+   * (one watch). The subscription belongs to the source, not to this face: it lives until unsubscribe() or
+   * until the source itself closes, not only as long as this face. Rejects when the store cannot be read.
+   */
+  subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription>;
   /** Applies the transaction atomically; resolves false when a compare failed. */
   txn(txn: KvTxn): Promise<boolean>;
   onConnection(listener: (event: KvConnectionEvent) => void): void;
-  /** Stops keepalives and watches without revoking the lease (a crash-like stop). */
+  /** Stops keepalives without revoking the lease (a crash-like stop). */
   close(): Promise<void>;
 }
 
 export function newKvStats(): KvStats {
   return { writes: 0, failedTxns: 0, leaseOps: 0, lastLeasedPutAtMs: 0 };
-}
-
-const parsedCache = new WeakMap<KvEntry, unknown>();
-
-/** JSON.parse once per shared entry object: with many handlers on one watch, each value is parsed once. */
-export function parseEntry(entry: KvEntry): unknown {
-  if (parsedCache.has(entry)) return parsedCache.get(entry);
-  let value: unknown;
-  try {
-    value = JSON.parse(entry.value);
-  } catch {
-    value = undefined;
-  }
-  parsedCache.set(entry, value);
-  return value;
 }

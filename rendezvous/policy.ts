@@ -1,6 +1,8 @@
-// Pure rendezvous policy: round-closing decisions, sticky rank assignment, and reactions to a running round.
-// No timers, no I/O: callers pass a snapshot and execute the returned action.
-import type { NodeDescriptor, RendezvousConfig, RoundEndReason, RoundMember } from './api.js';
+// Pure rendezvous policy: round-closing decisions, sticky rank assignment, who closes a round, late joins, and
+// reactions to a running round. No timers, no I/O: the handler (kv-handler.ts) passes a snapshot and executes the
+// returned action.
+import type { NodeDescriptor, RendezvousConfig, RendezvousEvent, RoundEndReason, RoundMember } from './api.js';
+import type { StateDoc } from './job-keys.js';
 
 /** What to do with an open round, given how many nodes have joined it. */
 export type JoiningDecision =
@@ -79,4 +81,90 @@ export function decideRunning(snapshot: {
     return { kind: 'end-round', reason: 'scale-up' };
   }
   return { kind: 'none' };
+}
+
+/** Whether this node should write the transaction that closes a round it has joined (the round may close now). */
+export type CloserDecision =
+  | { readonly kind: 'close' }
+  /** Not the earliest joiner: arm the backup timer (one lease TTL) in case the earliest joiner hangs. */
+  | { readonly kind: 'start-backup'; readonly delayMs: number }
+  /** The backup timer for this round runs: leave the close to the earliest joiner meanwhile. */
+  | { readonly kind: 'wait-backup' };
+
+/**
+ * One node closes a round: the earliest joiner at once, the others only after a backup delay (one lease TTL) in
+ * case it hangs or died. This keeps N agents from racing N transactions at the same revision.
+ */
+export function decideCloser(snapshot: {
+  readonly isFirstJoiner: boolean;
+  /** The backup timer for this round: not armed (or armed for another round), running, or elapsed. */
+  readonly backup: 'none' | 'running' | 'elapsed';
+  readonly leaseTtlMs: number;
+}): CloserDecision {
+  if (snapshot.isFirstJoiner) return { kind: 'close' };
+  if (snapshot.backup === 'elapsed') return { kind: 'close' };
+  if (snapshot.backup === 'running') return { kind: 'wait-backup' };
+  return { kind: 'start-backup', delayMs: snapshot.leaseTtlMs };
+}
+
+/** What a node waiting in next() does while a round runs (a late join, or the round it is about to get). */
+export type LateJoinDecision =
+  /**
+   * Nothing yet: this node asked for this round to end (`self-ended`: wait for the next one), or the members
+   * document of the round has not arrived (`members-pending`: it comes in the same watch batch as the state).
+   */
+  | { readonly kind: 'wait'; readonly why: 'self-ended' | 'members-pending' }
+  /** This node is a member of the running round: next() resolves with it. */
+  | { readonly kind: 'take-round' }
+  /**
+   * The round runs without this node: register for the next round (`registerFor`, null when already registered
+   * for it or later), and end the running round when members of it are gone (`endForLost`: the first lost one):
+   * when every agent of an earlier run was killed nobody else is left to end it.
+   */
+  | { readonly kind: 'wait-next'; readonly registerFor: number | null; readonly endForLost: string | null };
+
+export function decideLateJoin(snapshot: {
+  /** The running round. */
+  readonly round: number;
+  /** The last round this node asked to end (-1: none). */
+  readonly selfEndedRound: number;
+  /** The round of the members document. */
+  readonly membersRound: number;
+  /** The round in this node's key, as issued (null: no key). */
+  readonly registeredRound: number | null;
+  /** This node is listed in the members document. */
+  readonly isMember: boolean;
+  /** Members of the round whose key is gone. */
+  readonly lostMembers: readonly string[];
+}): LateJoinDecision {
+  const { round, registeredRound } = snapshot;
+  if (round <= snapshot.selfEndedRound) return { kind: 'wait', why: 'self-ended' };
+  if (snapshot.membersRound !== round) return { kind: 'wait', why: 'members-pending' };
+  if (registeredRound === round && snapshot.isMember) return { kind: 'take-round' };
+  return {
+    kind: 'wait-next',
+    registerFor: registeredRound === null || registeredRound <= round ? round + 1 : null,
+    endForLost: snapshot.lostMembers[0] ?? null,
+  };
+}
+
+export type RoundEndedEvent = Extract<RendezvousEvent, { readonly type: 'round-ended' }>;
+
+/** Has the round this node runs in ended, and with which event? */
+export type CurrentRoundDecision =
+  { readonly kind: 'running' } | { readonly kind: 'ended'; readonly event: RoundEndedEvent };
+
+export function decideCurrentRound(snapshot: {
+  /** The round this node runs in. */
+  readonly round: number;
+  readonly state: Pick<StateDoc, 'round' | 'phase' | 'closed' | 'lastEnd'>;
+}): CurrentRoundDecision {
+  const { round, state } = snapshot;
+  if (!state.closed && state.round === round && state.phase === 'running') return { kind: 'running' };
+  if (state.closed) return { kind: 'ended', event: { type: 'round-ended', round, reason: 'closed' } };
+  if (state.lastEnd && state.lastEnd.round === round) {
+    return { kind: 'ended', event: { type: 'round-ended', ...state.lastEnd } };
+  }
+  // The state moved on past a later round we never saw end (we were disconnected): members were lost.
+  return { kind: 'ended', event: { type: 'round-ended', round, reason: 'member-lost' } };
 }

@@ -2,9 +2,9 @@
 import type { JobStatus } from './api.js';
 import { parseRdzvConf } from './config.js';
 import type { EtcdConnection } from './etcd-backend.js';
+import { jobPrefix } from './job-keys.js';
 import { JobView, statusFromView } from './job-view.js';
 import type { KvEntry } from './kv.js';
-import { jobPrefix } from './kv-handler.js';
 
 export { statusFromView };
 
@@ -68,7 +68,9 @@ export async function watchJobStatus(
   if (q.signal?.aborted) return;
   const conn = await connect(q);
   try {
-    const { view, release } = await conn.views.acquire(jobPrefix(q.runId));
+    const view = new JobView(jobPrefix(q.runId));
+    const sub = await conn.subscribe(view.prefix, (events) => view.applyBatch(events));
+    view.load(sub.entries);
     let last = '';
     const emit = (): void => {
       const s = statusFromView(q.runId, view);
@@ -84,7 +86,7 @@ export async function watchJobStatus(
       q.signal?.addEventListener('abort', () => resolve(), { once: true });
     });
     unlisten();
-    release();
+    sub.unsubscribe();
   } finally {
     conn.close();
   }

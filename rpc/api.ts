@@ -14,19 +14,10 @@
 //   dist-autograd.ts   distributed autograd and DistributedOptimizer, an agent extension
 //   index.ts           module-level API (initRpc, rpcSync, rpcAsync, remote, shutdown, ...) over a default agent
 
-export interface Logger {
-  debug(obj: object | string, msg?: string): void;
-  info(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-  error(obj: object | string, msg?: string): void;
-}
+import type { Logger } from '../common/logger.js';
 
-export const noopLogger: Logger = {
-  debug() {},
-  info() {},
-  warn() {},
-  error() {},
-};
+/** The tree's one logger contract (common/logger.ts), re-exported for callers of this contract. */
+export { noopLogger, type Logger } from '../common/logger.js';
 
 export interface WorkerInfo {
   readonly name: string;

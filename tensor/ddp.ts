@@ -26,20 +26,20 @@
 //   instead of a copy, saving a copy of every gradient per step; the gradient then changes when a later pass
 //   overwrites the bucket, so do not keep a `.grad` across steps with it.
 //
+// - Failure: an allreduce that fails (peer lost, timeout, group aborted) rejects finishGradSync()/backward(). Some
+//   `param.grad` may then hold averaged and others local gradients, but the parameters are untouched: a caller that
+//   steps the optimizer only after a successful sync (and zeroes gradients before each step) never applies half an
+//   update. Live recovery relies on this: it discards the interrupted step, `detach()`es this wrapper and wraps the
+//   model again over the new round's group.
+//
 // Not done (PyTorch has them): comm hooks, broadcasting buffers on every forward.
 
 import type { ProcessGroup } from '../collective/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import { TensorError } from './api.js';
 import { backwardNodesRun } from './autograd.js';
 import { vectorOps } from './sgemm.js';
 import { Tensor, zeros } from './tensor.js';
-
-export interface DdpLogger {
-  debug(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-}
-
-const noopLogger: DdpLogger = { debug() {}, warn() {} };
 
 export interface DdpOptions {
   /** Bucket capacity in MiB (PyTorch's bucket_cap_mb). Default 25. */
@@ -58,7 +58,12 @@ export interface DdpOptions {
   readonly gradientAsBucketView?: boolean;
   /** Broadcast rank 0's buffers (not only parameters) at construction. Default true. */
   readonly broadcastBuffers?: boolean;
-  readonly logger?: DdpLogger;
+  /**
+   * Broadcast rank 0's parameters (and buffers) at construction. Default true. Live recovery passes false: the
+   * ranks have just agreed on their state over the new group, so the broadcast would only repeat it.
+   */
+  readonly broadcastInitialState?: boolean;
+  readonly logger?: Logger;
 }
 
 /** What DDP needs from a model: named parameters (leaf tensors) and optionally named buffers. */
@@ -155,7 +160,8 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
   private nextToLaunch = 0;
   private syncEnabled = true;
   private passActive = false;
-  private readonly logger: DdpLogger;
+  private readonly logger: Logger;
+  private unhook: (() => void)[] = [];
 
   /**
    * Wraps `model` and broadcasts rank 0's parameters (and buffers) to every rank. Every rank must call it.
@@ -167,7 +173,7 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
     opts: DdpOptions = {},
   ): Promise<DistributedDataParallel<M>> {
     const ddp = new DistributedDataParallel(model, processGroup, opts);
-    await ddp.broadcastState(opts.broadcastBuffers ?? true);
+    if (opts.broadcastInitialState ?? true) await ddp.broadcastState(opts.broadcastBuffers ?? true);
     return ddp;
   }
 
@@ -209,7 +215,18 @@ export class DistributedDataParallel<M extends DdpModule = DdpModule> {
       ),
     );
     this.seenThisPass = new Uint8Array(this.params.length);
-    for (const p of this.params) p.registerGradReadyHook((leaf) => this.onGradReady(leaf));
+    this.unhook = this.params.map((p) => p.registerGradReadyHook((leaf) => this.onGradReady(leaf)));
+  }
+
+  /**
+   * Removes this wrapper's gradient hooks from the parameters, so that a new wrapper (over the process group of a
+   * new round, after live recovery) can take over the same model. Gradients of a pass this wrapper had started are
+   * abandoned. Idempotent.
+   */
+  detach(): void {
+    for (const off of this.unhook) off();
+    this.unhook = [];
+    this.passActive = false;
   }
 
   private setBuckets(assignment: readonly (readonly number[])[]): void {

@@ -19,18 +19,10 @@ import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ProcessGroup } from '../collective/api.js';
+import { noopLogger, type Logger } from '../common/logger.js';
 import { TensorError } from './api.js';
 import { loadSafetensors, saveSafetensors } from './safetensors.js';
 import { Tensor } from './tensor.js';
-
-export interface ElasticLogger {
-  debug(obj: object | string, msg?: string): void;
-  info(obj: object | string, msg?: string): void;
-  warn(obj: object | string, msg?: string): void;
-  error(obj: object | string, msg?: string): void;
-}
-
-const noopLogger: ElasticLogger = { debug() {}, info() {}, warn() {}, error() {} };
 
 /** Anything with a state dict: nn.Module, optimizers. */
 export interface Stateful {
@@ -61,7 +53,7 @@ export interface ElasticStateOptions {
   /** Shuffle seed; the epoch is mixed in so each epoch has its own order, the same on every world size. */
   readonly seed?: number;
   readonly shuffle?: boolean;
-  readonly logger?: ElasticLogger;
+  readonly logger?: Logger;
   /** Called on rank 0 after each checkpoint is written (e.g. to append to a run history). */
   readonly onSaved?: (info: { file: string; step: number; reason: string }) => void;
 }
@@ -267,16 +259,16 @@ export class ElasticState {
   preempted = false;
 
   readonly dir: string;
-  readonly rank: number;
-  readonly worldSize: number;
+  private _rank: number;
+  private _worldSize: number;
   readonly batchPolicy: BatchPolicy;
   readonly batchSize: number;
   private readonly saveEverySteps: number;
   private readonly keepLast: number;
   private readonly seed: number;
   private readonly shuffle: boolean;
-  private readonly pg: ProcessGroup | undefined;
-  private readonly logger: ElasticLogger;
+  private pg: ProcessGroup | undefined;
+  private readonly logger: Logger;
   private readonly onSaved: ElasticStateOptions['onSaved'];
   private readonly tracked = new Map<string, Stateful>();
   private readonly jsonTracked = new Map<string, { get(): unknown; set(v: unknown): void }>();
@@ -302,8 +294,8 @@ export class ElasticState {
       return v;
     };
     this.dir = dir;
-    this.rank = posInt('rank', opts.rank ?? opts.processGroup?.rank ?? envInt('RANK') ?? 0, 0);
-    this.worldSize = posInt(
+    this._rank = posInt('rank', opts.rank ?? opts.processGroup?.rank ?? envInt('RANK') ?? 0, 0);
+    this._worldSize = posInt(
       'worldSize',
       opts.worldSize ?? opts.processGroup?.worldSize ?? envInt('WORLD_SIZE') ?? 1,
       1,
@@ -335,6 +327,45 @@ export class ElasticState {
       process.on('SIGTERM', this.onSigterm);
       this.sigtermInstalled = true;
     }
+  }
+
+  /** This worker's rank in the current world. */
+  get rank(): number {
+    return this._rank;
+  }
+
+  /** The current world size (what `shard()` and `batch` re-shard for). */
+  get worldSize(): number {
+    return this._worldSize;
+  }
+
+  /**
+   * Moves the helper to a new world (live recovery: a new process group after a membership change). The step,
+   * epoch and sampler position stay; `shard()` re-slices the rest of the epoch for the new world. Throws
+   * ElasticStateError('BAD_OPTIONS') for a rank outside the world or a global batch the world cannot split.
+   */
+  rebind(world: { rank: number; worldSize: number; processGroup?: ProcessGroup }): void {
+    const { rank, worldSize } = world;
+    if (!Number.isInteger(worldSize) || worldSize < 1 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
+      throw new ElasticStateError(
+        'BAD_OPTIONS',
+        `ElasticState.rebind: rank ${rank}, worldSize ${worldSize}: expected integers with 0 ≤ rank < worldSize`,
+      );
+    }
+    batchFor(this.batchPolicy, this.batchSize, worldSize); // validates before changing anything
+    this._rank = rank;
+    this._worldSize = worldSize;
+    this.pg = world.processGroup;
+    if (rank === 0) mkdirSync(this.dir, { recursive: true });
+  }
+
+  /**
+   * Loads a snapshot taken by `snapshot()` (here or on a peer: live recovery) into every tracked object, the JSON
+   * state and the counters. `source` names where it came from in error messages. Throws
+   * TensorError('STATE_DICT_MISMATCH' | 'CHECKPOINT_CORRUPT') naming the tracked object or tensor that does not fit.
+   */
+  applySnapshot(tensors: Record<string, Tensor>, state: SavedState, source: string): void {
+    this.apply(tensors, state, source);
   }
 
   /** Declares an object whose `stateDict()` is saved and whose `loadStateDict()` is called on restore. */

@@ -3,9 +3,9 @@
 // Unix-socket transport against its own loopback TCP transport (busbw, 2 ranks, ≥ 1 MB).
 // Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4] [--sizes 4096,...]
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { SIZES_BYTES } from './sizes.js';
+import { freePort } from '../../common/free-port.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -57,16 +57,6 @@ function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs
       children.delete(c);
       if (code === 0) resolve(out);
       else reject(new Error(`${cmd} ${args.join(' ')} exited with ${code}\n${err.slice(-2000)}`));
-    });
-  });
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const p = (s.address() as { port: number }).port;
-      s.close(() => resolve(p));
     });
   });
 }

@@ -103,7 +103,7 @@ export const median = (xs: readonly number[]): number => {
 
 export const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-export { freePort } from '../../test/helpers/etcd.js';
+export { freePort } from '../../common/free-port.js';
 
 export async function until(check: () => boolean, what: string, timeoutMs: number): Promise<void> {
   const deadline = Date.now() + timeoutMs;

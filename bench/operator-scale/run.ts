@@ -12,7 +12,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { freePort } from '../../test/helpers/etcd.js';
+import { freePort } from '../../common/free-port.js';
 import { absoluteFigure } from '../lib/figures.js';
 import { startTensile } from '../../test/helpers/cli.js';
 import { kubectl, startTestApiServer, waitFor, type KObject } from '../../test/k8s/index.js';

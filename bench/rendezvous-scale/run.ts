@@ -11,6 +11,7 @@ import { parseRdzvConf } from '../../rendezvous/config.js';
 import { type EtcdConnection, createEtcdRendezvousHandler, openEtcdConnection } from '../../rendezvous/etcd-backend.js';
 import type { KvStats } from '../../rendezvous/kv.js';
 import { startEtcd } from '../../test/helpers/etcd.js';
+import { withTimeout } from '../../common/timeout.js';
 import { absoluteFigure } from '../lib/figures.js';
 
 const TARGET_S = 3;
@@ -20,13 +21,7 @@ const PER_SIZE_LIMIT_MS = 90_000;
 type Stated = RendezvousHandler & { readonly stats: KvStats };
 
 function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  return Promise.race([
-    p,
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-    }),
-  ]).finally(() => clearTimeout(timer));
+  return withTimeout(p, ms, what, () => new Error(`${what}: not within ${ms} ms`));
 }
 
 async function runSize(

@@ -7,7 +7,8 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createAgent, type RpcAgent } from '../../rpc/index.js';
-import { figure, freePort, median, repeatsFromArgv } from '../lib/figures.js';
+import { freePort } from '../../common/free-port.js';
+import { figure, median, repeatsFromArgv } from '../lib/figures.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const env = (k: string, d: number): number => Number(process.env[k] ?? d);

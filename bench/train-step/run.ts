@@ -10,7 +10,8 @@
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { freePort } from '../../common/free-port.js';
+import { withTimeout } from '../../common/timeout.js';
 import { figure } from '../lib/figures.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
@@ -73,32 +74,14 @@ async function runGroup(
         });
       }),
   );
-  let timer: NodeJS.Timeout | undefined;
-  const codes = await Promise.race([
-    Promise.all(exits),
-    new Promise<never>((_, reject) => {
-      timer = setTimeout(() => {
-        killAll();
-        reject(new Error(`${what}: timed out after ${RUN_TIMEOUT_MS} ms\n${out}`));
-      }, RUN_TIMEOUT_MS);
-    }),
-  ]);
-  clearTimeout(timer);
+  const codes = await withTimeout(Promise.all(exits), RUN_TIMEOUT_MS, what, () => {
+    killAll();
+    return new Error(`${what}: timed out after ${RUN_TIMEOUT_MS} ms\n${out}`);
+  });
   const line = out.split('\n').find((l) => /\{.*"msPerStep"/.test(l));
   if (codes.some((c) => c !== 0) || line === undefined)
     throw new Error(`${what} failed (exit ${codes.join(',')}):\n${out}`);
   return JSON.parse(line.slice(line.indexOf('{'))) as Result;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const a = s.address();
-      s.close(() => resolve(typeof a === 'object' && a !== null ? a.port : 0));
-    });
-  });
 }
 
 const stepArgs = ['--steps', String(steps), '--warmup', String(warmup), '--batch', '64'];

@@ -13,7 +13,8 @@ import { join, resolve } from 'node:path';
 import { initProcessGroup } from '../../collective/index.js';
 import type { ProcessGroup } from '../../collective/api.js';
 import { DistributedDataParallel } from '../../tensor/ddp.js';
-import { ElasticState, type ElasticLogger } from '../../tensor/elastic-state.js';
+import { noopLogger, type Logger } from '../../common/logger.js';
+import { ElasticState } from '../../tensor/elastic-state.js';
 import {
   Generator,
   Linear,
@@ -43,14 +44,13 @@ function envInt(name: string, fallback: number): number {
   return n;
 }
 
-function makeLogger(rank: number): ElasticLogger {
+function makeLogger(rank: number): Logger {
   const line = (level: string, obj: object | string, msg?: string): void => {
     const text = typeof obj === 'string' ? obj : `${msg ?? ''} ${JSON.stringify(obj)}`;
     process.stderr.write(`[train rank ${rank}] ${level}: ${text}\n`);
   };
   return {
-    debug() {},
-    info() {}, // the script prints its own progress; checkpoints are in the history and the report
+    ...noopLogger, // debug and info dropped: the script prints its own progress; checkpoints are in the report
     warn: (o, m) => line('warn', o, m),
     error: (o, m) => line('error', o, m),
   };

@@ -8,6 +8,7 @@
 //   relist diffs against the cache, so deletes missed while disconnected are still delivered;
 // - `indexBy` keeps a secondary index (the operator indexes pods and services by their job) so a reconcile reads
 //   a job's pods without scanning every pod.
+import { Backoff } from '../../common/backoff.js';
 import type { Logger } from '../api.js';
 import { ApiError, noopLogger } from '../api.js';
 import type { WatchEventType } from './client-node.js';
@@ -163,7 +164,7 @@ export class Informer<T extends KObj> {
   }
 
   private async run(signal: AbortSignal): Promise<void> {
-    let backoffMs = 250;
+    const backoff = new Backoff({ initialMs: 250, multiplier: 2, maxMs: 30_000, jitter: 0.5 });
     while (!signal.aborted) {
       try {
         let gone = false;
@@ -191,14 +192,14 @@ export class Informer<T extends KObj> {
           },
           signal,
         );
-        backoffMs = 250;
+        backoff.reset();
         if (gone) await this.relist();
       } catch (err) {
         if (signal.aborted) return;
         const gone = err instanceof ApiError && err.statusCode === 410;
+        const backoffMs = backoff.next();
         this.log.debug({ err: (err as Error).message, gone, backoffMs }, 'watch ended with an error; relisting');
-        await new Promise((r) => setTimeout(r, gone ? 0 : backoffMs * (0.5 + Math.random())));
-        backoffMs = Math.min(backoffMs * 2, 30_000);
+        await new Promise((r) => setTimeout(r, gone ? 0 : backoffMs));
         try {
           if (!signal.aborted) await this.relist();
         } catch (e) {

@@ -10,9 +10,9 @@
 // (e.g. ['--enable-v2'] for torchrun's etcd-v2 backend), `readyTimeoutMs` (default 15 s).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { freePort } from '../../common/free-port.js';
 
 export const ETCD_BIN = '/usr/bin/etcd';
 
@@ -47,19 +47,6 @@ export interface StartEtcdOptions {
   readonly clientHost?: string;
   readonly extraArgs?: readonly string[];
   readonly readyTimeoutMs?: number;
-}
-
-/** A port that was free a moment ago on 127.0.0.1. */
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
 }
 
 function makeTls(dir: string): EtcdTlsFiles {

@@ -1,6 +1,8 @@
 // Contract of the in-repo Kubernetes test API server and simulated kubelet.
 // See index.ts for the user-facing summary.
 
+import type { Logger } from '../../common/logger.js';
+
 /** A Kubernetes object as stored: arbitrary JSON with standard metadata. */
 export interface KObject {
   apiVersion?: string;
@@ -35,20 +37,8 @@ export interface ObjectMeta {
   [field: string]: unknown;
 }
 
-/** Pino-like logger; the server and kubelet never print on their own. */
-export interface Logger {
-  debug(obj: unknown, msg?: string): void;
-  info(obj: unknown, msg?: string): void;
-  warn(obj: unknown, msg?: string): void;
-  error(obj: unknown, msg?: string): void;
-}
-
-export const noopLogger: Logger = {
-  debug: () => {},
-  info: () => {},
-  warn: () => {},
-  error: () => {},
-};
+/** The tree's one logger contract (common/logger.ts); the server and kubelet never print on their own. */
+export { noopLogger, type Logger } from '../../common/logger.js';
 
 export interface TestApiServerOptions {
   /** TCP port on 127.0.0.1; 0 (default) picks a free one. */

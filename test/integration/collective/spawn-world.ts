@@ -1,22 +1,12 @@
 // Spawns `worldSize` worker processes on loopback and collects their JSON stdout lines. Every child is killed by
 // `kill()` (call it from t.after) and every wait is bounded.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
+import { freePort } from '../../../common/free-port.js';
+import { withTimeout } from '../../../common/timeout.js';
 
 export const WORKER = fileURLToPath(new URL('./worker.ts', import.meta.url));
 const ROOT = fileURLToPath(new URL('../../../', import.meta.url));
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 export interface Worker {
   readonly rank: number;
@@ -115,14 +105,12 @@ export async function spawnWorld(worldSize: number, mode: string, env: Record<st
 
 /** Waits for every worker to exit (bounded), returning exit codes. */
 export async function allExited(world: World, timeoutMs: number): Promise<(number | null)[]> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`workers did not exit within ${timeoutMs} ms`)), timeoutMs);
-  });
-  try {
-    const r = await Promise.race([Promise.all(world.workers.map((w) => w.exited)), timeout]);
-    return r.map((x) => x.code);
-  } finally {
-    clearTimeout(timer);
-  }
+  const exits = Promise.all(world.workers.map((w) => w.exited));
+  const r = await withTimeout(
+    exits,
+    timeoutMs,
+    'workers',
+    () => new Error(`workers did not exit within ${timeoutMs} ms`),
+  );
+  return r.map((x) => x.code);
 }

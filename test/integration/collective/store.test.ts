@@ -3,7 +3,7 @@ import { connect } from 'node:net';
 import { describe, it } from 'node:test';
 import { CollectiveError } from '../../../collective/api.js';
 import { connectStore, createStoreServer, type StoreClient, type StoreServer } from '../../../collective/store.js';
-import { freePort } from './spawn-world.js';
+import { freePort } from '../../../common/free-port.js';
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 

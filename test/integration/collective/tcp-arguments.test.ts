@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { CollectiveError, initProcessGroup, type ProcessGroup } from '../../../collective/index.js';
-import { freePort } from './spawn-world.js';
+import { freePort } from '../../../common/free-port.js';
 
 async function rejectsWith(p: Promise<unknown>, code: string, re: RegExp): Promise<void> {
   await assert.rejects(p, (e: unknown) => {

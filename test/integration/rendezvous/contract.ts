@@ -11,9 +11,11 @@ import {
   type RendezvousHandler,
   type RoundInfo,
   RendezvousClosedError,
+  RendezvousError,
   RendezvousTimeoutError,
 } from '../../../rendezvous/api.js';
 import { RDZV_DEFAULTS } from '../../../rendezvous/config.js';
+import { withTimeout } from '../../../common/timeout.js';
 
 export interface ContractBackend {
   /** Creates and starts a handler for `config` (the same runId = the same job). */
@@ -23,11 +25,7 @@ export interface ContractBackend {
 
 /** Bounded wait: rejects after `ms` so a broken backend fails the test instead of hanging it. */
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const t = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: not within ${ms} ms`)), ms);
-  });
-  return Promise.race([p, t]).finally(() => clearTimeout(timer));
+  return withTimeout(p, ms, what, () => new Error(`${what}: not within ${ms} ms`));
 }
 
 /** Records a handler's events and resolves waits for a matching one. */
@@ -141,10 +139,27 @@ export function runRendezvousContract(
       const [h] = await nodes(config, 1);
       await assert.rejects(within(h!.next(), WAIT_MS, 'join timeout'), (err: unknown) => {
         assert.ok(err instanceof RendezvousTimeoutError);
-        assert.equal(err.code, 'RDZV_TIMEOUT');
+        assert.equal(err.code, 'TIMEOUT');
+        assert.equal(err.terminal, true);
         assert.match(err.message, /1 node\(s\) joined, min is 2/);
         return true;
       });
+    });
+
+    test('a second next() while one waits is BUSY (not terminal); leave() aborts the first (ABORTED, terminal)', async () => {
+      const config = job({ minNodes: 2, maxNodes: 2 });
+      const [h] = await nodes(config, 1);
+      const first = h!.next();
+      const firstSettled = first.then(
+        () => null,
+        (err: unknown) => err,
+      );
+      await assert.rejects(h!.next(), { code: 'BUSY', terminal: false });
+      await h!.leave();
+      const err = await within(firstSettled, WAIT_MS, 'the waiting next() to end');
+      assert.ok(err instanceof RendezvousError, String(err));
+      assert.equal(err.code, 'ABORTED');
+      assert.equal(err.terminal, true);
     });
 
     test('endRound(failure) ends the round for the others, counts a restart and keeps ranks sticky', async () => {
@@ -307,7 +322,7 @@ export function runRendezvousContract(
       assert.equal(r3.round, 3);
       assert.equal(r3.failureRestarts, 1);
       await h!.leave();
-      await assert.rejects(h!.next(), { code: 'RDZV_STATE' });
+      await assert.rejects(h!.next(), { code: 'STATE', terminal: true });
     });
   });
 }

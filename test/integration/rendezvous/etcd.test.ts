@@ -8,7 +8,8 @@ import { after, before, describe, test } from 'node:test';
 import { RendezvousConfigError, RendezvousConnectionError, type RendezvousHandler } from '../../../rendezvous/api.js';
 import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js';
 import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
-import { type EtcdServer, freePort, startEtcd } from '../../helpers/etcd.js';
+import { freePort } from '../../../common/free-port.js';
+import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
 import { EventLog, runRendezvousContract, within } from './contract.js';
 
 runRendezvousContract(

@@ -1,6 +1,7 @@
 // Calls, remote errors, timeouts, nested RPC and malformed input on an in-process world of three agents.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { noopLogger } from '../../../common/logger.js';
 import { z } from 'zod';
 import { RemoteError, RpcError, type RpcAgent } from '../../../rpc/index.js';
 import { MsgType, encodeFrame, decodeFrame } from '../../../rpc/frame.js';
@@ -12,10 +13,8 @@ class ValueTooBig extends Error {}
 let w: RpcAgent[] = [];
 const warnings: string[] = [];
 const logger = {
-  debug() {},
-  info() {},
+  ...noopLogger,
   warn: (_o: object | string, msg?: string) => void warnings.push(String(msg)),
-  error() {},
 };
 
 before(async () => {

@@ -2,11 +2,14 @@
 // garbage-fed data connection (typed error, no crash, no hang), and the fallback to gRPC when it cannot be made.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { noopLogger } from '../../../common/logger.js';
 import { connect } from 'node:net';
 import { RpcError, type RpcAgent } from '../../../rpc/index.js';
 import { dataChannelTestHooks, type StreamConn } from '../../../rpc/grpc-transport.js';
 import { HANDSHAKE_MAGIC } from '../../../rpc/data-channel.js';
-import { freePort, startWorld, stopWorld, waitFor } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
+import { startWorld, stopWorld, waitFor } from './helpers.js';
+import { withTimeout } from '../../../common/timeout.js';
 
 const worlds: RpcAgent[][] = [];
 after(async () => {
@@ -27,10 +30,12 @@ async function world(extra = {}): Promise<{ a: RpcAgent; b: RpcAgent; ab: Stream
   const ab = a.rawConnTo(1)!;
   const ba = b.rawConnTo(0)!;
   const both = (s: { send: unknown; recv: unknown }): boolean => s.send !== null && s.recv !== null;
-  await Promise.race([
+  await withTimeout(
     Promise.all([ab.waitData(both), ba.waitData(both)]),
-    new Promise((_, rej) => setTimeout(() => rej(new Error('data channel not up after 10 s')), 10_000).unref()),
-  ]);
+    10_000,
+    'data channel',
+    () => new Error('data channel not up after 10 s'),
+  );
   return { a, b, ab, ba };
 }
 
@@ -92,9 +97,7 @@ test('a data connection killed mid-transfer fails the calls with PEER_LOST and n
 test('garbage on an established data connection closes that peer stream with a typed error, no crash', async () => {
   const warnings: string[] = [];
   const logger = {
-    debug() {},
-    info() {},
-    error() {},
+    ...noopLogger,
     warn: (_o: object | string, m?: string) => void warnings.push(String(m)),
   };
   const { a, ba } = await world({ logger });
@@ -118,10 +121,7 @@ test('garbage and wrong tokens on the data port are dropped and the world keeps 
     s.on('error', () => undefined);
     const closed = new Promise<void>((r) => s.once('close', () => r()));
     s.write(bytes);
-    await Promise.race([
-      closed,
-      new Promise((_, rej) => setTimeout(() => rej(new Error('server did not drop the socket')), 5_000).unref()),
-    ]);
+    await withTimeout(closed, 5_000, 'socket drop', () => new Error('server did not drop the socket'));
   }
   const t = pattern(1 << 18, 2);
   assert.deepEqual(await a.rpcAsync(1, 'echo', [t]), t);

@@ -3,7 +3,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
 
 const root = fileURLToPath(new URL('../../../', import.meta.url));
 

@@ -1,17 +1,6 @@
 // Test helpers: several RPC agents in one process on loopback, torn down even when a test fails.
-import { createServer } from 'node:net';
 import { RpcAgent, createAgent, type InitRpcOptions } from '../../../rpc/index.js';
-
-export async function freePort(): Promise<number> {
-  return await new Promise((resolve, reject) => {
-    const s = createServer();
-    s.once('error', reject);
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
+import { freePort } from '../../../common/free-port.js';
 
 /**
  * Starts `n` agents (ranks 0..n-1) in this process. `setup(agent)` runs before start (register functions there).

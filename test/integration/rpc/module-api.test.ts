@@ -12,7 +12,7 @@ import {
   rref,
   shutdown,
 } from '../../../rpc/index.js';
-import { freePort } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
 
 test('initRpc, calls to self, remote to self, double init and calls after shutdown', async (t) => {
   t.after(() => shutdown({ graceful: false }));

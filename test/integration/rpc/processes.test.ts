@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { RpcError, createAgent, type RpcAgent } from '../../../rpc/index.js';
-import { freePort } from './helpers.js';
+import { freePort } from '../../../common/free-port.js';
 
 const workerPath = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
 

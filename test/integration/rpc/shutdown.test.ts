@@ -1,6 +1,7 @@
 // Shutdown semantics (PyTorch rpc_test.py: uneven workload, outstanding RRefs, calls after shutdown).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { noopLogger } from '../../../common/logger.js';
 import { RpcError, type RpcAgent } from '../../../rpc/index.js';
 import { startWorld, stopWorld } from './helpers.js';
 
@@ -21,9 +22,7 @@ test('graceful shutdown waits for a peer that still has heavy work in flight', a
 test('graceful shutdown with outstanding RRefs deletes every user fork on the owners', async (t) => {
   const leaks: string[] = [];
   const logger = {
-    debug() {},
-    info() {},
-    error() {},
+    ...noopLogger,
     warn: (_o: object | string, m?: string) => void leaks.push(String(m)),
   };
   const w = await startWorld(3, setup, { logger });

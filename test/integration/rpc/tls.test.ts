@@ -85,7 +85,7 @@ test(
     // A world whose rank 1 holds a certificate of an unrelated CA never forms.
     const other = makeCerts(dir, 'b');
     const { createAgent } = await import('../../../rpc/index.js');
-    const { freePort } = await import('./helpers.js');
+    const { freePort } = await import('../../../common/free-port.js');
     const port = await freePort();
     const a0 = createAgent({
       rank: 0,

@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { readdirSync, writeFileSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
+import { noopLogger, type Logger } from '../../../common/logger.js';
 import {
   ElasticState,
   batchFor,
@@ -9,7 +10,6 @@ import {
   epochPermutation,
   listCheckpoints,
   shardIndices,
-  type ElasticLogger,
 } from '../../../tensor/elastic-state.js';
 import { Generator, Linear, ReLU, SGD, Adam, Sequential, crossEntropy, randn } from '../../../tensor/index.js';
 import { tempDir } from './helpers.js';
@@ -40,17 +40,20 @@ interface Logged {
   msg: string | undefined;
 }
 
-function captureLogger(): { logs: Logged[]; logger: ElasticLogger } {
+function captureLogger(): { logs: Logged[]; logger: Logger } {
   const logs: Logged[] = [];
   const at =
     (level: string) =>
     (obj: object | string, msg?: string): void => {
       logs.push({ level, obj, msg });
     };
-  return { logs, logger: { debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') } };
+  return {
+    logs,
+    logger: { ...noopLogger, debug: at('debug'), info: at('info'), warn: at('warn'), error: at('error') },
+  };
 }
 
-function makeState(dir: string, logger?: ElasticLogger): ElasticState {
+function makeState(dir: string, logger?: Logger): ElasticState {
   return new ElasticState({
     dir,
     saveEverySteps: 2,

@@ -2,24 +2,13 @@
 // and cleanup that kills every child's process tree even when a test fails.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { TestContext } from 'node:test';
+import { freePort } from '../../../common/free-port.js';
+import { withTimeout } from '../../../common/timeout.js';
 
 export const ROOT = new URL('../../../', import.meta.url).pathname;
-
-export async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      const port = typeof addr === 'object' && addr !== null ? addr.port : 0;
-      srv.close(() => resolve(port));
-    });
-  });
-}
 
 export function tempDir(t: TestContext, prefix: string): string {
   const dir = mkdtempSync(join(tmpdir(), `tensile-${prefix}-`));
@@ -107,16 +96,8 @@ export async function spawnGroup(
 }
 
 /** Waits for a promise, failing with `what` after `ms`. */
-export async function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms);
-  });
-  try {
-    return await Promise.race([p, timeout]);
-  } finally {
-    clearTimeout(timer);
-  }
+export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
+  return withTimeout(p, ms, what, () => new Error(`timed out after ${ms} ms waiting for ${what}`));
 }
 
 /** Waits until every process exits; throws with their output when one fails. */

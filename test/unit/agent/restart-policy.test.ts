@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { onGroupEnd, onRendezvousEvent, type PolicySnapshot } from '../../../agent/restart-policy.js';
+import { onGroupEnd, onLocalFailure, onRendezvousEvent, type PolicySnapshot } from '../../../agent/restart-policy.js';
 import type { RendezvousEvent } from '../../../rendezvous/api.js';
 
 const base: PolicySnapshot = {
@@ -47,6 +47,21 @@ describe('agent restart policy', () => {
         kind,
         `${JSON.stringify(patch)} ${JSON.stringify(event)}`,
       );
+    }
+  });
+
+  test('a local failure waits for a membership verdict only in a multi-node round, for a lease TTL plus margin', () => {
+    const table: Array<[number, number, string, number | undefined]> = [
+      [1, 10_000, 'count-failure', undefined],
+      [2, 10_000, 'await-membership-verdict', 12_000],
+      // etcd grants at least 2 s whatever is asked: the wait never drops below 2 s + margin.
+      [2, 500, 'await-membership-verdict', 4_000],
+      [8, 3_000, 'await-membership-verdict', 5_000],
+    ];
+    for (const [groupWorldSize, leaseTtlMs, kind, waitMs] of table) {
+      const d = onLocalFailure({ groupWorldSize, leaseTtlMs });
+      assert.equal(d.kind, kind, `${groupWorldSize} nodes, ttl ${leaseTtlMs}`);
+      if (d.kind === 'await-membership-verdict') assert.equal(d.waitMs, waitMs);
     }
   });
 });

@@ -39,7 +39,8 @@ test('bad values name the key, the value and the expectation', () => {
     () => parseRdzvConf({ join_timeout: 'ten' }, base),
     (err: unknown) =>
       err instanceof RendezvousConfigError &&
-      err.code === 'RDZV_CONFIG' &&
+      err.code === 'INVALID_ARGUMENT' &&
+      err.terminal &&
       /join_timeout=ten: expected a non-negative number of seconds/.test(err.message),
   );
   assert.throws(() => parseRdzvConf({ lease_ttl: '0.5' }, base), /lease_ttl=0.5: the lease TTL must be ≥ 1 second/);

@@ -1,7 +1,17 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { NodeDescriptor } from '../../../rendezvous/api.js';
-import { assignGroupRanks, decideJoining, decideRunning } from '../../../rendezvous/policy.js';
+import {
+  type CloserDecision,
+  type CurrentRoundDecision,
+  type LateJoinDecision,
+  assignGroupRanks,
+  decideCloser,
+  decideCurrentRound,
+  decideJoining,
+  decideLateJoin,
+  decideRunning,
+} from '../../../rendezvous/policy.js';
 
 const node = (id: string): NodeDescriptor => ({
   nodeId: id,
@@ -124,4 +134,98 @@ test('decideRunning ends the round for a lost member first, then for waiting nod
   assert.deepEqual(decideRunning({ lostMembers: [], memberCount: 2, waitingCount: 0, config: immediate }), {
     kind: 'none',
   });
+});
+
+test('decideCloser lets the earliest joiner close at once and the others only after the backup delay', () => {
+  const table: [boolean, 'none' | 'running' | 'elapsed', CloserDecision][] = [
+    // isFirstJoiner, backup timer for this round, expected
+    [true, 'none', { kind: 'close' }],
+    [true, 'running', { kind: 'close' }],
+    [false, 'none', { kind: 'start-backup', delayMs: 2000 }],
+    [false, 'running', { kind: 'wait-backup' }],
+    [false, 'elapsed', { kind: 'close' }],
+  ];
+  for (const [isFirstJoiner, backup, expected] of table) {
+    assert.deepEqual(decideCloser({ isFirstJoiner, backup, leaseTtlMs: 2000 }), expected, `${isFirstJoiner} ${backup}`);
+  }
+});
+
+test('decideLateJoin takes its round, waits for one it ended, and registers for the next round when late', () => {
+  const base: Parameters<typeof decideLateJoin>[0] = {
+    round: 3,
+    selfEndedRound: -1,
+    membersRound: 3,
+    registeredRound: 3,
+    isMember: true,
+    lostMembers: [],
+  };
+  const table: [string, Partial<typeof base>, LateJoinDecision][] = [
+    ['a member of the running round takes it', {}, { kind: 'take-round' }],
+    ['the round this node ended is not taken', { selfEndedRound: 3 }, { kind: 'wait', why: 'self-ended' }],
+    ['an older round it ended is no reason to wait', { selfEndedRound: 2 }, { kind: 'take-round' }],
+    ['the members document must match the round', { membersRound: 2 }, { kind: 'wait', why: 'members-pending' }],
+    [
+      'a node with no key registers for the next round',
+      { registeredRound: null, isMember: false },
+      { kind: 'wait-next', registerFor: 4, endForLost: null },
+    ],
+    [
+      'a node registered for an earlier round registers again',
+      { registeredRound: 2, isMember: false },
+      { kind: 'wait-next', registerFor: 4, endForLost: null },
+    ],
+    [
+      'a node already waiting for the next round does not write again',
+      { registeredRound: 4, isMember: false },
+      { kind: 'wait-next', registerFor: null, endForLost: null },
+    ],
+    [
+      'listed as a member under a key for another round is not taking the round',
+      { registeredRound: 4, isMember: true },
+      { kind: 'wait-next', registerFor: null, endForLost: null },
+    ],
+    [
+      'members lost while this node joins: it ends the round itself',
+      { registeredRound: null, isMember: false, lostMembers: ['a', 'b'] },
+      { kind: 'wait-next', registerFor: 4, endForLost: 'a' },
+    ],
+  ];
+  for (const [what, over, expected] of table) assert.deepEqual(decideLateJoin({ ...base, ...over }), expected, what);
+});
+
+test('decideCurrentRound reports the end of the round this node runs in with the reason the state gives', () => {
+  const running = { round: 2, phase: 'running' as const, closed: false };
+  const table: [string, Parameters<typeof decideCurrentRound>[0]['state'], CurrentRoundDecision][] = [
+    ['still running', running, { kind: 'running' }],
+    [
+      'closed job',
+      { ...running, closed: true },
+      { kind: 'ended', event: { type: 'round-ended', round: 2, reason: 'closed' } },
+    ],
+    [
+      'ended with a recorded reason',
+      {
+        round: 3,
+        phase: 'joining',
+        closed: false,
+        lastEnd: { round: 2, reason: 'failure', byNodeId: 'b', detail: 'rank 1 exited 1' },
+      },
+      {
+        kind: 'ended',
+        event: { type: 'round-ended', round: 2, reason: 'failure', byNodeId: 'b', detail: 'rank 1 exited 1' },
+      },
+    ],
+    [
+      'moved on past a round whose end this node missed',
+      { round: 4, phase: 'running', closed: false, lastEnd: { round: 3, reason: 'scale-up' } },
+      { kind: 'ended', event: { type: 'round-ended', round: 2, reason: 'member-lost' } },
+    ],
+    [
+      'the same round number back in joining without a reason',
+      { round: 2, phase: 'joining', closed: false },
+      { kind: 'ended', event: { type: 'round-ended', round: 2, reason: 'member-lost' } },
+    ],
+  ];
+  for (const [what, state, expected] of table)
+    assert.deepEqual(decideCurrentRound({ round: 2, state }), expected, what);
 });
