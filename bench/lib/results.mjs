@@ -99,16 +99,15 @@ function targetText(f) {
 }
 
 /**
- * A Markdown table of the sections of one results file: one row per figure, the run (benchmark, time, load) on
- * each section's first row.
+ * A Markdown table of the sections of one results file: one row per figure; each section's first row names the run
+ * (benchmark, time, and the rest of its section line: load average, arguments, notes).
  */
 export function renderTable(results) {
   const rows = ['| run | figure | tensile | peer | ratio | target | met |', '|---|---|---|---|---|---|---|'];
   for (const s of results.sections.values()) {
     s.figures.forEach((f, i) => {
       const when = s.time.replace(/^(\d{4}-\d\d-\d\d)T(\d\d:\d\d).*$/, '$1 $2 UTC');
-      const load = /load=(\S+)/.exec(s.info)?.[1];
-      const run = i === 0 ? `\`${s.bench}\`, ${when}${load ? `, load ${load}` : ''}` : '';
+      const run = i === 0 ? `\`${s.bench}\`, ${when}${s.info ? `, ${s.info.replaceAll('|', '\\|')}` : ''}` : '';
       const met = f.met === 'no' ? '**no**' : f.met === '-' ? '—' : 'yes';
       const ratio = f.ratio === '-' ? '—' : f.ratio;
       rows.push(

@@ -64,9 +64,9 @@ test('the table shows units, marks what is missed or failed, and tells ratio tar
     [
       '| run | figure | tensile | peer | ratio | target | met |',
       '|---|---|---|---|---|---|---|',
-      '| `launch`, 2026-12-04 13:45 UTC, load 9.0 | launch_nproc1 | 0.744 s | 4.568 s | 0.163 | ≤ 0.5× peer | yes |',
+      '| `launch`, 2026-12-04 13:45 UTC, load=9.0 | launch_nproc1 | 0.744 s | 4.568 s | 0.163 | ≤ 0.5× peer | yes |',
       '|  | lat | 80.000 µs | **failed** | — | ≤ 0.5× peer | **no** |',
-      '| `operator-scale`, 2026-11-26 05:20 UTC, load 2.1 | operator_rss_peak | 211.0 MB | — | — | ≤ 200 MB | **no** |',
+      '| `operator-scale`, 2026-11-26 05:20 UTC, load=2.1 | operator_rss_peak | 211.0 MB | — | — | ≤ 200 MB | **no** |',
       '|  | reconcile_p50 | 1.250 ms | — | — | — | — |',
     ].join('\n'),
   );
