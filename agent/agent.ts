@@ -1,7 +1,9 @@
 // The elastic agent: INIT → RENDEZVOUS → RUNNING → (SUCCEEDED | FAILED | RESTARTING → RENDEZVOUS), plus STOPPING.
+// Live recovery adds RUNNING → RENDEZVOUS → RUNNING: the round changes while the (live) workers keep running.
 //
 // Worker exits, rendezvous events and signals are all events raced in one place per attempt; nothing polls.
-// Decisions come from restart-policy.ts; this file executes them.
+// Decisions come from restart-policy.ts and live-policy.ts; this file executes them (the control channel's
+// mechanism is worker-control.ts).
 
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync } from 'node:fs';
@@ -14,6 +16,8 @@ import { RendezvousError } from '../rendezvous/api.js';
 import { AgentError, type AgentState, type RunOptions, type WorkerExit } from './api.js';
 import type { AgentConsole } from './console.js';
 import { formatFailureSummary, rootCauseOrder } from './failure-summary.js';
+import { GoodputTracker, type RecoveryCause, type RecoveryRecord } from './goodput.js';
+import { recoveryPath } from './live-policy.js';
 import type { AgentMetrics } from './metrics.js';
 import { Reaper, type ReaperHandle } from './reaper.js';
 import {
@@ -24,7 +28,9 @@ import {
   type PolicySnapshot,
 } from './restart-policy.js';
 import { buildWorkerSpecs, worldSize } from './worker-env.js';
-import { WorkerGroup, type WorkerGroupFactory, type WorkerGroupHandle } from './worker-group.js';
+import { WorkerControl } from './worker-control.js';
+import { WorkerGroup, type WorkerGroupFactory, type WorkerGroupHandle, type WorkerSpec } from './worker-group.js';
+import type { HangInfo } from './worker-monitor.js';
 
 export type RendezvousFactory = (self: NodeDescriptor) => Promise<RendezvousHandler>;
 
@@ -71,12 +77,20 @@ interface RunDirs {
 type Step = { readonly kind: 'next-round' } | { readonly kind: 'done'; readonly result: AgentResult };
 const NEXT_ROUND: Step = { kind: 'next-round' };
 
+/** A live recovery either continues with the same group (and the next end to wait for) or ends the pass. */
+type LiveOutcome = { readonly kind: 'continue'; readonly next: Promise<AttemptEnd> } | Step;
+
+/** How long the agent waits for every local worker's `ready` after a round change before restarting them. */
+export const LIVE_READY_TIMEOUT_MS = 60_000;
+
 export class ElasticAgent {
   private state: AgentState = 'INIT';
   private readonly host: string;
   private readonly nodeId: string;
   private stopSignal: NodeJS.Signals | null = null;
   private wake: ((end: AttemptEnd) => void) | null = null;
+  /** The latest armed wait for an end (ended by an event, a signal or the rendezvous). */
+  private ended: Promise<AttemptEnd> = new Promise(() => {});
   private currentGroup: WorkerGroupHandle | null = null;
   private readonly abort = new AbortController();
   private jobClosed = false;
@@ -85,6 +99,18 @@ export class ElasticAgent {
   private scaleUpPolicy: 'immediate' | 'deferred' = 'immediate';
   private attempt = 0;
   private readonly allFailures: WorkerExit[] = [];
+  /** pids whose failure is already in allFailures (live restarts keep the group, so exits accumulate). */
+  private readonly counted = new Set<number>();
+  private control: WorkerControl | null = null;
+  private readonly goodput = new GoodputTracker();
+  /** A restart-path recovery waits for the first heartbeat of the new workers to end. */
+  private restartRecoveryOpen = false;
+  /** Local ranks the watchdog killed (their exit is a hang, not a crash). */
+  private readonly hung = new Set<number>();
+  /** When the newest hang began (its last progress), so the recovery it causes is timed from there. */
+  private hangSinceMs: number | null = null;
+  /** Nodes in the current round. */
+  private groupWorldSize = 1;
 
   constructor(
     private readonly opts: RunOptions,
@@ -96,6 +122,11 @@ export class ElasticAgent {
 
   get currentState(): AgentState {
     return this.state;
+  }
+
+  /** The most recent recoveries of this agent (oldest first). */
+  get recoveries(): readonly RecoveryRecord[] {
+    return this.goodput.recoveries;
   }
 
   /** SIGINT/SIGTERM/...: forward to workers, give them the grace period, leave the rendezvous, exit 128+n. */
@@ -119,6 +150,9 @@ export class ElasticAgent {
     let unwatch: () => void = () => {};
     let result: AgentResult | null = null;
     try {
+      this.control = await WorkerControl.start(this.opts, this.deps.logger, (info) => this.onHang(info));
+      this.control.onHeartbeat((_rank, step, atMs) => this.onHeartbeat(step, atMs));
+      this.control.onReady((_rank, step, round) => this.onWorkerReady(step, round));
       handler = await this.deps.rendezvous(await this.describeSelf());
       this.scaleUpPolicy = handler.config.scaleUpPolicy;
       const h = handler;
@@ -138,13 +172,14 @@ export class ElasticAgent {
         await handler.leave().catch(() => {});
         await handler.close().catch(() => {});
       }
+      await this.control?.close();
       reaper.dispose();
       this.cleanUpRunDirs(dirs, result);
     }
     return result;
   }
 
-  /** One pass: join a round, run the workers in it, decide what their end means. */
+  /** One pass: join a round, run the workers in it (across live round changes), decide what their end means. */
   private async runRound(handler: RendezvousHandler, dirs: RunDirs, reaper: ReaperHandle): Promise<Step> {
     if (this.stopSignal) return this.finishSignalled(handler);
     this.transition('RENDEZVOUS');
@@ -156,31 +191,54 @@ export class ElasticAgent {
       throw err;
     }
     this.enterRound(round);
-    const { group, ended } = this.startWorkers(round, dirs, reaper);
-    if (this.stopSignal) this.wake?.({ kind: 'signal', signal: this.stopSignal });
-    const end = await Promise.race([
-      group.outcome.then((o): AttemptEnd => ({ kind: 'group', outcome: o.kind })),
-      ended,
-    ]);
-    if (end.kind !== 'group' || end.outcome === 'succeeded') this.wake = null;
-    switch (end.kind) {
-      case 'signal':
-        return this.finishSignalled(handler);
-      case 'rendezvous-error':
-        throw end.error;
-      case 'rejoin':
-        this.transition('RESTARTING');
-        this.deps.logger.warn(
-          { round: round.round, reason: end.reason },
-          'round ended by the rendezvous; restarting workers',
-        );
-        await group.stop(this.opts.shutdownGraceMs);
-        this.deps.metrics.restart('membership');
-        return NEXT_ROUND;
-      case 'group':
-        return end.outcome === 'succeeded'
-          ? this.succeed(handler, round, group)
-          : this.onWorkersFailed(handler, round, group, ended);
+    const group = this.startWorkers(round, dirs, reaper);
+    let next = this.armEnd(group);
+    for (;;) {
+      const end = await next;
+      if (end.kind !== 'group' || end.outcome === 'succeeded') this.wake = null;
+      switch (end.kind) {
+        case 'signal':
+          return this.finishSignalled(handler);
+        case 'rendezvous-error':
+          throw end.error;
+        case 'rejoin': {
+          const path = recoveryPath(this.opts.recovery, this.control?.views(group) ?? []);
+          if (path.kind === 'live') {
+            this.takeNewFailures(group, false); // collateral of the membership change, not counted
+            this.goodput.begin('membership', 'live', this.newestStep(), end.reason);
+            this.deps.logger.info({ round: this.roundNo, reason: end.reason }, 'round ended; recovering live');
+            const live = await this.recoverLive(handler, group, dirs, path.respawn);
+            if (live.kind === 'continue') {
+              next = live.next;
+              continue;
+            }
+            return live;
+          }
+          this.transition('RESTARTING');
+          this.beginRestartRecovery('membership', `${end.reason} (${path.reason})`);
+          this.deps.logger.warn(
+            { round: this.roundNo, reason: end.reason, why: path.reason },
+            'round ended by the rendezvous; restarting workers',
+          );
+          await group.stop(this.opts.shutdownGraceMs);
+          this.deps.metrics.restart('membership');
+          return NEXT_ROUND;
+        }
+        case 'group': {
+          if (end.outcome === 'succeeded') return this.succeed(handler, group);
+          const path = recoveryPath(this.opts.recovery, this.control?.views(group) ?? []);
+          const decision = onGroupEnd(this.snapshot(), 'failed');
+          if (path.kind === 'live' && path.respawn.length > 0 && decision.kind === 'restart') {
+            const live = await this.restartFailedLive(handler, group, dirs, path.respawn, decision.restartsUsed);
+            if (live.kind === 'continue') {
+              next = live.next;
+              continue;
+            }
+            return live;
+          }
+          return this.onWorkersFailed(handler, group);
+        }
+      }
     }
   }
 
@@ -189,6 +247,7 @@ export class ElasticAgent {
     const { opts, deps } = this;
     this.roundNo = round.round;
     this.restartsUsed = round.failureRestarts;
+    this.groupWorldSize = round.groupWorldSize;
     if (budgetExhausted({ restartsUsed: round.failureRestarts, maxRestarts: opts.maxRestarts })) {
       throw new AgentError(
         'WORKERS_FAILED',
@@ -203,17 +262,12 @@ export class ElasticAgent {
     );
   }
 
-  /** Starts the round's local workers (state RUNNING); `ended` resolves when an event or signal ends the attempt. */
-  private startWorkers(
-    round: RoundInfo,
-    dirs: RunDirs,
-    reaper: ReaperHandle,
-  ): { group: WorkerGroupHandle; ended: Promise<AttemptEnd> } {
-    const { opts, deps } = this;
+  /** The worker specs of `round` in a new attempt directory (`attempt_<n>`). */
+  private specsFor(round: RoundInfo, dirs: RunDirs): WorkerSpec[] {
     const attemptDir = join(dirs.runDir, `attempt_${this.attempt}`);
     rmSync(attemptDir, { recursive: true, force: true });
     const specs = buildWorkerSpecs(
-      opts,
+      this.opts,
       {
         round,
         attempt: this.attempt,
@@ -221,20 +275,29 @@ export class ElasticAgent {
         checkpointDir: dirs.checkpointDir,
         host: this.host,
         nodeId: this.nodeId,
+        control: this.control
+          ? { socketPath: (r) => (this.control as WorkerControl).socketPath(r), recovery: this.opts.recovery }
+          : undefined,
       },
-      deps.env,
+      this.deps.env,
     );
     this.attempt++;
+    return specs;
+  }
+
+  /** Starts the round's local workers (state RUNNING). */
+  private startWorkers(round: RoundInfo, dirs: RunDirs, reaper: ReaperHandle): WorkerGroupHandle {
+    const { opts, deps } = this;
+    const specs = this.specsFor(round, dirs);
     const makeGroup: WorkerGroupFactory = deps.workerGroup ?? ((...args) => new WorkerGroup(...args));
     const group = makeGroup(specs, this.host, reaper, deps.console, (exit) => {
       if (exit.exitCode !== 0 && !exit.stoppedByAgent) deps.metrics.workerFailed();
+      this.control?.monitor.forget(exit.localRank);
       deps.metrics.workersRunning(this.currentGroup?.runningCount ?? 0);
       deps.console.update({ workersUp: this.currentGroup?.runningCount ?? 0 });
     });
     this.currentGroup = group;
-    const ended = new Promise<AttemptEnd>((resolveEnd) => {
-      this.wake = resolveEnd;
-    });
+    for (const spec of specs) this.control?.started(spec, round.round);
     group.start();
     deps.metrics.workerStarted(specs.length);
     deps.metrics.workersRunning(group.runningCount);
@@ -247,44 +310,154 @@ export class ElasticAgent {
       round: round.round,
       worldSize: worldSize(round),
     });
-    deps.logger.info({ pids: group.pids, ranks: specs.map((s) => s.globalRank), attemptDir }, 'workers started');
-    return { group, ended };
+    deps.logger.info(
+      { pids: group.pids, ranks: specs.map((s) => s.globalRank), attemptDir: join(specs[0]?.logDir ?? '', '..') },
+      'workers started',
+    );
+    if (this.restartRecoveryOpen && !this.control) this.endRestartRecovery(null);
+    return group;
   }
 
-  private async succeed(handler: RendezvousHandler, round: RoundInfo, group: WorkerGroupHandle): Promise<Step> {
+  /** Arms a wait for the attempt's next end: the group's outcome, a rendezvous event or a signal. */
+  private armEnd(group: WorkerGroupHandle): Promise<AttemptEnd> {
+    this.ended = new Promise<AttemptEnd>((resolveEnd) => {
+      this.wake = resolveEnd;
+    });
+    if (this.stopSignal) this.wake?.({ kind: 'signal', signal: this.stopSignal });
+    return Promise.race([group.outcome.then((o): AttemptEnd => ({ kind: 'group', outcome: o.kind })), this.ended]);
+  }
+
+  /**
+   * Live workers failed (crashed or hung and killed): count one restart job-wide, end the round so every node
+   * re-forms the group, and start the failed ranks alone in the next round while the others keep running.
+   */
+  private async restartFailedLive(
+    handler: RendezvousHandler,
+    group: WorkerGroupHandle,
+    dirs: RunDirs,
+    respawn: readonly number[],
+    restartsUsed: number,
+  ): Promise<LiveOutcome> {
+    const failures = this.takeNewFailures(group);
+    const root = rootCauseOrder(failures)[0];
+    const hang = respawn.some((r) => this.hung.has(r));
+    for (const r of respawn) this.hung.delete(r);
+    const cause: RecoveryCause = hang ? 'hang' : 'worker-failure';
+    const what = root ? `rank ${root.globalRank} ${hang ? 'hung' : 'failed'}` : 'a worker failed';
+    // A hang costs the time since the worker's last progress, not only the time after it was killed.
+    this.goodput.begin(cause, 'live', this.newestStep(), what, hang ? (this.hangSinceMs ?? Date.now()) : Date.now());
+    this.hangSinceMs = null;
+    this.deps.logger.warn(
+      { rank: root?.globalRank, exitCode: root?.exitCode, signal: root?.signal, restart: restartsUsed, respawn },
+      `${what}; restarting it alone, the others keep running (restart ${restartsUsed}/${this.opts.maxRestarts})`,
+    );
+    this.deps.metrics.restart('failure');
+    await handler.endRound({ reason: 'failure', detail: what });
+    return this.recoverLive(handler, group, dirs, respawn);
+  }
+
+  /**
+   * The live path of a round change: join the next round with a fresh master port, start the failed ranks in it,
+   * announce it to the others, and wait (bounded) for every local worker's `ready`. Falls back to the restart
+   * path when the workers are not ready in time.
+   */
+  private async recoverLive(
+    handler: RendezvousHandler,
+    group: WorkerGroupHandle,
+    dirs: RunDirs,
+    respawn: readonly number[],
+  ): Promise<LiveOutcome> {
+    const { deps, opts } = this;
+    const control = this.control as WorkerControl;
+    const fromRound = this.roundNo;
+    control.pause();
+    this.transition('RENDEZVOUS');
+    let round: RoundInfo;
+    try {
+      round = await handler.next({ signal: this.abort.signal, masterPort: await freePortPair() });
+    } catch (err) {
+      if (this.stopSignal) return this.finishSignalled(handler);
+      throw err;
+    }
+    this.enterRound(round);
+    const specs = this.specsFor(round, dirs);
+    const fresh = new Set(respawn);
+    for (const r of respawn) {
+      const spec = specs[r] as WorkerSpec;
+      control.started(spec, round.round);
+      group.respawn(spec);
+    }
+    if (respawn.length > 0) deps.metrics.workerStarted(respawn.length);
+    control.sendRound(round, specs, fresh);
+    this.transition('RUNNING');
+    deps.console.update({
+      workersUp: group.runningCount,
+      restartsUsed: round.failureRestarts,
+      round: round.round,
+      worldSize: worldSize(round),
+    });
+    const next = this.armEnd(group);
+    const ranks = specs.map((s) => s.localRank);
+    const timeoutMs = Math.max(LIVE_READY_TIMEOUT_MS, control.monitor.timeoutMs);
+    const raced = await Promise.race([
+      control.waitReady(ranks, round.round, timeoutMs).then((r) => ({ kind: 'ready' as const, ...r })),
+      next.then(() => ({ kind: 'interrupted' as const })),
+    ]);
+    if (raced.kind === 'interrupted') return { kind: 'continue', next };
+    if (raced.missing.length > 0) {
+      deps.logger.warn(
+        { round: round.round, missing: raced.missing, timeoutMs },
+        'workers not ready in the new round in time; falling back to restarting them',
+      );
+      this.wake = null;
+      this.transition('RESTARTING');
+      this.goodput.end(null);
+      this.beginRestartRecovery('membership', 'live recovery timed out');
+      await group.stop(opts.shutdownGraceMs);
+      deps.metrics.restart('membership');
+      return NEXT_ROUND;
+    }
+    control.resume();
+    const rec = this.goodput.end(raced.step);
+    if (rec) this.reportRecovery(rec, fromRound, round.round);
+    return { kind: 'continue', next };
+  }
+
+  private async succeed(handler: RendezvousHandler, group: WorkerGroupHandle): Promise<Step> {
     await group.waitAll();
     await handler
       .markClosed()
       .catch((err: Error) => this.deps.logger.warn({ err: err.message }, 'could not mark the job closed'));
     this.transition('SUCCEEDED');
-    this.deps.logger.info({ round: round.round }, 'all workers succeeded');
+    this.deps.logger.info(
+      { round: this.roundNo, goodput: this.goodput.ratio(this.control?.monitor.medianStepMs ?? null) },
+      'all workers succeeded',
+    );
     return {
       kind: 'done',
-      result: { exitCode: 0, state: 'SUCCEEDED', failures: this.allFailures, rounds: round.round + 1 },
+      result: { exitCode: 0, state: 'SUCCEEDED', failures: this.allFailures, rounds: this.roundNo + 1 },
     };
   }
 
   /** A local worker failed: stop the rest, then (after a membership verdict, if the policy asks) restart or give up. */
-  private async onWorkersFailed(
-    handler: RendezvousHandler,
-    round: RoundInfo,
-    group: WorkerGroupHandle,
-    ended: Promise<AttemptEnd>,
-  ): Promise<Step> {
+  private async onWorkersFailed(handler: RendezvousHandler, group: WorkerGroupHandle): Promise<Step> {
     const { opts, deps } = this;
     const decision = onGroupEnd(this.snapshot(), 'failed');
+    const lastStep = this.newestStep();
     await group.stop(opts.shutdownGraceMs);
-    const localFailures = group.observedExits.filter((e) => e.exitCode !== 0 && !e.stoppedByAgent);
-    const failure = onLocalFailure({ groupWorldSize: round.groupWorldSize, leaseTtlMs: handler.config.leaseTtlMs });
+    const groupWorldSize = this.groupWorldSize;
+    const failure = onLocalFailure({ groupWorldSize, leaseTtlMs: handler.config.leaseTtlMs });
     if (failure.kind === 'await-membership-verdict') {
-      const verdict = await this.awaitMembershipVerdict(ended, failure.waitMs);
+      const verdict = await this.awaitMembershipVerdict(this.ended, failure.waitMs);
       this.wake = null;
       if (verdict?.kind === 'signal') return this.finishSignalled(handler);
       if (verdict?.kind === 'rendezvous-error') throw verdict.error;
       if (verdict?.kind === 'rejoin') {
+        const collateral = this.takeNewFailures(group, false);
         this.transition('RESTARTING');
+        this.beginRestartRecovery('membership', verdict.reason, lastStep);
         deps.logger.warn(
-          { round: round.round, reason: verdict.reason, ranks: localFailures.map((e) => e.globalRank) },
+          { round: this.roundNo, reason: verdict.reason, ranks: collateral.map((e) => e.globalRank) },
           'workers failed while the round ended elsewhere; restarting them in the next round',
         );
         deps.metrics.restart('membership');
@@ -292,11 +465,14 @@ export class ElasticAgent {
       }
     }
     this.wake = null;
-    this.allFailures.push(...localFailures);
+    const localFailures = this.takeNewFailures(group);
     // The root cause of this round's failure: the first by time, as the failure summary orders them.
     const root = rootCauseOrder(localFailures)[0];
     if (decision.kind === 'restart') {
       this.transition('RESTARTING');
+      const hang = localFailures.some((e) => this.hung.has(e.localRank));
+      this.hung.clear();
+      this.beginRestartRecovery(hang ? 'hang' : 'worker-failure', root ? `rank ${root.globalRank}` : '', lastStep);
       deps.logger.warn(
         { rank: root?.globalRank, exitCode: root?.exitCode, signal: root?.signal, restart: decision.restartsUsed },
         `worker failed; restarting the group (restart ${decision.restartsUsed}/${opts.maxRestarts})`,
@@ -311,8 +487,82 @@ export class ElasticAgent {
     deps.console.message(formatFailureSummary(this.entrypoint(), this.allFailures, reason));
     return {
       kind: 'done',
-      result: { exitCode: 1, state: 'FAILED', failures: this.allFailures, rounds: round.round + 1 },
+      result: { exitCode: 1, state: 'FAILED', failures: this.allFailures, rounds: this.roundNo + 1 },
     };
+  }
+
+  /** Failures of the group not yet counted; with `count` they join allFailures (the job's failure record). */
+  private takeNewFailures(group: WorkerGroupHandle, count = true): WorkerExit[] {
+    const fresh = group.observedExits.filter((e) => e.exitCode !== 0 && !e.stoppedByAgent && !this.counted.has(e.pid));
+    for (const e of fresh) this.counted.add(e.pid);
+    if (count) this.allFailures.push(...fresh);
+    return fresh;
+  }
+
+  /** The watchdog found a worker without step progress: take its stacks, kill it; its exit is then a failure. */
+  private onHang(info: HangInfo): void {
+    const group = this.currentGroup;
+    const control = this.control;
+    if (!group || !control || this.state !== 'RUNNING') return;
+    this.hung.add(info.localRank);
+    this.hangSinceMs = Date.now() - info.silentMs;
+    this.deps.logger.warn(
+      { localRank: info.localRank, step: info.step, silentMs: info.silentMs, hangTimeoutMs: info.timeoutMs },
+      `worker hung: no step progress for ${(info.silentMs / 1000).toFixed(1)} s; dumping its stacks and killing it`,
+    );
+    void control.dumpAndKill(group, info.localRank).then((dir) => {
+      if (dir) this.deps.logger.warn({ localRank: info.localRank, dir }, 'hung worker stacks written');
+    });
+  }
+
+  /** On the restart path, training runs again once every local worker of the new round said ready. */
+  private onWorkerReady(step: number, round: number): void {
+    if (!this.restartRecoveryOpen || this.state !== 'RUNNING' || round !== this.roundNo) return;
+    const ranks = Array.from({ length: this.opts.nprocPerNode }, (_, i) => i);
+    if (this.control?.allReady(ranks, round)) this.endRestartRecovery(step);
+  }
+
+  private onHeartbeat(step: number, atMs: number): void {
+    if (this.restartRecoveryOpen && this.state === 'RUNNING') this.endRestartRecovery(step, atMs);
+    this.deps.metrics.progress(this.goodput.ratio(this.control?.monitor.medianStepMs ?? null), step);
+  }
+
+  private beginRestartRecovery(cause: RecoveryCause, detail: string, lastStep = this.newestStep()): void {
+    this.goodput.begin(cause, 'restart', lastStep, detail);
+    this.restartRecoveryOpen = true;
+  }
+
+  private endRestartRecovery(step: number | null, atMs = Date.now()): void {
+    this.restartRecoveryOpen = false;
+    const rec = this.goodput.end(step, atMs);
+    if (rec) this.reportRecovery(rec, null, this.roundNo);
+  }
+
+  private reportRecovery(rec: RecoveryRecord, fromRound: number | null, round: number): void {
+    const ratio = this.goodput.ratio(this.control?.monitor.medianStepMs ?? null);
+    const lost = rec.stepsLost === null ? 'steps lost unknown' : `${rec.stepsLost} steps lost`;
+    this.deps.logger.info(
+      {
+        cause: rec.cause,
+        path: rec.path,
+        recoveryMs: rec.recoveryMs,
+        stepsLost: rec.stepsLost,
+        fromRound: fromRound ?? undefined,
+        round,
+        goodput: Number(ratio.toFixed(4)),
+      },
+      `${rec.path} recovery (${rec.cause}: ${rec.detail}) took ${(rec.recoveryMs / 1000).toFixed(2)} s, ${lost}`,
+    );
+    this.deps.metrics.recovery(rec);
+    this.deps.metrics.progress(ratio, this.newestStep());
+    this.deps.console.update({
+      goodput: ratio,
+      lastRecovery: `${rec.path} ${(rec.recoveryMs / 1000).toFixed(2)} s, ${lost}`,
+    });
+  }
+
+  private newestStep(): number | null {
+    return this.control?.monitor.newestStep ?? null;
   }
 
   /** An error out of the loop: the agent fails, its workers are stopped, the summary printed. */

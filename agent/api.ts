@@ -39,6 +39,10 @@ export interface RunOptions {
   readonly logLevel: 'debug' | 'info' | 'warn' | 'error';
   readonly checkpointDir: string | null;
   readonly statusLine: boolean;
+  /** live: workers that declare it keep running across round changes; restart: always restart the group. */
+  readonly recovery: 'live' | 'restart';
+  /** --hang-timeout, or null for the default (max(10 s, 5 × the recent median step time)). */
+  readonly hangTimeoutMs: number | null;
 }
 
 /** One worker's end, as the agent observed it. */

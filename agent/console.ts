@@ -10,6 +10,10 @@ export interface StatusFields {
   maxRestarts: number;
   round: number | null;
   worldSize: number | null;
+  /** Productive time / wall time, 0..1, or null before it is known. */
+  goodput: number | null;
+  /** The most recent recovery, e.g. "live 0.21 s, 0 steps lost". */
+  lastRecovery: string | null;
 }
 
 export class AgentConsole implements ConsoleSink {
@@ -71,6 +75,8 @@ export class AgentConsole implements ConsoleSink {
       `restarts ${s.restartsUsed}/${s.maxRestarts}`,
       s.round === null ? null : `round ${s.round}`,
       s.worldSize === null ? null : `world ${s.worldSize}`,
+      s.goodput === null ? null : `goodput ${(s.goodput * 100).toFixed(1)}%`,
+      s.lastRecovery === null ? null : `last recovery ${s.lastRecovery}`,
       elapsed,
     ].filter(Boolean);
     this.err.write(`\r\x1b[2K\x1b[2m${parts.join(' · ')}\x1b[0m`);
@@ -87,5 +93,7 @@ function emptyStatus(): StatusFields {
     maxRestarts: 0,
     round: null,
     worldSize: null,
+    goodput: null,
+    lastRecovery: null,
   };
 }

@@ -3,6 +3,7 @@
 
 import { createServer, type Server } from 'node:http';
 import type { AgentState } from './api.js';
+import type { RecoveryRecord } from './goodput.js';
 
 export interface AgentMetrics {
   state(s: AgentState): void;
@@ -11,6 +12,10 @@ export interface AgentMetrics {
   restart(kind: 'failure' | 'membership'): void;
   round(n: number, worldSize: number): void;
   workersRunning(n: number): void;
+  /** A finished recovery: its time, steps lost, cause and path. */
+  recovery(r: RecoveryRecord): void;
+  /** Productive time over wall time so far, and the newest step the workers reported. */
+  progress(goodputRatio: number, step: number | null): void;
   readonly port: number | null;
   close(): Promise<void>;
 }
@@ -22,6 +27,8 @@ export const noMetrics: AgentMetrics = {
   restart() {},
   round() {},
   workersRunning() {},
+  recovery() {},
+  progress() {},
   port: null,
   async close() {},
 };
@@ -69,6 +76,34 @@ export async function startMetricsServer(port: number, host = '0.0.0.0'): Promis
     help: 'local workers running',
     registers: [registry],
   });
+  const recoverySeconds = new prom.Histogram({
+    name: 'tensile_recovery_seconds',
+    help: 'time from a failure or round change to training again',
+    labelNames: ['cause', 'path'],
+    buckets: [0.1, 0.25, 0.5, 1, 2, 5, 10, 20, 60],
+    registers: [registry],
+  });
+  const lastRecovery = new prom.Gauge({
+    name: 'tensile_last_recovery_seconds',
+    help: 'time the most recent recovery took',
+    labelNames: ['cause', 'path'],
+    registers: [registry],
+  });
+  const stepsLost = new prom.Counter({
+    name: 'tensile_steps_lost_total',
+    help: 'training steps redone because of recoveries',
+    registers: [registry],
+  });
+  const goodputGauge = new prom.Gauge({
+    name: 'tensile_goodput_ratio',
+    help: 'productive time / wall time (recoveries and redone steps are not productive)',
+    registers: [registry],
+  });
+  const stepGauge = new prom.Gauge({
+    name: 'tensile_training_step',
+    help: 'newest step the local workers reported in heartbeats',
+    registers: [registry],
+  });
   let current: AgentState = 'INIT';
 
   const server: Server = createServer((req, res) => {
@@ -113,6 +148,15 @@ export async function startMetricsServer(port: number, host = '0.0.0.0'): Promis
       worldGauge.set(w);
     },
     workersRunning: (n) => running.set(n),
+    recovery(r) {
+      recoverySeconds.observe({ cause: r.cause, path: r.path }, r.recoveryMs / 1000);
+      lastRecovery.set({ cause: r.cause, path: r.path }, r.recoveryMs / 1000);
+      if (r.stepsLost) stepsLost.inc(r.stepsLost);
+    },
+    progress(ratio, step) {
+      goodputGauge.set(ratio);
+      if (step !== null) stepGauge.set(step);
+    },
     port: typeof addr === 'object' && addr ? addr.port : port,
     close: () => new Promise<void>((resolve) => server.close(() => resolve())),
   };

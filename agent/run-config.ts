@@ -94,6 +94,18 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
   },
   { name: 'log-level', env: true, metavar: 'LEVEL', help: 'debug, info, warn or error (default info)' },
   { name: 'checkpoint-dir', env: true, metavar: 'DIR', help: 'passed to workers as TENSILE_CHECKPOINT_DIR' },
+  {
+    name: 'recovery',
+    env: true,
+    metavar: 'live|restart',
+    help: 'live: keep workers that support it running across round changes (default); restart: always restart',
+  },
+  {
+    name: 'hang-timeout',
+    env: true,
+    metavar: 'SEC',
+    help: 'a worker that sends heartbeats but no step progress this long is dumped and restarted (default max(10, 5x median step time))',
+  },
   { name: 'no-status-line', boolean: true, help: 'no live status line on a TTY' },
   { name: 'help', short: 'h', boolean: true, help: 'show this help' },
 ];
@@ -332,6 +344,19 @@ export function parseRunArgs(
         ? secondsToMs(env.TORCH_ELASTIC_SHUTDOWN_TIMEOUT, 'TORCH_ELASTIC_SHUTDOWN_TIMEOUT')
         : DEFAULT_SHUTDOWN_GRACE_MS;
 
+  const recovery = (get('recovery') ?? 'live').toLowerCase();
+  if (recovery !== 'live' && recovery !== 'restart') {
+    throw new UsageError(`${where(sources, 'recovery')} '${get('recovery')}': expected 'live' or 'restart'`);
+  }
+  const hangTimeoutRaw = get('hang-timeout');
+  const hangTimeoutMs =
+    hangTimeoutRaw === undefined ? null : secondsToMs(hangTimeoutRaw, where(sources, 'hang-timeout'));
+  if (hangTimeoutMs !== null && hangTimeoutMs <= 0) {
+    throw new UsageError(
+      `${where(sources, 'hang-timeout')} '${hangTimeoutRaw}': expected a positive number of seconds`,
+    );
+  }
+
   const options: RunOptions = {
     nnodes,
     nprocPerNode,
@@ -358,6 +383,8 @@ export function parseRunArgs(
     logLevel: logLevel as RunOptions['logLevel'],
     checkpointDir: get('checkpoint-dir') ?? null,
     statusLine: isTty && !bool('no-status-line'),
+    recovery,
+    hangTimeoutMs,
   };
   return { help: false, options, notices };
 }

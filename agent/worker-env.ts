@@ -13,6 +13,8 @@ export interface AttemptContext {
   readonly checkpointDir: string;
   readonly host: string;
   readonly nodeId: string;
+  /** The control channel (live recovery, watchdog): each worker's socket path and the recovery mode. */
+  readonly control?: { readonly socketPath: (localRank: number) => string; readonly recovery: 'live' | 'restart' };
 }
 
 function maskFor(spec: StdSpec, localRank: number): StdMask {
@@ -110,6 +112,7 @@ export function buildWorkerSpecs(
       TENSILE_HOST: ctx.host,
       TENSILE_CHECKPOINT_DIR: ctx.checkpointDir,
       TENSILE_LOG_DIR: logDir,
+      ...(ctx.control ? controlEnv(opts, shared, ctx.control, localRank, logDir) : {}),
     };
     specs.push({
       localRank,
@@ -125,4 +128,30 @@ export function buildWorkerSpecs(
     });
   }
   return specs;
+}
+
+/**
+ * The control-channel variables, and what lets the hang watchdog take stacks: Node workers write a diagnostic
+ * report into their log dir on SIGUSR2, Python workers dump their traceback to stderr on SIGABRT (faulthandler).
+ */
+function controlEnv(
+  opts: RunOptions,
+  shared: Readonly<Record<string, string>>,
+  control: NonNullable<AttemptContext['control']>,
+  localRank: number,
+  logDir: string,
+): Record<string, string> {
+  const env: Record<string, string> = {
+    TENSILE_CONTROL: control.socketPath(localRank),
+    TENSILE_RECOVERY: control.recovery,
+  };
+  if (opts.runner === 'node' || opts.runner === 'node-ts') {
+    const dir = logDir.includes(' ') ? `"${logDir}"` : logDir;
+    const report = `--report-on-signal --report-signal=SIGUSR2 --report-directory=${dir}`;
+    env.NODE_OPTIONS = shared.NODE_OPTIONS ? `${shared.NODE_OPTIONS} ${report}` : report;
+  }
+  if ((opts.runner === 'python' || opts.runner === 'python-module') && shared.PYTHONFAULTHANDLER === undefined) {
+    env.PYTHONFAULTHANDLER = '1';
+  }
+  return env;
 }

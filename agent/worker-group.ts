@@ -52,6 +52,17 @@ export interface WorkerGroupHandle {
   stop(graceMs: number, sig?: NodeJS.Signals): Promise<void>;
   /** Resolves once every worker has exited. */
   waitAll(): Promise<void>;
+  /**
+   * Live recovery: starts a new process for `spec.localRank`, whose previous process has exited. When the group's
+   * outcome had settled as failed, `outcome` becomes a fresh promise for the group as it is now.
+   */
+  respawn(spec: WorkerSpec): void;
+  /** Sends a signal to one worker's process group (no-op when it has exited). */
+  signalWorker(localRank: number, sig: NodeJS.Signals): void;
+  /** The pid of the local rank's current process, or null when it has exited. */
+  pidOf(localRank: number): number | null;
+  /** From now until it exits, copies the local rank's stderr lines into `path` too (stack dumps). */
+  captureStderr(localRank: number, path: string): void;
 }
 
 /** Builds the group of one attempt (the agent's default is `new WorkerGroup(...)`). */
@@ -69,18 +80,22 @@ interface Running {
   readonly pid: number;
   readonly stderrTail: string[];
   readonly files: WriteStream[];
+  capture: WriteStream | null;
   exited: boolean;
   exitPromise: Promise<void>;
 }
 
 export class WorkerGroup implements WorkerGroupHandle {
+  /** Every process this group started, replaced ones included. */
   private readonly workers: Running[] = [];
+  /** The current process of each local rank. */
+  private readonly current = new Map<number, Running>();
   private readonly exits: WorkerExit[] = [];
   private stopping = false;
   private settle!: (outcome: GroupOutcome) => void;
   private settled = false;
-  /** Resolves when every worker exited 0, or at the first failure (other workers may still run). */
-  readonly outcome: Promise<GroupOutcome>;
+  private outcomePromise: Promise<GroupOutcome>;
+  private readonly usePdeathsig = existsSync(SETPRIV);
 
   constructor(
     private readonly specs: readonly WorkerSpec[],
@@ -89,13 +104,59 @@ export class WorkerGroup implements WorkerGroupHandle {
     private readonly sink: ConsoleSink,
     private readonly onExit: (exit: WorkerExit) => void = () => {},
   ) {
-    this.outcome = new Promise((resolve) => (this.settle = resolve));
+    this.outcomePromise = new Promise((resolve) => (this.settle = resolve));
+  }
+
+  /** Resolves when every current worker exited 0, or at the first failure (other workers may still run). */
+  get outcome(): Promise<GroupOutcome> {
+    return this.outcomePromise;
   }
 
   /** Spawns every worker. Spawn errors (missing interpreter, EACCES) become worker failures, not exceptions. */
   start(): void {
-    const usePdeathsig = existsSync(SETPRIV);
-    for (const spec of this.specs) {
+    for (const spec of this.specs) this.spawnOne(spec);
+  }
+
+  respawn(spec: WorkerSpec): void {
+    const prev = this.current.get(spec.localRank);
+    if (prev && !prev.exited) throw new Error(`local rank ${spec.localRank} is still running (pid ${prev.pid})`);
+    if (this.settled) {
+      this.settled = false;
+      this.outcomePromise = new Promise((resolve) => (this.settle = resolve));
+    }
+    this.spawnOne(spec);
+    // Another rank may have failed meanwhile: the fresh outcome must say so at once.
+    for (const w of this.current.values()) {
+      const e = w.exited ? this.exits.findLast((x) => x.pid === w.pid) : undefined;
+      if (e) this.evaluate(e);
+    }
+  }
+
+  signalWorker(localRank: number, sig: NodeJS.Signals): void {
+    const w = this.current.get(localRank);
+    if (!w || w.exited || w.pid <= 0) return;
+    try {
+      process.kill(-w.pid, sig);
+    } catch {
+      // Already gone.
+    }
+  }
+
+  pidOf(localRank: number): number | null {
+    const w = this.current.get(localRank);
+    return w && !w.exited && w.pid > 0 ? w.pid : null;
+  }
+
+  captureStderr(localRank: number, path: string): void {
+    const w = this.current.get(localRank);
+    if (!w || w.exited || w.capture) return;
+    w.capture = createWriteStream(path);
+    w.capture.on('error', () => {});
+  }
+
+  private spawnOne(spec: WorkerSpec): void {
+    {
+      const usePdeathsig = this.usePdeathsig;
       if (spec.logDir) mkdirSync(spec.logDir, { recursive: true });
       const [cmd, ...args] = spec.argv as [string, ...string[]];
       const file = usePdeathsig ? SETPRIV : cmd;
@@ -111,6 +172,7 @@ export class WorkerGroup implements WorkerGroupHandle {
         pid: child.pid ?? -1,
         stderrTail: [],
         files: [],
+        capture: null,
         exited: false,
         exitPromise: Promise.resolve(),
       };
@@ -139,11 +201,12 @@ export class WorkerGroup implements WorkerGroupHandle {
         });
       });
       this.workers.push(running);
+      this.current.set(spec.localRank, running);
     }
   }
 
   get pids(): number[] {
-    return this.workers.map((w) => w.pid).filter((p) => p > 0);
+    return [...this.current.values()].map((w) => w.pid).filter((p) => p > 0);
   }
 
   get runningCount(): number {
@@ -229,6 +292,7 @@ export class WorkerGroup implements WorkerGroupHandle {
 
   private emitLine(w: Running, name: 'stdout' | 'stderr', prefix: string, line: string, toConsole: boolean): void {
     if (name === 'stderr') {
+      w.capture?.write(`${line}\n`);
       w.stderrTail.push(line);
       if (w.stderrTail.length > STDERR_TAIL_LINES) w.stderrTail.shift();
     }
@@ -238,6 +302,7 @@ export class WorkerGroup implements WorkerGroupHandle {
   private recordExit(w: Running, code: number | null, signal: NodeJS.Signals | null, spawnError: string | null): void {
     if (w.exited) return;
     w.exited = true;
+    w.capture?.end();
     if (w.pid > 0) this.reaper?.remove(w.pid);
     const fromFile = readErrorFile(w.spec.errorFile);
     const exit: WorkerExit = {
@@ -266,7 +331,10 @@ export class WorkerGroup implements WorkerGroupHandle {
       this.settle({ kind: 'failed', failures: [latest] });
       return;
     }
-    if (this.exits.length === this.workers.length && this.exits.every((e) => e.exitCode === 0)) {
+    const currentExits = [...this.current.values()].map((w) =>
+      w.exited ? this.exits.findLast((e) => e.pid === w.pid) : undefined,
+    );
+    if (currentExits.every((e) => e !== undefined && e.exitCode === 0)) {
       this.settled = true;
       this.settle({ kind: 'succeeded' });
     }

@@ -38,7 +38,7 @@
 //   local worker is not live, it falls back to the restart path (stop the group, start it again).
 // - A live worker that exits non-zero is restarted alone in the next round, counted against --max-restarts; the
 //   others are not stopped and get that round's `round`.
-// - Hang watchdog: armed after a worker's first heartbeat, paused between `round` and `ready`. No step progress for
+// - Hang watchdog: armed at a worker's `ready` or first heartbeat, paused between `round` and `ready`. No step progress for
 //   the hang timeout → `dump` (dir = the worker's log dir), SIGCONT, SIGUSR2 (Node workers run with
 //   --report-on-signal --report-signal=SIGUSR2 --report-directory=<log dir>) or SIGABRT (Python workers run with
 //   PYTHONFAULTHANDLER=1: the traceback goes to stderr, which the agent saves as stacks.txt), ≤ 2 s for the dump,

@@ -1,9 +1,12 @@
-// The operator's contract: the options `runOperator` takes, the narrow Kubernetes client the controller calls,
-// the logger it is given, and its errors.
+// The operator's contract: the narrow Kubernetes client the controller calls, the logger it is given, and its
+// errors. The options `runOperator` takes are one zod schema in `config/operator-options.ts`.
 //
-// Layout: `api/v1alpha1/` (the ElasticJob schema and CRD), `controller/planner.ts` (pure: snapshot → plan),
-// `controller/elasticjob-controller.ts` (informers, work queue, executor), `controller/leader-election.ts`
-// (Lease loop), `kube-client.ts` (the only file that calls @kubernetes/client-node's REST APIs), `index.ts`.
+// Layout: `v1alpha1/` (the ElasticJob schema and CRD builder), `config/` (the options schema, the chart values
+// schema and the generated files), `controller/planner.ts` (pure: snapshot → plan), `controller/elasticjob-
+// controller.ts` (informers, work queue, executor), `controller/leader-election.ts` (Lease loop), `kube/`
+// (`client-node.ts`: the @kubernetes/client-node boundary; `kube-client.ts`: the only file that calls its REST
+// APIs; the informer), `run-operator.ts`, `operator-cli.ts` (`tensile operator`), `leader-handover.ts`,
+// `probe-server.ts`, `index.ts` (exports).
 import type { V1Lease, V1Pod, V1Service } from '@kubernetes/client-node';
 
 /** The tree's one logger contract (common/logger.ts); the operator never writes to the console itself. */
@@ -78,7 +81,7 @@ export interface InvolvedObject {
 }
 
 /**
- * Every Kubernetes API call the operator makes. `kube-client.ts` implements it on @kubernetes/client-node;
+ * Every Kubernetes API call the operator makes. `kube/kube-client.ts` implements it on @kubernetes/client-node;
  * `KUBE_API_CALLS` lists the (group, resource, verb) triples so a test checks the chart's RBAC covers them.
  * Methods throw ApiConflictError (409), ApiNotFoundError (404) or ApiError.
  */

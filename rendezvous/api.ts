@@ -87,6 +87,11 @@ export interface RendezvousConfig {
 
 export interface NextOptions {
   readonly signal?: AbortSignal;
+  /**
+   * The master port this node advertises from this round on (instead of self.masterPort): live recovery gives
+   * every round a fresh free port, since the previous round's store may still be bound by a running worker.
+   */
+  readonly masterPort?: number;
 }
 
 export interface EndRoundOptions {

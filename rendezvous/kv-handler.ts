@@ -70,6 +70,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   // ---- this node in the job: what it registered for, what it waits for, what it runs in ----
   /** The round in our node key, once the put is issued; null = no key. */
   private myRound: number | null = null;
+  /** NextOptions.masterPort of the latest next() call, advertised in this node's document instead of self.masterPort. */
+  private advertisedMasterPort: number | null = null;
   private pending: PendingNext | null = null;
   private current: RoundInfo | null = null;
   /** The last round whose end this node asked for: next() does not resolve with it. */
@@ -169,6 +171,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
       );
     const { signal } = options;
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (options.masterPort !== undefined) this.advertisedMasterPort = options.masterPort;
     if (this.state?.doc.closed) return Promise.reject(this.closedError());
     return new Promise<RoundInfo>((resolve, reject) => {
       const joinTimer = setTimeout(() => this.onJoinTimeout(), this.config.joinTimeoutMs);
@@ -508,7 +511,9 @@ export class KvRendezvousHandler implements RendezvousHandler {
 
   private putMyNode(round: number): void {
     this.myRound = round;
-    const value: NodeDoc = { node: this.self, round };
+    const node =
+      this.advertisedMasterPort === null ? this.self : { ...this.self, masterPort: this.advertisedMasterPort };
+    const value: NodeDoc = { node, round };
     this.kv
       .txn({ compares: [], puts: [{ key: this.myKey, value: JSON.stringify(value), leased: true }], deletes: [] })
       .catch((err: unknown) => {

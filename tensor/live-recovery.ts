@@ -83,6 +83,8 @@ export interface RecoveryRecord {
   readonly sinceFaultMs: number;
   /** State bytes this rank received (receivers) or sent to each receiver (source); 0 otherwise. */
   readonly bytes: number;
+  /** The checkpoint file restored ('disk'), else null. */
+  readonly checkpoint: string | null;
   readonly cause: string;
 }
 
@@ -188,6 +190,7 @@ export function roundSpecOf(msg: RoundMessage): RoundSpec {
 }
 
 interface Agreement {
+  readonly checkpoint?: string;
   readonly stateFrom: StateFrom;
   readonly sourceRank: number | null;
   readonly stepsLost: number | null;
@@ -438,6 +441,7 @@ export class LiveRecovery {
           recoveryMs: now - (this.receivedAtMs.get(spec.round) ?? t0),
           sinceFaultMs: now - fault,
           bytes: agreed.bytes,
+          checkpoint: agreed.checkpoint ?? null,
           cause,
         };
         this.history.push(record);
@@ -571,7 +575,7 @@ export class LiveRecovery {
         `live recovery: resumed from ${info.file}: ${stepsLost} steps lost`,
       );
     }
-    return { stateFrom: 'disk', sourceRank: null, stepsLost, bytes: 0 };
+    return { stateFrom: 'disk', sourceRank: null, stepsLost, bytes: 0, checkpoint: info.file };
   }
 }
 

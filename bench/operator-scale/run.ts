@@ -6,6 +6,8 @@
 // trips (status write, pod/service creates) to a test API server that shares this process with the pod stand-in;
 // reconcile_plan_p99 is the operator's own work (snapshot + plan). No peer can run here: absolute figures
 // (peer=- ratio=-; target on the value, or target=- for figures reported for information).
+// The operator process gets the environment the Helm chart gives its container (NODE_OPTIONS: V8 heap flags),
+// rendered with real helm (test/helpers/helm.ts), so the memory figure is the one a chart install has.
 // Usage: node --import tsx bench/operator-scale/run.ts [--jobs 1000] [--replicas 10] [--timeout-s 420] [--operator-js DIR]
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,6 +19,7 @@ import { absoluteFigure } from '../lib/figures.js';
 import { startTensile } from '../../test/helpers/cli.js';
 import { kubectl, startTestApiServer, waitFor, type KObject } from '../../test/k8s/index.js';
 import { CRD_PATH, clientFor } from '../../test/e2e/operator/harness.js';
+import { helmTemplate, operatorContainer } from '../../test/helpers/helm.js';
 
 const { values } = parseArgs({
   options: {
@@ -75,6 +78,12 @@ function percentileOf(buckets: Array<[number, number]>, p: number): number {
   return NaN;
 }
 
+/** The plain `value` env entries of the chart's operator container (the downward-API ones need a pod). */
+const chartEnv: Record<string, string> = {};
+for (const e of operatorContainer(await helmTemplate()).env ?? [])
+  if (e.value !== undefined) chartEnv[e.name] = e.value;
+console.error(`operator-scale: operator env from the chart: ${JSON.stringify(chartEnv)}`);
+
 const server = await startTestApiServer({ scheduler: false, watchWindowEvents: 200_000, gcIntervalMs: 1000 });
 const http = clientFor(server);
 const podsDef = server.state.def('', 'pods');
@@ -132,7 +141,7 @@ let op: { child: ChildProcess; kill(sig?: NodeJS.Signals): void; result: Promise
 /** `node <dir>/agent/cli.js <args>` in its own process group; killed with SIGKILL after `timeoutMs`. */
 function startCompiled(dir: string, args: readonly string[], timeoutMs: number) {
   const child = spawn(process.execPath, [join(dir, 'agent/cli.js'), ...args], {
-    env: { ...process.env, NODE_TEST_CONTEXT: undefined },
+    env: { ...process.env, NODE_TEST_CONTEXT: undefined, ...chartEnv },
     stdio: ['ignore', 'ignore', 'inherit'],
     detached: true,
   });
@@ -175,7 +184,7 @@ try {
   op =
     values['operator-js'] !== undefined
       ? startCompiled(values['operator-js'], opArgs, TIMEOUT_MS + 60_000)
-      : startTensile(opArgs, { timeoutMs: TIMEOUT_MS + 60_000 });
+      : startTensile(opArgs, { timeoutMs: TIMEOUT_MS + 60_000, env: chartEnv });
   await waitFor(
     'operator ready',
     async () => (await fetch(`http://127.0.0.1:${port}/readyz`)).status === 200,

@@ -20,6 +20,14 @@ const num = (name: string, min: number, max: number) =>
     message: `${name}: expected a number in (${min}, ${max}]`,
   });
 
+/**
+ * How `--chaos` fails a worker: exit (code 1, with an error file), kill (SIGKILL itself: a crash), hang (a busy
+ * loop: only a watchdog or a timeout notices), stop (SIGSTOP itself: a frozen process), node (SIGKILL its agent,
+ * then itself: a node lost, for multi-node runs).
+ */
+export const CHAOS_MODES = ['exit', 'kill', 'hang', 'stop', 'node'] as const;
+export type ChaosMode = (typeof CHAOS_MODES)[number];
+
 export const FlagsSchema = z.object({
   epochs: int('--epochs', 1, 1000),
   batchSize: int('--batch-size', 1, 65536),
@@ -45,12 +53,16 @@ export const FlagsSchema = z.object({
     .nullable()
     .transform((s, ctx) => {
       if (s === null) return null;
-      const m = /^(\d+):(\d+)$/.exec(s);
-      if (!m) {
-        ctx.addIssue({ code: 'custom', message: `--chaos ${s}: expected RANK:STEP (e.g. 1:30)` });
+      const m = /^(\d+):(\d+)(?::([a-z]+))?$/.exec(s);
+      const mode = (m?.[3] ?? 'exit') as ChaosMode;
+      if (!m || !CHAOS_MODES.includes(mode)) {
+        ctx.addIssue({
+          code: 'custom',
+          message: `--chaos ${s}: expected RANK:STEP or RANK:STEP:MODE with MODE one of ${CHAOS_MODES.join(', ')} (e.g. 1:30:kill)`,
+        });
         return z.NEVER;
       }
-      return { rank: Number(m[1]), step: Number(m[2]) };
+      return { rank: Number(m[1]), step: Number(m[2]), mode };
     }),
   mnist: z.string().nullable(),
   report: z.string().nullable(),
@@ -114,7 +126,8 @@ export const USAGE = `Usage: train.ts [flags]
   --seed N               data and initialisation seed (default ${DEFAULTS.seed})
   --checkpoint-dir DIR   checkpoints, history and report (default $TENSILE_CHECKPOINT_DIR, else ./tensile-train)
   --save-every N         checkpoint every N steps (default ${DEFAULTS.saveEvery}); --keep-last K (default ${DEFAULTS.keepLast})
-  --chaos RANK:STEP      on the first attempt only, RANK fails at global step STEP (the launcher restarts the group)
+  --chaos RANK:STEP[:MODE]  once per run, RANK fails at global step STEP; MODE: exit (default: exit code 1),
+                         kill (SIGKILL itself), hang (busy loop), stop (SIGSTOP itself), node (SIGKILL its agent too)
   --mnist DIR            train on MNIST IDX files in DIR instead (train-*/t10k-*-ubyte, optionally .gz)
   --report FILE          HTML report path (default <checkpoint dir>/report.html)
   --target-accuracy X    held-out accuracy to reach (default ${DEFAULTS.targetAccuracy}); --require-target exits 3 below it

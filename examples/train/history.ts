@@ -29,7 +29,22 @@ export type HistoryEvent =
     }
   | { type: 'checkpoint'; timeMs: number; step: number; file: string; reason: string }
   | { type: 'failure'; timeMs: number; rank: number; step: number; round: number; message: string }
-  | { type: 'done'; timeMs: number; step: number; testAccuracy: number; target: number; reached: boolean };
+  | { type: 'done'; timeMs: number; step: number; testAccuracy: number; target: number; reached: boolean }
+  | {
+      /** A live recovery (tensor/live-recovery.ts), written by the new round's rank 0 when it is ready. */
+      type: 'recovery';
+      timeMs: number;
+      round: number;
+      worldSize: number;
+      stateFrom: 'self' | 'peer' | 'disk' | 'fresh';
+      /** From the round message to ready. */
+      recoveryMs: number;
+      /** From noticing the fault to ready: the downtime as this rank saw it. */
+      sinceFaultMs: number;
+      stepsLost: number | null;
+      step: number;
+      cause: string;
+    };
 
 export const HISTORY_FILE = 'history.jsonl';
 

@@ -1,6 +1,7 @@
 // The end-of-run report: one self-contained HTML page (inline SVG, no external assets) with the loss and accuracy
 // curves and a timeline of rounds, failures, checkpoints and restarts, drawn from the run's history.
 
+import { computeGoodput } from './goodput.js';
 import type { HistoryEvent } from './history.js';
 
 interface Series {
@@ -85,10 +86,15 @@ function timeline(events: readonly HistoryEvent[]): string {
     const failed = events.find((e) => e.type === 'failure' && e.timeMs >= r.timeMs && e.timeMs <= next);
     const end = failed !== undefined ? failed.timeMs : next;
     if (end < next) {
+      const nextRound = rounds[i + 1]?.round;
+      const live = events.some((e) => e.type === 'recovery' && e.round === nextRound);
+      const what = live ? 'live recovery' : 'restarting';
       parts.push(
-        `<rect x="${sx(end).toFixed(1)}" y="30" width="${Math.max(1, sx(next) - sx(end)).toFixed(1)}" height="34" fill="#ccc"><title>restarting: ${((next - end) / 1000).toFixed(1)} s</title></rect>`,
+        `<rect x="${sx(end).toFixed(1)}" y="30" width="${Math.max(1, sx(next) - sx(end)).toFixed(1)}" height="34" fill="#ccc"><title>${what}: ${((next - end) / 1000).toFixed(2)} s</title></rect>`,
       );
-      parts.push(`<text x="${(sx(end) + 4).toFixed(1)}" y="51" font-size="11" fill="#555">restart</text>`);
+      parts.push(
+        `<text x="${(sx(end) + 4).toFixed(1)}" y="51" font-size="11" fill="#555">${live ? 'live' : 'restart'}</text>`,
+      );
     }
     const x = sx(r.timeMs);
     const w = Math.max(2, sx(end) - x);
@@ -123,6 +129,58 @@ function timeline(events: readonly HistoryEvent[]): string {
   return parts.join('\n');
 }
 
+/** The goodput timeline: productive time green, outages red (live recovery or restart), lost work orange. */
+function goodputTimeline(events: readonly HistoryEvent[]): string {
+  const g = computeGoodput(events);
+  if (g.wallMs <= 0) return '<p>Goodput: no wall time recorded yet.</p>';
+  const W = 900;
+  const L = 20;
+  const R = 20;
+  const H = 96;
+  const sx = (t: number): number => L + ((t - g.startMs) / g.wallMs) * (W - L - R);
+  const secs = (ms: number): string => (ms >= 10_000 ? (ms / 1000).toFixed(1) + ' s' : ms.toFixed(0) + ' ms');
+  const parts: string[] = [
+    `<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 ${W} ${H}" width="${W}" height="${H}">`,
+    `<text x="${W / 2}" y="16" text-anchor="middle" font-weight="bold">Goodput ${(100 * g.goodput).toFixed(1)}% (wall time)</text>`,
+    `<rect x="${L}" y="28" width="${W - L - R}" height="28" fill="#59a14f"><title>training</title></rect>`,
+  ];
+  for (const o of g.outages) {
+    const x = sx(o.startMs);
+    const w = Math.max(2, sx(o.endMs) - x);
+    const lost = o.stepsLost === null ? 'steps lost unknown' : `${o.stepsLost} steps lost`;
+    const what = o.kind === 'live' ? 'live recovery' : 'restart';
+    parts.push(
+      `<rect x="${x.toFixed(1)}" y="28" width="${w.toFixed(1)}" height="28" fill="#e15759"><title>${what} into round ${o.round}: ${secs(o.endMs - o.startMs)} down, ${lost}</title></rect>`,
+    );
+    if (o.lostWorkMs > 0) {
+      parts.push(
+        `<rect x="${sx(o.endMs).toFixed(1)}" y="28" width="${Math.max(1, (o.lostWorkMs / g.wallMs) * (W - L - R)).toFixed(1)}" height="28" fill="#f28e2b"><title>${lost}: about ${secs(o.lostWorkMs)} of training repeated</title></rect>`,
+      );
+    }
+    parts.push(
+      `<text x="${x.toFixed(1)}" y="70" font-size="11" fill="#e15759">${o.kind === 'live' ? '⟳' : '↻'} ${secs(o.endMs - o.startMs)}</text>`,
+    );
+  }
+  parts.push(`<text x="${L}" y="${H - 4}" font-size="11">0 s</text>`);
+  parts.push(
+    `<text x="${W - R}" y="${H - 4}" font-size="11" text-anchor="end">${(g.wallMs / 1000).toFixed(1)} s</text>`,
+  );
+  parts.push(
+    `<text x="${W / 2}" y="${H - 4}" font-size="11" text-anchor="middle">green: training · red: down (⟳ live recovery, ↻ restart) · orange: repeated steps</text>`,
+  );
+  parts.push('</svg>');
+  const rows = g.outages
+    .map(
+      (o) =>
+        `<tr><td>${o.round}</td><td style="text-align:left">${o.kind === 'live' ? 'live recovery' : 'restart'}</td><td>${secs(o.endMs - o.startMs)}</td><td>${o.stepsLost ?? '?'}</td></tr>`,
+    )
+    .join('\n');
+  return `<h2>Goodput</h2>
+<p>Goodput <b>${(100 * g.goodput).toFixed(1)}%</b>: ${(g.wallMs / 1000).toFixed(1)} s wall time, ${secs(g.downtimeMs)} down in ${g.outages.length} outage(s), ${secs(g.lostWorkMs)} of repeated steps${g.medianStepMs !== null ? ` (median step ${g.medianStepMs.toFixed(1)} ms)` : ''}.</p>
+${parts.join('\n')}
+${g.outages.length === 0 ? '' : `<table><tr><th>into round</th><th>how</th><th>down</th><th>steps lost</th></tr>\n${rows}\n</table>`}`;
+}
+
 /** Renders the whole report page from the run's history. Pure: no I/O. */
 export function renderReport(events: readonly HistoryEvent[], meta: { title: string; source: string }): string {
   const steps = events.filter((e): e is Extract<HistoryEvent, { type: 'step' }> => e.type === 'step');
@@ -150,6 +208,7 @@ export function renderReport(events: readonly HistoryEvent[], meta: { title: str
 <p>Data: ${esc(meta.source)}. ${summary}</p>
 <p>${rounds.length} round(s), ${failures.length} failure(s), ${events.filter((e) => e.type === 'checkpoint').length} checkpoint(s).</p>
 ${timeline(events)}
+${goodputTimeline(events)}
 ${lineChart('Training loss', 'step', [{ name: 'loss (rank 0 batch)', color: '#4e79a7', points: steps.map((s) => [s.step, s.loss]) }])}
 ${lineChart(
   'Accuracy',

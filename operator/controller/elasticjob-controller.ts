@@ -21,7 +21,7 @@ import {
   JOB_STATES,
   DEFAULT_TERMINATION_TAINTS,
   elasticJobStatusSchema,
-} from '../api/v1alpha1/elasticjob-types.js';
+} from '../v1alpha1/elasticjob-types.js';
 import type { OperatorMetrics } from './metrics.js';
 import { planReconcile, type Action, type JobSnapshot, type Plan } from './planner.js';
 import { buildWorkerPod, buildWorkerService } from './pod-template.js';

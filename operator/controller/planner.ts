@@ -5,7 +5,8 @@
 // Rules (DESIGN §6, reference §4.4):
 // - one Pod and one headless Service per index 0..replicas-1, stable names `<job>-worker-<i>`;
 // - preemption (exit code in the preemption set, DisruptionTarget/eviction, node gone or tainted, pod deleted by
-//   someone else) replaces the pod and never counts against backoffLimit; a real failure does;
+//   someone else) replaces the pod and never counts against backoffLimit; a real failure does, and so does a
+//   worker that cannot start (image not pullable, command not in the image: `PodView.startFailure`);
 // - the job keeps Running while running ≥ min; below min longer than belowMinTimeoutSeconds → Failed;
 // - Succeeded when a worker succeeded and none is still active; Succeeded/Failed are final.
 import type { EventRecord } from '../api.js';
@@ -16,8 +17,8 @@ import type {
   JobState,
   ResolvedSpec,
   SpecIssue,
-} from '../api/v1alpha1/elasticjob-types.js';
-import { LABELS, formatIssues } from '../api/v1alpha1/elasticjob-types.js';
+} from '../v1alpha1/elasticjob-types.js';
+import { LABELS, formatIssues } from '../v1alpha1/elasticjob-types.js';
 
 export type PodPhase = 'Pending' | 'Running' | 'Succeeded' | 'Failed' | 'Unknown';
 
@@ -39,6 +40,11 @@ export interface PodView {
   readonly disruption?: string;
   /** Its node is gone or tainted as about to go away. */
   readonly nodeLost: boolean;
+  /**
+   * Why its worker container cannot start, e.g. `ImagePullBackOff: Back-off pulling image "x"` or
+   * `StartError (exit code 127): exec: "trian": executable file not found`; set while pending or after exiting.
+   */
+  readonly startFailure?: string;
 }
 
 export interface JobSnapshot {
@@ -262,7 +268,9 @@ export function planReconcile(s: JobSnapshot): Plan {
   let pending = 0;
   let succeeded = 0;
   let liveRestarts = 0;
-  let failedForGood: string | undefined;
+  let failedForGood: { readonly reason: string; readonly message: string } | undefined;
+  /** The last failure counted in this reconcile, quoted when it exhausts backoffLimit. */
+  let lastFailure: string | undefined;
   const occupied = new Set<number>();
 
   for (const p of s.pods) {
@@ -277,6 +285,23 @@ export function planReconcile(s: JobSnapshot): Plan {
       p.disruption !== undefined ||
       p.nodeLost ||
       (p.exitCode !== undefined && spec.preemptionExitCodes.includes(p.exitCode));
+    if (p.startFailure !== undefined && !preempted && p.phase !== 'Succeeded') {
+      failures += 1;
+      lastFailure = `${p.name} cannot start: ${p.startFailure}`;
+      event(
+        b,
+        'Warning',
+        'WorkerCannotStart',
+        `${lastFailure}: failure ${failures} of backoffLimit ${spec.backoffLimit} (not a preemption)`,
+      );
+      if (spec.restartPolicy === 'Never') {
+        failedForGood = { reason: 'WorkerCannotStart', message: `${lastFailure} (restartPolicy is Never)` };
+      } else {
+        restarts += 1;
+        b.actions.push({ type: 'deletePod', name: p.name, uid: p.uid, reason: 'failed' });
+      }
+      continue;
+    }
     if (p.phase === 'Failed') {
       if (preempted) {
         preemptions += 1;
@@ -290,6 +315,7 @@ export function planReconcile(s: JobSnapshot): Plan {
         );
       } else {
         failures += 1;
+        lastFailure = `${p.name} failed (${describe(p)})`;
         event(
           b,
           'Warning',
@@ -297,7 +323,10 @@ export function planReconcile(s: JobSnapshot): Plan {
           `${p.name} failed (${describe(p)}): failure ${failures} of backoffLimit ${spec.backoffLimit}`,
         );
         if (spec.restartPolicy === 'Never') {
-          failedForGood = `${p.name} failed (${describe(p)}) and restartPolicy is Never`;
+          failedForGood = {
+            reason: 'WorkerFailed',
+            message: `${p.name} failed (${describe(p)}) and restartPolicy is Never`,
+          };
         } else {
           restarts += 1;
           b.actions.push({ type: 'deletePod', name: p.name, uid: p.uid, reason: 'failed' });
@@ -331,13 +360,13 @@ export function planReconcile(s: JobSnapshot): Plan {
   const startedMs = Date.parse(b.status.startTime ?? b.nowIso);
   const countedFailures = failures + liveRestarts;
   if (failedForGood !== undefined) {
-    finish(b, 'Failed', 'WorkerFailed', failedForGood);
+    finish(b, 'Failed', failedForGood.reason, failedForGood.message);
   } else if (countedFailures > spec.backoffLimit) {
     finish(
       b,
       'Failed',
       'BackoffLimitExceeded',
-      `${countedFailures} worker failures > backoffLimit (${spec.backoffLimit})`,
+      `${countedFailures} worker failures > backoffLimit (${spec.backoffLimit})${lastFailure !== undefined ? `; last: ${lastFailure}` : ''}`,
     );
   } else if (spec.activeDeadlineSeconds !== undefined && s.nowMs - startedMs >= spec.activeDeadlineSeconds * 1000) {
     finish(

@@ -3,8 +3,8 @@
 // Workers run `tensile run` (the image's entrypoint, or set here when the worker container has no command) and
 // get the rendezvous settings as torchrun's PET_* environment variables, so an explicit flag in `args` still wins.
 import type { V1Container, V1EnvVar, V1OwnerReference, V1Pod, V1Service } from '@kubernetes/client-node';
-import type { ElasticJobSpec, ResolvedSpec } from '../api/v1alpha1/elasticjob-types.js';
-import { API_VERSION, KIND, LABELS, MANAGED_BY } from '../api/v1alpha1/elasticjob-types.js';
+import type { ElasticJobSpec, ResolvedSpec } from '../v1alpha1/elasticjob-types.js';
+import { API_VERSION, KIND, LABELS, MANAGED_BY } from '../v1alpha1/elasticjob-types.js';
 import { workerName } from './planner.js';
 
 export interface JobIdentity {

@@ -1,7 +1,7 @@
 // The collections the operator's informers list and watch, on client-node: each list is a typed API call
 // (CoreV1Api / CustomObjectsApi), each watch goes through client-node's `Watch` on the same collection path.
 import type { KubernetesListObject, KubernetesObject } from '@kubernetes/client-node';
-import { GROUP, PLURAL, VERSION } from '../api/v1alpha1/elasticjob-types.js';
+import { GROUP, PLURAL, VERSION } from '../v1alpha1/elasticjob-types.js';
 import { call, type KubeApis } from './client-node.js';
 import type { ListWatchSource } from './informer.js';
 

@@ -1,9 +1,29 @@
 // A simulated kubelet: registers a Node, runs the first container of each pod bound to it as a local
 // process group, reports phases and exit codes, restarts per restartPolicy, and on deletion sends
 // SIGTERM, waits the grace period, then SIGKILLs and removes the pod.
+//
+// Container mode (`containers`): each pod runs from its image with buildah (`buildah from` + `buildah run`,
+// chroot isolation, host network) with the image's entrypoint/cmd/user/workdir/env and the pod's command, args,
+// env, securityContext user and volume mounts. It reports what the real kubelet reports for containerd: an image
+// that is not in local storage leaves the pod Pending with ErrImagePull / ImagePullBackOff (retried); a command
+// that does not exist in the image terminates the container with StartError (exit 128) and waits with
+// RunContainerError before a restart. SIGTERM goes to the container's first process only (as the real kubelet
+// signals PID 1: tini forwards it to the agent, the agent to the workers); SIGKILL after the grace period goes to
+// every process of the container. Each working container is removed (`buildah rm`) when its process exits and
+// on stop(); leftovers of an earlier run of the same node are removed at start.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { delimiter } from 'node:path';
+import { chmodSync, mkdirSync, rmSync } from 'node:fs';
+import { delimiter, join } from 'node:path';
 import { ApiError, noopLogger, type KObject, type Logger } from './api.js';
+import {
+  buildah,
+  containerExit,
+  containerInit,
+  descendants,
+  resolveExecutable,
+  type Buildah,
+  type ImageConfig,
+} from './buildah.js';
 import type { TestApiServer } from './server.js';
 import type { EventType } from './state.js';
 
@@ -29,6 +49,24 @@ export interface KubeletOptions {
   /** First restart delay for restartPolicy Always/OnFailure; doubles up to 10 s (default 100 ms). */
   restartBackoffMs?: number;
   logger?: Logger;
+  /** Run pods from their images with buildah instead of as local processes (see the top of this file). */
+  containers?: ContainerModeOptions;
+}
+
+export interface ContainerModeOptions {
+  /**
+   * Image name in the pod spec → local image (e.g. 'ghcr.io/tensile/agent:0.1.0' → 'localhost/tensile/agent:0.1.0').
+   * Names not in the map are looked up as they are; an image not in local storage is ErrImagePull.
+   */
+  images?: Record<string, string>;
+  /** buildah storage driver (default overlay). */
+  storageDriver?: string;
+  /**
+   * Host directory for volumes: emptyDir → <volumeDir>/pods/<uid>/<volume> (removed with the pod);
+   * persistentVolumeClaim → <volumeDir>/claims/<namespace>/<claim> (shared by every pod, like ReadWriteMany).
+   * hostPath volumes mount their path as is. All are mode 0777, as emptyDir is.
+   */
+  volumeDir: string;
 }
 
 export interface Kubelet {
@@ -60,6 +98,10 @@ interface Tracked {
   done: boolean;
   timers: NodeJS.Timeout[];
   log: string;
+  /** Container mode: the working container of the current run, its image id, image-pull failures so far. */
+  container?: string;
+  imageId?: string;
+  pullFailures: number;
 }
 
 const LOG_LIMIT = 256 * 1024;
@@ -86,6 +128,15 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   const tracked = new Map<string, Tracked>();
   let stopped = false;
   let nodeGone = false;
+  const cm = opts.containers;
+  const rt: Buildah | undefined = cm ? buildah(cm.storageDriver) : undefined;
+  /** Working containers are named <prefix><pod>-<uid prefix>-<restarts> (unique per node and run). */
+  const ctrPrefix = `tensile-kubelet-${nodeName}-`;
+  /** buildah rm of exited containers, awaited by stop(). */
+  const removals = new Set<Promise<void>>();
+  if (rt) {
+    for (const name of await rt.containers(ctrPrefix)) await rt.rm(name);
+  }
 
   const ignoreGone = (fn: () => void): void => {
     try {
@@ -155,10 +206,19 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     ignoreGone(() => state.update(nodesDef, undefined, nodeName, next, 'status'));
   }
 
-  function resolveEnv(pod: KObject, container: Record<string, unknown>): Record<string, string> {
-    const env: Record<string, string> = { ...(process.env as Record<string, string>), ...(opts.env ?? {}) };
+  /** The container's environment: `base` (this process's env, or the image's in container mode), then the pod's. */
+  function resolveEnv(
+    pod: KObject,
+    container: Record<string, unknown>,
+    base: Record<string, string> = process.env as Record<string, string>,
+  ): Record<string, string> {
+    const env: Record<string, string> = { ...base, ...(opts.env ?? {}) };
     const prepend =
-      opts.pathPrepend === undefined ? [] : Array.isArray(opts.pathPrepend) ? opts.pathPrepend : [opts.pathPrepend];
+      opts.pathPrepend === undefined || cm
+        ? []
+        : Array.isArray(opts.pathPrepend)
+          ? opts.pathPrepend
+          : [opts.pathPrepend];
     if (prepend.length > 0) env.PATH = [...prepend, env.PATH ?? ''].join(delimiter);
     env.HOSTNAME = pod.metadata.name!;
     const ns = pod.metadata.namespace!;
@@ -201,8 +261,8 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     return {
       name: c.name,
       image: c.image,
-      imageID: '',
-      containerID: t.proc?.pid ? `tensile://${t.proc.pid}` : undefined,
+      imageID: t.imageId ?? '',
+      containerID: t.container ? `buildah://${t.container}` : t.proc?.pid ? `tensile://${t.proc.pid}` : undefined,
       ready,
       started: ready,
       restartCount: t.restarts,
@@ -234,6 +294,14 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     const pod = state.tryGet(podsDef, t.ns, t.name);
     if (!pod || pod.metadata.uid !== t.uid) return;
     const c = rec(((rec(pod.spec).containers ?? []) as unknown[])[0]);
+    if (rt) {
+      runContainer(t, pod, c, rt).catch((err: unknown) => {
+        logger.error({ err, pod: `${t.ns}/${t.name}` }, 'kubelet: container start failed');
+        release(t);
+        exited(t, 128, 'StartError', String((err as Error).message ?? err), 'RunContainerError');
+      });
+      return;
+    }
     const command = (c.command ?? []) as string[];
     const entry = command.length > 0 ? command : (opts.entrypoint?.(String(c.image ?? '')) ?? []);
     const argv = [...entry, ...((c.args ?? []) as string[])];
@@ -254,14 +322,17 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       });
       return;
     }
+    startProcess(t, argv, {
+      env: resolveEnv(pod, c),
+      cwd: typeof c.workingDir === 'string' ? c.workingDir : (opts.workDir ?? process.cwd()),
+    });
+  }
+
+  /** Spawns argv as the pod's process (a process group of its own) and reports it Running, then its exit. */
+  function startProcess(t: Tracked, argv: string[], o: { env?: Record<string, string>; cwd?: string }): void {
     let child: ChildProcess;
     try {
-      child = spawn(argv[0], argv.slice(1), {
-        env: resolveEnv(pod, c),
-        cwd: typeof c.workingDir === 'string' ? c.workingDir : (opts.workDir ?? process.cwd()),
-        detached: true,
-        stdio: ['ignore', 'pipe', 'pipe'],
-      });
+      child = spawn(argv[0]!, argv.slice(1), { ...o, detached: true, stdio: ['ignore', 'pipe', 'pipe'] });
     } catch (err) {
       return exited(t, 127, 'StartError', String(err));
     }
@@ -283,7 +354,9 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       };
       child.once('error', (err) => finish(127, 'StartError', err.message));
       child.once('exit', (code, signal) => {
-        const exitCode = code ?? 128 + (SIGNALS[signal ?? ''] ?? 9);
+        let exitCode = code ?? 128 + (SIGNALS[signal ?? ''] ?? 9);
+        if (rt && code !== null) ({ exitCode, output: t.log } = containerExit(code, t.log));
+        release(t);
         finish(exitCode, exitCode === 0 ? 'Completed' : 'Error');
       });
     });
@@ -310,7 +383,130 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     });
   }
 
-  function exited(t: Tracked, exitCode: number, reason: string, message?: string): void {
+  /**
+   * Container mode: makes a working container of the pod's image and runs the container in it. Pending with
+   * ErrImagePull / ImagePullBackOff while the image is not in local storage; StartError when the command is not in
+   * the image; CreateContainerConfigError for a volume it cannot provide.
+   */
+  async function runContainer(t: Tracked, pod: KObject, c: Record<string, unknown>, b: Buildah): Promise<void> {
+    const image = String(c.image ?? '');
+    const local = cm!.images?.[image] ?? image;
+    const cfg = await b.inspectImage(local);
+    if (t.terminating || t.done || stopped) return;
+    if (!cfg) return imagePullFailed(t, image, local);
+    t.pullFailures = 0;
+    t.imageId = cfg.id;
+    const spec = rec(pod.spec);
+    const volumes = containerVolumes(t, pod, c);
+    if (typeof volumes === 'string') return waiting(t, 'CreateContainerConfigError', volumes, true);
+    const command = (c.command ?? []) as string[];
+    const args = (c.args ?? []) as string[];
+    // Kubernetes: command replaces the entrypoint (and drops the image's cmd); args replace the cmd.
+    const argv =
+      command.length > 0 ? [...command, ...args] : [...cfg.entrypoint, ...(c.args !== undefined ? args : cfg.cmd)];
+    const env = resolveEnv(pod, c, { ...cfg.env });
+    const workingDir = typeof c.workingDir === 'string' ? c.workingDir : cfg.workingDir || '/';
+    const user = containerUser(spec, c, cfg);
+    const name = `${ctrPrefix}${t.name}-${t.uid.slice(0, 8)}-${t.restarts}`.replace(/[^a-zA-Z0-9_.-]/g, '-');
+    t.startedAt = now();
+    const deadlineS = spec.activeDeadlineSeconds;
+    if (t.restarts === 0 && typeof deadlineS === 'number' && deadlineS >= 0)
+      t.timers.push(setTimeout(() => exceedDeadline(t), deadlineS * 1000));
+    t.container = await b.from(local, name);
+    if (t.terminating || t.done || stopped) return release(t);
+    const root = await b.mount(t.container);
+    if (t.terminating || t.done || stopped) return release(t);
+    if (argv.length === 0 || resolveExecutable(root, argv[0]!, env.PATH ?? '', workingDir) === undefined) {
+      release(t);
+      const what =
+        argv.length === 0 ? 'no command specified' : `exec: "${argv[0]}": executable file not found in $PATH`;
+      return exited(
+        t,
+        128,
+        'StartError',
+        `failed to create containerd task: failed to create shim task: OCI runtime create failed: runc create failed: unable to start container process: ${what}: unknown`,
+        'RunContainerError',
+      );
+    }
+    startProcess(t, b.runArgv(t.container, { command: argv, env, user, workingDir, mounts: volumes }), {});
+  }
+
+  /** The user the container runs as: securityContext runAsUser/runAsGroup (container, then pod) over the image's. */
+  function containerUser(spec: Record<string, unknown>, c: Record<string, unknown>, cfg: ImageConfig): string {
+    const sc = { ...rec(spec.securityContext), ...rec(c.securityContext) };
+    const [imgUser = '', imgGroup] = cfg.user.split(':');
+    const u = typeof sc.runAsUser === 'number' ? String(sc.runAsUser) : imgUser;
+    const g = typeof sc.runAsGroup === 'number' ? String(sc.runAsGroup) : imgGroup;
+    return u === '' ? '' : g !== undefined ? `${u}:${g}` : u;
+  }
+
+  /** Host directories for the container's volumeMounts, or a message naming the volume it cannot provide. */
+  function containerVolumes(
+    t: Tracked,
+    pod: KObject,
+    c: Record<string, unknown>,
+  ): Array<{ host: string; container: string; readOnly?: boolean }> | string {
+    const vols = (rec(pod.spec).volumes ?? []) as Array<Record<string, unknown>>;
+    const out: Array<{ host: string; container: string; readOnly?: boolean }> = [];
+    for (const m of (c.volumeMounts ?? []) as Array<Record<string, unknown>>) {
+      const v = vols.find((x) => x.name === m.name);
+      if (!v) return `spec.containers[0].volumeMounts: volume "${String(m.name)}" is not in spec.volumes`;
+      let host: string;
+      if (v.hostPath) host = String(rec(v.hostPath).path);
+      else if (v.emptyDir) host = join(cm!.volumeDir, 'pods', t.uid, String(v.name));
+      else if (v.persistentVolumeClaim)
+        host = join(cm!.volumeDir, 'claims', t.ns, String(rec(v.persistentVolumeClaim).claimName));
+      else
+        return `volume "${String(v.name)}": only hostPath, emptyDir and persistentVolumeClaim volumes are supported here`;
+      mkdirSync(host, { recursive: true });
+      if (!v.hostPath) chmodSync(host, 0o777);
+      out.push({ host, container: String(m.mountPath), ...(m.readOnly === true ? { readOnly: true } : {}) });
+    }
+    return out;
+  }
+
+  /** Sets the container waiting (pod not ready); with retry, runs it again after the restart back-off. */
+  function waiting(t: Tracked, reason: string, message: string, retry: boolean): void {
+    setStatus(t, (st, p) => {
+      st.containerStatuses = [containerStatus(p, t, { waiting: { reason, message } }, false)];
+      mergeConditions(
+        st,
+        conditions(false).filter((c) => c.type === 'Ready' || c.type === 'ContainersReady'),
+      );
+    });
+    if (retry) t.timers.push(setTimeout(() => run(t), Math.min(backoffMs * 2 ** t.restarts, 10_000)));
+  }
+
+  /** The image is not in local storage: ErrImagePull now, ImagePullBackOff while waiting to try again. */
+  function imagePullFailed(t: Tracked, image: string, local: string): void {
+    t.pullFailures++;
+    const delay = Math.min(backoffMs * 2 ** (t.pullFailures - 1), 10_000);
+    const mapped = local === image ? '' : ` (mapped to "${local}")`;
+    waiting(
+      t,
+      'ErrImagePull',
+      `failed to pull and unpack image "${image}"${mapped}: not found in local storage and no registry is reachable`,
+      false,
+    );
+    t.timers.push(
+      setTimeout(() => waiting(t, 'ImagePullBackOff', `Back-off pulling image "${image}"`, false), delay / 2),
+      setTimeout(() => run(t), delay),
+    );
+  }
+
+  /** Forgets the pod's working container and removes it (stop() awaits the removal). */
+  function release(t: Tracked): void {
+    const name = t.container;
+    if (!rt || name === undefined) return;
+    t.container = undefined;
+    const p = rt
+      .rm(name)
+      .catch((err: unknown) => logger.error({ err, container: name }, 'kubelet: buildah rm failed'))
+      .finally(() => removals.delete(p));
+    removals.add(p);
+  }
+
+  function exited(t: Tracked, exitCode: number, reason: string, message?: string, waitingReason?: string): void {
     if (stopped) return;
     const terminated = { exitCode, reason, ...(message ? { message } : {}), startedAt: t.startedAt, finishedAt: now() };
     const pod = state.tryGet(podsDef, t.ns, t.name);
@@ -329,7 +525,12 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
           containerStatus(
             p,
             t,
-            { waiting: { reason: 'CrashLoopBackOff', message: `back-off ${delay}ms restarting failed container` } },
+            {
+              waiting: {
+                reason: waitingReason ?? 'CrashLoopBackOff',
+                message: waitingReason ? (message ?? reason) : `back-off ${delay}ms restarting failed container`,
+              },
+            },
             false,
             { terminated },
           ),
@@ -376,11 +577,28 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   function finishDeletion(t: Tracked): void {
     for (const tm of t.timers) clearTimeout(tm);
     tracked.delete(t.uid);
+    release(t);
+    if (cm) rmSync(join(cm.volumeDir, 'pods', t.uid), { recursive: true, force: true });
     ignoreGone(() => state.forceDeletePod(t.ns, t.name));
   }
 
+  /**
+   * Signals a pod's process group. In container mode `pid` is `buildah run`: SIGTERM goes to the container's first
+   * process alone (the real kubelet signals PID 1, which forwards it), anything else to every process of it.
+   */
   function kill(pid: number | undefined, sig: NodeJS.Signals): void {
     if (!pid) return;
+    if (rt) {
+      const targets = sig === 'SIGTERM' ? [containerInit(pid) ?? pid] : [...descendants(pid).reverse(), pid];
+      for (const p of targets) {
+        try {
+          process.kill(p, sig);
+        } catch {
+          /* already gone */
+        }
+      }
+      if (sig === 'SIGTERM') return;
+    }
     try {
       process.kill(-pid, sig);
     } catch {
@@ -454,6 +672,7 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
         done: false,
         timers: [],
         log: '',
+        pullFailures: 0,
       };
       tracked.set(uid, nt);
       if (pod.metadata.deletionTimestamp) return terminate(nt, 0);
@@ -527,6 +746,11 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       }
       stopped = true;
       await Promise.race([Promise.all(waits), new Promise((r) => setTimeout(r, 5000).unref())]);
+      for (const t of tracked.values()) release(t);
+      await Promise.all([...removals]);
+      if (rt) for (const name of await rt.containers(ctrPrefix).catch(() => [])) await rt.rm(name).catch(() => {});
+      if (cm)
+        for (const t of tracked.values()) rmSync(join(cm.volumeDir, 'pods', t.uid), { recursive: true, force: true });
       tracked.clear();
       try {
         if (o.deleteNode) state.delete(nodesDef, undefined, nodeName);

@@ -80,6 +80,10 @@ export function builtinResources(): ResourceDef[] {
     builtin('', 'v1', 'endpoints', 'Endpoints', { shortNames: ['ep'] }),
     builtin('', 'v1', 'events', 'Event', { shortNames: ['ev'] }),
     builtin('', 'v1', 'configmaps', 'ConfigMap', { shortNames: ['cm'] }),
+    builtin('', 'v1', 'persistentvolumeclaims', 'PersistentVolumeClaim', {
+      shortNames: ['pvc'],
+      statusSubresource: true,
+    }),
     builtin('', 'v1', 'secrets', 'Secret'),
     builtin('', 'v1', 'serviceaccounts', 'ServiceAccount', { shortNames: ['sa'] }),
     builtin('', 'v1', 'namespaces', 'Namespace', { shortNames: ['ns'], namespaced: false, statusSubresource: true }),

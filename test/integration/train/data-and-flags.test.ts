@@ -103,6 +103,13 @@ describe('training data, flags and report', () => {
   it('rejects bad flags with the flag, the value and the expectation', async (t) => {
     assert.throws(() => parseFlags(['--epochs', '0'], {}), /--epochs: expected an integer in \[1, 1000\] \(got "0"\)/);
     assert.throws(() => parseFlags(['--chaos', '1-3'], {}), /--chaos 1-3: expected RANK:STEP/);
+    assert.throws(() => parseFlags(['--chaos', '1:3:melt'], {}), /--chaos 1:3:melt: .*MODE one of exit, kill, hang/);
+    const chaos = parseFlags(['--chaos', '1:60:kill'], {});
+    assert.ok(chaos !== 'help');
+    assert.deepEqual(chaos.chaos, { rank: 1, step: 60, mode: 'kill' });
+    const plain = parseFlags(['--chaos', '1:60'], {});
+    assert.ok(plain !== 'help');
+    assert.deepEqual(plain.chaos, { rank: 1, step: 60, mode: 'exit' }, 'exit is the default mode');
     assert.throws(() => parseFlags(['--hidden', '8,x'], {}), /--hidden 8,x/);
     assert.throws(() => parseFlags(['--frobnicate'], {}), /unknown flag --frobnicate/);
     assert.throws(() => parseFlags(['--lr'], {}), /--lr: expected a value/);
@@ -150,7 +157,10 @@ describe('training data, flags and report', () => {
       ],
       { title: 'run', source: 'synthetic' },
     );
-    assert.equal((html.match(/<svg/g) ?? []).length, 3, 'timeline, loss and accuracy charts');
+    assert.equal((html.match(/<svg/g) ?? []).length, 4, 'timeline, goodput, loss and accuracy charts');
+    // Down from the failure (20) to the next round (30) of a 60 ms run; 2 steps repeated, at no known step time.
+    assert.match(html, /Goodput <b>83\.3%<\/b>: 0\.1 s wall time, 10 ms down in 1 outage\(s\)/);
+    assert.match(html, /<td>1<\/td><td style="text-align:left">restart<\/td><td>10 ms<\/td><td>2<\/td>/);
     assert.match(html, /2 round\(s\), 1 failure\(s\), 1 checkpoint\(s\)/);
     assert.match(html, /rank 1 failed at step 12: boom &lt;x&gt;/, 'messages are escaped');
     assert.match(html, /not reached/);

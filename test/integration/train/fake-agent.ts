@@ -21,6 +21,8 @@ export interface Worker {
   readonly proc: Proc;
   readonly pid: number;
   socket: Socket | null;
+  /** A round announced before the worker connected: sent right after its welcome (as the agent does). */
+  pendingRound: RoundMessage | null;
   readonly messages: WorkerMessage[];
   lastStep: number;
 }
@@ -86,6 +88,8 @@ export class FakeAgent {
           sock.write(
             encodeControlMessage({ type: 'welcome', version: 1, heartbeatIntervalMs: this.heartbeatIntervalMs }),
           );
+          if (worker.pendingRound !== null) sock.write(encodeControlMessage(worker.pendingRound));
+          worker.pendingRound = null;
         }
         if (worker === null) continue;
         worker.messages.push(msg);
@@ -114,7 +118,15 @@ export class FakeAgent {
       TENSILE_RECOVERY: 'live',
       OMP_NUM_THREADS: '1',
     });
-    const w: Worker = { rank, proc, pid: proc.child.pid!, socket: null, messages: [], lastStep: 0 };
+    const w: Worker = {
+      rank,
+      proc,
+      pid: proc.child.pid!,
+      socket: null,
+      pendingRound: null,
+      messages: [],
+      lastStep: 0,
+    };
     this.workers.set(rank, w);
     this.byPid.set(w.pid, w);
     void proc.exited.then(() => this.notify());
@@ -136,8 +148,8 @@ export class FakeAgent {
       masterPort: plan.masterPort,
       restartCount: 0,
     };
-    if (w.socket === null) throw new Error(`fake agent: rank ${w.rank} never connected`);
-    w.socket.write(encodeControlMessage(msg));
+    if (w.socket === null) w.pendingRound = msg;
+    else w.socket.write(encodeControlMessage(msg));
   }
 
   async nextPlan(round: number, worldSize: number): Promise<RoundPlan> {

@@ -10,7 +10,7 @@ import { FakeAgent, type Worker } from './fake-agent.js';
 import { tempDir, within } from './helpers.js';
 
 const SCRIPT = 'test/integration/train/fixtures/live-worker.ts';
-const TOTAL_STEPS = 110;
+const TOTAL_STEPS = 150;
 const STEP_DELAY_MS = 15;
 
 interface Result {
@@ -75,7 +75,7 @@ function maxAbsDiff(a: number[][], b: number[][]): number {
 }
 
 describe('live recovery (worker side)', () => {
-  it('replaces killed and hung workers six times in one run with state from a peer, losing no step, and ends with the uninterrupted model', async (t) => {
+  it('replaces killed and hung workers ten times in one run with state from a peer, losing no step, and ends with the uninterrupted model', async (t) => {
     const expected = await reference(t);
     const { agent, out } = await startJob(t, 3);
     const faults: { victim: number; mode: 'kill' | 'stop'; atStep: number }[] = [
@@ -85,9 +85,14 @@ describe('live recovery (worker side)', () => {
       { victim: 0, mode: 'kill', atStep: 50 },
       { victim: 1, mode: 'stop', atStep: 64 },
       { victim: 2, mode: 'kill', atStep: 78 },
+      { victim: 0, mode: 'stop', atStep: 90 },
+      { victim: 1, mode: 'kill', atStep: 102 },
+      { victim: 2, mode: 'stop', atStep: 114 },
+      { victim: 0, mode: 'kill', atStep: 126 },
     ];
     let round = 0;
     let survivorsBehind = 0;
+    const recoveryMs: number[] = [];
     for (const f of faults) {
       await agent.until(() => agent.highestStep() >= f.atStep, `step ${f.atStep}`);
       const reached = agent.highestStep();
@@ -97,6 +102,7 @@ describe('live recovery (worker side)', () => {
       agent.spawn(f.victim, plan);
       for (const s of survivors) agent.announce(s, plan);
       const ready = await agent.readyFor(round, [0, 1, 2]);
+      recoveryMs.push(...survivors.map((s) => ready.get(s.rank)!.recoveryMs));
       const steps = new Set([...ready.values()].map((m) => m.step));
       assert.equal(steps.size, 1, `round ${round}: every rank continues from one step (${[...steps]})`);
       const step = [...steps][0]!;
@@ -112,6 +118,11 @@ describe('live recovery (worker side)', () => {
       for (const s of survivors)
         assert.equal(s.proc.child.exitCode, null, `round ${round}: survivor rank ${s.rank} was not restarted`);
     }
+    recoveryMs.sort((a, b) => a - b);
+    t.diagnostic(
+      `survivors' round → ready (includes the replacement's process start): median ` +
+        `${recoveryMs[recoveryMs.length >> 1]!.toFixed(0)} ms, max ${recoveryMs.at(-1)!.toFixed(0)} ms`,
+    );
     t.diagnostic(`survivors that were a step behind and took a peer's newer state: ${survivorsBehind}`);
     const results = await finish(agent, out, [0, 1, 2]);
     for (const r of results) {
@@ -125,6 +136,30 @@ describe('live recovery (worker side)', () => {
     }
   });
 
+  it('survives a second fault while recovering from the first: the newer round supersedes the one being entered', async (t) => {
+    const expected = await reference(t);
+    const { agent, out } = await startJob(t, 3);
+    await agent.until(() => agent.highestStep() >= 30, 'step 30');
+    const reached = agent.highestStep();
+    await fault(agent.workers.get(1)!, 'kill');
+    const first = await agent.nextPlan(1, 3);
+    agent.spawn(1, first);
+    for (const r of [0, 2]) agent.announce(agent.workers.get(r)!, first);
+    // Before round 1 is ready, rank 2 dies too: round 2 replaces it; the replacement of rank 1, still starting
+    // in round 1, gets round 2 right after its welcome.
+    await fault(agent.workers.get(2)!, 'kill');
+    const second = await agent.nextPlan(2, 3);
+    agent.spawn(2, second);
+    for (const r of [0, 1]) agent.announce(agent.workers.get(r)!, second);
+    const ready = await agent.readyFor(2, [0, 1, 2]);
+    assert.equal(ready.get(0)!.stateFrom, 'self', 'the only survivor keeps its state');
+    assert.equal(ready.get(1)!.stateFrom, 'peer');
+    assert.equal(ready.get(2)!.stateFrom, 'peer');
+    for (const m of ready.values()) assert.ok(m.step >= reached, `0 steps lost (${m.step} ≥ ${reached})`);
+    const results = await finish(agent, out, [0, 1, 2]);
+    for (const r of results) assert.deepEqual(r.params, expected, `rank ${r.rank}: the uninterrupted model`);
+  });
+
   it('shrinks to two workers when one is lost and grows back with a newcomer, continuing from the live state', async (t) => {
     const expected = await reference(t);
     const { agent, out } = await startJob(t, 3);
@@ -134,13 +169,15 @@ describe('live recovery (worker side)', () => {
     for (const r of [0, 1]) agent.announce(agent.workers.get(r)!, small);
     const shrunk = await agent.readyFor(1, [0, 1]);
     for (const m of shrunk.values()) assert.equal(m.stateFrom, 'self');
-    await agent.until(() => agent.highestStep() >= 55, 'step 55 at world size 2');
+    t.diagnostic(`shrink: round → ready ${[...shrunk.values()].map((m) => m.recoveryMs.toFixed(0)).join(', ')} ms`);
+    await agent.until(() => agent.highestStep() >= 70, 'step 70 at world size 2');
     // Grow: a new worker joins as rank 2 (a scale-up round: nobody failed, the group is aborted and rebuilt).
     const big = await agent.nextPlan(2, 3);
     agent.spawn(2, big);
     for (const r of [0, 1]) agent.announce(agent.workers.get(r)!, big);
     const grown = await agent.readyFor(2, [0, 1, 2]);
     assert.equal(grown.get(2)!.stateFrom, 'peer');
+    t.diagnostic(`grow: round → ready ${[...grown.values()].map((m) => m.recoveryMs.toFixed(0)).join(', ')} ms`);
     assert.equal(new Set([...grown.values()].map((m) => m.step)).size, 1);
     const results = await finish(agent, out, [0, 1, 2]);
     for (const r of results) {

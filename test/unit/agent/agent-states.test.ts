@@ -156,6 +156,18 @@ class FakeGroup implements WorkerGroupHandle {
   }
 
   async waitAll(): Promise<void> {}
+
+  respawn(): void {
+    throw new Error('no live workers here: respawn is never expected');
+  }
+
+  signalWorker(): void {}
+
+  pidOf(localRank: number): number | null {
+    return this.running ? 1000 + localRank : null;
+  }
+
+  captureStderr(): void {}
 }
 
 function exit(rank: number, code: number, timestampMs: number, stoppedByAgent: boolean): WorkerExit {

@@ -3,8 +3,8 @@ import { readFileSync, readdirSync } from 'node:fs';
 import { test } from 'node:test';
 import { parse, parseAllDocuments } from 'yaml';
 import { chartValuesSchema } from '../../../operator/config/chart-values.js';
-import { KUBE_API_CALLS } from '../../../operator/kube-client.js';
-import { validateElasticJob, formatIssues } from '../../../operator/api/v1alpha1/elasticjob-types.js';
+import { KUBE_API_CALLS } from '../../../operator/kube/kube-client.js';
+import { validateElasticJob, formatIssues } from '../../../operator/v1alpha1/elasticjob-types.js';
 
 const root = new URL('../../../', import.meta.url);
 const read = (p: string) => readFileSync(new URL(p, root), 'utf8');

@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ApiException } from '@kubernetes/client-node';
 import { ApiConflictError, ApiError, ApiNotFoundError, BadOptionsError } from '../../../operator/api.js';
-import { ClientNodeKubeClient } from '../../../operator/kube-client.js';
+import { ClientNodeKubeClient } from '../../../operator/kube/kube-client.js';
 import {
   KubeApis,
   contextNamespace,

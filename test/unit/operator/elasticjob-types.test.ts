@@ -2,7 +2,7 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import { parse } from 'yaml';
-import { resolveSpec, validateElasticJob, formatIssues } from '../../../operator/api/v1alpha1/elasticjob-types.js';
+import { resolveSpec, validateElasticJob, formatIssues } from '../../../operator/v1alpha1/elasticjob-types.js';
 import { generatedFiles } from '../../../operator/config/generated.js';
 
 const root = new URL('../../../', import.meta.url);

@@ -4,7 +4,7 @@ import {
   resolveSpec,
   type ElasticJobStatus,
   type ElasticJobSpec,
-} from '../../../operator/api/v1alpha1/elasticjob-types.js';
+} from '../../../operator/v1alpha1/elasticjob-types.js';
 import { planReconcile, type Action, type JobSnapshot, type PodView } from '../../../operator/controller/planner.js';
 
 const T0 = Date.parse('2026-01-01T00:00:00.000Z');
@@ -184,6 +184,100 @@ describe('planReconcile', () => {
         assert.equal(p.status.conditions?.find((c) => c.type === 'Running')?.status, 'False');
         assert.ok(p.status.completionTime !== undefined);
       },
+    },
+    {
+      name: 'a pending pod whose image cannot be pulled is a real failure: counted, event, replaced (not a preemption)',
+      snap: snap({
+        rawSpec: spec({ backoffLimit: 2 }),
+        pods: [
+          running3[0]!,
+          pod(1, 'Pending', { startFailure: 'ImagePullBackOff: Back-off pulling image "nope:1"' }),
+          running3[2]!,
+        ],
+      }),
+      actions: ['deletePod:job-worker-1:failed'],
+      state: 'Running',
+      check: (p) => {
+        assert.equal(p.status.failures, 1);
+        assert.equal(p.status.preemptions ?? 0, 0);
+        assert.deepEqual(
+          p.events.filter((e) => e.reason === 'WorkerCannotStart'),
+          [
+            {
+              type: 'Warning',
+              reason: 'WorkerCannotStart',
+              message:
+                'job-worker-1 cannot start: ImagePullBackOff: Back-off pulling image "nope:1": failure 1 of backoffLimit 2 (not a preemption)',
+            },
+          ],
+        );
+      },
+    },
+    {
+      name: 'a command missing from the image past backoffLimit fails the job naming the cause',
+      snap: snap({
+        rawSpec: spec({ backoffLimit: 1 }),
+        status: { ...runningStatus, failures: 1 },
+        pods: [
+          running3[0]!,
+          pod(1, 'Failed', {
+            exitCode: 127,
+            startFailure: 'StartError (exit code 127): spawn trian ENOENT',
+          }),
+          running3[2]!,
+        ],
+      }),
+      actions: [
+        'deletePod:job-worker-0:finished',
+        'deletePod:job-worker-2:finished',
+        'deleteService:job-worker-0',
+        'deleteService:job-worker-1',
+        'deleteService:job-worker-2',
+      ],
+      state: 'Failed',
+      check: (p) => {
+        const failed = p.status.conditions?.find((c) => c.type === 'Failed');
+        assert.equal(failed?.reason, 'BackoffLimitExceeded');
+        assert.equal(
+          failed?.message,
+          '2 worker failures > backoffLimit (1); last: job-worker-1 cannot start: StartError (exit code 127): spawn trian ENOENT',
+        );
+      },
+    },
+    {
+      name: 'a worker that cannot start under restartPolicy Never fails the job with reason WorkerCannotStart',
+      snap: snap({
+        rawSpec: { ...spec(), replicaSpecs: { Worker: { ...spec().replicaSpecs.Worker, restartPolicy: 'Never' } } },
+        pods: [running3[0]!, pod(1, 'Pending', { startFailure: 'InvalidImageName' }), running3[2]!],
+      }),
+      actions: [
+        'deletePod:job-worker-0:finished',
+        'deletePod:job-worker-1:finished',
+        'deletePod:job-worker-2:finished',
+        'deleteService:job-worker-0',
+        'deleteService:job-worker-1',
+        'deleteService:job-worker-2',
+      ],
+      state: 'Failed',
+      check: (p) => {
+        const failed = p.status.conditions?.find((c) => c.type === 'Failed');
+        assert.equal(failed?.reason, 'WorkerCannotStart');
+        assert.equal(failed?.message, 'job-worker-1 cannot start: InvalidImageName (restartPolicy is Never)');
+      },
+    },
+    {
+      name: 'a pod evicted while its image cannot be pulled is a preemption, not a failure',
+      snap: snap({
+        rawSpec: spec({ backoffLimit: 0 }),
+        pods: [
+          running3[0]!,
+          pod(1, 'Failed', { startFailure: 'ErrImagePull', disruption: 'DisruptionTarget: EvictionByEvictionAPI' }),
+          running3[2]!,
+        ],
+      }),
+      actions: ['deletePod:job-worker-1:preempted'],
+      state: 'Running',
+      check: (p) => assert.equal(p.status.failures ?? 0, 0),
     },
     {
       name: 'restartPolicy Never fails the job at the first real failure',

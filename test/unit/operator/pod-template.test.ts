@@ -1,9 +1,9 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import type { V1Pod } from '@kubernetes/client-node';
-import { resolveSpec, type ElasticJobSpec } from '../../../operator/api/v1alpha1/elasticjob-types.js';
+import { resolveSpec, type ElasticJobSpec } from '../../../operator/v1alpha1/elasticjob-types.js';
 import { buildWorkerPod, buildWorkerService } from '../../../operator/controller/pod-template.js';
-import { toPodView } from '../../../operator/controller/pod-view.js';
+import { cannotStart, toPodView } from '../../../operator/controller/pod-view.js';
 
 const raw: ElasticJobSpec = {
   rdzvEndpoint: '127.0.0.1:2379',
@@ -96,4 +96,158 @@ test('pod views carry exit codes, disruption conditions and node loss', () => {
   assert.equal(v3?.nodeLost, true);
   const v4 = toPodView(failedPod({}, 'n1'), { ...opts, nodeOf: () => undefined });
   assert.equal(v4?.nodeLost, false);
+});
+
+test('cannotStart: image pull, invalid image, create errors and missing commands; not crashes or signals', () => {
+  const table: Array<[string, Parameters<typeof cannotStart>[0], string | undefined]> = [
+    [
+      'ErrImagePull',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { waiting: { reason: 'ErrImagePull', message: 'pull access denied' } },
+      },
+      'ErrImagePull: pull access denied',
+    ],
+    [
+      'ImagePullBackOff',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { waiting: { reason: 'ImagePullBackOff' } },
+      },
+      'ImagePullBackOff',
+    ],
+    [
+      'InvalidImageName',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { waiting: { reason: 'InvalidImageName', message: 'bad ref' } },
+      },
+      'InvalidImageName: bad ref',
+    ],
+    [
+      'exit 127',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { terminated: { exitCode: 127, reason: 'Error' } },
+      },
+      'Error (exit code 127)',
+    ],
+    [
+      'StartError 128',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { terminated: { exitCode: 128, reason: 'StartError', message: 'exec: "trian": not found' } },
+      },
+      'StartError (exit code 128): exec: "trian": not found',
+    ],
+    [
+      'ContainerCannotRun',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { terminated: { exitCode: 1, reason: 'ContainerCannotRun' } },
+      },
+      'ContainerCannotRun (exit code 1)',
+    ],
+    [
+      'crash loop after 127',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 2,
+        state: { waiting: { reason: 'CrashLoopBackOff' } },
+        lastState: { terminated: { exitCode: 127, reason: 'StartError' } },
+      },
+      'StartError (exit code 127)',
+    ],
+    [
+      'running again after a 127',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: true,
+        restartCount: 1,
+        state: { running: {} },
+        lastState: { terminated: { exitCode: 127 } },
+      },
+      undefined,
+    ],
+    [
+      'an ordinary crash',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { terminated: { exitCode: 1, reason: 'Error' } },
+      },
+      undefined,
+    ],
+    [
+      'SIGKILL',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { terminated: { exitCode: 137, reason: 'Error' } },
+      },
+      undefined,
+    ],
+    [
+      'crash-looping on a crash',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 3,
+        state: { waiting: { reason: 'CrashLoopBackOff' } },
+        lastState: { terminated: { exitCode: 1 } },
+      },
+      undefined,
+    ],
+    [
+      'creating',
+      {
+        name: 'worker',
+        image: 'x',
+        imageID: '',
+        ready: false,
+        restartCount: 0,
+        state: { waiting: { reason: 'ContainerCreating' } },
+      },
+      undefined,
+    ],
+    ['no status', undefined, undefined],
+  ];
+  for (const [name, status, want] of table) assert.equal(cannotStart(status), want, name);
 });

@@ -20,9 +20,9 @@ import {
   type InvolvedObject,
   type KubeApiCall,
   type KubeClient,
-} from './api.js';
-import { GROUP, PLURAL, VERSION } from './api/v1alpha1/elasticjob-types.js';
-import { call, type KubeApis } from './kube/client-node.js';
+} from '../api.js';
+import { GROUP, PLURAL, VERSION } from '../v1alpha1/elasticjob-types.js';
+import { call, type KubeApis } from './client-node.js';
 
 export const KUBE_API_CALLS: readonly KubeApiCall[] = [
   { group: GROUP, resource: PLURAL, verbs: ['get', 'list', 'watch', 'delete'] },
