@@ -1,6 +1,6 @@
 // bench/matmul: GFLOP/s of tensile's matmul op on its two kernels (blocked JS sgemm, native BLAS through the
 // addon) against torch.mm, same shapes, one thread each, measured side by side in this run.
-// Usage: node --import tsx bench/matmul/run.ts [--budget-s 0.5]
+// Usage: npm run bench -- matmul [--budget-s 0.5]
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { figure } from '../lib/figures.js';

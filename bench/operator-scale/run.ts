@@ -8,7 +8,7 @@
 // (peer=- ratio=-; target on the value, or target=- for figures reported for information).
 // The operator process gets the environment the Helm chart gives its container (NODE_OPTIONS: V8 heap flags),
 // rendered with real helm (test/helpers/helm.ts), so the memory figure is the one a chart install has.
-// Usage: node --import tsx bench/operator-scale/run.ts [--jobs 1000] [--replicas 10] [--timeout-s 420] [--operator-js DIR]
+// Usage: npm run bench -- operator-scale [--jobs 1000] [--replicas 10] [--timeout-s 420] [--operator-js DIR]
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';

@@ -6,7 +6,7 @@
 //   plus the operator's reconcile latency percentiles (in process with the API server and kubelet, so they share
 //   one event loop: bench/operator-scale measures the operator alone). There is no peer (pytorch/elastic's controller cannot be
 //   run here): absolute figures (peer=- ratio=-; target on the value, or target=- for information).
-// Usage: node --import tsx bench/preemption/run.ts [--iterations N] [--e2e-iterations N]
+// Usage: npm run bench -- preemption [--iterations N] [--e2e-iterations N]
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';

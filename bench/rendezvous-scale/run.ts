@@ -4,7 +4,7 @@
 // etcd backends cannot be driven at this scale without its agents: absolute figures (peer=- ratio=-, target on the
 // value).
 //
-//   node --import tsx bench/rendezvous-scale/run.ts [N ...]     (default: 10 100 1000)
+//   npm run bench -- rendezvous-scale [N ...]     (default: 10 100 1000)
 import { randomUUID } from 'node:crypto';
 import { type RendezvousHandler } from '../../rendezvous/api.js';
 import { parseRdzvConf } from '../../rendezvous/config.js';

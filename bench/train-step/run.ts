@@ -6,7 +6,7 @@
 //   train_step_ddp2     steps/s, DDP over 2 workers (PyTorch: torchrun + gloo; tensile: tcp process group)
 //   ddp_overlap         DDP step time ÷ step time of the same 2 processes without communication (lower is better)
 //
-// Usage: node --import tsx bench/train-step/run.ts [--repeats 3] [--steps 100]
+// Usage: npm run bench -- train-step [--repeats 3] [--steps 100]
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
