@@ -123,6 +123,11 @@ function closeLease(lease: Lease): void {
   (lease as unknown as { close(): void }).close();
 }
 
+/** etcd reports "no lease" as lease 0. */
+function leaseField(lease: string | undefined): { lease?: string } {
+  return lease === undefined || lease === '0' ? {} : { lease };
+}
+
 interface Mirror {
   readonly entries: Map<string, KvEntry>;
   readonly subscribers: Set<(events: readonly KvEvent[]) => void>;
@@ -206,7 +211,12 @@ export class EtcdConnection {
     const res = await this.client.getAll().prefix(prefix).exec();
     for (const kv of res.kvs) {
       const key = kv.key.toString();
-      m.entries.set(key, { key, value: kv.value.toString(), modRevision: Number(kv.mod_revision) });
+      m.entries.set(key, {
+        key,
+        value: kv.value.toString(),
+        modRevision: Number(kv.mod_revision),
+        ...leaseField(kv.lease),
+      });
     }
     const watcher = await this.client
       .watch()
@@ -223,6 +233,7 @@ export class EtcdConnection {
           key,
           value: e.type === 'Put' ? e.kv.value.toString() : '',
           modRevision: Number(e.kv.mod_revision),
+          ...(e.type === 'Put' ? leaseField(e.kv.lease) : {}),
         };
       });
       for (const e of events) {
@@ -354,6 +365,17 @@ export class EtcdKv implements RendezvousKv {
         'rendezvous: lease revoke failed; it expires after its TTL',
       );
       closeLease(lease);
+    }
+  }
+
+  async revokeLeaseOf(leaseId: string): Promise<void> {
+    try {
+      await this.conn.client.leaseClient.leaseRevoke({ ID: leaseId });
+      this.stats.leaseOps++;
+    } catch (err) {
+      // Already expired or revoked by another survivor: the goal is reached.
+      if (/lease not found/i.test((err as Error).message)) return;
+      throw err;
     }
   }
 

@@ -20,6 +20,7 @@ import {
   type RoundMember,
   type EndRoundOptions,
   RendezvousClosedError,
+  RendezvousConfigError,
   RendezvousConnectionError,
   RendezvousError,
   RendezvousTimeoutError,
@@ -41,10 +42,12 @@ import {
   assignGroupRanks,
   decideCloser,
   decideCurrentRound,
+  decideEvictions,
   decideJoining,
   decideLateJoin,
   decideRunning,
 } from './policy.js';
+import { type LivenessListener, openLivenessListener, probeLiveness } from './liveness.js';
 import { RoundTimer } from './round-timer.js';
 
 interface PendingNext {
@@ -64,6 +67,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private readonly myKey: string;
   private readonly log: Logger;
   private mirror: Mirror | null = null;
+  /** This agent's liveness port (probeMembers); null when it could not be opened. */
+  private liveness: LivenessListener | null = null;
   /** view.deletions when we last found every member alive (-1: check again). */
   private seenDeletions = -1;
 
@@ -117,8 +122,22 @@ export class KvRendezvousHandler implements RendezvousHandler {
     return this.mirror?.view.state ?? null;
   }
 
-  /** Grants the lease, mirrors the job's keys and creates the job's state when absent. */
+  /** Opens the liveness port, grants the lease, mirrors the job's keys and creates the job's state when absent. */
   async start(): Promise<void> {
+    this.liveness = await this.openLiveness();
+    try {
+      await this.attach();
+    } catch (err) {
+      // The caller closes the key-value face; what this handler opened is closed here.
+      this.mirror?.close();
+      this.mirror = null;
+      await this.liveness?.close();
+      this.liveness = null;
+      throw err;
+    }
+  }
+
+  private async attach(): Promise<void> {
     this.kv.onConnection((e) => this.onConnection(e));
     await this.kv.grantLease(this.config.leaseTtlMs);
     const { view, release } = await sharedJobViews(this.kv).acquire(this.keys.prefix);
@@ -246,6 +265,38 @@ export class KvRendezvousHandler implements RendezvousHandler {
    * errors and lost races are retried until then, and past it markClosed throws RendezvousTimeoutError (its cause
    * is the last store error, if any).
    */
+  async probeMembers(timeoutMs: number): Promise<readonly string[]> {
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new RendezvousConfigError(`probeMembers(timeoutMs = ${timeoutMs}): expected a number of milliseconds > 0`);
+    }
+    const view = this.view;
+    if (view === null || this.done) return [];
+    const targets = [...view.nodes.values()].filter(
+      (n) => n.doc.node.nodeId !== this.self.nodeId && n.doc.livenessPort !== undefined && n.lease !== undefined,
+    );
+    const probed = await Promise.all(
+      targets.map(async (n) => ({
+        nodeId: n.doc.node.nodeId,
+        result: await probeLiveness(n.doc.node.addr, n.doc.livenessPort!, timeoutMs),
+      })),
+    );
+    const evicted: string[] = [];
+    for (const nodeId of decideEvictions(probed)) {
+      const target = targets.find((n) => n.doc.node.nodeId === nodeId)!;
+      try {
+        await this.kv.revokeLeaseOf(target.lease!);
+        evicted.push(nodeId);
+        this.log.warn(
+          { runId: this.config.runId, nodeId, addr: target.doc.node.addr, port: target.doc.livenessPort },
+          'rendezvous: evicted a node whose agent is gone (liveness port refused); revoked its lease',
+        );
+      } catch (err) {
+        this.log.warn({ err, runId: this.config.runId, nodeId }, "rendezvous: revoking a dead node's lease failed");
+      }
+    }
+    return evicted;
+  }
+
   async markClosed(): Promise<void> {
     const cur = this.current;
     if (cur !== null) this.selfEndedRound = cur.round;
@@ -513,7 +564,11 @@ export class KvRendezvousHandler implements RendezvousHandler {
     this.myRound = round;
     const node =
       this.advertisedMasterPort === null ? this.self : { ...this.self, masterPort: this.advertisedMasterPort };
-    const value: NodeDoc = { node, round };
+    const value: NodeDoc = {
+      node,
+      round,
+      ...(this.liveness === null ? {} : { livenessPort: this.liveness.port }),
+    };
     this.kv
       .txn({ compares: [], puts: [{ key: this.myKey, value: JSON.stringify(value), leased: true }], deletes: [] })
       .catch((err: unknown) => {
@@ -542,6 +597,28 @@ export class KvRendezvousHandler implements RendezvousHandler {
   }
 
   // ---- timers, connection, teardown --------------------------------------------------------------------------
+
+  /** Opens the liveness port on our address, or on every address when that fails; null (logged) when neither works. */
+  private async openLiveness(): Promise<LivenessListener | null> {
+    try {
+      return await openLivenessListener(this.self.addr);
+    } catch (err) {
+      try {
+        const l = await openLivenessListener('::');
+        this.log.warn(
+          { err, addr: this.self.addr, port: l.port },
+          'rendezvous: cannot listen on the node address; liveness port listens on every address',
+        );
+        return l;
+      } catch {
+        this.log.warn(
+          { err, addr: this.self.addr },
+          'rendezvous: no liveness port; a dead agent is caught by its lease only',
+        );
+        return null;
+      }
+    }
+  }
 
   private onJoinTimeout(): void {
     const p = this.pending;
@@ -658,6 +735,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
     this.outage = null;
     this.mirror?.close();
     this.mirror = null;
+    await this.liveness?.close();
+    this.liveness = null;
     await this.kv.close();
   }
 }

@@ -8,6 +8,8 @@ export interface KvEntry {
   readonly value: string;
   /** Revision of the last write to this key (etcd's mod_revision). */
   readonly modRevision: number;
+  /** The lease the key is attached to (etcd's lease id, decimal), absent when none. */
+  readonly lease?: string;
 }
 
 export interface KvEvent extends KvEntry {
@@ -54,6 +56,12 @@ export interface RendezvousKv {
   grantLease(ttlMs: number): Promise<void>;
   /** Revokes the lease: leased keys vanish at once. */
   revokeLease(): Promise<void>;
+  /**
+   * Revokes another holder's lease (a dead agent's, by the id in its keys' `lease`): its keys vanish at once and
+   * every watcher sees the deletions. Resolves when revoked or when the lease was already gone; rejects on store
+   * errors.
+   */
+  revokeLeaseOf(leaseId: string): Promise<void>;
   /**
    * The store behind this face (the etcd connection, the embedded state). Handlers whose faces report the same
    * source may share one subscription per prefix and one parsed view of it (job-view.ts `sharedJobViews`).

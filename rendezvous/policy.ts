@@ -168,3 +168,18 @@ export function decideCurrentRound(snapshot: {
   // The state moved on past a later round we never saw end (we were disconnected): members were lost.
   return { kind: 'ended', event: { type: 'round-ended', round, reason: 'member-lost' } };
 }
+
+/** One probed node and what its liveness port said (liveness.ts). */
+export interface ProbedNode {
+  readonly nodeId: string;
+  readonly result: 'alive' | 'refused' | 'no-answer' | 'unreachable';
+}
+
+/**
+ * Which probed nodes to evict (revoke their lease): only those whose host refused the connection, i.e. answered
+ * that no agent process listens any more. A timeout or an unreachable host says nothing certain (the host may be
+ * partitioned from us but not from etcd, or just slow): those are left to their lease.
+ */
+export function decideEvictions(probed: readonly ProbedNode[]): string[] {
+  return probed.filter((p) => p.result === 'refused').map((p) => p.nodeId);
+}

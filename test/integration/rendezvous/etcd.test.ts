@@ -1,16 +1,58 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { RendezvousConfigError, RendezvousConnectionError, type RendezvousHandler } from '../../../rendezvous/api.js';
+import {
+  type NodeDescriptor,
+  type RendezvousConfig,
+  RendezvousConfigError,
+  RendezvousConnectionError,
+  type RendezvousHandler,
+  type RoundInfo,
+} from '../../../rendezvous/api.js';
 import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js';
 import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
 import { freePort } from '../../../common/free-port.js';
 import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
-import { EventLog, runRendezvousContract, within } from './contract.js';
+import { EventLog, runRendezvousContract, type SpawnedMember, within } from './contract.js';
+
+const MEMBER_PROCESS = new URL('./member-process.ts', import.meta.url).pathname;
+
+/** A member in its own process (member-process.ts): killed with SIGKILL, stalled with SIGSTOP. */
+function spawnEtcdMember(endpoint: string, config: RendezvousConfig, self: NodeDescriptor): SpawnedMember {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', MEMBER_PROCESS, JSON.stringify({ endpoint, config, self })],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const round = new Promise<RoundInfo>((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)) as RoundInfo);
+    });
+    child.once('exit', (code, signal) =>
+      reject(new Error(`member process exited (${code ?? signal}) before its round`)),
+    );
+  });
+  round.catch(() => {});
+  return {
+    nodeId: self.nodeId,
+    round,
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+    stall: { stop: () => child.kill('SIGSTOP'), resume: () => child.kill('SIGCONT') },
+  };
+}
 
 runRendezvousContract(
   'etcd',
@@ -19,6 +61,7 @@ runRendezvousContract(
     return {
       create: (config, self) =>
         createEtcdRendezvousHandler({ config, self, backendOptions: { endpoint: etcd.endpoint, conf: {} } }),
+      spawnMember: async (config, self) => spawnEtcdMember(etcd.endpoint, config, self),
       dispose: () => etcd.stop(),
     };
   },

@@ -5,9 +5,11 @@ import {
   type CloserDecision,
   type CurrentRoundDecision,
   type LateJoinDecision,
+  type ProbedNode,
   assignGroupRanks,
   decideCloser,
   decideCurrentRound,
+  decideEvictions,
   decideJoining,
   decideLateJoin,
   decideRunning,
@@ -228,4 +230,24 @@ test('decideCurrentRound reports the end of the round this node runs in with the
   ];
   for (const [what, state, expected] of table)
     assert.deepEqual(decideCurrentRound({ round: 2, state }), expected, what);
+});
+
+test('decideEvictions evicts only nodes whose host refused the liveness connection', () => {
+  const table: [ProbedNode['result'], boolean][] = [
+    ['refused', true],
+    ['alive', false],
+    ['no-answer', false],
+    ['unreachable', false],
+  ];
+  for (const [result, evicted] of table) {
+    assert.deepEqual(decideEvictions([{ nodeId: 'x', result }]), evicted ? ['x'] : [], result);
+  }
+  assert.deepEqual(
+    decideEvictions([
+      { nodeId: 'a', result: 'refused' },
+      { nodeId: 'b', result: 'no-answer' },
+      { nodeId: 'c', result: 'refused' },
+    ]),
+    ['a', 'c'],
+  );
 });
