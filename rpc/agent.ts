@@ -208,7 +208,8 @@ export class RpcAgent implements AgentHost {
       try {
         return await this.request(rank, type, body, CONTROL_TIMEOUT_MS, `control ${type}`);
       } catch (err) {
-        if ((err as RpcError).code !== 'TIMEOUT' || attempt >= maxRetries) throw err;
+        // Only non-terminal errors (TIMEOUT, RPC_TERMINAL) are worth another try.
+        if (!(err instanceof RpcError) || err.terminal || attempt >= maxRetries) throw err;
         await sleep(backoff.next());
       }
     }

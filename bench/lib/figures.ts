@@ -21,7 +21,8 @@ export function figure(
   target: number,
   digits = 3,
 ): void {
-  const ratio = tensile / peer;
+  // Equal values are a ratio of 1, zeros included (e.g. 0 steps lost on both sides).
+  const ratio = tensile === peer ? 1 : tensile / peer;
   const met = op === '<=' ? ratio <= target : ratio >= target;
   console.log(
     `figure=${name} tensile=${tensile.toFixed(digits)} peer=${peer.toFixed(digits)} unit=${unit} ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`,

@@ -6,7 +6,7 @@
 //
 // Figures (one run of each, side by side, repeated --repeats N times, default 1; medians):
 //   worker_crash_to_training_again   1 node × 2 workers, rank 1 SIGKILLs itself: live vs --recovery restart
-//   worker_crash_steps_lost          same runs
+//   worker_crash_steps_lost          same runs (live vs restart; target: live loses no more, ratio ≤ 1)
 //   node_loss_live_to_training_again 2 agents × 1 worker on etcd, rank 1 SIGKILLs its agent and itself:
 //                                    live vs torchrun etcd-v2 (bench/node-loss's run, PyTorch gloo workers)
 //   node_loss_live_vs_restart        same fault: live vs --recovery restart
@@ -159,10 +159,11 @@ async function main(): Promise<void> {
   const secs = (ms: Measured[]): number => median(ms.map((m) => m.seconds));
   const lost = (ms: Measured[]): number => median(ms.map((m) => m.stepsLost));
   figure('worker_crash_to_training_again', secs(crash.live), secs(crash.restart), 's', '<=', 0.5);
-  figure('worker_crash_steps_lost', lost(crash.live), lost(crash.restart), 'steps', '<=', 0, 0);
+  // Steps lost: live must lose none and never more than the restart path (ratio ≤ 1; 0 vs 0 is a ratio of 1).
+  figure('worker_crash_steps_lost', lost(crash.live), lost(crash.restart), 'steps', '<=', 1, 0);
   figure('node_loss_live_to_training_again', secs(node.live), median(torchrun), 's', '<=', 0.03);
   figure('node_loss_live_vs_restart', secs(node.live), secs(node.restart), 's', '<=', 0.5);
-  figure('node_loss_steps_lost', lost(node.live), lost(node.restart), 'steps', '<=', 0, 0);
+  figure('node_loss_steps_lost', lost(node.live), lost(node.restart), 'steps', '<=', 1, 0);
 }
 
 main().catch((err: Error) => {

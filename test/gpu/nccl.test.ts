@@ -7,7 +7,7 @@ import { CollectiveError } from '../../collective/api.js';
 import { createNcclGroup, type NcclProcessGroup } from '../../collective/nccl-backend.js';
 import { ncclAvailability } from '../../collective/native/loader.js';
 import { checkDevice, checkHost } from './nccl-checks.js';
-import { memoryStore } from './memory-store.js';
+import { memoryStore } from '../helpers/memory-store.js';
 
 const avail = ncclAvailability();
 
