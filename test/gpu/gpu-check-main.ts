@@ -6,7 +6,7 @@ import { readFileSync } from 'node:fs';
 
 import { createNcclGroup, type NcclProcessGroup } from '../../collective/nccl-backend.js';
 import { loadNative, ncclAvailability } from '../../collective/native/loader.js';
-import { memoryStore } from './memory-store.js';
+import { memoryStore } from '../helpers/memory-store.js';
 import { runContract } from '../integration/collective/contract.js';
 import { checkDevice, checkHost } from './nccl-checks.js';
 

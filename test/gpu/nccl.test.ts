@@ -9,7 +9,7 @@ import { createNcclGroup, type NcclProcessGroup } from '../../collective/nccl-ba
 import { ncclAvailability } from '../../collective/native/loader.js';
 import { runContract } from '../integration/collective/contract.js';
 import { checkDevice, checkHost } from './nccl-checks.js';
-import { memoryStore } from './memory-store.js';
+import { memoryStore } from '../helpers/memory-store.js';
 
 const avail = ncclAvailability();
 
