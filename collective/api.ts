@@ -23,6 +23,11 @@ export interface CollectiveOptions {
 
 export interface ProcessGroup {
   readonly backend: 'tcp' | 'nccl';
+  /**
+   * Where the bytes move: 'js' (the TCP transport in JavaScript), 'shm' (the native shared-memory plane for ranks on
+   * one host; tcp backend, world group only) or 'nccl'.
+   */
+  readonly dataPlane: 'js' | 'shm' | 'nccl';
   readonly rank: number;
   readonly worldSize: number;
   readonly timeoutMs: number;

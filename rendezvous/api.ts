@@ -49,7 +49,12 @@ export interface RoundInfo {
 export type RendezvousEvent =
   /** Nodes that registered while this round runs and wait to be admitted. */
   | { readonly type: 'nodes-waiting'; readonly count: number }
-  /** The round this node is in has ended: a member failed, left, or was lost; the agent must stop its workers and call next(). */
+  /**
+   * The round this node is in has ended: a member failed, left, or was lost; the agent must stop its workers and
+   * call next(). Reason `member-lost` with `byNodeId` = this node: it fenced itself out because no lease renewal
+   * was confirmed within the lease TTL (cut off from the store, or the store is down): the others may move on
+   * without it, so its workers must stop now (no split brain); next() waits until the store is reachable again.
+   */
   | {
       readonly type: 'round-ended';
       readonly round: number;

@@ -172,6 +172,11 @@ export class EmbeddedKv implements RendezvousKv {
     }
   }
 
+  /** The in-process store keeps the lease with this process's own timers: it is never cut off from it. */
+  leaseConfirmedAtMs(): number {
+    return performance.now();
+  }
+
   async revokeLeaseOf(leaseId: string): Promise<void> {
     const id = Number(leaseId);
     if (!this.state.hasLease(id)) return;

@@ -263,6 +263,9 @@ export class EtcdKv implements RendezvousKv {
   private lease: Lease | null = null;
   private ttlSec = 2;
   private lost = false;
+  /** leaseConfirmedAtMs(); keepalivesSentAtMs: send times of the keep-alives not answered yet, oldest first. */
+  private confirmedAtMs = 0;
+  private readonly keepalivesSentAtMs: number[] = [];
   private closed = false;
   private regranting = false;
   private readonly listeners: ((e: KvConnectionEvent) => void)[] = [];
@@ -284,8 +287,13 @@ export class EtcdKv implements RendezvousKv {
     return this.conn;
   }
 
+  leaseConfirmedAtMs(): number {
+    return this.confirmedAtMs;
+  }
+
   async grantLease(ttlMs: number): Promise<void> {
     this.ttlSec = Math.max(1, Math.ceil(ttlMs / 1000));
+    const sentAtMs = performance.now();
     const lease = this.newLease();
     try {
       await withTimeout(
@@ -299,17 +307,27 @@ export class EtcdKv implements RendezvousKv {
       throw this.conn.connectionError(err);
     }
     this.stats.leaseOps++;
+    this.confirmedAtMs = sentAtMs;
     this.lease = lease;
   }
 
   private newLease(): Lease {
     const lease = this.conn.client.lease(this.ttlSec);
+    lease.on('keepaliveFired', () => {
+      if (lease === this.lease) this.keepalivesSentAtMs.push(performance.now());
+    });
     lease.on('keepaliveFailed', (err) => {
+      if (lease !== this.lease) return;
+      this.keepalivesSentAtMs.length = 0; // the stream is torn down: those requests get no answer
       // etcd3 passes the error here although its typings say a keepalive response.
-      if (lease === this.lease) this.signal({ type: 'lost', error: err as unknown as Error });
+      this.signal({ type: 'lost', error: err as unknown as Error });
     });
     lease.on('keepaliveSucceeded', () => {
-      if (lease === this.lease && this.lost) this.signal({ type: 'restored' });
+      if (lease !== this.lease) return;
+      // Answers come in request order on the one keepalive stream: this one answers the oldest request sent.
+      const sentAtMs = this.keepalivesSentAtMs.shift();
+      if (sentAtMs !== undefined) this.confirmedAtMs = Math.max(this.confirmedAtMs, sentAtMs);
+      if (this.lost) this.signal({ type: 'restored' });
     });
     lease.on('lost', (err) => {
       if (lease !== this.lease || this.closed) return;
@@ -325,10 +343,12 @@ export class EtcdKv implements RendezvousKv {
     this.regranting = true;
     const backoff = new Backoff({ initialMs: 100, multiplier: 2, maxMs: 1000, jitter: 0.2 });
     while (!this.closed) {
+      const sentAtMs = performance.now(); // etcd3 sends the grant when the lease is created
       const lease = this.newLease();
       this.lease = lease;
       try {
         await lease.grant();
+        this.confirmedAtMs = sentAtMs;
         this.stats.leaseOps++;
         this.regranting = false;
         this.signal({ type: 'lease-renewed' });

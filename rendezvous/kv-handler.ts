@@ -43,6 +43,7 @@ import {
   decideCloser,
   decideCurrentRound,
   decideEvictions,
+  decideFence,
   decideJoining,
   decideLateJoin,
   decideRunning,
@@ -81,6 +82,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private current: RoundInfo | null = null;
   /** The last round whose end this node asked for: next() does not resolve with it. */
   private selfEndedRound = -1;
+  /** The last round this node fenced itself out of (its lease may have lapsed: decideFence). */
+  private fencedRound = -1;
   private lastWaitingCount = 0;
 
   // ---- local timers and de-duplicated writes ----
@@ -89,6 +92,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   /** State revision at which we last tried to close / to end a round (one attempt per revision); -1: none. */
   private readonly attempted = { closing: -1, ending: -1 };
   private retryTimer: NodeJS.Timeout | null = null;
+  /** Checks this node's lease while it runs in a round (checkFence). */
+  private fenceTimer: NodeJS.Timeout | null = null;
 
   // ---- connection and lifetime ----
   private outage: { since: number; timer: NodeJS.Timeout } | null = null;
@@ -457,12 +462,14 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const late = decideLateJoin({
         round: r,
         selfEndedRound: this.selfEndedRound,
+        fencedRound: this.fencedRound,
         membersRound: view.members.round,
         registeredRound: this.myRound,
         isMember: me !== undefined,
         lostMembers: view.members.round === r ? view.lostMembers() : [],
       });
       if (late.kind === 'take-round') this.resolveRound(doc, me!);
+      else if (late.kind === 'end-fenced-round') this.endRoundOnce(r, 'member-lost', this.self.nodeId);
       else if (late.kind === 'wait-next') {
         if (late.registerFor !== null) this.putMyNode(late.registerFor); // seen by the members as a waiting node
         if (late.endForLost !== null) this.endRoundOnce(r, 'member-lost', late.endForLost);
@@ -555,9 +562,42 @@ export class KvRendezvousHandler implements RendezvousHandler {
     this.seenDeletions = -1; // check liveness of the new members against the mirror once
     const p = this.pending!;
     this.finishPending();
+    this.checkFence();
     p.resolve(info);
     // A member may already be gone or a node waiting: look again now that we are in the round.
     queueMicrotask(() => this.reconcile());
+  }
+
+  /**
+   * While this node runs in a round, checks its lease (decideFence) and re-arms itself; when the lease may have
+   * lapsed, the node leaves the round on its own: `round-ended` (member-lost, by itself) tells the agent to stop its
+   * workers, and next() takes no round until the store is reachable again (then it ends that round if it still
+   * runs, and registers anew).
+   */
+  private checkFence(): void {
+    if (this.fenceTimer !== null) clearTimeout(this.fenceTimer);
+    this.fenceTimer = null;
+    const cur = this.current;
+    if (cur === null || this.done) return;
+    const decision = decideFence({
+      nowMs: performance.now(),
+      leaseConfirmedAtMs: this.kv.leaseConfirmedAtMs(),
+      leaseTtlMs: this.config.leaseTtlMs,
+    });
+    if (decision.kind === 'renewed') {
+      this.fenceTimer = setTimeout(() => this.checkFence(), decision.checkAgainInMs);
+      this.fenceTimer.unref();
+      return;
+    }
+    this.current = null;
+    this.lastWaitingCount = 0;
+    this.selfEndedRound = Math.max(this.selfEndedRound, cur.round);
+    this.fencedRound = cur.round;
+    const detail =
+      `no lease renewal confirmed by ${this.kv.endpoint} within the lease TTL (${this.config.leaseTtlMs} ms): ` +
+      'this node may be cut off and the others may move on without it';
+    this.log.warn({ runId: this.config.runId, round: cur.round }, `rendezvous: leaving the round: ${detail}`);
+    this.emit({ type: 'round-ended', round: cur.round, reason: 'member-lost', byNodeId: this.self.nodeId, detail });
   }
 
   private putMyNode(round: number): void {
@@ -731,6 +771,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private async shutdown(): Promise<void> {
     this.finishPending();
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.fenceTimer) clearTimeout(this.fenceTimer);
     if (this.outage) clearTimeout(this.outage.timer);
     this.outage = null;
     this.mirror?.close();

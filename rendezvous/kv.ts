@@ -57,6 +57,12 @@ export interface RendezvousKv {
   /** Revokes the lease: leased keys vanish at once. */
   revokeLease(): Promise<void>;
   /**
+   * performance.now() at which the newest request that the store confirmed this lease alive for (the grant or a
+   * keep-alive) was *sent*. The store counts the TTL from when it received that request, so it cannot expire the
+   * lease before this + TTL: past that, this node must presume its lease gone (the handler fences itself).
+   */
+  leaseConfirmedAtMs(): number;
+  /**
    * Revokes another holder's lease (a dead agent's, by the id in its keys' `lease`): its keys vanish at once and
    * every watcher sees the deletions. Resolves when revoked or when the lease was already gone; rejects on store
    * errors.

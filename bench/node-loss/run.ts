@@ -1,7 +1,7 @@
 // bench/node-loss: 2 agents, --nnodes 1:2, one gloo worker each allreducing in a loop. SIGKILL one node (its agent
 // and its workers); time until the survivor has completed an allreduce again at world size 1.
 // tensile (etcd v3, default lease TTL) vs torchrun (etcd-v2 backend, --max-restarts 3), same worker, one run.
-// Usage: npm run build && node --import tsx bench/node-loss/run.ts [--repeats N]
+// Usage: npm run build && npm run bench -- node-loss [--repeats N]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';

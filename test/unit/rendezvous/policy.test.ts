@@ -10,6 +10,7 @@ import {
   decideCloser,
   decideCurrentRound,
   decideEvictions,
+  decideFence,
   decideJoining,
   decideLateJoin,
   decideRunning,
@@ -156,6 +157,7 @@ test('decideLateJoin takes its round, waits for one it ended, and registers for 
   const base: Parameters<typeof decideLateJoin>[0] = {
     round: 3,
     selfEndedRound: -1,
+    fencedRound: -1,
     membersRound: 3,
     registeredRound: 3,
     isMember: true,
@@ -185,6 +187,16 @@ test('decideLateJoin takes its round, waits for one it ended, and registers for 
       'listed as a member under a key for another round is not taking the round',
       { registeredRound: 4, isMember: true },
       { kind: 'wait-next', registerFor: null, endForLost: null },
+    ],
+    [
+      'a round this node fenced itself out of still runs: it ends it so nobody waits on it',
+      { selfEndedRound: 3, fencedRound: 3 },
+      { kind: 'end-fenced-round' },
+    ],
+    [
+      'a later round than the fenced one is joined as usual',
+      { selfEndedRound: 2, fencedRound: 2, registeredRound: 2, isMember: false },
+      { kind: 'wait-next', registerFor: 4, endForLost: null },
     ],
     [
       'members lost while this node joins: it ends the round itself',
@@ -250,4 +262,22 @@ test('decideEvictions evicts only nodes whose host refused the liveness connecti
     ]),
     ['a', 'c'],
   );
+});
+
+test('decideFence keeps a node in its round while the lease is confirmed within the TTL, and fences it after', () => {
+  const table: [number, number, ReturnType<typeof decideFence>][] = [
+    // now, confirmed at (send time of the newest confirmed keep-alive), expected with a 2000 ms TTL
+    [1000, 1000, { kind: 'renewed', checkAgainInMs: 2000 }],
+    [2500, 1000, { kind: 'renewed', checkAgainInMs: 500 }],
+    [2999, 1000, { kind: 'renewed', checkAgainInMs: 1 }],
+    [3000, 1000, { kind: 'fence' }],
+    [9000, 1000, { kind: 'fence' }],
+  ];
+  for (const [nowMs, leaseConfirmedAtMs, expected] of table) {
+    assert.deepEqual(
+      decideFence({ nowMs, leaseConfirmedAtMs, leaseTtlMs: 2000 }),
+      expected,
+      `${nowMs} ${leaseConfirmedAtMs}`,
+    );
+  }
 });
