@@ -15,7 +15,7 @@ export async function startProbeServer(opts: {
   readonly host: string;
   readonly port: number;
   readonly metrics: OperatorMetrics;
-  /** Whether /readyz answers 200; otherwise 503 with `notReadyText`. */
+  /** Whether /readyz answers 200 (otherwise 503 "caches not synced"). */
   readonly isReady: () => boolean;
 }): Promise<ProbeServer> {
   const { metrics } = opts;

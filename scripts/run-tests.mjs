@@ -23,7 +23,8 @@ function collect(path, out) {
 }
 
 const args = process.argv.slice(2);
-const roots = args.length > 0 ? args : ['test', 'common', 'agent', 'rendezvous', 'collective', 'tensor', 'rpc', 'operator'];
+const roots =
+  args.length > 0 ? args : ['test', 'common', 'agent', 'rendezvous', 'collective', 'tensor', 'rpc', 'operator'];
 const files = [];
 for (const r of roots) {
   const p = join(root, r);

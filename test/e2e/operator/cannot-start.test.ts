@@ -88,7 +88,10 @@ test('a command that does not exist in the image fails the job naming the cause,
   assert.ok((j.failures ?? 0) >= 3, `failures ${j.failures}`);
   const failed = j.conditions.find((c) => c.type === 'Failed');
   assert.equal(failed?.reason, 'BackoffLimitExceeded');
-  assert.match(failed?.message ?? '', /^[34] worker failures > backoffLimit \(2\); last: typo-worker-\d cannot start: /);
+  assert.match(
+    failed?.message ?? '',
+    /^[34] worker failures > backoffLimit \(2\); last: typo-worker-\d cannot start: /,
+  );
   assert.match(failed?.message ?? '', /StartError \(exit code 127\)/);
   const events = await eventsOf('typo');
   assert.match(events, /WorkerCannotStart: typo-worker-\d cannot start: StartError \(exit code 127\).*ENOENT/);

@@ -31,7 +31,6 @@ type Route = (req: IncomingMessage, res: ServerResponse, body: string) => void;
 
 const seen: Seen[] = [];
 let route: Route = (_req, res) => res.writeHead(500).end();
-let connections = 0;
 let dir = '';
 let kubeconfig = '';
 const server = createServer((req, res) => {
@@ -49,8 +48,6 @@ const server = createServer((req, res) => {
     route(req, res, body);
   });
 });
-
-server.on('connection', () => (connections += 1));
 
 before(async () => {
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -91,7 +88,11 @@ const status = (code: number, message: string) => ({
 test('a kubeconfig that does not exist is a BadOptionsError naming the file', () => {
   assert.throws(
     () => loadKubeConfig(join(tmpdir(), 'no-such-kubeconfig-here')),
-    (err: unknown) => err instanceof BadOptionsError && /no-such-kubeconfig-here/.test(err.message),
+    (err: unknown) =>
+      err instanceof BadOptionsError &&
+      err.code === 'INVALID_ARGUMENT' &&
+      err.terminal &&
+      /no-such-kubeconfig-here/.test(err.message),
   );
 });
 
@@ -117,9 +118,13 @@ test('API failures become the operator errors: 409 conflict, 404 not found, othe
   };
   await assert.rejects(
     client.createPod('ml', { metadata: { name: 'p' } }),
-    (e: unknown) => e instanceof ApiConflictError && /scripted 409/.test(e.message),
+    (e: unknown) =>
+      e instanceof ApiConflictError && e.code === 'CONFLICT' && !e.terminal && /scripted 409/.test(e.message),
   );
-  await assert.rejects(client.getElasticJob('ml', 'j'), (e: unknown) => e instanceof ApiNotFoundError);
+  await assert.rejects(
+    client.getElasticJob('ml', 'j'),
+    (e: unknown) => e instanceof ApiNotFoundError && e.code === 'NOT_FOUND' && !e.terminal,
+  );
   await assert.rejects(
     client.replaceElasticJobStatus('ml', 'j', {}),
     (e: unknown) => e instanceof ApiError && e.statusCode === 422 && /scripted 422/.test(e.message),
@@ -242,13 +247,19 @@ test('an informer on client-node relists after an ERROR 410 event and sees delet
   );
 });
 
-test('consecutive API calls reuse one keep-alive connection instead of a new one per call', async () => {
+test('consecutive API calls reuse keep-alive connections instead of a new one per call', async () => {
   const apis = new KubeApis(loadKubeConfig(kubeconfig));
   const client = new ClientNodeKubeClient(apis);
-  route = (_req, res) =>
+  // Count the client sockets that carried these calls (by remote port), not every connection the server accepts:
+  // a watch of an earlier test reconnecting meanwhile must not count.
+  const sockets = new Set<number | undefined>();
+  route = (req, res) => {
+    sockets.add(req.socket.remotePort);
     json(res, 200, { apiVersion: 'coordination.k8s.io/v1', kind: 'Lease', metadata: { name: 'l' } });
-  const before = connections;
+  };
   for (let i = 0; i < 5; i += 1) await client.readLease('ml', 'l');
   apis.close();
-  assert.equal(connections - before, 1);
+  // One connection, or two: Node puts a socket back in the pool a tick after the response body ends, and under load
+  // the next call can be issued in between. Without the shared agent every call opens its own (5 or more).
+  assert.ok(sockets.size <= 2, `5 calls went over ${sockets.size} connections`);
 });
