@@ -2,10 +2,10 @@
 // import of operator/index.(ts|js) load the esbuild bundle named by $TENSILE_OPERATOR_BUNDLE (made by
 // scripts/bundle-operator.mjs) instead of the sources, so the operator end-to-end tests run the code the image runs:
 // `runOperator` then talks to the API server through the bundle's slimmed @kubernetes/client-node.
-// Usage: TENSILE_OPERATOR_BUNDLE=/tmp/x/index.js node scripts/run-tests.mjs ... is not wired: run node directly, e.g.
+// Usage (run-tests.mjs does not pass extra --import flags, so call node directly):
 //   node scripts/bundle-operator.mjs --out /tmp/op-bundle/index.js
 //   TENSILE_OPERATOR_BUNDLE=/tmp/op-bundle/index.js node --import tsx --import ./scripts/operator-bundle-hook.mjs \
-//     --test test/e2e/operator/*.test.ts
+//     --test --test-concurrency=2 test/e2e/operator/*.test.ts
 import { register } from 'node:module';
 import { pathToFileURL } from 'node:url';
 
