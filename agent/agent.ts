@@ -82,6 +82,8 @@ type LiveOutcome = { readonly kind: 'continue'; readonly next: Promise<AttemptEn
 
 /** How long the agent waits for every local worker's `ready` after a round change before restarting them. */
 export const LIVE_READY_TIMEOUT_MS = 60_000;
+/** How long a probe of the peer agents waits for each connection (a dead agent on a live host refuses at once). */
+export const PEER_PROBE_TIMEOUT_MS = 500;
 
 export class ElasticAgent {
   private state: AgentState = 'INIT';
@@ -111,6 +113,8 @@ export class ElasticAgent {
   private hangSinceMs: number | null = null;
   /** Nodes in the current round. */
   private groupWorldSize = 1;
+  /** A peer probe is in flight. */
+  private probing = false;
 
   constructor(
     private readonly opts: RunOptions,
@@ -154,6 +158,8 @@ export class ElasticAgent {
       this.control.onHeartbeat((_rank, step, atMs) => this.onHeartbeat(step, atMs));
       this.control.onReady((_rank, step, round) => this.onWorkerReady(step, round));
       handler = await this.deps.rendezvous(await this.describeSelf());
+      const probing = handler;
+      this.control.onPeerLost((rank) => this.probePeers(probing, `local rank ${rank} reported a lost peer`));
       this.scaleUpPolicy = handler.config.scaleUpPolicy;
       const h = handler;
       unwatch = handler.watch((ev) => this.onEvent(ev, h));
@@ -298,6 +304,8 @@ export class ElasticAgent {
     });
     this.currentGroup = group;
     for (const spec of specs) this.control?.started(spec, round.round);
+    this.hung.clear();
+    this.control?.resume();
     group.start();
     deps.metrics.workerStarted(specs.length);
     deps.metrics.workersRunning(group.runningCount);
@@ -444,9 +452,11 @@ export class ElasticAgent {
     const { opts, deps } = this;
     const decision = onGroupEnd(this.snapshot(), 'failed');
     const lastStep = this.newestStep();
+    const failure = onLocalFailure({ groupWorldSize: this.groupWorldSize, leaseTtlMs: handler.config.leaseTtlMs });
+    // A worker often fails because a peer node died: ask the rendezvous to probe the peers now, so a dead agent on
+    // a live host is evicted at once and the verdict below comes in milliseconds instead of a lease TTL.
+    if (failure.kind === 'await-membership-verdict') this.probePeers(handler, 'a local worker failed');
     await group.stop(opts.shutdownGraceMs);
-    const groupWorldSize = this.groupWorldSize;
-    const failure = onLocalFailure({ groupWorldSize, leaseTtlMs: handler.config.leaseTtlMs });
     if (failure.kind === 'await-membership-verdict') {
       const verdict = await this.awaitMembershipVerdict(this.ended, failure.waitMs);
       this.wake = null;
@@ -504,8 +514,12 @@ export class ElasticAgent {
     const group = this.currentGroup;
     const control = this.control;
     if (!group || !control || this.state !== 'RUNNING') return;
+    if (this.hung.size > 0) return; // one hang at a time: the others are likely blocked on this one
     this.hung.add(info.localRank);
     this.hangSinceMs = Date.now() - info.silentMs;
+    // Peers blocked in a collective on the hung worker look hung too: stop their watchdogs; they are re-armed when
+    // the next round is ready (live) or their replacements start (restart).
+    control.pause();
     this.deps.logger.warn(
       { localRank: info.localRank, step: info.step, silentMs: info.silentMs, hangTimeoutMs: info.timeoutMs },
       `worker hung: no step progress for ${(info.silentMs / 1000).toFixed(1)} s; dumping its stacks and killing it`,
@@ -513,6 +527,25 @@ export class ElasticAgent {
     void control.dumpAndKill(group, info.localRank).then((dir) => {
       if (dir) this.deps.logger.warn({ localRank: info.localRank, dir }, 'hung worker stacks written');
     });
+  }
+
+  /** Probes the peer agents (rendezvous probeMembers): a dead one is evicted at once. One probe at a time. */
+  private probePeers(handler: RendezvousHandler, why: string): void {
+    if (this.probing) return;
+    this.probing = true;
+    const t0 = Date.now();
+    handler
+      .probeMembers(PEER_PROBE_TIMEOUT_MS)
+      .then(
+        (evicted) => {
+          if (evicted.length > 0)
+            this.deps.logger.warn({ evicted, why, probeMs: Date.now() - t0 }, 'peer agents found dead and evicted');
+        },
+        (err: Error) => this.deps.logger.warn({ err: err.message, why }, 'probing the peer agents failed'),
+      )
+      .finally(() => {
+        this.probing = false;
+      });
   }
 
   /** On the restart path, training runs again once every local worker of the new round said ready. */

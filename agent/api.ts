@@ -64,24 +64,43 @@ export interface WorkerExit {
   readonly stoppedByAgent: boolean;
 }
 
-export type AgentErrorCode = 'BAD_INPUT' | 'WORKERS_FAILED' | 'RENDEZVOUS' | 'SIGNALLED' | 'INTERNAL';
+/**
+ * The closed set of agent error codes (docs/errors.md). Bare words: the class names the subsystem.
+ *   INVALID_ARGUMENT  bad flags, environment variables or script (exit 2)
+ *   WORKERS_FAILED    a worker failed with no restart left
+ *   RENDEZVOUS        the rendezvous ended the run (its RendezvousError is the cause)
+ *   SIGNALLED         the agent was stopped by a signal
+ *   INTERNAL          a bug in the agent
+ */
+export type AgentErrorCode = 'INVALID_ARGUMENT' | 'WORKERS_FAILED' | 'RENDEZVOUS' | 'SIGNALLED' | 'INTERNAL';
+
+/** Every agent error ends the run: the agent's own retries (restarts, rounds) happen before one is thrown. */
+export const AGENT_TERMINAL: Readonly<Record<AgentErrorCode, boolean>> = {
+  INVALID_ARGUMENT: true,
+  WORKERS_FAILED: true,
+  RENDEZVOUS: true,
+  SIGNALLED: true,
+  INTERNAL: true,
+};
 
 export class AgentError extends Error {
   readonly code: AgentErrorCode;
-  /** Process exit status this error maps to. */
+  readonly terminal: boolean;
+  /** Process exit status this error maps to: 2 for INVALID_ARGUMENT, 1 otherwise (unless given). */
   readonly exitCode: number;
   constructor(code: AgentErrorCode, message: string, opts: { exitCode?: number; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'AgentError';
     this.code = code;
-    this.exitCode = opts.exitCode ?? (code === 'BAD_INPUT' ? 2 : 1);
+    this.terminal = AGENT_TERMINAL[code];
+    this.exitCode = opts.exitCode ?? (code === 'INVALID_ARGUMENT' ? 2 : 1);
   }
 }
 
 /** Bad flags, environment variables or scripts: exit code 2 and a message quoting the value. */
 export class UsageError extends AgentError {
   constructor(message: string) {
-    super('BAD_INPUT', message, { exitCode: 2 });
+    super('INVALID_ARGUMENT', message, { exitCode: 2 });
     this.name = 'UsageError';
   }
 }

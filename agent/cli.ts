@@ -58,7 +58,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const e = err as Error & { code?: string };
     process.stderr.write(`tensile ${name}: ${e.code ? `[${e.code}] ` : ''}${e.message}\n`);
-    return e.code?.startsWith('RDZV_CONFIG') || e.name === 'ZodError' ? 2 : 1;
+    return e.code === 'INVALID_ARGUMENT' || e.name === 'ZodError' ? 2 : 1;
   }
 }
 

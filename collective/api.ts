@@ -23,6 +23,11 @@ export interface CollectiveOptions {
 
 export interface ProcessGroup {
   readonly backend: 'tcp' | 'nccl';
+  /**
+   * Where the bytes move: 'js' (the TCP transport in JavaScript), 'shm' (the native shared-memory plane for ranks on
+   * one host; tcp backend, world group only) or 'nccl'.
+   */
+  readonly dataPlane: 'js' | 'shm' | 'nccl';
   readonly rank: number;
   readonly worldSize: number;
   readonly timeoutMs: number;
@@ -63,11 +68,30 @@ export interface InitOptions {
   readonly logger?: Logger;
 }
 
+/** The closed set of collective error codes (docs/errors.md); PEER_LOST, TIMEOUT and ABORTED are public API. */
 export type CollectiveErrorCode =
   'PEER_LOST' | 'TIMEOUT' | 'ABORTED' | 'CLOSED' | 'INVALID_ARGUMENT' | 'BACKEND_UNAVAILABLE' | 'STORE';
 
+/**
+ * Every collective error is terminal: retrying the same call cannot succeed. Bad input stays bad; after PEER_LOST,
+ * TIMEOUT, ABORTED or CLOSED the group (and its sub-groups) is torn down; the store and mesh bootstrap already
+ * retried until their deadline before reporting TIMEOUT or STORE. Recovery is a new group in the next round (the
+ * agent's restart, or live recovery), never a retry on the same group.
+ */
+export const COLLECTIVE_TERMINAL: Readonly<Record<CollectiveErrorCode, boolean>> = {
+  PEER_LOST: true,
+  TIMEOUT: true,
+  ABORTED: true,
+  CLOSED: true,
+  INVALID_ARGUMENT: true,
+  BACKEND_UNAVAILABLE: true,
+  STORE: true,
+};
+
 export class CollectiveError extends Error {
   readonly code: CollectiveErrorCode;
+  /** From COLLECTIVE_TERMINAL. */
+  readonly terminal: boolean;
   readonly rank?: number;
   /** The peer whose loss or silence caused this error, when known. */
   readonly peerRank?: number;
@@ -80,6 +104,7 @@ export class CollectiveError extends Error {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'CollectiveError';
     this.code = code;
+    this.terminal = COLLECTIVE_TERMINAL[code];
     this.rank = opts.rank;
     this.peerRank = opts.peerRank;
     this.op = opts.op;

@@ -9,9 +9,9 @@
 //   while throttled is sent when the interval ends (trailing edge), so the agent always learns the newest step.
 // - `round` messages are delivered to `onRound` listeners at once (to abort pending collectives) and queued for
 //   `nextRound()`; only the newest undelivered round is kept (an older one is obsolete once a newer exists).
-// - `dump` writes a Node diagnostic report (stacks, heap summary, handles) into the given directory; for a worker
-//   whose event loop is stuck, the client also turns on report-on-signal (SIGUSR2) into TENSILE_LOG_DIR, which
-//   Node serves from its signal-watchdog thread without the event loop.
+// - `dump` writes a Node diagnostic report (stacks, heap summary, handles) into the given directory. It needs the
+//   event loop: a worker stuck in synchronous code (a busy loop) answers neither `dump` nor report-on-signal
+//   (Node 20 serves SIGUSR2 reports from a JavaScript signal handler too; checked), so its stacks are not taken.
 // - A malformed message, an over-long line or a truncated one: the client sends one `error`, closes, logs the
 //   problem (naming the field or the byte count) and becomes non-live (`live` false, `onLost` listeners called).
 //   The agent closing the socket has the same effect.
@@ -43,7 +43,7 @@ export interface ControlClientOptions {
   /** Bound on connect + hello → welcome. Default 5000 ms. */
   readonly connectTimeoutMs?: number;
   readonly logger?: Logger;
-  /** Default process.env (TENSILE_CONTROL, LOCAL_RANK, TENSILE_LOG_DIR). */
+  /** Default process.env (TENSILE_CONTROL, LOCAL_RANK). */
   readonly env?: NodeJS.ProcessEnv;
 }
 
@@ -127,7 +127,6 @@ class LiveClient implements ControlClient {
   constructor(
     private readonly socket: Socket,
     private readonly logger: Logger,
-    private readonly reportDir: string | undefined,
   ) {
     socket.setNoDelay(true);
     socket.on('data', (chunk: Buffer) => this.onData(chunk));
@@ -232,17 +231,6 @@ class LiveClient implements ControlClient {
       this.logger.warn({ file }, 'control: diagnostic report written on the agent’s request');
     } catch (err) {
       this.logger.error({ dir, err: (err as Error).message }, 'control: cannot write the diagnostic report');
-    }
-  }
-
-  /** Enables report-on-signal for a stuck event loop (see the file comment). */
-  enableSignalReports(): void {
-    try {
-      if (this.reportDir !== undefined && this.reportDir !== '') process.report.directory = this.reportDir;
-      process.report.signal = 'SIGUSR2';
-      process.report.reportOnSignal = true;
-    } catch (err) {
-      this.logger.debug({ err: (err as Error).message }, 'control: report-on-signal unavailable');
     }
   }
 
@@ -368,7 +356,7 @@ export async function connectControl(opts: ControlClientOptions = {}): Promise<C
   }
   const timeoutMs = opts.connectTimeoutMs ?? 5000;
   const socket = createConnection({ path });
-  const client = new LiveClient(socket, logger, env.TENSILE_LOG_DIR);
+  const client = new LiveClient(socket, logger);
   try {
     const welcome = client.waitWelcome(timeoutMs);
     welcome.catch(() => undefined); // awaited below; a failed connect must not leave it unhandled
@@ -391,6 +379,5 @@ export async function connectControl(opts: ControlClientOptions = {}): Promise<C
     socket.destroy();
     return new NonLiveClient(reason);
   }
-  client.enableSignalReports();
   return client;
 }

@@ -2,8 +2,9 @@
 // bootstrap store at MASTER_ADDR:MASTER_PORT and returns a ProcessGroup of the chosen backend, loaded lazily by name.
 import { z } from 'zod';
 import { noopLogger, type Logger } from '../common/logger.js';
-import { CollectiveError, type Backend, type InitOptions, type ProcessGroup, type Store } from './api.js';
+import { CollectiveError, type Backend, type InitOptions, type ProcessGroup } from './api.js';
 import { connectStore, createStoreServer, type StoreServer } from './store.js';
+import { transportFromEnv, type ShmTuning, type TransportChoice } from './shm-plane.js';
 import type { TcpTuning } from './tcp-backend.js';
 
 export * from './api.js';
@@ -22,6 +23,10 @@ export interface WorkerConfig {
   readonly tuning: Partial<TcpTuning>;
   /** TENSILE_TCP_UDS=0 turns off Unix domain sockets between ranks on one host. */
   readonly unixSockets: boolean;
+  /** TENSILE_COLLECTIVE_TRANSPORT=js|native forces the tcp backend's data plane; unset = native when possible. */
+  readonly transport: TransportChoice | undefined;
+  /** TENSILE_SHM_SLOT_BYTES, TENSILE_SHM_SMALL_BYTES, TENSILE_SHM_SPIN (shm-plane.ts). */
+  readonly shmTuning: Partial<ShmTuning>;
 }
 
 const intText = (name: string, min: number, max: number) =>
@@ -94,6 +99,13 @@ export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessE
   tun('segmentBytes', 'TENSILE_TCP_SEGMENT_BYTES', 1024, 2 ** 30);
   tun('pipelineDepth', 'TENSILE_TCP_PIPELINE_DEPTH', 1, 64);
   const unixSockets = env.TENSILE_TCP_UDS !== '0';
+  const shmTuning: { -readonly [K in keyof ShmTuning]?: number } = {};
+  const shm = (k: keyof ShmTuning, name: string, min: number, max: number): void => {
+    if (env[name] !== undefined && env[name] !== '') shmTuning[k] = pick(name, undefined, env, min, max);
+  };
+  shm('slotBytes', 'TENSILE_SHM_SLOT_BYTES', 4096, 2 ** 30);
+  shm('smallBytes', 'TENSILE_SHM_SMALL_BYTES', 0, 2 ** 30);
+  shm('spin', 'TENSILE_SHM_SPIN', 0, 2 ** 30);
   return {
     backend,
     rank,
@@ -104,22 +116,15 @@ export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessE
     timeoutMs,
     tuning,
     unixSockets,
+    transport: transportFromEnv(env),
+    shmTuning,
   };
 }
 
-type NcclModule = {
-  createNcclGroup(o: {
-    rank: number;
-    worldSize: number;
-    localRank: number;
-    store: Store;
-    timeoutMs: number;
-    logger: Logger;
-  }): Promise<ProcessGroup>;
-};
-type LoaderModule = { ncclAvailability(): { ok: true } | { ok: false; reason: string } };
-
-// Variable specifiers keep the NCCL modules out of the static import graph (they load only when chosen).
+// Type-only: the NCCL backend and its loader load only when chosen (variable specifiers keep them out of the static
+// import graph), but their types come from the modules themselves, never from a hand-written copy.
+type NcclModule = typeof import('./nccl-backend.js');
+type LoaderModule = typeof import('./native/loader.js');
 const NCCL_BACKEND = './nccl-backend.js';
 const NATIVE_LOADER = './native/loader.js';
 
@@ -139,6 +144,8 @@ async function chooseBackend(cfg: WorkerConfig, logger: Logger): Promise<'tcp' |
 /**
  * Joins the process group described by the options and the environment. Rank 0 serves the store. Rejects with
  * INVALID_ARGUMENT (bad env/options), TIMEOUT/STORE (store or mesh unreachable) or BACKEND_UNAVAILABLE.
+ * Both backends take `onClose`, which closes the store (and rank 0's server) once the world group is destroyed or
+ * aborted; a failed init closes them here.
  */
 export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessGroup> {
   const cfg = resolveWorkerConfig(opts);
@@ -147,15 +154,17 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
   let server: StoreServer | null = null;
   if (cfg.rank === 0) server = await createStoreServer({ host: cfg.masterAddr, port: cfg.masterPort, logger });
   let store: Awaited<ReturnType<typeof connectStore>> | null = null;
-  const cleanup = async (): Promise<void> => {
-    await store?.close();
-    await server?.close();
-  };
+  let closed: Promise<void> | null = null;
+  const onClose = (): Promise<void> =>
+    (closed ??= (async () => {
+      await store?.close();
+      await server?.close();
+    })());
   try {
     store = await connectStore({ host: cfg.masterAddr, port: cfg.masterPort, timeoutMs: cfg.timeoutMs, logger });
     if (backend === 'tcp') {
       const { createTcpGroup } = await import('./tcp-backend.js');
-      return await createTcpGroup({ ...cfg, store, logger, onClose: cleanup });
+      return await createTcpGroup({ ...cfg, store, logger, onClose });
     }
     let mod: NcclModule;
     try {
@@ -165,41 +174,9 @@ export async function initProcessGroup(opts: InitOptions = {}): Promise<ProcessG
         cause: err,
       });
     }
-    const group = await mod.createNcclGroup({ ...cfg, store, logger });
-    return withCleanup(group, cleanup);
+    return await mod.createNcclGroup({ ...cfg, store, logger, onClose });
   } catch (err) {
-    await cleanup();
+    await onClose();
     throw err;
   }
-}
-
-function withCleanup(g: ProcessGroup, cleanup: () => Promise<void>): ProcessGroup {
-  let done: Promise<void> | null = null;
-  const once = (): Promise<void> => (done ??= cleanup());
-  return {
-    get backend() {
-      return g.backend;
-    },
-    rank: g.rank,
-    worldSize: g.worldSize,
-    timeoutMs: g.timeoutMs,
-    allreduce: (...a) => g.allreduce(...a),
-    allreduceInto: (...a) => g.allreduceInto(...a),
-    broadcast: (...a) => g.broadcast(...a),
-    reduce: (...a) => g.reduce(...a),
-    allgather: (...a) => g.allgather(...a),
-    reduceScatter: (...a) => g.reduceScatter(...a),
-    send: (...a) => g.send(...a),
-    recv: (...a) => g.recv(...a),
-    barrier: (...a) => g.barrier(...a),
-    newGroup: (...a) => g.newGroup(...a),
-    destroy: async () => {
-      await g.destroy();
-      await once();
-    },
-    abort: (reason) => {
-      g.abort(reason);
-      void once().catch(() => {});
-    },
-  };
 }

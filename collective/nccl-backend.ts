@@ -56,6 +56,8 @@ export interface NcclGroupOptions {
   readonly device?: number;
   /** Store key prefix for the unique-id exchange; default 'tensile/nccl'. */
   readonly storePrefix?: string;
+  /** Called once after this world group is destroyed or aborted (closes the store it was built on); not sub-groups. */
+  readonly onClose?: () => Promise<void>;
 }
 
 /** Device memory owned by the addon; freed by `free()` or when garbage-collected. */
@@ -266,11 +268,12 @@ export async function createNcclGroup(opts: NcclGroupOptions): Promise<NcclProce
   const prefix = opts.storePrefix ?? 'tensile/nccl';
   const key = `${prefix}/${nextSeq(store)}/uid`;
   const c = await initComm({ rank, worldSize, device: cudaDevice, timeoutMs, store, key, logger });
-  return new NcclGroup({ ...c, rank, worldSize, cudaDevice, timeoutMs, store, prefix, logger });
+  return new NcclGroup({ ...c, rank, worldSize, cudaDevice, timeoutMs, store, prefix, logger }, opts.onClose);
 }
 
 class NcclGroup implements NcclProcessGroup {
   readonly backend = 'nccl' as const;
+  readonly dataPlane = 'nccl' as const;
   readonly rank: number;
   readonly worldSize: number;
   readonly timeoutMs: number;
@@ -280,7 +283,10 @@ class NcclGroup implements NcclProcessGroup {
   private state: 'open' | 'destroyed' | 'aborted' = 'open';
   private abortReason = '';
 
-  constructor(ctx: CommCtx) {
+  constructor(
+    ctx: CommCtx,
+    private readonly onClose?: () => Promise<void>,
+  ) {
     this.ctx = ctx;
     this.rank = ctx.rank;
     this.worldSize = ctx.worldSize;
@@ -452,8 +458,12 @@ class NcclGroup implements NcclProcessGroup {
   async destroy(): Promise<void> {
     if (this.state !== 'open') return;
     this.state = 'destroyed';
-    const r = await this.ctx.addon.ncclCommDestroy(this.ctx.comm, this.timeoutMs);
-    if (!r.ok) throw nativeError(r, 'destroy', this.rank);
+    try {
+      const r = await this.ctx.addon.ncclCommDestroy(this.ctx.comm, this.timeoutMs);
+      if (!r.ok) throw nativeError(r, 'destroy', this.rank);
+    } finally {
+      await this.onClose?.();
+    }
   }
 
   abort(reason = 'abort()'): void {
@@ -461,6 +471,7 @@ class NcclGroup implements NcclProcessGroup {
     this.state = 'aborted';
     this.abortReason = reason;
     this.ctx.addon.ncclCommAbort(this.ctx.comm, reason);
+    void this.onClose?.().catch(() => {});
   }
 
   private peer(p: number, op: string): void {

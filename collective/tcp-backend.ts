@@ -21,6 +21,7 @@ import {
   type Store,
 } from './api.js';
 import { bytesOf, checkReduceOp, finishAvg, reduceInto, sameKind, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import { openShmPlane, ShmProcessGroup, type ShmTuning, type TransportChoice } from './shm-plane.js';
 import { P2P_SEQ, TcpTransport } from './tcp-transport.js';
 
 export interface TcpTuning {
@@ -48,6 +49,9 @@ export interface TcpGroupOptions {
   readonly unixSockets?: boolean;
   /** Called once after the world group is destroyed or aborted (closes the store the group was built on). */
   readonly onClose?: () => Promise<void>;
+  /** The world group's data plane: undefined = native shared memory when possible (see shm-plane.ts), else js. */
+  readonly transport?: TransportChoice;
+  readonly shmTuning?: Partial<ShmTuning>;
 }
 
 /** Connects the full mesh through `store` and returns the world group. */
@@ -68,7 +72,23 @@ export async function createTcpGroup(o: TcpGroupOptions): Promise<ProcessGroup> 
   );
   // Nobody leaves init (and perhaps closes the store on rank 0) before every rank has its mesh.
   await group.barrier();
-  return group;
+  let plane;
+  try {
+    plane = await openShmPlane({
+      ...o,
+      prefix: `tensile/tcp/${generation}/shm`,
+      transport: o.transport,
+      tuning: o.shmTuning,
+    });
+  } catch (err) {
+    group.abort(String((err as Error).message));
+    throw err;
+  }
+  if (!plane) return group;
+  const shm = new ShmProcessGroup(group, transport, plane);
+  // Every rank has mapped the segment before anyone can leave (and rank 0 has closed its descriptor).
+  await shm.barrier();
+  return shm;
 }
 
 const mod = (a: number, n: number): number => ((a % n) + n) % n;
@@ -86,6 +106,7 @@ function alloc(like: TcpBuffer, length: number): TcpBuffer {
 
 class TcpProcessGroup implements ProcessGroup {
   readonly backend = 'tcp' as const;
+  readonly dataPlane = 'js' as const;
   readonly worldSize: number;
   private seq = 0;
   private children = 0;

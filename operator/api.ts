@@ -12,55 +12,67 @@ import type { V1Lease, V1Pod, V1Service } from '@kubernetes/client-node';
 /** The tree's one logger contract (common/logger.ts); the operator never writes to the console itself. */
 export { noopLogger, type Logger } from '../common/logger.js';
 
-export type OperatorErrorCode =
-  | 'OPERATOR_BAD_OPTIONS'
-  | 'OPERATOR_API_CONFLICT'
-  | 'OPERATOR_API_NOT_FOUND'
-  | 'OPERATOR_API_ERROR'
-  | 'OPERATOR_LEADERSHIP_LOST';
+/**
+ * The closed set of operator error codes (docs/errors.md). Bare words: the class names the subsystem.
+ *   INVALID_ARGUMENT  bad flags, environment or kubeconfig: the operator cannot start (BadOptionsError)
+ *   CONFLICT          an API write lost a resourceVersion race (409): re-read and reconcile again
+ *   NOT_FOUND         the object is gone (404)
+ *   API_ERROR         any other API failure (statusCode; 0 when no answer came)
+ */
+export type OperatorErrorCode = 'INVALID_ARGUMENT' | 'CONFLICT' | 'NOT_FOUND' | 'API_ERROR';
 
-/** Base of the operator's errors. Only OPERATOR_BAD_OPTIONS is terminal; the rest are retried with backoff. */
+/** Only bad input is terminal; the reconcile loop retries everything else with backoff (work-queue.ts). */
+export const OPERATOR_TERMINAL: Readonly<Record<OperatorErrorCode, boolean>> = {
+  INVALID_ARGUMENT: true,
+  CONFLICT: false,
+  NOT_FOUND: false,
+  API_ERROR: false,
+};
+
+/** Base of the operator's errors; `terminal` comes from OPERATOR_TERMINAL. */
 export class OperatorError extends Error {
   readonly code: OperatorErrorCode;
+  readonly terminal: boolean;
   constructor(code: OperatorErrorCode, message: string, options?: { cause?: unknown }) {
     super(message, options);
     this.name = 'OperatorError';
     this.code = code;
+    this.terminal = OPERATOR_TERMINAL[code];
   }
 }
 
 /** An API call answered 409: someone else wrote the object first (resourceVersion fencing). */
 export class ApiConflictError extends OperatorError {
-  override readonly code = 'OPERATOR_API_CONFLICT' as const;
+  override readonly code = 'CONFLICT' as const;
   constructor(message: string, options?: { cause?: unknown }) {
-    super('OPERATOR_API_CONFLICT', message, options);
+    super('CONFLICT', message, options);
     this.name = 'ApiConflictError';
   }
 }
 
 export class ApiNotFoundError extends OperatorError {
-  override readonly code = 'OPERATOR_API_NOT_FOUND' as const;
+  override readonly code = 'NOT_FOUND' as const;
   constructor(message: string, options?: { cause?: unknown }) {
-    super('OPERATOR_API_NOT_FOUND', message, options);
+    super('NOT_FOUND', message, options);
     this.name = 'ApiNotFoundError';
   }
 }
 
 /** Any other API failure (status code in `statusCode`, 0 when the request never got an answer). */
 export class ApiError extends OperatorError {
-  override readonly code = 'OPERATOR_API_ERROR' as const;
+  override readonly code = 'API_ERROR' as const;
   readonly statusCode: number;
   constructor(message: string, statusCode: number, options?: { cause?: unknown }) {
-    super('OPERATOR_API_ERROR', message, options);
+    super('API_ERROR', message, options);
     this.name = 'ApiError';
     this.statusCode = statusCode;
   }
 }
 
 export class BadOptionsError extends OperatorError {
-  override readonly code = 'OPERATOR_BAD_OPTIONS' as const;
+  override readonly code = 'INVALID_ARGUMENT' as const;
   constructor(message: string) {
-    super('OPERATOR_BAD_OPTIONS', message);
+    super('INVALID_ARGUMENT', message);
     this.name = 'BadOptionsError';
   }
 }

@@ -6,6 +6,8 @@
 //   handler.watch(listener)                            // learns of waiting nodes and of the round ending
 //   on local worker failure: await handler.endRound({ reason })   // moves every agent to round + 1
 //   on clean exit / SIGTERM: await handler.leave()    // revokes liveness so the others move on at once
+//   when a worker reports a lost peer (PEER_LOST):     // a dead agent on a live host is evicted at once
+//     await handler.probeMembers(500)                  //   instead of after its lease TTL
 //
 // Backends (`embedded-backend.ts`, `etcd-backend.ts`) are loaded lazily by name through `index.ts`'s
 // `createRendezvousHandler`. Both pass `test/integration/rendezvous/contract.ts`.
@@ -47,7 +49,12 @@ export interface RoundInfo {
 export type RendezvousEvent =
   /** Nodes that registered while this round runs and wait to be admitted. */
   | { readonly type: 'nodes-waiting'; readonly count: number }
-  /** The round this node is in has ended: a member failed, left, or was lost; the agent must stop its workers and call next(). */
+  /**
+   * The round this node is in has ended: a member failed, left, or was lost; the agent must stop its workers and
+   * call next(). Reason `member-lost` with `byNodeId` = this node: it fenced itself out because no lease renewal
+   * was confirmed within the lease TTL (cut off from the store, or the store is down): the others may move on
+   * without it, so its workers must stop now (no split brain); next() waits until the store is reachable again.
+   */
   | {
       readonly type: 'round-ended';
       readonly round: number;
@@ -121,6 +128,21 @@ export interface RendezvousHandler {
 
   /** Number of nodes registered as waiting for the next round. */
   numNodesWaiting(): number;
+
+  /**
+   * Faster loss detection. Connects once to the liveness port of every other node registered in the job (members
+   * of the running round and waiting nodes; each handler listens on an ephemeral TCP port of its `addr` and
+   * advertises it in its node key). A refused connection (ECONNREFUSED: the host answered, no agent listens any
+   * more) means that agent process is dead: its lease is revoked, so every agent sees the node lost by watch at
+   * once (a member: `round-ended` with reason `member-lost`), instead of after the lease TTL. A node that is slow,
+   * stopped (the kernel still accepts), partitioned or on a vanished host (no answer within `timeoutMs`, or
+   * unreachable) is left alone: its lease decides.
+   * Call it when there is reason to suspect a peer (e.g. a worker reports a lost peer); it is not run
+   * periodically. Resolves within about `timeoutMs` plus one store request with the nodeIds evicted (empty when
+   * none); never rejects for a probe or revoke failure (logged), only RendezvousConfigError for a `timeoutMs` that
+   * is not a finite number > 0. Nodes whose agent could not open a liveness port are not probed.
+   */
+  probeMembers(timeoutMs: number): Promise<readonly string[]>;
 
   /**
    * Marks the job finished (all workers succeeded): later next() calls anywhere throw RendezvousClosedError.

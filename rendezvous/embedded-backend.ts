@@ -46,8 +46,10 @@ export class EmbeddedRendezvousState {
   /** A snapshot of all keys, for status and tests. */
   entries(prefix = ''): KvEntry[] {
     const out: KvEntry[] = [];
-    for (const [key, v] of this.data)
-      if (key.startsWith(prefix)) out.push({ key, value: v.value, modRevision: v.modRevision });
+    for (const [key, v] of this.data) {
+      if (!key.startsWith(prefix)) continue;
+      out.push({ key, value: v.value, modRevision: v.modRevision, ...leaseField(v.leaseId) });
+    }
     return out.sort((a, b) => a.modRevision - b.modRevision);
   }
 
@@ -109,7 +111,7 @@ export class EmbeddedRendezvousState {
       const lid = p.leased ? leaseId : null;
       this.data.set(p.key, { value: p.value, modRevision: revision, leaseId: lid });
       if (lid !== null) this.leases.get(lid)?.keys.add(p.key);
-      events.push({ type: 'put', key: p.key, value: p.value, modRevision: revision });
+      events.push({ type: 'put', key: p.key, value: p.value, modRevision: revision, ...leaseField(lid) });
     }
     if (events.length === 0) return true;
     this.revision = revision;
@@ -124,6 +126,10 @@ export class EmbeddedRendezvousState {
   private detach(key: string, old: StoredValue): void {
     if (old.leaseId !== null) this.leases.get(old.leaseId)?.keys.delete(key);
   }
+}
+
+function leaseField(leaseId: number | null): { lease?: string } {
+  return leaseId === null ? {} : { lease: String(leaseId) };
 }
 
 /** RendezvousKv over an EmbeddedRendezvousState. */
@@ -164,6 +170,18 @@ export class EmbeddedKv implements RendezvousKv {
       this.stats.leaseOps++;
       this.leaseId = null;
     }
+  }
+
+  /** The in-process store keeps the lease with this process's own timers: it is never cut off from it. */
+  leaseConfirmedAtMs(): number {
+    return performance.now();
+  }
+
+  async revokeLeaseOf(leaseId: string): Promise<void> {
+    const id = Number(leaseId);
+    if (!this.state.hasLease(id)) return;
+    this.state.revoke(id);
+    this.stats.leaseOps++;
   }
 
   async subscribe(prefix: string, onEvents: (events: readonly KvEvent[]) => void): Promise<KvSubscription> {

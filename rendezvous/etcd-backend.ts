@@ -123,6 +123,11 @@ function closeLease(lease: Lease): void {
   (lease as unknown as { close(): void }).close();
 }
 
+/** etcd reports "no lease" as lease 0. */
+function leaseField(lease: string | undefined): { lease?: string } {
+  return lease === undefined || lease === '0' ? {} : { lease };
+}
+
 interface Mirror {
   readonly entries: Map<string, KvEntry>;
   readonly subscribers: Set<(events: readonly KvEvent[]) => void>;
@@ -206,7 +211,12 @@ export class EtcdConnection {
     const res = await this.client.getAll().prefix(prefix).exec();
     for (const kv of res.kvs) {
       const key = kv.key.toString();
-      m.entries.set(key, { key, value: kv.value.toString(), modRevision: Number(kv.mod_revision) });
+      m.entries.set(key, {
+        key,
+        value: kv.value.toString(),
+        modRevision: Number(kv.mod_revision),
+        ...leaseField(kv.lease),
+      });
     }
     const watcher = await this.client
       .watch()
@@ -223,6 +233,7 @@ export class EtcdConnection {
           key,
           value: e.type === 'Put' ? e.kv.value.toString() : '',
           modRevision: Number(e.kv.mod_revision),
+          ...(e.type === 'Put' ? leaseField(e.kv.lease) : {}),
         };
       });
       for (const e of events) {
@@ -252,6 +263,9 @@ export class EtcdKv implements RendezvousKv {
   private lease: Lease | null = null;
   private ttlSec = 2;
   private lost = false;
+  /** leaseConfirmedAtMs(); keepalivesSentAtMs: send times of the keep-alives not answered yet, oldest first. */
+  private confirmedAtMs = 0;
+  private readonly keepalivesSentAtMs: number[] = [];
   private closed = false;
   private regranting = false;
   private readonly listeners: ((e: KvConnectionEvent) => void)[] = [];
@@ -273,8 +287,13 @@ export class EtcdKv implements RendezvousKv {
     return this.conn;
   }
 
+  leaseConfirmedAtMs(): number {
+    return this.confirmedAtMs;
+  }
+
   async grantLease(ttlMs: number): Promise<void> {
     this.ttlSec = Math.max(1, Math.ceil(ttlMs / 1000));
+    const sentAtMs = performance.now();
     const lease = this.newLease();
     try {
       await withTimeout(
@@ -288,17 +307,27 @@ export class EtcdKv implements RendezvousKv {
       throw this.conn.connectionError(err);
     }
     this.stats.leaseOps++;
+    this.confirmedAtMs = sentAtMs;
     this.lease = lease;
   }
 
   private newLease(): Lease {
     const lease = this.conn.client.lease(this.ttlSec);
+    lease.on('keepaliveFired', () => {
+      if (lease === this.lease) this.keepalivesSentAtMs.push(performance.now());
+    });
     lease.on('keepaliveFailed', (err) => {
+      if (lease !== this.lease) return;
+      this.keepalivesSentAtMs.length = 0; // the stream is torn down: those requests get no answer
       // etcd3 passes the error here although its typings say a keepalive response.
-      if (lease === this.lease) this.signal({ type: 'lost', error: err as unknown as Error });
+      this.signal({ type: 'lost', error: err as unknown as Error });
     });
     lease.on('keepaliveSucceeded', () => {
-      if (lease === this.lease && this.lost) this.signal({ type: 'restored' });
+      if (lease !== this.lease) return;
+      // Answers come in request order on the one keepalive stream: this one answers the oldest request sent.
+      const sentAtMs = this.keepalivesSentAtMs.shift();
+      if (sentAtMs !== undefined) this.confirmedAtMs = Math.max(this.confirmedAtMs, sentAtMs);
+      if (this.lost) this.signal({ type: 'restored' });
     });
     lease.on('lost', (err) => {
       if (lease !== this.lease || this.closed) return;
@@ -314,10 +343,12 @@ export class EtcdKv implements RendezvousKv {
     this.regranting = true;
     const backoff = new Backoff({ initialMs: 100, multiplier: 2, maxMs: 1000, jitter: 0.2 });
     while (!this.closed) {
+      const sentAtMs = performance.now(); // etcd3 sends the grant when the lease is created
       const lease = this.newLease();
       this.lease = lease;
       try {
         await lease.grant();
+        this.confirmedAtMs = sentAtMs;
         this.stats.leaseOps++;
         this.regranting = false;
         this.signal({ type: 'lease-renewed' });
@@ -354,6 +385,17 @@ export class EtcdKv implements RendezvousKv {
         'rendezvous: lease revoke failed; it expires after its TTL',
       );
       closeLease(lease);
+    }
+  }
+
+  async revokeLeaseOf(leaseId: string): Promise<void> {
+    try {
+      await this.conn.client.leaseClient.leaseRevoke({ ID: leaseId });
+      this.stats.leaseOps++;
+    } catch (err) {
+      // Already expired or revoked by another survivor: the goal is reached.
+      if (/lease not found/i.test((err as Error).message)) return;
+      throw err;
     }
   }
 

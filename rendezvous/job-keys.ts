@@ -65,6 +65,12 @@ export interface MembersDoc {
 export interface NodeDoc {
   readonly node: NodeDescriptor;
   readonly round: number;
+  /**
+   * The agent's liveness port (liveness.ts) on `node.addr`: accepts connections for as long as the agent process
+   * lives, so `probeMembers` can tell a dead agent on a live host at once. Absent when the agent could not open
+   * one: it is then only caught by its lease.
+   */
+  readonly livenessPort?: number;
 }
 
 /** The keys of one job. */

@@ -25,6 +25,8 @@ export interface NodeView {
   readonly doc: NodeDoc;
   /** Revision of the node's last join/wait write: join order. */
   readonly modRevision: number;
+  /** The lease its key is attached to (revoked to evict the node when its agent is known dead). */
+  readonly lease?: string;
 }
 
 const NO_MEMBERS: MembersDoc = { round: -1, members: [] };
@@ -97,7 +99,7 @@ export class JobView {
       this.nodes.delete(nodeId);
       return;
     }
-    this.nodes.set(nodeId, { doc, modRevision: e.modRevision });
+    this.nodes.set(nodeId, { doc, modRevision: e.modRevision, ...(e.lease === undefined ? {} : { lease: e.lease }) });
     this.bump(doc.round, 1);
   }
 

@@ -20,6 +20,7 @@ import {
   type RoundMember,
   type EndRoundOptions,
   RendezvousClosedError,
+  RendezvousConfigError,
   RendezvousConnectionError,
   RendezvousError,
   RendezvousTimeoutError,
@@ -41,10 +42,13 @@ import {
   assignGroupRanks,
   decideCloser,
   decideCurrentRound,
+  decideEvictions,
+  decideFence,
   decideJoining,
   decideLateJoin,
   decideRunning,
 } from './policy.js';
+import { type LivenessListener, openLivenessListener, probeLiveness } from './liveness.js';
 import { RoundTimer } from './round-timer.js';
 
 interface PendingNext {
@@ -64,6 +68,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private readonly myKey: string;
   private readonly log: Logger;
   private mirror: Mirror | null = null;
+  /** This agent's liveness port (probeMembers); null when it could not be opened. */
+  private liveness: LivenessListener | null = null;
   /** view.deletions when we last found every member alive (-1: check again). */
   private seenDeletions = -1;
 
@@ -76,6 +82,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private current: RoundInfo | null = null;
   /** The last round whose end this node asked for: next() does not resolve with it. */
   private selfEndedRound = -1;
+  /** The last round this node fenced itself out of (its lease may have lapsed: decideFence). */
+  private fencedRound = -1;
   private lastWaitingCount = 0;
 
   // ---- local timers and de-duplicated writes ----
@@ -84,6 +92,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   /** State revision at which we last tried to close / to end a round (one attempt per revision); -1: none. */
   private readonly attempted = { closing: -1, ending: -1 };
   private retryTimer: NodeJS.Timeout | null = null;
+  /** Checks this node's lease while it runs in a round (checkFence). */
+  private fenceTimer: NodeJS.Timeout | null = null;
 
   // ---- connection and lifetime ----
   private outage: { since: number; timer: NodeJS.Timeout } | null = null;
@@ -117,8 +127,22 @@ export class KvRendezvousHandler implements RendezvousHandler {
     return this.mirror?.view.state ?? null;
   }
 
-  /** Grants the lease, mirrors the job's keys and creates the job's state when absent. */
+  /** Opens the liveness port, grants the lease, mirrors the job's keys and creates the job's state when absent. */
   async start(): Promise<void> {
+    this.liveness = await this.openLiveness();
+    try {
+      await this.attach();
+    } catch (err) {
+      // The caller closes the key-value face; what this handler opened is closed here.
+      this.mirror?.close();
+      this.mirror = null;
+      await this.liveness?.close();
+      this.liveness = null;
+      throw err;
+    }
+  }
+
+  private async attach(): Promise<void> {
     this.kv.onConnection((e) => this.onConnection(e));
     await this.kv.grantLease(this.config.leaseTtlMs);
     const { view, release } = await sharedJobViews(this.kv).acquire(this.keys.prefix);
@@ -246,6 +270,38 @@ export class KvRendezvousHandler implements RendezvousHandler {
    * errors and lost races are retried until then, and past it markClosed throws RendezvousTimeoutError (its cause
    * is the last store error, if any).
    */
+  async probeMembers(timeoutMs: number): Promise<readonly string[]> {
+    if (!Number.isFinite(timeoutMs) || timeoutMs <= 0) {
+      throw new RendezvousConfigError(`probeMembers(timeoutMs = ${timeoutMs}): expected a number of milliseconds > 0`);
+    }
+    const view = this.view;
+    if (view === null || this.done) return [];
+    const targets = [...view.nodes.values()].filter(
+      (n) => n.doc.node.nodeId !== this.self.nodeId && n.doc.livenessPort !== undefined && n.lease !== undefined,
+    );
+    const probed = await Promise.all(
+      targets.map(async (n) => ({
+        nodeId: n.doc.node.nodeId,
+        result: await probeLiveness(n.doc.node.addr, n.doc.livenessPort!, timeoutMs),
+      })),
+    );
+    const evicted: string[] = [];
+    for (const nodeId of decideEvictions(probed)) {
+      const target = targets.find((n) => n.doc.node.nodeId === nodeId)!;
+      try {
+        await this.kv.revokeLeaseOf(target.lease!);
+        evicted.push(nodeId);
+        this.log.warn(
+          { runId: this.config.runId, nodeId, addr: target.doc.node.addr, port: target.doc.livenessPort },
+          'rendezvous: evicted a node whose agent is gone (liveness port refused); revoked its lease',
+        );
+      } catch (err) {
+        this.log.warn({ err, runId: this.config.runId, nodeId }, "rendezvous: revoking a dead node's lease failed");
+      }
+    }
+    return evicted;
+  }
+
   async markClosed(): Promise<void> {
     const cur = this.current;
     if (cur !== null) this.selfEndedRound = cur.round;
@@ -406,12 +462,14 @@ export class KvRendezvousHandler implements RendezvousHandler {
       const late = decideLateJoin({
         round: r,
         selfEndedRound: this.selfEndedRound,
+        fencedRound: this.fencedRound,
         membersRound: view.members.round,
         registeredRound: this.myRound,
         isMember: me !== undefined,
         lostMembers: view.members.round === r ? view.lostMembers() : [],
       });
       if (late.kind === 'take-round') this.resolveRound(doc, me!);
+      else if (late.kind === 'end-fenced-round') this.endRoundOnce(r, 'member-lost', this.self.nodeId);
       else if (late.kind === 'wait-next') {
         if (late.registerFor !== null) this.putMyNode(late.registerFor); // seen by the members as a waiting node
         if (late.endForLost !== null) this.endRoundOnce(r, 'member-lost', late.endForLost);
@@ -504,16 +562,53 @@ export class KvRendezvousHandler implements RendezvousHandler {
     this.seenDeletions = -1; // check liveness of the new members against the mirror once
     const p = this.pending!;
     this.finishPending();
+    this.checkFence();
     p.resolve(info);
     // A member may already be gone or a node waiting: look again now that we are in the round.
     queueMicrotask(() => this.reconcile());
+  }
+
+  /**
+   * While this node runs in a round, checks its lease (decideFence) and re-arms itself; when the lease may have
+   * lapsed, the node leaves the round on its own: `round-ended` (member-lost, by itself) tells the agent to stop its
+   * workers, and next() takes no round until the store is reachable again (then it ends that round if it still
+   * runs, and registers anew).
+   */
+  private checkFence(): void {
+    if (this.fenceTimer !== null) clearTimeout(this.fenceTimer);
+    this.fenceTimer = null;
+    const cur = this.current;
+    if (cur === null || this.done) return;
+    const decision = decideFence({
+      nowMs: performance.now(),
+      leaseConfirmedAtMs: this.kv.leaseConfirmedAtMs(),
+      leaseTtlMs: this.config.leaseTtlMs,
+    });
+    if (decision.kind === 'renewed') {
+      this.fenceTimer = setTimeout(() => this.checkFence(), decision.checkAgainInMs);
+      this.fenceTimer.unref();
+      return;
+    }
+    this.current = null;
+    this.lastWaitingCount = 0;
+    this.selfEndedRound = Math.max(this.selfEndedRound, cur.round);
+    this.fencedRound = cur.round;
+    const detail =
+      `no lease renewal confirmed by ${this.kv.endpoint} within the lease TTL (${this.config.leaseTtlMs} ms): ` +
+      'this node may be cut off and the others may move on without it';
+    this.log.warn({ runId: this.config.runId, round: cur.round }, `rendezvous: leaving the round: ${detail}`);
+    this.emit({ type: 'round-ended', round: cur.round, reason: 'member-lost', byNodeId: this.self.nodeId, detail });
   }
 
   private putMyNode(round: number): void {
     this.myRound = round;
     const node =
       this.advertisedMasterPort === null ? this.self : { ...this.self, masterPort: this.advertisedMasterPort };
-    const value: NodeDoc = { node, round };
+    const value: NodeDoc = {
+      node,
+      round,
+      ...(this.liveness === null ? {} : { livenessPort: this.liveness.port }),
+    };
     this.kv
       .txn({ compares: [], puts: [{ key: this.myKey, value: JSON.stringify(value), leased: true }], deletes: [] })
       .catch((err: unknown) => {
@@ -542,6 +637,28 @@ export class KvRendezvousHandler implements RendezvousHandler {
   }
 
   // ---- timers, connection, teardown --------------------------------------------------------------------------
+
+  /** Opens the liveness port on our address, or on every address when that fails; null (logged) when neither works. */
+  private async openLiveness(): Promise<LivenessListener | null> {
+    try {
+      return await openLivenessListener(this.self.addr);
+    } catch (err) {
+      try {
+        const l = await openLivenessListener('::');
+        this.log.warn(
+          { err, addr: this.self.addr, port: l.port },
+          'rendezvous: cannot listen on the node address; liveness port listens on every address',
+        );
+        return l;
+      } catch {
+        this.log.warn(
+          { err, addr: this.self.addr },
+          'rendezvous: no liveness port; a dead agent is caught by its lease only',
+        );
+        return null;
+      }
+    }
+  }
 
   private onJoinTimeout(): void {
     const p = this.pending;
@@ -654,10 +771,13 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private async shutdown(): Promise<void> {
     this.finishPending();
     if (this.retryTimer) clearTimeout(this.retryTimer);
+    if (this.fenceTimer) clearTimeout(this.fenceTimer);
     if (this.outage) clearTimeout(this.outage.timer);
     this.outage = null;
     this.mirror?.close();
     this.mirror = null;
+    await this.liveness?.close();
+    this.liveness = null;
     await this.kv.close();
   }
 }

@@ -8,6 +8,8 @@ export interface KvEntry {
   readonly value: string;
   /** Revision of the last write to this key (etcd's mod_revision). */
   readonly modRevision: number;
+  /** The lease the key is attached to (etcd's lease id, decimal), absent when none. */
+  readonly lease?: string;
 }
 
 export interface KvEvent extends KvEntry {
@@ -54,6 +56,18 @@ export interface RendezvousKv {
   grantLease(ttlMs: number): Promise<void>;
   /** Revokes the lease: leased keys vanish at once. */
   revokeLease(): Promise<void>;
+  /**
+   * performance.now() at which the newest request that the store confirmed this lease alive for (the grant or a
+   * keep-alive) was *sent*. The store counts the TTL from when it received that request, so it cannot expire the
+   * lease before this + TTL: past that, this node must presume its lease gone (the handler fences itself).
+   */
+  leaseConfirmedAtMs(): number;
+  /**
+   * Revokes another holder's lease (a dead agent's, by the id in its keys' `lease`): its keys vanish at once and
+   * every watcher sees the deletions. Resolves when revoked or when the lease was already gone; rejects on store
+   * errors.
+   */
+  revokeLeaseOf(leaseId: string): Promise<void>;
   /**
    * The store behind this face (the etcd connection, the embedded state). Handlers whose faces report the same
    * source may share one subscription per prefix and one parsed view of it (job-view.ts `sharedJobViews`).

@@ -117,6 +117,12 @@ export type LateJoinDecision =
   /** This node is a member of the running round: next() resolves with it. */
   | { readonly kind: 'take-round' }
   /**
+   * This node fenced itself out of the running round (its lease may have lapsed) but the round still runs: end it,
+   * so that nobody waits on a member that stopped its workers (e.g. after an etcd outage longer than the TTL,
+   * every member fenced itself and nobody else would).
+   */
+  | { readonly kind: 'end-fenced-round' }
+  /**
    * The round runs without this node: register for the next round (`registerFor`, null when already registered
    * for it or later), and end the running round when members of it are gone (`endForLost`: the first lost one):
    * when every agent of an earlier run was killed nobody else is left to end it.
@@ -128,6 +134,8 @@ export function decideLateJoin(snapshot: {
   readonly round: number;
   /** The last round this node asked to end (-1: none). */
   readonly selfEndedRound: number;
+  /** The last round this node fenced itself out of (-1: none). */
+  readonly fencedRound: number;
   /** The round of the members document. */
   readonly membersRound: number;
   /** The round in this node's key, as issued (null: no key). */
@@ -138,6 +146,7 @@ export function decideLateJoin(snapshot: {
   readonly lostMembers: readonly string[];
 }): LateJoinDecision {
   const { round, registeredRound } = snapshot;
+  if (round === snapshot.fencedRound) return { kind: 'end-fenced-round' };
   if (round <= snapshot.selfEndedRound) return { kind: 'wait', why: 'self-ended' };
   if (snapshot.membersRound !== round) return { kind: 'wait', why: 'members-pending' };
   if (registeredRound === round && snapshot.isMember) return { kind: 'take-round' };
@@ -167,4 +176,44 @@ export function decideCurrentRound(snapshot: {
   }
   // The state moved on past a later round we never saw end (we were disconnected): members were lost.
   return { kind: 'ended', event: { type: 'round-ended', round, reason: 'member-lost' } };
+}
+
+/** One probed node and what its liveness port said (liveness.ts). */
+export interface ProbedNode {
+  readonly nodeId: string;
+  readonly result: 'alive' | 'refused' | 'no-answer' | 'unreachable';
+}
+
+/**
+ * Which probed nodes to evict (revoke their lease): only those whose host refused the connection, i.e. answered
+ * that no agent process listens any more. A timeout or an unreachable host says nothing certain (the host may be
+ * partitioned from us but not from etcd, or just slow): those are left to their lease.
+ */
+export function decideEvictions(probed: readonly ProbedNode[]): string[] {
+  return probed.filter((p) => p.result === 'refused').map((p) => p.nodeId);
+}
+
+/** Whether this node may still count itself in its running round, judged by its own lease. */
+export type FenceDecision =
+  /** The store confirmed the lease recently enough; look again after `checkAgainInMs`. */
+  | { readonly kind: 'renewed'; readonly checkAgainInMs: number }
+  /**
+   * No renewal confirmed for a keep-alive sent within the last TTL: the store may have expired the lease, and the
+   * others may be moving on without this node. It must stop its workers now (no split brain) and rejoin.
+   */
+  | { readonly kind: 'fence' };
+
+/**
+ * Fencing by lease: a node cut off from the store (a partitioned minority) stops before the store can expire its
+ * lease, i.e. before the others can see it lost, because the store counts the TTL from when it *received* the
+ * last keep-alive, which is no earlier than when this node sent it. Local monotonic time only.
+ */
+export function decideFence(snapshot: {
+  readonly nowMs: number;
+  /** When the newest request the store confirmed the lease for was sent (RendezvousKv.leaseConfirmedAtMs). */
+  readonly leaseConfirmedAtMs: number;
+  readonly leaseTtlMs: number;
+}): FenceDecision {
+  const leftMs = snapshot.leaseConfirmedAtMs + snapshot.leaseTtlMs - snapshot.nowMs;
+  return leftMs > 0 ? { kind: 'renewed', checkAgainInMs: leftMs } : { kind: 'fence' };
 }

@@ -37,7 +37,10 @@ export interface AgentExtension {
   encodeHook?(dest: number): EncodeHook | undefined;
   /** Turns tagged objects from `src` back into values; returns undefined for tags it does not own. */
   decodeHook?(src: number): DecodeHook | undefined;
-  /** Handles request types the agent does not know itself; undefined = not this extension's type. */
+  /**
+   * Handles a request type the agent does not serve itself (any type in 1..63 that rpc/frame.ts's MsgType does not
+   * give to the agent); undefined = not this extension's type.
+   */
   handle?(type: number, src: number, body: unknown): Promise<unknown> | undefined;
   /** Metadata sent along with a user call (CALL, REMOTE) made in the current async context; undefined = none. */
   callMetadata?(): unknown;

@@ -203,12 +203,14 @@ export class RpcAgent implements AgentHost {
   }
 
   async requestWithRetries(rank: number, type: number, body: unknown, maxRetries = 5): Promise<unknown> {
-    const backoff = new Backoff(CONTROL_BACKOFF);
+    let backoff: Backoff | undefined; // made on the first retry: RRef deletes take this path once per RRef
     for (let attempt = 0; ; attempt++) {
       try {
         return await this.request(rank, type, body, CONTROL_TIMEOUT_MS, `control ${type}`);
       } catch (err) {
-        if ((err as RpcError).code !== 'TIMEOUT' || attempt >= maxRetries) throw err;
+        // Only non-terminal errors (TIMEOUT, UNAVAILABLE) are worth another try.
+        if (!(err instanceof RpcError) || err.terminal || attempt >= maxRetries) throw err;
+        backoff ??= new Backoff(CONTROL_BACKOFF);
         await sleep(backoff.next());
       }
     }

@@ -84,13 +84,14 @@ export interface RegisterOptions<A extends unknown[]> {
   readonly _args?: A;
 }
 
+/** The closed set of RPC error codes (docs/errors.md). Bare words: the class names the subsystem. */
 export type RpcErrorCode =
   | 'NOT_INITIALIZED'
   | 'ALREADY_INITIALIZED'
+  /** Bad options or arguments, here or in the callee's argument schema (`worker` names the callee then). */
   | 'INVALID_ARGUMENT'
   | 'UNKNOWN_WORKER'
   | 'UNKNOWN_FUNCTION'
-  | 'VALIDATION'
   | 'REMOTE_ERROR'
   | 'TIMEOUT'
   | 'PEER_LOST'
@@ -101,17 +102,38 @@ export type RpcErrorCode =
   | 'AUTOGRAD';
 
 /**
- * Every failure of this package. Terminal for the call that got it; PEER_LOST and SHUTDOWN mean the RPC world has
- * to be re-established (initRpc in the next round) to reach that worker again.
+ * Which codes are terminal. Only TIMEOUT may be retried as it is (tensile's own control messages do, with backoff);
+ * PEER_LOST and SHUTDOWN mean the RPC world has to be re-established (initRpc in the next round) to reach that
+ * worker again; the rest are the caller's or the callee's bug.
  */
+export const RPC_TERMINAL: Readonly<Record<RpcErrorCode, boolean>> = {
+  NOT_INITIALIZED: true,
+  ALREADY_INITIALIZED: true,
+  INVALID_ARGUMENT: true,
+  UNKNOWN_WORKER: true,
+  UNKNOWN_FUNCTION: true,
+  REMOTE_ERROR: true,
+  TIMEOUT: false,
+  PEER_LOST: true,
+  SHUTDOWN: true,
+  PROTOCOL: true,
+  BOOTSTRAP: true,
+  RREF_INVALID: true,
+  AUTOGRAD: true,
+};
+
+/** Every failure of this package; `terminal` comes from RPC_TERMINAL. */
 export class RpcError extends Error {
   readonly code: RpcErrorCode;
+  readonly terminal: boolean;
   /** The worker at the other end, when known. */
   readonly worker?: string;
   constructor(code: RpcErrorCode, message: string, opts: { worker?: string; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = 'RpcError';
     this.code = code;
+    // A code from a newer peer that this side does not know is terminal.
+    this.terminal = RPC_TERMINAL[code] ?? true;
     this.worker = opts.worker;
   }
 }

@@ -30,8 +30,9 @@ export interface BootstrapDeps {
   onPeerClosed(rank: number, err?: Error): void;
 }
 
-/** Delays between attempts to reach rank 0 (it may start after us): 50 ms doubling to 1 s. */
-const JOIN_BACKOFF = { initialMs: 50, multiplier: 2, maxMs: 1000, jitter: 0 };
+/** Delays between attempts to reach rank 0 (it may start after us): 50 ms doubling to 1 s, ±20 % so that the
+ * workers of a large world do not all knock at once. */
+const JOIN_BACKOFF = { initialMs: 50, multiplier: 2, maxMs: 1000, jitter: 0.2 };
 
 export class Bootstrap {
   private session = '';

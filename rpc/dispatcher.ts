@@ -139,7 +139,7 @@ export class Dispatcher {
       this.onAnswer(src, frame);
       return;
     }
-    if (!isKnownType(type) || !isRequestType(type)) {
+    if (!isRequestType(type)) {
       this.reply(conn, requestId, MsgType.ERR, {
         code: 'PROTOCOL',
         message: `unknown message type ${type}`,
@@ -238,11 +238,18 @@ export class Dispatcher {
       case MsgType.BARRIER:
         throw new RpcError('PROTOCOL', `BARRIER sent to rank ${this.d.rank}, only rank 0 serves it`);
       default: {
+        // Request types the agent does not serve itself belong to extensions (distributed autograd's BACKWARD and
+        // CLEANUP_CONTEXT, or any other): the first that returns a promise handles it.
         for (const x of this.d.extensions) {
           const r = x.handle?.(type, src, body);
           if (r) return r;
         }
-        throw new RpcError('PROTOCOL', `message type ${type} is not handled by '${this.d.name}'`);
+        throw new RpcError(
+          'PROTOCOL',
+          isKnownType(type)
+            ? `message type ${type} is not handled by '${this.d.name}'`
+            : `unknown message type ${type} (no extension on '${this.d.name}' handles it)`,
+        );
       }
     }
   }

@@ -23,6 +23,11 @@ export const TENSOR_DESC_BYTES = 8;
 /** Largest gRPC message we write: well under grpc-js's 4 MiB default receive limit. */
 export const SEGMENT_BYTES = 1024 * 1024;
 
+/**
+ * Every message type on the wire, so that no two users take one number. Request types are 1..63; the agent serves
+ * the RRef and bootstrap ones itself and hands the others to its extensions (BACKWARD and CLEANUP_CONTEXT belong to
+ * distributed autograd, rpc/dist-autograd.ts). RET and ERR answer any request.
+ */
 export const MsgType = {
   CALL: 1,
   REMOTE: 2,

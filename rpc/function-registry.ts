@@ -32,7 +32,7 @@ export class FunctionRegistry {
 
   /**
    * Runs function `f` (a name off the wire) with argument array `a`. Rejects with PROTOCOL (not a name),
-   * UNKNOWN_FUNCTION, VALIDATION, or whatever the function throws.
+   * UNKNOWN_FUNCTION, INVALID_ARGUMENT (the argument schema), or whatever the function throws.
    */
   async run(f: unknown, a: unknown): Promise<unknown> {
     if (typeof f !== 'string') throw new RpcError('PROTOCOL', `function name must be a string, got ${typeof f}`);
@@ -49,7 +49,7 @@ export class FunctionRegistry {
       const r = reg.validate.safeParse(args);
       if (!r.success) {
         const detail = (r.error as { message?: string })?.message ?? String(r.error);
-        throw new RpcError('VALIDATION', `arguments of '${f}' failed validation on '${this.self}': ${detail}`, {
+        throw new RpcError('INVALID_ARGUMENT', `arguments of '${f}' failed validation on '${this.self}': ${detail}`, {
           worker: this.self,
         });
       }

@@ -20,6 +20,9 @@ interface Slot {
   reject(e: Error): void;
 }
 
+/** Deleted fork ids remembered per worker (see RRefContext.deletedForks). */
+const MAX_TOMBSTONES = 65_536;
+
 function newSlot(): Slot {
   const s = { settled: false } as Slot;
   s.promise = new Promise((resolve, reject) => {
@@ -183,6 +186,12 @@ export class RRef<T = unknown> {
 export class RRefContext {
   private nextLocalId = 1;
   private owners = new Map<string, OwnerEntry>();
+  /**
+   * Tombstones of deleted forks, so that a FORK or REMOTE handled after its fork's DELETE does not bring the fork
+   * back. Each user sends its DELETE after its FORK/REMOTE was answered, on the same ordered stream, so a late one
+   * can only be a retry still queued behind it: a bounded window of the most recent deletes is enough, and keeps a
+   * long-lived owner from growing one entry per RRef ever released.
+   */
   private deletedForks = new Set<string>();
   private users = new Map<string, UserToken>();
   private pendingChildren = new Map<string, { rref: RRef; dest: number }>();
@@ -363,6 +372,7 @@ export class RRefContext {
     const id = String(body.id);
     const fork = String(body.fork);
     this.deletedForks.add(fork);
+    if (this.deletedForks.size > MAX_TOMBSTONES) this.deletedForks.delete(this.deletedForks.values().next().value!);
     const e = this.owners.get(id);
     if (e) {
       e.forks.delete(fork);

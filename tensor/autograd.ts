@@ -1,6 +1,6 @@
 // The reverse-mode autograd engine: grad mode, graph nodes and the (async) backward pass.
 import { TensorError, type BackwardOptions, type BackwardResult, type GradNode } from './api.js';
-import { onesLike, type Tensor } from './tensor.js';
+import { onesLike, type Tensor } from './tensor-core.js';
 
 let gradEnabled = true;
 let nextSeq = 0;

@@ -58,7 +58,7 @@ export interface ElasticStateOptions {
   readonly onSaved?: (info: { file: string; step: number; reason: string }) => void;
 }
 
-export type ElasticErrorCode = 'BAD_OPTIONS' | 'NO_CHECKPOINT_DIR' | 'RESTORE_MISMATCH';
+export type ElasticErrorCode = 'INVALID_ARGUMENT' | 'NO_CHECKPOINT_DIR' | 'RESTORE_MISMATCH';
 
 export class ElasticStateError extends Error {
   readonly code: ElasticErrorCode;
@@ -153,7 +153,7 @@ export function batchFor(
   const perWorkerBatch = Math.floor(batchSize / worldSize);
   if (perWorkerBatch < 1) {
     throw new ElasticStateError(
-      'BAD_OPTIONS',
+      'INVALID_ARGUMENT',
       `keepGlobalBatch: global batch ${batchSize} is smaller than the world size ${worldSize}: expected ≥ ${worldSize}`,
     );
   }
@@ -289,7 +289,7 @@ export class ElasticState {
     }
     const posInt = (name: string, v: number, min: number): number => {
       if (!Number.isInteger(v) || v < min) {
-        throw new ElasticStateError('BAD_OPTIONS', `ElasticState: ${name}=${v}: expected an integer ≥ ${min}`);
+        throw new ElasticStateError('INVALID_ARGUMENT', `ElasticState: ${name}=${v}: expected an integer ≥ ${min}`);
       }
       return v;
     };
@@ -302,7 +302,7 @@ export class ElasticState {
     );
     if (this.rank >= this.worldSize) {
       throw new ElasticStateError(
-        'BAD_OPTIONS',
+        'INVALID_ARGUMENT',
         `ElasticState: rank ${this.rank} must be < worldSize ${this.worldSize}`,
       );
     }
@@ -312,7 +312,7 @@ export class ElasticState {
     this.batchPolicy = opts.batchPolicy ?? 'keepGlobalBatch';
     if (this.batchPolicy !== 'keepGlobalBatch' && this.batchPolicy !== 'keepPerWorkerBatch') {
       throw new ElasticStateError(
-        'BAD_OPTIONS',
+        'INVALID_ARGUMENT',
         `ElasticState: batchPolicy=${String(this.batchPolicy)}: expected keepGlobalBatch or keepPerWorkerBatch`,
       );
     }
@@ -342,13 +342,13 @@ export class ElasticState {
   /**
    * Moves the helper to a new world (live recovery: a new process group after a membership change). The step,
    * epoch and sampler position stay; `shard()` re-slices the rest of the epoch for the new world. Throws
-   * ElasticStateError('BAD_OPTIONS') for a rank outside the world or a global batch the world cannot split.
+   * ElasticStateError('INVALID_ARGUMENT') for a rank outside the world or a global batch the world cannot split.
    */
   rebind(world: { rank: number; worldSize: number; processGroup?: ProcessGroup }): void {
     const { rank, worldSize } = world;
     if (!Number.isInteger(worldSize) || worldSize < 1 || !Number.isInteger(rank) || rank < 0 || rank >= worldSize) {
       throw new ElasticStateError(
-        'BAD_OPTIONS',
+        'INVALID_ARGUMENT',
         `ElasticState.rebind: rank ${rank}, worldSize ${worldSize}: expected integers with 0 ≤ rank < worldSize`,
       );
     }
@@ -385,7 +385,7 @@ export class ElasticState {
   private checkName(name: string): void {
     if (!/^[A-Za-z0-9_.-]+$/.test(name) || this.tracked.has(name) || this.jsonTracked.has(name)) {
       throw new ElasticStateError(
-        'BAD_OPTIONS',
+        'INVALID_ARGUMENT',
         `ElasticState: name ${JSON.stringify(name)}: expected a new [A-Za-z0-9_.-]+ name`,
       );
     }

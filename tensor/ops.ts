@@ -3,15 +3,9 @@
 import { TensorError, type Shape } from './api.js';
 import { record, sameShape } from './autograd.js';
 import { sgemm } from './sgemm.js';
-import { Tensor, numelOf, stridesOf } from './tensor.js';
+import { Tensor, normDim, numelOf, stridesOf } from './tensor-core.js';
 
-export function normDim(dim: number, ndim: number, op: string): number {
-  const d = dim < 0 ? dim + ndim : dim;
-  if (!Number.isInteger(dim) || d < 0 || d >= Math.max(ndim, 1)) {
-    throw new TensorError('INVALID_ARGUMENT', `${op}: dim ${dim} is out of range for a ${ndim}-d tensor`);
-  }
-  return d;
-}
+export { normDim };
 
 function asTensor(x: Tensor | number): Tensor {
   return x instanceof Tensor ? x : new Tensor(Float32Array.of(x), []);

@@ -1,409 +1,147 @@
-// The Tensor class and its constructors. Operations live in ops.ts; the methods here delegate to them.
-import {
-  TensorError,
-  type BackwardOptions,
-  type GradNode,
-  type GradReadyHook,
-  type NestedArray,
-  type RandomGenerator,
-  type RandomOptions,
-  type Shape,
-  type TensorOptions,
-} from './api.js';
+// The Tensor class with its operations: the class and its constructors live in tensor-core.ts; this module installs
+// the differentiable operations of ops.ts (and `backward` of autograd.ts) on its prototype. ops.ts and autograd.ts
+// import tensor-core.ts, never this module, so the runtime imports have no cycle; importing Tensor from here (or
+// index.ts) guarantees that the methods are there.
+import { TensorError, type BackwardOptions, type Shape } from './api.js';
 import { backward as runBackward } from './autograd.js';
-import { defaultGenerator } from './generator.js';
 import * as ops from './ops.js';
+import { Tensor } from './tensor-core.js';
 
-export function numelOf(shape: Shape): number {
-  let n = 1;
-  for (const d of shape) n *= d;
-  return n;
-}
+export * from './tensor-core.js';
 
-export function checkShape(shape: Shape, what = 'shape'): number[] {
-  if (!Array.isArray(shape)) throw new TensorError('INVALID_ARGUMENT', `${what}: expected an array of dims`);
-  for (const d of shape) {
-    if (!Number.isInteger(d) || d < 0) {
-      throw new TensorError('INVALID_ARGUMENT', `${what} [${shape}]: dim ${d} is not a non-negative integer`);
-    }
-  }
-  return [...shape];
-}
+type OpMethods = Pick<
+  Tensor,
+  | 'backward'
+  | 'add'
+  | 'sub'
+  | 'mul'
+  | 'div'
+  | 'neg'
+  | 'exp'
+  | 'log'
+  | 'pow'
+  | 'sqrt'
+  | 'abs'
+  | 'relu'
+  | 'sigmoid'
+  | 'tanh'
+  | 'matmul'
+  | 'sum'
+  | 'mean'
+  | 'max'
+  | 'argmax'
+  | 'reshape'
+  | 'view'
+  | 'flatten'
+  | 'unsqueeze'
+  | 'squeeze'
+  | 'transpose'
+  | 'permute'
+  | 't'
+  | 'slice'
+  | 'clone'
+  | 'softmax'
+  | 'logSoftmax'
+>;
 
-export function stridesOf(shape: Shape): number[] {
-  const s = new Array<number>(shape.length);
-  let acc = 1;
-  for (let i = shape.length - 1; i >= 0; i--) {
-    s[i] = acc;
-    acc *= shape[i]!;
-  }
-  return s;
-}
-
-/** A float32 tensor: contiguous row-major storage in `data`, plus autograd state. */
-export class Tensor {
-  readonly data: Float32Array;
-  readonly shape: readonly number[];
-  /** Accumulated gradient of a leaf (after `backward`); null until then. */
-  grad: Tensor | null = null;
-  private _requiresGrad: boolean;
-  private _gradFn: GradNode | null = null;
-  private _hooks: GradReadyHook[] = [];
-
-  /** Wraps `data` (no copy). `data.length` must equal the product of `shape`. */
-  constructor(data: Float32Array, shape: Shape, opts: TensorOptions = {}) {
-    const s = checkShape(shape);
-    if (data.length !== numelOf(s)) {
-      throw new TensorError(
-        'SHAPE_MISMATCH',
-        `Tensor: ${data.length} values do not fill shape [${s}] (${numelOf(s)} elements)`,
-      );
-    }
-    this.data = data;
-    this.shape = Object.freeze(s);
-    this._requiresGrad = opts.requiresGrad ?? false;
-  }
-
-  get requiresGrad(): boolean {
-    return this._requiresGrad;
-  }
-  set requiresGrad(v: boolean) {
-    if (!v && this._gradFn !== null) {
-      throw new TensorError(
-        'INVALID_ARGUMENT',
-        'requiresGrad = false on a non-leaf tensor: use detach() to get a tensor outside the graph',
-      );
-    }
-    this._requiresGrad = v;
-  }
-  /** Sets requiresGrad and returns this (like `requires_grad_()`). */
-  requiresGrad_(v = true): this {
-    this.requiresGrad = v;
-    return this;
-  }
-  /** The node that produced this tensor; null for leaves and tensors outside the graph. */
-  get gradFn(): GradNode | null {
-    return this._gradFn;
-  }
-  get isLeaf(): boolean {
-    return this._gradFn === null;
-  }
-  get numel(): number {
-    return this.data.length;
-  }
-  get ndim(): number {
-    return this.shape.length;
-  }
-  get strides(): number[] {
-    return stridesOf(this.shape);
-  }
-  /** Size of `dim` (negative counts from the end), or the whole shape. */
-  size(): readonly number[];
-  size(dim: number): number;
-  size(dim?: number): number | readonly number[] {
-    if (dim === undefined) return this.shape;
-    return this.shape[ops.normDim(dim, this.ndim, 'size')]!;
-  }
-
-  /** The single value of a one-element tensor. */
-  item(): number {
-    if (this.data.length !== 1) {
-      throw new TensorError(
-        'INVALID_ARGUMENT',
-        `item(): tensor of shape [${this.shape}] has ${this.numel} elements, not 1`,
-      );
-    }
-    return this.data[0]!;
-  }
-  /** The values, flat, as a plain array. */
-  toArray(): number[] {
-    return Array.from(this.data);
-  }
-  /** The values as nested arrays following `shape` (a number for a 0-d tensor). */
-  tolist(): NestedArray {
-    const rec = (dim: number, off: number): NestedArray => {
-      if (dim === this.shape.length) return this.data[off]!;
-      const stride = numelOf(this.shape.slice(dim + 1));
-      return Array.from({ length: this.shape[dim]! }, (_, i) => rec(dim + 1, off + i * stride));
-    };
-    return rec(0, 0);
-  }
-  toString(): string {
-    return `Tensor(shape=[${this.shape}]${this.requiresGrad ? ', requiresGrad' : ''})`;
-  }
-
-  /** A tensor sharing this storage, outside the graph. */
-  detach(): Tensor {
-    return new Tensor(this.data, this.shape);
-  }
-  /** Runs the backward pass from this tensor (see `backward` in autograd.ts). */
+const methods: OpMethods & ThisType<Tensor> = {
   backward(grad?: Tensor, opts?: BackwardOptions): Promise<void> {
     return runBackward([this], grad === undefined ? undefined : [grad], opts);
-  }
-  /**
-   * `fn` runs once per backward pass when this leaf's gradient for the pass is fully accumulated (after it was
-   * added to `.grad` or handed to `accumulate`). Returns a function that removes the hook.
-   */
-  registerGradReadyHook(fn: GradReadyHook): () => void {
-    this._hooks.push(fn);
-    return () => {
-      this._hooks = this._hooks.filter((h) => h !== fn);
-    };
-  }
-
-  /** @internal */
-  _attachGradFn(node: GradNode): void {
-    this._gradFn = node;
-    this._requiresGrad = true;
-  }
-  /** @internal a tensor of the same shape over new storage. */
-  _withData(data: Float32Array): Tensor {
-    return new Tensor(data, this.shape);
-  }
-  /** @internal `adopt`: g's buffer is referenced nowhere else, so it may become `.grad` without a copy. */
-  _accumulateGrad(g: Tensor, adopt = false): void {
-    if (this.grad === null) {
-      this.grad = new Tensor(adopt ? g.data : g.data.slice(), this.shape);
-      return;
-    }
-    const d = this.grad.data;
-    const s = g.data;
-    for (let i = 0; i < d.length; i++) d[i] += s[i];
-  }
-  /** @internal */
-  _fireGradReady(): Promise<unknown>[] | null {
-    let started: Promise<unknown>[] | null = null;
-    for (const h of this._hooks) {
-      const r = h(this);
-      if (r instanceof Promise) (started ??= []).push(r);
-    }
-    return started;
-  }
-
-  // In-place helpers (outside autograd; for optimizers, initialisation and loading).
-  /** Copies `src`'s values into this tensor (same number of elements). */
-  copy_(src: Tensor | Float32Array): this {
-    const s = src instanceof Tensor ? src.data : src;
-    if (s.length !== this.data.length) {
-      throw new TensorError(
-        'SHAPE_MISMATCH',
-        `copy_: source has ${s.length} elements, target [${this.shape}] ${this.numel}`,
-      );
-    }
-    this.data.set(s);
-    return this;
-  }
-  fill_(value: number): this {
-    this.data.fill(value);
-    return this;
-  }
-  zero_(): this {
-    return this.fill_(0);
-  }
-  uniform_(low = 0, high = 1, generator: RandomGenerator = defaultGenerator): this {
-    for (let i = 0; i < this.data.length; i++) this.data[i] = low + (high - low) * generator.nextFloat();
-    return this;
-  }
-  normal_(mean = 0, std = 1, generator: RandomGenerator = defaultGenerator): this {
-    for (let i = 0; i < this.data.length; i++) this.data[i] = mean + std * generator.nextNormal();
-    return this;
-  }
-
-  // Differentiable operations (see ops.ts).
+  },
   add(o: Tensor | number): Tensor {
     return ops.add(this, o);
-  }
+  },
   sub(o: Tensor | number): Tensor {
     return ops.sub(this, o);
-  }
+  },
   mul(o: Tensor | number): Tensor {
     return ops.mul(this, o);
-  }
+  },
   div(o: Tensor | number): Tensor {
     return ops.div(this, o);
-  }
+  },
   neg(): Tensor {
     return ops.neg(this);
-  }
+  },
   exp(): Tensor {
     return ops.exp(this);
-  }
+  },
   log(): Tensor {
     return ops.log(this);
-  }
+  },
   pow(e: number): Tensor {
     return ops.pow(this, e);
-  }
+  },
   sqrt(): Tensor {
     return ops.sqrt(this);
-  }
+  },
   abs(): Tensor {
     return ops.abs(this);
-  }
+  },
   relu(): Tensor {
     return ops.relu(this);
-  }
+  },
   sigmoid(): Tensor {
     return ops.sigmoid(this);
-  }
+  },
   tanh(): Tensor {
     return ops.tanh(this);
-  }
+  },
   matmul(o: Tensor): Tensor {
     return ops.matmul(this, o);
-  }
+  },
   sum(dim?: number | readonly number[], keepdim = false): Tensor {
     return ops.sum(this, dim, keepdim);
-  }
+  },
   mean(dim?: number | readonly number[], keepdim = false): Tensor {
     return ops.mean(this, dim, keepdim);
-  }
-  max(): Tensor;
-  max(dim: number, keepdim?: boolean): { values: Tensor; indices: Tensor };
-  max(dim?: number, keepdim = false): Tensor | { values: Tensor; indices: Tensor } {
-    return dim === undefined ? ops.maxAll(this) : ops.max(this, dim, keepdim);
-  }
+  },
+  max: function (this: Tensor, dim?: number, keepdim?: boolean): Tensor | { values: Tensor; indices: Tensor } {
+    return dim === undefined ? ops.maxAll(this) : ops.max(this, dim, keepdim ?? false);
+  } as Tensor['max'],
   argmax(dim?: number, keepdim = false): Tensor {
     return ops.argmax(this, dim, keepdim);
-  }
+  },
   reshape(shape: Shape): Tensor {
     return ops.reshape(this, shape);
-  }
+  },
   view(shape: Shape): Tensor {
     return ops.reshape(this, shape);
-  }
+  },
   flatten(startDim = 0, endDim = -1): Tensor {
     return ops.flatten(this, startDim, endDim);
-  }
+  },
   unsqueeze(dim: number): Tensor {
     return ops.unsqueeze(this, dim);
-  }
+  },
   squeeze(dim?: number): Tensor {
     return ops.squeeze(this, dim);
-  }
+  },
   transpose(dim0: number, dim1: number): Tensor {
     return ops.transpose(this, dim0, dim1);
-  }
+  },
   permute(dims: readonly number[]): Tensor {
     return ops.permute(this, dims);
-  }
-  /** Transpose of a 2-D tensor. */
+  },
   t(): Tensor {
     if (this.ndim !== 2) throw new TensorError('INVALID_ARGUMENT', `t(): expected a 2-D tensor, got [${this.shape}]`);
     return ops.transpose(this, 0, 1);
-  }
+  },
   slice(dim: number, start: number, end?: number): Tensor {
     return ops.slice(this, dim, start, end);
-  }
+  },
   clone(): Tensor {
     return ops.clone(this);
-  }
+  },
   softmax(dim: number): Tensor {
     return ops.softmax(this, dim);
-  }
+  },
   logSoftmax(dim: number): Tensor {
     return ops.logSoftmax(this, dim);
-  }
-}
+  },
+};
 
-function inferShape(data: NestedArray): number[] {
-  const shape: number[] = [];
-  let cur: NestedArray = data;
-  while (Array.isArray(cur)) {
-    shape.push(cur.length);
-    cur = (cur as readonly NestedArray[])[0] ?? 0;
-  }
-  return shape;
-}
-
-function flattenInto(data: NestedArray, shape: number[], dim: number, out: number[]): void {
-  if (dim === shape.length) {
-    if (typeof data !== 'number')
-      throw new TensorError('INVALID_ARGUMENT', `tensor(): ragged nested array at depth ${dim}`);
-    out.push(data);
-    return;
-  }
-  if (!Array.isArray(data) || data.length !== shape[dim]) {
-    throw new TensorError(
-      'INVALID_ARGUMENT',
-      `tensor(): ragged nested array: expected ${shape[dim]} elements at depth ${dim}, got ${Array.isArray(data) ? data.length : typeof data}`,
-    );
-  }
-  for (const d of data as readonly NestedArray[]) flattenInto(d, shape, dim + 1, out);
-}
-
-/**
- * A tensor from values: a nested array (shape inferred), or flat values plus `shape`. Copies the values
- * (a Float32Array given with a shape is wrapped, not copied).
- */
-export function tensor(
-  data: NestedArray | Float32Array | ArrayLike<number>,
-  shapeOrOpts?: Shape | TensorOptions,
-  opts: TensorOptions = {},
-): Tensor {
-  // tensor(data, { requiresGrad }) is accepted as well as tensor(data, shape, { requiresGrad }).
-  let shape: Shape | undefined;
-  if (shapeOrOpts !== undefined && !Array.isArray(shapeOrOpts)) opts = shapeOrOpts as TensorOptions;
-  else shape = shapeOrOpts as Shape | undefined;
-  if (data instanceof Float32Array) return new Tensor(data, shape ?? [data.length], opts);
-  if (typeof data === 'number') return new Tensor(Float32Array.of(data), shape ?? [], opts);
-  if (shape !== undefined) {
-    const flat = Array.isArray(data) && data.some((d) => Array.isArray(d)) ? nestedFlat(data as NestedArray) : data;
-    return new Tensor(Float32Array.from(flat as ArrayLike<number>), shape, opts);
-  }
-  const inferred = inferShape(data as NestedArray);
-  return new Tensor(Float32Array.from(nestedFlat(data as NestedArray)), inferred, opts);
-}
-
-function nestedFlat(data: NestedArray): number[] {
-  const shape = inferShape(data);
-  const out: number[] = [];
-  flattenInto(data, shape, 0, out);
-  return out;
-}
-
-export function scalar(value: number, opts: TensorOptions = {}): Tensor {
-  return new Tensor(Float32Array.of(value), [], opts);
-}
-export function zeros(shape: Shape, opts: TensorOptions = {}): Tensor {
-  return new Tensor(new Float32Array(numelOf(checkShape(shape))), shape, opts);
-}
-export function ones(shape: Shape, opts: TensorOptions = {}): Tensor {
-  return full(shape, 1, opts);
-}
-export function full(shape: Shape, value: number, opts: TensorOptions = {}): Tensor {
-  return new Tensor(new Float32Array(numelOf(checkShape(shape))).fill(value), shape, opts);
-}
-export function zerosLike(t: Tensor, opts: TensorOptions = {}): Tensor {
-  return zeros(t.shape, opts);
-}
-export function onesLike(t: Tensor, opts: TensorOptions = {}): Tensor {
-  return ones(t.shape, opts);
-}
-/** Standard normal values. */
-export function randn(shape: Shape, opts: RandomOptions = {}): Tensor {
-  const t = zeros(shape);
-  t.normal_(0, 1, opts.generator ?? defaultGenerator);
-  t.requiresGrad = opts.requiresGrad ?? false;
-  return t;
-}
-/** Uniform values in [0, 1). */
-export function rand(shape: Shape, opts: RandomOptions = {}): Tensor {
-  const t = zeros(shape);
-  t.uniform_(0, 1, opts.generator ?? defaultGenerator);
-  t.requiresGrad = opts.requiresGrad ?? false;
-  return t;
-}
-/** Uniform values in [low, high). */
-export function uniform(shape: Shape, low: number, high: number, opts: RandomOptions = {}): Tensor {
-  const t = zeros(shape);
-  t.uniform_(low, high, opts.generator ?? defaultGenerator);
-  t.requiresGrad = opts.requiresGrad ?? false;
-  return t;
-}
-/** 0, 1, ..., n-1 (as float32). */
-export function arange(n: number): Tensor {
-  const d = new Float32Array(n);
-  for (let i = 0; i < n; i++) d[i] = i;
-  return new Tensor(d, [n]);
+// Non-enumerable, writable and configurable, as class methods are.
+for (const [name, value] of Object.entries(methods)) {
+  Object.defineProperty(Tensor.prototype, name, { value, writable: true, configurable: true, enumerable: false });
 }

@@ -48,7 +48,7 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
   for (const n of parsed.notices) logger.warn(n);
 
   const { parseRdzvConf, createRendezvousHandler } = await import('../../rendezvous/index.js');
-  // Validate --rdzv-conf before anything starts, so a typo is a usage error (exit 2), not a failed job.
+  // Validate --rdzv-conf and --rdzv-endpoint before anything starts, so a typo is a usage error (exit 2), not a failed job.
   let rdzv: ReturnType<typeof parseRdzvConf>;
   try {
     rdzv = parseRdzvConf(opts.rdzvConf, {
@@ -57,6 +57,10 @@ export async function runCommand(argv: readonly string[]): Promise<number> {
       maxNodes: opts.nnodes.max,
       endpoint: opts.rdzvEndpoint,
     });
+    if (opts.rdzvBackend === 'etcd') {
+      const { parseEtcdEndpoint } = await import('../../rendezvous/etcd-backend.js');
+      parseEtcdEndpoint(opts.rdzvEndpoint);
+    }
   } catch (err) {
     throw new UsageError((err as Error).message);
   }

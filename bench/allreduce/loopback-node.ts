@@ -30,6 +30,7 @@ if (process.argv[3] === 'sender') {
   });
   server.listen(0, '127.0.0.1', () => {
     const port = (server.address() as { port: number }).port;
-    fork(new URL(import.meta.url).pathname, [String(TOTAL), 'sender', String(port)], { execArgv: ['--import', 'tsx'] });
+    // The sender inherits this process's execArgv (tsx from source, nothing when compiled).
+    fork(new URL(import.meta.url).pathname, [String(TOTAL), 'sender', String(port)]);
   });
 }

@@ -1,14 +1,27 @@
-// Allreduce benchmark: tensile's TCP backend vs gloo (Debian PyTorch through torchrun), side by side in one run, world
-// sizes 2 and 4, 4 KB to 64 MB, plus single-stream loopback TCP ceilings for Node and Python, and tensile's same-host
-// Unix-socket transport against its own loopback TCP transport (busbw, 2 ranks, ≥ 1 MB).
-// Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4] [--sizes 4096,...]
+// Allreduce benchmark: tensile's tcp backend vs gloo (PyTorch through torchrun), side by side in one run, world sizes
+// 2, 4 and 8, 4 KB to 64 MB. tensile runs on its default data plane (the native shared-memory plane when every rank
+// is on this host and the addon is built) and, for the native-vs-JS comparison, again with
+// TENSILE_COLLECTIVE_TRANSPORT=js. Also: single-stream loopback TCP ceilings for Node and Python, single-thread
+// memcpy bandwidth (the ceiling of a shared-memory allreduce, which moves every byte through memory several times)
+// and, on the JS plane, Unix-socket against loopback-TCP transport (busbw, 2 ranks, ≥ 1 MB).
+//
+// Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4,8] [--sizes 4096,...] [--no-js] [--no-uds]
+// Packed (a machine without Node.js, e.g. a 16-core GPU host with PyTorch): bench/allreduce/packed.sh --pack here,
+// then bench/allreduce/packed.sh there; this file then runs as compiled JavaScript without tsx.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { figure } from '../lib/figures.js';
 import { SIZES_BYTES } from './sizes.js';
 import { freePort } from '../../common/free-port.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
-const root = fileURLToPath(new URL('../../', import.meta.url));
+// Compiled (packed mode): sibling .js files run with plain node; from source: .ts files through tsx.
+const compiled = import.meta.url.endsWith('.js');
+const ext = compiled ? 'js' : 'ts';
+const nodeArgs = compiled ? [] : ['--import', 'tsx'];
+const root = fileURLToPath(new URL(compiled ? '../../../' : '../../', import.meta.url));
 const children = new Set<ChildProcess>();
 const killAll = (): void => {
   for (const c of children)
@@ -27,8 +40,12 @@ function arg(name: string, fallback: string): string {
   const i = process.argv.indexOf(name);
   return i >= 0 ? process.argv[i + 1]! : fallback;
 }
-const worlds = arg('--worlds', '2,4').split(',').map(Number);
+const worlds = arg('--worlds', '2,4,8').split(',').map(Number);
 const sizes = arg('--sizes', SIZES_BYTES.join(',')).split(',').map(Number);
+const withJs = !process.argv.includes('--no-js');
+const withUds = !process.argv.includes('--no-uds');
+for (const v of [...worlds, ...sizes])
+  if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`--worlds/--sizes: ${v}: expected positive integers`);
 
 /** Runs a command (own process group), returns stdout; rejects on non-zero exit or after timeoutMs. */
 function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs: number): Promise<string> {
@@ -52,6 +69,11 @@ function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs
       }
       reject(new Error(`${cmd} ${args.join(' ')} timed out after ${timeoutMs} ms\n${err.slice(-2000)}`));
     }, timeoutMs);
+    c.on('error', (e) => {
+      clearTimeout(timer);
+      children.delete(c);
+      reject(e);
+    });
     c.on('exit', (code) => {
       clearTimeout(timer);
       children.delete(c);
@@ -64,15 +86,14 @@ function run(cmd: string, args: string[], env: Record<string, string>, timeoutMs
 interface Row {
   sizeBytes: number;
   medianMs: number;
+  dataPlane?: string;
 }
 const parseRows = (out: string): Map<number, Row> => {
   const m = new Map<number, Row>();
-  for (const line of out.split('\n')) {
-    const i = line.indexOf('{"sizeBytes"');
-    if (i >= 0) {
-      const r = JSON.parse(line.slice(i)) as Row;
-      m.set(r.sizeBytes, r);
-    }
+  // torchrun's tee may glue other ranks' output onto rank 0's line: take every flat {"sizeBytes"...} object.
+  for (const hit of out.matchAll(/\{"sizeBytes"[^{}]*\}/g)) {
+    const r = JSON.parse(hit[0]) as Row;
+    m.set(r.sizeBytes, r);
   }
   return m;
 };
@@ -89,12 +110,12 @@ async function tensile(
   sizesBytes = sizes,
 ): Promise<Map<number, Row>> {
   const port = await freePort();
-  const worker = `${here}tensile-worker.ts`;
+  const worker = `${here}tensile-worker.${ext}`;
   // Rank r's output goes to fd 1 for rank 0 and to stderr otherwise; the shell fails if any rank fails.
   const script = [
     'pids=""',
     `for r in $(seq 0 ${n - 1}); do`,
-    `  if [ "$r" = 0 ]; then RANK=$r LOCAL_RANK=$r "$NODE" --import tsx "$WORKER" & else RANK=$r LOCAL_RANK=$r "$NODE" --import tsx "$WORKER" 1>&2 & fi`,
+    `  if [ "$r" = 0 ]; then RANK=$r LOCAL_RANK=$r "$NODE" $NODE_ARGS "$WORKER" & else RANK=$r LOCAL_RANK=$r "$NODE" $NODE_ARGS "$WORKER" 1>&2 & fi`,
     '  pids="$pids $!"',
     'done',
     'rc=0; for p in $pids; do wait $p || rc=1; done; exit $rc',
@@ -104,50 +125,73 @@ async function tensile(
     ['-c', script],
     {
       NODE: process.execPath,
+      NODE_ARGS: nodeArgs.join(' '),
       WORKER: worker,
       WORLD_SIZE: String(n),
       MASTER_ADDR: '127.0.0.1',
       MASTER_PORT: String(port),
       BENCH_SIZES: sizesBytes.join(','),
-      // One BLAS thread per rank, as gloo gets OMP_NUM_THREADS=1 below (the reduction then uses BLAS saxpy).
+      // One BLAS thread per rank, as gloo gets OMP_NUM_THREADS=1 below (the JS plane's sums then use BLAS saxpy).
       TENSILE_BLAS_THREADS: '1',
       ...extraEnv,
     },
-    120_000,
+    300_000,
   );
   return parseRows(out);
+}
+
+function torchrun(): { cmd: string; args: string[] } {
+  for (const p of ['/usr/bin/torchrun', '/usr/local/bin/torchrun']) if (existsSync(p)) return { cmd: p, args: [] };
+  return { cmd: 'python3', args: ['-m', 'torch.distributed.run'] };
 }
 
 async function gloo(n: number): Promise<Map<number, Row>> {
+  const t = torchrun();
   const out = await run(
-    '/usr/bin/torchrun',
-    ['--standalone', '--nproc_per_node', String(n), '-r', '1', '-t', '1', `${here}gloo_bench.py`],
+    t.cmd,
+    [...t.args, '--standalone', '--nproc_per_node', String(n), '-r', '1', '-t', '1', `${here}gloo_bench.py`],
     { BENCH_SIZES: sizes.join(','), OMP_NUM_THREADS: '1', PYTHONUNBUFFERED: '1' },
-    150_000,
+    300_000,
   );
   return parseRows(out);
 }
 
-const fmt = (v: number): string => (v >= 100 ? v.toFixed(1) : v >= 1 ? v.toFixed(3) : v.toPrecision(3));
-const human = (b: number): string => (b >= 1 << 20 ? `${b >> 20}MB` : `${b >> 10}KB`);
-function figure(name: string, t: number, p: number, unit: string, op: '>=' | '<=', target: number): void {
-  const ratio = t / p;
-  const met = op === '>=' ? ratio >= target : ratio <= target;
-  console.log(
-    `figure=${name} tensile=${fmt(t)} peer=${fmt(p)} unit=${unit} ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`,
-  );
+/** Single-thread memcpy bandwidth (GB/s, bytes copied per second) of 64 MB TypedArray.set (a libc memcpy). */
+function memcpyGbps(): number {
+  const bytes = 64 << 20;
+  const a = new Uint8Array(bytes).fill(1);
+  const b = new Uint8Array(bytes);
+  b.set(a);
+  const times: number[] = [];
+  for (let i = 0; i < 9; i++) {
+    const t0 = process.hrtime.bigint();
+    b.set(a);
+    times.push(Number(process.hrtime.bigint() - t0) / 1e9);
+  }
+  times.sort((x, y) => x - y);
+  return bytes / times[times.length >> 1]! / 1e9;
 }
+
+const human = (b: number): string => (b >= 1 << 20 ? `${b >> 20}MB` : `${b >> 10}KB`);
+const digits = (v: number): number => (v < 0.01 ? 5 : v < 1 ? 4 : 3);
 
 async function main(): Promise<void> {
   const started = Date.now();
   const nodeGbps = parseGbps(
-    await run(process.execPath, ['--import', 'tsx', `${here}loopback-node.ts`, String(512 << 20)], {}, 60_000),
+    await run(process.execPath, [...nodeArgs, `${here}loopback-node.${ext}`, String(512 << 20)], {}, 60_000),
   );
-  const pyGbps = parseGbps(await run('/usr/bin/python3', [`${here}loopback.py`, String(512 << 20)], {}, 60_000));
+  const pyGbps = parseGbps(await run('python3', [`${here}loopback.py`, String(512 << 20)], {}, 60_000));
   figure('loopback_tcp_single_stream', nodeGbps, pyGbps, 'GB/s', '>=', 0.5);
+  const memcpy = memcpyGbps();
+  console.log(
+    `# single-thread memcpy: ${memcpy.toFixed(2)} GB/s (64 MB TypedArray.set); cores: ${availableParallelism()}`,
+  );
   for (const n of worlds) {
     const t = await tensile(n);
     const g = await gloo(n);
+    const js = withJs ? await tensile(n, { TENSILE_COLLECTIVE_TRANSPORT: 'js' }) : new Map<number, Row>();
+    const plane = [...t.values()][0]?.dataPlane ?? '?';
+    console.log(`# n=${n}: tensile data plane ${plane}${withJs ? '; native_vs_js figures compare it with js' : ''}`);
     const factor = (2 * (n - 1)) / n;
     for (const s of sizes) {
       const tr = t.get(s);
@@ -158,28 +202,38 @@ async function main(): Promise<void> {
       }
       const busbw = (ms: number): number => ((s / (ms / 1e3)) * factor) / 1e9;
       if (s < 1 << 20)
-        figure(`allreduce_latency_n${n}_${human(s)}`, tr.medianMs, gr.medianMs, 'ms', '<=', s <= 4096 ? 0.5 : 1);
+        figure(`allreduce_latency_n${n}_${human(s)}`, tr.medianMs, gr.medianMs, 'ms', '<=', s <= 4096 ? 0.5 : 1, 4);
+      const bt = busbw(tr.medianMs);
+      const bg = busbw(gr.medianMs);
       figure(
         `allreduce_busbw_n${n}_${human(s)}`,
-        busbw(tr.medianMs),
-        busbw(gr.medianMs),
+        bt,
+        bg,
         'GB/s',
         '>=',
         s >= 1 << 20 ? 1.5 : 1,
+        digits(Math.min(bt, bg)),
       );
+      const jr = js.get(s);
+      if (jr && plane === 'shm') {
+        const bj = busbw(jr.medianMs);
+        figure(`allreduce_native_vs_js_busbw_n${n}_${human(s)}`, bt, bj, 'GB/s', '>=', 1, digits(Math.min(bt, bj)));
+      }
     }
-    if (t.has(64 << 20)) {
-      const b = (((64 << 20) / (t.get(64 << 20)!.medianMs / 1e3)) * factor) / 1e9;
+    const big = t.get(64 << 20);
+    if (big) {
+      const b = (((64 << 20) / (big.medianMs / 1e3)) * factor) / 1e9;
       console.log(
-        `# n=${n}: tensile 64MB busbw is ${((100 * b) / nodeGbps).toFixed(0)}% of the Node single-stream loopback ceiling`,
+        `# n=${n}: tensile (${plane}) 64MB busbw ${b.toFixed(2)} GB/s is ${((100 * b) / memcpy).toFixed(0)}% of ` +
+          `single-thread memcpy and ${((100 * b) / nodeGbps).toFixed(0)}% of Node's single-stream loopback TCP`,
       );
     }
   }
-  // Same-host transport: Unix domain sockets (default) vs loopback TCP (TENSILE_TCP_UDS=0), tensile against itself.
+  // Same-host transport of the JS plane: Unix domain sockets (default) vs loopback TCP (TENSILE_TCP_UDS=0).
   const udsSizes = sizes.filter((s) => s >= 1 << 20);
-  if (udsSizes.length > 0) {
-    const uds = await tensile(2, {}, udsSizes);
-    const tcp = await tensile(2, { TENSILE_TCP_UDS: '0' }, udsSizes);
+  if (withUds && udsSizes.length > 0) {
+    const uds = await tensile(2, { TENSILE_COLLECTIVE_TRANSPORT: 'js' }, udsSizes);
+    const tcp = await tensile(2, { TENSILE_COLLECTIVE_TRANSPORT: 'js', TENSILE_TCP_UDS: '0' }, udsSizes);
     for (const s of udsSizes) {
       const u = uds.get(s);
       const t = tcp.get(s);
@@ -195,7 +249,11 @@ async function main(): Promise<void> {
     }
   }
   console.log(
-    `# total ${((Date.now() - started) / 1000).toFixed(0)} s; figures are medians, taken on a shared, loaded 2-core machine`,
+    `# total ${((Date.now() - started) / 1000).toFixed(0)} s; figures are medians; ${availableParallelism()} cores, ` +
+      `load average ${(await import('node:os'))
+        .loadavg()
+        .map((l) => l.toFixed(1))
+        .join(' ')} at the end`,
   );
 }
 

@@ -1,5 +1,6 @@
 // One rank of the tensile side of the allreduce benchmark. Env: RANK/WORLD_SIZE/MASTER_*, BENCH_SIZES (bytes, comma
-// separated), BENCH_ITERS (optional, overrides the per-size count). Rank 0 prints one JSON line per size: {"sizeBytes", "iters", "medianMs", "meanMs"}.
+// separated), BENCH_ITERS (optional, overrides the per-size count), TENSILE_COLLECTIVE_TRANSPORT (js | native; unset =
+// native when possible). Rank 0 prints one JSON line per size: {"sizeBytes", "iters", "medianMs", "meanMs", "dataPlane"}.
 import { initProcessGroup } from '../../collective/index.js';
 import { itersFor } from './sizes.js';
 
@@ -20,7 +21,10 @@ async function main(): Promise<void> {
     times.sort((a, b) => a - b);
     const meanMs = times.reduce((a, b) => a + b, 0) / times.length;
     if (pg.rank === 0)
-      process.stdout.write(JSON.stringify({ sizeBytes, iters, medianMs: times[times.length >> 1], meanMs }) + '\n');
+      process.stdout.write(
+        JSON.stringify({ sizeBytes, iters, medianMs: times[times.length >> 1], meanMs, dataPlane: pg.dataPlane }) +
+          '\n',
+      );
   }
   await pg.destroy();
 }

@@ -1,7 +1,7 @@
 // bench/launch: tensile run vs torchrun (Debian PyTorch) on the same trivial Python worker, side by side.
 //   launch → last worker started (nproc 1, 4, 8); worker failure → all workers running again (nproc 4);
 //   agent resident memory with 8 workers running.
-// Usage: npm run build && node --import tsx bench/launch/run.ts [--repeats N]
+// Usage: npm run build && npm run bench -- launch [--repeats N]
 import { spawn } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

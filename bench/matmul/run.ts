@@ -1,8 +1,9 @@
 // bench/matmul: GFLOP/s of tensile's matmul op on its two kernels (blocked JS sgemm, native BLAS through the
 // addon) against torch.mm, same shapes, one thread each, measured side by side in this run.
-// Usage: node --import tsx bench/matmul/run.ts [--budget-s 0.5]
+// Usage: npm run bench -- matmul [--budget-s 0.5]
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
+import { figure } from '../lib/figures.js';
 
 // One BLAS thread on both sides; must be set before OpenBLAS loads.
 process.env.OPENBLAS_NUM_THREADS = '1';
@@ -59,23 +60,9 @@ try {
   console.error(`bench/matmul: PyTorch peer unavailable (${(err as Error).message.split('\n')[0]})`);
 }
 
-const fmt = (v: number) => v.toFixed(2);
-function line(figure: string, tensile: number, peerValue: number | undefined, op: string, target: number): void {
-  if (peerValue === undefined) {
-    console.log(
-      `figure=${figure} tensile=${fmt(tensile)} peer=n/a unit=GFLOP/s ratio=n/a target=${op}${target} met=no`,
-    );
-    return;
-  }
-  const ratio = tensile / peerValue;
-  const met = op === '>=' ? ratio >= target : ratio <= target;
-  console.log(
-    `figure=${figure} tensile=${fmt(tensile)} peer=${fmt(peerValue)} unit=GFLOP/s ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`,
-  );
-}
 for (const r of results) {
-  line(`matmul_js_${r.shape}`, r.js, peer[r.shape], '>=', 0.05);
-  if (r.blas !== null) line(`matmul_blas_${r.shape}`, r.blas, peer[r.shape], '>=', 0.5);
+  figure(`matmul_js_${r.shape}`, r.js, peer[r.shape], 'GFLOP/s', '>=', 0.05, 2);
+  if (r.blas !== null) figure(`matmul_blas_${r.shape}`, r.blas, peer[r.shape], 'GFLOP/s', '>=', 0.5, 2);
 }
 if (native === null) console.error('bench/matmul: native BLAS not loaded; only the JS kernel was measured');
 else console.error(`bench/matmul: native kernel ${blasName()}`);

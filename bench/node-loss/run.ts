@@ -1,17 +1,18 @@
 // bench/node-loss: 2 agents, --nnodes 1:2, one gloo worker each allreducing in a loop. SIGKILL one node (its agent
 // and its workers); time until the survivor has completed an allreduce again at world size 1.
 // tensile (etcd v3, default lease TTL) vs torchrun (etcd-v2 backend, --max-restarts 3), same worker, one run.
-// Usage: npm run build && node --import tsx bench/node-loss/run.ts [--repeats N]
+// Usage: npm run build && npm run bench -- node-loss [--repeats N]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { CLI, figure, killHard, median, sleep, startBenchEtcd, until, repeatsFromArgv, ROOT } from '../lib/figures.js';
 
 const WORKER = join(ROOT, 'bench/node-loss/worker.py');
 const REPEATS = repeatsFromArgv();
 
-type Peer = 'tensile' | 'torchrun';
+export type Peer = 'tensile' | 'torchrun';
 
 function agentCommand(peer: Peer, endpoint: string, runId: string): [string, string[]] {
   if (peer === 'tensile') {
@@ -66,7 +67,8 @@ function agentCommand(peer: Peer, endpoint: string, runId: string): [string, str
   ];
 }
 
-async function once(peer: Peer, i: number): Promise<number> {
+/** One node-loss run of `peer`: seconds from the SIGKILL to the survivor's first allreduce at world size 1. */
+export async function nodeLossOnce(peer: Peer, i: number): Promise<number> {
   const etcd = await startBenchEtcd(peer === 'torchrun');
   const out = mkdtempSync(join(tmpdir(), 'bench-nodeloss-'));
   const children: ChildProcess[] = [];
@@ -126,12 +128,15 @@ async function main(): Promise<void> {
   if (!existsSync(CLI)) throw new Error(`run npm run build first (${CLI} is missing)`);
   const res: Record<Peer, number[]> = { tensile: [], torchrun: [] };
   for (let i = 0; i < REPEATS; i++) {
-    for (const peer of ['torchrun', 'tensile'] as const) res[peer].push(await once(peer, i));
+    for (const peer of ['torchrun', 'tensile'] as const) res[peer].push(await nodeLossOnce(peer, i));
   }
   figure('node_loss_to_training_again', median(res.tensile), median(res.torchrun), 's', '<=', 0.15);
 }
 
-main().catch((err: Error) => {
-  console.error(`bench/node-loss: ${err.message}`);
-  process.exit(1);
-});
+// Run as a script (bench/live-recovery imports nodeLossOnce for its torchrun column).
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: Error) => {
+    console.error(`bench/node-loss: ${err.message}`);
+    process.exit(1);
+  });
+}

@@ -4,16 +4,18 @@
 // Figures: operator peak RSS (target ≤ 200 MB), p99 reconcile latency from its Prometheus histogram (≤ 100 ms),
 // and the time until every job reports all of its workers running. The reconcile latency includes the API round
 // trips (status write, pod/service creates) to a test API server that shares this process with the pod stand-in;
-// reconcile_plan_p99 is the operator's own work (snapshot + plan). No peer can run here: peer=n/a.
+// reconcile_plan_p99 is the operator's own work (snapshot + plan). No peer can run here: absolute figures
+// (peer=- ratio=-; target on the value, or target=- for figures reported for information).
 // The operator process gets the environment the Helm chart gives its container (NODE_OPTIONS: V8 heap flags),
 // rendered with real helm (test/helpers/helm.ts), so the memory figure is the one a chart install has.
-// Usage: node --import tsx bench/operator-scale/run.ts [--jobs 1000] [--replicas 10] [--timeout-s 420] [--operator-js DIR]
+// Usage: npm run bench -- operator-scale [--jobs 1000] [--replicas 10] [--timeout-s 420] [--operator-js DIR]
 import { PatchStrategy, setHeaderOptions } from '@kubernetes/client-node';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { freePort } from '../../common/free-port.js';
+import { absoluteFigure } from '../lib/figures.js';
 import { startTensile } from '../../test/helpers/cli.js';
 import { kubectl, startTestApiServer, waitFor, type KObject } from '../../test/k8s/index.js';
 import { CRD_PATH, clientFor } from '../../test/e2e/operator/harness.js';
@@ -32,12 +34,6 @@ const { values } = parseArgs({
 const JOBS = Number(values.jobs);
 const REPLICAS = Number(values.replicas);
 const TIMEOUT_MS = Number(values['timeout-s']) * 1000;
-
-function line(name: string, value: number, unit: string, target: string): void {
-  let met = 'n/a';
-  if (target.startsWith('<=')) met = value <= Number(target.slice(2)) ? 'yes' : 'no';
-  console.log(`figure=${name} tensile=${value.toFixed(3)} peer=n/a unit=${unit} ratio=n/a target=${target} met=${met}`);
-}
 
 function rssMb(pid: number): number {
   try {
@@ -301,18 +297,18 @@ try {
   console.error(
     `operator-scale: ${JOBS} jobs, ${pods} pods, ${count} reconciles; jobs created in ${((created - t0) / 1000).toFixed(1)} s`,
   );
-  line('operator_rss_peak', peakRss, 'MB', '<=200');
+  absoluteFigure('operator_rss_peak', peakRss, 'MB', { op: '<=', value: 200 });
   // What the operator holds once the burst is over (its own prom-client process metrics): live heap vs resident set.
   const gauge = (name: string) =>
     Number(new RegExp(`^tensile_operator_${name} (\\S+)`, 'm').exec(steadyAfter)?.[1] ?? NaN) / 1e6;
-  line('operator_rss_end', gauge('process_resident_memory_bytes'), 'MB', 'n/a');
-  line('operator_heap_used_end', gauge('nodejs_heap_size_used_bytes'), 'MB', 'n/a');
-  line('reconcile_latency_p50_initial_burst', p50, 'ms', 'n/a');
-  line('reconcile_latency_p99_initial_burst', p99, 'ms', 'n/a');
-  line('reconcile_latency_p50_steady', steadyP50, 'ms', 'n/a');
-  line('reconcile_latency_p99_steady', steadyP99, 'ms', '<=100');
-  line('reconcile_plan_p99', planP99, 'ms', 'n/a');
-  line('jobs_all_running', allRunningS, 's', 'n/a');
+  absoluteFigure('operator_rss_end', gauge('process_resident_memory_bytes'), 'MB');
+  absoluteFigure('operator_heap_used_end', gauge('nodejs_heap_size_used_bytes'), 'MB');
+  absoluteFigure('reconcile_latency_p50_initial_burst', p50, 'ms');
+  absoluteFigure('reconcile_latency_p99_initial_burst', p99, 'ms');
+  absoluteFigure('reconcile_latency_p50_steady', steadyP50, 'ms');
+  absoluteFigure('reconcile_latency_p99_steady', steadyP99, 'ms', { op: '<=', value: 100 });
+  absoluteFigure('reconcile_plan_p99', planP99, 'ms');
+  absoluteFigure('jobs_all_running', allRunningS, 's');
 } finally {
   clearInterval(sampler);
   op?.kill('SIGTERM');

@@ -5,8 +5,8 @@
 //      and all three are back at WORLD_SIZE 3 after the replacement starts;
 //   plus the operator's reconcile latency percentiles (in process with the API server and kubelet, so they share
 //   one event loop: bench/operator-scale measures the operator alone). There is no peer (pytorch/elastic's controller cannot be
-//   run here): peer=n/a.
-// Usage: node --import tsx bench/preemption/run.ts [--iterations N] [--e2e-iterations N]
+//   run here): absolute figures (peer=- ratio=-; target on the value, or target=- for information).
+// Usage: npm run bench -- preemption [--iterations N] [--e2e-iterations N]
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -24,6 +24,7 @@ import {
   startClusterWithCrd,
 } from '../../test/e2e/operator/harness.js';
 import { runOperator } from '../../operator/index.js';
+import { absoluteFigure } from '../lib/figures.js';
 
 const { values } = parseArgs({
   options: { iterations: { type: 'string', default: '10' }, 'e2e-iterations': { type: 'string', default: '3' } },
@@ -36,12 +37,6 @@ const pct = (xs: number[], p: number) => {
   return s.length === 0 ? NaN : s[Math.min(s.length - 1, Math.ceil((p / 100) * s.length) - 1)]!;
 };
 const median = (xs: number[]) => pct(xs, 50);
-function line(name: string, value: number, unit: string, op: '<=' | '>=', target: number | undefined): void {
-  const met = target === undefined ? 'n/a' : (op === '<=' ? value <= target : value >= target) ? 'yes' : 'no';
-  console.log(
-    `figure=${name} tensile=${value.toFixed(3)} peer=n/a unit=${unit} ratio=n/a target=${target === undefined ? 'n/a' : `${op}${target}`} met=${met}`,
-  );
-}
 
 const dir = mkdtempSync(join(tmpdir(), 'tensile-bench-preempt-'));
 const shimDir = makeShimDir();
@@ -118,9 +113,15 @@ try {
     await waitFor('status at 3', async () => (await jobView(http, 'op'))?.active === 3, 10_000, 5);
     toFull.push(Date.now() - ready);
   }
-  line('preemption_to_running_at_new_size_operator_p50', median(toNewSize) / 1000, 's', '<=', 2);
-  line('preemption_to_running_at_new_size_operator_max', Math.max(...toNewSize) / 1000, 's', '<=', 2);
-  line('capacity_back_to_full_size_operator_p50', median(toFull) / 1000, 's', '<=', undefined);
+  absoluteFigure('preemption_to_running_at_new_size_operator_p50', median(toNewSize) / 1000, 's', {
+    op: '<=',
+    value: 2,
+  });
+  absoluteFigure('preemption_to_running_at_new_size_operator_max', Math.max(...toNewSize) / 1000, 's', {
+    op: '<=',
+    value: 2,
+  });
+  absoluteFigure('capacity_back_to_full_size_operator_p50', median(toFull) / 1000, 's');
 
   // 3: end to end with real agents and etcd.
   const obsFile = join(dir, 'obs.log');
@@ -170,11 +171,11 @@ try {
     await waitFor('back at world 3', () => worldSince(t1, 3) === 3, 90_000, 20);
     e2eFull.push(Date.now() - t1);
   }
-  line('preemption_to_training_at_new_size_e2e_p50', median(e2eNew) / 1000, 's', '<=', 2);
-  line('capacity_back_to_training_at_full_size_e2e_p50', median(e2eFull) / 1000, 's', '<=', undefined);
-  line('reconcile_latency_p50', pct(reconcileMs, 50), 'ms', '<=', undefined);
-  line('reconcile_latency_p90', pct(reconcileMs, 90), 'ms', '<=', undefined);
-  line('reconcile_latency_p99', pct(reconcileMs, 99), 'ms', '<=', undefined);
+  absoluteFigure('preemption_to_training_at_new_size_e2e_p50', median(e2eNew) / 1000, 's', { op: '<=', value: 2 });
+  absoluteFigure('capacity_back_to_training_at_full_size_e2e_p50', median(e2eFull) / 1000, 's');
+  absoluteFigure('reconcile_latency_p50', pct(reconcileMs, 50), 'ms');
+  absoluteFigure('reconcile_latency_p90', pct(reconcileMs, 90), 'ms');
+  absoluteFigure('reconcile_latency_p99', pct(reconcileMs, 99), 'ms');
 } finally {
   writeFileSync(join(dir, 'stop'), '');
   await op.stop();

@@ -1,9 +1,10 @@
 // Rendezvous at scale: N simulated agents (etcd handlers, no workers) join one job (min = max = N) on one etcd.
 // Figures per N: seconds from the last join (etcd acknowledging the last agent's join write) until every agent
 // holds its rank, and etcd writes per agent for the round (counted by the backend). No peer is run here: torchrun's
-// etcd backends cannot be driven at this scale without its agents, so peer=none ratio=none.
+// etcd backends cannot be driven at this scale without its agents: absolute figures (peer=- ratio=-, target on the
+// value).
 //
-//   node --import tsx bench/rendezvous-scale/run.ts [N ...]     (default: 10 100 1000)
+//   npm run bench -- rendezvous-scale [N ...]     (default: 10 100 1000)
 import { randomUUID } from 'node:crypto';
 import { type RendezvousHandler } from '../../rendezvous/api.js';
 import { parseRdzvConf } from '../../rendezvous/config.js';
@@ -11,6 +12,7 @@ import { type EtcdConnection, createEtcdRendezvousHandler, openEtcdConnection } 
 import type { KvStats } from '../../rendezvous/kv.js';
 import { startEtcd } from '../../test/helpers/etcd.js';
 import { withTimeout } from '../../common/timeout.js';
+import { absoluteFigure } from '../lib/figures.js';
 
 const TARGET_S = 3;
 const AGENTS_PER_CONNECTION = 250;
@@ -102,13 +104,8 @@ const overall = setTimeout(() => {
 try {
   for (const n of sizes.length > 0 ? sizes : [10, 100, 1000]) {
     const r = await runSize(etcd.endpoint, n);
-    const s = r.seconds.toFixed(3);
-    console.log(
-      `figure=rendezvous_scale_${n}_agents tensile=${s} peer=none unit=s ratio=none target=<=${TARGET_S} met=${r.seconds <= TARGET_S ? 'yes' : 'no'}`,
-    );
-    console.log(
-      `figure=rendezvous_writes_per_agent_${n} tensile=${r.writesPerAgent.toFixed(3)} peer=none unit=writes ratio=none target=<=2 met=${r.writesPerAgent <= 2 ? 'yes' : 'no'}`,
-    );
+    absoluteFigure(`rendezvous_scale_${n}_agents`, r.seconds, 's', { op: '<=', value: TARGET_S }, 3);
+    absoluteFigure(`rendezvous_writes_per_agent_${n}`, r.writesPerAgent, 'writes', { op: '<=', value: 2 }, 3);
     console.log(
       `# ${n} agents: last join to first agent ranked ${r.firstSeconds.toFixed(3)} s; first next() to all ranks ${r.totalSeconds.toFixed(3)} s (includes the ${n} joins)`,
     );

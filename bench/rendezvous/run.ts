@@ -1,6 +1,6 @@
 // bench/rendezvous: 2 agents × 2 workers, --nnodes 2:3, last_call_timeout=1: launch → all four workers running.
 // tensile (etcd v3) vs torchrun with the etcd-v2 backend (etcd --enable-v2) and with c10d, in one run.
-// Usage: npm run build && node --import tsx bench/rendezvous/run.ts [--repeats N]
+// Usage: npm run build && npm run bench -- rendezvous [--repeats N]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';

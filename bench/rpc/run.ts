@@ -2,12 +2,13 @@
 // Both worlds stay up for the whole run and each figure alternates tensile / torch phases (ROUNDS times, median
 // reported), so that load from other processes on a shared machine hits both sides alike.
 // Figures: no-op call latency, async throughput with many calls in flight, 16 MB tensor echo bandwidth,
-// remote + toHere latency.   Usage: node --import tsx bench/rpc/run.ts
+// remote + toHere latency.   Usage: npm run bench -- rpc [--repeats N]   (N rounds per figure; env BENCH_ROUNDS)
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createAgent, type RpcAgent } from '../../rpc/index.js';
 import { freePort } from '../../common/free-port.js';
+import { figure, median, repeatsFromArgv } from '../lib/figures.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
 const env = (k: string, d: number): number => Number(process.env[k] ?? d);
@@ -16,7 +17,7 @@ const THR_CALLS = env('BENCH_THR_CALLS', 10000);
 const WINDOW = env('BENCH_WINDOW', 1000);
 const BW_ITERS = env('BENCH_BW_ITERS', 5);
 const MB = env('BENCH_MB', 16);
-const ROUNDS = env('BENCH_ROUNDS', 3);
+const ROUNDS = repeatsFromArgv(env('BENCH_ROUNDS', 3));
 const WARMUP = env('BENCH_WARMUP', 1000);
 const children: ChildProcess[] = [];
 
@@ -130,17 +131,6 @@ async function startTorch(): Promise<TorchPeer | null> {
       await Promise.all(procs.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
     },
   };
-}
-
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-
-function figure(name: string, tv: number, pv: number | undefined, unit: string, op: '<=' | '>=', target: number): void {
-  const ratio = pv ? tv / pv : NaN;
-  const met = pv ? (op === '<=' ? ratio <= target : ratio >= target) : false;
-  const f = (x: number): string => (Number.isFinite(x) ? (Math.abs(x) >= 100 ? x.toFixed(0) : x.toFixed(3)) : 'NaN');
-  console.log(
-    `figure=${name} tensile=${f(tv)} peer=${pv === undefined ? 'NaN' : f(pv)} unit=${unit} ratio=${f(ratio)} target=${op}${target} met=${met ? 'yes' : 'no'}`,
-  );
 }
 
 const agent = await startTensile();

@@ -6,12 +6,13 @@
 //   train_step_ddp2     steps/s, DDP over 2 workers (PyTorch: torchrun + gloo; tensile: tcp process group)
 //   ddp_overlap         DDP step time ÷ step time of the same 2 processes without communication (lower is better)
 //
-// Usage: node --import tsx bench/train-step/run.ts [--repeats 3] [--steps 100]
+// Usage: npm run bench -- train-step [--repeats 3] [--steps 100]
 
 import { spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { freePort } from '../../common/free-port.js';
 import { withTimeout } from '../../common/timeout.js';
+import { figure } from '../lib/figures.js';
 
 const ROOT = new URL('../../', import.meta.url).pathname;
 const PYTHON = '/usr/bin/python3';
@@ -136,15 +137,6 @@ function median(xs: number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = Math.floor(s.length / 2);
   return s.length % 2 === 1 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-}
-
-function figure(name: string, tensile: number, peer: number, unit: string, op: '>=' | '<=', target: number): void {
-  const ratio = tensile / peer;
-  const met = op === '>=' ? ratio >= target : ratio <= target;
-  const f = (v: number): string => (Math.abs(v) >= 100 ? v.toFixed(1) : v.toPrecision(4));
-  console.log(
-    `figure=${name} tensile=${f(tensile)} peer=${f(peer)} unit=${unit} ratio=${ratio.toFixed(3)} target=${op}${target} met=${met ? 'yes' : 'no'}`,
-  );
 }
 
 async function main(): Promise<void> {

@@ -62,6 +62,34 @@ export const NativeKind = {
 } as const;
 export type NativeKind = (typeof NativeKind)[keyof typeof NativeKind];
 
+/** Opaque handle to a shared-memory collective group (one native worker thread each; see src/shm.cc). */
+export interface NativeShmGroup {
+  readonly __brand: 'NativeShmGroup';
+}
+
+/** Where rank 0's segment can be opened: /proc/<pid>/fd/<fd>, checked against `token`. */
+export interface NativeShmSource {
+  readonly pid: number;
+  readonly fd: number;
+  readonly token: string;
+}
+
+/** Completion of a shared-memory operation; `peer` names the rank at fault (-1 when none). */
+export interface NativeShmResult {
+  ok: boolean;
+  /** 'TIMEOUT' | 'PEER_LOST' | 'ABORTED' | 'INVALID_ARGUMENT' | 'CLOSED' when !ok. */
+  code: string;
+  message: string;
+  peer: number;
+}
+
+/** Operation kinds as shmSubmit takes them (src/shm.cc `Kind`). */
+export const ShmKind = { allreduce: 0, broadcast: 1, reduce: 2, allgather: 3, reduceScatter: 4, barrier: 5 } as const;
+export type ShmKind = (typeof ShmKind)[keyof typeof ShmKind];
+/** dtype and reduce-op numbering of src/reduce.h. */
+export const ShmDType = { float32: 0, float64: 1, int32: 2 } as const;
+export const ShmOp = { sum: 0, prod: 1, min: 2, max: 3, avg: 4 } as const;
+
 /** A send or receive buffer: device memory, or a host typed array (staged through device scratch memory). */
 export type NativeBuffer = NativeDeviceBuffer | ArrayBufferView | undefined;
 
@@ -127,6 +155,44 @@ export interface NativeAddon {
   cudaCopyToDevice(dst: NativeDeviceBuffer, dstOffsetBytes: number, src: ArrayBufferView): void;
   cudaCopyFromDevice(dst: ArrayBufferView, src: NativeDeviceBuffer, srcOffsetBytes: number): void;
   cudaBufferBytes(buf: NativeDeviceBuffer): number;
+
+  /**
+   * Creates (no `source`: rank 0) or opens (rank 0's `source`) the group's shared-memory segment, maps it and starts
+   * the group's worker thread. Synchronous (a few system calls). Throws Error naming the failed call (memfd_create,
+   * open of /proc/<pid>/fd/<fd>, mmap, a token/size mismatch), RangeError for bad arguments.
+   */
+  shmOpen(
+    world: number,
+    rank: number,
+    slotBytes: number,
+    smallBytes: number,
+    spin: number,
+    source?: NativeShmSource,
+  ): NativeShmSource & { group: NativeShmGroup };
+  /** Rank 0 closes its segment descriptor once every rank has mapped the segment. */
+  shmSeal(group: NativeShmGroup): void;
+  /**
+   * Queues one collective on the group's worker thread; never blocks. `count` is elements of the whole buffer
+   * (allreduce, broadcast, reduce) or per rank (allgather, reduceScatter). The buffers are held until it settles.
+   * Throws TypeError/RangeError for bad arguments (a buffer too small, unknown kind/dtype/op).
+   */
+  shmSubmit(
+    group: NativeShmGroup,
+    kind: ShmKind,
+    dtype: number,
+    op: number,
+    root: number,
+    count: number,
+    send: ArrayBufferView | undefined,
+    recv: ArrayBufferView | undefined,
+    timeoutMs: number,
+  ): Promise<NativeShmResult>;
+  /** Fails the group now: the running op and every queued and later op complete with `code`; peers are told. */
+  shmFail(group: NativeShmGroup, code: string, message: string, peer: number): void;
+  /** After every queued op: marks this rank as gone for the peers, unmaps the segment, ends the worker thread. */
+  shmDestroy(group: NativeShmGroup): Promise<NativeShmResult>;
+  /** The vectorised reduction kernel on the calling thread: dst = srcs[0] op srcs[1] ... (avg divides by `divisor`). */
+  shmReduce(dtype: number, op: number, dst: ArrayBufferView, srcs: ArrayBufferView[], divisor: number): void;
 }
 
 export type AddonLoad = { ok: true; addon: NativeAddon; path: string } | { ok: false; reason: string };

@@ -3,7 +3,7 @@
 //
 // Both give `Dataset { images: Float32Array (n × 784, values in [0, 1]), labels: Int32Array, n, side }`.
 
-import { readFileSync, existsSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 
@@ -178,6 +178,80 @@ export function syntheticSplit(trainN: number, testN: number, seed: number): Spl
     test: syntheticDigits(testN, seed ^ 0x5eed1234),
     source: `synthetic digits (seed ${seed})`,
   };
+}
+
+const CACHE_MAGIC = 'tensile-digits-v1\n';
+
+/**
+ * `syntheticSplit`, kept in `<dir>/data-cache/` so that a worker that starts later (a replacement joining live, a
+ * restarted group) reads the set in milliseconds instead of rendering it for seconds. The file is written once,
+ * atomically (temp file + rename; concurrent writers write identical bytes), and used only when its header names
+ * the same sizes and seed and its length is exact; anything else is rendered again. Returns whether it was cached.
+ */
+export function cachedSyntheticSplit(
+  dir: string,
+  trainN: number,
+  testN: number,
+  seed: number,
+): { split: Split; cached: boolean } {
+  const header = `${CACHE_MAGIC}${trainN} ${testN} ${seed}\n`;
+  const headerBytes = 64;
+  const sizes = [trainN * IMAGE_PIXELS * 4, trainN * 4, testN * IMAGE_PIXELS * 4, testN * 4];
+  const total = headerBytes + sizes.reduce((a, b) => a + b, 0);
+  const file = join(dir, 'data-cache', `synthetic-${trainN}-${testN}-${seed}.bin`);
+  const source = `synthetic digits (seed ${seed})`;
+  if (existsSync(file)) {
+    try {
+      const buf = readFileSync(file);
+      if (buf.length === total && buf.subarray(0, header.length).toString('latin1') === header) {
+        let at = headerBytes;
+        // Views on the file's buffer (every section starts 4-byte aligned after the 64-byte header); a copy only
+        // when the buffer itself is not aligned.
+        const take = <T>(ctor: new (b: ArrayBuffer, offset?: number, length?: number) => T, bytes: number): T => {
+          const offset = buf.byteOffset + at;
+          at += bytes;
+          if (offset % 4 === 0) return new ctor(buf.buffer as ArrayBuffer, offset, bytes / 4);
+          return new ctor(buf.buffer.slice(offset, offset + bytes) as ArrayBuffer);
+        };
+        const trainImages = take(Float32Array, sizes[0]!);
+        const trainLabels = take(Int32Array, sizes[1]!);
+        const testImages = take(Float32Array, sizes[2]!);
+        const testLabels = take(Int32Array, sizes[3]!);
+        return {
+          split: {
+            train: { images: trainImages, labels: trainLabels, n: trainN, side: IMAGE_SIDE },
+            test: { images: testImages, labels: testLabels, n: testN, side: IMAGE_SIDE },
+            source,
+          },
+          cached: true,
+        };
+      }
+    } catch {
+      // Unreadable: render it again below.
+    }
+  }
+  const split = syntheticSplit(trainN, testN, seed);
+  const tmp = `${file}.${process.pid}.tmp`;
+  try {
+    mkdirSync(join(dir, 'data-cache'), { recursive: true });
+    const head = Buffer.alloc(headerBytes);
+    head.write(header, 'latin1');
+    const bytes = (a: Float32Array | Int32Array): Buffer => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+    writeFileSync(
+      tmp,
+      Buffer.concat([
+        head,
+        bytes(split.train.images),
+        bytes(split.train.labels),
+        bytes(split.test.images),
+        bytes(split.test.labels),
+      ]),
+    );
+    renameSync(tmp, file);
+  } catch {
+    rmSync(tmp, { force: true }); // a read-only or full directory only costs the next worker the rendering
+  }
+  return { split, cached: false };
 }
 
 function readMaybeGz(path: string): Buffer {

@@ -3,7 +3,7 @@
 import { z } from 'zod';
 
 export class UsageError extends Error {
-  readonly code = 'BAD_INPUT' as const;
+  readonly code = 'INVALID_ARGUMENT' as const;
   constructor(message: string) {
     super(message);
     this.name = 'UsageError';

@@ -35,7 +35,7 @@ import {
   noGrad,
   type Module,
 } from '../../tensor/index.js';
-import { IMAGE_PIXELS, NUM_CLASSES, loadMnist, syntheticSplit, type Dataset } from './data.js';
+import { IMAGE_PIXELS, NUM_CLASSES, cachedSyntheticSplit, loadMnist, type Dataset } from './data.js';
 import { USAGE, UsageError, parseFlags, type Flags } from './flags.js';
 
 type ChaosSpec = NonNullable<Flags['chaos']>;
@@ -233,7 +233,7 @@ async function main(flags: Flags): Promise<number> {
 
   const data = flags.mnist
     ? loadMnist(flags.mnist, { train: flags.trainSize, test: flags.testSize })
-    : syntheticSplit(flags.trainSize, flags.testSize, flags.seed);
+    : cachedSyntheticSplit(dir, flags.trainSize, flags.testSize, flags.seed).split;
   const model = buildModel(flags.hidden, flags.seed);
   const opt = new SGD(model.parameters(), { lr: flags.lr, momentum: flags.momentum });
   let lastTestAccuracy = 0;

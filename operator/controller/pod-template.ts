@@ -43,6 +43,9 @@ export function petEnv(job: JobIdentity, spec: ResolvedSpec, rdzvEndpoint: strin
     { name: 'TENSILE_JOB_NAME', value: job.name },
     { name: 'TENSILE_REPLICA_INDEX', value: String(index) },
     { name: 'PYTHONUNBUFFERED', value: '1' },
+    // The address the agent gives the other nodes: without it, it is the pod's hostname, which other pods cannot
+    // resolve (no headless Service). The pod IP through the downward API is reachable from every pod.
+    { name: 'PET_LOCAL_ADDR', valueFrom: { fieldRef: { fieldPath: 'status.podIP' } } },
   ];
   if (spec.nprocPerNode !== undefined) env.push({ name: 'PET_NPROC_PER_NODE', value: String(spec.nprocPerNode) });
   if (spec.maxRestarts !== undefined) env.push({ name: 'PET_MAX_RESTARTS', value: String(spec.maxRestarts) });

@@ -6,7 +6,8 @@ import { readFileSync } from 'node:fs';
 
 import { createNcclGroup, type NcclProcessGroup } from '../../collective/nccl-backend.js';
 import { loadNative, ncclAvailability } from '../../collective/native/loader.js';
-import { memoryStore } from './memory-store.js';
+import { memoryStore } from '../helpers/memory-store.js';
+import { runContract } from '../integration/collective/contract.js';
 import { checkDevice, checkHost } from './nccl-checks.js';
 
 type Figures = Record<string, number>;
@@ -119,8 +120,16 @@ async function main(): Promise<number> {
   const g = await createNcclGroup({ rank: 0, worldSize: 1, localRank: 0, store: memoryStore(), timeoutMs: 60_000 });
   let failed: number;
   try {
+    const contract = await runContract(g);
+    const contractFailures = contract.filter((c) => !c.ok).map((c) => `contract ${c.name}: ${c.detail ?? ''}`);
+    console.log(
+      `collective contract suite: ${contract.length - contractFailures.length} passed, ${contractFailures.length} failed`,
+    );
     const host = await checkHost(g, [0, 1, 1001, 65537]);
-    console.log(`check host buffers: ${host.passed} passed, ${host.failures.length} failed`);
+    host.failures.unshift(...contractFailures);
+    console.log(
+      `check float16/bfloat16 host buffers: ${host.passed} passed, ${host.failures.length - contractFailures.length} failed`,
+    );
     const dev = await checkDevice(g);
     console.log(`check device buffers: ${dev.passed} passed, ${dev.failures.length} failed`);
     const repeats = Number(process.env.TENSILE_GPU_CHECK_REPEAT ?? '0');

@@ -1,15 +1,20 @@
-// Correctness checks of the NCCL process group against a CPU reference: every collective, dtype and reduce op, in
-// place and out of place, host buffers and device buffers. Shared by test/gpu/nccl.test.ts and scripts/gpu-check.sh.
+// NCCL-only correctness checks, beside the collective contract suite (test/integration/collective/contract.ts), which
+// test/gpu/nccl.test.ts and scripts/gpu-check.sh run with nccl for float32/float64/int32 host buffers: here only
+// what the contract does not cover, float16/bfloat16 host buffers and device buffers (every dtype), checked against
+// the contract's own reference (reference.ts), not a second copy of it. Shared by nccl.test.ts and gpu-check-main.ts.
 import type { DType, HostBuffer, ReduceOp } from '../../collective/api.js';
+import { OPS, reduced, value as referenceValue } from '../integration/collective/reference.js';
 import type { DeviceBuffer, NcclProcessGroup } from '../../collective/nccl-backend.js';
 import { fromBfloat16, fromFloat16, toBfloat16, toFloat16 } from '../../collective/native/half.js';
 
 export const DTYPES: readonly DType[] = ['float32', 'float64', 'int32', 'float16', 'bfloat16'];
-export const OPS: readonly ReduceOp[] = ['sum', 'prod', 'min', 'max', 'avg'];
+/** Host buffers of these dtypes only; the contract suite covers the others. */
+export const HALF_DTYPES: readonly DType[] = ['float16', 'bfloat16'];
+export { OPS };
 
-/** Element values of rank r's input: small integers (exact in every dtype, and in products of a few ranks). */
+/** Element i of rank r's input: reference.ts's values (small integers, exact in every dtype). */
 function value(i: number, r: number): number {
-  return ((i * 7 + r * 3) % 9) - 4;
+  return referenceValue(r, i);
 }
 
 function make(dtype: DType, n: number, f: (i: number) => number): HostBuffer {
@@ -33,23 +38,10 @@ function read(dtype: DType, buf: HostBuffer, i: number): number {
   return buf[i]!;
 }
 
-/** The reduction of the values of all `world` ranks at element i (the CPU reference). */
-export function reference(op: ReduceOp, dtype: DType, world: number, i: number): number {
-  const xs = Array.from({ length: world }, (_, r) => value(i, r));
-  switch (op) {
-    case 'sum':
-      return xs.reduce((a, b) => a + b, 0);
-    case 'prod':
-      return xs.reduce((a, b) => a * b, 1);
-    case 'min':
-      return Math.min(...xs);
-    case 'max':
-      return Math.max(...xs);
-    case 'avg': {
-      const s = xs.reduce((a, b) => a + b, 0);
-      return dtype === 'int32' ? Math.trunc(s / world) : s / world;
-    }
-  }
+/** The reduction over all `world` ranks of elements [0, length), computed by reference.ts; indexed by element. */
+export function reference(op: ReduceOp, dtype: DType, world: number, length: number): (i: number) => number {
+  const want = reduced(dtype === 'int32' ? 'int32' : 'float64', length, world, op);
+  return (i) => want[i]!;
 }
 
 export interface CheckReport {
@@ -77,7 +69,7 @@ function opts(dtype: DType): { dtype?: DType } {
   return dtype === 'float16' || dtype === 'bfloat16' ? { dtype } : {};
 }
 
-/** Host-buffer checks for every op × dtype × reduce op, in place and out of place. */
+/** Host-buffer checks for float16/bfloat16 × every op, in place and out of place (the contract covers the rest). */
 export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = [0, 1, 1001]): Promise<CheckReport> {
   const report: CheckReport = { passed: 0, failures: [] };
   const r = g.rank;
@@ -85,7 +77,7 @@ export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = 
   const note = (what: string) => (err: unknown) => {
     report.failures.push(`${what}: threw ${String(err)}`);
   };
-  for (const dtype of DTYPES) {
+  for (const dtype of HALF_DTYPES) {
     const o = opts(dtype);
     for (const size of sizes) {
       for (const op of OPS) {
@@ -93,14 +85,14 @@ export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = 
         const inPlace = make(dtype, size, (i) => value(i, r));
         await g
           .allreduce(inPlace, op, o)
-          .then(() => compare(report, `${tag} allreduce in place`, dtype, inPlace, (i) => reference(op, dtype, n, i)))
+          .then(() => compare(report, `${tag} allreduce in place`, dtype, inPlace, reference(op, dtype, n, size)))
           .catch(note(`${tag} allreduce in place`));
         const input = make(dtype, size, (i) => value(i, r));
         const output = make(dtype, size, () => 0);
         await g
           .allreduceInto(input, output, op, o)
           .then(() => {
-            compare(report, `${tag} allreduce out of place`, dtype, output, (i) => reference(op, dtype, n, i));
+            compare(report, `${tag} allreduce out of place`, dtype, output, reference(op, dtype, n, size));
             compare(report, `${tag} allreduce input unchanged`, dtype, input, (i) => value(i, r));
           })
           .catch(note(`${tag} allreduce out of place`));
@@ -108,7 +100,7 @@ export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = 
         await g
           .reduce(red, 0, op, o)
           .then(() => {
-            if (r === 0) compare(report, `${tag} reduce`, dtype, red, (i) => reference(op, dtype, n, i));
+            if (r === 0) compare(report, `${tag} reduce`, dtype, red, reference(op, dtype, n, size));
           })
           .catch(note(`${tag} reduce`));
         const rsIn = make(dtype, size * n, (i) => value(i, r));
@@ -116,7 +108,16 @@ export async function checkHost(g: NcclProcessGroup, sizes: readonly number[] = 
         await g
           .reduceScatter(rsIn, rsOut, op, o)
           .then(() =>
-            compare(report, `${tag} reduceScatter`, dtype, rsOut, (i) => reference(op, dtype, n, r * size + i)),
+            compare(
+              report,
+              `${tag} reduceScatter`,
+              dtype,
+              rsOut,
+              (
+                (all) => (i: number) =>
+                  all(r * size + i)
+              )(reference(op, dtype, n, size * n)),
+            ),
           )
           .catch(note(`${tag} reduceScatter`));
       }
@@ -183,7 +184,7 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           .then(() => {
             const got = make(dtype, size, () => 0);
             dev.download(got, a, off);
-            compare(report, `${tag} allreduce in place`, dtype, got, (i) => reference(op, dtype, n, i));
+            compare(report, `${tag} allreduce in place`, dtype, got, reference(op, dtype, n, size));
           })
           .catch(note(`${tag} allreduce in place`));
         dev.upload(
@@ -197,7 +198,7 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           .then(() => {
             const got = make(dtype, size, () => 0);
             dev.download(got, b, off);
-            compare(report, `${tag} allreduce out of place`, dtype, got, (i) => reference(op, dtype, n, i));
+            compare(report, `${tag} allreduce out of place`, dtype, got, reference(op, dtype, n, size));
           })
           .catch(note(`${tag} allreduce out of place`));
         dev.upload(
@@ -211,7 +212,16 @@ export async function checkDevice(g: NcclProcessGroup, size = 4097): Promise<Che
           .then(() => {
             const got = make(dtype, size, () => 0);
             dev.download(got, b, 0);
-            compare(report, `${tag} reduceScatter`, dtype, got, (i) => reference(op, dtype, n, r * size + i));
+            compare(
+              report,
+              `${tag} reduceScatter`,
+              dtype,
+              got,
+              (
+                (all) => (i: number) =>
+                  all(r * size + i)
+              )(reference(op, dtype, n, size * n)),
+            );
           })
           .catch(note(`${tag} reduceScatter`));
       }

@@ -13,6 +13,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { freePort } from '../../common/free-port.js';
+import { makeTestCa, makeTestCert } from './tls.js';
 
 export const ETCD_BIN = '/usr/bin/etcd';
 
@@ -50,67 +51,15 @@ export interface StartEtcdOptions {
 }
 
 function makeTls(dir: string): EtcdTlsFiles {
-  const f = (n: string): string => join(dir, n);
-  const run = (args: string[]): void => {
-    execFileSync('openssl', args, { stdio: 'ignore', timeout: 20_000 });
-  };
-  run([
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-days',
-    '2',
-    '-subj',
-    '/CN=tensile-test-ca',
-    '-keyout',
-    f('ca.key'),
-    '-out',
-    f('ca.pem'),
-  ]);
-  for (const who of ['server', 'client']) {
-    run([
-      'req',
-      '-newkey',
-      'rsa:2048',
-      '-nodes',
-      '-subj',
-      `/CN=${who === 'server' ? '127.0.0.1' : 'tensile-client'}`,
-      '-keyout',
-      f(`${who}.key`),
-      '-out',
-      f(`${who}.csr`),
-    ]);
-    const ext = f(`${who}.ext`);
-    execFileSync('sh', [
-      '-c',
-      `printf '%s\\n' 'subjectAltName=IP:127.0.0.1,DNS:localhost' 'extendedKeyUsage=serverAuth,clientAuth' > '${ext}'`,
-    ]);
-    run([
-      'x509',
-      '-req',
-      '-in',
-      f(`${who}.csr`),
-      '-CA',
-      f('ca.pem'),
-      '-CAkey',
-      f('ca.key'),
-      '-CAcreateserial',
-      '-days',
-      '2',
-      '-extfile',
-      ext,
-      '-out',
-      f(`${who}.pem`),
-    ]);
-  }
+  const ca = makeTestCa(dir);
+  const server = makeTestCert(dir, ca, 'server', '127.0.0.1');
+  const client = makeTestCert(dir, ca, 'client', 'tensile-client');
   return {
-    caCert: f('ca.pem'),
-    clientCert: f('client.pem'),
-    clientKey: f('client.key'),
-    serverCert: f('server.pem'),
-    serverKey: f('server.key'),
+    caCert: ca.cert,
+    clientCert: client.cert,
+    clientKey: client.key,
+    serverCert: server.cert,
+    serverKey: server.key,
   };
 }
 

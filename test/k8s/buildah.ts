@@ -39,7 +39,7 @@ export interface Buildah {
   rm(container: string): Promise<void>;
   /** Names of the working containers whose name starts with prefix. */
   containers(prefix: string): Promise<string[]>;
-  /** argv for `buildah run` of `command` in container (the caller spawns it). */
+  /** argv (from 'buildah') for `buildah run` of `command` in container; the caller spawns it. */
   runArgv(container: string, run: RunSpec): string[];
 }
 
@@ -73,26 +73,31 @@ export function buildah(storageDriver = 'overlay'): Buildah {
     async inspectImage(image) {
       let out: string;
       try {
-        out = await call(['inspect', '--type', 'image', '--format', '{{.FromImageID}} {{json .OCIv1.Config}}', image]);
+        out = await call(['inspect', '--type', 'image', image]);
       } catch (err) {
         if (err instanceof BuildahError && /image not known|not found|unknown/i.test(err.stderr)) return undefined;
         throw err;
       }
-      const sp = out.indexOf(' ');
-      const cfg = JSON.parse(out.slice(sp + 1)) as {
-        Entrypoint?: string[] | null;
-        Cmd?: string[] | null;
-        User?: string;
-        WorkingDir?: string;
-        Env?: string[] | null;
+      const j = JSON.parse(out) as {
+        FromImageID: string;
+        OCIv1: {
+          config?: {
+            Entrypoint?: string[] | null;
+            Cmd?: string[] | null;
+            User?: string;
+            WorkingDir?: string;
+            Env?: string[] | null;
+          };
+        };
       };
+      const cfg = j.OCIv1.config ?? {};
       const env: Record<string, string> = {};
       for (const kv of cfg.Env ?? []) {
         const eq = kv.indexOf('=');
         if (eq > 0) env[kv.slice(0, eq)] = kv.slice(eq + 1);
       }
       return {
-        id: `sha256:${out.slice(0, sp)}`,
+        id: `sha256:${j.FromImageID}`,
         entrypoint: cfg.Entrypoint ?? [],
         cmd: cfg.Cmd ?? [],
         user: cfg.User ?? '',
@@ -118,7 +123,7 @@ export function buildah(storageDriver = 'overlay'): Buildah {
       return out.split('\n').filter((n) => n !== '' && n.startsWith(prefix));
     },
     runArgv(container, run) {
-      const argv = [...base, 'run', '--isolation', 'chroot', '--network', 'host'];
+      const argv = ['buildah', ...base, 'run', '--isolation', 'chroot', '--network', 'host'];
       if (run.user !== '') argv.push('--user', run.user);
       if (run.workingDir !== '') argv.push('--workingdir', run.workingDir);
       for (const [k, v] of Object.entries(run.env)) argv.push('--env', `${k}=${v}`);

@@ -100,6 +100,8 @@ interface Tracked {
   log: string;
   /** Container mode: the working container of the current run, its image id, image-pull failures so far. */
   container?: string;
+  /** The container id reported in the status (kept after the working container is removed). */
+  containerRef?: string;
   imageId?: string;
   pullFailures: number;
 }
@@ -262,7 +264,7 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
       name: c.name,
       image: c.image,
       imageID: t.imageId ?? '',
-      containerID: t.container ? `buildah://${t.container}` : t.proc?.pid ? `tensile://${t.proc.pid}` : undefined,
+      containerID: t.containerRef ? `buildah://${t.containerRef}` : t.proc?.pid ? `tensile://${t.proc.pid}` : undefined,
       ready,
       started: ready,
       restartCount: t.restarts,
@@ -360,26 +362,36 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
         finish(exitCode, exitCode === 0 ? 'Completed' : 'Error');
       });
     });
-    child.once('spawn', () => {
-      logger.debug({ pod: `${t.ns}/${t.name}`, pid: child.pid }, 'kubelet: container started');
-      setStatus(t, (st, p) => {
-        st.phase = 'Running';
-        st.podIP = podIP;
-        st.podIPs = [{ ip: podIP }];
-        st.hostIP = podIP;
-        st.startTime ??= t.startedAt;
-        const prev = ((st.containerStatuses ?? []) as Array<Record<string, unknown>>)[0];
-        st.containerStatuses = [
-          containerStatus(
-            p,
-            t,
-            { running: { startedAt: t.startedAt } },
-            true,
-            prev?.lastState as Record<string, unknown> | undefined,
-          ),
-        ];
-        mergeConditions(st, conditions(true));
-      });
+    child.once('spawn', () => whenStarted(child, () => running(t, child)));
+  }
+
+  /** Calls fn once the container's command runs (container mode: buildah has set it up), or at once. */
+  function whenStarted(child: ChildProcess, fn: () => void): void {
+    if (!rt || child.exitCode !== null || child.signalCode !== null) return fn();
+    if (containerInit(child.pid!) !== undefined) return fn();
+    setTimeout(() => whenStarted(child, fn), 50).unref();
+  }
+
+  function running(t: Tracked, child: ChildProcess): void {
+    if (t.proc !== child) return;
+    logger.debug({ pod: `${t.ns}/${t.name}`, pid: child.pid }, 'kubelet: container started');
+    setStatus(t, (st, p) => {
+      st.phase = 'Running';
+      st.podIP = podIP;
+      st.podIPs = [{ ip: podIP }];
+      st.hostIP = podIP;
+      st.startTime ??= t.startedAt;
+      const prev = ((st.containerStatuses ?? []) as Array<Record<string, unknown>>)[0];
+      st.containerStatuses = [
+        containerStatus(
+          p,
+          t,
+          { running: { startedAt: t.startedAt } },
+          true,
+          prev?.lastState as Record<string, unknown> | undefined,
+        ),
+      ];
+      mergeConditions(st, conditions(true));
     });
   }
 
@@ -413,6 +425,7 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
     if (t.restarts === 0 && typeof deadlineS === 'number' && deadlineS >= 0)
       t.timers.push(setTimeout(() => exceedDeadline(t), deadlineS * 1000));
     t.container = await b.from(local, name);
+    t.containerRef = t.container;
     if (t.terminating || t.done || stopped) return release(t);
     const root = await b.mount(t.container);
     if (t.terminating || t.done || stopped) return release(t);
@@ -583,21 +596,42 @@ export async function startKubelet(opts: KubeletOptions): Promise<Kubelet> {
   }
 
   /**
+   * Container mode: signals the container's first process; while buildah is still setting the container up (no
+   * such process yet), tries again every 100 ms for as long as `buildah run` (pid) lives.
+   */
+  function signalInit(pid: number, sig: NodeJS.Signals): void {
+    const init = containerInit(pid);
+    if (init !== undefined) {
+      try {
+        process.kill(init, sig);
+      } catch {
+        /* already gone */
+      }
+      return;
+    }
+    try {
+      process.kill(pid, 0);
+    } catch {
+      return;
+    }
+    setTimeout(() => signalInit(pid, sig), 100).unref();
+  }
+
+  /**
    * Signals a pod's process group. In container mode `pid` is `buildah run`: SIGTERM goes to the container's first
    * process alone (the real kubelet signals PID 1, which forwards it), anything else to every process of it.
    */
   function kill(pid: number | undefined, sig: NodeJS.Signals): void {
     if (!pid) return;
     if (rt) {
-      const targets = sig === 'SIGTERM' ? [containerInit(pid) ?? pid] : [...descendants(pid).reverse(), pid];
-      for (const p of targets) {
+      if (sig === 'SIGTERM') return signalInit(pid, sig);
+      for (const p of [...descendants(pid).reverse(), pid]) {
         try {
           process.kill(p, sig);
         } catch {
           /* already gone */
         }
       }
-      if (sig === 'SIGTERM') return;
     }
     try {
       process.kill(-pid, sig);

@@ -1,15 +1,17 @@
-// Entry point of the tensile native addon: registers the BLAS and NCCL bindings.
+// Entry point of the tensile native addon: registers the BLAS, NCCL and shared-memory bindings.
 #include <napi.h>
 
 namespace tensile {
 void InitBlas(Napi::Env env, Napi::Object exports);
 void InitNccl(Napi::Env env, Napi::Object exports);
+void InitShm(Napi::Env env, Napi::Object exports);
 }  // namespace tensile
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("abiVersion", Napi::Number::New(env, 1));
   tensile::InitBlas(env, exports);
   tensile::InitNccl(env, exports);
+  tensile::InitShm(env, exports);
   return exports;
 }
 

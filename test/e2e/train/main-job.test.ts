@@ -1,9 +1,10 @@
-// The main job end to end, under the real launcher: a chaos failure is recovered from the last checkpoint and the
-// run ends where an undisturbed run ends; a 3-worker run stopped by SIGTERM resumes with 2 workers (re-sharded).
+// The main job end to end, under the real launcher: a chaos failure is recovered from the last checkpoint (restart
+// path) or live (the survivor keeps running, 0 steps lost), and the run ends where an undisturbed run ends; a 3-worker run stopped by SIGTERM resumes with 2 workers (re-sharded).
 import assert from 'node:assert/strict';
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, it } from 'node:test';
+import { after, describe, it } from 'node:test';
 import { readHistory, type HistoryEvent } from '../../../examples/train/history.js';
 import { ElasticState, listCheckpoints } from '../../../tensor/elastic-state.js';
 import { allSucceed, spawnGroup, spawnProc, tempDir, within } from '../../integration/train/helpers.js';
@@ -17,7 +18,7 @@ function events<T extends HistoryEvent['type']>(dir: string, type: T): Extract<H
   return readHistory(dir).filter((e): e is Extract<HistoryEvent, { type: T }> => e.type === type);
 }
 
-function launch(t: Parameters<typeof tempDir>[0], dir: string, extra: string[]) {
+function launch(t: Parameters<typeof tempDir>[0], dir: string, extra: string[], recovery = 'restart') {
   return spawnProc(
     t,
     process.execPath,
@@ -31,6 +32,8 @@ function launch(t: Parameters<typeof tempDir>[0], dir: string, extra: string[]) 
       '2',
       '--max-restarts',
       '1',
+      '--recovery',
+      recovery,
       TRAIN,
       ...SMALL,
       '--checkpoint-dir',
@@ -41,13 +44,30 @@ function launch(t: Parameters<typeof tempDir>[0], dir: string, extra: string[]) 
   );
 }
 
-describe('the main job', () => {
-  it('recovers from an injected worker failure and ends with the same accuracy as an undisturbed run', async (t) => {
-    const calm = tempDir(t, 'train-calm');
-    const chaos = tempDir(t, 'train-chaos');
-    const [a, b] = [launch(t, calm, []), launch(t, chaos, ['--chaos', '1:25'])];
-    const [ea, eb] = await within(150_000, 'both training runs', Promise.all([a.exited, b.exited]));
+let calmRun: Promise<string> | null = null;
+const calmDirs: string[] = [];
+/** The checkpoint dir of an undisturbed run (started once, shared by the tests that compare with it). */
+function calm(t: Parameters<typeof tempDir>[0]): Promise<string> {
+  calmRun ??= (async () => {
+    // Outlives the first test that asks for it: removed when the suite ends (the `after` in the describe below).
+    const dir = mkdtempSync(join(tmpdir(), 'tensile-train-calm-'));
+    calmDirs.push(dir);
+    const a = launch(t, dir, []);
+    const ea = await within(150_000, 'the undisturbed run', a.exited);
     assert.equal(ea.code, 0, `undisturbed run failed:\n${a.output()}`);
+    return dir;
+  })();
+  return calmRun;
+}
+
+describe('the main job', () => {
+  after(() => {
+    for (const d of calmDirs) rmSync(d, { recursive: true, force: true });
+  });
+  it('recovers from an injected worker failure on the restart path and ends with the same accuracy as an undisturbed run', async (t) => {
+    const chaos = tempDir(t, 'train-chaos');
+    const b = launch(t, chaos, ['--chaos', '1:25']);
+    const [calmDir, eb] = await within(150_000, 'both training runs', Promise.all([calm(t), b.exited]));
     assert.equal(eb.code, 0, `chaos run failed:\n${b.output()}`);
 
     const out = b.output();
@@ -67,7 +87,7 @@ describe('the main job', () => {
     );
     assert.equal(events(chaos, 'failure').length, 1);
 
-    const doneCalm = events(calm, 'done').at(-1)!;
+    const doneCalm = events(calmDir, 'done').at(-1)!;
     const doneChaos = events(chaos, 'done').at(-1)!;
     assert.equal(doneChaos.step, doneCalm.step);
     assert.equal(doneChaos.testAccuracy, doneCalm.testAccuracy, 'replaying from the checkpoint is deterministic');
@@ -77,6 +97,31 @@ describe('the main job', () => {
     assert.match(html, /<svg/);
     assert.match(html, /rank 1 failed at step 25/);
     assert.doesNotMatch(html, /<script|<link|src="http/, 'self-contained');
+  });
+
+  it('recovers from the same failure live: the survivor keeps running, 0 steps are lost, the result is the same', async (t) => {
+    const chaos = tempDir(t, 'train-live');
+    const b = launch(t, chaos, ['--chaos', '1:25'], 'live');
+    const [calmDir, eb] = await within(150_000, 'both training runs', Promise.all([calm(t), b.exited]));
+    assert.equal(eb.code, 0, `live chaos run failed:\n${b.output()}`);
+    const out = b.output();
+    assert.match(out, /fails on purpose at step 25/);
+    assert.match(out, /recovery live/);
+    assert.match(
+      out,
+      /live recovery: round 1, world size 2, rank 0: training again \d+ ms after the fault \(round → ready \d+ ms\), own state kept, 0 steps lost, continuing at step 25/,
+    );
+    assert.match(out, /live recoveries: 1, steps lost in all: 0/);
+    assert.doesNotMatch(out, /resumed from/, 'nothing was reloaded from disk');
+    t.diagnostic(out.split('\n').find((l) => l.includes('live recovery: round 1')) ?? '');
+    const recoveries = events(chaos, 'recovery');
+    assert.equal(recoveries.length, 1);
+    assert.equal(recoveries[0]!.stepsLost, 0);
+    const doneCalm = events(calmDir, 'done').at(-1)!;
+    const doneLive = events(chaos, 'done').at(-1)!;
+    assert.equal(doneLive.step, doneCalm.step);
+    assert.equal(doneLive.testAccuracy, doneCalm.testAccuracy, 'live recovery continues exactly where it stopped');
+    assert.match(readFileSync(join(chaos, 'report.html'), 'utf8'), /Goodput <b>/);
   });
 
   it('continues a 3-worker run stopped by SIGTERM with 2 workers, re-sharding the epoch', async (t) => {

@@ -264,6 +264,11 @@ describe('tensile run rejects bad input with exit code 2', () => {
     ['bad PET_ variable', ['x.py'], /PET_MAX_RESTARTS '-1': expected an integer from 0/],
     ['bad rdzv conf', ['--rdzv-conf', 'join_timeout', 'x.py'], /--rdzv-conf 'join_timeout'/],
     ['etcd without endpoint', ['--nnodes', '1:2', 'x.py'], /needs --rdzv-endpoint/],
+    [
+      'bad rdzv endpoint',
+      ['--rdzv-backend', 'etcd', '--rdzv-endpoint', 'localhost:99999', '--nnodes', '1:2', join(FIX, 'env-dump.mjs')],
+      /--rdzv-endpoint "localhost:99999": "localhost:99999" is not host:port/,
+    ],
     ['-m with --no-python', ['-m', '--no-python', 'x'], /cannot be used together/],
   ];
   for (const [name, args, expected] of cases) {

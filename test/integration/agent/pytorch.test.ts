@@ -1,6 +1,6 @@
 // Compatibility with PyTorch (Debian's python3-torch): unmodified torch.distributed scripts under `tensile run`.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
@@ -65,6 +65,46 @@ describe('PyTorch scripts under tensile run', { skip }, () => {
     assert.match(res.stdout, /epoch 4 loss [\d.]+ restart 1/);
     assert.match(res.stdout, /done: final loss/);
     assert.match(res.stderr, /restarting the group \(restart 1\/1\)/);
+  });
+
+  test('a DDP script that hangs is caught by the watchdog through tensile_heartbeat.py: traceback dumped, group restarted', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tensile-ddp-'));
+    dirs.push(dir);
+    const logDir = join(dir, 'logs');
+    const res = await runTensile(
+      [
+        'run',
+        '--standalone',
+        '--nproc-per-node',
+        '2',
+        '--max-restarts',
+        '1',
+        '--hang-timeout',
+        '3',
+        '--log-dir',
+        logDir,
+        join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'),
+        '--epochs',
+        '4',
+        '--hang-once',
+        '2',
+        '--snapshot',
+        join(dir, 'snap.pt'),
+      ],
+      { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 180_000 },
+    );
+    assert.equal(res.code, 0, res.stderr);
+    assert.match(res.stdout, /rank 1 hangs at epoch 2/);
+    assert.match(res.stderr, /worker hung: no step progress for \d+\.\d s; dumping its stacks and killing it/);
+    assert.match(res.stdout, /rank 0: resumed from snapshot at epoch 2/);
+    assert.match(res.stdout, /done: final loss/);
+    const stacks = readdirSync(join(logDir, 'attempt_0'), { recursive: true })
+      .map(String)
+      .filter((f) => f.endsWith('stacks.txt'))
+      .map((f) => readFileSync(join(logDir, 'attempt_0', f), 'utf8'))
+      .join('\n');
+    // faulthandler's dump: the thread's stack with the script's frames.
+    assert.match(stacks, /File ".*ddp_snapshot\.py", line \d+ in main/);
   });
 
   test('the error file written by @record names the exception in the failure summary', async () => {

@@ -6,7 +6,11 @@ type Res = { name: string; ok: boolean; detail?: string };
 
 describe('tcp backend failures', () => {
   it('a peer SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming it, and they exit cleanly', async (t) => {
-    const world = await spawnWorld(3, 'kill', { TEST_OP_TIMEOUT_MS: '20000', TENSILE_TCP_UDS: '0' });
+    const world = await spawnWorld(3, 'kill', {
+      TEST_OP_TIMEOUT_MS: '20000',
+      TENSILE_TCP_UDS: '0',
+      TENSILE_COLLECTIVE_TRANSPORT: 'js',
+    });
     t.after(() => world.kill());
     const victim = world.workers[1]!;
     await victim.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);

@@ -17,6 +17,9 @@ async function main(): Promise<void> {
   const pg = await initProcessGroup({ backend, timeoutMs: Number(process.env.TEST_OP_TIMEOUT_MS ?? 20000) });
   const r = pg.rank;
   if (mode === 'matrix') {
+    const wantPlane = process.env.TEST_DATA_PLANE;
+    if (wantPlane !== undefined)
+      results.push({ name: `data plane is ${wantPlane}`, ok: pg.dataPlane === wantPlane, detail: pg.dataPlane });
     results.push(...(await runContract(pg)));
     if (pg.worldSize === 2) {
       // Lengths differ between ranks: tcp detects it, and both sides reject with INVALID_ARGUMENT naming the mismatch.
@@ -26,6 +29,23 @@ async function main(): Promise<void> {
         'INVALID_ARGUMENT',
       );
     }
+    if (pg.worldSize === 2 && pg.dataPlane === 'shm') {
+      // The shared-memory plane compares every rank's op descriptor, so a dtype mismatch of equal byte size is
+      // caught too, and the message names both sides.
+      const e = await expectError(
+        'mismatched dtypes across ranks',
+        r === 0 ? pg.allreduce(make('float32', 8), 'sum') : pg.allreduce(make('int32', 8), 'sum'),
+        'INVALID_ARGUMENT',
+      );
+      results.push({
+        name: 'mismatch names both sides',
+        ok: /rank 0 called allreduce float32 × 8 \(sum\) but rank 1 called allreduce int32 × 8/.test(e?.message ?? ''),
+        detail: e?.message,
+      });
+      const after = make('float32', 3).fill(r + 1);
+      await pg.allreduce(after, 'sum');
+      results.push({ name: 'the group works after a mismatch', ok: after[0] === 3, detail: String(after[0]) });
+    }
     await pg.destroy();
     await expectError('op after destroy', pg.allreduce(make('float32', 1)), 'CLOSED');
     emit({ rank: r, results });
@@ -34,6 +54,7 @@ async function main(): Promise<void> {
   if (mode === 'kill') {
     // Every rank loops over allreduces; the test SIGKILLs rank 1 after it reports progress.
     const buf = make('float32' as DTypeName, 1 << 20);
+    emit({ rank: r, dataPlane: pg.dataPlane });
     const started = Date.now();
     let iterations = 0;
     try {
@@ -71,6 +92,43 @@ async function main(): Promise<void> {
       await pg.destroy();
     }
     emit({ rank: r, results });
+    return;
+  }
+  if (mode === 'collective-abort') {
+    // Rank 1 aborts while its allreduce waits for rank 0; rank 0 joins later and must learn that rank 1 is gone.
+    if (r === 1) {
+      const pending = pg.allreduce(make('float32', 1 << 16), 'sum');
+      setTimeout(() => pg.abort('test abort'), 300);
+      await expectError('pending allreduce after abort', pending, 'ABORTED');
+      await expectError('allreduce after abort', pg.allreduce(make('float32', 4)), 'ABORTED');
+    } else {
+      await new Promise((res) => setTimeout(res, 1500));
+      const e = await expectError(
+        'allreduce with an aborted peer',
+        pg.allreduce(make('float32', 1 << 16)),
+        'PEER_LOST',
+      );
+      results.push({ name: 'aborted peer is named', ok: e?.peerRank === 1, detail: `peerRank ${e?.peerRank}` });
+      await pg.destroy();
+    }
+    emit({ rank: r, dataPlane: pg.dataPlane, results });
+    return;
+  }
+  if (mode === 'collective-timeout') {
+    // Rank 0's allreduce times out while rank 1 sleeps; rank 1's later allreduce learns that rank 0 failed.
+    if (r === 0)
+      await expectError(
+        'allreduce past its timeout',
+        pg.allreduce(make('float32', 64), 'sum', { timeoutMs: 300 }),
+        'TIMEOUT',
+      );
+    else {
+      await new Promise((res) => setTimeout(res, 1500));
+      const e = await expectError('peer of a timed-out rank', pg.allreduce(make('float32', 64)), 'PEER_LOST');
+      results.push({ name: 'timed-out peer is named', ok: e?.peerRank === 0, detail: `peerRank ${e?.peerRank}` });
+    }
+    await pg.destroy();
+    emit({ rank: r, dataPlane: pg.dataPlane, results });
     return;
   }
   if (mode === 'timeout') {

@@ -11,6 +11,7 @@ import {
   type RendezvousHandler,
   type RoundInfo,
   RendezvousClosedError,
+  RendezvousConfigError,
   RendezvousError,
   RendezvousTimeoutError,
 } from '../../../rendezvous/api.js';
@@ -20,7 +21,20 @@ import { withTimeout } from '../../../common/timeout.js';
 export interface ContractBackend {
   /** Creates and starts a handler for `config` (the same runId = the same job). */
   create(config: RendezvousConfig, self: NodeDescriptor): Promise<RendezvousHandler>;
+  /** Starts a member that can die or stall apart from the test's own handlers, and calls next() on it. */
+  spawnMember(config: RendezvousConfig, self: NodeDescriptor): Promise<SpawnedMember>;
   dispose(): Promise<void>;
+}
+
+/** A member whose agent runs apart from the test's handlers (its own process where the backend allows). */
+export interface SpawnedMember {
+  readonly nodeId: string;
+  /** Its first round. */
+  readonly round: Promise<RoundInfo>;
+  /** Its agent dies without leaving (SIGKILL; in process: a crash-like close()); its lease stays valid. Idempotent. */
+  kill(): Promise<void>;
+  /** Stops / resumes its agent process (SIGSTOP / SIGCONT); null where members share the test's process. */
+  readonly stall: { stop(): void; resume(): void } | null;
 }
 
 /** Bounded wait: rejects after `ms` so a broken backend fails the test instead of hanging it. */
@@ -58,11 +72,13 @@ export function runRendezvousContract(
   describe(`rendezvous contract: ${name}`, () => {
     let backend: ContractBackend;
     const open: RendezvousHandler[] = [];
+    const spawned: SpawnedMember[] = [];
 
     before(async () => {
       backend = await makeBackend();
     });
     after(async () => {
+      await Promise.allSettled(spawned.map((m) => m.kill()));
       await Promise.allSettled(open.map((h) => h.close()));
       await backend?.dispose();
     });
@@ -97,6 +113,11 @@ export function runRendezvousContract(
         hs.push(h);
       }
       return hs;
+    };
+    const spawnMember = async (config: RendezvousConfig, self: NodeDescriptor): Promise<SpawnedMember> => {
+      const m = await backend.spawnMember(config, self);
+      spawned.push(m);
+      return m;
     };
     const nextAll = (hs: RendezvousHandler[], what: string): Promise<RoundInfo[]> =>
       within(Promise.all(hs.map((h) => h.next())), WAIT_MS, what);
@@ -261,6 +282,52 @@ export function runRendezvousContract(
       assert.deepEqual(e, { type: 'round-ended', round: 0, reason: 'member-lost', byNodeId: hs[1]!.self.nodeId });
       const [r1] = await nextAll([hs[0]!], 'round 1 alone');
       assert.equal(r1!.groupWorldSize, 1);
+    });
+
+    test('probeMembers evicts a member whose agent died while its lease is valid, and every survivor sees member-lost at once', async (t) => {
+      // A 60 s lease: within the waits below only the probe can make the loss visible.
+      const config = job({ minNodes: 2, maxNodes: 3, lastCallTimeoutMs: 60_000, leaseTtlMs: 60_000 });
+      const hs = await nodes(config, 2);
+      const victim = await spawnMember(config, node('victim'));
+      const r0 = await within(Promise.all([...hs.map((h) => h.next()), victim.round]), WAIT_MS, 'round 0');
+      assert.ok(r0.every((r) => r.round === 0 && r.groupWorldSize === 3));
+      const logs = hs.map((h) => new EventLog(h));
+      await victim.kill();
+      const t0 = performance.now();
+      assert.deepEqual(await within(hs[0]!.probeMembers(2_000), WAIT_MS, 'probe'), [victim.nodeId]);
+      for (const log of logs) {
+        const e = await log.waitFor((e) => e.type === 'round-ended', WAIT_MS, 'round-ended member-lost');
+        assert.deepEqual(e, { type: 'round-ended', round: 0, reason: 'member-lost', byNodeId: victim.nodeId });
+      }
+      t.diagnostic(`every survivor saw the loss ${Math.round(performance.now() - t0)} ms after the probe began`);
+      const r1 = await nextAll(hs, 'round 1 without the dead member');
+      assert.ok(r1.every((r) => r.round === 1 && r.groupWorldSize === 2));
+      // Probing again finds nobody to evict.
+      assert.deepEqual(await within(hs[1]!.probeMembers(2_000), WAIT_MS, 'second probe'), []);
+    });
+
+    test('probeMembers leaves a member that is alive but stalled: no eviction, the round goes on', async () => {
+      const config = job({ minNodes: 2, maxNodes: 2, leaseTtlMs: 60_000 });
+      const [h] = await nodes(config, 1);
+      const slow = await spawnMember(config, node('slow'));
+      await within(Promise.all([h!.next(), slow.round]), WAIT_MS, 'round 0');
+      const log = new EventLog(h!);
+      slow.stall?.stop();
+      try {
+        assert.deepEqual(await within(h!.probeMembers(300), WAIT_MS, 'probe'), []);
+        // An eviction would reach our own watch within this pause.
+        await new Promise((r) => setTimeout(r, 300));
+        assert.deepEqual(log.types(), []);
+        const status = (h as unknown as { status(): JobStatus }).status();
+        assert.ok(status.members.some((m) => m.nodeId === slow.nodeId));
+      } finally {
+        slow.stall?.resume();
+      }
+      await assert.rejects(h!.probeMembers(0), (err: unknown) => {
+        assert.ok(err instanceof RendezvousConfigError);
+        assert.match(err.message, /probeMembers\(timeoutMs = 0\): expected a number of milliseconds > 0/);
+        return true;
+      });
     });
 
     test('after markClosed, next() throws RendezvousClosedError on every node', async () => {

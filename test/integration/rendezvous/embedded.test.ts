@@ -7,6 +7,14 @@ runRendezvousContract(
     const state = new EmbeddedRendezvousState();
     return {
       create: (config, self) => createEmbeddedRendezvousHandler({ config, self, embeddedState: state }),
+      // Embedded members share this process: "dying" is a crash-like close() (its liveness port closes, its lease
+      // stays until the TTL); a member cannot be stalled apart from the test.
+      spawnMember: async (config, self) => {
+        const h = await createEmbeddedRendezvousHandler({ config, self, embeddedState: state });
+        const round = h.next();
+        round.catch(() => {});
+        return { nodeId: self.nodeId, round, kill: () => h.close(), stall: null };
+      },
       dispose: async () => {},
     };
   },

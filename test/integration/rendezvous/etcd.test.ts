@@ -1,16 +1,58 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
-import { RendezvousConfigError, RendezvousConnectionError, type RendezvousHandler } from '../../../rendezvous/api.js';
+import {
+  type NodeDescriptor,
+  type RendezvousConfig,
+  RendezvousConfigError,
+  RendezvousConnectionError,
+  type RendezvousHandler,
+  type RoundInfo,
+} from '../../../rendezvous/api.js';
 import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js';
 import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
 import { freePort } from '../../../common/free-port.js';
 import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
-import { EventLog, runRendezvousContract, within } from './contract.js';
+import { EventLog, runRendezvousContract, type SpawnedMember, within } from './contract.js';
+
+const MEMBER_PROCESS = new URL('./member-process.ts', import.meta.url).pathname;
+
+/** A member in its own process (member-process.ts): killed with SIGKILL, stalled with SIGSTOP. */
+function spawnEtcdMember(endpoint: string, config: RendezvousConfig, self: NodeDescriptor): SpawnedMember {
+  const child = spawn(
+    process.execPath,
+    ['--import', 'tsx', MEMBER_PROCESS, JSON.stringify({ endpoint, config, self })],
+    {
+      stdio: ['ignore', 'pipe', 'inherit'],
+    },
+  );
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  const round = new Promise<RoundInfo>((resolve, reject) => {
+    let buf = '';
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      const nl = buf.indexOf('\n');
+      if (nl >= 0) resolve(JSON.parse(buf.slice(0, nl)) as RoundInfo);
+    });
+    child.once('exit', (code, signal) =>
+      reject(new Error(`member process exited (${code ?? signal}) before its round`)),
+    );
+  });
+  round.catch(() => {});
+  return {
+    nodeId: self.nodeId,
+    round,
+    kill: async () => {
+      if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+      await exited;
+    },
+    stall: { stop: () => child.kill('SIGSTOP'), resume: () => child.kill('SIGCONT') },
+  };
+}
 
 runRendezvousContract(
   'etcd',
@@ -19,6 +61,7 @@ runRendezvousContract(
     return {
       create: (config, self) =>
         createEtcdRendezvousHandler({ config, self, backendOptions: { endpoint: etcd.endpoint, conf: {} } }),
+      spawnMember: async (config, self) => spawnEtcdMember(etcd.endpoint, config, self),
       dispose: () => etcd.stop(),
     };
   },
@@ -44,9 +87,10 @@ describe('etcd backend: outages and bad settings', () => {
     await etcd?.stop();
   });
 
-  test('an etcd restart mid-round emits connection events but does not end the round', async () => {
+  test('an etcd restart shorter than the lease TTL emits connection events but does not end the round', async () => {
+    // A TTL well above the restart time (down 1 s, then etcd's start-up): a longer outage fences the members (below).
     const { config, backendOptions } = parseRdzvConf(
-      { last_call_timeout: '0.2', outage_timeout: '30', lease_ttl: '3' },
+      { last_call_timeout: '0.2', outage_timeout: '30', lease_ttl: '8' },
       { runId: `o-${randomUUID().slice(0, 8)}`, minNodes: 2, maxNodes: 2, endpoint: etcd.endpoint },
     );
     const hs = [
@@ -59,7 +103,7 @@ describe('etcd backend: outages and bad settings', () => {
     await etcd.restart({ downMs: 1000 });
     for (const log of logs) await log.waitFor((e) => e.type === 'connection-restored', 20_000, 'connection-restored');
     // Give a (wrong) member-lost time to show up: one lease TTL and a bit.
-    await new Promise((r) => setTimeout(r, 3000));
+    await new Promise((r) => setTimeout(r, 9000));
     for (const log of logs) {
       assert.ok(log.types().includes('connection-lost'), `events: ${log.types().join(', ')}`);
       assert.ok(!log.types().some((t) => t.startsWith('round-ended')), `events: ${log.types().join(', ')}`);
@@ -70,6 +114,40 @@ describe('etcd backend: outages and bad settings', () => {
     assert.deepEqual(
       r1.map((r) => [r.round, r.groupRank]),
       r0.map((r) => [1, r.groupRank]),
+    );
+  });
+
+  test('an etcd outage longer than the lease TTL stops every member (fencing), and the job resumes in the next round when etcd is back', async () => {
+    const { config, backendOptions } = parseRdzvConf(
+      { last_call_timeout: '0.2', outage_timeout: '60', lease_ttl: '2' },
+      { runId: `f-${randomUUID().slice(0, 8)}`, minNodes: 2, maxNodes: 2, endpoint: etcd.endpoint },
+    );
+    const hs = [
+      await createRendezvousHandler('etcd', { config, backendOptions, self: self('a') }),
+      await createRendezvousHandler('etcd', { config, backendOptions, self: self('b') }),
+    ];
+    open.push(...hs);
+    const r0 = await within(Promise.all(hs.map((h) => h.next())), 15_000, 'round 0');
+    const logs = hs.map((h) => new EventLog(h));
+    await etcd.kill();
+    try {
+      // Nobody can tell an etcd outage from being cut off: each member leaves its round on its own.
+      for (const [i, log] of logs.entries()) {
+        const e = await log.waitFor((e) => e.type === 'round-ended', 15_000, 'fenced');
+        assert.deepEqual(e.type === 'round-ended' && [e.round, e.reason, e.byNodeId], [
+          0,
+          'member-lost',
+          hs[i]!.self.nodeId,
+        ]);
+      }
+    } finally {
+      await etcd.restart();
+    }
+    // etcd kept the leases; the members end the round they left and meet again in round 1, ranks kept.
+    const r1 = await within(Promise.all(hs.map((h) => h.next())), 30_000, 'round 1 after the outage');
+    assert.deepEqual(
+      r1.map((r) => [r.round, r.groupWorldSize, r.groupRank]),
+      r0.map((r) => [1, 2, r.groupRank]),
     );
   });
 

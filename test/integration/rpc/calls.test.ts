@@ -102,7 +102,9 @@ test('an unknown function and failed validation give typed errors', async () => 
     );
   });
   await assert.rejects(w[0]!.rpcAsync(2, 'typed', [0, 'x']), (e: unknown) => {
-    return e instanceof RpcError && e.code === 'VALIDATION' && /arguments of 'typed'/.test(e.message);
+    return (
+      e instanceof RpcError && e.code === 'INVALID_ARGUMENT' && e.terminal && /arguments of 'typed'/.test(e.message)
+    );
   });
   assert.equal(await w[0]!.rpcAsync(2, 'typed', [3, 'ab']), 'ababab');
 });
@@ -110,7 +112,10 @@ test('an unknown function and failed validation give typed errors', async () => 
 test('a call past its timeout fails with TIMEOUT; timeout 0 means none', async () => {
   await assert.rejects(w[0]!.rpcAsync(1, 'sleep', [1000], { timeoutMs: 100 }), (e: unknown) => {
     return (
-      e instanceof RpcError && e.code === 'TIMEOUT' && /ran for more than the set timeout \(100 ms\)/.test(e.message)
+      e instanceof RpcError &&
+      e.code === 'TIMEOUT' &&
+      !e.terminal &&
+      /ran for more than the set timeout \(100 ms\)/.test(e.message)
     );
   });
   assert.equal(await w[0]!.rpcAsync(1, 'sleep', [150], { timeoutMs: 0 }), 150);

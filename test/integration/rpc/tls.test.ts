@@ -1,68 +1,17 @@
 // Mutual TLS between workers, with certificates made by openssl in a temp dir.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { RpcError } from '../../../rpc/index.js';
 import { startWorld, stopWorld } from './helpers.js';
-
-function haveOpenssl(): boolean {
-  try {
-    execFileSync('openssl', ['version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-}
+import { haveOpenssl, makeTestCa, makeTestCert } from '../../helpers/tls.js';
 
 function makeCerts(dir: string, prefix: string): { caFile: string; certFile: string; keyFile: string } {
-  const f = (n: string): string => join(dir, `${prefix}-${n}`);
-  const run = (args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
-  run([
-    'req',
-    '-x509',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    f('ca.key'),
-    '-out',
-    f('ca.pem'),
-    '-days',
-    '1',
-    '-subj',
-    '/CN=tensile-test-ca',
-  ]);
-  run([
-    'req',
-    '-newkey',
-    'rsa:2048',
-    '-nodes',
-    '-keyout',
-    f('key.pem'),
-    '-out',
-    f('csr.pem'),
-    '-subj',
-    '/CN=localhost',
-  ]);
-  run([
-    'x509',
-    '-req',
-    '-in',
-    f('csr.pem'),
-    '-CA',
-    f('ca.pem'),
-    '-CAkey',
-    f('ca.key'),
-    '-CAcreateserial',
-    '-out',
-    f('cert.pem'),
-    '-days',
-    '1',
-  ]);
-  return { caFile: f('ca.pem'), certFile: f('cert.pem'), keyFile: f('key.pem') };
+  const ca = makeTestCa(dir, `${prefix}-`);
+  const leaf = makeTestCert(dir, ca, `${prefix}-leaf`, 'localhost');
+  return { caFile: ca.cert, certFile: leaf.cert, keyFile: leaf.key };
 }
 
 test(

@@ -1,9 +1,16 @@
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, truncateSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { gzipSync } from 'node:zlib';
-import { loadMnist, parseIdxImages, syntheticDigits, IMAGE_PIXELS } from '../../../examples/train/data.js';
+import {
+  cachedSyntheticSplit,
+  loadMnist,
+  parseIdxImages,
+  syntheticDigits,
+  syntheticSplit,
+  IMAGE_PIXELS,
+} from '../../../examples/train/data.js';
 import { parseFlags } from '../../../examples/train/flags.js';
 import { renderReport } from '../../../examples/train/report.js';
 import { readHistory } from '../../../examples/train/history.js';
@@ -56,6 +63,28 @@ describe('training data, flags and report', () => {
       'balanced classes',
     );
     assert.ok(a.images.every((v) => v >= 0 && v <= 1));
+  });
+
+  it('caches the synthetic set on disk and renders it again when the cache is damaged', (t) => {
+    const dir = tempDir(t, 'data-cache');
+    const rendered = syntheticSplit(60, 20, 5);
+    const first = cachedSyntheticSplit(dir, 60, 20, 5);
+    assert.equal(first.cached, false);
+    const second = cachedSyntheticSplit(dir, 60, 20, 5);
+    assert.equal(second.cached, true);
+    for (const split of [first.split, second.split]) {
+      assert.deepEqual(split.train.images, rendered.train.images);
+      assert.deepEqual(split.train.labels, rendered.train.labels);
+      assert.deepEqual(split.test.images, rendered.test.images);
+      assert.deepEqual(split.test.labels, rendered.test.labels);
+      assert.equal(split.source, rendered.source);
+    }
+    assert.equal(cachedSyntheticSplit(dir, 60, 20, 6).cached, false, 'another seed is another file');
+    const [file] = readdirSync(join(dir, 'data-cache')).filter((f) => f.includes('-5.bin'));
+    truncateSync(join(dir, 'data-cache', file!), 1000);
+    const again = cachedSyntheticSplit(dir, 60, 20, 5);
+    assert.equal(again.cached, false, 'a truncated cache is not trusted');
+    assert.deepEqual(again.split.train.images, rendered.train.images);
   });
 
   it('loads MNIST IDX files, plain and gzipped, and rejects a wrong magic number by name', (t) => {

@@ -5,6 +5,7 @@ import { describe, it } from 'node:test';
 import { noopLogger, type Logger } from '../../../common/logger.js';
 import {
   ElasticState,
+  ElasticStateError,
   batchFor,
   checkpointFileName,
   epochPermutation,
@@ -157,7 +158,10 @@ describe('elastic training state', () => {
   it('rejects bad options with a message naming the value', () => {
     assert.throws(
       () => new ElasticState({ dir: '/tmp/x', batchSize: 0, rank: 0, worldSize: 1, handleSigterm: false }),
-      /batchSize=0: expected an integer ≥ 1/,
+      (e: unknown) =>
+        e instanceof ElasticStateError &&
+        e.code === 'INVALID_ARGUMENT' &&
+        /batchSize=0: expected an integer ≥ 1/.test(e.message),
     );
     assert.throws(
       () => new ElasticState({ batchSize: 4, rank: 0, worldSize: 1, handleSigterm: false, dir: '' }),

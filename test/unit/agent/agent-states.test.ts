@@ -93,6 +93,13 @@ class FakeRendezvous implements RendezvousHandler {
     return 0;
   }
 
+  /** Timeouts of the probes asked for; no liveness ports in the fake, so nobody is ever evicted. */
+  readonly probes: number[] = [];
+  async probeMembers(timeoutMs: number): Promise<readonly string[]> {
+    this.probes.push(timeoutMs);
+    return [];
+  }
+
   async markClosed(): Promise<void> {
     this.closed = true;
   }
@@ -340,6 +347,7 @@ describe('the agent state machine (fakes for the rendezvous, the worker group an
     assert.equal(res.exitCode, 0);
     assert.equal(h.rdzv().failureRestarts, 0);
     assert.deepEqual(res.failures, [], 'the worker failure was caused by the lost node, not counted');
+    assert.deepEqual(h.rdzv().probes, [500], 'the peers were probed at once for a fast verdict');
   });
 
   test('SIGTERM while running forwards the signal and ends in STOPPING with exit code 143', async () => {

@@ -140,4 +140,24 @@ describe('tensile run flag parsing', () => {
   test('--help asks for help and nothing else is validated', () => {
     assert.equal(parseRunArgs(['--help'], {}, false).help, true);
   });
+
+  test('--recovery is live by default, restart on request (flag or PET_RECOVERY), anything else is named', () => {
+    const opts = (argv: string[], env: Record<string, string> = {}) =>
+      parseRunArgs([...argv, SCRIPT], env, false).options;
+    assert.equal(opts([])?.recovery, 'live');
+    assert.equal(opts(['--recovery', 'restart'])?.recovery, 'restart');
+    assert.equal(opts([], { PET_RECOVERY: 'restart' })?.recovery, 'restart');
+    assert.equal(opts(['--recovery', 'live'], { PET_RECOVERY: 'restart' })?.recovery, 'live');
+    assert.throws(() => opts(['--recovery', 'sometimes']), /--recovery 'sometimes': expected 'live' or 'restart'/);
+  });
+
+  test('--hang-timeout takes positive seconds (default: derived from the step time)', () => {
+    const opts = (argv: string[], env: Record<string, string> = {}) =>
+      parseRunArgs([...argv, SCRIPT], env, false).options;
+    assert.equal(opts([])?.hangTimeoutMs, null);
+    assert.equal(opts(['--hang-timeout', '2.5'])?.hangTimeoutMs, 2500);
+    assert.equal(opts([], { PET_HANG_TIMEOUT: '30' })?.hangTimeoutMs, 30_000);
+    assert.throws(() => opts(['--hang-timeout', '0']), /--hang-timeout '0': expected a positive number of seconds/);
+    assert.throws(() => opts(['--hang-timeout', 'soon']), /--hang-timeout 'soon': expected a number of seconds/);
+  });
 });

@@ -10,6 +10,7 @@ function invalid(fn: () => unknown, re: RegExp): void {
   assert.throws(fn, (e: unknown) => {
     assert.ok(e instanceof CollectiveError, String(e));
     assert.equal(e.code, 'INVALID_ARGUMENT');
+    assert.equal(e.terminal, true);
     assert.match(e.message, re);
     return true;
   });

@@ -88,7 +88,11 @@ const status = (code: number, message: string) => ({
 test('a kubeconfig that does not exist is a BadOptionsError naming the file', () => {
   assert.throws(
     () => loadKubeConfig(join(tmpdir(), 'no-such-kubeconfig-here')),
-    (err: unknown) => err instanceof BadOptionsError && /no-such-kubeconfig-here/.test(err.message),
+    (err: unknown) =>
+      err instanceof BadOptionsError &&
+      err.code === 'INVALID_ARGUMENT' &&
+      err.terminal &&
+      /no-such-kubeconfig-here/.test(err.message),
   );
 });
 
@@ -114,9 +118,13 @@ test('API failures become the operator errors: 409 conflict, 404 not found, othe
   };
   await assert.rejects(
     client.createPod('ml', { metadata: { name: 'p' } }),
-    (e: unknown) => e instanceof ApiConflictError && /scripted 409/.test(e.message),
+    (e: unknown) =>
+      e instanceof ApiConflictError && e.code === 'CONFLICT' && !e.terminal && /scripted 409/.test(e.message),
   );
-  await assert.rejects(client.getElasticJob('ml', 'j'), (e: unknown) => e instanceof ApiNotFoundError);
+  await assert.rejects(
+    client.getElasticJob('ml', 'j'),
+    (e: unknown) => e instanceof ApiNotFoundError && e.code === 'NOT_FOUND' && !e.terminal,
+  );
   await assert.rejects(
     client.replaceElasticJobStatus('ml', 'j', {}),
     (e: unknown) => e instanceof ApiError && e.statusCode === 422 && /scripted 422/.test(e.message),

@@ -55,7 +55,7 @@ test('out-of-range options name the flag, the value and the bound', () => {
     () => parseOperatorOptions({ workers: 100 }),
     (e: unknown) =>
       e instanceof BadOptionsError &&
-      e.code === 'OPERATOR_BAD_OPTIONS' &&
+      e.code === 'INVALID_ARGUMENT' &&
       e.message === 'tensile operator: --workers 100: Too big: expected number to be <=64',
   );
   assert.throws(

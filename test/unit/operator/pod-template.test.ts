@@ -40,6 +40,12 @@ test('a worker pod has a stable name, labels, owner reference, PET_* env and run
   );
 });
 
+test('a worker advertises its pod IP (downward API) to the other nodes, not its hostname', () => {
+  const pod = buildWorkerPod(job, raw, resolveSpec(raw), '127.0.0.1:2379', 0);
+  const addr = (pod.spec!.containers[0]!.env ?? []).find((e) => e.name === 'PET_LOCAL_ADDR');
+  assert.deepEqual(addr?.valueFrom, { fieldRef: { fieldPath: 'status.podIP' } });
+});
+
 test('a user-set env var wins over the operator default', () => {
   const spec: ElasticJobSpec = {
     ...raw,

@@ -5,9 +5,12 @@ import {
   type CloserDecision,
   type CurrentRoundDecision,
   type LateJoinDecision,
+  type ProbedNode,
   assignGroupRanks,
   decideCloser,
   decideCurrentRound,
+  decideEvictions,
+  decideFence,
   decideJoining,
   decideLateJoin,
   decideRunning,
@@ -154,6 +157,7 @@ test('decideLateJoin takes its round, waits for one it ended, and registers for 
   const base: Parameters<typeof decideLateJoin>[0] = {
     round: 3,
     selfEndedRound: -1,
+    fencedRound: -1,
     membersRound: 3,
     registeredRound: 3,
     isMember: true,
@@ -183,6 +187,16 @@ test('decideLateJoin takes its round, waits for one it ended, and registers for 
       'listed as a member under a key for another round is not taking the round',
       { registeredRound: 4, isMember: true },
       { kind: 'wait-next', registerFor: null, endForLost: null },
+    ],
+    [
+      'a round this node fenced itself out of still runs: it ends it so nobody waits on it',
+      { selfEndedRound: 3, fencedRound: 3 },
+      { kind: 'end-fenced-round' },
+    ],
+    [
+      'a later round than the fenced one is joined as usual',
+      { selfEndedRound: 2, fencedRound: 2, registeredRound: 2, isMember: false },
+      { kind: 'wait-next', registerFor: 4, endForLost: null },
     ],
     [
       'members lost while this node joins: it ends the round itself',
@@ -228,4 +242,42 @@ test('decideCurrentRound reports the end of the round this node runs in with the
   ];
   for (const [what, state, expected] of table)
     assert.deepEqual(decideCurrentRound({ round: 2, state }), expected, what);
+});
+
+test('decideEvictions evicts only nodes whose host refused the liveness connection', () => {
+  const table: [ProbedNode['result'], boolean][] = [
+    ['refused', true],
+    ['alive', false],
+    ['no-answer', false],
+    ['unreachable', false],
+  ];
+  for (const [result, evicted] of table) {
+    assert.deepEqual(decideEvictions([{ nodeId: 'x', result }]), evicted ? ['x'] : [], result);
+  }
+  assert.deepEqual(
+    decideEvictions([
+      { nodeId: 'a', result: 'refused' },
+      { nodeId: 'b', result: 'no-answer' },
+      { nodeId: 'c', result: 'refused' },
+    ]),
+    ['a', 'c'],
+  );
+});
+
+test('decideFence keeps a node in its round while the lease is confirmed within the TTL, and fences it after', () => {
+  const table: [number, number, ReturnType<typeof decideFence>][] = [
+    // now, confirmed at (send time of the newest confirmed keep-alive), expected with a 2000 ms TTL
+    [1000, 1000, { kind: 'renewed', checkAgainInMs: 2000 }],
+    [2500, 1000, { kind: 'renewed', checkAgainInMs: 500 }],
+    [2999, 1000, { kind: 'renewed', checkAgainInMs: 1 }],
+    [3000, 1000, { kind: 'fence' }],
+    [9000, 1000, { kind: 'fence' }],
+  ];
+  for (const [nowMs, leaseConfirmedAtMs, expected] of table) {
+    assert.deepEqual(
+      decideFence({ nowMs, leaseConfirmedAtMs, leaseTtlMs: 2000 }),
+      expected,
+      `${nowMs} ${leaseConfirmedAtMs}`,
+    );
+  }
 });

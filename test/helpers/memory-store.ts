@@ -1,4 +1,5 @@
-// An in-process Store for world-size-1 NCCL checks (the unique id only has to reach this same process).
+// An in-process Store for world-size-1 NCCL checks (the unique id only has to reach this same process): the GPU
+// check and the fake-NCCL unit test.
 import type { Store } from '../../collective/api.js';
 
 export function memoryStore(): Store {

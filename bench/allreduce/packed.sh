@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# bench/allreduce on a machine without Node.js (e.g. a 16-core GPU host that has PyTorch), like scripts/gpu-check.sh.
+#
+#   bench/allreduce/packed.sh --pack   here (Node.js and the dev dependencies): builds the addon, compiles the
+#                                      benchmark and the collective library into $carry/dist, packs node into
+#                                      $carry/node.xz; copy the repository with $carry to the other machine
+#   bench/allreduce/packed.sh [args]   there: unpacks node (python3's lzma) and runs the compiled run.js with the
+#                                      given arguments (default: --worlds 2,4,8), printing the usual figure lines
+#
+# Needs there: python3 with torch (gloo) for the peer side (torchrun on PATH, or python3 -m torch.distributed.run),
+# Linux. Env: TENSILE_CARRY (default .carry), NODE (a node binary to use instead of the packed one).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+carry=${TENSILE_CARRY:-.carry}
+[[ "$carry" = /* ]] || carry="$PWD/$carry"
+
+pack() {
+  set -e
+  npx node-gyp rebuild -C collective/native >/dev/null 2>&1
+  rm -rf "$carry/dist/bench" "$carry/dist/collective"
+  mkdir -p "$carry"
+  # Compile only what the benchmark needs; tsc still emits on errors elsewhere.
+  npx tsc --ignoreConfig --outDir "$carry/dist" --rootDir . --module NodeNext --moduleResolution NodeNext --target ES2022 \
+    --strict --skipLibCheck --types node --declaration false --sourceMap false \
+    bench/allreduce/run.ts bench/allreduce/tensile-worker.ts bench/allreduce/loopback-node.ts ||
+    echo "bench pack: tsc reported errors (output still emitted)"
+  cp bench/allreduce/*.py "$carry/dist/bench/allreduce/"
+  mkdir -p "$carry/dist/collective/native/build/Release"
+  cp collective/native/build/Release/tensile_native.node "$carry/dist/collective/native/build/Release/"
+  # The compiled ESM needs "type": "module" and the runtime dependencies the collective library imports (zod).
+  echo '{ "type": "module" }' >"$carry/dist/package.json"
+  mkdir -p "$carry/dist/node_modules"
+  for dep in zod; do cp -rL "node_modules/$dep" "$carry/dist/node_modules/"; done
+  if [[ ! -f "$carry/node.xz" || "$(command -v node)" -nt "$carry/node.xz" ]]; then
+    xz -T2 -6 -c "$(command -v node)" >"$carry/node.xz"
+  fi
+  echo "packed into $carry: node.xz ($(du -h "$carry/node.xz" | cut -f1)), dist/ ($(du -sh "$carry/dist" | cut -f1))"
+}
+
+if [[ "${1:-}" == "--pack" ]]; then
+  pack
+  exit $?
+fi
+
+node_bin=${NODE:-}
+if [[ -z "$node_bin" ]]; then
+  if [[ -f "$carry/node.xz" ]]; then
+    python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('$carry/node.xz'),open('/tmp/tensile-node','wb'))" &&
+      chmod +x /tmp/tensile-node && node_bin=/tmp/tensile-node
+  elif command -v node >/dev/null; then
+    node_bin=$(command -v node)
+  fi
+fi
+main="$carry/dist/bench/allreduce/run.js"
+if [[ -z "$node_bin" || ! -f "$main" ]]; then
+  echo "bench/allreduce: no node binary or no $main: run 'bench/allreduce/packed.sh --pack' where Node.js is installed"
+  exit 2
+fi
+echo "# machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), node $("$node_bin" --version)"
+if [[ $# -eq 0 ]]; then set -- --worlds 2,4,8; fi
+# TENSILE_NATIVE_ADDON: the packed addon (the loader's source-tree paths do not exist in the carry).
+TENSILE_NATIVE_ADDON="$carry/dist/collective/native/build/Release/tensile_native.node" \
+  exec "$node_bin" "$main" "$@"

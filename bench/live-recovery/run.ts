@@ -1,0 +1,172 @@
+// bench/live-recovery: live recovery against the restart path and torchrun, with the main job
+// (dist/examples/train/train.js --small) as the worker. Every fault is injected by the job's own --chaos (once per
+// run), which leaves a marker file in the checkpoint directory: its mtime is the moment of the fault. "Training
+// again" is the time the surviving agent logs its recovery record (every local worker ready in the new round, or
+// on the restart path every restarted worker ready after reloading its checkpoint). Steps lost are the agent's.
+//
+// Figures (one run of each, side by side, repeated --repeats N times, default 1; medians):
+//   worker_crash_to_training_again   1 node × 2 workers, rank 1 SIGKILLs itself: live vs --recovery restart
+//   worker_crash_steps_lost          same runs (live vs restart; target: live loses no more, ratio ≤ 1)
+//   node_loss_live_to_training_again 2 agents × 1 worker on etcd, rank 1 SIGKILLs its agent and itself:
+//                                    live vs torchrun etcd-v2 (bench/node-loss's run, PyTorch gloo workers)
+//   node_loss_live_vs_restart        same fault: live vs --recovery restart
+//   node_loss_steps_lost             same runs
+// Usage: npm run build && node --import tsx bench/live-recovery/run.ts [--repeats N]
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { nodeLossOnce } from '../node-loss/run.js';
+import {
+  CLI,
+  figure,
+  killHard,
+  median,
+  repeatsFromArgv,
+  ROOT,
+  startBenchEtcd,
+  type BenchEtcd,
+} from '../lib/figures.js';
+
+const TRAIN = join(ROOT, 'dist/examples/train/train.js');
+const REPEATS = repeatsFromArgv(1);
+const RUN_TIMEOUT_MS = 240_000;
+
+type Mode = 'live' | 'restart';
+
+interface Measured {
+  /** Seconds from the fault to training again. */
+  readonly seconds: number;
+  readonly stepsLost: number;
+}
+
+interface Agent {
+  readonly child: ChildProcess;
+  readonly done: Promise<{ code: number | null; stderr: string }>;
+}
+
+function startAgent(args: readonly string[], chaos: string, dir: string): Agent {
+  const child = spawn(
+    process.execPath,
+    [CLI, 'run', '--log-format', 'json', '--checkpoint-dir', dir, ...args, TRAIN, '--small', '--chaos', chaos],
+    { env: { ...process.env, OMP_NUM_THREADS: '1' }, stdio: ['ignore', 'ignore', 'pipe'], detached: true },
+  );
+  let stderr = '';
+  child.stderr?.on('data', (d: Buffer) => (stderr += d.toString()));
+  const timer = setTimeout(() => child.pid && killHard(child.pid), RUN_TIMEOUT_MS);
+  const done = new Promise<{ code: number | null; stderr: string }>((resolve) =>
+    child.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stderr });
+    }),
+  );
+  return { child, done };
+}
+
+/** The fault's time (the chaos marker's mtime) and the first recovery record logged after it. */
+function measure(dir: string, stderrs: readonly string[], what: string): Measured {
+  const marker = readdirSync(dir).find((f) => f.startsWith('.chaos-'));
+  if (!marker) throw new Error(`${what}: no chaos marker in ${dir}: the fault was not injected`);
+  const faultMs = statSync(join(dir, marker)).mtimeMs;
+  for (const stderr of stderrs) {
+    for (const line of stderr.split('\n')) {
+      // The agent's recovery record (not a worker's `ready`, which carries recoveryMs too).
+      if (!line.includes('"recoveryMs"') || !line.includes('"path"')) continue;
+      const rec = JSON.parse(line) as { time: number; stepsLost: number | null; path: string };
+      return { seconds: (rec.time - faultMs) / 1000, stepsLost: rec.stepsLost ?? NaN };
+    }
+  }
+  throw new Error(`${what}: no agent logged a recovery:\n${stderrs.map((s) => s.slice(-2000)).join('\n---\n')}`);
+}
+
+async function workerCrash(mode: Mode): Promise<Measured> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-live-crash-'));
+  try {
+    const a = startAgent(
+      ['--standalone', '--nproc-per-node', '2', '--max-restarts', '3', '--recovery', mode],
+      '1:60:kill',
+      dir,
+    );
+    const res = await a.done;
+    if (res.code !== 0) throw new Error(`worker crash (${mode}): agent exit ${res.code}\n${res.stderr.slice(-3000)}`);
+    return measure(dir, [res.stderr], `worker crash (${mode})`);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function nodeLoss(mode: Mode, etcd: BenchEtcd, i: number): Promise<Measured> {
+  const dir = mkdtempSync(join(tmpdir(), 'bench-live-node-'));
+  const agents: Agent[] = [];
+  try {
+    for (let n = 0; n < 2; n++) {
+      agents.push(
+        startAgent(
+          [
+            '--nnodes',
+            '1:2',
+            '--nproc-per-node',
+            '1',
+            '--max-restarts',
+            '3',
+            '--rdzv-backend',
+            'etcd',
+            '--rdzv-endpoint',
+            etcd.endpoint,
+            '--rdzv-id',
+            `live-${mode}-${process.pid}-${i}`,
+            '--local-addr',
+            '127.0.0.1',
+            '--recovery',
+            mode,
+          ],
+          '1:60:node',
+          dir,
+        ),
+      );
+    }
+    const results = await Promise.all(agents.map((a) => a.done));
+    if (!results.some((r) => r.code === 0))
+      throw new Error(
+        `node loss (${mode}): no agent finished\n${results.map((r) => r.stderr.slice(-2000)).join('\n')}`,
+      );
+    return measure(
+      dir,
+      results.map((r) => r.stderr),
+      `node loss (${mode})`,
+    );
+  } finally {
+    for (const a of agents) if (a.child.pid) killHard(a.child.pid);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+async function main(): Promise<void> {
+  if (!existsSync(CLI) || !existsSync(TRAIN)) throw new Error(`run npm run build first (${CLI}, ${TRAIN})`);
+  const crash: Record<Mode, Measured[]> = { live: [], restart: [] };
+  const node: Record<Mode, Measured[]> = { live: [], restart: [] };
+  const torchrun: number[] = [];
+  for (let i = 0; i < REPEATS; i++) {
+    for (const mode of ['restart', 'live'] as const) crash[mode].push(await workerCrash(mode));
+    const etcd = await startBenchEtcd(false);
+    try {
+      for (const mode of ['restart', 'live'] as const) node[mode].push(await nodeLoss(mode, etcd, i));
+    } finally {
+      await etcd.stop();
+    }
+    torchrun.push(await nodeLossOnce('torchrun', i));
+  }
+  const secs = (ms: Measured[]): number => median(ms.map((m) => m.seconds));
+  const lost = (ms: Measured[]): number => median(ms.map((m) => m.stepsLost));
+  figure('worker_crash_to_training_again', secs(crash.live), secs(crash.restart), 's', '<=', 0.5);
+  // Steps lost: live must lose none and never more than the restart path (ratio ≤ 1; 0 vs 0 is a ratio of 1).
+  figure('worker_crash_steps_lost', lost(crash.live), lost(crash.restart), 'steps', '<=', 1, 0);
+  figure('node_loss_live_to_training_again', secs(node.live), median(torchrun), 's', '<=', 0.03);
+  figure('node_loss_live_vs_restart', secs(node.live), secs(node.restart), 's', '<=', 0.5);
+  figure('node_loss_steps_lost', lost(node.live), lost(node.restart), 'steps', '<=', 1, 0);
+}
+
+main().catch((err: Error) => {
+  console.error(`bench/live-recovery: ${err.message}`);
+  process.exit(1);
+});

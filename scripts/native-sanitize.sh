@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Builds the native addon with AddressSanitizer and UndefinedBehaviorSanitizer in a scratch copy (the normal build in
+# collective/native/build is left alone) and runs the tests that drive the shared-memory plane and its kernels on it:
+# the kernel unit test, the shm contract suite (3 ranks, small slots: many steps) and the shm fault tests.
+# Usage: scripts/native-sanitize.sh [scratch dir]   (default: a fresh temporary directory, removed afterwards)
+# Exit status: non-zero when the build fails or a test fails (a sanitizer report aborts the process: halt_on_error).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scratch=${1:-$(mktemp -d /tmp/tensile-sanitize-XXXXXX)}
+[[ $# -ge 1 ]] || trap 'rm -rf "$scratch"' EXIT
+mkdir -p "$scratch"
+cp -r collective/native/binding.gyp collective/native/src "$scratch/"
+flags="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined -g -O1"
+echo "== building the addon with $flags in $scratch"
+repo=$PWD
+# Use the headers of the installed node when it ships them (no download); else node-gyp fetches them.
+prefix=$(dirname "$(dirname "$(command -v node)")")
+nodedir=()
+[[ -f "$prefix/include/node/node_api.h" ]] && nodedir=(--nodedir="$prefix")
+(cd "$scratch" && NODE_PATH="$repo/node_modules" CXXFLAGS="$flags" LDFLAGS="-fsanitize=address,undefined" "$repo/node_modules/.bin/node-gyp" rebuild "${nodedir[@]}" >build.log 2>&1) ||
+  { tail -30 "$scratch/build.log"; exit 1; }
+addon="$scratch/build/Release/tensile_native.node"
+# Node itself is not instrumented: the ASan runtime must come first in the process (LD_PRELOAD), and leak checking is
+# off (V8 keeps allocations to the end by design).
+export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0
+export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+export TENSILE_NATIVE_ADDON="$addon"
+echo "== tests on the sanitized addon"
+node scripts/run-tests.mjs test/unit/native/shm-reduce.test.ts test/integration/collective/shm-faults.test.ts
+TEST_WORLDS=3,6 node scripts/run-tests.mjs test/integration/collective/shm-matrix.test.ts
+echo "== sanitized run passed"

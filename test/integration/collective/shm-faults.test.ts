@@ -1,0 +1,68 @@
+import assert from 'node:assert/strict';
+import { readdirSync, readFileSync } from 'node:fs';
+import { describe, it } from 'node:test';
+import { allExited, spawnWorld } from './spawn-world.js';
+
+type Res = { name: string; ok: boolean; detail?: string };
+const tensileShm = (): string[] => readdirSync('/dev/shm').filter((f) => /tensile/i.test(f));
+
+describe('failures on the native shared-memory plane', () => {
+  it('a peer SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming it, and nothing is left in /dev/shm', async (t) => {
+    const before = tensileShm();
+    // No TENSILE_COLLECTIVE_TRANSPORT: all ranks on one host with the addon built choose the plane by themselves.
+    const world = await spawnWorld(3, 'kill', { TEST_OP_TIMEOUT_MS: '20000' });
+    t.after(() => world.kill());
+    const planes = await Promise.all(
+      world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
+    );
+    assert.deepEqual(
+      planes.map((l) => l.dataPlane),
+      ['shm', 'shm', 'shm'],
+      'the automatic choice on one host is the shared-memory plane',
+    );
+    const victim = world.workers[1]!;
+    await victim.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
+    // The segment is an anonymous memfd: mapped by the ranks, never a file in /dev/shm.
+    const maps = readFileSync(`/proc/${victim.child.pid}/maps`, 'utf8');
+    assert.match(maps, /memfd:tensile-shm/, 'the victim maps the group segment as a memfd');
+    victim.child.kill('SIGKILL');
+    const survivors = [world.workers[0]!, world.workers[2]!];
+    const lines = await Promise.all(survivors.map((w) => w.waitFor((l) => 'code' in l || 'fatal' in l, 30_000)));
+    for (const line of lines) {
+      assert.equal(line.code, 'PEER_LOST', JSON.stringify(line));
+      assert.equal(line.peerRank, 1, JSON.stringify(line));
+      assert.match(String(line.message), /rank 1/);
+      assert.equal(line.laterCode, 'PEER_LOST', 'a later op rejects at once too');
+    }
+    const codes = await allExited(world, 20_000);
+    assert.deepEqual([codes[0], codes[2]], [0, 0], 'survivors exit with code 0 and no dangling handles');
+    assert.deepEqual(tensileShm(), before, '/dev/shm holds no tensile segment afterwards');
+  });
+
+  for (const mode of ['collective-abort', 'collective-timeout'] as const) {
+    for (const transport of ['native', 'js'] as const) {
+      const what =
+        mode === 'collective-abort'
+          ? 'abort during a pending allreduce rejects it with ABORTED and the late peer gets PEER_LOST naming the aborter'
+          : 'an allreduce past its timeout rejects with TIMEOUT and the late peer gets PEER_LOST naming it';
+      it(`${what} (${transport} data plane)`, async (t) => {
+        const world = await spawnWorld(2, mode, { TENSILE_COLLECTIVE_TRANSPORT: transport });
+        t.after(() => world.kill());
+        const lines = await Promise.all(
+          world.workers.map((w) => w.waitFor((l) => 'results' in l || 'fatal' in l, 60_000)),
+        );
+        for (const line of lines) {
+          assert.equal(line.fatal, undefined, String(line.fatal));
+          assert.equal(line.dataPlane, transport === 'native' ? 'shm' : 'js');
+          const res = line.results as Res[];
+          assert.ok(res.length >= 1);
+          assert.deepEqual(
+            res.filter((r) => !r.ok),
+            [],
+          );
+        }
+        assert.deepEqual(await allExited(world, 20_000), [0, 0]);
+      });
+    }
+  }
+});
