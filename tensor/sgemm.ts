@@ -5,6 +5,9 @@
 // op(A) is m×k, op(B) is k×n, C is m×n. `a`, `b`, `c` may be subarrays (views) of larger buffers.
 import type { Blas } from './api.js';
 
+/** The cblas_sgemm signature, declared once in `collective/native/addon.ts`. */
+type Sgemm = Blas['sgemm'];
+
 let packA = new Float32Array(0);
 let packB = new Float32Array(0);
 const edge = new Float64Array(16);
@@ -72,21 +75,7 @@ function store(c: Float32Array, o: number, v: number, alpha: number, beta: numbe
  * Portable kernel: packs both operands into 4-wide panels, then a 4×4 register-tiled micro-kernel accumulates
  * 16 outputs over KC-deep slices of K. No allocation per call beyond growing the two reusable packing buffers.
  */
-export function jsSgemm(
-  transA: boolean,
-  transB: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: Float32Array,
-  lda: number,
-  b: Float32Array,
-  ldb: number,
-  beta: number,
-  c: Float32Array,
-  ldc: number,
-): void {
+export const jsSgemm: Sgemm = function jsSgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
   if (m === 0 || n === 0) return;
   if (k === 0 || alpha === 0) {
     for (let i = 0; i < m; i++) {
@@ -144,7 +133,7 @@ export function jsSgemm(
       }
     }
   }
-}
+};
 
 let active: Blas | null = null;
 let loaded = false;
@@ -200,24 +189,10 @@ export function blasName(): string {
   return active === null ? 'js' : active.name;
 }
 
-export function sgemm(
-  transA: boolean,
-  transB: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: Float32Array,
-  lda: number,
-  b: Float32Array,
-  ldb: number,
-  beta: number,
-  c: Float32Array,
-  ldc: number,
-): void {
+export const sgemm: Sgemm = function sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc) {
   if (active !== null && m * n * k >= 4096) {
     active.sgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   } else {
     jsSgemm(transA, transB, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
   }
-}
+};

@@ -93,24 +93,30 @@ export const ShmOp = { sum: 0, prod: 1, min: 2, max: 3, avg: 4 } as const;
 /** A send or receive buffer: device memory, or a host typed array (staged through device scratch memory). */
 export type NativeBuffer = NativeDeviceBuffer | ArrayBufferView | undefined;
 
+/**
+ * The cblas_sgemm(CblasRowMajor, ...) call shape: C = alpha·op(A)·op(B) + beta·C, op(A) m×k, op(B) k×n, C m×n.
+ * The one declaration of this signature: the addon, `Blas.sgemm` and the tensor kernels all take it.
+ */
+export type SgemmFn = (
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  alpha: number,
+  a: Float32Array,
+  lda: number,
+  b: Float32Array,
+  ldb: number,
+  beta: number,
+  c: Float32Array,
+  ldc: number,
+) => void;
+
 export interface NativeAddon {
   abiVersion: number;
   blasLoad(): NativeBlasStatus;
-  blasSgemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: Float32Array,
-    lda: number,
-    b: Float32Array,
-    ldb: number,
-    beta: number,
-    c: Float32Array,
-    ldc: number,
-  ): void;
+  blasSgemm: SgemmFn;
   blasSaxpy(n: number, alpha: number, x: Float32Array, y: Float32Array): void;
   blasSscal(n: number, alpha: number, x: Float32Array): void;
   blasSetThreads(n: number): boolean;

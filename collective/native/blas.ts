@@ -1,6 +1,8 @@
 // BLAS for the tensor library: cblas_sgemm (and saxpy/sscal) from the system's OpenBLAS, through the native addon.
 // `loadBlas()` returns null when the addon or a CBLAS library is missing; callers then use their JS kernels.
-import { loadAddon, type NativeAddon } from './addon.js';
+import { loadAddon, type NativeAddon, type SgemmFn } from './addon.js';
+
+export type { SgemmFn } from './addon.js';
 
 export interface Blas {
   /** The library in use, e.g. 'OpenBLAS 0.3.21 DYNAMIC_ARCH ...'. */
@@ -10,21 +12,7 @@ export interface Blas {
    * arrays' memory directly (subarrays included). op(A) is m×k, op(B) is k×n, C is m×n. Throws RangeError when a
    * dimension is negative or an array is too short for its shape and leading dimension.
    */
-  sgemm(
-    transA: boolean,
-    transB: boolean,
-    m: number,
-    n: number,
-    k: number,
-    alpha: number,
-    a: Float32Array,
-    lda: number,
-    b: Float32Array,
-    ldb: number,
-    beta: number,
-    c: Float32Array,
-    ldc: number,
-  ): void;
+  sgemm: SgemmFn;
   /** y = alpha·x + y over the first n elements. */
   saxpy(n: number, alpha: number, x: Float32Array, y: Float32Array): void;
   /** x = alpha·x over the first n elements. */

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { blasThreadsFromEnv, blasUnavailableReason, loadBlas } from '../../../collective/native/blas.js';
+import { blasThreadsFromEnv, blasUnavailableReason, loadBlas, type SgemmFn } from '../../../collective/native/blas.js';
 
 // Deterministic pseudo-random fill so that failures reproduce.
 function fill(n: number, seed: number): Float32Array {
@@ -15,21 +15,7 @@ function fill(n: number, seed: number): Float32Array {
 }
 
 // Reference row-major GEMM in float64.
-function naive(
-  ta: boolean,
-  tb: boolean,
-  m: number,
-  n: number,
-  k: number,
-  alpha: number,
-  a: Float32Array,
-  lda: number,
-  b: Float32Array,
-  ldb: number,
-  beta: number,
-  c: Float32Array,
-  ldc: number,
-): Float64Array {
+function naive(...[ta, tb, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc]: Parameters<SgemmFn>): Float64Array {
   const out = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
