@@ -135,3 +135,44 @@ export function sameKind(a: TcpBuffer, b: HostBuffer, op: string): void {
       },
     );
 }
+
+/** Throws INVALID_ARGUMENT unless `root` is a rank of a group of `worldSize`. */
+export function checkRoot(root: number, worldSize: number, op: string): void {
+  if (!Number.isInteger(root) || root < 0 || root >= worldSize)
+    throw new CollectiveError('INVALID_ARGUMENT', `${op}: root ${root}: expected an integer in [0, ${worldSize})`, {
+      op,
+    });
+}
+
+/**
+ * How a two-buffer collective's lengths relate: 'same' (allreduceInto), 'gather' (output = input × worldSize),
+ * 'scatter' (input = output × worldSize).
+ */
+export type PairShape = 'same' | 'gather' | 'scatter';
+
+/**
+ * Validates the operands of a two-buffer collective, in this order: each a TCP-capable buffer, both one type, the
+ * lengths related as `shape` says; throws INVALID_ARGUMENT naming the lengths otherwise.
+ */
+export function pairOperands(
+  input: HostBuffer,
+  output: HostBuffer,
+  opts: CollectiveOptions | undefined,
+  op: string,
+  shape: PairShape,
+  worldSize: number,
+): { inp: TcpBuffer; out: TcpBuffer } {
+  const inp = tcpDType(input, opts, op);
+  const out = tcpDType(output, opts, op);
+  sameKind(inp, out, op);
+  let problem: string | null = null;
+  if (shape === 'same' && out.length !== inp.length) {
+    problem = `output.length ${out.length} must equal input.length ${inp.length}`;
+  } else if (shape === 'gather' && out.length !== inp.length * worldSize) {
+    problem = `output.length ${out.length} must equal input.length ${inp.length} × worldSize ${worldSize}`;
+  } else if (shape === 'scatter' && inp.length !== out.length * worldSize) {
+    problem = `input.length ${inp.length} must equal output.length ${out.length} × worldSize ${worldSize}`;
+  }
+  if (problem !== null) throw new CollectiveError('INVALID_ARGUMENT', `${op}: ${problem}`, { op });
+  return { inp, out };
+}

@@ -27,7 +27,7 @@ import {
   type Store,
 } from './api.js';
 import { loadAddon, ShmDType, ShmKind, ShmOp, type NativeAddon, type NativeShmGroup } from './native/addon.js';
-import { checkReduceOp, sameKind, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
 export type TransportChoice = 'js' | 'native';
@@ -274,15 +274,6 @@ export class ShmProcessGroup implements ProcessGroup {
     return Promise.reject(e);
   }
 
-  private checkRoot(root: number, op: string): void {
-    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize)
-      throw new CollectiveError(
-        'INVALID_ARGUMENT',
-        `${op}: root ${root}: expected an integer in [0, ${this.worldSize})`,
-        { op },
-      );
-  }
-
   allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
     try {
       const b = tcpDType(buf, opts, 'allreduce');
@@ -295,15 +286,7 @@ export class ShmProcessGroup implements ProcessGroup {
 
   allreduceInto<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
     try {
-      const inp = tcpDType(input, opts, 'allreduceInto');
-      const out = tcpDType(output, opts, 'allreduceInto');
-      sameKind(inp, out, 'allreduceInto');
-      if (inp.length !== out.length)
-        throw new CollectiveError(
-          'INVALID_ARGUMENT',
-          `allreduceInto: output.length ${out.length} must equal input.length ${inp.length}`,
-          { op: 'allreduceInto' },
-        );
+      const { inp, out } = pairOperands(input, output, opts, 'allreduceInto', 'same', this.worldSize);
       const rop = ShmOp[checkReduceOp(op, 'allreduceInto')];
       return this.submit('allreduceInto', opts, ShmKind.allreduce, DTYPE_OF(inp), rop, 0, inp.length, inp, out, output);
     } catch (e) {
@@ -314,7 +297,7 @@ export class ShmProcessGroup implements ProcessGroup {
   broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T> {
     try {
       const b = tcpDType(buf, opts, 'broadcast');
-      this.checkRoot(root, 'broadcast');
+      checkRoot(root, this.worldSize, 'broadcast');
       return this.submit('broadcast', opts, ShmKind.broadcast, DTYPE_OF(b), 0, root, b.length, undefined, b, buf);
     } catch (e) {
       return this.reject(e);
@@ -324,7 +307,7 @@ export class ShmProcessGroup implements ProcessGroup {
   reduce<T extends HostBuffer>(buf: T, root: number, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
     try {
       const b = tcpDType(buf, opts, 'reduce');
-      this.checkRoot(root, 'reduce');
+      checkRoot(root, this.worldSize, 'reduce');
       const rop = ShmOp[checkReduceOp(op, 'reduce')];
       return this.submit('reduce', opts, ShmKind.reduce, DTYPE_OF(b), rop, root, b.length, b, b, buf);
     } catch (e) {
@@ -334,15 +317,7 @@ export class ShmProcessGroup implements ProcessGroup {
 
   allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T> {
     try {
-      const inp = tcpDType(input, opts, 'allgather');
-      const out = tcpDType(output, opts, 'allgather');
-      sameKind(inp, out, 'allgather');
-      if (out.length !== inp.length * this.worldSize)
-        throw new CollectiveError(
-          'INVALID_ARGUMENT',
-          `allgather: output.length ${out.length} must equal input.length ${inp.length} × worldSize ${this.worldSize}`,
-          { op: 'allgather' },
-        );
+      const { inp, out } = pairOperands(input, output, opts, 'allgather', 'gather', this.worldSize);
       return this.submit('allgather', opts, ShmKind.allgather, DTYPE_OF(inp), 0, 0, inp.length, inp, out, output);
     } catch (e) {
       return this.reject(e);
@@ -351,15 +326,7 @@ export class ShmProcessGroup implements ProcessGroup {
 
   reduceScatter<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
     try {
-      const inp = tcpDType(input, opts, 'reduceScatter');
-      const out = tcpDType(output, opts, 'reduceScatter');
-      sameKind(inp, out, 'reduceScatter');
-      if (inp.length !== out.length * this.worldSize)
-        throw new CollectiveError(
-          'INVALID_ARGUMENT',
-          `reduceScatter: input.length ${inp.length} must equal output.length ${out.length} × worldSize ${this.worldSize}`,
-          { op: 'reduceScatter' },
-        );
+      const { inp, out } = pairOperands(input, output, opts, 'reduceScatter', 'scatter', this.worldSize);
       const rop = ShmOp[checkReduceOp(op, 'reduceScatter')];
       return this.submit(
         'reduceScatter',

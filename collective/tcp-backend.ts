@@ -20,7 +20,16 @@ import {
   type ReduceOp,
   type Store,
 } from './api.js';
-import { bytesOf, checkReduceOp, finishAvg, reduceInto, sameKind, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import {
+  bytesOf,
+  checkReduceOp,
+  checkRoot,
+  finishAvg,
+  pairOperands,
+  reduceInto,
+  tcpDType,
+  type TcpBuffer,
+} from './reduce-ops.js';
 import { openShmPlane, ShmProcessGroup, type ShmTuning, type TransportChoice } from './shm-plane.js';
 import { P2P_SEQ, TcpTransport } from './tcp-transport.js';
 
@@ -192,15 +201,6 @@ class TcpProcessGroup implements ProcessGroup {
     return this.transport.recv(this.ranks[peer]!, this.groupId, seq, step, bytesOf(buf));
   }
 
-  private checkRoot(root: number, op: string): void {
-    if (!Number.isInteger(root) || root < 0 || root >= this.worldSize)
-      throw new CollectiveError(
-        'INVALID_ARGUMENT',
-        `${op}: root ${root}: expected an integer in [0, ${this.worldSize})`,
-        { op },
-      );
-  }
-
   // ---- collectives -------------------------------------------------------------------------------------------
 
   allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
@@ -218,17 +218,7 @@ class TcpProcessGroup implements ProcessGroup {
 
   allreduceInto<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
     try {
-      const inp = tcpDType(input, opts, 'allreduceInto');
-      const out = tcpDType(output, opts, 'allreduceInto');
-      sameKind(inp, out, 'allreduceInto');
-      if (inp.length !== out.length)
-        throw new CollectiveError(
-          'INVALID_ARGUMENT',
-          `allreduceInto: output.length ${out.length} must equal input.length ${inp.length}`,
-          {
-            op: 'allreduceInto',
-          },
-        );
+      const { inp, out } = pairOperands(input, output, opts, 'allreduceInto', 'same', this.worldSize);
       const rop = checkReduceOp(op, 'allreduceInto');
       return this.run('allreduceInto', opts, async (seq) => {
         if (out !== inp) out.set(inp);
@@ -347,16 +337,8 @@ class TcpProcessGroup implements ProcessGroup {
 
   reduceScatter<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
     try {
-      const inp = tcpDType(input, opts, 'reduceScatter');
-      const out = tcpDType(output, opts, 'reduceScatter');
-      sameKind(inp, out, 'reduceScatter');
+      const { inp, out } = pairOperands(input, output, opts, 'reduceScatter', 'scatter', this.worldSize);
       const m = out.length;
-      if (inp.length !== m * this.worldSize)
-        throw new CollectiveError(
-          'INVALID_ARGUMENT',
-          `reduceScatter: input.length ${inp.length} must equal output.length ${m} × worldSize ${this.worldSize}`,
-          { op: 'reduceScatter' },
-        );
       const rop = checkReduceOp(op, 'reduceScatter');
       return this.run('reduceScatter', opts, async (seq) => {
         const acc = inp.slice();
@@ -381,16 +363,8 @@ class TcpProcessGroup implements ProcessGroup {
 
   allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T> {
     try {
-      const inp = tcpDType(input, opts, 'allgather');
-      const out = tcpDType(output, opts, 'allgather');
-      sameKind(inp, out, 'allgather');
+      const { inp, out } = pairOperands(input, output, opts, 'allgather', 'gather', this.worldSize);
       const m = inp.length;
-      if (out.length !== m * this.worldSize)
-        throw new CollectiveError(
-          'INVALID_ARGUMENT',
-          `allgather: output.length ${out.length} must equal input.length ${m} × worldSize ${this.worldSize}`,
-          { op: 'allgather' },
-        );
       return this.run('allgather', opts, async (seq) => {
         out.set(inp, this.rank * m);
         if (this.worldSize > 1)
@@ -413,7 +387,7 @@ class TcpProcessGroup implements ProcessGroup {
   broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T> {
     try {
       const b = tcpDType(buf, opts, 'broadcast');
-      this.checkRoot(root, 'broadcast');
+      checkRoot(root, this.worldSize, 'broadcast');
       return this.run('broadcast', opts, async (seq) => {
         const n = this.worldSize;
         const vr = mod(this.rank - root, n);
@@ -439,7 +413,7 @@ class TcpProcessGroup implements ProcessGroup {
   reduce<T extends HostBuffer>(buf: T, root: number, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
     try {
       const b = tcpDType(buf, opts, 'reduce');
-      this.checkRoot(root, 'reduce');
+      checkRoot(root, this.worldSize, 'reduce');
       const rop = checkReduceOp(op, 'reduce');
       return this.run('reduce', opts, async (seq) => {
         const n = this.worldSize;
