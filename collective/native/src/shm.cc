@@ -212,6 +212,8 @@ struct Group {
   bool TakeRequested();
   void Publish(bool ready, uint32_t s);
   bool CheckDescriptors(Task* t);
+  bool Arrive(Task* t, uint32_t s, bool first);
+  bool StepIn(Task* t, bool first, size_t off, size_t len, uint32_t* s);
   void Die(const Result& why, uint32_t publish);
   void WakeAll();
 };
@@ -408,6 +410,29 @@ bool Group::IsSingleStep(const Task* t) const {
   return (t->kind == kAllReduce || t->kind == kReduce) && bytes <= small_bytes && bytes <= slot;
 }
 
+// After this rank published step `s`'s input: waits until every rank has, and on an op's first step checks that all
+// describe the same op; on a mismatch publishes `reduced` for the step (so that no peer waits on this rank) and
+// returns false (t->result says why).
+bool Group::Arrive(Task* t, uint32_t s, bool first) {
+  if (!WaitAll(true, s, t)) return false;
+  if (first && !CheckDescriptors(t)) {
+    Publish(false, s);
+    return false;
+  }
+  return true;
+}
+
+// One pipelined step of an op that stages its send buffer as is: begins the step (`*s` its number), copies `len`
+// elements from element `off` of the send buffer into this rank's input slot, publishes it and arrives.
+bool Group::StepIn(Task* t, bool first, size_t off, size_t len, uint32_t* s) {
+  const size_t es = DtypeSize(t->dtype);
+  if (!Begin(t, first)) return false;
+  *s = step;
+  if (len > 0) std::memcpy(in(rank), t->send + off * es, len * es);
+  Publish(true, *s);
+  return Arrive(t, *s, first);
+}
+
 bool Group::RunSmall(Task* t) {
   const size_t es = DtypeSize(t->dtype);
   if (t->stage == 0) {
@@ -416,11 +441,7 @@ bool Group::RunSmall(Task* t) {
     Publish(true, step);
   }
   const uint32_t s = step;
-  if (!WaitAll(true, s, t)) return false;
-  if (!CheckDescriptors(t)) {
-    Publish(false, s);
-    return false;
-  }
+  if (!Arrive(t, s, true)) return false;
   if (t->kind != kBarrier && (t->kind == kAllReduce || rank == t->root)) {
     const void* srcs[256];
     for (int q = 0; q < world; q++) srcs[q] = in(q);
@@ -474,15 +495,8 @@ bool Group::RunAllReduce(Task* t, bool to_root_only) {
   bool first = true;
   do {
     const size_t len = std::min(per_step, t->count - off);
-    if (!Begin(t, first)) return false;
-    const uint32_t s = step;
-    if (len > 0) std::memcpy(in(rank), t->send + off * es, len * es);
-    Publish(true, s);
-    if (!WaitAll(true, s, t)) return false;
-    if (first && !CheckDescriptors(t)) {
-      Publish(false, s);
-      return false;
-    }
+    uint32_t s;
+    if (!StepIn(t, first, off, len, &s)) return false;
     first = false;
     const void* srcs[256];
     if (small) {
@@ -540,15 +554,8 @@ bool Group::RunAllGather(Task* t) {
   bool first = true;
   do {
     const size_t len = std::min(per_step, t->count - off);
-    if (!Begin(t, first)) return false;
-    const uint32_t s = step;
-    if (len > 0) std::memcpy(in(rank), t->send + off * es, len * es);
-    Publish(true, s);
-    if (!WaitAll(true, s, t)) return false;
-    if (first && !CheckDescriptors(t)) {
-      Publish(false, s);
-      return false;
-    }
+    uint32_t s;
+    if (!StepIn(t, first, off, len, &s)) return false;
     first = false;
     for (int q = 0; q < world && len > 0; q++) {
       uint8_t* dst = t->recv + (q * t->count + off) * es;
@@ -573,11 +580,7 @@ bool Group::RunReduceScatter(Task* t) {
     for (int j = 0; j < world && len > 0; j++)
       std::memcpy(in(rank) + j * len * es, t->send + (j * t->count + off) * es, len * es);
     Publish(true, s);
-    if (!WaitAll(true, s, t)) return false;
-    if (first && !CheckDescriptors(t)) {
-      Publish(false, s);
-      return false;
-    }
+    if (!Arrive(t, s, first)) return false;
     first = false;
     const void* srcs[256];
     for (int q = 0; q < world; q++) srcs[q] = in(q) + rank * len * es;
