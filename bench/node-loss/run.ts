@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
+import { tensileAgentCommand, torchrunAgentCommand } from '../lib/elastic-launch.js';
 import { CLI, figure, killHard, median, sleep, startBenchEtcd, until, repeatsFromArgv, ROOT } from '../lib/figures.js';
 
 const WORKER = join(ROOT, 'bench/node-loss/worker.py');
@@ -15,56 +16,8 @@ const REPEATS = repeatsFromArgv();
 export type Peer = 'tensile' | 'torchrun';
 
 function agentCommand(peer: Peer, endpoint: string, runId: string): [string, string[]] {
-  if (peer === 'tensile') {
-    return [
-      process.execPath,
-      [
-        CLI,
-        'run',
-        '--nnodes',
-        '1:2',
-        '--nproc-per-node',
-        '1',
-        '--max-restarts',
-        '3',
-        '--rdzv-backend',
-        'etcd',
-        '--rdzv-endpoint',
-        endpoint,
-        '--rdzv-id',
-        runId,
-        '--local-addr',
-        '127.0.0.1',
-        '--log-level',
-        'warn',
-        WORKER,
-      ],
-    ];
-  }
-  return [
-    '/usr/bin/torchrun',
-    [
-      '--nnodes',
-      '1:2',
-      '--nproc_per_node',
-      '1',
-      '--max_restarts',
-      '3',
-      '--rdzv_backend',
-      'etcd-v2',
-      '--rdzv_endpoint',
-      endpoint,
-      '--rdzv_id',
-      runId,
-      '--monitor_interval',
-      '0.1',
-      '-r',
-      '1',
-      '-t',
-      '1',
-      WORKER,
-    ],
-  ];
+  const launch = { nnodes: '1:2', nprocPerNode: 1, maxRestarts: 3, endpoint, runId, script: WORKER };
+  return peer === 'tensile' ? tensileAgentCommand(launch) : torchrunAgentCommand(launch, 'etcd-v2');
 }
 
 /** One node-loss run of `peer`: seconds from the SIGKILL to the survivor's first allreduce at world size 1. */

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { tensileAgentCommand, torchrunAgentCommand } from '../lib/elastic-launch.js';
 import { CLI, figure, freePort, median, startBenchEtcd, until, repeatsFromArgv, ROOT } from '../lib/figures.js';
 
 const WORKER = join(ROOT, 'bench/launch/worker.py');
@@ -13,56 +14,9 @@ const REPEATS = repeatsFromArgv();
 type Peer = 'tensile' | 'torchrun-etcd-v2' | 'torchrun-c10d';
 
 function agentCommand(peer: Peer, endpoint: string, runId: string): [string, string[]] {
-  if (peer === 'tensile') {
-    return [
-      process.execPath,
-      [
-        CLI,
-        'run',
-        '--nnodes',
-        '2:3',
-        '--nproc-per-node',
-        '2',
-        '--rdzv-backend',
-        'etcd',
-        '--rdzv-endpoint',
-        endpoint,
-        '--rdzv-id',
-        runId,
-        '--rdzv-conf',
-        'last_call_timeout=1',
-        '--local-addr',
-        '127.0.0.1',
-        '--log-level',
-        'warn',
-        WORKER,
-      ],
-    ];
-  }
-  return [
-    '/usr/bin/torchrun',
-    [
-      '--nnodes',
-      '2:3',
-      '--nproc_per_node',
-      '2',
-      '--rdzv_backend',
-      peer === 'torchrun-c10d' ? 'c10d' : 'etcd-v2',
-      '--rdzv_endpoint',
-      endpoint,
-      '--rdzv_id',
-      runId,
-      '--rdzv_conf',
-      'last_call_timeout=1',
-      '--monitor_interval',
-      '0.1',
-      '-r',
-      '1',
-      '-t',
-      '1',
-      WORKER,
-    ],
-  ];
+  const launch = { nnodes: '2:3', nprocPerNode: 2, endpoint, runId, rdzvConf: 'last_call_timeout=1', script: WORKER };
+  if (peer === 'tensile') return tensileAgentCommand(launch);
+  return torchrunAgentCommand(launch, peer === 'torchrun-c10d' ? 'c10d' : 'etcd-v2');
 }
 
 async function once(peer: Peer, i: number): Promise<number> {
