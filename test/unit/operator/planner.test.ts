@@ -74,6 +74,13 @@ const kinds = (actions: readonly Action[]) =>
           : a.type,
   );
 
+/** The actions tearing the 3-worker job down: its pods at `indexes` deleted for `reason`, then all three services. */
+const teardown = (reason: string, indexes: readonly number[] = [0, 1, 2]) => [
+  ...indexes.map((i) => `deletePod:job-worker-${i}:${reason}`),
+  ...services3.map((name) => `deleteService:${name}`),
+];
+const failedCondition = (p: ReturnType<typeof planReconcile>) => p.status.conditions?.find((c) => c.type === 'Failed');
+
 describe('planReconcile', () => {
   const table: Array<{
     name: string;
@@ -170,16 +177,10 @@ describe('planReconcile', () => {
         status: { ...runningStatus, failures: 1 },
         pods: [running3[0]!, pod(1, 'Failed', { exitCode: 2 }), running3[2]!],
       }),
-      actions: [
-        'deletePod:job-worker-0:finished',
-        'deletePod:job-worker-2:finished',
-        'deleteService:job-worker-0',
-        'deleteService:job-worker-1',
-        'deleteService:job-worker-2',
-      ],
+      actions: teardown('finished', [0, 2]),
       state: 'Failed',
       check: (p) => {
-        const failed = p.status.conditions?.find((c) => c.type === 'Failed');
+        const failed = failedCondition(p);
         assert.equal(failed?.reason, 'BackoffLimitExceeded');
         assert.equal(p.status.conditions?.find((c) => c.type === 'Running')?.status, 'False');
         assert.ok(p.status.completionTime !== undefined);
@@ -227,16 +228,10 @@ describe('planReconcile', () => {
           running3[2]!,
         ],
       }),
-      actions: [
-        'deletePod:job-worker-0:finished',
-        'deletePod:job-worker-2:finished',
-        'deleteService:job-worker-0',
-        'deleteService:job-worker-1',
-        'deleteService:job-worker-2',
-      ],
+      actions: teardown('finished', [0, 2]),
       state: 'Failed',
       check: (p) => {
-        const failed = p.status.conditions?.find((c) => c.type === 'Failed');
+        const failed = failedCondition(p);
         assert.equal(failed?.reason, 'BackoffLimitExceeded');
         assert.equal(
           failed?.message,
@@ -250,17 +245,10 @@ describe('planReconcile', () => {
         rawSpec: { ...spec(), replicaSpecs: { Worker: { ...spec().replicaSpecs.Worker, restartPolicy: 'Never' } } },
         pods: [running3[0]!, pod(1, 'Pending', { startFailure: 'InvalidImageName' }), running3[2]!],
       }),
-      actions: [
-        'deletePod:job-worker-0:finished',
-        'deletePod:job-worker-1:finished',
-        'deletePod:job-worker-2:finished',
-        'deleteService:job-worker-0',
-        'deleteService:job-worker-1',
-        'deleteService:job-worker-2',
-      ],
+      actions: teardown('finished'),
       state: 'Failed',
       check: (p) => {
-        const failed = p.status.conditions?.find((c) => c.type === 'Failed');
+        const failed = failedCondition(p);
         assert.equal(failed?.reason, 'WorkerCannotStart');
         assert.equal(failed?.message, 'job-worker-1 cannot start: InvalidImageName (restartPolicy is Never)');
       },
@@ -285,15 +273,9 @@ describe('planReconcile', () => {
         rawSpec: { ...spec(), replicaSpecs: { Worker: { ...spec().replicaSpecs.Worker, restartPolicy: 'Never' } } },
         pods: [running3[0]!, pod(1, 'Failed', { exitCode: 1 }), running3[2]!],
       }),
-      actions: [
-        'deletePod:job-worker-0:finished',
-        'deletePod:job-worker-2:finished',
-        'deleteService:job-worker-0',
-        'deleteService:job-worker-1',
-        'deleteService:job-worker-2',
-      ],
+      actions: teardown('finished', [0, 2]),
       state: 'Failed',
-      check: (p) => assert.equal(p.status.conditions?.find((c) => c.type === 'Failed')?.reason, 'WorkerFailed'),
+      check: (p) => assert.equal(failedCondition(p)?.reason, 'WorkerFailed'),
     },
     {
       name: 'below min starts the timeout clock and asks to be requeued when it ends',
@@ -314,16 +296,9 @@ describe('planReconcile', () => {
         status: { ...runningStatus, state: 'Restarting', belowMinSince: new Date(T0).toISOString() },
         pods: [running3[0]!, pod(1, 'Pending'), pod(2, 'Pending')],
       }),
-      actions: [
-        'deletePod:job-worker-0:finished',
-        'deletePod:job-worker-1:finished',
-        'deletePod:job-worker-2:finished',
-        'deleteService:job-worker-0',
-        'deleteService:job-worker-1',
-        'deleteService:job-worker-2',
-      ],
+      actions: teardown('finished'),
       state: 'Failed',
-      check: (p) => assert.equal(p.status.conditions?.find((c) => c.type === 'Failed')?.reason, 'BelowMinReplicas'),
+      check: (p) => assert.equal(failedCondition(p)?.reason, 'BelowMinReplicas'),
     },
     {
       name: 'scaling down deletes the pods and services above the new size',
@@ -354,14 +329,7 @@ describe('planReconcile', () => {
         rawSpec: spec({ cleanPodPolicy: 'All' }),
         pods: [pod(0, 'Succeeded'), pod(1, 'Succeeded'), pod(2, 'Succeeded')],
       }),
-      actions: [
-        'deletePod:job-worker-0:finished',
-        'deletePod:job-worker-1:finished',
-        'deletePod:job-worker-2:finished',
-        'deleteService:job-worker-0',
-        'deleteService:job-worker-1',
-        'deleteService:job-worker-2',
-      ],
+      actions: teardown('finished'),
       state: 'Succeeded',
     },
     {
@@ -389,19 +357,12 @@ describe('planReconcile', () => {
       snap: snap({ rawSpec: spec({ activeDeadlineSeconds: 5, cleanPodPolicy: 'None' }) }),
       actions: [],
       state: 'Failed',
-      check: (p) => assert.equal(p.status.conditions?.find((c) => c.type === 'Failed')?.reason, 'DeadlineExceeded'),
+      check: (p) => assert.equal(failedCondition(p)?.reason, 'DeadlineExceeded'),
     },
     {
       name: 'suspend deletes every pod and service and marks the job Suspended',
       snap: snap({ rawSpec: spec({ suspend: true }) }),
-      actions: [
-        'deletePod:job-worker-0:suspended',
-        'deletePod:job-worker-1:suspended',
-        'deletePod:job-worker-2:suspended',
-        'deleteService:job-worker-0',
-        'deleteService:job-worker-1',
-        'deleteService:job-worker-2',
-      ],
+      actions: teardown('suspended'),
       state: 'Suspended',
       check: (p) => assert.equal(p.status.conditions?.find((c) => c.type === 'Suspended')?.status, 'True'),
     },
@@ -411,10 +372,7 @@ describe('planReconcile', () => {
       actions: [],
       state: 'Failed',
       check: (p) =>
-        assert.match(
-          p.status.conditions?.find((c) => c.type === 'Failed')?.message ?? '',
-          /spec\.minReplicas: 4 must be ≤ spec\.maxReplicas \(2\)/,
-        ),
+        assert.match(failedCondition(p)?.message ?? '', /spec\.minReplicas: 4 must be ≤ spec\.maxReplicas \(2\)/),
     },
     {
       name: 'a Failed job stays Failed whatever its pods do',
