@@ -13,6 +13,8 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 carry=${TENSILE_CARRY:-.carry}
+# shellcheck source=lib/carry.sh
+source scripts/lib/carry.sh
 
 pack() {
   set -e
@@ -20,15 +22,9 @@ pack() {
   rm -rf "$carry/dist"
   mkdir -p "$carry"
   # Compile only what the check needs (errors elsewhere in the tree must not block it); tsc still emits on errors.
-  npx tsc --ignoreConfig --outDir "$carry/dist" --rootDir . --module NodeNext --moduleResolution NodeNext --target ES2022 \
-    --strict --skipLibCheck --types node --declaration false --sourceMap false \
-    test/gpu/gpu-check-main.ts test/gpu/nccl.test.ts || echo "gpu-check: tsc reported errors (output still emitted)"
-  mkdir -p "$carry/dist/collective/native/build/Release"
-  cp collective/native/build/Release/tensile_native.node "$carry/dist/collective/native/build/Release/"
-  if [[ ! -f "$carry/node.xz" || "$(command -v node)" -nt "$carry/node.xz" ]]; then
-    xz -T2 -6 -c "$(command -v node)" >"$carry/node.xz"
-  fi
-  echo "packed into $carry: node.xz ($(du -h "$carry/node.xz" | cut -f1)), dist/ ($(du -sh "$carry/dist" | cut -f1))"
+  carry_compile "gpu-check" test/gpu/gpu-check-main.ts test/gpu/nccl.test.ts
+  carry_addon
+  carry_node
 }
 
 if [[ "${1:-}" == "--pack" ]]; then
@@ -36,15 +32,7 @@ if [[ "${1:-}" == "--pack" ]]; then
   exit $?
 fi
 
-node_bin=${NODE:-}
-if [[ -z "$node_bin" ]]; then
-  if [[ -f "$carry/node.xz" ]]; then
-    python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('$carry/node.xz'),open('/tmp/tensile-node','wb'))" &&
-      chmod +x /tmp/tensile-node && node_bin=/tmp/tensile-node
-  elif command -v node >/dev/null; then
-    node_bin=$(command -v node)
-  fi
-fi
+carry_find_node
 if [[ -z "$node_bin" ]]; then
   echo "gpu-check: no node binary: run 'scripts/gpu-check.sh --pack' where Node.js is installed and carry $carry here"
   exit 2

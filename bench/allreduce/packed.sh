@@ -13,6 +13,8 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 carry=${TENSILE_CARRY:-.carry}
 [[ "$carry" = /* ]] || carry="$PWD/$carry"
+# shellcheck source=../../scripts/lib/carry.sh
+source scripts/lib/carry.sh
 
 pack() {
   set -e
@@ -20,21 +22,14 @@ pack() {
   rm -rf "$carry/dist/bench" "$carry/dist/collective"
   mkdir -p "$carry"
   # Compile only what the benchmark needs; tsc still emits on errors elsewhere.
-  npx tsc --ignoreConfig --outDir "$carry/dist" --rootDir . --module NodeNext --moduleResolution NodeNext --target ES2022 \
-    --strict --skipLibCheck --types node --declaration false --sourceMap false \
-    bench/allreduce/run.ts bench/allreduce/tensile-worker.ts bench/allreduce/loopback-node.ts ||
-    echo "bench pack: tsc reported errors (output still emitted)"
+  carry_compile "bench pack" bench/allreduce/run.ts bench/allreduce/tensile-worker.ts bench/allreduce/loopback-node.ts
   cp bench/allreduce/*.py "$carry/dist/bench/allreduce/"
-  mkdir -p "$carry/dist/collective/native/build/Release"
-  cp collective/native/build/Release/tensile_native.node "$carry/dist/collective/native/build/Release/"
+  carry_addon
   # The compiled ESM needs "type": "module" and the runtime dependencies the collective library imports (zod).
   echo '{ "type": "module" }' >"$carry/dist/package.json"
   mkdir -p "$carry/dist/node_modules"
   for dep in zod; do cp -rL "node_modules/$dep" "$carry/dist/node_modules/"; done
-  if [[ ! -f "$carry/node.xz" || "$(command -v node)" -nt "$carry/node.xz" ]]; then
-    xz -T2 -6 -c "$(command -v node)" >"$carry/node.xz"
-  fi
-  echo "packed into $carry: node.xz ($(du -h "$carry/node.xz" | cut -f1)), dist/ ($(du -sh "$carry/dist" | cut -f1))"
+  carry_node
 }
 
 if [[ "${1:-}" == "--pack" ]]; then
@@ -42,15 +37,7 @@ if [[ "${1:-}" == "--pack" ]]; then
   exit $?
 fi
 
-node_bin=${NODE:-}
-if [[ -z "$node_bin" ]]; then
-  if [[ -f "$carry/node.xz" ]]; then
-    python3 -c "import lzma,shutil;shutil.copyfileobj(lzma.open('$carry/node.xz'),open('/tmp/tensile-node','wb'))" &&
-      chmod +x /tmp/tensile-node && node_bin=/tmp/tensile-node
-  elif command -v node >/dev/null; then
-    node_bin=$(command -v node)
-  fi
-fi
+carry_find_node
 main="$carry/dist/bench/allreduce/run.js"
 if [[ -z "$node_bin" || ! -f "$main" ]]; then
   echo "bench/allreduce: no node binary or no $main: run 'bench/allreduce/packed.sh --pack' where Node.js is installed"
