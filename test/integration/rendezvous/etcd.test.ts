@@ -87,19 +87,30 @@ describe('etcd backend: outages and bad settings', () => {
     await etcd?.stop();
   });
 
-  test('an etcd restart shorter than the lease TTL emits connection events but does not end the round', async () => {
-    // A TTL well above the restart time (down 1 s, then etcd's start-up): a longer outage fences the members (below).
-    const { config, backendOptions } = parseRdzvConf(
-      { last_call_timeout: '0.2', outage_timeout: '30', lease_ttl: '8' },
-      { runId: `o-${randomUUID().slice(0, 8)}`, minNodes: 2, maxNodes: 2, endpoint: etcd.endpoint },
-    );
+  /** A fresh two-node job on `etcd` with rdzv `conf`: both handlers (closed after the suite), through round 0. */
+  async function twoNodesInRound0(runPrefix: string, conf: Record<string, string>) {
+    const { config, backendOptions } = parseRdzvConf(conf, {
+      runId: `${runPrefix}-${randomUUID().slice(0, 8)}`,
+      minNodes: 2,
+      maxNodes: 2,
+      endpoint: etcd.endpoint,
+    });
     const hs = [
       await createRendezvousHandler('etcd', { config, backendOptions, self: self('a') }),
       await createRendezvousHandler('etcd', { config, backendOptions, self: self('b') }),
     ];
     open.push(...hs);
     const r0 = await within(Promise.all(hs.map((h) => h.next())), 15_000, 'round 0');
-    const logs = hs.map((h) => new EventLog(h));
+    return { hs, r0, logs: hs.map((h) => new EventLog(h)) };
+  }
+
+  test('an etcd restart shorter than the lease TTL emits connection events but does not end the round', async () => {
+    // A TTL well above the restart time (down 1 s, then etcd's start-up): a longer outage fences the members (below).
+    const { hs, r0, logs } = await twoNodesInRound0('o', {
+      last_call_timeout: '0.2',
+      outage_timeout: '30',
+      lease_ttl: '8',
+    });
     await etcd.restart({ downMs: 1000 });
     for (const log of logs) await log.waitFor((e) => e.type === 'connection-restored', 20_000, 'connection-restored');
     // Give a (wrong) member-lost time to show up: one lease TTL and a bit.
@@ -118,17 +129,11 @@ describe('etcd backend: outages and bad settings', () => {
   });
 
   test('an etcd outage longer than the lease TTL stops every member (fencing), and the job resumes in the next round when etcd is back', async () => {
-    const { config, backendOptions } = parseRdzvConf(
-      { last_call_timeout: '0.2', outage_timeout: '60', lease_ttl: '2' },
-      { runId: `f-${randomUUID().slice(0, 8)}`, minNodes: 2, maxNodes: 2, endpoint: etcd.endpoint },
-    );
-    const hs = [
-      await createRendezvousHandler('etcd', { config, backendOptions, self: self('a') }),
-      await createRendezvousHandler('etcd', { config, backendOptions, self: self('b') }),
-    ];
-    open.push(...hs);
-    const r0 = await within(Promise.all(hs.map((h) => h.next())), 15_000, 'round 0');
-    const logs = hs.map((h) => new EventLog(h));
+    const { hs, r0, logs } = await twoNodesInRound0('f', {
+      last_call_timeout: '0.2',
+      outage_timeout: '60',
+      lease_ttl: '2',
+    });
     await etcd.kill();
     try {
       // Nobody can tell an etcd outage from being cut off: each member leaves its round on its own.
