@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { allExited, spawnWorld } from './spawn-world.js';
+import { allExited, killRank1ExpectPeerLost, spawnWorld } from './spawn-world.js';
 
 type Res = { name: string; ok: boolean; detail?: string };
 const tensileShm = (): string[] => readdirSync('/dev/shm').filter((f) => /tensile/i.test(f));
@@ -25,17 +25,7 @@ describe('failures on the native shared-memory plane', () => {
     // The segment is an anonymous memfd: mapped by the ranks, never a file in /dev/shm.
     const maps = readFileSync(`/proc/${victim.child.pid}/maps`, 'utf8');
     assert.match(maps, /memfd:tensile-shm/, 'the victim maps the group segment as a memfd');
-    victim.child.kill('SIGKILL');
-    const survivors = [world.workers[0]!, world.workers[2]!];
-    const lines = await Promise.all(survivors.map((w) => w.waitFor((l) => 'code' in l || 'fatal' in l, 30_000)));
-    for (const line of lines) {
-      assert.equal(line.code, 'PEER_LOST', JSON.stringify(line));
-      assert.equal(line.peerRank, 1, JSON.stringify(line));
-      assert.match(String(line.message), /rank 1/);
-      assert.equal(line.laterCode, 'PEER_LOST', 'a later op rejects at once too');
-    }
-    const codes = await allExited(world, 20_000);
-    assert.deepEqual([codes[0], codes[2]], [0, 0], 'survivors exit with code 0 and no dangling handles');
+    await killRank1ExpectPeerLost(world);
     assert.deepEqual(tensileShm(), before, '/dev/shm holds no tensile segment afterwards');
   });
 

@@ -1,5 +1,6 @@
 // Spawns `worldSize` worker processes on loopback and collects their JSON stdout lines. Every child is killed by
 // `kill()` (call it from t.after) and every wait is bounded.
+import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../../../common/free-port.js';
@@ -113,4 +114,22 @@ export async function allExited(world: World, timeoutMs: number): Promise<(numbe
     () => new Error(`workers did not exit within ${timeoutMs} ms`),
   );
   return r.map((x) => x.code);
+}
+
+/**
+ * SIGKILLs rank 1 of a 3-rank world (in mode 'kill') and asserts the survivors' report: their op and a later one
+ * rejected with PEER_LOST naming rank 1, then each exits with code 0 (no dangling handles).
+ */
+export async function killRank1ExpectPeerLost(world: World): Promise<void> {
+  world.workers[1]!.child.kill('SIGKILL');
+  const survivors = [world.workers[0]!, world.workers[2]!];
+  const lines = await Promise.all(survivors.map((w) => w.waitFor((l) => 'code' in l || 'fatal' in l, 30_000)));
+  for (const line of lines) {
+    assert.equal(line.code, 'PEER_LOST', JSON.stringify(line));
+    assert.equal(line.peerRank, 1, JSON.stringify(line));
+    assert.match(String(line.message), /rank 1/);
+    assert.equal(line.laterCode, 'PEER_LOST', 'a later op rejects at once too');
+  }
+  const codes = await allExited(world, 20_000);
+  assert.deepEqual([codes[0], codes[2]], [0, 0], 'survivors exit with code 0 and no dangling handles');
 }

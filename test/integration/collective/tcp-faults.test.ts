@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { allExited, spawnWorld } from './spawn-world.js';
+import { allExited, killRank1ExpectPeerLost, spawnWorld } from './spawn-world.js';
 
 type Res = { name: string; ok: boolean; detail?: string };
 
@@ -14,17 +14,7 @@ describe('tcp backend failures', () => {
     t.after(() => world.kill());
     const victim = world.workers[1]!;
     await victim.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
-    victim.child.kill('SIGKILL');
-    const survivors = [world.workers[0]!, world.workers[2]!];
-    const lines = await Promise.all(survivors.map((w) => w.waitFor((l) => 'code' in l || 'fatal' in l, 30_000)));
-    for (const line of lines) {
-      assert.equal(line.code, 'PEER_LOST', JSON.stringify(line));
-      assert.equal(line.peerRank, 1, JSON.stringify(line));
-      assert.match(String(line.message), /rank 1/);
-      assert.equal(line.laterCode, 'PEER_LOST', 'a later op rejects at once too');
-    }
-    const codes = await allExited(world, 20_000);
-    assert.deepEqual([codes[0], codes[2]], [0, 0], 'survivors exit with code 0 and no dangling handles');
+    await killRank1ExpectPeerLost(world);
   });
 
   it('abort rejects pending and later ops with ABORTED and the peer sees PEER_LOST', async (t) => {
