@@ -3,26 +3,16 @@
 // same suite runs on a real GPU in test/gpu/nccl.test.ts; this keeps its NCCL plumbing honest in CI.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
+import { buildFakeNccl } from './fixtures/build-fake-nccl.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 
 test('the collective contract suite passes on the NCCL backend against a fake NCCL (world size 1)', (t) => {
-  if (spawnSync('cc', ['--version']).status !== 0) {
-    t.skip('no C compiler (cc) to build the fake libnccl');
-    return;
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'tensile-fake-nccl-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const lib = join(dir, 'libfake.so');
-  const built = spawnSync('cc', ['-shared', '-fPIC', '-O1', '-o', lib, join(here, 'fixtures/fake-cuda-nccl.c')], {
-    encoding: 'utf8',
-  });
-  assert.equal(built.status, 0, `cc failed: ${built.stderr}`);
+  const lib = buildFakeNccl(t);
+  if (lib === null) return;
   const env: NodeJS.ProcessEnv = { ...process.env, TENSILE_NCCL_LIB: lib, TENSILE_CUDART_LIB: lib };
   delete env.TENSILE_NATIVE_ADDON;
   delete env.NODE_TEST_CONTEXT;

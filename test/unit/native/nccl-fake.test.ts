@@ -1,14 +1,13 @@
 // Drives the NCCL backend against a fake libcudart/libnccl (test/unit/native/fixtures/fake-cuda-nccl.c, compiled here
 // with the system C compiler) so that the worker thread, the watchdog and the promise plumbing are tested without a GPU.
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 import { NCCL_OP, ncclOpFor } from '../../../collective/nccl-backend.js';
+import { buildFakeNccl } from './fixtures/build-fake-nccl.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
 const root = join(here, '../../..');
@@ -42,18 +41,8 @@ function runChild(
 }
 
 test('the NCCL backend runs every operation, times out hung ones and reports lost peers against a fake NCCL', async (t) => {
-  const cc = spawnSync('cc', ['--version']);
-  if (cc.status !== 0) {
-    t.skip('no C compiler (cc) to build the fake libnccl');
-    return;
-  }
-  const dir = mkdtempSync(join(tmpdir(), 'tensile-fake-nccl-'));
-  t.after(() => rmSync(dir, { recursive: true, force: true }));
-  const lib = join(dir, 'libfake.so');
-  const built = spawnSync('cc', ['-shared', '-fPIC', '-O1', '-o', lib, join(here, 'fixtures/fake-cuda-nccl.c')], {
-    encoding: 'utf8',
-  });
-  assert.equal(built.status, 0, `cc failed: ${built.stderr}`);
+  const lib = buildFakeNccl(t);
+  if (lib === null) return;
 
   const env: NodeJS.ProcessEnv = { ...process.env, TENSILE_NCCL_LIB: lib, TENSILE_CUDART_LIB: lib };
   delete env.TENSILE_NATIVE_ADDON;
