@@ -18,7 +18,7 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const BENCH = join(ROOT, 'bench');
 const RESULTS = join(BENCH, 'results');
 /** Benchmarks that launch the built CLI (dist/agent/cli.js). */
-const NEEDS_BUILD = new Set(['launch', 'rendezvous', 'node-loss']);
+const NEEDS_BUILD = new Set(['launch', 'rendezvous', 'node-loss', 'live-recovery']);
 
 function benchmarks() {
   return readdirSync(BENCH, { withFileTypes: true })
