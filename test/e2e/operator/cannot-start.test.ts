@@ -39,6 +39,29 @@ after(async () => {
   await server?.stop();
 });
 
+/**
+ * Waits (60 s) for job `name` to fail, polling every `pollMs` (calling `onPoll` first), and asserts it failed by
+ * exceeding backoffLimit 2 with 3 or 4 real failures (both workers may fail within one reconcile) and no preemption.
+ * Returns its Failed condition.
+ */
+async function failedPastBackoffLimit(name: string, pollMs: number, onPoll: () => void = () => {}) {
+  const j = await waitFor(
+    'job Failed',
+    async () => {
+      onPoll();
+      const v = await jobView(http, name);
+      return v?.state === 'Failed' ? v : undefined;
+    },
+    60_000,
+    pollMs,
+  );
+  assert.equal(j.preemptions ?? 0, 0);
+  assert.ok((j.failures ?? 0) >= 3, `failures ${j.failures}`);
+  const failed = j.conditions.find((c) => c.type === 'Failed');
+  assert.equal(failed?.reason, 'BackoffLimitExceeded');
+  return failed;
+}
+
 function manifest(name: string, container: Record<string, unknown>, podSpec: Record<string, unknown> = {}): string {
   return stringify({
     apiVersion: 'tensile.dev/v1alpha1',
@@ -74,20 +97,7 @@ test('a command that does not exist in the image fails the job naming the cause,
     stdin: manifest('typo', { image: 'tensile:test', command: ['/opt/tensile/bin/trian', '--epochs', '1'] }),
   });
   assert.equal(apply.code, 0, apply.stderr);
-  const j = await waitFor(
-    'job Failed',
-    async () => {
-      const v = await jobView(http, 'typo');
-      return v?.state === 'Failed' ? v : undefined;
-    },
-    60_000,
-    200,
-  );
-  assert.equal(j.preemptions ?? 0, 0);
-  // Both workers may fail within one reconcile: 3 or 4 failures.
-  assert.ok((j.failures ?? 0) >= 3, `failures ${j.failures}`);
-  const failed = j.conditions.find((c) => c.type === 'Failed');
-  assert.equal(failed?.reason, 'BackoffLimitExceeded');
+  const failed = await failedPastBackoffLimit('typo', 200);
   assert.match(
     failed?.message ?? '',
     /^[34] worker failures > backoffLimit \(2\); last: typo-worker-\d cannot start: /,
@@ -147,21 +157,7 @@ test('an image that cannot be pulled fails the job after backoffLimit with Image
       );
     }
   };
-  const j = await waitFor(
-    'job Failed',
-    async () => {
-      report();
-      const v = await jobView(http, 'nopull');
-      return v?.state === 'Failed' ? v : undefined;
-    },
-    60_000,
-    100,
-  );
-  assert.equal(j.preemptions ?? 0, 0);
-  // Both workers may fail within one reconcile: 3 or 4 failures.
-  assert.ok((j.failures ?? 0) >= 3, `failures ${j.failures}`);
-  const failed = j.conditions.find((c) => c.type === 'Failed');
-  assert.equal(failed?.reason, 'BackoffLimitExceeded');
+  const failed = await failedPastBackoffLimit('nopull', 100, report);
   assert.match(
     failed?.message ?? '',
     /last: nopull-worker-\d cannot start: ImagePullBackOff: Back-off pulling image "registry.invalid\/nope:1"/,
