@@ -531,11 +531,7 @@ bool Group::RunBroadcast(Task* t) {
     if (rank == t->root && len > 0) std::memcpy(in(rank), t->recv + off * es, len * es);
     Publish(true, s);
     if (first) {
-      if (!WaitAll(true, s, t)) return false;
-      if (!CheckDescriptors(t)) {
-        Publish(false, s);
-        return false;
-      }
+      if (!Arrive(t, s, true)) return false;
     } else if (rank != t->root && !Wait(t->root, true, s, t)) {
       return false;
     }
