@@ -38,6 +38,15 @@ export interface SpawnedMember {
 }
 
 /** Bounded wait: rejects after `ms` so a broken backend fails the test instead of hanging it. */
+/** A node of one worker on loopback, its id `label` and a random suffix (unique across runs on one etcd). */
+export const self = (label: string) => ({
+  nodeId: `${label}-${randomUUID().slice(0, 6)}`,
+  host: label,
+  addr: '127.0.0.1',
+  masterPort: 29_500,
+  localWorldSize: 1,
+});
+
 export function within<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
   return withTimeout(p, ms, what, () => new Error(`${what}: not within ${ms} ms`));
 }

@@ -17,7 +17,7 @@ import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js
 import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
 import { freePort } from '../../../common/free-port.js';
 import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
-import { EventLog, runRendezvousContract, type SpawnedMember, within } from './contract.js';
+import { EventLog, runRendezvousContract, type SpawnedMember, self, within } from './contract.js';
 
 const MEMBER_PROCESS = new URL('./member-process.ts', import.meta.url).pathname;
 
@@ -67,14 +67,6 @@ runRendezvousContract(
   },
   { leaseTtlMs: 2000 },
 );
-
-const self = (label: string) => ({
-  nodeId: `${label}-${randomUUID().slice(0, 6)}`,
-  host: label,
-  addr: '127.0.0.1',
-  masterPort: 29_500,
-  localWorldSize: 1,
-});
 
 describe('etcd backend: outages and bad settings', () => {
   let etcd: EtcdServer;

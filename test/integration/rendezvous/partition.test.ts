@@ -9,7 +9,7 @@ import type { RendezvousConfig, RendezvousEvent, RendezvousHandler } from '../..
 import { RDZV_DEFAULTS } from '../../../rendezvous/config.js';
 import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js';
 import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
-import { EventLog, within } from './contract.js';
+import { EventLog, self, within } from './contract.js';
 
 /** A TCP proxy to `target` that can black-hole all traffic (cut) and later drop the dead connections (heal). */
 class CuttableProxy {
@@ -74,14 +74,6 @@ after(async () => {
   await Promise.allSettled(open.map((h) => h.close()));
   await proxy?.close();
   await etcd?.stop();
-});
-
-const self = (label: string) => ({
-  nodeId: `${label}-${randomUUID().slice(0, 6)}`,
-  host: label,
-  addr: '127.0.0.1',
-  masterPort: 29_500,
-  localWorldSize: 1,
 });
 
 test('a node cut off from etcd leaves its round before the others see it lost and takes no round while cut off', async (t) => {
