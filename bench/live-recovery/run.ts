@@ -20,6 +20,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { nodeLossOnce } from '../node-loss/run.js';
 import {
+  absoluteFigure,
   CLI,
   figure,
   killHard,
