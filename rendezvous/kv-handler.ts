@@ -42,13 +42,13 @@ import {
   assignGroupRanks,
   decideCloser,
   decideCurrentRound,
-  decideEvictions,
   decideFence,
   decideJoining,
   decideLateJoin,
   decideRunning,
 } from './policy.js';
-import { type LivenessListener, openLivenessListener, probeLiveness } from './liveness.js';
+import { evictDeadNodes } from './evict-dead-nodes.js';
+import { type LivenessListener, openLivenessPort } from './liveness.js';
 import { RoundTimer } from './round-timer.js';
 
 interface PendingNext {
@@ -129,7 +129,7 @@ export class KvRendezvousHandler implements RendezvousHandler {
 
   /** Opens the liveness port, grants the lease, mirrors the job's keys and creates the job's state when absent. */
   async start(): Promise<void> {
-    this.liveness = await this.openLiveness();
+    this.liveness = await openLivenessPort(this.self.addr, this.log);
     try {
       await this.attach();
     } catch (err) {
@@ -276,30 +276,14 @@ export class KvRendezvousHandler implements RendezvousHandler {
     }
     const view = this.view;
     if (view === null || this.done) return [];
-    const targets = [...view.nodes.values()].filter(
-      (n) => n.doc.node.nodeId !== this.self.nodeId && n.doc.livenessPort !== undefined && n.lease !== undefined,
-    );
-    const probed = await Promise.all(
-      targets.map(async (n) => ({
-        nodeId: n.doc.node.nodeId,
-        result: await probeLiveness(n.doc.node.addr, n.doc.livenessPort!, timeoutMs),
-      })),
-    );
-    const evicted: string[] = [];
-    for (const nodeId of decideEvictions(probed)) {
-      const target = targets.find((n) => n.doc.node.nodeId === nodeId)!;
-      try {
-        await this.kv.revokeLeaseOf(target.lease!);
-        evicted.push(nodeId);
-        this.log.warn(
-          { runId: this.config.runId, nodeId, addr: target.doc.node.addr, port: target.doc.livenessPort },
-          'rendezvous: evicted a node whose agent is gone (liveness port refused); revoked its lease',
-        );
-      } catch (err) {
-        this.log.warn({ err, runId: this.config.runId, nodeId }, "rendezvous: revoking a dead node's lease failed");
-      }
-    }
-    return evicted;
+    return evictDeadNodes({
+      view,
+      kv: this.kv,
+      selfNodeId: this.self.nodeId,
+      timeoutMs,
+      runId: this.config.runId,
+      log: this.log,
+    });
   }
 
   async markClosed(): Promise<void> {
@@ -637,28 +621,6 @@ export class KvRendezvousHandler implements RendezvousHandler {
   }
 
   // ---- timers, connection, teardown --------------------------------------------------------------------------
-
-  /** Opens the liveness port on our address, or on every address when that fails; null (logged) when neither works. */
-  private async openLiveness(): Promise<LivenessListener | null> {
-    try {
-      return await openLivenessListener(this.self.addr);
-    } catch (err) {
-      try {
-        const l = await openLivenessListener('::');
-        this.log.warn(
-          { err, addr: this.self.addr, port: l.port },
-          'rendezvous: cannot listen on the node address; liveness port listens on every address',
-        );
-        return l;
-      } catch {
-        this.log.warn(
-          { err, addr: this.self.addr },
-          'rendezvous: no liveness port; a dead agent is caught by its lease only',
-        );
-        return null;
-      }
-    }
-  }
 
   private onJoinTimeout(): void {
     const p = this.pending;

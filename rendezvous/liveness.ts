@@ -3,6 +3,7 @@
 // and is refused knows the agent process is gone while its host is up: it need not wait for the agent's lease to
 // expire (RendezvousHandler.probeMembers). A host that is down or cut off answers nothing; that is left to the lease.
 import { type Server, type Socket, createServer, connect } from 'node:net';
+import type { Logger } from '../common/logger.js';
 
 export interface LivenessListener {
   /** The port it listens on (on the host it was opened for). */
@@ -68,4 +69,26 @@ export function probeLiveness(host: string, port: number, timeoutMs: number): Pr
       finish(err.code === 'ECONNREFUSED' ? 'refused' : 'unreachable'),
     );
   });
+}
+
+/**
+ * The handler's liveness port: on `addr` (the address peers reach this node by), else on every address when `addr`
+ * is not bindable here; null (logged) when neither works: the node is then caught by its lease only.
+ */
+export async function openLivenessPort(addr: string, log: Pick<Logger, 'warn'>): Promise<LivenessListener | null> {
+  try {
+    return await openLivenessListener(addr);
+  } catch (err) {
+    try {
+      const l = await openLivenessListener('::');
+      log.warn(
+        { err, addr, port: l.port },
+        'rendezvous: cannot listen on the node address; liveness port listens on every address',
+      );
+      return l;
+    } catch {
+      log.warn({ err, addr }, 'rendezvous: no liveness port; a dead agent is caught by its lease only');
+      return null;
+    }
+  }
 }

@@ -91,7 +91,7 @@ export interface RecoveryRecord {
 export type StepOutcome<T> =
   { readonly done: true; readonly value: T } | { readonly done: false; readonly recovery: RecoveryRecord };
 
-export type LiveRecoveryErrorCode = 'NOT_LIVE' | 'NO_ROUND' | 'BAD_ROUND' | 'STATE_REFUSED' | 'NO_STATE';
+export type LiveRecoveryErrorCode = 'NOT_LIVE' | 'NO_ROUND' | 'BAD_ROUND' | 'STATE_REFUSED' | 'NO_STATE' | 'STOPPED';
 
 /** Terminal: the worker cannot continue live (the agent then handles it as a failed worker). */
 export class LiveRecoveryError extends Error {
@@ -125,6 +125,11 @@ export interface LiveRecoveryOptions {
   readonly backend?: Backend;
   /** Builds the group of a round; default initProcessGroup with the round's fields. */
   readonly createGroup?: (spec: RoundSpec, timeoutMs: number) => Promise<ProcessGroup>;
+  /**
+   * Ends a wait for the next round at once with LiveRecoveryError('STOPPED') (e.g. aborted on SIGTERM: a worker
+   * being preempted must save within the grace period, not wait for a round that will not come).
+   */
+  readonly signal?: AbortSignal;
   /** Called on every new group after the state is agreed (every rank at the same point): rebuild DDP here. */
   readonly onGroup?: (pg: ProcessGroup, spec: RoundSpec) => Promise<void> | void;
   readonly logger?: Logger;
@@ -349,7 +354,14 @@ export class LiveRecovery {
     const deadline = performance.now() + this.roundWaitMs;
     for (;;) {
       const left = deadline - performance.now();
-      const r = left > 0 ? await this.opts.control.nextRound(left) : null;
+      const r = left > 0 ? await this.nextRoundOrStop(left) : null;
+      if (r === 'stopped') {
+        throw new LiveRecoveryError(
+          'STOPPED',
+          `rank ${this.spec.rank} (round ${this.spec.round}): ${(cause as Error).message}; stopped while waiting for the next round`,
+          { rank: this.spec.rank, round: this.spec.round, cause },
+        );
+      }
       if (r === null) {
         const why = this.opts.control.live ? `none within ${this.roundWaitMs} ms` : `${this.opts.control.reason}`;
         throw new LiveRecoveryError(
@@ -360,6 +372,21 @@ export class LiveRecovery {
       }
       if (this.isNewer(r)) return roundSpecOf(r);
     }
+  }
+
+  /** The control client's nextRound, ended early by the stop signal. */
+  private nextRoundOrStop(timeoutMs: number): Promise<RoundMessage | null | 'stopped'> {
+    const signal = this.opts.signal;
+    if (signal === undefined) return this.opts.control.nextRound(timeoutMs);
+    if (signal.aborted) return Promise.resolve('stopped');
+    return new Promise((resolve) => {
+      const onAbort = (): void => resolve('stopped');
+      signal.addEventListener('abort', onAbort, { once: true });
+      void this.opts.control.nextRound(timeoutMs).then((r) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(r);
+      });
+    });
   }
 
   /** Builds the group of `spec`, or rejects with ABORTED as soon as a newer round arrives (the build then is

@@ -9,7 +9,7 @@ import torch.distributed as dist
 
 
 def iters_for(size_bytes):
-    return max(4, min(60, (32 << 20) // size_bytes))
+    return max(8, min(60, (32 << 20) // size_bytes))
 
 
 def main():

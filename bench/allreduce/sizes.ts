@@ -3,5 +3,5 @@ export const SIZES_BYTES = [4 << 10, 16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 <
 
 /** Enough iterations for a stable median, bounded so that the largest sizes stay short. */
 export function itersFor(sizeBytes: number): number {
-  return Math.max(4, Math.min(60, Math.floor((32 << 20) / sizeBytes)));
+  return Math.max(8, Math.min(60, Math.floor((32 << 20) / sizeBytes)));
 }

@@ -267,10 +267,14 @@ async function main(flags: Flags): Promise<number> {
   let live: LiveRecovery | null = null;
   let resumed: { file: string | null; step: number; epoch: number; savedWorldSize: number | null };
   if (liveMode) {
+    // Preemption (SIGTERM) ends a wait for the next round at once, so that the checkpoint is saved in the grace time.
+    const stop = new AbortController();
+    process.once('SIGTERM', () => stop.abort());
     live = await LiveRecovery.start({
       control,
       state,
       timeoutMs: flags.timeoutMs,
+      signal: stop.signal,
       logger,
       onGroup: async (pg, spec) => {
         world.ddp?.detach();

@@ -119,8 +119,16 @@ export function buildah(storageDriver = 'overlay'): Buildah {
       }
     },
     async containers(prefix) {
-      const out = await call(['containers', '--format', '{{.ContainerName}}']);
-      return out.split('\n').filter((n) => n !== '' && n.startsWith(prefix));
+      // Listing races with another buildah removing a container ("container not known"): try again.
+      for (let attempt = 1; ; attempt++) {
+        try {
+          const out = await call(['containers', '--format', '{{.ContainerName}}']);
+          return out.split('\n').filter((n) => n !== '' && n.startsWith(prefix));
+        } catch (err) {
+          if (!(err instanceof BuildahError && /not known/.test(err.stderr)) || attempt >= 10) throw err;
+          await new Promise((r) => setTimeout(r, 100 * attempt));
+        }
+      }
     },
     runArgv(container, run) {
       const argv = ['buildah', ...base, 'run', '--isolation', 'chroot', '--network', 'host'];

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { startTestApiServer, waitFor, type KObject, type Kubelet, type TestApiServer } from '../../k8s/index.js';
 import { startKubelet } from '../../k8s/kubelet.js';
+import { buildah } from '../../k8s/buildah.js';
 import { REPO, removeDir } from '../operator/harness.js';
 
 const VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
@@ -43,12 +44,8 @@ if (reason !== undefined) {
 }
 
 /** Working containers of this test's node, from buildah's own list. */
-function ourContainers(): string[] {
-  return execFileSync('buildah', ['--storage-driver', DRIVER, 'containers', '--format', '{{.ContainerName}}'], {
-    encoding: 'utf8',
-  })
-    .split('\n')
-    .filter((n) => n.startsWith(`tensile-kubelet-${NODE}-`));
+function ourContainers(): Promise<string[]> {
+  return buildah(DRIVER).containers(`tensile-kubelet-${NODE}-`);
 }
 
 describe('kubelet container mode', { skip: reason ?? false }, () => {
@@ -129,7 +126,11 @@ describe('kubelet container mode', { skip: reason ?? false }, () => {
     assert.equal(readFileSync(join(hostDir, 'out'), 'utf8'), '65532 bar /workspace\n');
     assert.ok(existsSync(join(volumeDir, 'claims/default/data/y')), 'the claim is shared storage on the host');
     assert.match(String(container('env')!.imageID), /^sha256:[0-9a-f]{64}$/);
-    await waitFor('its working container removed', () => !ourContainers().some((n) => n.includes('-env-')), 30_000);
+    await waitFor(
+      'its working container removed',
+      async () => !(await ourContainers()).some((n) => n.includes('-env-')),
+      30_000,
+    );
   });
 
   test('an image not in local storage leaves the pod Pending with ErrImagePull, then ImagePullBackOff', async () => {
@@ -168,6 +169,8 @@ describe('kubelet container mode', { skip: reason ?? false }, () => {
     assert.equal(w.lastState?.terminated?.reason, 'StartError');
     assert.equal(w.lastState?.terminated?.exitCode, 128);
     await waitFor('a restart counted', () => (container('nocmd-again')?.restartCount ?? 0) >= 2, 60_000, 100);
+    server.state.delete(pods(), 'default', 'nocmd-again');
+    await waitFor('nocmd-again gone', () => pod('nocmd-again') === undefined, 30_000, 50);
   });
 
   test('delete: SIGTERM to the container, SIGKILL after the grace period, nothing left behind', async () => {
@@ -198,6 +201,7 @@ describe('kubelet container mode', { skip: reason ?? false }, () => {
     await waitFor('stubborn gone', () => pod('stubborn') === undefined, 30_000, 50);
     assert.ok(Date.now() - t0 >= 2000, 'stubborn lasted its grace period');
     assert.equal(kubelet.processes().size, 0);
-    await waitFor('no working container left', () => ourContainers().length <= 1, 30_000, 200); // nopull has none
+    // Only nopull's pod remains, and it never gets a working container.
+    await waitFor('no working container left', async () => (await ourContainers()).length === 0, 30_000, 200);
   });
 });

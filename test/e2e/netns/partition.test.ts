@@ -6,7 +6,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import type { TensileProcess } from '../../helpers/cli.js';
+import { isAlive, waitFor, type TensileProcess } from '../../helpers/cli.js';
 import { cleanupAgents, startAgent, waitForRound } from '../../helpers/elastic.js';
 import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 import { createTopology, netnsUnavailable, type Topology } from '../../helpers/netns.js';
@@ -27,7 +27,7 @@ function nodeAgent(i: number, out: string, runId: string): TensileProcess {
     nnodes: '1:3',
     localAddr: node.ip,
     wrap: ['ip', 'netns', 'exec', node.ns],
-    rdzvConf: 'last_call_timeout=0.5,join_timeout=30,lease_ttl=1,outage_timeout=5',
+    rdzvConf: 'last_call_timeout=0.5,join_timeout=30,lease_ttl=1,outage_timeout=30',
   });
   agents.push(a);
   return a;
@@ -78,6 +78,10 @@ describe('agents on separate network hosts', { skip: reason ?? false }, () => {
         second.every((e) => e.node !== cutNode),
         'the cut-off host is not in the new round',
       );
+      // No split brain: while still cut off, that host learns on its own that it is out (its lease may have
+      // lapsed) and stops its workers.
+      const cutPids = first.filter((e) => e.node === cutNode).map((e) => e.pid);
+      await waitFor(() => cutPids.every((p) => !isAlive(p)), 'the cut-off host to stop its workers', 15_000);
     } finally {
       topo!.linkUp(nsIndex);
     }

@@ -1,10 +1,11 @@
 // The main job's live mode with the test harness in the agent's role: `--chaos 1:25:kill` kills rank 1 at step 25,
 // a replacement joins, rank 0 keeps running, and the log says how long recovery took and that 0 steps were lost.
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, it } from 'node:test';
 import { readHistory } from '../../../examples/train/history.js';
+import { checkpointFileName } from '../../../tensor/elastic-state.js';
 import { FakeAgent } from './fake-agent.js';
 import { tempDir, within } from './helpers.js';
 
@@ -56,5 +57,33 @@ describe('the main job in live mode', () => {
     assert.equal(recoveries[0]!.type === 'recovery' && recoveries[0]!.stepsLost, 0);
     const report = readFileSync(join(dir, 'report.html'), 'utf8');
     assert.match(report, /Goodput/);
+  });
+
+  it('saves and exits at once when preempted while waiting for the next round', async (t) => {
+    const dir = tempDir(t, 'train-live-preempt');
+    const agent = await FakeAgent.start(
+      t,
+      'examples/train/train.ts',
+      [...SMALL, '--checkpoint-dir', dir, '--step-delay-ms', '20', '--save-every', '1000'],
+      {},
+      50,
+    );
+    const plan = await agent.nextPlan(0, 2);
+    const [r0, r1] = [agent.spawn(0, plan), agent.spawn(1, plan)];
+    await agent.readyFor(0, [0, 1]);
+    await agent.until(() => agent.highestStep() >= 15, 'step 15');
+    // Rank 1 is preempted first and leaves at its step boundary; rank 0's allreduce breaks (PEER_LOST) and it waits
+    // for a round. Its own SIGTERM then arrives: it must save and exit within the grace time, not after the
+    // 30 s round wait.
+    r1.proc.child.kill('SIGTERM');
+    const e1 = await within(30_000, 'rank 1 to leave', r1.proc.exited);
+    assert.equal(e1.code, 143, r1.proc.output());
+    await agent.until(() => /waiting up to 30000 ms for the next round/.test(r0.proc.output()), 'rank 0 to wait');
+    r0.proc.child.kill('SIGTERM');
+    const e0 = await within(10_000, 'rank 0 to save and exit', r0.proc.exited);
+    assert.equal(e0.code, 143, r0.proc.output());
+    const m = /preempted \(SIGTERM\) during a collective: checkpoint saved at step (\d+); exiting/.exec(e0.stdout);
+    assert.ok(m !== null, r0.proc.output());
+    assert.ok(existsSync(join(dir, checkpointFileName(Number(m[1])))), `checkpoint of step ${m[1]} written`);
   });
 });

@@ -82,3 +82,66 @@ test('a slimmed service keeps only identity, labels and owners; a slimmed node k
   });
   assert.deepEqual(node, { metadata: { name: 'n' }, spec: { taints: [{ key: 'k', effect: 'NoSchedule' }] } });
 });
+
+test('a slimmed pod keeps only what the view reads of its conditions and container states', () => {
+  const opts = { handled: false, terminationTaints: [] };
+  const startedAt = new Date(0);
+  const variants: V1Pod[] = [
+    {
+      metadata: { name: 'j-worker-0', labels: { 'tensile.dev/replica-index': '0' } },
+      status: {
+        phase: 'Pending',
+        conditions: [
+          { type: 'Ready', status: 'False', lastTransitionTime: startedAt, message: 'x'.repeat(200) },
+          { type: 'DisruptionTarget', status: 'False', reason: 'None' },
+        ],
+        containerStatuses: [
+          {
+            name: 'worker',
+            image: 'registry/img:tag',
+            imageID: 'sha256:'.padEnd(71, 'f'),
+            containerID: 'containerd://abc',
+            ready: false,
+            restartCount: 3,
+            state: { waiting: { reason: 'ImagePullBackOff', message: 'Back-off pulling image "img"' } },
+            lastState: { terminated: { exitCode: 127, reason: 'StartError', message: 'no such file', startedAt } },
+          },
+          { name: 'sidecar', image: 'b', imageID: '', ready: true, restartCount: 1, state: { running: { startedAt } } },
+        ],
+      },
+    },
+    {
+      metadata: { name: 'j-worker-1', labels: { 'tensile.dev/replica-index': '1' } },
+      status: {
+        phase: 'Running',
+        conditions: [{ type: 'DisruptionTarget', status: 'True', reason: 'TerminationByKubelet' }],
+        containerStatuses: [
+          {
+            name: 'worker',
+            image: 'img',
+            imageID: '',
+            ready: true,
+            restartCount: 1,
+            state: { running: { startedAt } },
+            lastState: { terminated: { exitCode: 128, reason: 'ContainerCannotRun' } },
+          },
+        ],
+      },
+    },
+  ];
+  for (const p of variants) {
+    const slim = slimPod(p);
+    assert.deepEqual(toPodView(slim, opts), toPodView(p, opts));
+    assert.ok(
+      (slim.status?.conditions ?? []).every((c) => c.type === 'DisruptionTarget' && c.lastTransitionTime === undefined),
+    );
+    for (const c of slim.status?.containerStatuses ?? []) {
+      assert.equal(c.image, '');
+      assert.equal(c.containerID, undefined);
+      assert.equal(c.state?.running?.startedAt, undefined);
+      assert.equal(c.lastState?.terminated?.startedAt, undefined);
+    }
+  }
+  assert.equal(toPodView(slimPod(variants[0]!), opts)?.startFailure, 'ImagePullBackOff: Back-off pulling image "img"');
+  assert.equal(toPodView(slimPod(variants[1]!), opts)?.disruption, 'DisruptionTarget: TerminationByKubelet');
+});
