@@ -77,6 +77,9 @@ type LiveOutcome = { readonly kind: 'continue'; readonly next: Promise<AttemptEn
 export const LIVE_READY_TIMEOUT_MS = 60_000;
 /** How long a probe of the peer agents waits for each connection (a dead agent on a live host refuses at once). */
 export const PEER_PROBE_TIMEOUT_MS = 500;
+/** Probes per suspicion, and the pause between them (a dying agent may still hold its port for a moment). */
+export const PEER_PROBE_ATTEMPTS = 3;
+export const PEER_PROBE_SPACING_MS = 250;
 
 export class ElasticAgent {
   private state: AgentState = 'INIT';
@@ -527,19 +530,39 @@ export class ElasticAgent {
   private probePeers(handler: RendezvousHandler, why: string): void {
     if (this.probing) return;
     this.probing = true;
+    void this.probeLoop(handler, why).finally(() => {
+      this.probing = false;
+    });
+  }
+
+  /**
+   * A killed agent's process may still hold its liveness port for a moment after its worker's sockets broke (the
+   * kernel tears processes down in no fixed order, slower under load): when nobody is found dead, look again
+   * PEER_PROBE_ATTEMPTS times, PEER_PROBE_SPACING_MS apart, while the round has not changed.
+   */
+  private async probeLoop(handler: RendezvousHandler, why: string): Promise<void> {
     const t0 = Date.now();
-    handler
-      .probeMembers(PEER_PROBE_TIMEOUT_MS)
-      .then(
-        (evicted) => {
-          if (evicted.length > 0)
-            this.deps.logger.warn({ evicted, why, probeMs: Date.now() - t0 }, 'peer agents found dead and evicted');
-        },
-        (err: Error) => this.deps.logger.warn({ err: err.message, why }, 'probing the peer agents failed'),
-      )
-      .finally(() => {
-        this.probing = false;
-      });
+    const round = this.roundNo;
+    for (let attempt = 1; attempt <= PEER_PROBE_ATTEMPTS; attempt++) {
+      let evicted: readonly string[];
+      try {
+        evicted = await handler.probeMembers(PEER_PROBE_TIMEOUT_MS);
+      } catch (err) {
+        this.deps.logger.warn({ err: (err as Error).message, why }, 'probing the peer agents failed');
+        return;
+      }
+      if (evicted.length > 0) {
+        this.deps.logger.warn(
+          { evicted, why, probeMs: Date.now() - t0, attempt },
+          'peer agents found dead and evicted',
+        );
+        return;
+      }
+      if (attempt === PEER_PROBE_ATTEMPTS || this.roundNo !== round) break;
+      await new Promise((r) => setTimeout(r, PEER_PROBE_SPACING_MS));
+      if (this.roundNo !== round || this.stopSignal) break;
+    }
+    this.deps.logger.info({ why, probeMs: Date.now() - t0 }, 'peer agents probed: none found dead');
   }
 
   /** On the restart path, training runs again once every local worker of the new round said ready. */

@@ -76,11 +76,11 @@ cleanup() {
   for c in "${CONTAINERS[@]}"; do "${B[@]}" rm "$c" >/dev/null 2>&1 || true; done
 }
 trap cleanup EXIT
-from() { # from <image>: a working container of <image>, removed on exit
-  local c
-  c=$("${B[@]}" from --pull=never --quiet "$1")
-  CONTAINERS+=("$c")
-  printf '%s' "$c"
+# from <image>: sets C to a new working container of <image>, removed on exit (not in a subshell: the list must
+# outlive the call).
+from() {
+  C=$("${B[@]}" from --pull=never --quiet "$1")
+  CONTAINERS+=("$C")
 }
 image_exists() { "${B[@]}" inspect --type image "$1" >/dev/null 2>&1; }
 label() { "${B[@]}" inspect --type image --format "{{index .OCIv1.Config.Labels \"$2\"}}" "$1" 2>/dev/null || true; }
@@ -113,7 +113,8 @@ ROOTFS_ID="$(stat -c %Y "$ROOTFS_TAR")"
 RECIPE=2 # bump when make_*_base change
 make_runtime_base() {
   local c mnt
-  c=$(from scratch)
+  from scratch
+  c=$C
   mnt=$("${B[@]}" mount "$c")
   tar -C "$mnt" --numeric-owner -xf "$ROOTFS_TAR"
   install -D -m 0755 "$NODE_BIN" "$mnt/usr/bin/node"
@@ -131,7 +132,8 @@ make_runtime_base() {
 }
 make_build_base() {
   local c mnt
-  c=$(from "$BASE_RUNTIME")
+  from "$BASE_RUNTIME"
+  c=$C
   "${B[@]}" run --isolation chroot --network host "$c" -- sh -c \
     "echo 'deb $MIRROR $SUITE main' >/etc/apt/sources.list && apt-get update -qq \
      && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $BUILD_PACKAGES >/dev/null \
@@ -182,7 +184,7 @@ fi
 bud() { # bud <dockerfile> <image>: the build's output goes to $CACHE/build-<file>.log
   local log
   log="$CACHE/build-$(basename "$1").log"
-  if ! "${B[@]}" bud --isolation chroot --network host --layers --pull=never \
+  if ! "${B[@]}" bud --isolation chroot --network host --layers --pull=never --force-rm \
     --build-arg BUILD_BASE="$BASE_BUILD" --build-arg RUNTIME_BASE="$BASE_RUNTIME" \
     --build-arg NPM_CI_FLAGS="$NPM_FLAGS --cache /npm-cache" --volume "$NPM_CACHE:/npm-cache" \
     -f "$1" -t "$2" . >"$log" 2>&1; then
@@ -220,7 +222,8 @@ nonroot() { # nonroot <container>: the user the image runs as is not root
 }
 
 say "checking $OPERATOR"
-c=$(from "$OPERATOR")
+from "$OPERATOR"
+c=$C
 expect "operator user" "$(config "$OPERATOR" User)" '"65532:65532"'
 expect "operator entrypoint" "$(config "$OPERATOR" Entrypoint)" '["/nodejs/bin/node"]'
 expect "operator cmd" "$(config "$OPERATOR" Cmd)" '["dist/agent/cli.js","operator"]'
@@ -229,7 +232,8 @@ check "operator: node dist/agent/cli.js --help" in_image "$c" /nodejs/bin/node d
 check "operator: node dist/agent/cli.js operator --help" in_image "$c" /nodejs/bin/node dist/agent/cli.js operator --help
 
 say "checking $AGENT"
-c=$(from "$AGENT")
+from "$AGENT"
+c=$C
 expect "agent user" "$(config "$AGENT" User)" '"65532:65532"'
 expect "agent entrypoint" "$(config "$AGENT" Entrypoint)" '["tensile","run"]'
 expect "agent working dir" "$(config "$AGENT" WorkingDir)" '"/workspace"'
