@@ -10,9 +10,9 @@ import assert from 'node:assert/strict';
 import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import { kubectl, startKubelet, waitFor, type Kubelet, type TestApiServer } from '../../k8s/index.js';
-import { runOperator, type OperatorHandle } from '../../../operator/index.js';
+import type { OperatorHandle } from '../../../operator/index.js';
 import type { KubeApis } from '../../../operator/kube/client-node.js';
-import { clientFor, jobPods, jobView, startClusterWithCrd } from './harness.js';
+import { clientFor, jobPods, jobView, startClusterWithCrd, startTestOperator } from './harness.js';
 
 let server: TestApiServer;
 let kubelet: Kubelet;
@@ -23,13 +23,7 @@ before(async () => {
   server = await startClusterWithCrd();
   kubelet = await startKubelet({ server, nodeName: 'node-a' });
   http = clientFor(server);
-  op = await runOperator({
-    kubeconfig: server.kubeconfigPath,
-    leaderElection: false,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-    resyncMs: 5000,
-  });
+  op = await startTestOperator(server, { resyncMs: 5000 });
 });
 
 after(async () => {

@@ -6,6 +6,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { kubectl, startTestApiServer, type TestApiServer } from '../../k8s/index.js';
 import { KubeApis, loadKubeConfig } from '../../../operator/kube/client-node.js';
+import { runOperator, type OperatorHandle } from '../../../operator/index.js';
 
 export const REPO = fileURLToPath(new URL('../../../', import.meta.url));
 export const CRD_PATH = join(REPO, 'charts/tensile/crds/elasticjob.yaml');
@@ -88,4 +89,15 @@ export async function jobPods(apis: KubeApis, job: string, namespace = 'default'
       `${p.status?.phase ?? 'Pending'}${p.metadata?.deletionTimestamp !== undefined ? '*' : ''}`,
     ]),
   );
+}
+
+/** The operator in this process against `server`: no leader election, metrics on an ephemeral loopback port. */
+export function startTestOperator(server: TestApiServer, over: { resyncMs?: number } = {}): Promise<OperatorHandle> {
+  return runOperator({
+    kubeconfig: server.kubeconfigPath,
+    leaderElection: false,
+    metricsPort: 0,
+    metricsHost: '127.0.0.1',
+    ...over,
+  });
 }

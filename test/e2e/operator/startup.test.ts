@@ -11,9 +11,9 @@ import {
   type Kubelet,
   type TestApiServer,
 } from '../../k8s/index.js';
-import { runOperator, type OperatorHandle } from '../../../operator/index.js';
+import type { OperatorHandle } from '../../../operator/index.js';
 import type { KubeApis } from '../../../operator/kube/client-node.js';
-import { CRD_PATH, clientFor, jobPods } from './harness.js';
+import { CRD_PATH, clientFor, jobPods, startTestOperator } from './harness.js';
 
 let server: TestApiServer;
 let kubelet: Kubelet;
@@ -34,12 +34,7 @@ after(async () => {
 });
 
 test('an operator started before the CRD exists reconciles once the CRD is applied', { timeout: 60_000 }, async () => {
-  op = await runOperator({
-    kubeconfig: server.kubeconfigPath,
-    leaderElection: false,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-  });
+  op = await startTestOperator(server);
   const readyz = async () => (await fetch(`http://127.0.0.1:${op.metricsPort}/readyz`)).status;
   assert.equal(await readyz(), 503);
   assert.equal((await kubectl(server, ['apply', '-f', CRD_PATH])).code, 0);

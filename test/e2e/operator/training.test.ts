@@ -9,7 +9,7 @@ import { after, before, test } from 'node:test';
 import { stringify } from 'yaml';
 import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 import { kubectl, startKubelet, waitFor, type Kubelet, type TestApiServer } from '../../k8s/index.js';
-import { runOperator, type OperatorHandle } from '../../../operator/index.js';
+import type { OperatorHandle } from '../../../operator/index.js';
 import type { KubeApis } from '../../../operator/kube/client-node.js';
 import {
   REPO,
@@ -20,6 +20,7 @@ import {
   makeShimDir,
   removeDir,
   startClusterWithCrd,
+  startTestOperator,
 } from './harness.js';
 
 let server: TestApiServer;
@@ -37,12 +38,7 @@ before(async () => {
   server = await startClusterWithCrd();
   kubelet = await startKubelet({ server, nodeName: 'node-a', pathPrepend: shimDir, workDir: REPO });
   http = clientFor(server);
-  op = await runOperator({
-    kubeconfig: server.kubeconfigPath,
-    leaderElection: false,
-    metricsPort: 0,
-    metricsHost: '127.0.0.1',
-  });
+  op = await startTestOperator(server);
 });
 
 after(async () => {
