@@ -3,6 +3,8 @@
 // copies. Every operation returns a promise and never blocks the event loop; the worker's watchdog aborts the
 // communicator on a timeout or an asynchronous NCCL error, so a dead peer rejects pending operations instead of
 // hanging them (see docs/gpu.md).
+// Longer than ~500 lines on purpose: the ProcessGroup contract's ten operations, each staging host buffers through
+// device memory with its own checks; the shared parts are helpers in this file and reduce-ops.ts.
 import {
   CollectiveError,
   type CollectiveErrorCode,

@@ -11,6 +11,8 @@
 // timeout rejects with TIMEOUT and fails the transport too (peers then see PEER_LOST instead of hanging);
 // abort() rejects everything with ABORTED. Sub-groups share the parent's connections, so aborting any group (or a
 // timeout in any group) tears down all groups of this world.
+// Longer than ~500 lines on purpose: every collective algorithm of the contract over one mesh (the transport is
+// tcp-transport.ts, the argument checks reduce-ops.ts).
 import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,

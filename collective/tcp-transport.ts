@@ -20,6 +20,7 @@
 //
 // Failure: a peer's close/error/end fails the whole transport with PEER_LOST naming the peer; `fail` rejects every
 // posted receive and pending send at once and destroys all sockets. Nothing keeps the process alive afterwards.
+// Longer than ~500 lines on purpose: mesh set-up, framing and tagged matching are one state machine per connection.
 import { randomBytes } from 'node:crypto';
 import { readFileSync, rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';

@@ -14,6 +14,8 @@
 //
 // The directory must be visible to every rank (on one node it is; across nodes use shared storage): every rank
 // reads it on restore, and rank 0 broadcasts which step it restored so that a mismatch fails loudly.
+// Longer than ~500 lines on purpose: save, restore, checkpoint validation and re-sharding share the state
+// declaration and the snapshot format.
 
 import { createHash } from 'node:crypto';
 import { existsSync, mkdirSync, readdirSync, unlinkSync } from 'node:fs';

@@ -32,6 +32,8 @@
 //   A newer round during any of this supersedes the one being built. Then `onGroup(pg)` (rebuild DDP) and `ready`.
 // - Steps lost: 0 whenever a holder existed (everyone continues from the newest step any rank completed); after a
 //   disk fallback, the difference is logged as a warning and returned in the record.
+// Longer than ~500 lines on purpose: it is the worker's central recovery loop (STYLE habit 8); state agreement and
+// transfer live in state-transfer.ts.
 
 import { CollectiveError, type Backend, type ProcessGroup } from '../collective/api.js';
 import type { ControlClient } from '../collective/control-client.js';

@@ -1,5 +1,7 @@
 // Differentiable tensor operations. Each computes its result into fresh contiguous storage and, when grad mode
 // is on and an input requires grad, records a node whose backward closes over what it needs.
+// Longer than ~500 lines on purpose: every differentiable op with its backward kept together, as PyTorch keeps its
+// derivatives table in one place.
 import { TensorError, type Shape } from './api.js';
 import { record, sameShape } from './autograd.js';
 import { sgemm } from './sgemm.js';

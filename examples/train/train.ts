@@ -11,6 +11,8 @@
 // the workers recover live (tensor/live-recovery.ts): the healthy ones keep running, a replacement gets the state
 // from a peer, and the log says how long recovery took and how many steps were lost (0). Otherwise (restart mode,
 // or no agent) the launcher restarts the whole group and training resumes from the last checkpoint.
+// Longer than ~500 lines on purpose: the main job reads as one script (flags, data, model, both recovery modes,
+// progress, report); data, goodput and the report live in the files beside it.
 
 import { existsSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';

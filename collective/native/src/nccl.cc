@@ -8,6 +8,8 @@
 // timeout or an abort request it calls ncclCommAbort, so that a dead peer ends as a rejected promise, not a hang.
 // Nothing off the JS thread touches a JS value: tasks carry raw pointers, and the references that keep the host
 // arrays and device buffers alive are created and dropped on the JS thread.
+// Longer than ~500 lines on purpose: the whole NCCL surface (dlopen table, communicator life cycle, watchdog and
+// abort, every collective) shares one private worker-queue state; splitting it would export that state.
 #include <napi.h>
 #include <sched.h>
 

@@ -30,6 +30,8 @@
 // in the header, the awaited rank destroyed its group, its process is gone (checked every 100 ms while asleep), or
 // the op's deadline passed. The failing rank publishes why in the header and wakes every futex, so the other ranks
 // fail within one wake-up with PEER_LOST naming it. After a failure every queued and later op fails the same way.
+// Longer than ~500 lines on purpose: the segment layout, the step protocol and every collective of the plane share
+// the Group's private state and invariants; they are one unit, with the reductions kept apart in reduce.cc.
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <napi.h>
