@@ -12,6 +12,7 @@ import { hostname as osHostname } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.js';
 import { freePortPair } from '../common/free-port.js';
+import { CONTROL_ENV, STANDBY_ENV } from '../common/control-protocol.js';
 import type { NodeDescriptor, RendezvousEvent, RendezvousHandler, RoundInfo } from '../rendezvous/api.js';
 import { RendezvousError } from '../rendezvous/api.js';
 import { AgentError, type AgentState, type RunOptions, type WorkerExit } from './api.js';
@@ -77,6 +78,8 @@ type LiveOutcome = { readonly kind: 'continue'; readonly next: Promise<AttemptEn
 export const LIVE_READY_TIMEOUT_MS = 60_000;
 /** How long a probe of the peer agents waits for each connection (a dead agent on a live host refuses at once). */
 export const PEER_PROBE_TIMEOUT_MS = 500;
+/** How often each standby slot's process may die before promotion and be replaced, per group. */
+export const STANDBY_RETRIES_PER_SLOT = 3;
 /** Probes per suspicion, and the pause between them (a dying agent may still hold its port for a moment). */
 export const PEER_PROBE_ATTEMPTS = 3;
 export const PEER_PROBE_SPACING_MS = 250;
@@ -111,6 +114,13 @@ export class ElasticAgent {
   private groupWorldSize = 1;
   /** A peer probe is in flight. */
   private probing = false;
+  /** Local rank 0's spec of the newest round: what a new warm standby's environment is made from. */
+  private standbyBase: WorkerSpec | null = null;
+  /** Standbys started (for unique log dirs) and replacements of dead standbys left (bounded retries). */
+  private standbysStarted = 0;
+  private standbyRetriesLeft = 0;
+  /** The spec each standby slot's current process was started with (its log dir and error file). */
+  private readonly standbySpecs = new Map<number, WorkerSpec>();
 
   constructor(
     private readonly opts: RunOptions,
@@ -306,6 +316,9 @@ export class ElasticAgent {
     group.start();
     deps.metrics.workerStarted(specs.length);
     deps.metrics.workersRunning(group.runningCount);
+    this.standbyBase = specs[0] ?? null;
+    this.standbyRetriesLeft = STANDBY_RETRIES_PER_SLOT * this.standbyCount();
+    for (let i = 0; i < this.standbyCount(); i++) this.startStandby(group, i);
     this.transition('RUNNING');
     deps.console.update({
       workersUp: group.runningCount,
@@ -321,6 +334,69 @@ export class ElasticAgent {
     );
     if (this.restartRecoveryOpen && !this.control) this.endRestartRecovery(null);
     return group;
+  }
+
+  /** Warm standbys per node: --standby-workers in live mode with a control channel, else none. */
+  private standbyCount(): number {
+    if (!this.control || this.opts.recovery !== 'live') return 0;
+    return this.opts.standbyWorkers ?? 0;
+  }
+
+  /**
+   * Starts warm standby `i` (its own log dir `standby_<n>` beside the attempt dirs, TENSILE_STANDBY=1, LOCAL_RANK =
+   * its control slot). A standby that dies before promotion is replaced, at most STANDBY_RETRIES_PER_SLOT times per
+   * slot and round of the group; it never counts as a worker failure.
+   */
+  private startStandby(group: WorkerGroupHandle, i: number): void {
+    const base = this.standbyBase;
+    const control = this.control;
+    if (!base || !control || !group.startStandby || this.stopSignal || group !== this.currentGroup) return;
+    const slot = control.standbySlot(i);
+    const logDir = base.logDir ? join(base.logDir, '..', '..', `standby_${this.standbysStarted}`) : null;
+    const errorFile = logDir ? join(logDir, 'error.json') : null;
+    this.standbysStarted++;
+    const env: Record<string, string> = {
+      ...base.env,
+      LOCAL_RANK: String(slot),
+      [CONTROL_ENV]: control.socketPath(slot),
+      [STANDBY_ENV]: '1',
+    };
+    if (errorFile) env.TORCHELASTIC_ERROR_FILE = errorFile;
+    else delete env.TORCHELASTIC_ERROR_FILE;
+    if (logDir && base.logDir) {
+      env.TENSILE_LOG_DIR = logDir;
+      // Stack dumps (--report-directory) of a standby go to its own dir, where dumpAndKill looks after promotion.
+      if (env.NODE_OPTIONS) env.NODE_OPTIONS = env.NODE_OPTIONS.split(base.logDir).join(logDir);
+    }
+    const spec: WorkerSpec = { ...base, localRank: slot, env, logDir, errorFile };
+    this.standbySpecs.set(slot, spec);
+    group.startStandby(slot, spec, (deadSlot, exit) => {
+      if (this.standbyRetriesLeft <= 0) {
+        this.deps.logger.warn(
+          { slot: deadSlot, pid: exit.pid, exitCode: exit.exitCode, signal: exit.signal },
+          'standby worker exited; no standby retries left, failed workers are started fresh',
+        );
+        return;
+      }
+      this.standbyRetriesLeft--;
+      this.deps.logger.warn(
+        { slot: deadSlot, pid: exit.pid, exitCode: exit.exitCode, signal: exit.signal },
+        'standby worker exited; replacing it (not a worker failure)',
+      );
+      this.startStandby(group, deadSlot - this.opts.nprocPerNode);
+    });
+    this.deps.logger.debug({ slot, pid: group.standbyPid?.(slot) ?? null }, 'standby worker started');
+  }
+
+  /** A connected standby's index, or null when none can be promoted now. */
+  private readyStandby(group: WorkerGroupHandle, taken: ReadonlySet<number>): number | null {
+    const control = this.control;
+    if (!control || !group.standbyPid) return null;
+    for (let i = 0; i < this.standbyCount(); i++) {
+      const slot = control.standbySlot(i);
+      if (!taken.has(i) && group.standbyPid(slot) !== null && control.standbyReady(slot)) return i;
+    }
+    return null;
   }
 
   /** Arms a wait for the attempt's next end: the group's outcome, a rendezvous event or a signal. */
@@ -386,14 +462,39 @@ export class ElasticAgent {
     }
     this.enterRound(round);
     const specs = this.specsFor(round, dirs);
-    const fresh = new Set(respawn);
+    this.standbyBase = specs[0] ?? this.standbyBase;
+    const fresh = new Set<number>();
+    const promoted = new Set<number>();
     for (const r of respawn) {
       const spec = specs[r] as WorkerSpec;
+      // A warm standby takes the rank when one is connected: no process start before the group can re-form.
+      const i = this.readyStandby(group, promoted);
+      const slot = i === null ? null : control.standbySlot(i);
+      const own = slot === null ? undefined : this.standbySpecs.get(slot);
+      const promotedSpec: WorkerSpec = own ? { ...spec, logDir: own.logDir, errorFile: own.errorFile } : spec;
+      if (i !== null && slot !== null && control.promote(slot, promotedSpec, round.round)) {
+        const pid = group.promote?.(slot, spec) ?? null;
+        if (pid !== null) {
+          promoted.add(i);
+          deps.metrics.standbyPromoted?.();
+          deps.logger.info(
+            { localRank: r, rank: spec.globalRank, pid, round: round.round },
+            `promoted standby (pid ${pid}) to local rank ${r}`,
+          );
+          continue;
+        }
+      }
+      fresh.add(r);
       control.started(spec, round.round);
       group.respawn(spec);
     }
-    if (respawn.length > 0) deps.metrics.workerStarted(respawn.length);
+    if (fresh.size > 0) deps.metrics.workerStarted(fresh.size);
     control.sendRound(round, specs, fresh);
+    // New standbys for the promoted ones start once this round is ready (below), so that they do not compete
+    // for CPU with the recovery.
+    const refill = (): void => {
+      for (const i of promoted) this.startStandby(group, i);
+    };
     this.transition('RUNNING');
     deps.console.update({
       workersUp: group.runningCount,
@@ -408,7 +509,10 @@ export class ElasticAgent {
       control.waitReady(ranks, round.round, timeoutMs).then((r) => ({ kind: 'ready' as const, ...r })),
       next.then(() => ({ kind: 'interrupted' as const })),
     ]);
-    if (raced.kind === 'interrupted') return { kind: 'continue', next };
+    if (raced.kind === 'interrupted') {
+      refill();
+      return { kind: 'continue', next };
+    }
     if (raced.missing.length > 0) {
       deps.logger.warn(
         { round: round.round, missing: raced.missing, timeoutMs },
@@ -425,6 +529,7 @@ export class ElasticAgent {
     control.resume();
     const rec = this.goodput.end(raced.step);
     if (rec) this.reportRecovery(rec, fromRound, round.round);
+    refill();
     return { kind: 'continue', next };
   }
 

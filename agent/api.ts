@@ -43,6 +43,8 @@ export interface RunOptions {
   readonly recovery: 'live' | 'restart';
   /** --hang-timeout, or null for the default (max(10 s, 5 × the recent median step time)). */
   readonly hangTimeoutMs: number | null;
+  /** --standby-workers: warm spare workers per node in live mode (0 or absent: none). */
+  readonly standbyWorkers?: number;
 }
 
 /** One worker's end, as the agent observed it. */

@@ -51,7 +51,8 @@ export interface ControlServerOptions {
 
 interface Conn {
   readonly socket: Socket;
-  readonly localRank: number;
+  /** Mutable: a promoted standby's connection moves to the rank it takes (adopt). */
+  localRank: number;
   readonly splitter: LineSplitter;
   hello: Msg<'hello'> | null;
   closed: boolean;
@@ -122,6 +123,21 @@ export class ControlServer {
     const c = this.current.get(localRank);
     if (c) this.drop(c, null);
     this.current.delete(localRank);
+  }
+
+  /**
+   * A warm standby takes a rank: the connection that said hello on `fromRank`'s socket (a standby slot) becomes
+   * `toRank`'s current one (the rank's old connection is dropped). False when `fromRank` has no open hello'd
+   * connection. Later messages on it are reported for `toRank`.
+   */
+  adopt(fromRank: number, toRank: number): boolean {
+    const c = this.current.get(fromRank);
+    if (!c || c.closed || !c.hello) return false;
+    this.forget(toRank);
+    this.current.delete(fromRank);
+    c.localRank = toRank;
+    this.current.set(toRank, c);
+    return true;
   }
 
   /** Ends every connection, closes the sockets, removes the directory. Idempotent, never throws. */

@@ -9,6 +9,8 @@ export interface AgentMetrics {
   state(s: AgentState): void;
   workerStarted(n: number): void;
   workerFailed(): void;
+  /** A warm standby took a failed live worker's rank (optional: older fakes lack it). */
+  standbyPromoted?(): void;
   restart(kind: 'failure' | 'membership'): void;
   round(n: number, worldSize: number): void;
   workersRunning(n: number): void;
@@ -56,6 +58,11 @@ export async function startMetricsServer(port: number, host = '0.0.0.0'): Promis
   const starts = new prom.Counter({
     name: 'tensile_worker_starts_total',
     help: 'workers started',
+    registers: [registry],
+  });
+  const promotions = new prom.Counter({
+    name: 'tensile_standby_promotions_total',
+    help: 'warm standby workers promoted into a failed live worker rank',
     registers: [registry],
   });
   const failures = new prom.Counter({
@@ -142,6 +149,7 @@ export async function startMetricsServer(port: number, host = '0.0.0.0'): Promis
     },
     workerStarted: (n) => starts.inc(n),
     workerFailed: () => failures.inc(),
+    standbyPromoted: () => promotions.inc(),
     restart: (kind) => restarts.inc({ kind }),
     round(n, w) {
       roundGauge.set(n);

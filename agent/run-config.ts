@@ -106,6 +106,12 @@ export const RUN_FLAGS: readonly FlagSpec[] = [
     metavar: 'SEC',
     help: 'a worker that sends heartbeats but no step progress this long is dumped and restarted (default max(10, 5x median step time))',
   },
+  {
+    name: 'standby-workers',
+    env: true,
+    metavar: 'N',
+    help: 'live mode: keep N pre-started spare workers per node; a failed live worker is replaced by one (default 0)',
+  },
   { name: 'no-status-line', boolean: true, help: 'no live status line on a TTY' },
   { name: 'help', short: 'h', boolean: true, help: 'show this help' },
 ];
@@ -357,6 +363,12 @@ export function parseRunArgs(
     );
   }
 
+  const standbyRaw = get('standby-workers') ?? '0';
+  const standbyWorkers = /^\d+$/.test(standbyRaw.trim()) ? Number(standbyRaw) : NaN;
+  if (!Number.isSafeInteger(standbyWorkers) || standbyWorkers > 64) {
+    throw new UsageError(`${where(sources, 'standby-workers')} '${standbyRaw}': expected an integer from 0 to 64`);
+  }
+
   const options: RunOptions = {
     nnodes,
     nprocPerNode,
@@ -385,6 +397,7 @@ export function parseRunArgs(
     statusLine: isTty && !bool('no-status-line'),
     recovery,
     hangTimeoutMs,
+    standbyWorkers,
   };
   return { help: false, options, notices };
 }

@@ -70,6 +70,7 @@ export class WorkerControl {
           server.send(r, pending);
       },
       heartbeat: (r, msg, atMs) => {
+        if (!this.ranks.has(r)) return; // a standby slot: not a rank, never watched
         this.monitor.heartbeat(r, msg.step, atMs);
         this.heartbeatListener?.(r, msg.step, atMs);
       },
@@ -91,7 +92,9 @@ export class WorkerControl {
   }
 
   static async start(opts: RunOptions, log: Logger, onHang: (info: HangInfo) => void): Promise<WorkerControl> {
-    const ranks = Array.from({ length: opts.nprocPerNode }, (_, i) => i);
+    // Local ranks, then one socket per warm standby slot (nprocPerNode + i).
+    const standbys = opts.recovery === 'live' ? (opts.standbyWorkers ?? 0) : 0;
+    const ranks = Array.from({ length: opts.nprocPerNode + standbys }, (_, i) => i);
     const server = await ControlServer.start({
       localRanks: ranks,
       heartbeatIntervalMs: HEARTBEAT_INTERVAL_MS,
@@ -133,6 +136,34 @@ export class WorkerControl {
       logDir: spec.logDir,
     });
     this.liveRound = Math.max(this.liveRound, round);
+  }
+
+  /** The control slot (a socket that is not a rank) of warm standby `i`. */
+  standbySlot(i: number): number {
+    return this.opts.nprocPerNode + i;
+  }
+
+  /** Whether the standby in `slot` said hello live and is still connected (it can be promoted). */
+  standbyReady(slot: number): boolean {
+    return this.server.isLive(slot);
+  }
+
+  /**
+   * The standby in `slot` takes `spec.localRank` in `round`: its connection now speaks for that rank. The caller
+   * then sends it the round (sendRound without skipping it). False when the standby is not connected.
+   */
+  promote(slot: number, spec: WorkerSpec, round: number): boolean {
+    this.monitor.forget(spec.localRank);
+    if (!this.server.adopt(slot, spec.localRank)) return false;
+    this.ranks.set(spec.localRank, {
+      startedInRound: round,
+      declaredLive: true,
+      readyRound: -1,
+      readyStep: null,
+      logDir: spec.logDir,
+    });
+    this.liveRound = Math.max(this.liveRound, round);
+    return true;
   }
 
   /** What the live/restart policy needs to know of each local rank. */

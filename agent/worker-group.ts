@@ -63,6 +63,19 @@ export interface WorkerGroupHandle {
   pidOf(localRank: number): number | null;
   /** From now until it exits, copies the local rank's stderr lines into `path` too (stack dumps). */
   captureStderr(localRank: number, path: string): void;
+  /**
+   * Warm standby (optional: fakes may lack it): spawns a spare process for `slot`. It is no rank: its exit is no
+   * worker exit (it goes to `onStandbyExit`), it is not counted as running, and it is killed by `stop()` and when the
+   * group succeeds. A no-op once the group is stopping or has succeeded.
+   */
+  startStandby?(slot: number, spec: WorkerSpec, onStandbyExit: (slot: number, exit: WorkerExit) => void): void;
+  /** The pid of the standby in `slot`, or null when there is none running. */
+  standbyPid?(slot: number): number | null;
+  /**
+   * The standby in `slot` becomes `spec.localRank`'s current process (whose previous process has exited), like
+   * respawn but without starting anything. Returns its pid, or null when that standby is not running.
+   */
+  promote?(slot: number, spec: WorkerSpec): number | null;
 }
 
 /** Builds the group of one attempt (the agent's default is `new WorkerGroup(...)`). */
@@ -75,7 +88,11 @@ export type WorkerGroupFactory = (
 ) => WorkerGroupHandle;
 
 interface Running {
-  readonly spec: WorkerSpec;
+  /** Mutable: a promoted standby takes the spec of the rank it becomes. */
+  spec: WorkerSpec;
+  /** The standby slot while this process is a warm standby, else null. */
+  standbySlot: number | null;
+  onStandbyExit: ((slot: number, exit: WorkerExit) => void) | null;
   readonly child: ChildProcess;
   readonly pid: number;
   readonly stderrTail: string[];
@@ -90,8 +107,11 @@ export class WorkerGroup implements WorkerGroupHandle {
   private readonly workers: Running[] = [];
   /** The current process of each local rank. */
   private readonly current = new Map<number, Running>();
+  /** Warm standbys by slot. */
+  private readonly standbys = new Map<number, Running>();
   private readonly exits: WorkerExit[] = [];
   private stopping = false;
+  private succeeded = false;
   private settle!: (outcome: GroupOutcome) => void;
   private settled = false;
   private outcomePromise: Promise<GroupOutcome>;
@@ -114,17 +134,52 @@ export class WorkerGroup implements WorkerGroupHandle {
 
   /** Spawns every worker. Spawn errors (missing interpreter, EACCES) become worker failures, not exceptions. */
   start(): void {
-    for (const spec of this.specs) this.spawnOne(spec);
+    for (const spec of this.specs) this.spawnOne(spec, null, null);
   }
 
   respawn(spec: WorkerSpec): void {
-    const prev = this.current.get(spec.localRank);
-    if (prev && !prev.exited) throw new Error(`local rank ${spec.localRank} is still running (pid ${prev.pid})`);
+    this.reopen(spec.localRank);
+    this.spawnOne(spec, null, null);
+    this.reevaluate();
+  }
+
+  startStandby(slot: number, spec: WorkerSpec, onStandbyExit: (slot: number, exit: WorkerExit) => void): void {
+    if (this.stopping || (this.settled && this.succeeded)) return;
+    const prev = this.standbys.get(slot);
+    if (prev && !prev.exited) throw new Error(`standby slot ${slot} is still running (pid ${prev.pid})`);
+    this.spawnOne(spec, slot, onStandbyExit);
+  }
+
+  standbyPid(slot: number): number | null {
+    const w = this.standbys.get(slot);
+    return w && !w.exited && w.pid > 0 ? w.pid : null;
+  }
+
+  promote(slot: number, spec: WorkerSpec): number | null {
+    const w = this.standbys.get(slot);
+    if (!w || w.exited || w.pid <= 0) return null;
+    this.reopen(spec.localRank);
+    this.standbys.delete(slot);
+    // The process keeps its own log dir and error file (its environment names them).
+    w.spec = { ...spec, logDir: w.spec.logDir, errorFile: w.spec.errorFile };
+    w.standbySlot = null;
+    w.onStandbyExit = null;
+    this.current.set(spec.localRank, w);
+    this.reevaluate();
+    return w.pid;
+  }
+
+  /** Before a rank gets a new process: its previous one must have exited; a settled failure reopens the outcome. */
+  private reopen(localRank: number): void {
+    const prev = this.current.get(localRank);
+    if (prev && !prev.exited) throw new Error(`local rank ${localRank} is still running (pid ${prev.pid})`);
     if (this.settled) {
       this.settled = false;
       this.outcomePromise = new Promise((resolve) => (this.settle = resolve));
     }
-    this.spawnOne(spec);
+  }
+
+  private reevaluate(): void {
     // Another rank may have failed meanwhile: the fresh outcome must say so at once.
     for (const w of this.current.values()) {
       const e = w.exited ? this.exits.findLast((x) => x.pid === w.pid) : undefined;
@@ -154,7 +209,11 @@ export class WorkerGroup implements WorkerGroupHandle {
     w.capture.on('error', () => {});
   }
 
-  private spawnOne(spec: WorkerSpec): void {
+  private spawnOne(
+    spec: WorkerSpec,
+    standbySlot: number | null,
+    onStandbyExit: ((slot: number, exit: WorkerExit) => void) | null,
+  ): void {
     {
       const usePdeathsig = this.usePdeathsig;
       if (spec.logDir) mkdirSync(spec.logDir, { recursive: true });
@@ -168,6 +227,8 @@ export class WorkerGroup implements WorkerGroupHandle {
       });
       const running: Running = {
         spec,
+        standbySlot,
+        onStandbyExit,
         child,
         pid: child.pid ?? -1,
         stderrTail: [],
@@ -201,7 +262,8 @@ export class WorkerGroup implements WorkerGroupHandle {
         });
       });
       this.workers.push(running);
-      this.current.set(spec.localRank, running);
+      if (standbySlot === null) this.current.set(spec.localRank, running);
+      else this.standbys.set(standbySlot, running);
     }
   }
 
@@ -210,7 +272,7 @@ export class WorkerGroup implements WorkerGroupHandle {
   }
 
   get runningCount(): number {
-    return this.workers.filter((w) => !w.exited).length;
+    return this.workers.filter((w) => !w.exited && w.standbySlot === null).length;
   }
 
   /** Sends a signal to every live worker's process group. */
@@ -305,6 +367,7 @@ export class WorkerGroup implements WorkerGroupHandle {
     w.capture?.end();
     if (w.pid > 0) this.reaper?.remove(w.pid);
     const fromFile = readErrorFile(w.spec.errorFile);
+    const standbyExit = w.standbySlot;
     const exit: WorkerExit = {
       localRank: w.spec.localRank,
       globalRank: w.spec.globalRank,
@@ -318,9 +381,27 @@ export class WorkerGroup implements WorkerGroupHandle {
       stderrTail: [...w.stderrTail],
       stoppedByAgent: this.stopping,
     };
+    if (standbyExit !== null) {
+      // A standby is no rank: its end is no worker exit and never a failure of the group.
+      if (this.standbys.get(standbyExit) === w) this.standbys.delete(standbyExit);
+      if (!this.stopping && !this.succeeded) w.onStandbyExit?.(standbyExit, exit);
+      return;
+    }
     this.exits.push(exit);
     this.onExit(exit);
     this.evaluate(exit);
+  }
+
+  /** SIGKILLs every standby (the group succeeded: nothing left to replace). */
+  private killStandbys(): void {
+    for (const w of this.standbys.values()) {
+      if (w.exited || w.pid <= 0) continue;
+      try {
+        process.kill(-w.pid, 'SIGKILL');
+      } catch {
+        // Already gone.
+      }
+    }
   }
 
   private evaluate(latest: WorkerExit): void {
@@ -336,6 +417,8 @@ export class WorkerGroup implements WorkerGroupHandle {
     );
     if (currentExits.every((e) => e !== undefined && e.exitCode === 0)) {
       this.settled = true;
+      this.succeeded = true;
+      this.killStandbys();
       this.settle({ kind: 'succeeded' });
     }
   }

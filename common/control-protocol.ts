@@ -32,6 +32,12 @@
 //   MASTER_ADDR, MASTER_PORT, TENSILE_ROUND=r) and sends `ready` for r once its group is built and it holds state
 //   (stateFrom 'peer' when a peer sent it). The agent sends `round` only for rounds that begin while the worker
 //   runs; when the round changed between the spawn and the hello, the current `round` follows `welcome` at once.
+// - Warm standby (--standby-workers N, live mode only): the agent pre-starts N spare processes per node with the
+//   worker environment plus TENSILE_STANDBY=1, LOCAL_RANK = a standby slot (nproc-per-node + i, not a rank) and
+//   TENSILE_CONTROL = that slot's socket. A standby says hello (live: true) on its slot and then waits, joining no
+//   group and sending no heartbeats, for a `round`. When a live worker fails, the agent promotes a standby into the
+//   failed local rank: from then on its connection speaks for that rank, and it gets the new round's `round`, whose
+//   rank/localRank/worldSize/master are authoritative (its environment's RANK, WORLD_SIZE, MASTER_* are not).
 // - Every `round` has a fresh MASTER port (a free pair: store on masterPort, RPC on masterPort + 1) that the new
 //   round's rank 0 binds; the previous round's store is never reused.
 // - The agent waits a bounded time for `ready` from every local worker (the ready timeout); past it, or when any
@@ -51,6 +57,8 @@ export const CONTROL_PROTOCOL_VERSION = 1;
 export const MAX_CONTROL_LINE_BYTES = 64 * 1024;
 /** Environment variable with the control socket path. */
 export const CONTROL_ENV = 'TENSILE_CONTROL';
+/** Set to '1' in a warm standby's environment (see above): wait for a `round` before joining any group. */
+export const STANDBY_ENV = 'TENSILE_STANDBY';
 /** Environment variable with the recovery mode the agent runs in: 'live' or 'restart'. */
 export const RECOVERY_ENV = 'TENSILE_RECOVERY';
 

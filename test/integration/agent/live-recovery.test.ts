@@ -27,7 +27,7 @@ after(() => {
 });
 
 interface Ev {
-  kind: 'start' | 'round' | 'ready';
+  kind: 'start' | 'round' | 'ready' | 'standby' | 'promoted';
   pid: number;
   node: string;
   localRank: number;
@@ -59,7 +59,7 @@ function events(out: string): Ev[] {
 /** The pid of each local rank's newest process. */
 function currentPids(out: string): Map<number, number> {
   const m = new Map<number, number>();
-  for (const e of events(out)) if (e.kind === 'start') m.set(e.localRank, e.pid);
+  for (const e of events(out)) if (e.kind === 'start' || e.kind === 'promoted') m.set(e.localRank, e.pid);
   return m;
 }
 /** Waits until every one of `n` local ranks' current process reported ready in one round ≥ minRound. */
@@ -131,6 +131,44 @@ describe('live recovery on one node', () => {
     // The fixture's ranks count steps independently (no collectives), so "steps lost" is only checked for shape.
     assert.match(stderr, /live recovery \(worker-failure: rank 1 failed\) took \d+\.\d+ s, \d+ steps lost/);
     assert.doesNotMatch(stderr, /restarting the group/);
+  });
+
+  test('--standby-workers 1: a crashed worker is replaced by the warm standby, three times; no orphan', async () => {
+    const out = tmp();
+    const p = run(['--nproc-per-node', '2', '--max-restarts', '5', '--standby-workers', '1'], out);
+    let round = await allReady(out, 2, 0, 'two workers ready');
+    const keeper = currentPids(out).get(0);
+    for (let i = 0; i < 3; i++) {
+      // The standby of this try: started (and connected) before the fault.
+      await waitFor(() => events(out).filter((e) => e.kind === 'standby').length > i, `standby ${i + 1}`, 30_000);
+      const standby = events(out).filter((e) => e.kind === 'standby')[i] as Ev;
+      await new Promise((r) => setTimeout(r, 500)); // let it say hello
+      const victim = currentPids(out).get(1) as number;
+      const startsBefore = events(out).filter((e) => e.kind === 'start').length;
+      process.kill(victim, 'SIGKILL');
+      const next = await allReady(out, 2, round + 1, `all ready after kill ${i + 1}`);
+      const now = currentPids(out);
+      assert.equal(now.get(1), standby.pid, 'local rank 1 is now the pre-started standby');
+      assert.equal(now.get(0), keeper, 'local rank 0 kept its process');
+      const evs = events(out);
+      assert.equal(evs.filter((e) => e.kind === 'start').length, startsBefore, 'no worker process was started');
+      const promoted = evs.find((e) => e.kind === 'promoted' && e.pid === standby.pid);
+      assert.equal(promoted?.round, next, 'the standby took the new round from the round message');
+      assert.equal(promoted?.rank, 1, 'and the rank of the failed worker');
+      assert.equal(promoted?.localRank, 1);
+      const readyAt = evs.findIndex((e) => e.kind === 'ready' && e.pid === standby.pid && e.round === next);
+      assert.ok(readyAt >= 0, 'the promoted standby reported ready');
+      const nextStandby = evs.filter((e) => e.kind === 'standby')[i + 1];
+      if (nextStandby) {
+        assert.ok(evs.indexOf(nextStandby) > readyAt, 'the next standby starts only after the promoted one is ready');
+      }
+      round = next;
+    }
+    const stderr = await finish(p, out);
+    assert.equal((stderr.match(/promoted standby/g) ?? []).length, 3);
+    assert.equal((stderr.match(/restarting it alone, the others keep running/g) ?? []).length, 3);
+    assert.match(stderr, /restart 3\/5/, 'each promotion counts against --max-restarts');
+    assert.doesNotMatch(stderr, /restarting the group|standby worker exited/);
   });
 
   test('--recovery restart restarts the whole group on the same fault', async () => {
