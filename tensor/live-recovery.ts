@@ -38,7 +38,7 @@
 import { CollectiveError, type Backend, type ProcessGroup } from '../collective/api.js';
 import type { ControlClient } from '../collective/control-client.js';
 import { initProcessGroup, resolveWorkerConfig } from '../collective/index.js';
-import type { RoundMessage } from '../common/control-protocol.js';
+import { STANDBY_ENV, type RoundMessage } from '../common/control-protocol.js';
 import { noopLogger, type Logger } from '../common/logger.js';
 import { TensorError } from './api.js';
 import type { ElasticState } from './elastic-state.js';
@@ -167,6 +167,30 @@ export function roundFromEnv(env: NodeJS.ProcessEnv = process.env): RoundSpec {
     masterPort: cfg.masterPort,
     restartCount,
   };
+}
+
+/** Whether this process is a warm standby (TENSILE_STANDBY=1): its environment's rank and round are not its own. */
+export function isStandby(env: NodeJS.ProcessEnv = process.env): boolean {
+  return env[STANDBY_ENV] === '1';
+}
+
+/**
+ * A warm standby's wait to be promoted: resolves with the first `round` the agent sends it, whose rank, localRank,
+ * worldSize and master are authoritative (the environment's RANK, LOCAL_RANK, WORLD_SIZE, MASTER_* are not; pass
+ * the result as `initial` to LiveRecovery.start). Waits without bound while the channel is live (a standby may
+ * wait as long as the job runs); rejects LiveRecoveryError NOT_LIVE when the channel is or becomes non-live,
+ * STOPPED on `signal`, BAD_ROUND for an inconsistent round.
+ */
+export async function waitForPromotion(control: ControlClient, signal?: AbortSignal): Promise<RoundSpec> {
+  const pollMs = 1000;
+  for (;;) {
+    if (signal?.aborted) throw new LiveRecoveryError('STOPPED', 'standby: stopped while waiting for a round');
+    if (!control.live) {
+      throw new LiveRecoveryError('NOT_LIVE', `standby: the control channel is not live: ${control.reason ?? '?'}`);
+    }
+    const msg = await control.nextRound(pollMs);
+    if (msg) return roundSpecOf(msg);
+  }
 }
 
 /** Checks a round message's cross-field invariants (the schema checks each field). */

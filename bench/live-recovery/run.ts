@@ -13,7 +13,10 @@
 //                                    live vs torchrun etcd-v2 (bench/node-loss's run, PyTorch gloo workers)
 //   node_loss_live_vs_restart        same fault: live vs --recovery restart
 //   node_loss_steps_lost             same runs
-// Usage: npm run build && node --import tsx bench/live-recovery/run.ts [--repeats N]
+// Live worker faults run with --standby-workers N (default 1: a warm standby takes the failed rank; 0 compares
+// against starting a fresh process). --only-worker-faults skips the node-loss runs (and torchrun).
+// Usage: npm run build && node --import tsx bench/live-recovery/run.ts [--repeats N] [--standby-workers N]
+//        [--only-worker-faults]
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -33,6 +36,18 @@ import {
 
 const TRAIN = join(ROOT, 'dist/examples/train/train.js');
 const REPEATS = repeatsFromArgv(1);
+const STANDBY_WORKERS = standbyFromArgv(1);
+const ONLY_WORKER_FAULTS = process.argv.includes('--only-worker-faults');
+
+function standbyFromArgv(fallback: number): number {
+  const i = process.argv.indexOf('--standby-workers');
+  if (i < 0) return fallback;
+  const v = process.argv[i + 1];
+  if (v === undefined || !/^\d+$/.test(v)) {
+    throw new Error(`--standby-workers ${v === undefined ? '(missing)' : JSON.stringify(v)}: expected an integer ≥ 0`);
+  }
+  return Number(v);
+}
 const RUN_TIMEOUT_MS = 240_000;
 
 type Mode = 'live' | 'restart';
@@ -86,7 +101,16 @@ async function workerFault(mode: Mode, chaos: string): Promise<Measured> {
   const dir = mkdtempSync(join(tmpdir(), 'bench-live-crash-'));
   try {
     const a = startAgent(
-      ['--standalone', '--nproc-per-node', '2', '--max-restarts', '3', '--recovery', mode],
+      [
+        '--standalone',
+        '--nproc-per-node',
+        '2',
+        '--max-restarts',
+        '3',
+        '--recovery',
+        mode,
+        ...(mode === 'live' ? ['--standby-workers', String(STANDBY_WORKERS)] : []),
+      ],
       chaos,
       dir,
     );
@@ -153,6 +177,7 @@ async function main(): Promise<void> {
   for (let i = 0; i < REPEATS; i++) {
     for (const mode of ['restart', 'live'] as const) crash[mode].push(await workerFault(mode, '1:60:kill'));
     for (const mode of ['restart', 'live'] as const) hang[mode].push(await workerFault(mode, '1:60:stop'));
+    if (ONLY_WORKER_FAULTS) continue;
     const etcd = await startBenchEtcd(false);
     try {
       for (const mode of ['restart', 'live'] as const) node[mode].push(await nodeLoss(mode, etcd, i));
@@ -171,6 +196,8 @@ async function main(): Promise<void> {
   absoluteFigure('worker_hang_to_training_again_live', secs(hang.live), 's', { op: '<=', value: 12 });
   absoluteFigure('worker_hang_steps_lost', lost(hang.live), 'steps', { op: '<=', value: 0 }, 0);
   absoluteFigure('worker_hang_steps_lost_restart_path', lost(hang.restart), 'steps', undefined, 0);
+  console.log(`# worker faults: live mode with --standby-workers ${STANDBY_WORKERS}`);
+  if (ONLY_WORKER_FAULTS) return;
   figure('node_loss_live_to_training_again', secs(node.live), median(torchrun), 's', '<=', 0.03);
   figure('node_loss_live_vs_restart', secs(node.live), secs(node.restart), 's', '<=', 0.5);
   absoluteFigure('node_loss_steps_lost', lost(node.live), 'steps', { op: '<=', value: 0 }, 0);

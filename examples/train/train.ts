@@ -21,7 +21,14 @@ import type { ProcessGroup } from '../../collective/api.js';
 import { connectControl, nonLiveControl, type ControlClient } from '../../collective/control-client.js';
 import { CONTROL_ENV, RECOVERY_ENV } from '../../common/control-protocol.js';
 import { DistributedDataParallel } from '../../tensor/ddp.js';
-import { LiveRecovery, type RecoveryRecord, type StepOutcome } from '../../tensor/live-recovery.js';
+import {
+  LiveRecovery,
+  isStandby,
+  waitForPromotion,
+  type RecoveryRecord,
+  type RoundSpec,
+  type StepOutcome,
+} from '../../tensor/live-recovery.js';
 import { noopLogger, type Logger } from '../../common/logger.js';
 import { ElasticState } from '../../tensor/elastic-state.js';
 import {
@@ -55,10 +62,11 @@ function envInt(name: string, fallback: number): number {
   return n;
 }
 
-function makeLogger(rank: number): Logger {
+/** `rank()` is read per line: a promoted standby learns its rank from the agent's round message. */
+function makeLogger(rank: () => number): Logger {
   const line = (level: string, obj: object | string, msg?: string): void => {
     const text = typeof obj === 'string' ? obj : `${msg ?? ''} ${JSON.stringify(obj)}`;
-    process.stderr.write(`[train rank ${rank}] ${level}: ${text}\n`);
+    process.stderr.write(`[train rank ${rank()}] ${level}: ${text}\n`);
   };
   return {
     ...noopLogger, // debug and info dropped: the script prints its own progress; checkpoints are in the report
@@ -226,7 +234,7 @@ async function main(flags: Flags): Promise<number> {
     ddp: null,
   };
   const dir = resolve(flags.checkpointDir);
-  const logger = makeLogger(world.rank);
+  const logger = makeLogger(() => world.rank);
   const say = (s: string): void => {
     if (world.rank === 0) process.stdout.write(`${s}\n`);
   };
@@ -238,6 +246,19 @@ async function main(flags: Flags): Promise<number> {
     : cachedSyntheticSplit(dir, flags.trainSize, flags.testSize, flags.seed).split;
   const model = buildModel(flags.hidden, flags.seed);
   const opt = new SGD(model.parameters(), { lr: flags.lr, momentum: flags.momentum });
+  // A warm standby (TENSILE_STANDBY=1, live mode only) has loaded everything above; it now waits, in no group, until
+  // the agent promotes it. The round message's rank, world size and round are its own, not the environment's.
+  // Preemption (SIGTERM) ends a wait for the next round at once, so that the checkpoint is saved in the grace time.
+  const stop = new AbortController();
+  if (liveMode) process.once('SIGTERM', () => stop.abort());
+  let promotedTo: RoundSpec | undefined;
+  if (liveMode && isStandby()) {
+    promotedTo = await waitForPromotion(control, stop.signal);
+    world.rank = promotedTo.rank;
+    world.ws = promotedTo.worldSize;
+    world.round = promotedTo.round;
+    world.restartCount = promotedTo.restartCount;
+  }
   let lastTestAccuracy = 0;
   // Live mode: the group comes from LiveRecovery below; restart mode joins the environment's group here.
   // Keep the event loop alive while joining (an earlier store client retried on an unref'd timer, so a rank that
@@ -269,11 +290,9 @@ async function main(flags: Flags): Promise<number> {
   let live: LiveRecovery | null = null;
   let resumed: { file: string | null; step: number; epoch: number; savedWorldSize: number | null };
   if (liveMode) {
-    // Preemption (SIGTERM) ends a wait for the next round at once, so that the checkpoint is saved in the grace time.
-    const stop = new AbortController();
-    process.once('SIGTERM', () => stop.abort());
     live = await LiveRecovery.start({
       control,
+      initial: promotedTo,
       state,
       timeoutMs: flags.timeoutMs,
       signal: stop.signal,
