@@ -80,6 +80,17 @@ export const LIVE_READY_TIMEOUT_MS = 60_000;
 export const PEER_PROBE_TIMEOUT_MS = 500;
 /** How often each standby slot's process may die before promotion and be replaced, per group. */
 export const STANDBY_RETRIES_PER_SLOT = 3;
+/** Variables of the worker environment a standby does not get: its round message carries them. */
+const STANDBY_UNSET_ENV = [
+  'RANK',
+  'GROUP_RANK',
+  'ROLE_RANK',
+  'WORLD_SIZE',
+  'ROLE_WORLD_SIZE',
+  'MASTER_ADDR',
+  'MASTER_PORT',
+  'TENSILE_ROUND',
+] as const;
 /** Probes per suspicion, and the pause between them (a dying agent may still hold its port for a moment). */
 export const PEER_PROBE_ATTEMPTS = 3;
 export const PEER_PROBE_SPACING_MS = 250;
@@ -361,6 +372,9 @@ export class ElasticAgent {
       [CONTROL_ENV]: control.socketPath(slot),
       [STANDBY_ENV]: '1',
     };
+    // A standby has no rank until promoted: without these, a program that ignores TENSILE_STANDBY fails to join
+    // any group (and is replaced a bounded number of times) instead of acting as a duplicate of local rank 0.
+    for (const name of STANDBY_UNSET_ENV) delete env[name];
     if (errorFile) env.TORCHELASTIC_ERROR_FILE = errorFile;
     else delete env.TORCHELASTIC_ERROR_FILE;
     if (logDir && base.logDir) {
