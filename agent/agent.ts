@@ -13,12 +13,18 @@ import { join } from 'node:path';
 import type { Logger } from '../common/logger.js';
 import { freePortPair } from '../common/free-port.js';
 import { CONTROL_ENV, STANDBY_ENV } from '../common/control-protocol.js';
-import type { NodeDescriptor, RendezvousEvent, RendezvousHandler, RoundInfo } from '../rendezvous/api.js';
-import { RendezvousError } from '../rendezvous/api.js';
+import type {
+  NodeDescriptor,
+  RecoveryEntry,
+  RendezvousEvent,
+  RendezvousHandler,
+  RoundInfo,
+} from '../rendezvous/api.js';
+import { PUBLISHED_RECOVERIES, RendezvousError } from '../rendezvous/api.js';
 import { AgentError, type AgentState, type RunOptions, type WorkerExit } from './api.js';
 import type { AgentConsole } from './console.js';
 import { formatFailureSummary, rootCauseOrder } from './failure-summary.js';
-import { GoodputTracker, type RecoveryCause, type RecoveryRecord } from './goodput.js';
+import { GoodputTracker, toRecoveryEntry, type RecoveryCause, type RecoveryRecord } from './goodput.js';
 import { recoveryPath } from './live-policy.js';
 import type { AgentMetrics } from './metrics.js';
 import { Reaper, type ReaperHandle } from './reaper.js';
@@ -115,6 +121,9 @@ export class ElasticAgent {
   private readonly counted = new Set<number>();
   private control: WorkerControl | null = null;
   private readonly goodput = new GoodputTracker();
+  /** Where recoveries are published for `tensile status` (the run's handler), and what was published. */
+  private rdzv: RendezvousHandler | null = null;
+  private readonly published: RecoveryEntry[] = [];
   /** A restart-path recovery waits for the first heartbeat of the new workers to end. */
   private restartRecoveryOpen = false;
   /** Local ranks the watchdog killed (their exit is a hang, not a crash). */
@@ -175,6 +184,7 @@ export class ElasticAgent {
       this.control.onHeartbeat((_rank, step, atMs) => this.onHeartbeat(step, atMs));
       this.control.onReady((_rank, step, round) => this.onWorkerReady(step, round));
       handler = await this.deps.rendezvous(await this.describeSelf());
+      this.rdzv = handler;
       const probing = handler;
       this.control.onPeerLost((rank) => this.probePeers(probing, `local rank ${rank} reported a lost peer`));
       this.scaleUpPolicy = handler.config.scaleUpPolicy;
@@ -723,11 +733,21 @@ export class ElasticAgent {
       `${rec.path} recovery (${rec.cause}: ${rec.detail}) took ${(rec.recoveryMs / 1000).toFixed(2)} s, ${lost}`,
     );
     this.deps.metrics.recovery(rec);
+    this.publishRecovery(toRecoveryEntry(rec, round));
     this.deps.metrics.progress(ratio, this.newestStep());
     this.deps.console.update({
       goodput: ratio,
       lastRecovery: `${rec.path} ${(rec.recoveryMs / 1000).toFixed(2)} s, ${lost}`,
     });
+  }
+
+  /** Once per recovery, off the hot path: a failed put costs only the status line. */
+  private publishRecovery(entry: RecoveryEntry): void {
+    this.published.push(entry);
+    if (this.published.length > PUBLISHED_RECOVERIES) this.published.shift();
+    this.rdzv
+      ?.publishRecoveries([...this.published])
+      .catch((err: Error) => this.deps.logger.warn({ err: err.message }, 'could not publish the recovery'));
   }
 
   private newestStep(): number | null {

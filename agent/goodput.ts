@@ -1,6 +1,7 @@
 // Recoveries and goodput of this agent's run: what each recovery cost (time, steps lost) and productive time over
 // wall time (live-policy.ts goodput). Mechanism only: the agent says when a recovery begins and ends.
 
+import type { RecoveryEntry } from '../rendezvous/api.js';
 import { goodput, stepsLost } from './live-policy.js';
 
 export type RecoveryCause = 'worker-failure' | 'membership' | 'hang';
@@ -82,4 +83,17 @@ export class GoodputTracker {
     const openMs = this.open ? atMs - this.open.startedAtMs : 0;
     return goodput(atMs - this.startedAtMs, this.recoveryMsTotal + openMs, this.lostTotal, medianStepMs);
   }
+}
+
+/** A finished recovery as published for `tensile status` (`round`: the round training resumed in). */
+export function toRecoveryEntry(rec: RecoveryRecord, round: number): RecoveryEntry {
+  return {
+    cause: rec.cause,
+    path: rec.path,
+    recoveryMs: rec.recoveryMs,
+    stepsLost: rec.stepsLost,
+    round,
+    startedAtMs: rec.startedAtMs,
+    detail: rec.detail,
+  };
 }

@@ -153,8 +153,40 @@ export interface RendezvousHandler {
   /** Clean leave: drop membership and liveness at once so the others react without waiting for a TTL. */
   leave(): Promise<void>;
 
+  /**
+   * Publishes this node's most recent recoveries (newest last) for `tensile status`: one leased put, so they vanish
+   * with this node's lease. Call it once per recovery, never per step. Rejects on a store error (the caller logs it;
+   * losing the record costs nothing but the status line).
+   */
+  publishRecoveries(recoveries: readonly RecoveryEntry[]): Promise<void>;
+
   /** Releases connections and timers. Does not leave (a crash-like stop); call leave() first for a clean one. */
   close(): Promise<void>;
+}
+
+/** How many recoveries a node publishes: its newest. */
+export const PUBLISHED_RECOVERIES = 5;
+
+/** One finished recovery of an agent, as `tensile status` shows it. */
+export interface RecoveryEntry {
+  /** What caused it: 'worker-failure' | 'membership' | 'hang'. */
+  readonly cause: string;
+  readonly path: 'live' | 'restart';
+  readonly recoveryMs: number;
+  /** Null when the workers send no heartbeats (the step is unknown). */
+  readonly stepsLost: number | null;
+  /** The round training resumed in. */
+  readonly round: number;
+  /** Epoch milliseconds when the recovery began. */
+  readonly startedAtMs: number;
+  readonly detail: string;
+}
+
+/** The recoveries one node published (RendezvousHandler.publishRecoveries). */
+export interface NodeRecoveries {
+  readonly nodeId: string;
+  readonly host: string;
+  readonly recoveries: readonly RecoveryEntry[];
 }
 
 /** A read-only picture of a job, for `tensile status`. */
@@ -167,6 +199,8 @@ export interface JobStatus {
   readonly failureRestarts: number;
   readonly minNodes?: number;
   readonly maxNodes?: number;
+  /** What each live node published about its last recoveries (absent: none published). */
+  readonly recoveries?: readonly NodeRecoveries[];
 }
 
 /**

@@ -11,7 +11,9 @@
 //   nodes/<nodeId>   NodeDoc, attached to the agent's lease: "I take part in round `round`". One put per agent per
 //                    round. While round r runs, a key with round r+1 is a waiting node. Its deletion (lease expiry or
 //                    revoke) is how the others learn that a node is gone.
-import type { NodeDescriptor, RendezvousConfig, RoundEndReason, RoundMember } from './api.js';
+//   recoveries/<nodeId>  RecoveriesDoc, attached to the agent's lease: its last few recoveries, for `tensile status`.
+//                    One put per recovery (never per step); it goes away with the agent.
+import type { NodeDescriptor, NodeRecoveries, RendezvousConfig, RoundEndReason, RoundMember } from './api.js';
 
 export interface StateDoc {
   readonly v: 1;
@@ -73,6 +75,10 @@ export interface NodeDoc {
   readonly livenessPort?: number;
 }
 
+export interface RecoveriesDoc extends NodeRecoveries {
+  readonly v: 1;
+}
+
 /** The keys of one job. */
 export interface JobKeys {
   readonly prefix: string;
@@ -80,6 +86,8 @@ export interface JobKeys {
   readonly members: string;
   readonly nodesPrefix: string;
   node(nodeId: string): string;
+  readonly recoveriesPrefix: string;
+  recoveries(nodeId: string): string;
 }
 
 export const jobPrefix = (runId: string): string => `/tensile/v1/${runId}/`;
@@ -91,7 +99,10 @@ export function jobKeys(runId: string): JobKeys {
 /** The key layout under an explicit job prefix (a JobView is keyed by its prefix). */
 export function keysUnder(prefix: string): JobKeys {
   const nodesPrefix = `${prefix}nodes/`;
+  const recoveriesPrefix = `${prefix}recoveries/`;
   return {
+    recoveriesPrefix,
+    recoveries: (nodeId) => `${recoveriesPrefix}${nodeId}`,
     prefix,
     state: `${prefix}state`,
     members: `${prefix}members`,

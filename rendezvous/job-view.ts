@@ -1,12 +1,31 @@
 // A mirror of one job's keys (state, members, nodes/*: job-keys.ts), fed by a prefix subscription. One view is
 // shared by every handler on the same store source (many simulated agents in one process stay O(events), not
 // O(events × agents)); derived facts (earliest joiner, lost members, rank lookup) are cached per view version.
-import type { JobStatus, NodeDescriptor, RoundMember } from './api.js';
-import { keysUnder, type MembersDoc, type NodeDoc, type StateDoc } from './job-keys.js';
+import { z } from 'zod';
+import type { JobStatus, NodeDescriptor, NodeRecoveries, RoundMember } from './api.js';
+import { keysUnder, type MembersDoc, type NodeDoc, type RecoveriesDoc, type StateDoc } from './job-keys.js';
 import type { KvEntry, KvEvent, KvSubscription, RendezvousKv } from './kv.js';
 import { assignGroupRanks } from './policy.js';
 
 const parsedCache = new WeakMap<KvEntry, unknown>();
+
+/** A recoveries/<nodeId> document as read from the store (anyone can write the store: checked, not trusted). */
+const RecoveriesDocSchema = z.object({
+  v: z.literal(1),
+  nodeId: z.string(),
+  host: z.string(),
+  recoveries: z.array(
+    z.object({
+      cause: z.string(),
+      path: z.enum(['live', 'restart']),
+      recoveryMs: z.number().nonnegative(),
+      stepsLost: z.number().int().nullable(),
+      round: z.number().int(),
+      startedAtMs: z.number(),
+      detail: z.string(),
+    }),
+  ),
+});
 
 /** JSON.parse once per shared entry object: with many handlers on one watch, each value is parsed once. */
 function parseEntry(entry: KvEntry): unknown {
@@ -35,10 +54,13 @@ export class JobView {
   readonly stateKey: string;
   readonly membersKey: string;
   readonly nodesPrefix: string;
+  readonly recoveriesPrefix: string;
   state: { readonly doc: StateDoc; readonly modRevision: number } | null = null;
   members: MembersDoc = NO_MEMBERS;
   readonly nodes = new Map<string, NodeView>();
   readonly countByRound = new Map<number, number>();
+  /** recoveries/<nodeId> documents that parsed (malformed ones are skipped). */
+  readonly recoveries = new Map<string, RecoveriesDoc>();
   /** Bumped by every batch of events. */
   version = 0;
   /** Bumped by every node-key deletion. */
@@ -53,6 +75,7 @@ export class JobView {
     this.stateKey = keys.state;
     this.membersKey = keys.members;
     this.nodesPrefix = keys.nodesPrefix;
+    this.recoveriesPrefix = keys.recoveriesPrefix;
   }
 
   load(entries: Iterable<KvEntry>): void {
@@ -83,6 +106,11 @@ export class JobView {
         this.state = type === 'put' ? { doc: parseEntry(e) as StateDoc, modRevision: e.modRevision } : null;
       } else if (key === this.membersKey) {
         this.members = (type === 'put' ? (parseEntry(e) as MembersDoc | undefined) : undefined) ?? NO_MEMBERS;
+      } else if (key.startsWith(this.recoveriesPrefix)) {
+        const nodeId = key.slice(this.recoveriesPrefix.length);
+        const doc = type === 'put' ? RecoveriesDocSchema.safeParse(parseEntry(e)) : null;
+        if (doc?.success) this.recoveries.set(nodeId, doc.data);
+        else this.recoveries.delete(nodeId);
       }
       return;
     }
@@ -163,7 +191,12 @@ export function statusFromView(runId: string, view: JobView): JobStatus {
   const doc = view.state?.doc;
   if (doc === undefined) return { runId, round: null, state: 'unknown', members: [], waiting: [], failureRestarts: 0 };
   const last = view.members;
+  const recoveries: NodeRecoveries[] = [...view.recoveries.values()]
+    .filter((r) => r.recoveries.length > 0)
+    .sort((a, b) => (a.nodeId < b.nodeId ? -1 : a.nodeId > b.nodeId ? 1 : 0))
+    .map((r) => ({ nodeId: r.nodeId, host: r.host, recoveries: r.recoveries }));
   const base = {
+    ...(recoveries.length === 0 ? {} : { recoveries }),
     runId,
     round: doc.round,
     failureRestarts: doc.failureRestarts,

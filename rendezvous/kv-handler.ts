@@ -12,6 +12,7 @@ import {
   type Logger,
   type NextOptions,
   type NodeDescriptor,
+  type RecoveryEntry,
   type RendezvousConfig,
   type RendezvousEvent,
   type RendezvousHandler,
@@ -19,6 +20,7 @@ import {
   type RoundInfo,
   type RoundMember,
   type EndRoundOptions,
+  PUBLISHED_RECOVERIES,
   RendezvousClosedError,
   RendezvousConfigError,
   RendezvousConnectionError,
@@ -31,6 +33,7 @@ import {
   type JobKeys,
   type MembersDoc,
   type NodeDoc,
+  type RecoveriesDoc,
   type StateDoc,
   endedState,
   freshState,
@@ -68,6 +71,8 @@ export class KvRendezvousHandler implements RendezvousHandler {
   private readonly myKey: string;
   private readonly log: Logger;
   private mirror: Mirror | null = null;
+  /** The last recoveries document this node published (put again with a new lease). */
+  private recoveriesDoc: RecoveriesDoc | null = null;
   /** This agent's liveness port (probeMembers); null when it could not be opened. */
   private liveness: LivenessListener | null = null;
   /** view.deletions when we last found every member alive (-1: check again). */
@@ -668,6 +673,33 @@ export class KvRendezvousHandler implements RendezvousHandler {
     } else {
       // New lease: our key went with the old one. Re-register for the round we were in (others may have ended it).
       if (this.myRound !== null) this.putMyNode(this.myRound);
+      if (this.recoveriesDoc !== null) this.putRecoveries().catch(() => {});
+    }
+  }
+
+  async publishRecoveries(recoveries: readonly RecoveryEntry[]): Promise<void> {
+    this.recoveriesDoc = {
+      v: 1,
+      nodeId: this.self.nodeId,
+      host: this.self.host,
+      recoveries: recoveries.slice(-PUBLISHED_RECOVERIES),
+    };
+    if (this.done) return;
+    await this.putRecoveries();
+  }
+
+  private async putRecoveries(): Promise<void> {
+    const doc = this.recoveriesDoc;
+    if (doc === null) return;
+    try {
+      await this.kv.txn({
+        compares: [],
+        puts: [{ key: this.keys.recoveries(this.self.nodeId), value: JSON.stringify(doc), leased: true }],
+        deletes: [],
+      });
+    } catch (err) {
+      this.log.warn({ err, runId: this.config.runId }, 'rendezvous: could not publish recoveries');
+      throw err;
     }
   }
 

@@ -85,6 +85,8 @@ export interface RecoveryRecord {
   readonly sinceFaultMs: number;
   /** State bytes this rank received (receivers) or sent to each receiver (source); 0 otherwise. */
   readonly bytes: number;
+  /** Milliseconds this rank spent sending or receiving `bytes` (the peer copy's duration; 0 without one). */
+  readonly transferMs: number;
   /** The checkpoint file restored ('disk'), else null. */
   readonly checkpoint: string | null;
   readonly cause: string;
@@ -226,6 +228,8 @@ interface Agreement {
   readonly sourceRank: number | null;
   readonly stepsLost: number | null;
   readonly bytes: number;
+  /** Milliseconds this rank spent sending or receiving `bytes` (absent: no transfer). */
+  readonly transferMs?: number;
 }
 
 const DEFAULT_ROUND_WAIT_MS = 30_000;
@@ -494,6 +498,7 @@ export class LiveRecovery {
           recoveryMs: now - (this.receivedAtMs.get(spec.round) ?? t0),
           sinceFaultMs: now - fault,
           bytes: agreed.bytes,
+          transferMs: agreed.transferMs ?? 0,
           checkpoint: agreed.checkpoint ?? null,
           cause,
         };
@@ -545,11 +550,15 @@ export class LiveRecovery {
       let status = 0; // 0 fine (or not involved), 1 corrupt/undecodable (retry), 2 refused (terminal)
       let refusal: Error | null = null;
       let bytes = 0;
+      const transferStart = performance.now();
+      let transferMs = 0;
       if (pg.rank === plan.source) {
         bytes = (await sendState(group!, mine)).bytes;
+        transferMs = performance.now() - transferStart;
       } else if (pending.includes(pg.rank)) {
         try {
           const got = await receiveState(group!, mine, plan.source);
+          transferMs = performance.now() - transferStart;
           state.applySnapshot(got.tensors, got.state, `state from rank ${plan.source}`);
           this.hasState = true;
           bytes = got.bytes;
@@ -580,7 +589,7 @@ export class LiveRecovery {
       const failed = statuses.flatMap((s, r) => (s === 1 ? [r] : []));
       if (failed.length === 0) {
         const stateFrom: StateFrom = pg.rank === plan.source || !plan.receivers.includes(pg.rank) ? 'self' : 'peer';
-        return { stateFrom, sourceRank: stateFrom === 'peer' ? plan.source : null, stepsLost: 0, bytes };
+        return { stateFrom, sourceRank: stateFrom === 'peer' ? plan.source : null, stepsLost: 0, bytes, transferMs };
       }
       if (attempt >= 1) {
         return this.fromDisk(pg, plan.step, `the state transfer to ranks ${failed.join(', ')} failed twice`);

@@ -5,6 +5,9 @@ import { UsageError } from '../api.js';
 import { splitRdzvConf } from '../run-config.js';
 import type { JobStatus } from '../../rendezvous/api.js';
 
+/** How many recoveries the table shows, newest first, over all nodes. */
+const SHOWN_RECOVERIES = 10;
+
 const FLAGS: readonly FlagSpec[] = [
   { name: 'rdzv-endpoint', env: true, metavar: 'HOST:PORT', help: 'etcd endpoint of the job' },
   { name: 'rdzv-id', env: true, metavar: 'ID', help: 'job id' },
@@ -29,6 +32,23 @@ export function formatStatus(s: JobStatus): string {
   lines.push(
     `waiting: ${s.waiting.length === 0 ? 'none' : s.waiting.map((w) => `${w.host} (${w.nodeId})`).join(', ')}`,
   );
+  const recent = (s.recoveries ?? [])
+    .flatMap((n) => n.recoveries.map((r) => ({ ...r, host: n.host })))
+    .sort((a, b) => b.startedAtMs - a.startedAtMs)
+    .slice(0, SHOWN_RECOVERIES);
+  if (recent.length === 0) {
+    lines.push('recoveries: none');
+  } else {
+    lines.push('recent recoveries (newest first):');
+    lines.push('TIME                      HOST                 PATH     CAUSE           RECOVERY  STEPS LOST  ROUND');
+    for (const r of recent) {
+      lines.push(
+        `${new Date(r.startedAtMs).toISOString().padEnd(25)} ${r.host.padEnd(20)} ${r.path.padEnd(8)} ` +
+          `${r.cause.padEnd(15)} ${`${(r.recoveryMs / 1000).toFixed(2)} s`.padEnd(9)} ` +
+          `${(r.stepsLost === null ? 'unknown' : String(r.stepsLost)).padEnd(11)} ${r.round}`,
+      );
+    }
+  }
   return lines.join('\n') + '\n';
 }
 

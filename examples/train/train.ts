@@ -209,7 +209,7 @@ async function openControl(logger: Logger): Promise<ControlClient> {
 function describeRecovery(r: RecoveryRecord): string {
   const from =
     r.stateFrom === 'peer'
-      ? `state from rank ${r.sourceRank} (${(r.bytes / 1e6).toFixed(2)} MB)`
+      ? `state from rank ${r.sourceRank} (${(r.bytes / 1e6).toFixed(2)} MB in ${r.transferMs.toFixed(1)} ms)`
       : r.stateFrom === 'self'
         ? 'own state kept'
         : r.stateFrom === 'disk'
@@ -314,7 +314,8 @@ async function main(flags: Flags): Promise<number> {
       epoch: state.epoch,
       savedWorldSize: null,
     };
-    if (first.stateFrom === 'peer') say(describeRecovery(first));
+    // Every rank that joined with a peer's state says so (a joiner is rarely rank 0).
+    if (first.stateFrom === 'peer') process.stdout.write(`${describeRecovery(first)}\n`);
   } else {
     const restored = await state.restore();
     resumed = restored;

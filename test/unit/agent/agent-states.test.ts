@@ -18,6 +18,7 @@ import { noopLogger } from '../../../common/logger.js';
 import type {
   EndRoundOptions,
   NodeDescriptor,
+  RecoveryEntry,
   RendezvousConfig,
   RendezvousEvent,
   RendezvousHandler,
@@ -102,6 +103,12 @@ class FakeRendezvous implements RendezvousHandler {
 
   async markClosed(): Promise<void> {
     this.closed = true;
+  }
+
+  /** What the agent published for `tensile status`, each call's list. */
+  readonly publishedRecoveries: (readonly RecoveryEntry[])[] = [];
+  async publishRecoveries(recoveries: readonly RecoveryEntry[]): Promise<void> {
+    this.publishedRecoveries.push(recoveries);
   }
 
   async leave(): Promise<void> {
