@@ -3,6 +3,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { startTensile, waitFor, isAlive, type TensileProcess } from './cli.js';
 
+export const LIVE_WORKER = new URL('../fixtures/workers/live-worker.mjs', import.meta.url).pathname;
 export const ELASTIC_WORKER = new URL('../fixtures/workers/elastic-loop.mjs', import.meta.url).pathname;
 
 export interface WorkerEvent {
@@ -17,13 +18,14 @@ export interface WorkerEvent {
   resumeFrom: number;
 }
 
-export function readEvents(out: string): WorkerEvent[] {
+/** The JSON lines a fixture worker appended to `<out>/events` (elastic-loop.mjs: WorkerEvent; live-worker.mjs: its own). */
+export function readEvents<T = WorkerEvent>(out: string): T[] {
   const f = join(out, 'events');
   if (!existsSync(f)) return [];
   return readFileSync(f, 'utf8')
     .split('\n')
     .filter(Boolean)
-    .map((l) => JSON.parse(l) as WorkerEvent);
+    .map((l) => JSON.parse(l) as T);
 }
 
 /** Waits until some round has `world` workers started, all in that round; returns that round's events. */

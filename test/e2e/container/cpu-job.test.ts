@@ -8,7 +8,6 @@
 // Needs root, buildah and the images from scripts/images.sh; skips, saying which is missing, otherwise.
 // TENSILE_REQUIRE_IMAGES=1 (CI, after scripts/images.sh) turns the skip into a failure.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, readlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -20,38 +19,11 @@ import { startKubelet } from '../../k8s/kubelet.js';
 import { descendants } from '../../k8s/buildah.js';
 import { runOperator, type OperatorHandle } from '../../../operator/index.js';
 import type { KubeApis } from '../../../operator/kube/client-node.js';
+import { AGENT_IMAGE, DRIVER, containerSkipReason } from './images.js';
 import { REPO, clientFor, jobPods, jobView, removeDir, startClusterWithCrd } from '../operator/harness.js';
 
-const VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
-const AGENT_IMAGE = `localhost/tensile/agent:${process.env.TENSILE_IMAGE_TAG ?? VERSION}`;
 const CPU_JOB = join(REPO, 'examples/k8s/cpu-job.yaml');
-const DRIVER =
-  process.env.TENSILE_BUILDAH_DRIVER ??
-  (readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'overlay' : 'vfs');
-
-/** Why this machine cannot run the test, or undefined when it can. */
-function unavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (buildah --isolation chroot)';
-  try {
-    execFileSync('buildah', ['--version'], { stdio: 'ignore' });
-  } catch {
-    return 'buildah is not installed (apt-get install buildah)';
-  }
-  try {
-    execFileSync('buildah', ['--storage-driver', DRIVER, 'inspect', '--type', 'image', AGENT_IMAGE], {
-      stdio: 'ignore',
-    });
-  } catch {
-    return `image ${AGENT_IMAGE} is not built (storage driver ${DRIVER}): run scripts/images.sh first`;
-  }
-  return undefined;
-}
-
-const reason = unavailable();
-if (reason !== undefined) {
-  if (process.env.TENSILE_REQUIRE_IMAGES === '1') throw new Error(`TENSILE_REQUIRE_IMAGES=1 but ${reason}`);
-  process.stdout.write(`# container e2e skipped: ${reason}\n`);
-}
+const reason = containerSkipReason('container e2e');
 
 interface HistoryEvent {
   type: string;

@@ -3,7 +3,6 @@
 // inside the container, SIGTERM then SIGKILL after the grace period, and no working container left behind.
 // Needs root, buildah and the image; skips, saying which is missing, otherwise.
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { chmodSync, existsSync, mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -11,37 +10,11 @@ import { after, before, describe, test } from 'node:test';
 import { startTestApiServer, waitFor, type KObject, type Kubelet, type TestApiServer } from '../../k8s/index.js';
 import { startKubelet } from '../../k8s/kubelet.js';
 import { buildah } from '../../k8s/buildah.js';
-import { REPO, removeDir } from '../operator/harness.js';
+import { AGENT_IMAGE, DRIVER, containerSkipReason } from './images.js';
+import { removeDir } from '../operator/harness.js';
 
-const VERSION = (JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as { version: string }).version;
-const AGENT_IMAGE = `localhost/tensile/agent:${process.env.TENSILE_IMAGE_TAG ?? VERSION}`;
-const DRIVER =
-  process.env.TENSILE_BUILDAH_DRIVER ??
-  (readFileSync('/proc/filesystems', 'utf8').includes('overlay') ? 'overlay' : 'vfs');
 const NODE = 'node-c';
-
-function unavailable(): string | undefined {
-  if (process.getuid?.() !== 0) return 'needs root (buildah --isolation chroot)';
-  try {
-    execFileSync('buildah', ['--version'], { stdio: 'ignore' });
-  } catch {
-    return 'buildah is not installed (apt-get install buildah)';
-  }
-  try {
-    execFileSync('buildah', ['--storage-driver', DRIVER, 'inspect', '--type', 'image', AGENT_IMAGE], {
-      stdio: 'ignore',
-    });
-  } catch {
-    return `image ${AGENT_IMAGE} is not built (storage driver ${DRIVER}): run scripts/images.sh first`;
-  }
-  return undefined;
-}
-
-const reason = unavailable();
-if (reason !== undefined) {
-  if (process.env.TENSILE_REQUIRE_IMAGES === '1') throw new Error(`TENSILE_REQUIRE_IMAGES=1 but ${reason}`);
-  process.stdout.write(`# kubelet container-mode tests skipped: ${reason}\n`);
-}
+const reason = containerSkipReason('kubelet container-mode tests');
 
 /** Working containers of this test's node, from buildah's own list. */
 function ourContainers(): Promise<string[]> {

@@ -3,15 +3,15 @@
 // pid), repeated in one run; nothing is left running.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { isAlive, killTree, waitFor, type TensileProcess } from '../../helpers/cli.js';
-import { cleanupAgents, startAgent } from '../../helpers/elastic.js';
+import { cleanupAgents, startAgent, LIVE_WORKER, readEvents } from '../../helpers/elastic.js';
 import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 
-const WORKER = join(import.meta.dirname, '../../fixtures/workers/live-worker.mjs');
+const WORKER = LIVE_WORKER;
 let etcd: EtcdServer;
 const agents: TensileProcess[] = [];
 const outs: string[] = [];
@@ -25,14 +25,7 @@ interface Ev {
   world: number;
 }
 
-function events(out: string): Ev[] {
-  const f = join(out, 'events');
-  if (!existsSync(f)) return [];
-  return readFileSync(f, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Ev);
-}
+const events = (out: string): Ev[] => readEvents<Ev>(out);
 
 /** Waits until `pids` all reported ready in one round ≥ minRound with world size `world`; returns that round. */
 async function readyIn(

@@ -6,10 +6,11 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LIVE_WORKER, readEvents } from '../../helpers/elastic.js';
 import { after, describe, test } from 'node:test';
 import { isAlive, startTensile, waitFor, type TensileProcess } from '../../helpers/cli.js';
 
-const WORKER = join(import.meta.dirname, '../../fixtures/workers/live-worker.mjs');
+const WORKER = LIVE_WORKER;
 const dirs: string[] = [];
 const procs: TensileProcess[] = [];
 after(() => {
@@ -48,14 +49,7 @@ function pidsOf(out: string): number[] {
   const f = join(out, 'pids');
   return existsSync(f) ? readFileSync(f, 'utf8').split('\n').filter(Boolean).map(Number) : [];
 }
-function events(out: string): Ev[] {
-  const f = join(out, 'events');
-  if (!existsSync(f)) return [];
-  return readFileSync(f, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Ev);
-}
+const events = (out: string): Ev[] => readEvents<Ev>(out);
 /** The pid of each local rank's newest process. */
 function currentPids(out: string): Map<number, number> {
   const m = new Map<number, number>();

@@ -3,16 +3,16 @@
 // under the survivor's host, with its path, cause, time, steps lost and round.
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { runTensile, waitFor, killTree, type TensileProcess } from '../../helpers/cli.js';
-import { cleanupAgents, startAgent } from '../../helpers/elastic.js';
+import { cleanupAgents, startAgent, LIVE_WORKER, readEvents } from '../../helpers/elastic.js';
 import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
 import type { JobStatus } from '../../../rendezvous/api.js';
 
-const WORKER = join(import.meta.dirname, '../../fixtures/workers/live-worker.mjs');
+const WORKER = LIVE_WORKER;
 let etcd: EtcdServer;
 const agents: TensileProcess[] = [];
 const outs: string[] = [];
@@ -25,14 +25,7 @@ interface Ev {
   world: number;
 }
 
-function events(out: string): Ev[] {
-  const f = join(out, 'events');
-  if (!existsSync(f)) return [];
-  return readFileSync(f, 'utf8')
-    .split('\n')
-    .filter(Boolean)
-    .map((l) => JSON.parse(l) as Ev);
-}
+const events = (out: string): Ev[] => readEvents<Ev>(out);
 
 before(async () => {
   etcd = await startEtcd();
