@@ -245,7 +245,7 @@ size_t g_liveViewBytes = 0;
 // full mark-compact about once per 16 MB frame (10-15 ms each here, more than the copy); ordinary allocation
 // collects dropped views soon enough. Beyond it every view is reported, so frames a program drops are collected
 // (and their segments handed back) before the senders' pools fill up.
-constexpr size_t kUnreportedViewBytes = 128u << 20;
+constexpr size_t kUnreportedViewBytes = 64u << 20;
 
 // xferSegView(seg, frameBytes) -> Buffer: the frame, in place (no copy). The segment stays mapped while the Buffer
 // (or any view of its memory) lives; its finalizer hands the segment back to the sender.
