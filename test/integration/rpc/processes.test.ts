@@ -123,7 +123,7 @@ test('tensors received through shared memory from a worker stay intact after it 
     () => new Error('shared memory from worker1 not agreed after 10 s'),
   );
   // The worker may send by socket until our hello reached it: ask until an answer came through shared memory.
-  let got = new Float32Array(0);
+  let got: Float32Array = new Float32Array(0);
   for (let i = 0; i < 100 && conn.shmTransfers.in === 0; i++) {
     got = (await a0.rpcAsync(1, 'ones', [1 << 20])) as Float32Array; // 4 MiB
     if (conn.shmTransfers.in === 0) await new Promise((r) => setTimeout(r, 20));
