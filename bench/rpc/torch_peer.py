@@ -62,7 +62,7 @@ def main():
     if rank == 0:
         # Warm-up, the same amount as the tensile side gets.
         lat(int(os.environ.get("BENCH_WARMUP", "1000")))
-        rem(100)
+        rem(int(os.environ.get("BENCH_REM_WARMUP", "3000")))
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
             cmd = line.split()
