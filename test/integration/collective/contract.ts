@@ -114,6 +114,40 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
     check(results, 'send/recv tag 1', a, input('float32', 5, prev, 6));
     check(results, 'send/recv tag 2', b, input('float32', 5, prev, 7));
   }
+  if (n > 2) {
+    // Uneven point-to-point counts: rank 0 sends rank 1 two messages, every other rank makes no p2p call at all.
+    // Point to point must not take a collective sequence number, or the ranks now disagree on the next collective's
+    // and it times out; the allreduce and broadcasts that follow must run and give the reference result.
+    if (r === 0)
+      await Promise.all([
+        pg.send(input('int32', 3, r, 8), 1, { tag: 3 }),
+        pg.send(input('int32', 4, r, 9), 1, { tag: 4 }),
+      ]);
+    if (r === 1) {
+      const x = make('int32', 3);
+      const y = make('int32', 4);
+      await Promise.all([pg.recv(x, 0, { tag: 3 }), pg.recv(y, 0, { tag: 4 })]);
+      check(results, 'uneven p2p: first message', x, input('int32', 3, 0, 8));
+      check(results, 'uneven p2p: second message', y, input('int32', 4, 0, 9));
+    }
+    const after = input('float64', 37, r, 11);
+    await pg.allreduce(after, 'sum');
+    check(results, 'allreduce after uneven p2p', after, reduced('float64', 37, n, 'sum', 11));
+    for (const root of [1, n - 1]) {
+      const b = r === root ? input('int32', 9, root, 12) : make('int32', 9);
+      await pg.broadcast(b, root);
+      check(results, `broadcast root=${root} after uneven p2p`, b, input('int32', 9, root, 12));
+    }
+    // And once more with the p2p calls in flight while the next collective starts on the other ranks.
+    const late = r === 2 ? pg.send(input('float32', 6, r, 13), 0) : null;
+    const got = make('float32', 6);
+    const early = r === 0 ? pg.recv(got, 2) : null;
+    const ar = input('int32', 11, r, 14);
+    await pg.allreduce(ar, 'max');
+    await Promise.all([late, early]);
+    check(results, 'allreduce with p2p in flight', ar, reduced('int32', 11, n, 'max', 14));
+    if (r === 0) check(results, 'p2p in flight delivered', got, input('float32', 6, 2, 13));
+  }
   // Several collectives in flight at once (as DDP does with buckets).
   const bufs = [0, 1, 2, 3].map((s) => input('float32', 5000 * (s + 1), r, 10 + s));
   await Promise.all(bufs.map((bb) => pg.allreduce(bb, 'sum')));
