@@ -34,7 +34,7 @@ import {
   type TcpBuffer,
 } from './reduce-ops.js';
 import { openShmPlane, ShmProcessGroup, type ShmTuning, type TransportChoice } from './shm-plane.js';
-import { P2P_SEQ, TcpTransport } from './tcp-transport.js';
+import { P2P_SEQ, TcpTransport, type MeshTransport } from './tcp-transport.js';
 
 export interface TcpTuning {
   /** allreduce payloads up to this many bytes use recursive doubling instead of the ring. */
@@ -116,7 +116,11 @@ function alloc(like: TcpBuffer, length: number): TcpBuffer {
   return new (like.constructor as new (n: number) => TcpBuffer)(length);
 }
 
-class TcpProcessGroup implements ProcessGroup {
+/**
+ * The TCP process group over a MeshTransport. Exported for the simulated-ring unit test, which runs n of them in one
+ * process over an in-memory transport; workers get one from createTcpGroup.
+ */
+export class TcpProcessGroup implements ProcessGroup {
   readonly backend = 'tcp' as const;
   readonly dataPlane = 'js' as const;
   readonly worldSize: number;
@@ -126,7 +130,7 @@ class TcpProcessGroup implements ProcessGroup {
   private readonly inFlight = new Set<{ promise: Promise<unknown>; reject: (e: CollectiveError) => void }>();
 
   constructor(
-    private readonly transport: TcpTransport,
+    private readonly transport: MeshTransport,
     private readonly groupId: number,
     /** Global rank of each group rank. */
     private readonly ranks: readonly number[],
