@@ -22,7 +22,15 @@ nodedir=()
 addon="$scratch/build/Release/tensile_native.node"
 # Node itself is not instrumented: the ASan runtime must come first in the process (LD_PRELOAD), and leak checking is
 # off (V8 keeps allocations to the end by design).
-export LD_PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
+preload=()
+for lib in libasan.so libubsan.so; do
+  path=$(gcc -print-file-name="$lib")
+  # gcc prints the bare name when it has no such library.
+  [[ "$path" == /* && -e "$path" ]] ||
+    { echo "native-sanitize: gcc has no $lib (Debian: install g++, which pulls libasan8 and libubsan1)" >&2; exit 1; }
+  preload+=("$path")
+done
+export LD_PRELOAD="${preload[*]}"
 export ASAN_OPTIONS=detect_leaks=0:halt_on_error=1:abort_on_error=0
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TENSILE_NATIVE_ADDON="$addon"
