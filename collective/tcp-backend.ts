@@ -97,7 +97,14 @@ export async function createTcpGroup(o: TcpGroupOptions): Promise<ProcessGroup> 
     throw err;
   }
   if (!plane) return group;
-  const shm = new ShmProcessGroup(group, transport, plane);
+  const shm = new ShmProcessGroup(group, transport, plane, {
+    store: o.store,
+    timeoutMs: o.timeoutMs,
+    logger: o.logger,
+    prefix: `tensile/tcp/${generation}/shm`,
+    transport: o.transport,
+    tuning: o.shmTuning,
+  });
   // Every rank has mapped the segment before anyone can leave (and rank 0 has closed its descriptor).
   await shm.barrier();
   return shm;

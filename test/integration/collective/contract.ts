@@ -165,7 +165,35 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
     const want = evens.reduce((acc, q) => acc + q + 1, 0);
     check(results, 'sub-group allreduce', sb, [want, want, want]);
     results.push({ name: 'sub-group rank', ok: sub!.rank === evens.indexOf(r) && sub!.worldSize === evens.length });
+    // Larger than the shm plane's small path and its 8 KiB test slots: the sliced path, many steps.
+    const k = evens.length;
+    const big = input('float32', 30011, sub!.rank, 15);
+    await sub!.allreduce(big, 'max');
+    check(results, 'sub-group allreduce, large', big, reduced('float32', 30011, k, 'max', 15));
+    const bc = sub!.rank === k - 1 ? input('float64', 2049, k - 1, 16) : make('float64', 2049);
+    await sub!.broadcast(bc, k - 1);
+    check(results, 'sub-group broadcast from its last rank', bc, input('float64', 2049, k - 1, 16));
+    // A sub-group of two or more ranks of a world on the shared-memory plane has a plane of its own.
+    const plane = pg.dataPlane === 'shm' && k < 2 ? 'js' : pg.dataPlane;
+    results.push({ name: 'sub-group data plane', ok: sub!.dataPlane === plane, detail: sub!.dataPlane });
   } else results.push({ name: 'sub-group null for non-members', ok: sub === null });
+  // A second sub-group (the odd ranks, in reverse order) destroyed explicitly; the world and the first sub-group go on.
+  const odds = Array.from({ length: n }, (_, i) => n - 1 - i).filter((i) => i % 2 === 1);
+  const sub2 = n > 1 ? await pg.newGroup(odds) : null;
+  if (sub2) {
+    const v = make('int32', 5).fill(r);
+    await sub2.allreduce(v, 'sum');
+    const want = odds.reduce((acc, q) => acc + q, 0);
+    check(results, 'second sub-group allreduce', v, new Array(5).fill(want));
+    results.push({ name: 'second sub-group rank', ok: sub2.rank === odds.indexOf(r), detail: String(sub2.rank) });
+    await sub2.destroy();
+    await expectError(results, 'second sub-group op after its destroy', sub2.allreduce(make('int32', 1)), 'CLOSED');
+  }
+  if (sub) {
+    const again = make('int32', 2).fill(1);
+    await sub.allreduce(again, 'sum');
+    check(results, 'first sub-group after the second is destroyed', again, [evens.length, evens.length]);
+  }
   await pg.barrier();
   return results;
 }
