@@ -5,6 +5,7 @@ namespace tensile {
 void InitBlas(Napi::Env env, Napi::Object exports);
 void InitNccl(Napi::Env env, Napi::Object exports);
 void InitShm(Napi::Env env, Napi::Object exports);
+void InitXfer(Napi::Env env, Napi::Object exports);
 }  // namespace tensile
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -12,6 +13,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tensile::InitBlas(env, exports);
   tensile::InitNccl(env, exports);
   tensile::InitShm(env, exports);
+  tensile::InitXfer(env, exports);
   return exports;
 }
 
