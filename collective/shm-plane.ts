@@ -291,10 +291,12 @@ export class ShmProcessGroup implements ProcessGroup {
         // the kernel closed the dead process's sockets before the plane could see it gone.
         if (this.isSubGroup && r.code === 'PEER_LOST' && !this.state)
           await new Promise<void>((resolve) => setImmediate(resolve));
-        const numbering = this.isSubGroup
-          ? ` (rank numbers are this sub-group's; its members are world ranks ${this.worldRanks.join(', ')})`
-          : '';
-        const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${r.message}${numbering}`, {
+        // The plane names ranks by their place in the group; a sub-group's errors name world ranks instead.
+        const message = this.isSubGroup
+          ? `${r.message.replace(/\brank (\d+)/g, (m, q: string) => `rank ${this.worldRanks[Number(q)] ?? q}`)} ` +
+            `(in the sub-group of world ranks ${this.worldRanks.join(', ')}; ranks named are world ranks)`
+          : r.message;
+        const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${message}`, {
           rank: this.rank,
           op,
           peerRank: r.peer >= 0 ? this.worldRanks[r.peer] : undefined,
