@@ -237,6 +237,16 @@ describe('simulated ring: reduceScatter, allgather, broadcast, reduce, barrier',
           for (let q = 0; q < n; q++) want.set(input(dt, m, q, 4), q * m);
           outs.forEach((o) => sameResult(o, want, name));
           assert.deepEqual(bytesSentBy(sent, n), new Array(n).fill((n - 1) * m * elem), `${name}: (n−1)/n·S`);
+          // In place: the input is this rank's slot of the output.
+          const inPlace = w.groups.map((_, r) => {
+            const o = make(dt, m * n);
+            o.set(input(dt, m, r, 4), r * m);
+            return o;
+          });
+          await collective(w, `${name} in place`, (g, r) =>
+            g.allgather(inPlace[r]!.subarray(r * m, (r + 1) * m) as Arr, inPlace[r]!),
+          );
+          inPlace.forEach((o) => sameResult(o, want, `${name} in place`));
         }
         for (const len of [0, 1, 37]) {
           const S = len * elem;
@@ -351,6 +361,23 @@ describe('simulated ring: sequence numbers, point to point, sub-groups and failu
     // The world group's numbering is untouched by the sub-group's ops.
     const after = await collective(w, 'world after sub-group', (g) => g.barrier());
     assert.deepEqual([...new Set(after.map((m) => m.seq))], [0]);
+  });
+
+  it('lengths that differ between ranks reject with INVALID_ARGUMENT on both sides, naming the sizes', async () => {
+    const w = world(2);
+    const errs = await Promise.all(
+      w.groups.map((g, r) =>
+        g.allreduce(new Float32Array(10 + r), 'sum').then(
+          () => null,
+          (e: unknown) => e,
+        ),
+      ),
+    );
+    for (const e of errs) {
+      assert.ok(e instanceof CollectiveError, String(e));
+      assert.equal(e.code, 'INVALID_ARGUMENT');
+      assert.match(e.message, /has (40|44) bytes but (44|40) were expected/);
+    }
   });
 
   it('a lost rank makes every pending op reject with PEER_LOST naming it; abort rejects with ABORTED', async () => {
