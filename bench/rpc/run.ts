@@ -16,6 +16,8 @@ const LAT_ITERS = env('BENCH_LAT_ITERS', 1000);
 const THR_CALLS = env('BENCH_THR_CALLS', 10000);
 const WINDOW = env('BENCH_WINDOW', 1000);
 const BW_ITERS = env('BENCH_BW_ITERS', 5);
+/** Echoes before each bandwidth phase, on both sides (buffers, segments and connections warm). */
+const BW_WARMUP = env('BENCH_BW_WARMUP', 5);
 const MB = env('BENCH_MB', 16);
 const ROUNDS = repeatsFromArgv(env('BENCH_ROUNDS', 3));
 const WARMUP = env('BENCH_WARMUP', 1000);
@@ -67,7 +69,7 @@ const tensile = {
   },
   async bw(a: RpcAgent): Promise<number> {
     const t = new Float32Array((MB * 1024 * 1024) / 4).fill(1);
-    await a.rpcAsync(1, 'echo', [t]);
+    for (let i = 0; i < BW_WARMUP; i++) await a.rpcAsync(1, 'echo', [t]);
     const t0 = performance.now();
     let r: Float32Array = t;
     for (let i = 0; i < BW_ITERS; i++) r = (await a.rpcAsync(1, 'echo', [t])) as Float32Array;
@@ -152,7 +154,7 @@ const plan = [
     op: '>=' as const,
     target: 1,
     t: tensile.bw,
-    cmd: `bw ${BW_ITERS} ${MB}`,
+    cmd: `bw ${BW_ITERS} ${MB} ${BW_WARMUP}`,
   },
   {
     name: 'rpc_remote_to_here_latency',
