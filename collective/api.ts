@@ -25,7 +25,7 @@ export interface ProcessGroup {
   readonly backend: 'tcp' | 'nccl';
   /**
    * Where the bytes move: 'js' (the TCP transport in JavaScript), 'shm' (the native shared-memory plane for ranks on
-   * one host; tcp backend, world group only) or 'nccl'.
+   * one host; tcp backend, the world group and its sub-groups of two or more ranks) or 'nccl'.
    */
   readonly dataPlane: 'js' | 'shm' | 'nccl';
   readonly rank: number;

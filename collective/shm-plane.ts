@@ -11,9 +11,16 @@
 // map, all destroy their handles and use the JS path (or fail, when forced). Nothing is ever created in /dev/shm.
 //
 // The world group's collectives (allreduce, allreduceInto, broadcast, reduce, allgather, reduceScatter, barrier) then
-// run on the plane; send/recv and sub-groups stay on the TCP connections, which also carry failure detection: a
-// peer's socket closing fails the plane (shmFail → PEER_LOST naming it), and a plane failure (timeout, lost peer)
-// fails the transport, so every op of every group rejects, exactly as on the JS path.
+// run on the plane; send/recv stay on the TCP connections, which also carry failure detection: a peer's socket
+// closing fails the plane (shmFail → PEER_LOST naming it), and a plane failure (timeout, lost peer) fails the
+// transport, so every op of every group rejects, exactly as on the JS path.
+//
+// Sub-groups (`newGroup`): the TCP sub-group is made first (it numbers the child the same way on every rank, and
+// carries the sub-group's send/recv); then its members open a plane of their own with the same agreement and setup,
+// under a store prefix named after the parent's prefix and child index. So every sub-group of two or more ranks
+// runs its collectives in shared memory too, with its own segment and worker thread; a sub-group that could not map
+// falls back to its TCP group on every member alike. A sub-group's plane is destroyed with the sub-group, or at the
+// latest when the shared transport fails or closes (the world group destroyed or aborted, a lost peer, a timeout).
 import { readFileSync } from 'node:fs';
 import { hostname } from 'node:os';
 import type { Logger } from '../common/logger.js';
@@ -199,10 +206,21 @@ export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null>
 const DTYPE_OF = (b: TcpBuffer): number =>
   b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
+/** What a group on the plane needs to open its sub-groups' planes (the world's store is open while the world lives). */
+export interface ShmSubGroupContext {
+  readonly store: Store;
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  /** This group's store namespace; a sub-group's is `<prefix>/sub/<child index>`. */
+  readonly prefix: string;
+  readonly transport?: TransportChoice;
+  readonly tuning?: Partial<ShmTuning>;
+}
+
 /**
- * The world group with its collectives on the shared-memory plane; everything else is the TCP group's. Ops are
- * queued in call order on the plane's worker thread (the ordering rule of every backend: the same collectives in the
- * same order on every rank).
+ * A group with its collectives on the shared-memory plane; send/recv are the TCP group's. Ops are queued in call
+ * order on the plane's worker thread (the ordering rule of every backend: the same collectives in the same order on
+ * every rank). With a `subGroups` context, newGroup puts sub-groups on planes of their own (see the header).
  */
 export class ShmProcessGroup implements ProcessGroup {
   readonly backend = 'tcp' as const;
@@ -212,19 +230,36 @@ export class ShmProcessGroup implements ProcessGroup {
   readonly timeoutMs: number;
   private state: CollectiveError | null = null;
   private readonly pending = new Set<Promise<unknown>>();
+  private children = 0;
+  private readonly unsubscribe: () => void;
+  /** World rank of each rank of this group (the plane numbers ranks within the group). */
+  private readonly worldRanks: readonly number[];
+  private readonly isSubGroup: boolean;
 
+  /**
+   * `subGroups`: open planes for sub-groups (without it, newGroup returns the TCP sub-group). `worldRanks`: given for
+   * a sub-group (its members' world ranks, in group order); its plane is then also released when the shared transport
+   * fails or closes, since no destroy of the world group reaches it.
+   */
   constructor(
     private readonly tcp: ProcessGroup,
-    private readonly transport: TcpTransport,
+    private readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
     private readonly plane: ShmPlane,
+    private readonly subGroups?: ShmSubGroupContext,
+    worldRanks?: readonly number[],
   ) {
     this.rank = tcp.rank;
     this.worldSize = tcp.worldSize;
     this.timeoutMs = tcp.timeoutMs;
-    // The TCP connections saw a peer go (or the group was aborted or timed out): the plane fails the same way.
-    transport.onFailure((e) => {
+    this.isSubGroup = worldRanks !== undefined;
+    this.worldRanks = worldRanks ?? Array.from({ length: tcp.worldSize }, (_, i) => i);
+    // The TCP connections saw a peer go (or the group was aborted or timed out): the plane fails the same way. The
+    // plane publishes the culprit to its members in its own numbering (-1: not a member; it then names this rank).
+    this.unsubscribe = transport.onFailure((e) => {
       if (!this.state) this.state = e;
-      plane.addon.shmFail(plane.group, e.code, e.message, e.peerRank ?? -1);
+      plane.addon.shmFail(plane.group, e.code, e.message, this.worldRanks.indexOf(e.peerRank ?? -1));
+      // Queued after the ops in flight, which fail at once now; a later destroy() finds it done.
+      if (this.isSubGroup) void plane.addon.shmDestroy(plane.group);
     });
   }
 
@@ -249,12 +284,22 @@ export class ShmProcessGroup implements ProcessGroup {
       );
     const p = this.plane.addon
       .shmSubmit(this.plane.group, kind, dtype, rop, root, count, send, recv, timeoutMs)
-      .then((r) => {
+      .then(async (r) => {
         if (r.ok) return value;
-        const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${r.message}`, {
+        // A member that saw a non-member die publishes itself as the culprit (the plane can only name members): let
+        // this rank's own connections, which saw the same death, report it first. One turn of the loop suffices, as
+        // the kernel closed the dead process's sockets before the plane could see it gone.
+        if (this.isSubGroup && r.code === 'PEER_LOST' && !this.state)
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        // The plane names ranks by their place in the group; a sub-group's errors name world ranks instead.
+        const message = this.isSubGroup
+          ? `${r.message.replace(/\brank (\d+)/g, (m, q: string) => `rank ${this.worldRanks[Number(q)] ?? q}`)} ` +
+            `(in the sub-group of world ranks ${this.worldRanks.join(', ')}; ranks named are world ranks)`
+          : r.message;
+        const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${message}`, {
           rank: this.rank,
           op,
-          peerRank: r.peer >= 0 ? r.peer : undefined,
+          peerRank: r.peer >= 0 ? this.worldRanks[r.peer] : undefined,
         });
         // A timeout or a lost peer ends the whole world, as on the JS path (peers then see PEER_LOST).
         if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
@@ -357,8 +402,26 @@ export class ShmProcessGroup implements ProcessGroup {
     return this.tcp.recv(buf, src, opts);
   }
 
-  newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
-    return this.tcp.newGroup(ranks);
+  /**
+   * Every rank of this group calls it with the same list (validated by the TCP group, which throws INVALID_ARGUMENT
+   * on every rank alike). Members then open the sub-group's plane through the store (rejects with TIMEOUT/STORE, or
+   * BACKEND_UNAVAILABLE when TENSILE_COLLECTIVE_TRANSPORT=native cannot be honoured) and meet at its barrier.
+   */
+  async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
+    const err = this.state ?? this.transport.failed;
+    if (err) throw err;
+    // Numbered at the call, like the TCP group's children, so concurrent calls agree on every rank.
+    const index = this.children++;
+    const sub = await this.tcp.newGroup(ranks);
+    if (!this.subGroups || !sub) return sub;
+    const ctx = { ...this.subGroups, prefix: `${this.subGroups.prefix}/sub/${index}` };
+    const plane = await openShmPlane({ ...ctx, rank: sub.rank, worldSize: sub.worldSize });
+    if (!plane) return sub;
+    const members = ranks.map((i) => this.worldRanks[i]!);
+    const group = new ShmProcessGroup(sub, this.transport, plane, ctx, members);
+    // Every member has mapped the segment (and its first member closed the descriptor) before anyone uses it.
+    await group.barrier();
+    return group;
   }
 
   /** Waits for pending ops, leaves the plane (peers still waiting on this rank get PEER_LOST), then closes TCP. */
@@ -366,6 +429,7 @@ export class ShmProcessGroup implements ProcessGroup {
     await Promise.allSettled([...this.pending]);
     if (!this.state)
       this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
+    this.unsubscribe();
     await this.plane.addon.shmDestroy(this.plane.group);
     await this.tcp.destroy();
   }
