@@ -1,4 +1,4 @@
-// Entry point of the tensile native addon: registers the BLAS, NCCL and shared-memory bindings.
+// Entry point of the tensile native addon: registers the BLAS, NCCL, shared-memory and stack-dump bindings.
 #include <napi.h>
 
 namespace tensile {
@@ -6,6 +6,7 @@ void InitBlas(Napi::Env env, Napi::Object exports);
 void InitNccl(Napi::Env env, Napi::Object exports);
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitXfer(Napi::Env env, Napi::Object exports);
+void InitStacks(Napi::Env env, Napi::Object exports);
 }  // namespace tensile
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -14,6 +15,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tensile::InitNccl(env, exports);
   tensile::InitShm(env, exports);
   tensile::InitXfer(env, exports);
+  tensile::InitStacks(env, exports);
   return exports;
 }
 
