@@ -14,12 +14,12 @@
 //
 // Mechanism: `stacksInstall(name)` remembers the calling isolate and starts one server thread listening on the
 // abstract Unix socket `name` (no file to clean up; gone with the process, SIGKILL included; bound twice, exact and
-// NUL-padded, see Listen). A client (the agent)
-// connects and sends "stack\n"; the thread checks the peer's uid (same user or root), requests the interrupt and
-// waits at most `timeoutMs` for it, then writes the text back and closes. Outcomes, each said in the text:
-// the stack (JS was running); "no stack within N ms" (idle in the event loop, or blocked in a system call or native
-// code: no interrupt check ran; the caller's diagnostic report covers the idle case). A late interrupt of a request
-// that timed out is recognised by its generation number and discarded.
+// NUL-padded, see Listen). A client (the agent) connects and sends "stack\n"; the thread checks the peer's uid (same
+// user or root), requests the interrupt and also wakes the event loop (a threadsafe function), then waits at most `timeoutMs` for the first answer, writes the
+// text back and closes. Outcomes, each said in the text: the stack (the interrupt ran: JS was running); "idle in the
+// event loop" (the wake-up ran first: no JS was running; the caller's diagnostic report covers that case); "nothing
+// within N ms" (blocked in a system call or native code). A late answer to a request that timed out is recognised by
+// its generation number and discarded.
 //
 // Safety: no signal handler is installed (libuv's threads and the worker's own handlers are untouched). The state is
 // allocated once and never freed, so a late interrupt or the server thread never touches freed memory; the env's
@@ -59,6 +59,7 @@ struct Dumper {
   int stopPipe[2] = {-1, -1};  // Stop() writes a byte to wake the server's poll()
   bool stopping = false;
   std::thread* thread = nullptr;   // heap-allocated and joined in Stop(); never a static std::thread (exit-safe)
+  napi_threadsafe_function wake = nullptr;  // guarded by mu; null once stopped (see Stop)
   int maxFrames = 64;
   int timeoutMs = 2000;
   uint64_t requested = 0;  // generation of the newest request
@@ -132,20 +133,38 @@ void OnInterrupt(v8::Isolate* isolate, void* data) {
   d->cv.notify_all();
 }
 
+// The event loop ran the wake-up call: no JavaScript was running when the request came (a busy thread never gets
+// here; its interrupt answers first). On the JS thread, from libuv; `env` is null while the function is torn down.
+void OnWake(napi_env env, napi_value, void*, void* data) {
+  if (env == nullptr) return;
+  Dumper* d = D();
+  const uint64_t gen = static_cast<uint64_t>(reinterpret_cast<uintptr_t>(data));
+  std::lock_guard<std::mutex> lk(d->mu);
+  if (gen != d->requested || d->answered == gen) return;
+  d->text = "no JavaScript stack: pid " + std::to_string(getpid()) +
+            "'s main thread is idle in the event loop (no JavaScript was running: it waits for I/O, a timer or a " +
+            "promise; the diagnostic report lists its handles)\n";
+  d->answered = gen;
+  d->cv.notify_all();
+}
+
 // On the server thread: asks the JS thread for its stack, waits at most timeoutMs.
 std::string Capture() {
   Dumper* d = D();
   std::unique_lock<std::mutex> lk(d->mu);
   if (d->isolate == nullptr || d->stopping) return "error: the JavaScript thread is shutting down\n";
   const uint64_t gen = ++d->requested;
-  d->isolate->RequestInterrupt(OnInterrupt, reinterpret_cast<void*>(static_cast<uintptr_t>(gen)));
+  void* tag = reinterpret_cast<void*>(static_cast<uintptr_t>(gen));
+  d->isolate->RequestInterrupt(OnInterrupt, tag);
+  // Also wake the event loop: an idle thread runs no JavaScript, so only the loop can say that it is idle.
+  if (d->wake != nullptr) napi_call_threadsafe_function(d->wake, tag, napi_tsfn_nonblocking);
   const bool ok = d->cv.wait_for(lk, std::chrono::milliseconds(d->timeoutMs),
                                  [&] { return d->answered == gen || d->stopping; });
   if (ok && d->answered == gen) return d->text;
   if (d->stopping) return "error: the JavaScript thread is shutting down\n";
-  return "no JavaScript stack: pid " + std::to_string(getpid()) +
-         "'s main thread reached no interrupt check within " + std::to_string(d->timeoutMs) +
-         " ms (it is idle in the event loop, or blocked in a system call or native code)\n";
+  return "no JavaScript stack: pid " + std::to_string(getpid()) + "'s main thread reached no interrupt check and " +
+         "did not come back to the event loop within " + std::to_string(d->timeoutMs) +
+         " ms (it is blocked in a system call or native code)\n";
 }
 
 bool ReadRequest(int fd) {
@@ -208,10 +227,13 @@ void ServerLoop(int exactFd, int paddedFd, int stopFd) {
   }
 }
 
-// Forgets the isolate, wakes and joins the server thread, closes the sockets. Idempotent; on the JS thread.
-void Stop() {
+// Forgets the isolate and the wake-up function, wakes and joins the server thread, closes the sockets. Idempotent;
+// on the JS thread. `releaseWake`: stacksClose releases the threadsafe function; at the env's cleanup Node finalizes
+// it by itself, so it is only forgotten there.
+void Stop(bool releaseWake) {
   Dumper* d = D();
   std::thread* t;
+  napi_threadsafe_function wake;
   {
     std::lock_guard<std::mutex> lk(d->mu);
     d->isolate = nullptr;
@@ -219,7 +241,10 @@ void Stop() {
     d->cv.notify_all();
     t = d->thread;
     d->thread = nullptr;
+    wake = d->wake;
+    d->wake = nullptr;
   }
+  if (releaseWake && wake != nullptr) napi_release_threadsafe_function(wake, napi_tsfn_abort);
   if (t != nullptr) {
     const char one = 1;
     while (write(d->stopPipe[1], &one, 1) < 0 && errno == EINTR) {
@@ -236,7 +261,7 @@ void Stop() {
   d->name.clear();
 }
 
-void Cleanup(void*) { Stop(); }
+void Cleanup(void*) { Stop(false); }
 
 // Binds `name` in the abstract namespace. `padded`: the address is the whole sun_path, the name followed by NULs,
 // which is what Node 20's net.connect('\0name') asks for (libuv 1.46 passes sizeof(sun_path)); otherwise exactly the
@@ -297,7 +322,16 @@ void Install(const Napi::CallbackInfo& info) {
     if (paddedFd >= 0) close(paddedFd);
     throw Napi::Error::New(env, err);
   }
+  napi_value resource = Napi::String::New(env, "tensile-stacks");
+  napi_threadsafe_function wake = nullptr;
+  if (napi_create_threadsafe_function(env, nullptr, nullptr, resource, 0, 1, nullptr, nullptr, nullptr, OnWake,
+                                      &wake) != napi_ok) {
+    for (int fd : {exactFd, paddedFd, stopPipe[0], stopPipe[1]}) close(fd);
+    throw Napi::Error::New(env, "napi_create_threadsafe_function failed");
+  }
+  napi_unref_threadsafe_function(env, wake);  // it must not keep the process alive
   std::lock_guard<std::mutex> lk(d->mu);
+  d->wake = wake;
   d->isolate = v8::Isolate::GetCurrent();
   d->env = env;
   d->name = name;
@@ -324,7 +358,7 @@ void Close(const Napi::CallbackInfo& info) {
   if (installedIn != static_cast<napi_env>(info.Env()))
     throw Napi::Error::New(info.Env(), "stacksClose: the stack dumper was installed by another thread");
   napi_remove_env_cleanup_hook(installedIn, Cleanup, nullptr);
-  Stop();
+  Stop(true);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 // The stack dumper (collective/js-stacks.ts, native src/stacks.cc) against real child processes: a child spinning in
-// a busy loop gives its JavaScript stack, mapped back to the TypeScript source; an idle child and a child without a
-// dumper say why there is none, within the bound; a child with the dumper running still exits by itself. Every child
+// a busy loop gives its JavaScript stack, mapped back to the TypeScript source; an idle child, a child blocked in
+// native code and a child without a dumper each say why there is none, within the bound; a child with the dumper
+// running still exits by itself. Every child
 // is killed in `after`, every wait bounded.
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -33,7 +34,7 @@ async function start(mode: string): Promise<Started> {
   const child = spawn(process.execPath, ['--import', 'tsx', CHILD, mode], {
     cwd: ROOT,
     env,
-    stdio: ['ignore', 'pipe', 'pipe'],
+    stdio: ['pipe', 'pipe', 'pipe'], // stdin stays open and empty: the `blocked` child reads it
   });
   children.push(child);
   let err = '';
@@ -90,23 +91,42 @@ describe('the JavaScript stack of a worker', { skip: addon.ok ? false : addon.re
     await withTimeout(c.exited, 30_000, 'the busy child to die');
   });
 
-  test('an idle child says no stack within the interrupt bound; the child keeps running', async () => {
+  test('an idle child says at once that it is idle in the event loop; the child keeps running', async () => {
     const c = await start('idle');
     assert.equal(c.install.ok, true, c.install.reason);
+    await new Promise((r) => setTimeout(r, 500)); // past the rest of its start-up JavaScript
+    for (let i = 0; i < 2; i++) {
+      const r = await requestJsStack(c.pid, 10_000);
+      assert.equal(r.ok, false);
+      assert.match(
+        r.ok ? '' : r.reason,
+        new RegExp(`^no JavaScript stack: pid ${c.pid}'s main thread is idle in the event loop \\(no JavaScript`),
+      );
+    }
+    assert.equal(c.child.exitCode, null);
+    c.child.kill('SIGTERM');
+    assert.deepEqual(await withTimeout(c.exited, 30_000, 'the idle child to end'), { code: null, signal: 'SIGTERM' });
+  });
+
+  test('a child blocked in a system call (a synchronous read) gives no stack after the interrupt bound, and says why', async () => {
+    const c = await start('blocked');
+    assert.equal(c.install.ok, true, c.install.reason);
+    await new Promise((r) => setTimeout(r, 500)); // past the 50 ms timer: it sleeps in read(2) now
     const t0 = Date.now();
     const r = await requestJsStack(c.pid, 10_000);
+    const tookMs = Date.now() - t0;
     assert.equal(r.ok, false);
     assert.match(
       r.ok ? '' : r.reason,
       new RegExp(
-        `^no JavaScript stack: pid ${c.pid}'s main thread reached no interrupt check within ` +
-          `${JS_STACK_INTERRUPT_TIMEOUT_MS} ms \\(it is idle in the event loop`,
+        `^no JavaScript stack: pid ${c.pid}'s main thread reached no interrupt check and did not come back to the ` +
+          `event loop within ${JS_STACK_INTERRUPT_TIMEOUT_MS} ms \\(it is blocked in a system call or native code\\)`,
       ),
     );
-    assert.ok(Date.now() - t0 >= JS_STACK_INTERRUPT_TIMEOUT_MS - 50, 'the dumper waited for the interrupt');
+    assert.ok(tookMs >= JS_STACK_INTERRUPT_TIMEOUT_MS - 50, `the dumper waited for the interrupt (${tookMs} ms)`);
     assert.equal(c.child.exitCode, null);
-    c.child.kill('SIGTERM');
-    assert.deepEqual(await withTimeout(c.exited, 30_000, 'the idle child to end'), { code: null, signal: 'SIGTERM' });
+    c.child.kill('SIGKILL');
+    await withTimeout(c.exited, 30_000, 'the blocked child to die');
   });
 
   test('a process without a dumper is named as such, at once', async () => {
