@@ -2,7 +2,7 @@
 # Builds the native addon with AddressSanitizer and UndefinedBehaviorSanitizer in a scratch copy (the normal build in
 # collective/native/build is left alone) and runs the tests that drive the shared-memory plane and its kernels on it:
 # the kernel unit test, the shm contract suite (3 ranks, small slots: many steps), the shm fault tests, and the RPC
-# shared-memory transfer tests (xfer.cc).
+# shared-memory transfer tests (xfer.cc), and the stack dumper's tests (stacks.cc; its children load the same addon).
 # Usage: scripts/native-sanitize.sh [scratch dir]   (default: a fresh temporary directory, removed afterwards)
 # Exit status: non-zero when the build fails or a test fails (a sanitizer report aborts the process: halt_on_error).
 set -euo pipefail
@@ -37,6 +37,7 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TENSILE_NATIVE_ADDON="$addon"
 echo "== tests on the sanitized addon"
 node scripts/run-tests.mjs test/unit/native/shm-reduce.test.ts test/integration/collective/shm-faults.test.ts \
-  test/unit/rpc/shm-transfer.test.ts test/integration/rpc/shm-transfer.test.ts
+  test/unit/rpc/shm-transfer.test.ts test/integration/rpc/shm-transfer.test.ts \
+  test/integration/collective/js-stacks.test.ts
 TEST_WORLDS=3,6 node scripts/run-tests.mjs test/integration/collective/shm-matrix.test.ts
 echo "== sanitized run passed"
