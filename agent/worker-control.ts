@@ -8,7 +8,7 @@
 
 import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { JS_STACK_INTERRUPT_TIMEOUT_MS, requestJsStack } from '../collective/js-stacks.js';
+import { JS_STACK_INTERRUPT_TIMEOUT_MS, requestJsStack, stackScopeOf } from '../collective/js-stacks.js';
 import type { RoundMessage } from '../common/control-protocol.js';
 import type { Logger } from '../common/logger.js';
 import type { RoundInfo } from '../rendezvous/api.js';
@@ -266,7 +266,7 @@ export class WorkerControl {
 
   /** Asks the worker's stack dumper for its JavaScript stack and writes it beside stacks.txt; logs where, or why not. */
   private async writeJsStack(localRank: number, pid: number, dir: string): Promise<void> {
-    const res = await requestJsStack(pid, JS_STACK_REQUEST_MS);
+    const res = await requestJsStack(pid, JS_STACK_REQUEST_MS, stackScopeOf(this.server.socketPath(localRank)));
     if (!res.ok) {
       this.log.warn({ localRank, pid, reason: res.reason }, 'hung worker: no JavaScript stack from its stack dumper');
       return;

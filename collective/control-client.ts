@@ -34,7 +34,7 @@ import {
   type WorkerMessage,
 } from '../common/control-protocol.js';
 import { noopLogger, type Logger } from '../common/logger.js';
-import { installStackDumper } from './js-stacks.js';
+import { installStackDumper, stackScopeOf } from './js-stacks.js';
 
 export interface ControlClientOptions {
   /** Socket path; default TENSILE_CONTROL. Unset or empty: a non-live client. */
@@ -385,7 +385,7 @@ export async function connectControl(opts: ControlClientOptions = {}): Promise<C
     return new NonLiveClient(reason);
   }
   if (opts.stackDumper ?? true) {
-    const dumper = installStackDumper();
+    const dumper = installStackDumper({ scope: stackScopeOf(path) });
     if (dumper.ok) logger.debug({ socket: `@${dumper.socket}` }, 'control: JavaScript stack dumper listening');
     else
       logger.info(

@@ -9,11 +9,15 @@
 // Agent side: `requestJsStack(pid)` asks a worker for its stack; pure JavaScript (the agent needs no addon). It
 // never rejects and is bounded by its timeout.
 //
-// The socket is named after the worker's pid (`stackSocketName`): the agent spawned the worker, so both see the same
-// pid and share the network namespace that abstract sockets live in. Only the same user or root is served.
+// The socket is named after the worker's pid and a scope (`stackSocketName`): the agent spawned the worker, so both
+// see the same pid and share the network namespace that abstract sockets live in. The scope, the name of the agent's
+// control-socket directory (`stackScopeOf`, random per agent), keeps agents apart whose workers share a network
+// namespace but not a PID namespace (pods with host networking, containers of one pod): there, two workers can have
+// the same pid. Only the same user or root is served.
 
 import { SourceMap, type SourceMapPayload } from 'node:module';
 import { createConnection } from 'node:net';
+import { basename, dirname } from 'node:path';
 import { isMainThread } from 'node:worker_threads';
 import { loadAddon } from './native/addon.js';
 
@@ -24,9 +28,19 @@ export const JS_STACK_MAX_FRAMES = 64;
 /** Bound on the reply size read by `requestJsStack` (64 frames are a few KiB). */
 const MAX_REPLY_BYTES = 16 << 20;
 
-/** The abstract socket name (without the leading NUL) of process `pid`'s stack dumper. */
-export function stackSocketName(pid: number): string {
-  return `tensile-stacks.${pid}`;
+const SCOPE = /^[A-Za-z0-9._-]{1,64}$/;
+
+/** The abstract socket name (without the leading NUL) of process `pid`'s stack dumper in `scope`. */
+export function stackSocketName(pid: number, scope?: string): string {
+  return scope === undefined ? `tensile-stacks.${pid}` : `tensile-stacks.${pid}.${scope}`;
+}
+
+/** The scope of the workers of the agent whose control socket is `controlSocketPath`: its directory's name. */
+export function stackScopeOf(controlSocketPath: string): string {
+  const name = basename(dirname(controlSocketPath))
+    .replace(/[^A-Za-z0-9._-]/g, '_')
+    .slice(-64);
+  return name === '' ? '_' : name;
 }
 
 export type StackDumperInstall = { ok: true; socket: string } | { ok: false; reason: string };
@@ -35,13 +49,20 @@ export type StackDumperInstall = { ok: true; socket: string } | { ok: false; rea
  * Starts this process's stack dumper (idempotent). Synchronous: loads the addon (once), binds the socket, starts one
  * native thread. Never throws.
  */
-export function installStackDumper(opts: { maxFrames?: number; interruptTimeoutMs?: number } = {}): StackDumperInstall {
+export function installStackDumper(
+  opts: { scope?: string; maxFrames?: number; interruptTimeoutMs?: number } = {},
+): StackDumperInstall {
+  if (opts.scope !== undefined && !SCOPE.test(opts.scope))
+    return {
+      ok: false,
+      reason: `stack dumper scope ${JSON.stringify(opts.scope)}: expected 1 to 64 of [A-Za-z0-9._-]`,
+    };
   if (process.platform !== 'linux')
     return { ok: false, reason: `abstract Unix sockets need Linux (platform ${process.platform})` };
   if (!isMainThread) return { ok: false, reason: 'only the main thread installs the stack dumper' };
   const a = loadAddon();
   if (!a.ok) return { ok: false, reason: a.reason };
-  const socket = stackSocketName(process.pid);
+  const socket = stackSocketName(process.pid, opts.scope);
   try {
     a.addon.stacksInstall(
       socket,
@@ -71,10 +92,13 @@ export type JsStackResult =
   /** Why there is no stack: no dumper in that process, the interrupt did not run in time (idle or in native code)… */
   | { ok: false; reason: string };
 
-/** Asks process `pid` for its main thread's JavaScript stack. Resolves within about `timeoutMs`; never rejects. */
-export function requestJsStack(pid: number, timeoutMs: number): Promise<JsStackResult> {
+/**
+ * Asks process `pid` (its dumper installed in `scope`) for its main thread's JavaScript stack. Resolves within about
+ * `timeoutMs`; never rejects.
+ */
+export function requestJsStack(pid: number, timeoutMs: number, scope?: string): Promise<JsStackResult> {
   return new Promise((resolve) => {
-    const name = stackSocketName(pid);
+    const name = stackSocketName(pid, scope);
     const chunks: Buffer[] = [];
     let bytes = 0;
     // Node 20 pads an abstract name with NULs to the whole sun_path; the dumper listens under both spellings.

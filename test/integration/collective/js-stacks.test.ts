@@ -28,10 +28,10 @@ interface Started {
 }
 
 /** Starts the fixture in `mode` and waits (bounded) for its first line. */
-async function start(mode: string): Promise<Started> {
+async function start(mode: string, scope?: string): Promise<Started> {
   const env = { ...process.env };
   delete env.NODE_TEST_CONTEXT;
-  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, mode], {
+  const child = spawn(process.execPath, ['--import', 'tsx', CHILD, mode, ...(scope === undefined ? [] : [scope])], {
     cwd: ROOT,
     env,
     stdio: ['pipe', 'pipe', 'pipe'], // stdin stays open and empty: the `blocked` child reads it
@@ -127,6 +127,22 @@ describe('the JavaScript stack of a worker', { skip: addon.ok ? false : addon.re
     assert.equal(c.child.exitCode, null);
     c.child.kill('SIGKILL');
     await withTimeout(c.exited, 30_000, 'the blocked child to die');
+  });
+
+  test("a dumper in a scope (an agent's) answers only requests in that scope", async () => {
+    const c = await start('busy', 'tensile-ctl-Ab1.x_');
+    assert.deepEqual(c.install, { ok: true, socket: `tensile-stacks.${c.pid}.tensile-ctl-Ab1.x_` });
+    await new Promise((r) => setTimeout(r, 500));
+    const mine = await requestJsStack(c.pid, 10_000, 'tensile-ctl-Ab1.x_');
+    assert.ok(mine.ok, mine.ok ? '' : mine.reason);
+    assert.match(mine.text, /^ {4}at spinForever \(/m);
+    for (const other of [undefined, 'tensile-ctl-other']) {
+      const r = await requestJsStack(c.pid, 10_000, other);
+      assert.equal(r.ok, false);
+      assert.match(r.ok ? '' : r.reason, new RegExp(`^pid ${c.pid} runs no stack dumper`));
+    }
+    c.child.kill('SIGKILL');
+    await withTimeout(c.exited, 30_000, 'the scoped child to die');
   });
 
   test('a process without a dumper is named as such, at once', async () => {

@@ -1,9 +1,9 @@
 // mapStackText (collective/js-stacks.ts): the stack dumper's reply made readable. Table-driven, pure: frames of a
 // script with an inline source map get their original position (the generated one kept in brackets); frames without
-// a usable map stay as they are; the `source-map` lines never reach the reader.
+// a usable map stay as they are; the `source-map` lines never reach the reader. Also the dumper's socket names.
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { mapStackText } from '../../../collective/js-stacks.js';
+import { installStackDumper, mapStackText, stackScopeOf, stackSocketName } from '../../../collective/js-stacks.js';
 
 // Generated line 1: column 0 maps to src/a.ts 1:1, column 10 to src/a.ts 9:3 (VLQ "AAAA,UAQE").
 const MAP = { version: 3, sources: ['/src/a.ts'], names: [], mappings: 'AAAA,UAQE' };
@@ -54,4 +54,26 @@ describe('mapStackText', () => {
     test(c.name, () => {
       assert.equal(mapStackText(c.raw.join('\n')), c.want.join('\n'));
     });
+});
+
+describe('stack dumper names', () => {
+  test('the scope is the control-socket directory, made safe for a socket name', () => {
+    const table: Array<[string, string]> = [
+      ['/tmp/tensile-ctl-AbC123/0.sock', 'tensile-ctl-AbC123'],
+      ['/var/run/my dir:1/3.sock', 'my_dir_1'],
+      ['0.sock', '.'],
+      [`/t/${'x'.repeat(80)}/0.sock`, 'x'.repeat(64)],
+    ];
+    for (const [path, scope] of table) assert.equal(stackScopeOf(path), scope, path);
+    assert.equal(stackSocketName(42), 'tensile-stacks.42');
+    assert.equal(stackSocketName(42, 'tensile-ctl-AbC123'), 'tensile-stacks.42.tensile-ctl-AbC123');
+  });
+
+  test('a bad scope is refused before anything starts, quoting it', () => {
+    for (const scope of ['', 'a b', 'x'.repeat(65), 'ü'])
+      assert.deepEqual(installStackDumper({ scope }), {
+        ok: false,
+        reason: `stack dumper scope ${JSON.stringify(scope)}: expected 1 to 64 of [A-Za-z0-9._-]`,
+      });
+  });
 });
