@@ -15,11 +15,11 @@
 // Mechanism: `stacksInstall(name)` remembers the calling isolate and starts one server thread listening on the
 // abstract Unix socket `name` (no file to clean up; gone with the process, SIGKILL included; bound twice, exact and
 // NUL-padded, see Listen). A client (the agent) connects and sends "stack\n"; the thread checks the peer's uid (same
-// user or root), requests the interrupt and also wakes the event loop (a threadsafe function), then waits at most `timeoutMs` for the first answer, writes the
-// text back and closes. Outcomes, each said in the text: the stack (the interrupt ran: JS was running); "idle in the
-// event loop" (the wake-up ran first: no JS was running; the caller's diagnostic report covers that case); "nothing
-// within N ms" (blocked in a system call or native code). A late answer to a request that timed out is recognised by
-// its generation number and discarded.
+// user or root), requests the interrupt and also wakes the event loop (a threadsafe function), then waits at most
+// `timeoutMs` for the first answer, writes the text back and closes. Outcomes, each said in the text: the stack (the
+// interrupt ran: JS was running); "idle in the event loop" (the wake-up ran first: no JS was running; the caller's
+// diagnostic report covers that case); "nothing within N ms" (blocked in a system call or native code). A late or
+// second answer to a request (already answered, or timed out) is recognised by its generation number and dropped.
 //
 // Safety: no signal handler is installed (libuv's threads and the worker's own handlers are untouched). The state is
 // allocated once and never freed, so a late interrupt or the server thread never touches freed memory; the env's
@@ -88,7 +88,7 @@ std::string FormatStack(v8::Isolate* isolate, int maxFrames) {
   const int n = trace->GetFrameCount();
   std::string out = "JavaScript stack of pid " + std::to_string(getpid()) +
                     " (main thread, taken by a V8 interrupt while it ran JavaScript; " + std::to_string(n) +
-                    (n == maxFrames ? " frames, the newest " + std::to_string(maxFrames) + " shown" : " frames") +
+                    (n == maxFrames ? " frames: the limit, older ones are not shown" : " frames") +
                     "):\n";
   for (int i = 0; i < n; i++) {
     v8::Local<v8::StackFrame> f = trace->GetFrame(isolate, static_cast<uint32_t>(i));
@@ -122,12 +122,13 @@ void OnInterrupt(v8::Isolate* isolate, void* data) {
   int maxFrames;
   {
     std::lock_guard<std::mutex> lk(d->mu);
-    if (gen != d->requested || d->isolate != isolate) return;  // a request that already timed out
+    // A request that timed out, or that the wake-up already answered (the idle thread ran JavaScript later).
+    if (gen != d->requested || d->answered == gen || d->isolate != isolate) return;
     maxFrames = d->maxFrames;
   }
   std::string text = FormatStack(isolate, maxFrames);
   std::lock_guard<std::mutex> lk(d->mu);
-  if (gen != d->requested) return;
+  if (gen != d->requested || d->answered == gen) return;
   d->text = std::move(text);
   d->answered = gen;
   d->cv.notify_all();
@@ -282,7 +283,8 @@ int Listen(const std::string& name, bool padded, std::string* err) {
     return -1;
   }
   if (bind(fd, reinterpret_cast<sockaddr*>(&addr), len) != 0 || listen(fd, 4) != 0) {
-    *err = "bind/listen on the abstract socket @" + name + (padded ? " (NUL-padded)" : "") + ": " + std::strerror(errno);
+    *err = "bind/listen on the abstract socket @" + name + (padded ? " (NUL-padded)" : "") + ": " +
+           std::strerror(errno);
     close(fd);
     return -1;
   }
