@@ -38,6 +38,6 @@ export TENSILE_NATIVE_ADDON="$addon"
 echo "== tests on the sanitized addon"
 node scripts/run-tests.mjs test/unit/native/shm-reduce.test.ts test/integration/collective/shm-faults.test.ts \
   test/unit/rpc/shm-transfer.test.ts test/integration/rpc/shm-transfer.test.ts \
-  test/integration/collective/js-stacks.test.ts
+  test/integration/collective/js-stacks.test.ts test/unit/collective/js-stacks-native.test.ts
 TEST_WORLDS=3,6 node scripts/run-tests.mjs test/integration/collective/shm-matrix.test.ts
 echo "== sanitized run passed"
