@@ -6,8 +6,9 @@
 //
 // Worker side: `installStackDumper()` starts that thread (the control client does it when it connects). It never
 // throws: without the addon, off Linux, or off the main thread it returns { ok: false, reason } and nothing changes.
-// Agent side: `requestJsStack(pid)` asks a worker for its stack; pure JavaScript (the agent needs no addon). It
-// never rejects and is bounded by its timeout.
+// Agent side: `requestJsStack(pid, timeoutMs, scope)` asks a worker for its stack and maps transpiled frames back
+// through their inline source maps (`mapStackText`); pure JavaScript (the agent needs no addon). It never rejects
+// and is bounded by its timeout.
 //
 // The socket is named after the worker's pid and a scope (`stackSocketName`): the agent spawned the worker, so both
 // see the same pid and share the network namespace that abstract sockets live in. The scope, the name of the agent's
@@ -25,7 +26,7 @@ import { loadAddon } from './native/addon.js';
 export const JS_STACK_INTERRUPT_TIMEOUT_MS = 1000;
 /** Frames kept, newest first. */
 export const JS_STACK_MAX_FRAMES = 64;
-/** Bound on the reply size read by `requestJsStack` (64 frames are a few KiB). */
+/** Bound on a reply read by `requestJsStack`: frames take a few KiB, inline source maps (≤ 4 MiB each) the rest. */
 const MAX_REPLY_BYTES = 16 << 20;
 
 const SCOPE = /^[A-Za-z0-9._-]{1,64}$/;
@@ -62,6 +63,8 @@ export function installStackDumper(
   if (!isMainThread) return { ok: false, reason: 'only the main thread installs the stack dumper' };
   const a = loadAddon();
   if (!a.ok) return { ok: false, reason: a.reason };
+  if (typeof a.addon.stacksInstall !== 'function')
+    return { ok: false, reason: `the addon at ${a.path} predates the stack dumper: rebuild it (npm run build)` };
   const socket = stackSocketName(process.pid, opts.scope);
   try {
     a.addon.stacksInstall(
