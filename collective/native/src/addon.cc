@@ -1,10 +1,11 @@
-// Entry point of the tensile native addon: registers the BLAS, NCCL and shared-memory bindings.
+// Entry point of the tensile native addon: registers the BLAS, NCCL, shared-memory and socket-plane bindings.
 #include <napi.h>
 
 namespace tensile {
 void InitBlas(Napi::Env env, Napi::Object exports);
 void InitNccl(Napi::Env env, Napi::Object exports);
 void InitShm(Napi::Env env, Napi::Object exports);
+void InitNet(Napi::Env env, Napi::Object exports);
 }  // namespace tensile
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -12,6 +13,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tensile::InitBlas(env, exports);
   tensile::InitNccl(env, exports);
   tensile::InitShm(env, exports);
+  tensile::InitNet(env, exports);
   return exports;
 }
 
