@@ -1,12 +1,9 @@
 // The same-host shared-memory data plane of the TCP process group (native side: collective/native/src/shm.cc).
 //
-// Choice (`chooseTransport`, pure): TENSILE_COLLECTIVE_TRANSPORT=js|native forces either; unset, the plane is used
-// when the addon loads and every rank of the world runs on this host. The ranks agree through the store: each
-// publishes whether it can and wants to use the plane, and its host identity; all take the same decision from the
-// same answers, so one rank with the addon missing moves everyone to the JS path. A forced `native` that cannot be
-// honoured is an error (BACKEND_UNAVAILABLE naming why), never a silent fallback.
+// Choice: the store vote and the pure decision between this plane, the socket plane and the JS path live in
+// net-plane.ts (`decidePlane`, `openDataPlane`); this file maps the segment once the plane is chosen.
 //
-// Setup (`openShmPlane`): rank 0 creates the segment (an anonymous memfd), publishes where to open it, every rank
+// Setup (`mapShmSegment`): rank 0 creates the segment (an anonymous memfd), publishes where to open it, every rank
 // maps it and says whether that worked; rank 0 closes its descriptor once all have answered. If any rank failed to
 // map, all destroy their handles and use the JS path (or fail, when forced). Nothing is ever created in /dev/shm.
 //
@@ -26,7 +23,7 @@ import {
   type ReduceOp,
   type Store,
 } from './api.js';
-import { loadAddon, ShmDType, ShmKind, ShmOp, type NativeAddon, type NativeShmGroup } from './native/addon.js';
+import { ShmDType, ShmKind, ShmOp, type NativeAddon, type NativeShmGroup } from './native/addon.js';
 import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
@@ -84,7 +81,12 @@ export function transportFromEnv(env: NodeJS.ProcessEnv): TransportChoice | unde
   );
 }
 
-export function hostIdentity(): string {
+/**
+ * What makes two ranks "on one host": the host name and boot id, or TENSILE_HOST_ID when set (tests and benchmarks
+ * simulate several hosts on one machine with it; every rank then talks over loopback).
+ */
+export function hostIdentity(env: NodeJS.ProcessEnv = process.env): string {
+  if (env.TENSILE_HOST_ID !== undefined && env.TENSILE_HOST_ID !== '') return `id:${env.TENSILE_HOST_ID}`;
   let boot = '';
   try {
     boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
@@ -94,17 +96,19 @@ export function hostIdentity(): string {
   return `${hostname()}/${boot}`;
 }
 
-export interface ShmPlaneOptions {
+export interface ShmSegmentOptions {
+  /** Rank within the ranks sharing the segment (the whole world, or one host's ranks on the hierarchical path). */
   readonly rank: number;
   readonly worldSize: number;
   readonly store: Store;
   readonly timeoutMs: number;
   readonly logger: Logger;
-  /** Store key namespace of this world (one per world generation). */
+  /** Store key namespace of this segment (one per world generation and host). */
   readonly prefix: string;
-  /** undefined = automatic. */
-  readonly transport?: TransportChoice;
-  readonly tuning?: Partial<ShmTuning>;
+  readonly addon: NativeAddon;
+  /** When a rank fails to map the segment: throw BACKEND_UNAVAILABLE (true) or return null for the JS path. */
+  readonly mustMap: boolean;
+  readonly tuning: ShmTuning;
 }
 
 export interface ShmPlane {
@@ -115,45 +119,12 @@ export interface ShmPlane {
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
 /**
- * Agrees on the data plane with the other ranks and, when it is the shared-memory plane, opens it. Returns null for
- * the JS path. Rejects with BACKEND_UNAVAILABLE when `native` is forced and impossible, TIMEOUT/STORE when the store
- * fails. Every rank must call it at the same point of group creation.
+ * Creates (rank 0) or maps the segment on every rank and agrees through the store that all mapped it. Returns null
+ * when one could not and `mustMap` is false (every rank then takes the JS path); rejects with BACKEND_UNAVAILABLE
+ * when `mustMap`, TIMEOUT/STORE when the store fails. Every rank of the segment must call it at the same point.
  */
-export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null> {
-  if (o.worldSize < 2) return null;
-  const tuning = { ...defaultShmTuning(), ...o.tuning };
-  const loaded = o.transport === 'js' ? null : loadAddon();
-  const veto =
-    o.transport === 'js'
-      ? 'TENSILE_COLLECTIVE_TRANSPORT=js'
-      : !loaded!.ok
-        ? loaded!.reason
-        : typeof loaded!.addon.shmOpen !== 'function'
-          ? 'the native addon predates the shared-memory plane (rebuild it)'
-          : process.platform !== 'linux'
-            ? `platform ${process.platform} (needs Linux memfd and futex)`
-            : '';
-  const mine: ShmVote = { hostId: hostIdentity(), veto, forced: o.transport === 'native' };
-  await o.store.set(`${o.prefix}/vote/${o.rank}`, JSON.stringify(mine));
-  const votes = await Promise.all(
-    Array.from({ length: o.worldSize }, async (_, r) =>
-      r === o.rank ? mine : (JSON.parse(text(await o.store.get(`${o.prefix}/vote/${r}`, o.timeoutMs))) as ShmVote),
-    ),
-  );
-  const decision = decideShm(votes);
-  const forced = votes.some((v) => v.forced);
-  if (!decision.use) {
-    if (forced)
-      throw new CollectiveError(
-        'BACKEND_UNAVAILABLE',
-        `TENSILE_COLLECTIVE_TRANSPORT=native: the shared-memory plane cannot be used: ${decision.reason}`,
-        { rank: o.rank },
-      );
-    if (o.rank === 0)
-      o.logger.info({ transport: 'js', reason: decision.reason }, 'collective: data plane is the JS TCP transport');
-    return null;
-  }
-  const addon = (loaded as { ok: true; addon: NativeAddon }).addon;
+export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | null> {
+  const { addon, tuning } = o;
   let handle: NativeShmGroup | null = null;
   let failure = '';
   try {
@@ -184,19 +155,14 @@ export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null>
   if (failed.length > 0) {
     if (handle) await addon.shmDestroy(handle);
     const reason = `mapping the segment failed: ${failed.join('; ')}`;
-    if (forced) throw new CollectiveError('BACKEND_UNAVAILABLE', `TENSILE_COLLECTIVE_TRANSPORT=native: ${reason}`);
+    if (o.mustMap) throw new CollectiveError('BACKEND_UNAVAILABLE', `shared-memory plane: ${reason}`);
     if (o.rank === 0) o.logger.info({ transport: 'js', reason }, 'collective: data plane is the JS TCP transport');
     return null;
   }
-  if (o.rank === 0)
-    o.logger.info(
-      { transport: 'native', worldSize: o.worldSize, ...tuning },
-      'collective: data plane is native shared memory (all ranks on one host)',
-    );
   return { addon, group: handle! };
 }
 
-const DTYPE_OF = (b: TcpBuffer): number =>
+export const DTYPE_OF = (b: TcpBuffer): number =>
   b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
 /**

@@ -20,6 +20,11 @@ async function main(): Promise<void> {
     const wantPlane = process.env.TEST_DATA_PLANE;
     if (wantPlane !== undefined)
       results.push({ name: `data plane is ${wantPlane}`, ok: pg.dataPlane === wantPlane, detail: pg.dataPlane });
+    const wantLayout = process.env.TEST_NET_LAYOUT;
+    if (wantLayout !== undefined) {
+      const layout = (pg as { layout?: string }).layout;
+      results.push({ name: `socket plane layout is ${wantLayout}`, ok: layout === wantLayout, detail: layout });
+    }
     results.push(...(await runContract(pg)));
     if (pg.worldSize === 2) {
       // Lengths differ between ranks: tcp detects it, and both sides reject with INVALID_ARGUMENT naming the mismatch.
