@@ -339,10 +339,13 @@ export class NetProcessGroup implements ProcessGroup {
     });
   }
 
+  /** Fails every native group; `peer` is a world rank, passed to a sub-group as its index there (-1 if absent). */
   private failNative(code: string, message: string, peer: number): void {
+    const indexIn = (list: readonly number[]): number => (peer >= 0 ? list.indexOf(peer) : -1);
     this.addon.netFail(this.flat, code, message, peer);
-    if (this.hier?.leaders) this.addon.netFail(this.hier.leaders, code, message, peer);
-    if (this.hier?.local) this.addon.shmFail(this.hier.local, code, message, peer);
+    const h = this.hier;
+    if (h?.leaders) this.addon.netFail(h.leaders, code, message, indexIn(h.leaderRanks));
+    if (h?.local) this.addon.shmFail(h.local, code, message, indexIn(h.hostRanks));
   }
 
   /** Runs `stage` (one native op, or a chain of them) and turns its result into the promise API. */
@@ -365,9 +368,12 @@ export class NetProcessGroup implements ProcessGroup {
       // see PEER_LOST naming this rank, or the rank it names). A mismatch (INVALID_ARGUMENT) leaves the native group
       // dead (its later collectives reject with the same error) but the TCP group usable, as on the JS path; ranks
       // that did not exchange with a mismatched rank fail at their timeout.
+      // When the world had already failed (the TCP connections saw the cause first), that error is the one to report:
+      // it names the lost rank even where a sub-group could not (a hierarchical stage without it).
       if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
         if (!this.state) this.state = e;
         this.transport.fail(e);
+        throw this.state;
       }
       throw e;
     });

@@ -152,6 +152,7 @@ struct Group {
   bool Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_t slen, uint32_t rstep, int from,
                 uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg);
   bool CheckHeader(Task* t, int from, const Frame& h, uint32_t step, size_t rlen);
+  bool Closed(Task* t, int peer, const std::string& why);
   bool AllReduce(Task* t, uint8_t* buf);
   bool RecursiveDoubling(Task* t, uint8_t* buf);
   bool Ring(Task* t, uint8_t* buf);
@@ -255,6 +256,22 @@ bool Group::CheckHeader(Task* t, int from, const Frame& h, uint32_t step, size_t
   return true;
 }
 
+// A data socket to `peer` closed or failed. A rank closes its sockets when it leaves after a failure it has already
+// told the world about over the TCP control connections (the lost rank, a timeout), so the notice (netFail) usually
+// arrives here within milliseconds and names the real cause; wait for it up to kCloseGraceMs before blaming `peer`.
+constexpr int kCloseGraceMs = 1000;
+
+bool Group::Closed(Task* t, int peer, const std::string& why) {
+  const auto until = std::min(t->deadline, Clock::now() + std::chrono::milliseconds(kCloseGraceMs));
+  while (!fail_requested.load(std::memory_order_acquire) && Clock::now() < until) {
+    pollfd p{wake_fd, POLLIN, 0};
+    poll(&p, 1, 20);
+  }
+  if (CheckFailed(t) && dead.code != "TIMEOUT") return false;
+  dead = Result{};
+  return Fail(Lost(peer, rank, why));
+}
+
 // Sends one frame (step sstep: header + slen bytes of sbuf) to rank `to` and receives one frame (step rstep, rlen
 // payload bytes) from rank `from` into rbuf, both at once (either may be -1: none). on_seg(offset, bytes), when given, is called for every
 // seg_bytes-aligned piece of the payload as soon as it has arrived (and for the tail), in order. Blocks this worker
@@ -293,7 +310,7 @@ bool Group::Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_
         sent += static_cast<size_t>(w);
         progress = true;
       } else if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) {
-        return Fail(Lost(to, rank, Errno("sending on its data socket failed")));
+        return Closed(t, to, Errno("sending on its data socket failed"));
       }
     }
     if (got < recv_total) {
@@ -303,9 +320,11 @@ bool Group::Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_
       } else {
         r = recv(fds[from], rbuf + (got - sizeof hr), recv_total - got, MSG_DONTWAIT);
       }
-      if (r == 0) return Fail(Lost(from, rank, "closed its data connection (its process exited or left the group)"));
-      if (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-        return Fail(Lost(from, rank, Errno("receiving on its data socket failed")));
+      if (r == 0 || (r < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
+        const std::string why = r == 0 ? std::string("closed its data connection (its process exited or left the group)")
+                                       : Errno("receiving on its data socket failed");
+        return Closed(t, from, why);
+      }
       if (r > 0) {
         got += static_cast<size_t>(r);
         progress = true;
