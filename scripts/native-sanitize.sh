@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Builds the native addon with AddressSanitizer and UndefinedBehaviorSanitizer in a scratch copy (the normal build in
-# collective/native/build is left alone) and runs the tests that drive the shared-memory plane and its kernels on it:
-# the kernel unit test, the shm contract suite (3 ranks, small slots: many steps) and the shm fault tests.
+# collective/native/build is left alone) and runs the tests that drive the shared-memory plane, the socket plane and
+# their kernels on it: the kernel unit test, the shm contract suite (3 ranks, small slots: many steps), the socket-plane
+# contract suite (3 ranks flat with the ring and hierarchical with doubling; 4 ranks hierarchical and flat) and the
+# fault tests of both planes (SIGKILL, garbage frames, abort, timeout).
 # Usage: scripts/native-sanitize.sh [scratch dir]   (default: a fresh temporary directory, removed afterwards)
 # Exit status: non-zero when the build fails or a test fails (a sanitizer report aborts the process: halt_on_error).
 set -euo pipefail
@@ -29,4 +31,6 @@ export TENSILE_NATIVE_ADDON="$addon"
 echo "== tests on the sanitized addon"
 node scripts/run-tests.mjs test/unit/native/shm-reduce.test.ts test/integration/collective/shm-faults.test.ts
 TEST_WORLDS=3,6 node scripts/run-tests.mjs test/integration/collective/shm-matrix.test.ts
+node scripts/run-tests.mjs test/integration/collective/net-faults.test.ts
+TEST_WORLDS=3,4 node scripts/run-tests.mjs test/integration/collective/net-matrix.test.ts
 echo "== sanitized run passed"
