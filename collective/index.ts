@@ -28,7 +28,7 @@ export interface WorkerConfig {
   readonly transport: TransportChoice | undefined;
   /** TENSILE_SHM_SLOT_BYTES, TENSILE_SHM_SMALL_BYTES, TENSILE_SHM_SPIN (shm-plane.ts). */
   readonly shmTuning: Partial<ShmTuning>;
-  /** TENSILE_NET_SMALL_BYTES, TENSILE_NET_SEGMENT_BYTES, TENSILE_NET_HIERARCHY=0|1 (net-plane.ts). */
+  /** TENSILE_NET_SMALL_BYTES, TENSILE_NET_SEGMENT_BYTES, TENSILE_NET_CHUNK_BYTES, TENSILE_NET_HIERARCHY=0|1 (net-plane.ts). */
   readonly netTuning: Partial<NetTuning>;
 }
 
@@ -115,6 +115,8 @@ export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessE
     netTuning.smallBytes = pick('TENSILE_NET_SMALL_BYTES', undefined, env, 0, 2 ** 30);
   if (has('TENSILE_NET_SEGMENT_BYTES'))
     netTuning.segmentBytes = pick('TENSILE_NET_SEGMENT_BYTES', undefined, env, 4096, 2 ** 30);
+  if (has('TENSILE_NET_CHUNK_BYTES'))
+    netTuning.chunkBytes = pick('TENSILE_NET_CHUNK_BYTES', undefined, env, 4096, 2 ** 30);
   if (has('TENSILE_NET_HIERARCHY')) netTuning.hierarchical = pick('TENSILE_NET_HIERARCHY', undefined, env, 0, 1) === 1;
   return {
     backend,

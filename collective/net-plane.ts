@@ -56,14 +56,40 @@ export interface NetTuning {
   readonly segmentBytes: number;
   /** Hierarchical allreduce (shm within a host, sockets between hosts) when some host runs several ranks. */
   readonly hierarchical: boolean;
+  /**
+   * The hierarchical allreduce moves buffers in chunks of this many bytes, pipelined: the socket allreduce of chunk
+   * i runs while the host reduces chunk i+1 and broadcasts chunk i−1 (`hierarchicalSchedule`).
+   */
+  readonly chunkBytes: number;
 }
 
 /**
  * Defaults. smallBytes 64 KiB: recursive doubling sends the whole buffer log2(n) times, the ring 2(n−1)/n times but in
- * 2(n−1) round trips; segmentBytes 256 KiB keeps a received piece in cache while it is reduced.
+ * 2(n−1) round trips; segmentBytes 256 KiB keeps a received piece in cache while it is reduced; chunkBytes 4 MiB: two
+ * shared-memory slots (2 MiB each) per chunk, and 16 chunks in flight over a 64 MB buffer.
  */
 export function defaultNetTuning(): NetTuning {
-  return { smallBytes: 64 << 10, segmentBytes: 256 << 10, hierarchical: true };
+  return { smallBytes: 64 << 10, segmentBytes: 256 << 10, hierarchical: true, chunkBytes: 4 << 20 };
+}
+
+/** One host-local stage of the hierarchical allreduce: reduce chunk i to the leader, or broadcast it from there. */
+export type HostStage = { readonly stage: 'reduce' | 'broadcast'; readonly chunk: number };
+
+/**
+ * The order in which every rank of a host submits the shared-memory stages of an allreduce in `chunks` chunks (pure):
+ * reduce 0, reduce 1, then broadcast i−1 and reduce i+1 for each i, then the last broadcast. The shared-memory
+ * queue runs them in this order on every rank of the host; the leader submits broadcast i only once chunk i's socket
+ * allreduce (started when reduce i completed) is done, so that allreduce overlaps reduce i+1 and broadcast i−1.
+ */
+export function hierarchicalSchedule(chunks: number): HostStage[] {
+  const out: HostStage[] = [{ stage: 'reduce', chunk: 0 }];
+  if (chunks > 1) out.push({ stage: 'reduce', chunk: 1 });
+  for (let i = 1; i < chunks; i++) {
+    out.push({ stage: 'broadcast', chunk: i - 1 });
+    if (i + 1 < chunks) out.push({ stage: 'reduce', chunk: i + 1 });
+  }
+  out.push({ stage: 'broadcast', chunk: chunks - 1 });
+  return out;
 }
 
 /** What one rank answers in the agreement round. */
@@ -251,7 +277,7 @@ export async function openDataPlane(
       },
       'collective: data plane is native sockets across hosts',
     );
-  const net = new NetProcessGroup(tcp, transport, a, flat, hier);
+  const net = new NetProcessGroup(tcp, transport, a, flat, hier, netTuning.chunkBytes);
   await net.barrier();
   return net;
 }
@@ -327,6 +353,7 @@ export class NetProcessGroup implements ProcessGroup {
     private readonly addon: NativeAddon,
     private readonly flat: NativeNetGroup,
     private readonly hier: Hierarchy | null,
+    private readonly chunkBytes: number = defaultNetTuning().chunkBytes,
   ) {
     this.rank = tcp.rank;
     this.worldSize = tcp.worldSize;
@@ -395,43 +422,111 @@ export class NetProcessGroup implements ProcessGroup {
     return (timeoutMs) => this.addon.netSubmit(this.flat, kind, dtype, rop, root, count, send, recv, timeoutMs);
   }
 
-  /** shm reduce to the host leader → socket allreduce among leaders → shm broadcast; chained in call order. */
+  /**
+   * shm reduce to the host leader → socket allreduce among leaders → shm broadcast, chunk by chunk in the order of
+   * `hierarchicalSchedule`; whole ops are chained in call order.
+   */
   private hierAllreduce(dtype: number, rop: number, count: number, send: TcpBuffer, recv: TcpBuffer): Stage {
     const h = this.hier!;
     const a = this.addon;
-    const globalOf = (list: readonly number[]) => (r: NativeShmResult) =>
-      r.ok || r.peer < 0
-        ? r
-        : { ...r, peerRank: list[r.peer], message: `${r.message} [group rank ${r.peer} is rank ${list[r.peer]}]` };
+    // Sub-groups name ranks by their index there; the error names the world rank (and says so when they differ).
+    const globalOf =
+      (list: readonly number[]) =>
+      (r: NativeShmResult): NativeShmResult & { peerRank?: number } =>
+        r.ok || r.peer < 0
+          ? r
+          : {
+              ...r,
+              peerRank: list[r.peer],
+              message:
+                list[r.peer] === r.peer ? r.message : `${r.message} [group rank ${r.peer} is rank ${list[r.peer]}]`,
+            };
+    const perChunk = Math.max(1, Math.floor(this.chunkBytes / send.BYTES_PER_ELEMENT));
+    const chunks = Math.max(1, Math.ceil(count / perChunk));
+    const part = (b: TcpBuffer, i: number): TcpBuffer => b.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk));
+    const sum = rop === ShmOp.avg ? ShmOp.sum : rop;
+    type R = NativeShmResult & { peerRank?: number };
     return (timeoutMs) => {
-      const run = async (): Promise<NativeShmResult & { peerRank?: number }> => {
+      const run = async (): Promise<R> => {
         const deadline = Date.now() + timeoutMs;
         const left = (): number => Math.max(1, deadline - Date.now());
-        const sum = rop === ShmOp.avg ? ShmOp.sum : rop;
-        if (h.local) {
-          const r = await a.shmSubmit(h.local, ShmKind.reduce, dtype, sum, 0, count, send, recv, left());
-          if (!r.ok) return globalOf(h.hostRanks)(r);
-        } else if (send !== recv) recv.set(send as never);
-        if (h.leaders) {
-          const r = await a.netSubmit(
-            h.leaders,
-            ShmKind.allreduce,
-            dtype,
-            rop,
-            0,
-            count,
-            recv,
-            recv,
-            left(),
-            this.worldSize,
-          );
-          if (!r.ok) return globalOf(h.leaderRanks)(r);
+        const local = (p: Promise<NativeShmResult>): Promise<R> => p.then(globalOf(h.hostRanks));
+        const across = (i: number): Promise<R> =>
+          a
+            .netSubmit(
+              h.leaders!,
+              ShmKind.allreduce,
+              dtype,
+              rop,
+              0,
+              part(recv, i).length,
+              part(recv, i),
+              part(recv, i),
+              left(),
+              this.worldSize,
+            )
+            .then(globalOf(h.leaderRanks));
+        const ok: R = { ok: true, code: '', message: '', peer: -1 };
+        const all: Promise<R>[] = [];
+        const nets: Promise<R>[] = [];
+        let netOrder: Promise<unknown> = Promise.resolve();
+        if (!h.local) {
+          // A host of one rank: it is the leader; only the socket stage.
+          if (send !== recv) recv.set(send as never);
+          for (let i = 0; i < chunks; i++) nets.push(across(i));
+        } else {
+          for (const { stage, chunk: i } of hierarchicalSchedule(chunks)) {
+            if (stage === 'reduce') {
+              const reduced = local(
+                a.shmSubmit(
+                  h.local,
+                  ShmKind.reduce,
+                  dtype,
+                  sum,
+                  0,
+                  part(recv, i).length,
+                  part(send, i),
+                  part(recv, i),
+                  left(),
+                ),
+              );
+              all.push(reduced);
+              if (h.leaders) {
+                // Socket stages must be submitted in chunk order: a reduce that completes inline on this thread can
+                // settle before the previous chunk's reduce, finished on the worker, has delivered its result. So
+                // chunk i's stage waits until chunk i−1's has been submitted (not completed: the wrapper object keeps
+                // `started` from adopting the socket op's promise).
+                const started = netOrder
+                  .then(() => reduced)
+                  .then((r) => ({ op: r.ok ? across(i) : Promise.resolve(r) }));
+                netOrder = started;
+                nets[i] = started.then((x) => x.op);
+              }
+            } else {
+              if (h.leaders) {
+                const r = await nets[i]!;
+                if (!r.ok) break;
+              }
+              all.push(
+                local(
+                  a.shmSubmit(
+                    h.local,
+                    ShmKind.broadcast,
+                    dtype,
+                    0,
+                    0,
+                    part(recv, i).length,
+                    undefined,
+                    part(recv, i),
+                    left(),
+                  ),
+                ),
+              );
+            }
+          }
         }
-        if (h.local) {
-          const r = await a.shmSubmit(h.local, ShmKind.broadcast, dtype, 0, 0, count, undefined, recv, left());
-          if (!r.ok) return globalOf(h.hostRanks)(r);
-        }
-        return { ok: true, code: '', message: '', peer: -1 };
+        const results = await Promise.all([...all, ...nets]);
+        return results.find((r) => !r.ok) ?? ok;
       };
       const p = this.chain.then(run, run);
       this.chain = p.catch(() => undefined);

@@ -1,7 +1,13 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
 import { resolveWorkerConfig } from '../../../collective/index.js';
-import { decidePlane, defaultNetTuning, type PlaneDecision, type PlaneVote } from '../../../collective/net-plane.js';
+import {
+  decidePlane,
+  defaultNetTuning,
+  hierarchicalSchedule,
+  type PlaneDecision,
+  type PlaneVote,
+} from '../../../collective/net-plane.js';
 import { hostIdentity } from '../../../collective/shm-plane.js';
 
 const env = { RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29500' };
@@ -121,7 +127,53 @@ describe('choosing the data plane across hosts', () => {
     );
   });
 
-  it('defaults: recursive doubling up to 64 KiB, 256 KiB segments, hierarchical', () => {
-    assert.deepEqual(defaultNetTuning(), { smallBytes: 64 << 10, segmentBytes: 256 << 10, hierarchical: true });
+  it('defaults: recursive doubling up to 64 KiB, 256 KiB segments, hierarchical in 4 MiB chunks', () => {
+    assert.deepEqual(defaultNetTuning(), {
+      smallBytes: 64 << 10,
+      segmentBytes: 256 << 10,
+      hierarchical: true,
+      chunkBytes: 4 << 20,
+    });
+  });
+});
+
+describe('the pipelined schedule of the hierarchical allreduce', () => {
+  const text = (chunks: number): string =>
+    hierarchicalSchedule(chunks)
+      .map((s) => `${s.stage[0]}${s.chunk}`)
+      .join(' ');
+
+  it('is exactly reduce, reduce, then broadcast i−1 and reduce i+1, then the last broadcast', () => {
+    assert.equal(text(1), 'r0 b0');
+    assert.equal(text(2), 'r0 r1 b0 b1');
+    assert.equal(text(3), 'r0 r1 b0 r2 b1 b2');
+    assert.equal(text(5), 'r0 r1 b0 r2 b1 r3 b2 r4 b3 b4');
+  });
+
+  it('reduces and broadcasts every chunk once, in order, the reduce first, never more than two chunks ahead', () => {
+    for (let chunks = 1; chunks <= 40; chunks++) {
+      const s = hierarchicalSchedule(chunks);
+      const reduces = s.filter((x) => x.stage === 'reduce').map((x) => x.chunk);
+      const broadcasts = s.filter((x) => x.stage === 'broadcast').map((x) => x.chunk);
+      const all = Array.from({ length: chunks }, (_, i) => i);
+      assert.deepEqual(reduces, all, `${chunks} chunks: reduces`);
+      assert.deepEqual(broadcasts, all, `${chunks} chunks: broadcasts`);
+      s.forEach((x, at) => {
+        if (x.stage !== 'broadcast') return;
+        const before = s.slice(0, at);
+        assert.ok(
+          before.some((y) => y.stage === 'reduce' && y.chunk === x.chunk),
+          `b${x.chunk} after r${x.chunk}`,
+        );
+        // Overlap: the next chunk's reduce is queued before this broadcast (its socket stage can run meanwhile).
+        if (x.chunk + 1 < chunks)
+          assert.ok(
+            before.some((y) => y.stage === 'reduce' && y.chunk === x.chunk + 1),
+            `r${x.chunk + 1} before b${x.chunk}`,
+          );
+        const ahead = before.filter((y) => y.stage === 'reduce').length - x.chunk;
+        assert.ok(ahead <= 2, `${chunks} chunks: ${ahead} reduces ahead of b${x.chunk}`);
+      });
+    }
   });
 });
