@@ -59,9 +59,11 @@ export interface InitRpcOptions {
    * same host, else TCP), one per direction; gRPC remains the control plane and the fallback. Default on; off with
    * TLS (the sockets are not encrypted). Env TENSILE_RPC_DATA_CHANNEL=0 turns it off. `unixSocket: true` (env
    * TENSILE_RPC_DATA_UDS=1) offers a Unix socket to peers on the same host (default TCP: its autotuned buffers
-   * gave more bandwidth for large tensors here; latency was about the same).
+   * gave more bandwidth for large tensors here; latency was about the same). `sharedMemory` (default true, env
+   * TENSILE_RPC_SHM=0 turns it off): frames of 256 KiB and more between workers of one host go through shared memory
+   * (the native addon's memfd segments) instead of the socket, when both sides have the addon.
    */
-  readonly dataChannel?: { readonly enabled?: boolean; readonly unixSocket?: boolean };
+  readonly dataChannel?: { readonly enabled?: boolean; readonly unixSocket?: boolean; readonly sharedMemory?: boolean };
   readonly logger?: Logger;
 }
 

@@ -10,7 +10,9 @@
 // attached, the sender writes one 'X' segment on gRPC and from then on sends every frame as
 //   data:  "TDX1" u32 transferId u32 totalBytes | the frame's bytes (header, body, tensors: zero-copy views)
 // with consecutive ids; the receiver delivers data-channel frames only after the peer's 'X', so the stream's order
-// is kept exactly across the switch. If a direction's connection cannot be made, that direction keeps sending over
+// is kept exactly across the switch. Between workers of one host, a large frame may instead travel as a
+// shared-memory record with the same id (shm-transfer.ts; agreed per direction with a hello the receiver writes
+// back on its socket, the only bytes that ever travel that way). If a direction's connection cannot be made, that direction keeps sending over
 // gRPC. If an established data socket breaks, or carries bytes that do not parse, the whole peer stream is failed
 // (callers see PEER_LOST, as for a broken gRPC stream). With TLS the data channel is off (it is not encrypted).
 
@@ -20,6 +22,14 @@ import { createServer, connect, type NetConnectOpts, type Server, type Socket } 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { FrameError } from './frame.js';
+import {
+  parseShmRecord,
+  SHM_MAGIC,
+  SHM_RECORD_BYTES,
+  type ShmProbe,
+  type ShmRecord,
+  type ShmSender,
+} from './shm-transfer.js';
 
 export const HANDSHAKE_MAGIC = 0x31434454; // "TDC1" little-endian
 export const TRANSFER_MAGIC = 0x31584454; // "TDX1" little-endian
@@ -35,11 +45,18 @@ export interface DataChannelOptions {
   readonly enabled: boolean;
   /** Offer a Unix socket to peers on the same host (else TCP only). */
   readonly unixSocket: boolean;
+  /** Large frames between workers of one host through shared memory (shm-transfer.ts) when the addon loads. */
+  readonly sharedMemory: boolean;
 }
 
 /** What the receiving side of a data socket does with complete transfers and failures. */
 export interface DataSink {
   onTransfer(id: number, frame: Buffer): void;
+  /**
+   * A shared-memory record (shm-transfer.ts): returns its frame (and acknowledges it). Absent when no offer was
+   * accepted in this direction, which makes such a record a FrameError. Throws FrameError when it cannot be read.
+   */
+  readShm?(r: ShmRecord): Buffer;
   /** After each read's transfers were handed over (so the receiver can deliver them as one batch). */
   onBatchEnd?(): void;
 }
@@ -91,6 +108,18 @@ export class TransferReader {
     while (this.end - this.start >= TRANSFER_HEADER_BYTES) {
       const st = this.stage;
       const magic = st.readUInt32LE(this.start);
+      if (magic === SHM_MAGIC) {
+        if (this.end - this.start < SHM_RECORD_BYTES) break;
+        const r = parseShmRecord(st, this.start);
+        if (r.transferId !== this.expectId)
+          throw new FrameError(`data channel: transfer id ${r.transferId} out of sequence (expected ${this.expectId})`);
+        if (!this.sink.readShm)
+          throw new FrameError('data channel: a shared-memory transfer, but shared memory was not agreed');
+        this.expectId = this.expectId >= 0xfffffffe ? 1 : this.expectId + 1;
+        this.start += SHM_RECORD_BYTES;
+        this.sink.onTransfer(r.transferId, this.sink.readShm(r));
+        continue;
+      }
       if (magic !== TRANSFER_MAGIC) {
         throw new FrameError(
           `data channel: bad transfer magic 0x${magic.toString(16)} (expected 0x${TRANSFER_MAGIC.toString(16)})`,
@@ -141,9 +170,15 @@ export class TransferReader {
 
 /**
  * Writes transfers with consecutive ids from `firstId`: small ones are packed into one buffer, large ones' parts go
- * as they are (no copy; the socket keeps references). Returns the bytes written.
+ * as they are (no copy; the socket keeps references), or, with `shm`, through shared memory as a record in their
+ * place. Returns the bytes written.
  */
-export function writeTransfers(sock: Socket, firstId: number, frames: { parts: Buffer[]; bytes: number }[]): number {
+export function writeTransfers(
+  sock: Socket,
+  firstId: number,
+  frames: { parts: Buffer[]; bytes: number }[],
+  shm: ShmSender | null = null,
+): number {
   let id = firstId;
   let total = 0;
   const out: Buffer[] = [];
@@ -156,6 +191,14 @@ export function writeTransfers(sock: Socket, firstId: number, frames: { parts: B
     smallBytes = 0;
   };
   for (const f of frames) {
+    const rec = shm?.record(id, f);
+    if (rec) {
+      id = id >= 0xfffffffe ? 1 : id + 1;
+      total += rec.byteLength;
+      small.push(rec);
+      smallBytes += rec.byteLength;
+      continue;
+    }
     const h = Buffer.allocUnsafe(TRANSFER_HEADER_BYTES);
     h.writeUInt32LE(TRANSFER_MAGIC, 0);
     h.writeUInt32LE(id >>> 0, 4);
@@ -197,9 +240,14 @@ export class DataHub {
     /** Unix socket path ('' when none could be made). */
     readonly udsPath: string,
     private readonly handshakeTimeoutMs: number,
+    /** What peers on this host can open to agree on shared memory (null: not offered). */
+    readonly probe: ShmProbe | null,
   ) {}
 
-  static async listen(host: string, opts: { uds?: boolean; handshakeTimeoutMs?: number } = {}): Promise<DataHub> {
+  static async listen(
+    host: string,
+    opts: { uds?: boolean; handshakeTimeoutMs?: number; probe?: ShmProbe | null } = {},
+  ): Promise<DataHub> {
     // (Unix socket off by default: loopback TCP's autotuned buffers gave more bandwidth for large tensors here.)
     const server = createServer({ noDelay: true });
     const port = await new Promise<number>((resolve, reject) => {
@@ -227,7 +275,7 @@ export class DataHub {
         s.close();
       }
     }
-    const hub = new DataHub(server, port, uds, udsPath, opts.handshakeTimeoutMs ?? 10_000);
+    const hub = new DataHub(server, port, uds, udsPath, opts.handshakeTimeoutMs ?? 10_000, opts.probe ?? null);
     for (const s of [server, uds]) {
       s?.on('connection', (sock) => hub.accept(sock));
       s?.on('error', () => undefined);
@@ -284,6 +332,7 @@ export class DataHub {
       [this.server, this.udsServer].map((s) => (s ? new Promise<void>((r) => s.close(() => r())) : undefined)),
     );
     if (this.udsPath && !this.udsPath.startsWith('\0')) rmSync(this.udsPath, { force: true });
+    this.probe?.close();
   }
 }
 

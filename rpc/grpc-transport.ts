@@ -10,15 +10,37 @@ import * as grpc from '@grpc/grpc-js';
 import { FrameError, SegmentReader, packSegments, SEGMENT_BYTES } from './frame.js';
 import type { TlsOptions } from './api.js';
 import { DataHub, TransferReader, connectData, writeTransfers, type DataChannelOptions } from './data-channel.js';
+import { loadAddon, type NativeAddon } from '../collective/native/addon.js';
+import {
+  AckReader,
+  helloRecord,
+  acceptOffer,
+  decodeOffer,
+  encodeOffer,
+  ShmProbe,
+  ShmReceiver,
+  ShmSender,
+  SHM_OFFER_BYTES,
+} from './shm-transfer.js';
 
 const KIND_DATA_PORT = 0x50; // 'P'
 const KIND_DATA_SWITCH = 0x58; // 'X'
-const DATA_PORT_MIN_BYTES = 21; // 'P' u16 port, 16-byte token, u16 path length, path (UTF-8)
+// 'P' u16 port, 16-byte token, u16 path length, path (UTF-8), then optionally a shared-memory offer (shm-transfer.ts)
+const DATA_PORT_MIN_BYTES = 21;
 
-export const defaultDataChannel: DataChannelOptions = { enabled: true, unixSocket: false };
+export const defaultDataChannel: DataChannelOptions = { enabled: true, unixSocket: false, sharedMemory: true };
 
-/** Test hooks: advertise another data port than the real one and no Unix socket (to test the unreachable fallback). */
-export const dataChannelTestHooks: { advertisedPort?: number; noUds?: boolean } = {};
+/**
+ * Test hooks: advertise another data port than the real one and no Unix socket (to test the unreachable fallback);
+ * offer shared memory with a wrong probe token (to test that a failed probe keeps the socket path).
+ */
+export const dataChannelTestHooks: { advertisedPort?: number; noUds?: boolean; badShmProbe?: boolean } = {};
+
+/** The addon when it has the shared-memory transfer calls, else null (then shared memory is neither offered nor accepted). */
+function xferAddon(): NativeAddon | null {
+  const l = loadAddon();
+  return l.ok && typeof l.addon.xferSegCreate === 'function' ? l.addon : null;
+}
 
 /** The data-channel side of a stream: our listener (if any), how to reach the peer's, the options. */
 interface DataRole {
@@ -89,6 +111,9 @@ export class StreamConn {
   private early: Buffer[] = [];
   private batch: Buffer[] = [];
   private readonly readyWaiters: (() => void)[] = [];
+  /** Shared memory for large frames to the peer (after its hello) and from it (after we accepted its offer). */
+  private shmOut: ShmSender | null = null;
+  private shmIn: ShmReceiver | null = null;
 
   constructor(
     private readonly duplex: Duplex,
@@ -116,12 +141,18 @@ export class StreamConn {
       const reg = hub.register((sock, rest) => this.attachSend(sock, rest));
       this.registration = reg;
       const path = Buffer.from(dataChannelTestHooks.noUds ? '' : hub.udsPath);
-      const p = Buffer.allocUnsafe(DATA_PORT_MIN_BYTES + path.byteLength);
+      const offer = hub.probe
+        ? encodeOffer(
+            dataChannelTestHooks.badShmProbe ? { ...hub.probe.offer, token: Buffer.alloc(16) } : hub.probe.offer,
+          )
+        : Buffer.alloc(0);
+      const p = Buffer.allocUnsafe(DATA_PORT_MIN_BYTES + path.byteLength + offer.byteLength);
       p.writeUInt8(KIND_DATA_PORT, 0);
       p.writeUInt16LE(dataChannelTestHooks.advertisedPort ?? hub.port, 1);
       reg.token.copy(p, 3);
       p.writeUInt16LE(path.byteLength, 19);
       path.copy(p, DATA_PORT_MIN_BYTES);
+      offer.copy(p, DATA_PORT_MIN_BYTES + path.byteLength);
       duplex.write(p);
     }
   }
@@ -131,9 +162,17 @@ export class StreamConn {
     return { send: this.sendSock, recv: this.recvSock };
   }
 
+  /** Frames that went through shared memory, each way (tests and benchmarks check which path was taken). */
+  get shmTransfers(): { out: number; in: number } {
+    return { out: this.shmOut?.transfers ?? 0, in: this.shmIn?.transfers ?? 0 };
+  }
+
   /** Resolves when `cond` holds for the data sockets, or when the stream closes (tests and benchmarks wait on it). */
-  async waitData(cond: (s: { send: Socket | null; recv: Socket | null }) => boolean): Promise<void> {
-    while (!this.closed && !cond(this.dataSockets)) await new Promise<void>((r) => this.readyWaiters.push(r));
+  async waitData(
+    cond: (s: { send: Socket | null; recv: Socket | null; shmOut: boolean; shmIn: boolean }) => boolean,
+  ): Promise<void> {
+    const state = () => ({ ...this.dataSockets, shmOut: this.shmOut !== null, shmIn: this.shmIn !== null });
+    while (!this.closed && !cond(state())) await new Promise<void>((r) => this.readyWaiters.push(r));
   }
 
   private wakeReady(): void {
@@ -159,7 +198,8 @@ export class StreamConn {
 
   /** The peer advertised its data listener: connect our receive socket to it (once). */
   private onDataPort(seg: Buffer): void {
-    if (seg.byteLength < DATA_PORT_MIN_BYTES || seg.byteLength !== DATA_PORT_MIN_BYTES + seg.readUInt16LE(19)) {
+    const pathEnd = seg.byteLength >= DATA_PORT_MIN_BYTES ? DATA_PORT_MIN_BYTES + seg.readUInt16LE(19) : -1;
+    if (pathEnd < 0 || (seg.byteLength !== pathEnd && seg.byteLength !== pathEnd + SHM_OFFER_BYTES)) {
       throw new FrameError(`data port segment of ${seg.byteLength} bytes does not match its declared path length`);
     }
     const d = this.data;
@@ -167,7 +207,10 @@ export class StreamConn {
     this.recvRequested = true;
     const port = seg.readUInt16LE(1);
     const token = Buffer.from(seg.subarray(3, 19));
-    const udsPath = seg.subarray(DATA_PORT_MIN_BYTES).toString('utf8');
+    const udsPath = seg.subarray(DATA_PORT_MIN_BYTES, pathEnd).toString('utf8');
+    const offer = seg.byteLength > pathEnd ? decodeOffer(seg.subarray(pathEnd)) : null;
+    const addon = offer && d.opts.sharedMemory ? xferAddon() : null;
+    const shmIn = addon && acceptOffer(addon, offer!) ? new ShmReceiver(addon) : null;
     const reader = new TransferReader({
       onTransfer: (_id, frame) => {
         if (this.switchedIn) this.batch.push(frame);
@@ -179,6 +222,7 @@ export class StreamConn {
         this.batch = [];
         this.onFrames(b);
       },
+      readShm: shmIn ? (r) => shmIn.read(r) : undefined,
     });
     const onReadError = (err: FrameError): void => {
       if (this.closed) return;
@@ -193,6 +237,10 @@ export class StreamConn {
       }
       this.recvSock = sock;
       sock.on('close', () => this.fail(new Error('data connection closed')));
+      if (shmIn) {
+        this.shmIn = shmIn;
+        sock.write(helloRecord()); // hello: the peer may now send large frames through shared memory
+      }
       this.wakeReady();
     });
   }
@@ -205,15 +253,27 @@ export class StreamConn {
     }
     this.registration = null;
     this.sendSock = sock;
-    const garbage = (): void => {
-      const e = new FrameError('data channel: unexpected bytes from the receiving side');
-      this.onProtocolError(e);
-      this.fail(e);
+    // The receiving side writes only its shared-memory hello back (shm-transfer.ts); anything else fails the stream.
+    const probe = this.data?.hub?.probe ?? null;
+    const acks = new AckReader(() => {
+      if (!probe) throw new FrameError('data channel: a shared-memory hello, but none was offered');
+      const addon = xferAddon();
+      if (addon && !this.shmOut) this.shmOut = new ShmSender(addon);
+      this.wakeReady();
+    });
+    const onAcks = (chunk: Buffer): void => {
+      try {
+        acks.push(chunk);
+      } catch (err) {
+        const e = err instanceof FrameError ? err : new FrameError(String(err));
+        this.onProtocolError(e);
+        this.fail(e);
+      }
     };
-    if (rest.byteLength > 0) return garbage();
-    sock.on('data', garbage);
+    sock.on('data', onAcks);
     sock.on('close', () => this.fail(new Error('data connection closed')));
     this.wakeReady();
+    if (rest.byteLength > 0) onAcks(rest);
   }
 
   get isClosed(): boolean {
@@ -248,7 +308,7 @@ export class StreamConn {
         this.duplex.write(Buffer.of(KIND_DATA_SWITCH));
         this.bytesOut += 1;
       }
-      this.dataBytesOut += writeTransfers(sock, this.nextTransferId, q);
+      this.dataBytesOut += writeTransfers(sock, this.nextTransferId, q, this.shmOut);
       for (let i = 0; i < q.length; i++) {
         this.nextTransferId = this.nextTransferId >= 0xfffffffe ? 1 : this.nextTransferId + 1;
       }
@@ -288,14 +348,19 @@ export class StreamConn {
     this.registration?.unregister();
     this.registration = null;
     const send = this.sendSock;
+    const shmOut = this.shmOut;
     if (send && graceful) {
-      // Let what was just flushed reach the peer (a final answer, the shutdown barrier), then close.
+      // Let what was just flushed reach the peer (a final answer, the shutdown barrier), then close; segments that
+      // the peer may still have to open stay until then.
       send.end();
+      send.once('close', () => shmOut?.close());
       setTimeout(() => send.destroy(), 1_000).unref();
     } else {
       send?.destroy();
+      shmOut?.close();
     }
     this.recvSock?.destroy();
+    this.shmIn?.close();
     this.wakeReady();
     try {
       if ('cancel' in this.duplex && this.client) {
@@ -337,7 +402,9 @@ export async function startServer(
   data: DataChannelOptions = defaultDataChannel,
 ): Promise<{ server: grpc.Server; port: number; hub: DataHub | null }> {
   const useData = data.enabled && !tls;
-  const hub = useData ? await DataHub.listen(host, { uds: data.unixSocket }) : null;
+  const addon = useData && data.sharedMemory ? xferAddon() : null;
+  const probe = addon ? ShmProbe.create(addon) : null;
+  const hub = useData ? await DataHub.listen(host, { uds: data.unixSocket, probe }) : null;
   const server = new grpc.Server(channelOptions);
   if (hub) hubs.set(server, hub);
   server.addService(serviceDefinition, {

@@ -41,6 +41,7 @@ const schema = z
     initTimeoutMs: int('initTimeoutMs', 1, 2 ** 31 - 1),
     dataChannelEnabled: z.boolean({ error: 'dataChannel.enabled must be a boolean' }),
     dataChannelUnix: z.boolean({ error: 'dataChannel.unixSocket must be a boolean' }),
+    dataChannelShm: z.boolean({ error: 'dataChannel.sharedMemory must be a boolean' }),
   })
   .refine((o) => o.rank < o.worldSize, { error: 'rank must be < worldSize' });
 
@@ -95,6 +96,7 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     initTimeoutMs: opts.initTimeoutMs ?? 60_000,
     dataChannelEnabled: opts.dataChannel?.enabled ?? envFlag(env, 'TENSILE_RPC_DATA_CHANNEL') ?? true,
     dataChannelUnix: opts.dataChannel?.unixSocket ?? envFlag(env, 'TENSILE_RPC_DATA_UDS') ?? false,
+    dataChannelShm: opts.dataChannel?.sharedMemory ?? envFlag(env, 'TENSILE_RPC_SHM') ?? true,
   };
   const parsed = schema.safeParse(raw);
   if (!parsed.success) {
@@ -103,11 +105,11 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     const val = key ? (raw as Record<string, unknown>)[key] : `rank ${rank}, worldSize ${worldSize}`;
     throw new RpcError('INVALID_ARGUMENT', `initRpc: ${key || 'options'}=${JSON.stringify(val)}: ${issue.message}`);
   }
-  const { dataChannelEnabled, dataChannelUnix, ...rest } = parsed.data;
+  const { dataChannelEnabled, dataChannelUnix, dataChannelShm, ...rest } = parsed.data;
   return {
     ...rest,
     tls: opts.tls,
-    dataChannel: { enabled: dataChannelEnabled, unixSocket: dataChannelUnix },
+    dataChannel: { enabled: dataChannelEnabled, unixSocket: dataChannelUnix, sharedMemory: dataChannelShm },
     logger: opts.logger ?? noopLogger,
   };
 }

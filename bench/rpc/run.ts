@@ -38,9 +38,10 @@ async function startTensile(): Promise<RpcAgent> {
   children.push(spawn(process.execPath, ['--import', 'tsx', here('./worker.ts')], { env: e, stdio: 'inherit' }));
   const a = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 60_000 });
   await a.start();
-  // The bulk data channel (rpc/data-channel.ts) comes up just after the streams: wait for it in both directions.
+  // The bulk data channel (rpc/data-channel.ts) comes up just after the streams, and shared memory for large frames
+  // (rpc/shm-transfer.ts) just after it: wait for both in both directions (shared memory only where it can work).
   await Promise.race([
-    a.rawConnTo(1)?.waitData((d) => d.send !== null && d.recv !== null),
+    a.rawConnTo(1)?.waitData((d) => d.send !== null && d.recv !== null && d.shmOut && d.shmIn),
     new Promise((r) => setTimeout(r, 5_000)),
   ]);
   // Warm-up (JIT, connections), the same amount as the torch side gets.
@@ -173,6 +174,10 @@ for (const p of plan) {
   }
   figure(p.name, median(tv), torch ? median(pv) : undefined, p.unit, p.op, p.target);
 }
+const shm = agent.rawConnTo(1)?.shmTransfers ?? { out: 0, in: 0 };
+console.log(
+  `# tensile large frames: ${shm.out + shm.in > 0 ? `shared memory (${shm.out} out, ${shm.in} in)` : 'data-channel socket'}`,
+);
 await torch?.close();
 await agent.shutdown({ graceful: true, timeoutMs: 30_000 });
 clearTimeout(hardStop);

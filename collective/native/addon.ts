@@ -9,6 +9,11 @@ export interface NativeComm {
   readonly __brand: 'NativeComm';
 }
 
+/** Opaque handle to a shared-memory segment of an RPC transfer (src/xfer.cc). */
+export interface NativeXferSeg {
+  readonly __brand: 'NativeXferSeg';
+}
+
 /** Opaque handle to device memory owned by the addon. */
 export interface NativeDeviceBuffer {
   readonly __brand: 'NativeDeviceBuffer';
@@ -250,6 +255,26 @@ export interface NativeAddon {
   netDestroy(group: NativeNetGroup): Promise<NativeShmResult>;
   /** The vectorised reduction kernel on the calling thread: dst = srcs[0] op srcs[1] ... (avg divides by `divisor`). */
   shmReduce(dtype: number, op: number, dst: ArrayBufferView, srcs: ArrayBufferView[], divisor: number): void;
+
+  // Shared-memory transfers of RPC frames (src/xfer.cc; used by rpc/shm-transfer.ts). All synchronous.
+  /** A memfd holding `token`, for peers to check that they can open this process's descriptors. Returns the fd. */
+  xferProbe(token: Buffer): number;
+  /** Whether /proc/<pid>/fd/<fd> opens here and holds `token`. Never throws for an unreachable descriptor. */
+  xferCheck(pid: number, fd: number, token: Buffer): boolean;
+  /** A fresh segment for frames of up to `frameBytes`, mapped here, already claimed. Throws naming the failing call. */
+  xferSegCreate(frameBytes: number): { seg: NativeXferSeg; fd: number; ino: number; bytes: number };
+  /** Claims an idle segment for a frame; false while a receiver still holds its last frame. */
+  xferSegClaim(seg: NativeXferSeg): boolean;
+  /** Copies the parts back to back into the segment's frame area; returns the bytes written. */
+  xferSegWrite(seg: NativeXferSeg, parts: Buffer[]): number;
+  /** Maps the peer's segment (checked by inode and size). Throws naming what did not match. */
+  xferSegOpen(pid: number, fd: number, ino: number, bytes: number): NativeXferSeg;
+  /** The frame in place, as a Buffer whose collection hands the segment back to its sender. */
+  xferSegView(seg: NativeXferSeg, frameBytes: number): Buffer;
+  /** Drops the handle's reference now (views keep the mapping); idempotent. Otherwise the GC does it. */
+  xferSegDestroy(seg: NativeXferSeg): void;
+  /** Closes a descriptor from xferProbe. */
+  xferClose(fd: number): void;
 }
 
 export type AddonLoad = { ok: true; addon: NativeAddon; path: string } | { ok: false; reason: string };

@@ -1,4 +1,5 @@
-// Entry point of the tensile native addon: registers the BLAS, NCCL, shared-memory and socket-plane bindings.
+// Entry point of the tensile native addon: registers the BLAS, NCCL, shared-memory, socket-plane and
+// RPC transfer bindings.
 #include <napi.h>
 
 namespace tensile {
@@ -6,6 +7,7 @@ void InitBlas(Napi::Env env, Napi::Object exports);
 void InitNccl(Napi::Env env, Napi::Object exports);
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitNet(Napi::Env env, Napi::Object exports);
+void InitXfer(Napi::Env env, Napi::Object exports);
 }  // namespace tensile
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -14,6 +16,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tensile::InitNccl(env, exports);
   tensile::InitShm(env, exports);
   tensile::InitNet(env, exports);
+  tensile::InitXfer(env, exports);
   return exports;
 }
 

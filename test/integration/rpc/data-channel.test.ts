@@ -46,7 +46,7 @@ function pattern(n: number, seed: number): Float32Array {
 }
 
 test('large tensors travel over the data channel (TCP) in both directions and arrive intact', async () => {
-  const { a, b, ab, ba } = await world();
+  const { a, b, ab, ba } = await world({ dataChannel: { sharedMemory: false } }); // shm-transfer.test.ts has that
   assert.equal(ab.dataSockets.recv!.remoteAddress, '127.0.0.1');
   const t = pattern(1 << 20, 0.5); // 4 MiB
   const r = (await a.rpcAsync(1, 'plus', [t, 1])) as Float32Array;
@@ -86,7 +86,7 @@ test('a small frame sent after a large one is delivered after it (stream order i
 });
 
 test('a data connection killed mid-transfer fails the calls with PEER_LOST and never hangs', async () => {
-  const { a, ba } = await world();
+  const { a, ba } = await world({ dataChannel: { sharedMemory: false } });
   const big = pattern(16 << 20, 1); // 64 MiB: still in flight when the socket dies
   const call = a.rpcAsync(1, 'echo', [big]);
   setImmediate(() => ba.dataSockets.recv!.destroy());

@@ -32,15 +32,18 @@ test('bad options are refused with the value and the bound', () => {
   assert.throws(() => resolveRpcOptions({ rank: 0, worldSize: 1 }, {}), /no bootstrap port/);
 });
 
-test('the data channel is on over TCP by default and the environment can turn it off or onto a Unix socket', () => {
+test('the data channel is on over TCP with shared memory by default and the environment can change each', () => {
   const base = { RANK: '0', WORLD_SIZE: '1', MASTER_PORT: '29500' };
-  assert.deepEqual(resolveRpcOptions({}, base).dataChannel, { enabled: true, unixSocket: false });
+  assert.deepEqual(resolveRpcOptions({}, base).dataChannel, { enabled: true, unixSocket: false, sharedMemory: true });
   assert.deepEqual(
-    resolveRpcOptions({}, { ...base, TENSILE_RPC_DATA_CHANNEL: '0', TENSILE_RPC_DATA_UDS: '1' }).dataChannel,
-    {
-      enabled: false,
-      unixSocket: true,
-    },
+    resolveRpcOptions({}, { ...base, TENSILE_RPC_DATA_CHANNEL: '0', TENSILE_RPC_DATA_UDS: '1', TENSILE_RPC_SHM: '0' })
+      .dataChannel,
+    { enabled: false, unixSocket: true, sharedMemory: false },
+  );
+  assert.equal(resolveRpcOptions({ dataChannel: { sharedMemory: false } }, base).dataChannel.sharedMemory, false);
+  assert.throws(
+    () => resolveRpcOptions({}, { ...base, TENSILE_RPC_SHM: 'yes' }),
+    (e: unknown) => e instanceof RpcError && /TENSILE_RPC_SHM="yes" must be 0, 1, true or false/.test(e.message),
   );
   assert.throws(
     () => resolveRpcOptions({}, { ...base, TENSILE_RPC_DATA_CHANNEL: 'maybe' }),

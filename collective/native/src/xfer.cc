@@ -1,0 +1,306 @@
+// Shared-memory transfers for RPC frames between two processes of one host (TypeScript side: rpc/shm-transfer.ts).
+//
+// The sender keeps a pool of segments: anonymous memfds (never visible in /dev/shm), each mapped once with all its
+// pages allocated. A large frame is copied into an idle segment, and the sender tells the receiver its pid, the
+// descriptor number, the file's inode and size over the data socket. The receiver opens /proc/<pid>/fd/<fd> (the
+// kernel re-opens the same memfd, as when a descriptor is passed over a Unix socket), checks inode and size, maps it
+// (and keeps that mapping for the segment's later frames), and hands the frame to JavaScript in place: the tensors
+// decoded from it are views on the shared pages. One copy per transfer (the socket path makes two, plus a fresh
+// receive buffer whose pages, on these machines, cost more than the copies), and the segment goes back to the sender
+// when the receiver's garbage collector drops the frame (see Seg).
+//
+// Whether a peer can open our descriptors at all (same host, same PID namespace, /proc mounted, permission) is
+// probed once per connection with a small memfd holding a random token (xferProbe/xferCheck).
+//
+// Everything here is synchronous on the JS thread: the copy is the transfer (the socket path copies on this thread
+// too, into the kernel), and opening/mapping are a few syscalls. Memfds go with the last descriptor or mapping, so
+// nothing outlives the two processes on any exit path, SIGKILL included.
+#include <fcntl.h>
+#include <napi.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <string>
+
+namespace tensile {
+namespace {
+
+std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+
+int MemfdCreate(const char* name) {
+#ifdef MFD_CLOEXEC
+  return static_cast<int>(syscall(SYS_memfd_create, name, MFD_CLOEXEC));
+#else
+  errno = ENOSYS;
+  return -1;
+#endif
+}
+
+uint32_t U32Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
+  const double v = info[i].As<Napi::Number>().DoubleValue();
+  if (!(v >= 0 && v <= 4294967295.0) || v != static_cast<double>(static_cast<uint32_t>(v)))
+    throw Napi::RangeError::New(info.Env(), std::string(name) + " " + std::to_string(v) +
+                                                ": expected an integer in [0, 4294967295]");
+  return static_cast<uint32_t>(v);
+}
+
+double NumArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
+  return info[i].As<Napi::Number>().DoubleValue();
+}
+
+// xferProbe(token: Buffer) -> fd. A memfd holding `token`, kept open by the caller for the life of its listener.
+Napi::Value Probe(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsBuffer()) throw Napi::TypeError::New(env, "token must be a Buffer");
+  auto token = info[0].As<Napi::Buffer<uint8_t>>();
+  const int fd = MemfdCreate("tensile-rpc-probe");
+  if (fd < 0) throw Napi::Error::New(env, Errno("memfd_create"));
+  if (pwrite(fd, token.Data(), token.Length(), 0) != static_cast<ssize_t>(token.Length())) {
+    const std::string e = Errno("write probe");
+    close(fd);
+    throw Napi::Error::New(env, e);
+  }
+  return Napi::Number::New(env, fd);
+}
+
+// Opens the peer's descriptor through /proc; -1 with errno on failure.
+int OpenPeerFd(uint32_t pid, uint32_t fd, int flags) {
+  const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  return open(path.c_str(), flags | O_CLOEXEC);
+}
+
+// xferCheck(pid, fd, token: Buffer) -> boolean: the peer's probe is readable here and holds `token`.
+Napi::Value Check(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t pid = U32Arg(info, 0, "pid");
+  const uint32_t fd = U32Arg(info, 1, "fd");
+  if (!info[2].IsBuffer()) throw Napi::TypeError::New(env, "token must be a Buffer");
+  auto token = info[2].As<Napi::Buffer<uint8_t>>();
+  const int f = OpenPeerFd(pid, fd, O_RDONLY);
+  if (f < 0) return Napi::Boolean::New(env, false);
+  std::string got(token.Length() + 1, '\0');
+  const ssize_t n = pread(f, &got[0], got.size(), 0);
+  close(f);
+  return Napi::Boolean::New(env, n == static_cast<ssize_t>(token.Length()) &&
+                                     std::memcmp(got.data(), token.Data(), token.Length()) == 0);
+}
+
+// A segment: a memfd and this process's mapping of it, laid out as
+//   header (64 bytes: u32 busy) | frame bytes
+// `busy` is the only shared state: the sender claims an idle segment (0 -> 1) before it writes a frame into it; the
+// receiver's view of that frame clears it (release) when the garbage collector finalizes the view, i.e. when the
+// user holds no tensor of that frame any more. Until then the sender uses other segments, so a received tensor is
+// never overwritten. A mapping lives while its handle or any view of it lives (refs; all on the JS thread).
+constexpr size_t kHeaderBytes = 64;
+
+struct Seg {
+  int fd = -1;  // -1 on the receiving side (the mapping keeps the file alive)
+  uint8_t* addr = nullptr;
+  size_t bytes = 0;
+  int refs = 1;
+  std::atomic<uint32_t>* busy() { return reinterpret_cast<std::atomic<uint32_t>*>(addr); }
+  void Unref() {
+    if (--refs > 0) return;
+    if (addr) munmap(addr, bytes);
+    if (fd >= 0) close(fd);
+    delete this;
+  }
+};
+
+struct SegHandle {
+  Seg* seg;
+};
+
+Seg* AsSeg(Napi::Env env, Napi::Value v) {
+  if (!v.IsExternal()) throw Napi::TypeError::New(env, "expected a shared-memory segment handle");
+  Seg* s = v.As<Napi::External<SegHandle>>().Data()->seg;
+  if (!s) throw Napi::Error::New(env, "the shared-memory segment was destroyed");
+  return s;
+}
+
+// Handles do not report the mapping to the garbage collector: pool segments and cached peer mappings are long-lived
+// and bounded by rpc/shm-transfer.ts. Views do (see View).
+Napi::Value WrapSeg(Napi::Env env, Seg* s) {
+  return Napi::External<SegHandle>::New(env, new SegHandle{s}, [](Napi::Env, SegHandle* h) {
+    if (h->seg) h->seg->Unref();
+    delete h;
+  });
+}
+
+size_t BytesArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  const double v = NumArg(info, i, name);
+  if (!(v > 0 && v <= 4294967295.0) || v != static_cast<double>(static_cast<size_t>(v)))
+    throw Napi::RangeError::New(info.Env(), std::string(name) + " " + std::to_string(v) +
+                                                ": expected an integer in [1, 4294967295]");
+  return static_cast<size_t>(v);
+}
+
+// xferSegCreate(frameBytes) -> { seg, fd, ino, bytes }: a fresh memfd for frames of up to `frameBytes`, mapped here
+// with every page allocated, already claimed (busy) for the caller's first frame.
+Napi::Value SegCreate(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t bytes = kHeaderBytes + BytesArg(info, 0, "frameBytes");
+  auto* s = new Seg();
+  s->bytes = bytes;
+  s->fd = MemfdCreate("tensile-rpc");
+  auto fail = [&](const std::string& what) {
+    const std::string e = Errno(what);
+    s->Unref();
+    return Napi::Error::New(env, e);
+  };
+  if (s->fd < 0) throw fail("memfd_create");
+  if (ftruncate(s->fd, static_cast<off_t>(bytes)) != 0) throw fail("ftruncate");
+  // MAP_POPULATE allocates every page in one call instead of one fault per page during the first copy.
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, s->fd, 0);
+  if (p == MAP_FAILED) throw fail("mmap");
+  s->addr = static_cast<uint8_t*>(p);
+  s->busy()->store(1, std::memory_order_relaxed);
+  struct stat st;
+  if (fstat(s->fd, &st) != 0) throw fail("fstat");
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("seg", WrapSeg(env, s));
+  out.Set("fd", Napi::Number::New(env, s->fd));
+  out.Set("ino", Napi::Number::New(env, static_cast<double>(st.st_ino)));
+  out.Set("bytes", Napi::Number::New(env, static_cast<double>(bytes)));
+  return out;
+}
+
+// xferSegClaim(seg) -> boolean: takes an idle segment for the next frame (false while a receiver still holds it).
+Napi::Value SegClaim(const Napi::CallbackInfo& info) {
+  Seg* s = AsSeg(info.Env(), info[0]);
+  uint32_t idle = 0;
+  return Napi::Boolean::New(info.Env(),
+                            s->busy()->compare_exchange_strong(idle, 1, std::memory_order_acquire));
+}
+
+// xferSegWrite(seg, parts: Buffer[]) -> bytes: copies the parts back to back into the frame area.
+Napi::Value SegWrite(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Seg* s = AsSeg(env, info[0]);
+  if (!info[1].IsArray()) throw Napi::TypeError::New(env, "parts must be an array of Buffers");
+  auto parts = info[1].As<Napi::Array>();
+  const size_t room = s->bytes - kHeaderBytes;
+  size_t off = 0;
+  for (uint32_t i = 0; i < parts.Length(); i++) {
+    Napi::Value v = parts.Get(i);
+    if (!v.IsBuffer()) throw Napi::TypeError::New(env, "parts must be an array of Buffers");
+    auto b = v.As<Napi::Buffer<uint8_t>>();
+    if (off + b.Length() > room)
+      throw Napi::RangeError::New(env, "parts (" + std::to_string(off + b.Length()) + "+ bytes) exceed the segment (" +
+                                           std::to_string(room) + " bytes)");
+    std::memcpy(s->addr + kHeaderBytes + off, b.Data(), b.Length());
+    off += b.Length();
+  }
+  return Napi::Number::New(env, static_cast<double>(off));
+}
+
+// xferSegOpen(pid, fd, ino, bytes) -> seg: maps the peer's segment, checked by inode and size. Throws naming why.
+Napi::Value SegOpen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const uint32_t pid = U32Arg(info, 0, "pid");
+  const uint32_t fd = U32Arg(info, 1, "fd");
+  const double ino = NumArg(info, 2, "ino");
+  const size_t bytes = BytesArg(info, 3, "bytes");
+  const std::string where = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  if (bytes <= kHeaderBytes)
+    throw Napi::Error::New(env, "segment " + where + " of " + std::to_string(bytes) + " bytes is too small");
+  const int f = OpenPeerFd(pid, fd, O_RDWR);
+  if (f < 0) throw Napi::Error::New(env, Errno("open " + where));
+  struct stat st;
+  if (fstat(f, &st) != 0) {
+    const std::string e = Errno("fstat " + where);
+    close(f);
+    throw Napi::Error::New(env, e);
+  }
+  if (static_cast<double>(st.st_ino) != ino || static_cast<size_t>(st.st_size) != bytes) {
+    close(f);
+    throw Napi::Error::New(env, "segment " + where + " is inode " + std::to_string(st.st_ino) + " of " +
+                                    std::to_string(st.st_size) + " bytes (expected inode " +
+                                    std::to_string(static_cast<uint64_t>(ino)) + " of " + std::to_string(bytes) + ")");
+  }
+  // Read-write: received tensors are ordinary, writable arrays (the writes stay in the segment the receiver holds).
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, f, 0);
+  const int mapErr = errno;
+  close(f);
+  if (p == MAP_FAILED) {
+    errno = mapErr;
+    throw Napi::Error::New(env, Errno("mmap " + where));
+  }
+  auto* s = new Seg();
+  s->addr = static_cast<uint8_t*>(p);
+  s->bytes = bytes;
+  return WrapSeg(env, s);
+}
+
+// Bytes of frames handed out as views and not yet collected, in this process (JS thread only).
+size_t g_liveViewBytes = 0;
+// Up to this many live view bytes are not reported to the garbage collector. Reporting every frame made V8 run a
+// full mark-compact about once per 16 MB frame (10-15 ms each here, more than the copy); ordinary allocation
+// collects dropped views soon enough. Beyond it every view is reported, so frames a program drops are collected
+// (and their segments handed back) before the senders' pools fill up.
+constexpr size_t kUnreportedViewBytes = 128u << 20;
+
+// xferSegView(seg, frameBytes) -> Buffer: the frame, in place (no copy). The segment stays mapped while the Buffer
+// (or any view of its memory) lives; its finalizer hands the segment back to the sender.
+Napi::Value SegView(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Seg* s = AsSeg(env, info[0]);
+  const size_t bytes = BytesArg(info, 1, "frameBytes");
+  if (bytes > s->bytes - kHeaderBytes)
+    throw Napi::RangeError::New(env, "frame of " + std::to_string(bytes) + " bytes in a segment of " +
+                                         std::to_string(s->bytes));
+  s->refs++;
+  g_liveViewBytes += bytes;
+  const bool reported = g_liveViewBytes > kUnreportedViewBytes;
+  if (reported) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
+  return Napi::Buffer<uint8_t>::New(
+      env, s->addr + kHeaderBytes, bytes,
+      [bytes, reported](Napi::Env e, uint8_t*, Seg* seg) {
+        seg->busy()->store(0, std::memory_order_release);
+        g_liveViewBytes -= bytes;
+        if (reported) Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(bytes));
+        seg->Unref();
+      },
+      s);
+}
+
+// xferSegDestroy(seg): drops the handle's reference now (views keep the mapping); later use of the handle throws.
+Napi::Value SegDestroy(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (!info[0].IsExternal()) throw Napi::TypeError::New(env, "expected a shared-memory segment handle");
+  SegHandle* h = info[0].As<Napi::External<SegHandle>>().Data();
+  if (h->seg) {
+    h->seg->Unref();
+    h->seg = nullptr;
+  }
+  return env.Undefined();
+}
+
+// xferClose(fd): closes the descriptor from xferProbe.
+Napi::Value Close(const Napi::CallbackInfo& info) {
+  close(static_cast<int>(U32Arg(info, 0, "fd")));
+  return info.Env().Undefined();
+}
+
+}  // namespace
+
+void InitXfer(Napi::Env env, Napi::Object exports) {
+  exports.Set("xferProbe", Napi::Function::New(env, Probe));
+  exports.Set("xferCheck", Napi::Function::New(env, Check));
+  exports.Set("xferSegCreate", Napi::Function::New(env, SegCreate));
+  exports.Set("xferSegClaim", Napi::Function::New(env, SegClaim));
+  exports.Set("xferSegWrite", Napi::Function::New(env, SegWrite));
+  exports.Set("xferSegOpen", Napi::Function::New(env, SegOpen));
+  exports.Set("xferSegView", Napi::Function::New(env, SegView));
+  exports.Set("xferSegDestroy", Napi::Function::New(env, SegDestroy));
+  exports.Set("xferClose", Napi::Function::New(env, Close));
+}
+
+}  // namespace tensile
