@@ -50,7 +50,10 @@ import {
 import type { TcpTransport } from './tcp-transport.js';
 
 export interface NetTuning {
-  /** allreduce payloads up to this many bytes use recursive doubling; larger ones the ring. */
+  /**
+   * allreduce payloads up to this many bytes use recursive doubling (on the flat group, also where the layout is
+   * hierarchical); larger ones the ring, or the hierarchical path.
+   */
   readonly smallBytes: number;
   /** Ring chunks are reduced in pieces of this many bytes as they arrive; broadcast forwards segments of it. */
   readonly segmentBytes: number;
@@ -277,7 +280,7 @@ export async function openDataPlane(
       },
       'collective: data plane is native sockets across hosts',
     );
-  const net = new NetProcessGroup(tcp, transport, a, flat, hier, netTuning.chunkBytes);
+  const net = new NetProcessGroup(tcp, transport, a, flat, hier, netTuning);
   await net.barrier();
   return net;
 }
@@ -353,7 +356,7 @@ export class NetProcessGroup implements ProcessGroup {
     private readonly addon: NativeAddon,
     private readonly flat: NativeNetGroup,
     private readonly hier: Hierarchy | null,
-    private readonly chunkBytes: number = defaultNetTuning().chunkBytes,
+    private readonly tuning: NetTuning = defaultNetTuning(),
   ) {
     this.rank = tcp.rank;
     this.worldSize = tcp.worldSize;
@@ -423,6 +426,15 @@ export class NetProcessGroup implements ProcessGroup {
   }
 
   /**
+   * Small payloads take recursive doubling on the flat group even on the hierarchical layout: three stages with two
+   * hand-offs through the JS thread cost more than they save there (bench/allreduce, 2×2 on loopback: hierarchical
+   * at 0.51× the flat group's bandwidth at 4 KB, 0.76× at 64 KB, 1.03× at 256 KB, 1.16× at 1 MB).
+   */
+  private useHierarchy(b: TcpBuffer): boolean {
+    return this.hier !== null && b.byteLength > this.tuning.smallBytes;
+  }
+
+  /**
    * shm reduce to the host leader → socket allreduce among leaders → shm broadcast, chunk by chunk in the order of
    * `hierarchicalSchedule`; whole ops are chained in call order.
    */
@@ -441,7 +453,7 @@ export class NetProcessGroup implements ProcessGroup {
               message:
                 list[r.peer] === r.peer ? r.message : `${r.message} [group rank ${r.peer} is rank ${list[r.peer]}]`,
             };
-    const perChunk = Math.max(1, Math.floor(this.chunkBytes / send.BYTES_PER_ELEMENT));
+    const perChunk = Math.max(1, Math.floor(this.tuning.chunkBytes / send.BYTES_PER_ELEMENT));
     const chunks = Math.max(1, Math.ceil(count / perChunk));
     const part = (b: TcpBuffer, i: number): TcpBuffer => b.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk));
     const sum = rop === ShmOp.avg ? ShmOp.sum : rop;
@@ -538,7 +550,7 @@ export class NetProcessGroup implements ProcessGroup {
     try {
       const b = tcpDType(buf, opts, 'allreduce');
       const rop = ShmOp[checkReduceOp(op, 'allreduce')];
-      const stage = this.hier
+      const stage = this.useHierarchy(b)
         ? this.hierAllreduce(DTYPE_OF(b), rop, b.length, b, b)
         : this.flatOp(ShmKind.allreduce, DTYPE_OF(b), rop, 0, b.length, b, b);
       return this.submit('allreduce', opts, stage, buf);
@@ -551,7 +563,7 @@ export class NetProcessGroup implements ProcessGroup {
     try {
       const { inp, out } = pairOperands(input, output, opts, 'allreduceInto', 'same', this.worldSize);
       const rop = ShmOp[checkReduceOp(op, 'allreduceInto')];
-      const stage = this.hier
+      const stage = this.useHierarchy(inp)
         ? this.hierAllreduce(DTYPE_OF(inp), rop, inp.length, inp, out)
         : this.flatOp(ShmKind.allreduce, DTYPE_OF(inp), rop, 0, inp.length, inp, out);
       return this.submit('allreduceInto', opts, stage, output);

@@ -8,7 +8,8 @@
 // Net rows: the native socket plane across hosts, simulated on this machine with TENSILE_HOST_ID (all traffic on
 // loopback, so these are not network figures): world 2 as 2 hosts × 1 rank (flat) and world 4 as 2 hosts × 2 ranks
 // (hierarchical: shm within a host, sockets between the hosts' leaders), against gloo at the same world size and
-// against tensile's JS path with the same simulated hosts.
+// against tensile's JS path with the same simulated hosts (`net_vs_js`), and the hierarchical path against the flat
+// socket ring (TENSILE_NET_HIERARCHY=0) where a host runs several ranks (`net_hier_vs_flat`).
 //
 // Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4,8] [--sizes 4096,...] [--no-js] [--no-uds]
 //        [--net ab,aabb | --no-net]   (--net: one letter per rank naming its simulated host)
@@ -253,7 +254,15 @@ async function main(): Promise<void> {
     const shape = perHost.every((c) => c === perHost[0]) ? `${perHost.length}x${perHost[0]}` : hosts;
     const t = await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'native' });
     const g = await glooOf(n);
-    const js = withJs ? await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'js' }) : undefined;
+    // The JS path over loopback TCP, as across hosts (its mesh would otherwise use Unix sockets between the ranks,
+    // which it sees on one machine whatever TENSILE_HOST_ID says).
+    const js = withJs
+      ? await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'js', TENSILE_TCP_UDS: '0' })
+      : undefined;
+    // Several ranks on a host: the hierarchical path against the flat socket ring over the same simulated hosts.
+    const flat = perHost.some((c) => c > 1)
+      ? await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'native', TENSILE_NET_HIERARCHY: '0' })
+      : undefined;
     console.log(
       `# net n=${n} hosts ${hosts} (${shape}): tensile data plane ${[...t.values()][0]?.dataPlane ?? '?'}, ` +
         `simulated hosts on loopback; gloo runs the same world size on loopback TCP`,
@@ -292,6 +301,19 @@ async function main(): Promise<void> {
       if (jr) {
         const bj = busbw(jr.medianMs);
         figure(`allreduce_net_vs_js_busbw_${shape}_${human(s)}`, bt, bj, 'GB/s', '>=', 1, digits(Math.min(bt, bj)));
+      }
+      const fr = flat?.get(s);
+      if (fr) {
+        const bf = busbw(fr.medianMs);
+        figure(
+          `allreduce_net_hier_vs_flat_busbw_${shape}_${human(s)}`,
+          bt,
+          bf,
+          'GB/s',
+          '>=',
+          1,
+          digits(Math.min(bt, bf)),
+        );
       }
     }
   }
