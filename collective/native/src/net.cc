@@ -63,6 +63,7 @@ namespace {
 constexpr uint32_t kFrameMagic = 0x54454e54u;  // "TNET"
 constexpr uint32_t kHelloMagic = 0x4c454854u;  // "THEL"
 constexpr int kSocketBufferBytes = 4 << 20;
+constexpr int kHelloMs = 10000;  // an accepted connection must say hello within this
 
 enum Kind { kAllReduce = 0, kBroadcast, kReduce, kAllGather, kReduceScatter, kBarrier, kConnect, kInject, kDestroy };
 const char* const kKindNames[] = {"allreduce", "broadcast", "reduce", "allgather", "reduceScatter", "barrier"};
@@ -525,10 +526,11 @@ void TuneSocket(int fd) {
   setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &buf, sizeof buf);
 }
 
-// Waits for `events` on fd until the task's deadline or a failure; false then (dead says why).
-bool WaitFd(Group* g, Task* t, int fd, short events) {
+// Waits for `events` on fd until the task's deadline or a failure (false; dead says why), or until `until` (false,
+// dead still ok).
+bool WaitFd(Group* g, Task* t, int fd, short events, Clock::time_point until = Clock::time_point::max()) {
   for (;;) {
-    if (g->CheckFailed(t)) return false;
+    if (g->CheckFailed(t) || Clock::now() >= until) return false;
     pollfd p[2] = {{fd, events, 0}, {g->wake_fd, POLLIN, 0}};
     const int r = poll(p, 2, 100);
     if (r < 0 && errno != EINTR) return g->Fail(Result{false, "PEER_LOST", Errno("poll during connection setup"), -1});
@@ -536,8 +538,10 @@ bool WaitFd(Group* g, Task* t, int fd, short events) {
   }
 }
 
-// Reads or writes exactly n bytes on a non-blocking setup socket; false on failure (*why set) or deadline.
-bool SetupIo(Group* g, Task* t, int fd, void* data, size_t n, bool writing, std::string* why) {
+// Reads or writes exactly n bytes on a non-blocking setup socket; false on failure or after `until` (*why set), or at
+// the task's deadline or a failure of the group (*why empty; dead says why).
+bool SetupIo(Group* g, Task* t, int fd, void* data, size_t n, bool writing, std::string* why,
+             Clock::time_point until = Clock::time_point::max()) {
   size_t done = 0;
   while (done < n) {
     const ssize_t r = writing ? send(fd, static_cast<uint8_t*>(data) + done, n - done, MSG_NOSIGNAL)
@@ -554,8 +558,8 @@ bool SetupIo(Group* g, Task* t, int fd, void* data, size_t n, bool writing, std:
       *why = Errno(writing ? "send" : "recv");
       return false;
     }
-    if (!WaitFd(g, t, fd, writing ? POLLOUT : POLLIN)) {
-      *why = "";
+    if (!WaitFd(g, t, fd, writing ? POLLOUT : POLLIN, until)) {
+      *why = g->dead.ok ? "no handshake within " + std::to_string(kHelloMs) + " ms" : "";
       return false;
     }
   }
@@ -622,7 +626,10 @@ bool Group::Connect(Task* t) {
     TuneSocket(fd);
     Hello h{};
     std::string why;
-    if (!SetupIo(this, t, fd, &h, sizeof h, false, &why)) {
+    // A peer sends its hello right after connecting; anything silent longer (a port scanner, a stray client) is
+    // dropped, so it cannot hold the accept loop until the deadline.
+    const auto hello_until = Clock::now() + std::chrono::milliseconds(kHelloMs);
+    if (!SetupIo(this, t, fd, &h, sizeof h, false, &why, hello_until)) {
       close(fd);
       if (why.empty()) return false;
       continue;
