@@ -136,6 +136,11 @@ async function main(): Promise<void> {
     emit({ rank: r, dataPlane: pg.dataPlane, results });
     return;
   }
+  if (mode === 'plane') {
+    emit({ rank: r, dataPlane: pg.dataPlane });
+    await pg.destroy();
+    return;
+  }
   if (mode === 'garbage') {
     // Rank 0 writes garbage on its native data socket to rank 1 (socket plane only), then both run an allreduce:
     // rank 1 must reject it as a corrupt stream naming rank 0, and both processes stay alive.
