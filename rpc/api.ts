@@ -57,9 +57,10 @@ export interface InitRpcOptions {
   /**
    * Data channel: once a peer pair's streams are up, frames travel on raw sockets beside gRPC (a Unix socket on the
    * same host, else TCP), one per direction; gRPC remains the control plane and the fallback. Default on; off with
-   * TLS (the sockets are not encrypted). Env TENSILE_RPC_DATA_CHANNEL=0 turns it off. `unixSocket: true` (env
-   * TENSILE_RPC_DATA_UDS=1) offers a Unix socket to peers on the same host (default TCP: its autotuned buffers
-   * gave more bandwidth for large tensors here; latency was about the same). `sharedMemory` (default true, env
+   * TLS (the sockets are not encrypted). Env TENSILE_RPC_DATA_CHANNEL=0 turns it off. `unixSocket` (env
+   * TENSILE_RPC_DATA_UDS=0|1) offers a Unix socket to peers on the same host; by default it is offered when shared
+   * memory is (large frames then skip the socket, and a Unix socket's writes cost less than loopback TCP's; without
+   * shared memory TCP's autotuned buffers gave more bandwidth for large frames). `sharedMemory` (default true, env
    * TENSILE_RPC_SHM=0 turns it off): frames of 256 KiB and more between workers of one host go through shared memory
    * (the native addon's memfd segments) instead of the socket, when both sides have the addon.
    */

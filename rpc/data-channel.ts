@@ -43,8 +43,11 @@ export const MAX_TRANSFER_BYTES = 2 ** 32 - 1;
 export interface DataChannelOptions {
   /** Use the data channel at all (default true; forced off with TLS). */
   readonly enabled: boolean;
-  /** Offer a Unix socket to peers on the same host (else TCP only). */
-  readonly unixSocket: boolean;
+  /**
+   * Offer a Unix socket to peers on the same host (else TCP only). Undefined: offered when shared memory is (then
+   * large frames do not use the socket, whose fixed buffer made them slower than on TCP, and small ones gain).
+   */
+  readonly unixSocket: boolean | undefined;
   /** Large frames between workers of one host through shared memory (shm-transfer.ts) when the addon loads. */
   readonly sharedMemory: boolean;
 }

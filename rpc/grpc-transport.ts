@@ -28,7 +28,7 @@ const KIND_DATA_SWITCH = 0x58; // 'X'
 // 'P' u16 port, 16-byte token, u16 path length, path (UTF-8), then optionally a shared-memory offer (shm-transfer.ts)
 const DATA_PORT_MIN_BYTES = 21;
 
-export const defaultDataChannel: DataChannelOptions = { enabled: true, unixSocket: false, sharedMemory: true };
+export const defaultDataChannel: DataChannelOptions = { enabled: true, unixSocket: undefined, sharedMemory: true };
 
 /**
  * Test hooks: advertise another data port than the real one and no Unix socket (to test the unreachable fallback);
@@ -404,7 +404,7 @@ export async function startServer(
   const useData = data.enabled && !tls;
   const addon = useData && data.sharedMemory ? xferAddon() : null;
   const probe = addon ? ShmProbe.create(addon) : null;
-  const hub = useData ? await DataHub.listen(host, { uds: data.unixSocket, probe }) : null;
+  const hub = useData ? await DataHub.listen(host, { uds: data.unixSocket ?? probe !== null, probe }) : null;
   const server = new grpc.Server(channelOptions);
   if (hub) hubs.set(server, hub);
   server.addService(serviceDefinition, {

@@ -40,7 +40,7 @@ const schema = z
     rpcTimeoutMs: int('rpcTimeoutMs', 0, 2 ** 31 - 1),
     initTimeoutMs: int('initTimeoutMs', 1, 2 ** 31 - 1),
     dataChannelEnabled: z.boolean({ error: 'dataChannel.enabled must be a boolean' }),
-    dataChannelUnix: z.boolean({ error: 'dataChannel.unixSocket must be a boolean' }),
+    dataChannelUnix: z.boolean({ error: 'dataChannel.unixSocket must be a boolean' }).optional(),
     dataChannelShm: z.boolean({ error: 'dataChannel.sharedMemory must be a boolean' }),
   })
   .refine((o) => o.rank < o.worldSize, { error: 'rank must be < worldSize' });
@@ -95,7 +95,7 @@ export function resolveRpcOptions(opts: InitRpcOptions = {}, env: NodeJS.Process
     rpcTimeoutMs: opts.rpcTimeoutMs ?? 60_000,
     initTimeoutMs: opts.initTimeoutMs ?? 60_000,
     dataChannelEnabled: opts.dataChannel?.enabled ?? envFlag(env, 'TENSILE_RPC_DATA_CHANNEL') ?? true,
-    dataChannelUnix: opts.dataChannel?.unixSocket ?? envFlag(env, 'TENSILE_RPC_DATA_UDS') ?? false,
+    dataChannelUnix: opts.dataChannel?.unixSocket ?? envFlag(env, 'TENSILE_RPC_DATA_UDS'),
     dataChannelShm: opts.dataChannel?.sharedMemory ?? envFlag(env, 'TENSILE_RPC_SHM') ?? true,
   };
   const parsed = schema.safeParse(raw);

@@ -1,6 +1,7 @@
 // tensile RPC vs torch.distributed.rpc (Debian PyTorch 1.13, TensorPipe), 2 workers each on loopback, one run.
 // Both worlds stay up for the whole run and each figure alternates tensile / torch phases (ROUNDS times, median
-// reported), so that load from other processes on a shared machine hits both sides alike.
+// reported), so that load from other processes on a shared machine hits both sides alike. The torch workers are
+// stopped (SIGSTOP) during tensile's phases: idle, they busy-poll.
 // Figures: no-op call latency, async throughput with many calls in flight, 16 MB tensor echo bandwidth,
 // remote + toHere latency.   Usage: npm run bench -- rpc [--repeats N]   (N rounds per figure; env BENCH_ROUNDS)
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -16,9 +17,13 @@ const LAT_ITERS = env('BENCH_LAT_ITERS', 1000);
 const THR_CALLS = env('BENCH_THR_CALLS', 10000);
 const WINDOW = env('BENCH_WINDOW', 1000);
 const BW_ITERS = env('BENCH_BW_ITERS', 5);
+/** Echoes before each bandwidth phase, on both sides (buffers, segments and connections warm). */
+const BW_WARMUP = env('BENCH_BW_WARMUP', 5);
 const MB = env('BENCH_MB', 16);
 const ROUNDS = repeatsFromArgv(env('BENCH_ROUNDS', 3));
 const WARMUP = env('BENCH_WARMUP', 1000);
+/** remote + toHere calls of the warm-up, on both sides (the JIT needs a few thousand to settle on this path). */
+const REM_WARMUP = env('BENCH_REM_WARMUP', 3000);
 const children: ChildProcess[] = [];
 
 function killAll(): void {
@@ -46,7 +51,11 @@ async function startTensile(): Promise<RpcAgent> {
   ]);
   // Warm-up (JIT, connections), the same amount as the torch side gets.
   for (let i = 0; i < WARMUP; i++) await a.rpcAsync(1, 'noop');
-  for (let i = 0; i < 100; i++) await a.remote(1, 'noop').toHere();
+  for (let i = 0; i < REM_WARMUP; i++) {
+    const rr = a.remote(1, 'noop');
+    await rr.toHere();
+    void rr.release();
+  }
   return a;
 }
 
@@ -67,7 +76,7 @@ const tensile = {
   },
   async bw(a: RpcAgent): Promise<number> {
     const t = new Float32Array((MB * 1024 * 1024) / 4).fill(1);
-    await a.rpcAsync(1, 'echo', [t]);
+    for (let i = 0; i < BW_WARMUP; i++) await a.rpcAsync(1, 'echo', [t]);
     const t0 = performance.now();
     let r: Float32Array = t;
     for (let i = 0; i < BW_ITERS; i++) r = (await a.rpcAsync(1, 'echo', [t])) as Float32Array;
@@ -99,6 +108,7 @@ async function startTorch(): Promise<TorchPeer | null> {
     MASTER_PORT: String(port),
     OMP_NUM_THREADS: '1',
     BENCH_WARMUP: String(WARMUP),
+    BENCH_REM_WARMUP: String(REM_WARMUP),
   };
   const procs = [0, 1].map((rank) => {
     const c = spawn('/usr/bin/python3', [here('./torch_peer.py'), String(rank)], {
@@ -122,12 +132,24 @@ async function startTorch(): Promise<TorchPeer | null> {
     console.error(`torch peer failed to start: ${(err as Error).message}`);
     return null;
   }
+  // Idle TensorPipe workers busy-poll (measured: about 0.28 of a core each, here), which on a small machine would
+  // tax tensile's phases: the peer is stopped while tensile measures. tensile's idle workers use no CPU.
+  const signal = (s: NodeJS.Signals): void => {
+    for (const c of procs) if (c.exitCode === null && c.signalCode === null) c.kill(s);
+  };
+  signal('SIGSTOP');
   return {
     async run(cmd) {
-      procs[0]!.stdin!.write(cmd + '\n');
-      return (await next()).value!;
+      signal('SIGCONT');
+      try {
+        procs[0]!.stdin!.write(cmd + '\n');
+        return (await next()).value!;
+      } finally {
+        signal('SIGSTOP');
+      }
     },
     async close() {
+      signal('SIGCONT');
       procs[0]!.stdin!.end('quit\n');
       await Promise.all(procs.map((c) => new Promise((r) => (c.exitCode !== null ? r(null) : c.once('exit', r)))));
     },
@@ -152,7 +174,7 @@ const plan = [
     op: '>=' as const,
     target: 1,
     t: tensile.bw,
-    cmd: `bw ${BW_ITERS} ${MB}`,
+    cmd: `bw ${BW_ITERS} ${MB} ${BW_WARMUP}`,
   },
   {
     name: 'rpc_remote_to_here_latency',

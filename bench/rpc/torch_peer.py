@@ -1,6 +1,6 @@
 # torch.distributed.rpc side of bench/rpc: 2 workers (TensorPipe). Rank 0 reads commands on stdin, one per line,
 # runs that measurement and prints one JSON line; rank 1 only serves. Commands: "lat N", "thr N WINDOW",
-# "bw N MB", "rem N", "quit".  Usage: /usr/bin/python3 torch_peer.py RANK   (env MASTER_ADDR, MASTER_PORT)
+# "bw N MB [WARMUP]", "rem N", "quit".  Usage: /usr/bin/python3 torch_peer.py RANK   (env MASTER_ADDR, MASTER_PORT)
 import json
 import os
 import sys
@@ -35,9 +35,10 @@ def thr(n, window):
     return n / (time.perf_counter() - t0)
 
 
-def bw(n, mb):
+def bw(n, mb, warmup=1):
     t = torch.ones(mb * 1024 * 1024 // 4)
-    rpc.rpc_sync("worker1", echo, args=(t,))
+    for _ in range(warmup):
+        rpc.rpc_sync("worker1", echo, args=(t,))
     t0 = time.perf_counter()
     for _ in range(n):
         r = rpc.rpc_sync("worker1", echo, args=(t,))
@@ -61,7 +62,7 @@ def main():
     if rank == 0:
         # Warm-up, the same amount as the tensile side gets.
         lat(int(os.environ.get("BENCH_WARMUP", "1000")))
-        rem(100)
+        rem(int(os.environ.get("BENCH_REM_WARMUP", "3000")))
         print(json.dumps({"ready": True}), flush=True)
         for line in sys.stdin:
             cmd = line.split()

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { noopLogger } from '../../../common/logger.js';
 import { connect } from 'node:net';
 import { RpcError, type RpcAgent } from '../../../rpc/index.js';
-import { dataChannelTestHooks, type StreamConn } from '../../../rpc/grpc-transport.js';
+import { dataChannelTestHooks } from '../../../rpc/grpc-transport.js';
 import { HANDSHAKE_MAGIC } from '../../../rpc/data-channel.js';
 import { freePort } from '../../../common/free-port.js';
-import { startWorld, stopWorld, waitFor } from './helpers.js';
+import { dataSetup, dataWorld, pattern, startWorld, stopWorld, waitFor } from './helpers.js';
 import { withTimeout } from '../../../common/timeout.js';
 
 const worlds: RpcAgent[][] = [];
@@ -16,34 +16,8 @@ after(async () => {
   for (const w of worlds) await stopWorld(w);
 });
 
-function setup(a: RpcAgent): void {
-  a.registerFunction('echo', ((t: Float32Array) => t) as never);
-  a.registerFunction('plus', ((t: Float32Array, k: number) => t.map((v) => v + k)) as never);
-  a.registerFunction('sleep', ((ms: number) => new Promise((r) => setTimeout(() => r(ms), ms))) as never);
-}
-
 /** A world of two whose streams have their data channel up in both directions. */
-async function world(extra = {}): Promise<{ a: RpcAgent; b: RpcAgent; ab: StreamConn; ba: StreamConn }> {
-  const w = await startWorld(2, setup, { rpcTimeoutMs: 30_000, ...extra });
-  worlds.push(w);
-  const [a, b] = w as [RpcAgent, RpcAgent];
-  const ab = a.rawConnTo(1)!;
-  const ba = b.rawConnTo(0)!;
-  const both = (s: { send: unknown; recv: unknown }): boolean => s.send !== null && s.recv !== null;
-  await withTimeout(
-    Promise.all([ab.waitData(both), ba.waitData(both)]),
-    10_000,
-    'data channel',
-    () => new Error('data channel not up after 10 s'),
-  );
-  return { a, b, ab, ba };
-}
-
-function pattern(n: number, seed: number): Float32Array {
-  const t = new Float32Array(n);
-  for (let i = 0; i < n; i++) t[i] = (i % 1000) + seed;
-  return t;
-}
+const world = (extra = {}) => dataWorld(worlds, extra);
 
 test('large tensors travel over the data channel (TCP) in both directions and arrive intact', async () => {
   const { a, b, ab, ba } = await world({ dataChannel: { sharedMemory: false } }); // shm-transfer.test.ts has that
@@ -132,7 +106,7 @@ test('when the data port is unreachable every frame goes over gRPC and calls sti
   dataChannelTestHooks.noUds = true;
   let w: RpcAgent[];
   try {
-    w = await startWorld(2, setup);
+    w = await startWorld(2, dataSetup);
   } finally {
     delete dataChannelTestHooks.advertisedPort;
     delete dataChannelTestHooks.noUds;
@@ -148,7 +122,7 @@ test('when the data port is unreachable every frame goes over gRPC and calls sti
 });
 
 test('with the data channel turned off no data listener is started and large calls use gRPC', async () => {
-  const w = await startWorld(2, setup, { dataChannel: { enabled: false } });
+  const w = await startWorld(2, dataSetup, { dataChannel: { enabled: false } });
   worlds.push(w);
   const [a, b] = w as [RpcAgent, RpcAgent];
   assert.equal(a.dataListener(), null);

@@ -2,9 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { RpcError, createAgent, type RpcAgent } from '../../../rpc/index.js';
 import { freePort } from '../../../common/free-port.js';
+import { withTimeout } from '../../../common/timeout.js';
 
 const workerPath = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
 
@@ -93,4 +95,46 @@ test('a worker killed mid-call fails the call fast, invalidates its RRefs, and a
     b0.rpcAsync('worker2', 'add', [1, 1]),
     (e: unknown) => (e as RpcError).code === 'UNKNOWN_WORKER',
   );
+});
+
+test('tensors received through shared memory from a worker stay intact after it is SIGKILLed', async (t) => {
+  const port = await freePort();
+  const child = spawnWorker(1, 2, port);
+  const agents: RpcAgent[] = [];
+  t.after(async () => {
+    await Promise.all(agents.map((a) => a.shutdown({ graceful: false }).catch(() => undefined)));
+    await kill(child);
+  });
+  const shmBefore = readdirSync('/dev/shm').length;
+  const a0 = createAgent({
+    rank: 0,
+    worldSize: 2,
+    masterAddr: '127.0.0.1',
+    bootstrapPort: port,
+    initTimeoutMs: 20_000,
+  });
+  agents.push(a0);
+  await a0.start();
+  const conn = a0.rawConnTo(1)!;
+  await withTimeout(
+    conn.waitData((d) => d.shmIn),
+    10_000,
+    'shared memory',
+    () => new Error('shared memory from worker1 not agreed after 10 s'),
+  );
+  // The worker may send by socket until our hello reached it: ask until an answer came through shared memory.
+  let got: Float32Array = new Float32Array(0);
+  for (let i = 0; i < 100 && conn.shmTransfers.in === 0; i++) {
+    got = (await a0.rpcAsync(1, 'ones', [1 << 20])) as Float32Array; // 4 MiB
+    if (conn.shmTransfers.in === 0) await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal(conn.shmTransfers.in, 1, 'an answer came through shared memory');
+  await kill(child);
+  // The pages live as long as our mapping does: the dead sender's segment is still ours to read.
+  assert.equal(got.length, 1 << 20);
+  assert.equal(
+    got.reduce((s, v) => s + v, 0),
+    1 << 20,
+  );
+  assert.equal(readdirSync('/dev/shm').length, shmBefore, 'nothing was created in /dev/shm');
 });

@@ -5,12 +5,11 @@ import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readlinkSync } from 'node:fs';
 import { noopLogger } from '../../../common/logger.js';
-import { withTimeout } from '../../../common/timeout.js';
 import { loadAddon } from '../../../collective/native/addon.js';
 import { RpcError, type RpcAgent } from '../../../rpc/index.js';
 import { dataChannelTestHooks, type StreamConn } from '../../../rpc/grpc-transport.js';
 import { SHM_MAGIC, SHM_RECORD_BYTES } from '../../../rpc/shm-transfer.js';
-import { startWorld, stopWorld, waitFor } from './helpers.js';
+import { dataWorld, pattern, stopWorld, waitFor } from './helpers.js';
 
 const loaded = loadAddon();
 const skip = loaded.ok ? false : `the native addon does not load: ${loaded.reason}`;
@@ -20,36 +19,8 @@ after(async () => {
   for (const w of worlds) await stopWorld(w);
 });
 
-function setup(a: RpcAgent): void {
-  a.registerFunction('echo', ((t: Float32Array) => t) as never);
-  a.registerFunction('plus', ((t: Float32Array, k: number) => t.map((v) => v + k)) as never);
-  a.registerFunction('sleep', ((ms: number) => new Promise((r) => setTimeout(() => r(ms), ms))) as never);
-}
-
-type Up = { send: unknown; recv: unknown; shmOut: boolean; shmIn: boolean };
-
-/** A world of two whose data channel is up both ways, and shared memory too unless `shm` is false. */
-async function world(extra = {}, shm = true): Promise<{ a: RpcAgent; b: RpcAgent; ab: StreamConn; ba: StreamConn }> {
-  const w = await startWorld(2, setup, { rpcTimeoutMs: 30_000, ...extra });
-  worlds.push(w);
-  const [a, b] = w as [RpcAgent, RpcAgent];
-  const ab = a.rawConnTo(1)!;
-  const ba = b.rawConnTo(0)!;
-  const up = (s: Up): boolean => s.send !== null && s.recv !== null && (!shm || (s.shmOut && s.shmIn));
-  await withTimeout(
-    Promise.all([ab.waitData(up), ba.waitData(up)]),
-    10_000,
-    'data channel',
-    () => new Error('data channel (and shared memory) not up after 10 s'),
-  );
-  return { a, b, ab, ba };
-}
-
-function pattern(n: number, seed: number): Float32Array {
-  const t = new Float32Array(n);
-  for (let i = 0; i < n; i++) t[i] = (i % 1000) + seed;
-  return t;
-}
+/** A world of two with the data channel up (and shared memory, unless `shm` is false). */
+const world = (extra = {}, shm = true) => dataWorld(worlds, extra, shm);
 
 /** Descriptors of this process that are shared-memory segments of RPC transfers. */
 function segmentFds(): number {

@@ -34,7 +34,11 @@ test('bad options are refused with the value and the bound', () => {
 
 test('the data channel is on over TCP with shared memory by default and the environment can change each', () => {
   const base = { RANK: '0', WORLD_SIZE: '1', MASTER_PORT: '29500' };
-  assert.deepEqual(resolveRpcOptions({}, base).dataChannel, { enabled: true, unixSocket: false, sharedMemory: true });
+  assert.deepEqual(resolveRpcOptions({}, base).dataChannel, {
+    enabled: true,
+    unixSocket: undefined,
+    sharedMemory: true,
+  });
   assert.deepEqual(
     resolveRpcOptions({}, { ...base, TENSILE_RPC_DATA_CHANNEL: '0', TENSILE_RPC_DATA_UDS: '1', TENSILE_RPC_SHM: '0' })
       .dataChannel,
