@@ -7,8 +7,12 @@ type Res = { name: string; ok: boolean; detail?: string };
 const hostsOf = (hosts: string) => (rank: number) => ({ TENSILE_HOST_ID: hosts[rank]! });
 
 describe('failures on the native socket plane', () => {
-  for (const hosts of ['abc', 'aab']) {
-    const layout = hosts === 'abc' ? 'flat' : 'hierarchical: rank 1 shares host a with rank 0';
+  const layouts: Record<string, string> = {
+    abc: 'flat',
+    aab: 'hierarchical: rank 1 shares host a with its leader, rank 0',
+    abb: 'hierarchical: rank 1 is the leader of host b, shared with rank 2',
+  };
+  for (const [hosts, layout] of Object.entries(layouts)) {
     it(`a peer SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming it (hosts ${hosts.split('').join(',')}, ${layout})`, async (t) => {
       // No TENSILE_COLLECTIVE_TRANSPORT: ranks on several hosts with the addon built choose the plane by themselves.
       const world = await spawnWorld(3, 'kill', { TEST_OP_TIMEOUT_MS: '20000' }, hostsOf(hosts));
