@@ -142,7 +142,8 @@ struct Group {
   // Worker only.
   uint32_t seq = 0;
   Result dead;
-  std::vector<uint8_t> tmp, tmp2, tmp3;
+  // Scratch buffers, grown to the largest op so far and kept for the group's life.
+  std::vector<uint8_t> tmp, tmp2, tmp3, scratch;
 
   void Run();
   void Execute(Task* t);
@@ -688,9 +689,8 @@ void Group::Execute(Task* t) {
       case kReduce: {
         // Non-roots reduce into scratch memory: their buffer must stay as it was.
         uint8_t* buf = t->recv;
-        std::vector<uint8_t> scratch;
         if (rank != t->root) {
-          scratch.resize(t->count * DtypeSize(t->dtype));
+          if (scratch.size() < t->count * DtypeSize(t->dtype)) scratch.resize(t->count * DtypeSize(t->dtype));
           buf = scratch.data();
         }
         ok = AllReduce(t, buf);
