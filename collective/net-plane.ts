@@ -37,11 +37,11 @@ import {
   type NativeShmGroup,
   type NativeShmResult,
 } from './native/addon.js';
+import { hostIdentity } from './host-identity.js';
 import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
 import {
   defaultShmTuning,
   DTYPE_OF,
-  hostIdentity,
   mapShmSegment,
   ShmProcessGroup,
   type ShmTuning,

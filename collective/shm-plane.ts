@@ -11,8 +11,6 @@
 // run on the plane; send/recv and sub-groups stay on the TCP connections, which also carry failure detection: a
 // peer's socket closing fails the plane (shmFail → PEER_LOST naming it), and a plane failure (timeout, lost peer)
 // fails the transport, so every op of every group rejects, exactly as on the JS path.
-import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
@@ -79,21 +77,6 @@ export function transportFromEnv(env: NodeJS.ProcessEnv): TransportChoice | unde
     'INVALID_ARGUMENT',
     `TENSILE_COLLECTIVE_TRANSPORT=${JSON.stringify(raw)}: expected 'js' or 'native'`,
   );
-}
-
-/**
- * What makes two ranks "on one host": the host name and boot id, or TENSILE_HOST_ID when set (tests and benchmarks
- * simulate several hosts on one machine with it; every rank then talks over loopback).
- */
-export function hostIdentity(env: NodeJS.ProcessEnv = process.env): string {
-  if (env.TENSILE_HOST_ID !== undefined && env.TENSILE_HOST_ID !== '') return `id:${env.TENSILE_HOST_ID}`;
-  let boot = '';
-  try {
-    boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    // not Linux: hostname alone
-  }
-  return `${hostname()}/${boot}`;
 }
 
 export interface ShmSegmentOptions {

@@ -8,7 +8,7 @@ import {
   type PlaneDecision,
   type PlaneVote,
 } from '../../../collective/net-plane.js';
-import { hostIdentity } from '../../../collective/shm-plane.js';
+import { hostIdentity } from '../../../collective/host-identity.js';
 
 const env = { RANK: '0', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', MASTER_PORT: '29500' };
 const vote = (hostId: string, o: Partial<PlaneVote> = {}): PlaneVote => ({
