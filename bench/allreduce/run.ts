@@ -254,8 +254,8 @@ async function main(): Promise<void> {
     const shape = perHost.every((c) => c === perHost[0]) ? `${perHost.length}x${perHost[0]}` : hosts;
     const t = await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'native' });
     const g = await glooOf(n);
-    // The JS path over loopback TCP, as across hosts (its mesh would otherwise use Unix sockets between the ranks,
-    // which it sees on one machine whatever TENSILE_HOST_ID says).
+    // The JS path with every pair on loopback TCP (TENSILE_TCP_UDS=0: ranks of one simulated host would otherwise
+    // use Unix sockets), as the socket plane's pairs are.
     const js = withJs
       ? await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'js', TENSILE_TCP_UDS: '0' })
       : undefined;
