@@ -16,9 +16,10 @@
 // Algorithms (n ranks): allreduce ≤ small_bytes: recursive doubling (extra ranks of a non-power of two fold in and
 // out); larger: ring reduce-scatter + ring allgather, n−1 steps each, the received chunk reduced segment by segment
 // while the rest is still arriving. reduceScatter / allgather: the same ring phases. broadcast: a pipelined chain
-// from the root in segments. reduce: the allreduce, on a scratch copy for non-roots. barrier: recursive doubling of
-// headers alone. Every exchange sends one frame and receives one frame at once (poll on both sockets), so the ring
-// never deadlocks on full socket buffers.
+// from the root in segments. reduce: the ring reduce-scatter then a gather of the chunks to the root (small buffers:
+// recursive doubling), on a scratch copy for non-roots. barrier: recursive doubling of headers alone. Every exchange
+// sends one frame and receives one frame at once (poll on both sockets), so the ring never deadlocks on full socket
+// buffers.
 //
 // Threads and failures: one worker thread per group runs queued operations in order; completions settle promises
 // through a ThreadSafeFunction; the typed arrays are held (references) until then. A wait ends early when the JS side
@@ -155,9 +156,9 @@ struct Group {
                 uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg);
   bool CheckHeader(Task* t, int from, const Frame& h, uint32_t step, size_t rlen);
   bool Closed(Task* t, int peer, const std::string& why);
-  bool AllReduce(Task* t, uint8_t* buf);
+  bool AllReduce(Task* t, uint8_t* buf, int to_root);
   bool RecursiveDoubling(Task* t, uint8_t* buf);
-  bool Ring(Task* t, uint8_t* buf);
+  bool Ring(Task* t, uint8_t* buf, int to_root);
   bool Broadcast(Task* t);
   bool AllGather(Task* t);
   bool ReduceScatter(Task* t);
@@ -407,8 +408,10 @@ bool Group::RecursiveDoubling(Task* t, uint8_t* buf) {
   return true;
 }
 
-// Ring reduce-scatter then ring allgather, in place on buf (count elements).
-bool Group::Ring(Task* t, uint8_t* buf) {
+// Ring reduce-scatter then, when `to_root` < 0, ring allgather, in place on buf (count elements): after the
+// reduce-scatter rank r holds the reduced chunk r+1. With `to_root` ≥ 0 (reduce) every rank sends its chunk to the
+// root instead, which receives them one peer after the other (the others only wait on the root, so no cycle).
+bool Group::Ring(Task* t, uint8_t* buf, int to_root) {
   const size_t es = DtypeSize(t->dtype);
   const int n = world;
   auto lo = [&](int c) { return t->count * static_cast<size_t>(c) / n; };
@@ -432,6 +435,17 @@ bool Group::Ring(Task* t, uint8_t* buf) {
       return false;
     step++;
   }
+  if (to_root >= 0) {
+    if (rank != to_root) {
+      const int c = Mod(rank + 1, n);
+      return Exchange(t, step, to_root, buf + lo(c) * es, len(c) * es, 0, -1, nullptr, 0, nullptr);
+    }
+    for (int q = 0; q < n; q++) {
+      const int c = Mod(q + 1, n);
+      if (q != rank && !Exchange(t, 0, -1, nullptr, 0, step, q, buf + lo(c) * es, len(c) * es, nullptr)) return false;
+    }
+    return true;
+  }
   for (int s = 0; s < n - 1; s++) {
     const int sc = Mod(rank + 1 - s, n), rc = Mod(rank - s, n);
     if (!Exchange(t, step, right, buf + lo(sc) * es, len(sc) * es, step, left, buf + lo(rc) * es, len(rc) * es,
@@ -442,12 +456,14 @@ bool Group::Ring(Task* t, uint8_t* buf) {
   return true;
 }
 
-bool Group::AllReduce(Task* t, uint8_t* buf) {
+// allreduce into buf (`to_root` < 0), or reduce to rank `to_root` (large buffers: a reduce-scatter and a gather to the
+// root; small ones: the whole recursive doubling, every rank ending with the result).
+bool Group::AllReduce(Task* t, uint8_t* buf, int to_root) {
   const size_t bytes = t->count * DtypeSize(t->dtype);
   if (t->send != buf && bytes > 0) std::memcpy(buf, t->send, bytes);
   // Recursive doubling also for buffers too short to cut into one element per rank.
   if (bytes <= small_bytes || t->count < static_cast<size_t>(world)) return RecursiveDoubling(t, buf);
-  return Ring(t, buf);
+  return Ring(t, buf, to_root);
 }
 
 // A chain from the root, in segments: rank v (counted from the root) receives segment k from v−1 while it forwards
@@ -685,7 +701,7 @@ void Group::Execute(Task* t) {
   } else {
     seq++;
     switch (t->kind) {
-      case kAllReduce: ok = AllReduce(t, t->recv); break;
+      case kAllReduce: ok = AllReduce(t, t->recv, -1); break;
       case kReduce: {
         // Non-roots reduce into scratch memory: their buffer must stay as it was.
         uint8_t* buf = t->recv;
@@ -693,7 +709,7 @@ void Group::Execute(Task* t) {
           if (scratch.size() < t->count * DtypeSize(t->dtype)) scratch.resize(t->count * DtypeSize(t->dtype));
           buf = scratch.data();
         }
-        ok = AllReduce(t, buf);
+        ok = AllReduce(t, buf, t->root);
         break;
       }
       case kBroadcast: ok = Broadcast(t); break;
