@@ -2,8 +2,9 @@
 # Builds the native addon with AddressSanitizer and UndefinedBehaviorSanitizer in a scratch copy (the normal build in
 # collective/native/build is left alone) and runs the tests that drive the shared-memory plane, the socket plane and
 # their kernels on it: the kernel unit test, the shm contract suite (3 ranks, small slots: many steps), the socket-plane
-# contract suite (3 ranks flat with the ring and hierarchical with doubling; 4 ranks hierarchical and flat) and the
-# fault tests of both planes (SIGKILL, garbage frames, abort, timeout).
+# contract suite (3 ranks flat with the ring and hierarchical in 64 KiB chunks; 4 ranks hierarchical and flat), the
+# fault tests of both planes (SIGKILL, garbage frames, abort, timeout) and the socket plane's addon calls in one
+# process (stray connections, wrong tokens, mismatch, destroy).
 # Usage: scripts/native-sanitize.sh [scratch dir]   (default: a fresh temporary directory, removed afterwards)
 # Exit status: non-zero when the build fails or a test fails (a sanitizer report aborts the process: halt_on_error).
 set -euo pipefail
@@ -31,6 +32,6 @@ export TENSILE_NATIVE_ADDON="$addon"
 echo "== tests on the sanitized addon"
 node scripts/run-tests.mjs test/unit/native/shm-reduce.test.ts test/integration/collective/shm-faults.test.ts
 TEST_WORLDS=3,6 node scripts/run-tests.mjs test/integration/collective/shm-matrix.test.ts
-node scripts/run-tests.mjs test/integration/collective/net-faults.test.ts
+node scripts/run-tests.mjs test/integration/collective/net-faults.test.ts test/integration/collective/net-native.test.ts
 TEST_WORLDS=3,4 node scripts/run-tests.mjs test/integration/collective/net-matrix.test.ts
 echo "== sanitized run passed"
