@@ -232,8 +232,14 @@ export async function openDataPlane(
   const netTuning = { ...defaultNetTuning(), ...o.netTuning };
   const shmTuning = { ...defaultShmTuning(), ...o.shmTuning };
   const decision = decidePlane(votes, netTuning);
-  if (decision.plane === 'unavailable')
+  const all = Array.from({ length: o.worldSize }, (_, i) => i);
+  if (decision.plane === 'unavailable') {
+    // Rank 0 serves the store and closes it when init fails: it fails only once every rank has taken this decision
+    // (and said so), so that no rank loses the store while still reading the votes and reports that instead.
+    await o.store.set(`${o.prefix}/refused/${o.rank}`, '1');
+    if (o.rank === 0) await Promise.all(all.slice(1).map((r) => o.store.get(`${o.prefix}/refused/${r}`, o.timeoutMs)));
     throw new CollectiveError('BACKEND_UNAVAILABLE', decision.reason, { rank: o.rank });
+  }
   if (decision.plane === 'js') {
     if (o.rank === 0)
       o.logger.info({ transport: 'js', reason: decision.reason }, 'collective: data plane is the JS TCP transport');
@@ -254,13 +260,20 @@ export async function openDataPlane(
         { transport: 'native', plane: 'shm', worldSize: o.worldSize, ...shmTuning },
         'collective: data plane is native shared memory (all ranks on one host)',
       );
-    const shm = new ShmProcessGroup(tcp, transport, plane);
+    // Sub-groups of two or more ranks open planes of their own (shm-plane.ts), under this plane's prefix.
+    const shm = new ShmProcessGroup(tcp, transport, plane, {
+      store: o.store,
+      timeoutMs: o.timeoutMs,
+      logger: o.logger,
+      prefix: `${o.prefix}/shm`,
+      transport: o.transport,
+      tuning: o.shmTuning,
+    });
     // Every rank has mapped the segment before anyone can leave (and rank 0 has closed its descriptor).
     await shm.barrier();
     return shm;
   }
   const a = addon!;
-  const all = Array.from({ length: o.worldSize }, (_, i) => i);
   const flat = await openNetGroup(a, o, `${o.prefix}/net/flat`, all, o.rank, netTuning);
   let hier: Hierarchy | null = null;
   try {
@@ -349,6 +362,7 @@ export class NetProcessGroup implements ProcessGroup {
   private state: CollectiveError | null = null;
   private readonly pending = new Set<Promise<unknown>>();
   private chain: Promise<unknown> = Promise.resolve();
+  private readonly unsubscribe: () => void;
 
   constructor(
     private readonly tcp: ProcessGroup,
@@ -363,7 +377,7 @@ export class NetProcessGroup implements ProcessGroup {
     this.timeoutMs = tcp.timeoutMs;
     this.layout = hier ? 'hierarchical' : 'flat';
     // The TCP connections saw a peer go (or the group was aborted or timed out): the native groups fail the same way.
-    transport.onFailure((e) => {
+    this.unsubscribe = transport.onFailure((e) => {
       if (!this.state) this.state = e;
       this.failNative(e.code, e.message, e.peerRank ?? -1);
     });
@@ -635,6 +649,7 @@ export class NetProcessGroup implements ProcessGroup {
     return this.tcp.recv(buf, src, opts);
   }
 
+  /** Sub-groups of a world on the socket plane run on the JS TCP path (their collectives included). */
   newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
     return this.tcp.newGroup(ranks);
   }
@@ -658,6 +673,7 @@ export class NetProcessGroup implements ProcessGroup {
     await Promise.allSettled([...this.pending]);
     if (!this.state)
       this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
+    this.unsubscribe();
     await this.destroyNative();
     await this.tcp.destroy();
   }

@@ -1,16 +1,27 @@
 // The same-host shared-memory data plane of the TCP process group (native side: collective/native/src/shm.cc).
 //
-// Choice: the store vote and the pure decision between this plane, the socket plane and the JS path live in
-// net-plane.ts (`decidePlane`, `openDataPlane`); this file maps the segment once the plane is chosen.
+// Choice: for the world group, the store vote and the pure decision between this plane, the socket plane across hosts
+// and the JS path are net-plane.ts's (`decidePlane`, `openDataPlane`). Sub-groups use `openShmPlane` here, the same
+// agreement restricted to this plane (`decideShm`, pure): TENSILE_COLLECTIVE_TRANSPORT=js|native forces either;
+// unset, the plane is used when the addon loads and every member runs on this host; one member with the addon
+// missing moves every member to the JS path. A forced `native` that cannot be honoured is an error
+// (BACKEND_UNAVAILABLE naming why), never a silent fallback.
 //
 // Setup (`mapShmSegment`): rank 0 creates the segment (an anonymous memfd), publishes where to open it, every rank
 // maps it and says whether that worked; rank 0 closes its descriptor once all have answered. If any rank failed to
 // map, all destroy their handles and use the JS path (or fail, when forced). Nothing is ever created in /dev/shm.
 //
 // The world group's collectives (allreduce, allreduceInto, broadcast, reduce, allgather, reduceScatter, barrier) then
-// run on the plane; send/recv and sub-groups stay on the TCP connections, which also carry failure detection: a
-// peer's socket closing fails the plane (shmFail → PEER_LOST naming it), and a plane failure (timeout, lost peer)
-// fails the transport, so every op of every group rejects, exactly as on the JS path.
+// run on the plane; send/recv stay on the TCP connections, which also carry failure detection: a peer's socket
+// closing fails the plane (shmFail → PEER_LOST naming it), and a plane failure (timeout, lost peer) fails the
+// transport, so every op of every group rejects, exactly as on the JS path.
+//
+// Sub-groups (`newGroup`): the TCP sub-group is made first (it numbers the child the same way on every rank, and
+// carries the sub-group's send/recv); then its members open a plane of their own with the same agreement and setup,
+// under a store prefix named after the parent's prefix and child index. So every sub-group of two or more ranks
+// runs its collectives in shared memory too, with its own segment and worker thread; a sub-group that could not map
+// falls back to its TCP group on every member alike. A sub-group's plane is destroyed with the sub-group, or at the
+// latest when the shared transport fails or closes (the world group destroyed or aborted, a lost peer, a timeout).
 import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
@@ -21,7 +32,8 @@ import {
   type ReduceOp,
   type Store,
 } from './api.js';
-import { ShmDType, ShmKind, ShmOp, type NativeAddon, type NativeShmGroup } from './native/addon.js';
+import { loadAddon, ShmDType, ShmKind, ShmOp, type NativeAddon, type NativeShmGroup } from './native/addon.js';
+import { hostIdentity } from './host-identity.js';
 import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
@@ -79,19 +91,17 @@ export function transportFromEnv(env: NodeJS.ProcessEnv): TransportChoice | unde
   );
 }
 
-export interface ShmSegmentOptions {
-  /** Rank within the ranks sharing the segment (the whole world, or one host's ranks on the hierarchical path). */
+export interface ShmPlaneOptions {
   readonly rank: number;
   readonly worldSize: number;
   readonly store: Store;
   readonly timeoutMs: number;
   readonly logger: Logger;
-  /** Store key namespace of this segment (one per world generation and host). */
+  /** Store key namespace of this world (one per world generation). */
   readonly prefix: string;
-  readonly addon: NativeAddon;
-  /** When a rank fails to map the segment: throw BACKEND_UNAVAILABLE (true) or return null for the JS path. */
-  readonly mustMap: boolean;
-  readonly tuning: ShmTuning;
+  /** undefined = automatic. */
+  readonly transport?: TransportChoice;
+  readonly tuning?: Partial<ShmTuning>;
 }
 
 export interface ShmPlane {
@@ -100,6 +110,70 @@ export interface ShmPlane {
 }
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/**
+ * Agrees on the data plane with the other ranks and, when it is the shared-memory plane, opens it. Returns null for
+ * the JS path. Rejects with BACKEND_UNAVAILABLE when `native` is forced and impossible, TIMEOUT/STORE when the store
+ * fails. Every rank must call it at the same point of group creation.
+ */
+export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null> {
+  if (o.worldSize < 2) return null;
+  const tuning = { ...defaultShmTuning(), ...o.tuning };
+  const loaded = o.transport === 'js' ? null : loadAddon();
+  const veto =
+    o.transport === 'js'
+      ? 'TENSILE_COLLECTIVE_TRANSPORT=js'
+      : !loaded!.ok
+        ? loaded!.reason
+        : typeof loaded!.addon.shmOpen !== 'function'
+          ? 'the native addon predates the shared-memory plane (rebuild it)'
+          : process.platform !== 'linux'
+            ? `platform ${process.platform} (needs Linux memfd and futex)`
+            : '';
+  const mine: ShmVote = { hostId: hostIdentity(), veto, forced: o.transport === 'native' };
+  await o.store.set(`${o.prefix}/vote/${o.rank}`, JSON.stringify(mine));
+  const votes = await Promise.all(
+    Array.from({ length: o.worldSize }, async (_, r) =>
+      r === o.rank ? mine : (JSON.parse(text(await o.store.get(`${o.prefix}/vote/${r}`, o.timeoutMs))) as ShmVote),
+    ),
+  );
+  const decision = decideShm(votes);
+  const forced = votes.some((v) => v.forced);
+  if (!decision.use) {
+    if (forced)
+      throw new CollectiveError(
+        'BACKEND_UNAVAILABLE',
+        `TENSILE_COLLECTIVE_TRANSPORT=native: the shared-memory plane cannot be used: ${decision.reason}`,
+        { rank: o.rank },
+      );
+    if (o.rank === 0)
+      o.logger.info({ transport: 'js', reason: decision.reason }, 'collective: data plane is the JS TCP transport');
+    return null;
+  }
+  const addon = (loaded as { ok: true; addon: NativeAddon }).addon;
+  const plane = await mapShmSegment({ ...o, addon, mustMap: forced, tuning });
+  if (plane && o.rank === 0)
+    o.logger.info(
+      { transport: 'native', worldSize: o.worldSize, ...tuning },
+      'collective: data plane is native shared memory (all ranks on one host)',
+    );
+  return plane;
+}
+
+export interface ShmSegmentOptions {
+  /** Rank within the ranks sharing the segment (a group's, or one host's ranks on the hierarchical path). */
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly store: Store;
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  /** Store key namespace of this segment (one per group, world generation and host). */
+  readonly prefix: string;
+  readonly addon: NativeAddon;
+  /** When a rank fails to map the segment: throw BACKEND_UNAVAILABLE (true) or return null for the JS path. */
+  readonly mustMap: boolean;
+  readonly tuning: ShmTuning;
+}
 
 /**
  * Creates (rank 0) or maps the segment on every rank and agrees through the store that all mapped it. Returns null
@@ -138,7 +212,11 @@ export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | nu
   if (failed.length > 0) {
     if (handle) await addon.shmDestroy(handle);
     const reason = `mapping the segment failed: ${failed.join('; ')}`;
-    if (o.mustMap) throw new CollectiveError('BACKEND_UNAVAILABLE', `shared-memory plane: ${reason}`);
+    if (o.mustMap)
+      throw new CollectiveError(
+        'BACKEND_UNAVAILABLE',
+        `the shared-memory plane is required (TENSILE_COLLECTIVE_TRANSPORT=native, or a hierarchical allreduce) but ${reason}`,
+      );
     if (o.rank === 0) o.logger.info({ transport: 'js', reason }, 'collective: data plane is the JS TCP transport');
     return null;
   }
@@ -148,10 +226,21 @@ export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | nu
 export const DTYPE_OF = (b: TcpBuffer): number =>
   b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
+/** What a group on the plane needs to open its sub-groups' planes (the world's store is open while the world lives). */
+export interface ShmSubGroupContext {
+  readonly store: Store;
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  /** This group's store namespace; a sub-group's is `<prefix>/sub/<child index>`. */
+  readonly prefix: string;
+  readonly transport?: TransportChoice;
+  readonly tuning?: Partial<ShmTuning>;
+}
+
 /**
- * The world group with its collectives on the shared-memory plane; everything else is the TCP group's. Ops are
- * queued in call order on the plane's worker thread (the ordering rule of every backend: the same collectives in the
- * same order on every rank).
+ * A group with its collectives on the shared-memory plane; send/recv are the TCP group's. Ops are queued in call
+ * order on the plane's worker thread (the ordering rule of every backend: the same collectives in the same order on
+ * every rank). With a `subGroups` context, newGroup puts sub-groups on planes of their own (see the header).
  */
 export class ShmProcessGroup implements ProcessGroup {
   readonly backend = 'tcp' as const;
@@ -161,19 +250,36 @@ export class ShmProcessGroup implements ProcessGroup {
   readonly timeoutMs: number;
   private state: CollectiveError | null = null;
   private readonly pending = new Set<Promise<unknown>>();
+  private children = 0;
+  private readonly unsubscribe: () => void;
+  /** World rank of each rank of this group (the plane numbers ranks within the group). */
+  private readonly worldRanks: readonly number[];
+  private readonly isSubGroup: boolean;
 
+  /**
+   * `subGroups`: open planes for sub-groups (without it, newGroup returns the TCP sub-group). `worldRanks`: given for
+   * a sub-group (its members' world ranks, in group order); its plane is then also released when the shared transport
+   * fails or closes, since no destroy of the world group reaches it.
+   */
   constructor(
     private readonly tcp: ProcessGroup,
-    private readonly transport: TcpTransport,
+    private readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
     private readonly plane: ShmPlane,
+    private readonly subGroups?: ShmSubGroupContext,
+    worldRanks?: readonly number[],
   ) {
     this.rank = tcp.rank;
     this.worldSize = tcp.worldSize;
     this.timeoutMs = tcp.timeoutMs;
-    // The TCP connections saw a peer go (or the group was aborted or timed out): the plane fails the same way.
-    transport.onFailure((e) => {
+    this.isSubGroup = worldRanks !== undefined;
+    this.worldRanks = worldRanks ?? Array.from({ length: tcp.worldSize }, (_, i) => i);
+    // The TCP connections saw a peer go (or the group was aborted or timed out): the plane fails the same way. The
+    // plane publishes the culprit to its members in its own numbering (-1: not a member; it then names this rank).
+    this.unsubscribe = transport.onFailure((e) => {
       if (!this.state) this.state = e;
-      plane.addon.shmFail(plane.group, e.code, e.message, e.peerRank ?? -1);
+      plane.addon.shmFail(plane.group, e.code, e.message, this.worldRanks.indexOf(e.peerRank ?? -1));
+      // Queued after the ops in flight, which fail at once now; a later destroy() finds it done.
+      if (this.isSubGroup) void plane.addon.shmDestroy(plane.group);
     });
   }
 
@@ -198,12 +304,22 @@ export class ShmProcessGroup implements ProcessGroup {
       );
     const p = this.plane.addon
       .shmSubmit(this.plane.group, kind, dtype, rop, root, count, send, recv, timeoutMs)
-      .then((r) => {
+      .then(async (r) => {
         if (r.ok) return value;
-        const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${r.message}`, {
+        // A member that saw a non-member die publishes itself as the culprit (the plane can only name members): let
+        // this rank's own connections, which saw the same death, report it first. One turn of the loop suffices, as
+        // the kernel closed the dead process's sockets before the plane could see it gone.
+        if (this.isSubGroup && r.code === 'PEER_LOST' && !this.state)
+          await new Promise<void>((resolve) => setImmediate(resolve));
+        // The plane names ranks by their place in the group; a sub-group's errors name world ranks instead.
+        const message = this.isSubGroup
+          ? `${r.message.replace(/\brank (\d+)/g, (m, q: string) => `rank ${this.worldRanks[Number(q)] ?? q}`)} ` +
+            `(in the sub-group of world ranks ${this.worldRanks.join(', ')}; ranks named are world ranks)`
+          : r.message;
+        const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${message}`, {
           rank: this.rank,
           op,
-          peerRank: r.peer >= 0 ? r.peer : undefined,
+          peerRank: r.peer >= 0 ? this.worldRanks[r.peer] : undefined,
         });
         // A timeout or a lost peer ends the whole world, as on the JS path (peers then see PEER_LOST).
         if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
@@ -306,8 +422,26 @@ export class ShmProcessGroup implements ProcessGroup {
     return this.tcp.recv(buf, src, opts);
   }
 
-  newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
-    return this.tcp.newGroup(ranks);
+  /**
+   * Every rank of this group calls it with the same list (validated by the TCP group, which throws INVALID_ARGUMENT
+   * on every rank alike). Members then open the sub-group's plane through the store (rejects with TIMEOUT/STORE, or
+   * BACKEND_UNAVAILABLE when TENSILE_COLLECTIVE_TRANSPORT=native cannot be honoured) and meet at its barrier.
+   */
+  async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
+    const err = this.state ?? this.transport.failed;
+    if (err) throw err;
+    // Numbered at the call, like the TCP group's children, so concurrent calls agree on every rank.
+    const index = this.children++;
+    const sub = await this.tcp.newGroup(ranks);
+    if (!this.subGroups || !sub) return sub;
+    const ctx = { ...this.subGroups, prefix: `${this.subGroups.prefix}/sub/${index}` };
+    const plane = await openShmPlane({ ...ctx, rank: sub.rank, worldSize: sub.worldSize });
+    if (!plane) return sub;
+    const members = ranks.map((i) => this.worldRanks[i]!);
+    const group = new ShmProcessGroup(sub, this.transport, plane, ctx, members);
+    // Every member has mapped the segment (and its first member closed the descriptor) before anyone uses it.
+    await group.barrier();
+    return group;
   }
 
   /** Waits for pending ops, leaves the plane (peers still waiting on this rank get PEER_LOST), then closes TCP. */
@@ -315,6 +449,7 @@ export class ShmProcessGroup implements ProcessGroup {
     await Promise.allSettled([...this.pending]);
     if (!this.state)
       this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
+    this.unsubscribe();
     await this.plane.addon.shmDestroy(this.plane.group);
     await this.tcp.destroy();
   }

@@ -6,7 +6,8 @@
 //              `pipelineDepth` segment rings in flight.
 //   reduceScatter / allgather: the same ring phases; broadcast / reduce: binomial trees; barrier: a 1-int allreduce.
 // Every rank gives a collective the next sequence number of its group when it is called, so collectives must be
-// called in the same order on every rank (as with NCCL/Gloo), but several may be in flight at once.
+// called in the same order on every rank (as with NCCL/Gloo), but several may be in flight at once. send/recv take
+// no sequence number (they are matched by peer and tag under P2P_SEQ), so ranks may make different numbers of them.
 // Failure: a lost peer fails the shared transport and every pending/later op rejects with PEER_LOST; an op past its
 // timeout rejects with TIMEOUT and fails the transport too (peers then see PEER_LOST instead of hanging);
 // abort() rejects everything with ABORTED. Sub-groups share the parent's connections, so aborting any group (or a
@@ -34,7 +35,7 @@ import {
 } from './reduce-ops.js';
 import { openDataPlane, type NetTuning } from './net-plane.js';
 import type { ShmTuning, TransportChoice } from './shm-plane.js';
-import { P2P_SEQ, TcpTransport } from './tcp-transport.js';
+import { P2P_SEQ, TcpTransport, type MeshTransport } from './tcp-transport.js';
 
 export interface TcpTuning {
   /** allreduce payloads up to this many bytes use recursive doubling instead of the ring. */
@@ -109,7 +110,11 @@ function alloc(like: TcpBuffer, length: number): TcpBuffer {
   return new (like.constructor as new (n: number) => TcpBuffer)(length);
 }
 
-class TcpProcessGroup implements ProcessGroup {
+/**
+ * The TCP process group over a MeshTransport. Exported for the simulated-ring unit test, which runs n of them in one
+ * process over an in-memory transport; workers get one from createTcpGroup.
+ */
+export class TcpProcessGroup implements ProcessGroup {
   readonly backend = 'tcp' as const;
   readonly dataPlane = 'js' as const;
   readonly worldSize: number;
@@ -119,7 +124,7 @@ class TcpProcessGroup implements ProcessGroup {
   private readonly inFlight = new Set<{ promise: Promise<unknown>; reject: (e: CollectiveError) => void }>();
 
   constructor(
-    private readonly transport: TcpTransport,
+    private readonly transport: MeshTransport,
     private readonly groupId: number,
     /** Global rank of each group rank. */
     private readonly ranks: readonly number[],
@@ -136,7 +141,21 @@ class TcpProcessGroup implements ProcessGroup {
 
   // ---- op plumbing -------------------------------------------------------------------------------------------
 
+  /**
+   * Runs a collective: takes the group's next sequence number (at call time, so concurrent collectives are numbered
+   * in call order) and tracks the op like `track`. Only collectives may call this: every rank must take the same
+   * numbers in the same order, so an op that not every rank makes (send/recv) must never consume one.
+   */
   private run<T>(op: string, opts: CollectiveOptions | undefined, body: (seq: number) => Promise<T>): Promise<T> {
+    return this.track(op, opts, () => body(this.seq++ >>> 0));
+  }
+
+  /**
+   * Runs `body` under the op timeout (TIMEOUT, which also fails the transport so that peers see PEER_LOST) and keeps
+   * it in `inFlight`, so abort/transport failure reject it and destroy waits for it. Rejects at once, without calling
+   * `body`, when the group is closed/failed or the timeout is not positive.
+   */
+  private track<T>(op: string, opts: CollectiveOptions | undefined, body: () => Promise<T>): Promise<T> {
     const err = this.state ?? this.transport.failed;
     if (err) return Promise.reject(err);
     const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
@@ -144,7 +163,6 @@ class TcpProcessGroup implements ProcessGroup {
       return Promise.reject(
         new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
       );
-    const seq = this.seq++ >>> 0;
     let entry!: { promise: Promise<unknown>; reject: (e: CollectiveError) => void };
     const promise = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
@@ -165,7 +183,7 @@ class TcpProcessGroup implements ProcessGroup {
       };
       let work: Promise<T>;
       try {
-        work = body(seq);
+        work = body();
       } catch (e) {
         work = Promise.reject(e);
       }
@@ -438,7 +456,8 @@ class TcpProcessGroup implements ProcessGroup {
     try {
       const b = tcpDType(buf, opts, 'send');
       const tag = this.checkPeer(dst, opts?.tag, 'send');
-      return this.run('send', opts, () => this.sendTo(dst, P2P_SEQ, tag, b));
+      // Point to point is matched by (peer, tag) under P2P_SEQ and takes no collective sequence number.
+      return this.track('send', opts, () => this.sendTo(dst, P2P_SEQ, tag, b));
     } catch (e) {
       return Promise.reject(e);
     }
@@ -448,7 +467,7 @@ class TcpProcessGroup implements ProcessGroup {
     try {
       const b = tcpDType(buf, opts, 'recv');
       const tag = this.checkPeer(src, opts?.tag, 'recv');
-      return this.run('recv', opts, async () => {
+      return this.track('recv', opts, async () => {
         await this.recvFrom(src, P2P_SEQ, tag, b);
         return buf;
       });

@@ -233,7 +233,24 @@ function listen(server: Server, where: { port: number; host: string } | { path: 
   });
 }
 
-export class TcpTransport {
+/**
+ * What a TCP process group needs from its transport (TcpTransport here; an in-memory fake in
+ * test/unit/collective/ring-schedule.test.ts). Messages are matched per peer by key (groupId, seq, step), FIFO among
+ * equal keys; `send` resolves once the bytes are taken (the caller may then reuse its memory); a size mismatch rejects
+ * the receive with INVALID_ARGUMENT; after `fail` (or a lost peer) every posted and later call rejects with the
+ * failure, and `onFailure` listeners are told once.
+ */
+export interface MeshTransport {
+  readonly failed: CollectiveError | null;
+  onFailure(cb: (e: CollectiveError) => void): () => void;
+  send(peer: number, groupId: number, seq: number, step: number, data: Uint8Array): Promise<void>;
+  recv(peer: number, groupId: number, seq: number, step: number, dst: Uint8Array): Promise<void>;
+  fail(err: CollectiveError): void;
+  /** Orderly close; later calls reject with CLOSED. */
+  close(): Promise<void>;
+}
+
+export class TcpTransport implements MeshTransport {
   private readonly links: (PeerLink | null)[];
   private failure: CollectiveError | null = null;
   private readonly failureListeners = new Set<(e: CollectiveError) => void>();

@@ -257,6 +257,8 @@ export class Bootstrap {
       if (err.requestId !== undefined) dispatcher.rejectBadFrame(conn, err);
     };
     conn.onClose = (err) => this.d.onPeerClosed(rank, err);
+    conn.onLargeFramePath = (path, why) =>
+      logger.info({ peer: peer.name, path, why }, `rpc: large frames go by ${path}`);
     this.readyCheck?.();
   }
 }

@@ -20,6 +20,7 @@ import {
   ShmProbe,
   ShmReceiver,
   ShmSender,
+  SHM_MIN_BYTES,
   SHM_OFFER_BYTES,
 } from './shm-transfer.js';
 
@@ -87,6 +88,9 @@ export class StreamConn {
   onClose: (err?: Error) => void = () => {};
   /** A segment that could not be parsed: the stream is out of sync and is closed after this is reported. */
   onProtocolError: (err: FrameError) => void = () => {};
+  /** The way large frames to the peer travel, at the first one and whenever it changes (for one log line each). */
+  onLargeFramePath: (path: 'shared memory' | 'data socket' | 'gRPC', why: string) => void = () => {};
+  private largeFramePath = '';
   private queue: { parts: Buffer[]; bytes: number }[] = [];
   private scheduled = false;
   private closed = false;
@@ -300,6 +304,7 @@ export class StreamConn {
     if (this.closed || this.queue.length === 0) return;
     const q = this.queue;
     this.queue = [];
+    if (q.some((f) => f.bytes >= SHM_MIN_BYTES)) this.reportLargeFramePath();
     const sock = this.sendSock;
     if (sock && !sock.destroyed) {
       if (!this.switchedOut) {
@@ -315,6 +320,26 @@ export class StreamConn {
       return;
     }
     this.writeGrpc(q);
+  }
+
+  private reportLargeFramePath(): void {
+    const path = this.shmOut ? 'shared memory' : this.sendSock ? 'data socket' : 'gRPC';
+    if (path === this.largeFramePath) return;
+    this.largeFramePath = path;
+    const d = this.data;
+    const why =
+      path === 'shared memory'
+        ? 'the peer runs on this host'
+        : !d?.opts.enabled
+          ? 'the data channel is off (or TLS is on)'
+          : !this.sendSock
+            ? 'no data connection from the peer (yet)'
+            : !d.opts.sharedMemory
+              ? 'sharedMemory is off'
+              : !d.hub?.probe
+                ? 'the native addon is not available here'
+                : "the peer cannot open this host's shared memory (another host or container, or no addon there)";
+    this.onLargeFramePath(path, why);
   }
 
   private writeGrpc(frames: { parts: Buffer[]; bytes: number }[]): void {

@@ -126,7 +126,12 @@ export class ShmSender {
     if (this.closed || frame.bytes < SHM_MIN_BYTES) return null;
     const s = this.take(frame.bytes);
     if (!s) return null;
-    this.addon.xferSegWrite(s.seg, frame.parts);
+    try {
+      this.addon.xferSegWrite(s.seg, frame.parts);
+    } catch {
+      this.drop(s); // claimed and half written: never offer it again
+      return null;
+    }
     this.transfers++;
     const r = Buffer.allocUnsafe(SHM_RECORD_BYTES);
     r.writeUInt32LE(SHM_MAGIC, 0);
@@ -151,6 +156,12 @@ export class ShmSender {
     for (const s of this.pool) this.addon.xferSegDestroy(s.seg);
     this.pool.length = 0;
     this.poolBytes = 0;
+  }
+
+  private drop(s: OwnSeg): void {
+    this.pool.splice(this.pool.indexOf(s), 1);
+    this.poolBytes -= s.bytes;
+    this.addon.xferSegDestroy(s.seg);
   }
 
   /** An idle pooled segment the frame fits in, claimed; else a new one while the pool has room; else null. */

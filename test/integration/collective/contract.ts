@@ -114,6 +114,40 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
     check(results, 'send/recv tag 1', a, input('float32', 5, prev, 6));
     check(results, 'send/recv tag 2', b, input('float32', 5, prev, 7));
   }
+  if (n > 2) {
+    // Uneven point-to-point counts: rank 0 sends rank 1 two messages, every other rank makes no p2p call at all.
+    // Point to point must not take a collective sequence number, or the ranks now disagree on the next collective's
+    // and it times out; the allreduce and broadcasts that follow must run and give the reference result.
+    if (r === 0)
+      await Promise.all([
+        pg.send(input('int32', 3, r, 8), 1, { tag: 3 }),
+        pg.send(input('int32', 4, r, 9), 1, { tag: 4 }),
+      ]);
+    if (r === 1) {
+      const x = make('int32', 3);
+      const y = make('int32', 4);
+      await Promise.all([pg.recv(x, 0, { tag: 3 }), pg.recv(y, 0, { tag: 4 })]);
+      check(results, 'uneven p2p: first message', x, input('int32', 3, 0, 8));
+      check(results, 'uneven p2p: second message', y, input('int32', 4, 0, 9));
+    }
+    const after = input('float64', 37, r, 11);
+    await pg.allreduce(after, 'sum');
+    check(results, 'allreduce after uneven p2p', after, reduced('float64', 37, n, 'sum', 11));
+    for (const root of [1, n - 1]) {
+      const b = r === root ? input('int32', 9, root, 12) : make('int32', 9);
+      await pg.broadcast(b, root);
+      check(results, `broadcast root=${root} after uneven p2p`, b, input('int32', 9, root, 12));
+    }
+    // And once more with the p2p calls in flight while the next collective starts on the other ranks.
+    const late = r === 2 ? pg.send(input('float32', 6, r, 13), 0) : null;
+    const got = make('float32', 6);
+    const early = r === 0 ? pg.recv(got, 2) : null;
+    const ar = input('int32', 11, r, 14);
+    await pg.allreduce(ar, 'max');
+    await Promise.all([late, early]);
+    check(results, 'allreduce with p2p in flight', ar, reduced('int32', 11, n, 'max', 14));
+    if (r === 0) check(results, 'p2p in flight delivered', got, input('float32', 6, 2, 13));
+  }
   // Several collectives in flight at once (as DDP does with buckets).
   const bufs = [0, 1, 2, 3].map((s) => input('float32', 5000 * (s + 1), r, 10 + s));
   await Promise.all(bufs.map((bb) => pg.allreduce(bb, 'sum')));
@@ -131,7 +165,36 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
     const want = evens.reduce((acc, q) => acc + q + 1, 0);
     check(results, 'sub-group allreduce', sb, [want, want, want]);
     results.push({ name: 'sub-group rank', ok: sub!.rank === evens.indexOf(r) && sub!.worldSize === evens.length });
+    // Larger than the shm plane's small path and its 8 KiB test slots: the sliced path, many steps.
+    const k = evens.length;
+    const big = input('float32', 30011, sub!.rank, 15);
+    await sub!.allreduce(big, 'max');
+    check(results, 'sub-group allreduce, large', big, reduced('float32', 30011, k, 'max', 15));
+    const bc = sub!.rank === k - 1 ? input('float64', 2049, k - 1, 16) : make('float64', 2049);
+    await sub!.broadcast(bc, k - 1);
+    check(results, 'sub-group broadcast from its last rank', bc, input('float64', 2049, k - 1, 16));
+    // A sub-group of two or more ranks of a world on the shared-memory plane has a plane of its own; sub-groups of a
+    // world on the socket plane run on the JS path (net-plane.ts).
+    const plane = (pg.dataPlane === 'shm' && k < 2) || pg.dataPlane === 'net' ? 'js' : pg.dataPlane;
+    results.push({ name: 'sub-group data plane', ok: sub!.dataPlane === plane, detail: sub!.dataPlane });
   } else results.push({ name: 'sub-group null for non-members', ok: sub === null });
+  // A second sub-group (the odd ranks, in reverse order) destroyed explicitly; the world and the first sub-group go on.
+  const odds = Array.from({ length: n }, (_, i) => n - 1 - i).filter((i) => i % 2 === 1);
+  const sub2 = n > 1 ? await pg.newGroup(odds) : null;
+  if (sub2) {
+    const v = make('int32', 5).fill(r);
+    await sub2.allreduce(v, 'sum');
+    const want = odds.reduce((acc, q) => acc + q, 0);
+    check(results, 'second sub-group allreduce', v, new Array(5).fill(want));
+    results.push({ name: 'second sub-group rank', ok: sub2.rank === odds.indexOf(r), detail: String(sub2.rank) });
+    await sub2.destroy();
+    await expectError(results, 'second sub-group op after its destroy', sub2.allreduce(make('int32', 1)), 'CLOSED');
+  }
+  if (sub) {
+    const again = make('int32', 2).fill(1);
+    await sub.allreduce(again, 'sum');
+    check(results, 'first sub-group after the second is destroyed', again, [evens.length, evens.length]);
+  }
   await pg.barrier();
   return results;
 }

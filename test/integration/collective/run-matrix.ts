@@ -14,9 +14,11 @@ export async function runMatrix(
   const lines = await Promise.all(
     world.workers.map((w) => w.waitFor((l) => 'results' in l || 'fatal' in l, 120_000 + 20_000 * n)),
   );
+  // A crash (e.g. an op that timed out) is reported as such, not as the exit wait that follows it.
+  for (const [rank, line] of lines.entries())
+    assert.equal(line.fatal, undefined, `rank ${rank} crashed: ${String(line.fatal)}`);
   const codes = await allExited(world, 20_000);
   for (const [rank, line] of lines.entries()) {
-    assert.equal(line.fatal, undefined, `rank ${rank} crashed: ${String(line.fatal)}`);
     const results = line.results as { name: string; ok: boolean; detail?: string }[];
     const failed = results.filter((r) => !r.ok);
     assert.deepEqual(failed, [], `rank ${rank} failures`);

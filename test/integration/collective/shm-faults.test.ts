@@ -29,12 +29,31 @@ describe('failures on the native shared-memory plane', () => {
     assert.deepEqual(tensileShm(), before, '/dev/shm holds no tensile segment afterwards');
   });
 
-  for (const mode of ['collective-abort', 'collective-timeout'] as const) {
+  it('a sub-group on the plane: a member SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming its world rank', async (t) => {
+    const world = await spawnWorld(3, 'kill-sub', { TEST_OP_TIMEOUT_MS: '20000' });
+    t.after(() => world.kill());
+    const planes = await Promise.all(
+      world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
+    );
+    assert.deepEqual(
+      planes.map((l) => l.dataPlane),
+      ['shm', 'shm', 'shm'],
+      'the sub-group has a shared-memory plane of its own',
+    );
+    await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
+    // World rank 1 is rank 0 of the sub-group: the error must name world rank 1.
+    await killRank1ExpectPeerLost(world);
+  });
+
+  for (const mode of ['collective-abort', 'collective-timeout', 'sub-destroyed'] as const) {
     for (const transport of ['native', 'js'] as const) {
+      if (mode === 'sub-destroyed' && transport === 'js') continue; // on TCP the survivor would wait to its timeout
       const what =
         mode === 'collective-abort'
           ? 'abort during a pending allreduce rejects it with ABORTED and the late peer gets PEER_LOST naming the aborter'
-          : 'an allreduce past its timeout rejects with TIMEOUT and the late peer gets PEER_LOST naming it';
+          : mode === 'collective-timeout'
+            ? 'an allreduce past its timeout rejects with TIMEOUT and the late peer gets PEER_LOST naming it'
+            : 'a sub-group destroyed by one member fails the other with PEER_LOST naming its world rank';
       it(`${what} (${transport} data plane)`, async (t) => {
         const world = await spawnWorld(2, mode, { TENSILE_COLLECTIVE_TRANSPORT: transport });
         t.after(() => world.kill());

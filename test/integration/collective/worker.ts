@@ -56,15 +56,18 @@ async function main(): Promise<void> {
     emit({ rank: r, results });
     return;
   }
-  if (mode === 'kill') {
-    // Every rank loops over allreduces; the test SIGKILLs rank 1 after it reports progress.
+  if (mode === 'kill' || mode === 'kill-sub') {
+    // Every rank loops over allreduces (in 'kill-sub': of a sub-group of every rank, numbered [1, 2, 0, 3, ...], so
+    // that group and world ranks differ); the test SIGKILLs rank 1 after it reports progress.
     const buf = make('float32' as DTypeName, 1 << 20);
-    emit({ rank: r, dataPlane: pg.dataPlane });
+    const order = [1, 2, 0, ...Array.from({ length: pg.worldSize - 3 }, (_, i) => i + 3)];
+    const group = mode === 'kill' ? pg : (await pg.newGroup(order))!;
+    emit({ rank: r, dataPlane: group.dataPlane });
     const started = Date.now();
     let iterations = 0;
     try {
       for (;;) {
-        await pg.allreduce(buf, 'sum');
+        await group.allreduce(buf, 'sum');
         if (++iterations === 2) emit({ rank: r, progress: true });
       }
     } catch (e) {
@@ -117,6 +120,34 @@ async function main(): Promise<void> {
       await pg.destroy();
     }
     emit({ rank: r, dataPlane: pg.dataPlane, results });
+    return;
+  }
+  if (mode === 'sub-destroyed') {
+    // A sub-group [1, 0] (world rank 1 is its rank 0): world rank 1 destroys it while world rank 0 still calls an
+    // allreduce on it. The plane sees its rank 0 leave; the error must name world rank 1 and say how ranks map.
+    const sub = (await pg.newGroup([1, 0]))!;
+    const one = make('int32', 4).fill(r + 1);
+    await sub.allreduce(one, 'sum');
+    results.push({ name: 'sub-group allreduce', ok: one[0] === 3, detail: String(one[0]) });
+    if (r === 1) {
+      await sub.destroy();
+      await expectError('world op after the peer failed', pg.barrier(), 'PEER_LOST');
+    } else {
+      await new Promise((res) => setTimeout(res, 500));
+      const e = await expectError(
+        'allreduce on a sub-group its peer destroyed',
+        sub.allreduce(one, 'sum'),
+        'PEER_LOST',
+      );
+      results.push({ name: 'names the world rank', ok: e?.peerRank === 1, detail: `peerRank ${e?.peerRank}` });
+      results.push({
+        name: 'the message names world ranks',
+        ok: /rank 1 has destroyed its process group.*sub-group of world ranks 1, 0/.test(e?.message ?? ''),
+        detail: e?.message,
+      });
+    }
+    await pg.destroy();
+    emit({ rank: r, dataPlane: sub.dataPlane, results });
     return;
   }
   if (mode === 'collective-timeout') {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readdirSync } from 'node:fs';
+import { existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { RpcError, createAgent, type RpcAgent } from '../../../rpc/index.js';
 import { freePort } from '../../../common/free-port.js';
@@ -10,8 +10,10 @@ import { withTimeout } from '../../../common/timeout.js';
 
 const workerPath = fileURLToPath(new URL('./fixtures/worker.ts', import.meta.url));
 
-function spawnWorker(rank: number, worldSize: number, port: number): ChildProcess {
-  return spawn(process.execPath, ['--import', 'tsx', workerPath], {
+/** `prefix`: a command the worker runs under (e.g. unshare into its own PID namespace). */
+function spawnWorker(rank: number, worldSize: number, port: number, prefix: string[] = []): ChildProcess {
+  const argv = [...prefix, process.execPath, '--import', 'tsx', workerPath];
+  return spawn(argv[0]!, argv.slice(1), {
     env: {
       ...process.env,
       RANK: String(rank),
@@ -138,3 +140,45 @@ test('tensors received through shared memory from a worker stay intact after it 
   );
   assert.equal(readdirSync('/dev/shm').length, shmBefore, 'nothing was created in /dev/shm');
 });
+
+// A worker in a PID namespace of its own stands for one in another container: neither side can open the other's
+// segments through /proc, so the probe fails both ways and large frames take the socket.
+const canUnshare = process.getuid?.() === 0 && existsSync('/usr/bin/unshare');
+test(
+  'a worker in another PID namespace cannot share memory: large tensors take the socket and arrive intact',
+  { skip: canUnshare ? false : 'needs root and /usr/bin/unshare (a PID namespace for the worker)' },
+  async (t) => {
+    const port = await freePort();
+    const child = spawnWorker(1, 2, port, ['/usr/bin/unshare', '--pid', '--fork', '--mount-proc', '--kill-child']);
+    const agents: RpcAgent[] = [];
+    t.after(async () => {
+      await Promise.all(agents.map((a) => a.shutdown({ graceful: false }).catch(() => undefined)));
+      await kill(child);
+    });
+    const a0 = createAgent({
+      rank: 0,
+      worldSize: 2,
+      masterAddr: '127.0.0.1',
+      bootstrapPort: port,
+      initTimeoutMs: 20_000,
+    });
+    agents.push(a0);
+    await a0.start();
+    const conn = a0.rawConnTo(1)!;
+    await withTimeout(
+      conn.waitData((d) => d.send !== null && d.recv !== null),
+      10_000,
+      'data channel',
+      () => new Error('data channel to worker1 not up after 10 s'),
+    );
+    for (let i = 0; i < 5; i++) {
+      const got = (await a0.rpcAsync(1, 'ones', [1 << 20])) as Float32Array;
+      assert.equal(
+        got.reduce((s, v) => s + v, 0),
+        1 << 20,
+      );
+    }
+    assert.notEqual(await a0.rpcAsync(1, 'pid'), child.pid, 'the worker sees itself under another pid');
+    assert.deepEqual(conn.shmTransfers, { out: 0, in: 0 });
+  },
+);

@@ -81,9 +81,11 @@ test(
 
 test('when the probe does not open (another host, no permission) large frames take the socket', async () => {
   dataChannelTestHooks.badShmProbe = true;
+  const infos: { o: Record<string, unknown>; m: string }[] = [];
+  const logger = { ...noopLogger, info: (o: object | string, m?: string) => void infos.push({ o: o as never, m: m! }) };
   let w: { a: RpcAgent; ab: StreamConn };
   try {
-    w = await world({}, false);
+    w = await world({ logger }, false);
   } finally {
     delete dataChannelTestHooks.badShmProbe;
   }
@@ -91,6 +93,10 @@ test('when the probe does not open (another host, no permission) large frames ta
   assert.deepEqual(await w.a.rpcAsync(1, 'echo', [t]), t);
   assert.deepEqual(w.ab.shmTransfers, { out: 0, in: 0 });
   assert.ok(w.ab.dataBytesOut >= t.byteLength);
+  // Each side says once which way its large frames go, and why not shared memory.
+  const said = infos.filter((i) => i.m === 'rpc: large frames go by data socket');
+  assert.equal(said.length, 2, JSON.stringify(infos.map((i) => i.m)));
+  assert.match(String(said[0]!.o.why), /cannot open this host's shared memory/);
 });
 
 test('with sharedMemory off, large frames take the socket', async () => {
