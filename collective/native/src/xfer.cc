@@ -239,10 +239,17 @@ Napi::Value SegOpen(const Napi::CallbackInfo& info) {
   return WrapSeg(env, s);
 }
 
+// Bytes of frames handed out as views and not yet collected, in this process (JS thread only).
+size_t g_liveViewBytes = 0;
+// V8 does not count memory behind external buffers toward its collection limits, so frames the program has dropped
+// would pin their segments until something else makes it collect. Up to this many live view bytes that is fine
+// (ordinary allocation collects them soon enough; reporting every 16 MB frame made V8 run a full mark-compact per
+// frame, 10-15 ms each here, more than the copy); beyond it every new view is reported, so that dropped frames are
+// collected, and their segments handed back, before the senders' pools fill up.
+constexpr size_t kUnreportedViewBytes = 64u << 20;
+
 // xferSegView(seg, frameBytes) -> Buffer: the frame, in place (no copy). The segment stays mapped while the Buffer
-// (or any view of its memory) lives; its finalizer hands the segment back to the sender. V8 counts the bytes of
-// every ArrayBuffer's backing store itself (external ones included), so a dropped frame drives collection like any
-// other buffer of its size; reporting it again through AdjustExternalMemory only doubled the collections.
+// (or any view of its memory) lives; its finalizer hands the segment back to the sender.
 Napi::Value SegView(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Seg* s = AsSeg(env, info[0]);
@@ -251,10 +258,15 @@ Napi::Value SegView(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "frame of " + std::to_string(bytes) + " bytes in a segment of " +
                                          std::to_string(s->bytes));
   s->refs++;
+  g_liveViewBytes += bytes;
+  const bool reported = g_liveViewBytes > kUnreportedViewBytes;
+  if (reported) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
   return Napi::Buffer<uint8_t>::New(
       env, s->addr + kHeaderBytes, bytes,
-      [](Napi::Env, uint8_t*, Seg* seg) {
+      [bytes, reported](Napi::Env e, uint8_t*, Seg* seg) {
         seg->busy()->store(0, std::memory_order_release);
+        g_liveViewBytes -= bytes;
+        if (reported) Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(bytes));
         seg->Unref();
       },
       s);
