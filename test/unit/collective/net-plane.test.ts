@@ -127,12 +127,12 @@ describe('choosing the data plane across hosts', () => {
     );
   });
 
-  it('defaults: recursive doubling up to 64 KiB, 256 KiB segments, hierarchical in 4 MiB chunks', () => {
+  it('defaults: recursive doubling up to 64 KiB, 256 KiB segments, hierarchical in 1 MiB chunks', () => {
     assert.deepEqual(defaultNetTuning(), {
       smallBytes: 64 << 10,
       segmentBytes: 256 << 10,
       hierarchical: true,
-      chunkBytes: 4 << 20,
+      chunkBytes: 1 << 20,
     });
   });
 });
