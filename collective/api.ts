@@ -25,9 +25,10 @@ export interface ProcessGroup {
   readonly backend: 'tcp' | 'nccl';
   /**
    * Where the bytes move: 'js' (the TCP transport in JavaScript), 'shm' (the native shared-memory plane for ranks on
-   * one host; tcp backend, the world group and its sub-groups of two or more ranks) or 'nccl'.
+   * one host; tcp backend, the world group and its sub-groups of two or more ranks), 'net' (native peer sockets across
+   * hosts, hierarchical with shared memory within a host; tcp backend, world group only) or 'nccl'.
    */
-  readonly dataPlane: 'js' | 'shm' | 'nccl';
+  readonly dataPlane: 'js' | 'shm' | 'net' | 'nccl';
   readonly rank: number;
   readonly worldSize: number;
   readonly timeoutMs: number;

@@ -5,6 +5,7 @@ import { noopLogger, type Logger } from '../common/logger.js';
 import { CollectiveError, type Backend, type InitOptions, type ProcessGroup } from './api.js';
 import { connectStore, createStoreServer, type StoreServer } from './store.js';
 import { transportFromEnv, type ShmTuning, type TransportChoice } from './shm-plane.js';
+import type { NetTuning } from './net-plane.js';
 import type { TcpTuning } from './tcp-backend.js';
 
 export * from './api.js';
@@ -27,6 +28,8 @@ export interface WorkerConfig {
   readonly transport: TransportChoice | undefined;
   /** TENSILE_SHM_SLOT_BYTES, TENSILE_SHM_SMALL_BYTES, TENSILE_SHM_SPIN (shm-plane.ts). */
   readonly shmTuning: Partial<ShmTuning>;
+  /** TENSILE_NET_SMALL_BYTES, TENSILE_NET_SEGMENT_BYTES, TENSILE_NET_CHUNK_BYTES, TENSILE_NET_HIERARCHY=0|1 (net-plane.ts). */
+  readonly netTuning: Partial<NetTuning>;
 }
 
 const intText = (name: string, min: number, max: number) =>
@@ -106,6 +109,15 @@ export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessE
   shm('slotBytes', 'TENSILE_SHM_SLOT_BYTES', 4096, 2 ** 30);
   shm('smallBytes', 'TENSILE_SHM_SMALL_BYTES', 0, 2 ** 30);
   shm('spin', 'TENSILE_SHM_SPIN', 0, 2 ** 30);
+  const netTuning: { -readonly [K in keyof NetTuning]?: NetTuning[K] } = {};
+  const has = (name: string): boolean => env[name] !== undefined && env[name] !== '';
+  if (has('TENSILE_NET_SMALL_BYTES'))
+    netTuning.smallBytes = pick('TENSILE_NET_SMALL_BYTES', undefined, env, 0, 2 ** 30);
+  if (has('TENSILE_NET_SEGMENT_BYTES'))
+    netTuning.segmentBytes = pick('TENSILE_NET_SEGMENT_BYTES', undefined, env, 4096, 2 ** 30);
+  if (has('TENSILE_NET_CHUNK_BYTES'))
+    netTuning.chunkBytes = pick('TENSILE_NET_CHUNK_BYTES', undefined, env, 4096, 2 ** 30);
+  if (has('TENSILE_NET_HIERARCHY')) netTuning.hierarchical = pick('TENSILE_NET_HIERARCHY', undefined, env, 0, 1) === 1;
   return {
     backend,
     rank,
@@ -118,6 +130,7 @@ export function resolveWorkerConfig(opts: InitOptions = {}, env: NodeJS.ProcessE
     unixSockets,
     transport: transportFromEnv(env),
     shmTuning,
+    netTuning,
   };
 }
 

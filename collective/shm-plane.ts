@@ -1,12 +1,13 @@
 // The same-host shared-memory data plane of the TCP process group (native side: collective/native/src/shm.cc).
 //
-// Choice (`chooseTransport`, pure): TENSILE_COLLECTIVE_TRANSPORT=js|native forces either; unset, the plane is used
-// when the addon loads and every rank of the world runs on this host. The ranks agree through the store: each
-// publishes whether it can and wants to use the plane, and its host identity; all take the same decision from the
-// same answers, so one rank with the addon missing moves everyone to the JS path. A forced `native` that cannot be
-// honoured is an error (BACKEND_UNAVAILABLE naming why), never a silent fallback.
+// Choice: for the world group, the store vote and the pure decision between this plane, the socket plane across hosts
+// and the JS path are net-plane.ts's (`decidePlane`, `openDataPlane`). Sub-groups use `openShmPlane` here, the same
+// agreement restricted to this plane (`decideShm`, pure): TENSILE_COLLECTIVE_TRANSPORT=js|native forces either;
+// unset, the plane is used when the addon loads and every member runs on this host; one member with the addon
+// missing moves every member to the JS path. A forced `native` that cannot be honoured is an error
+// (BACKEND_UNAVAILABLE naming why), never a silent fallback.
 //
-// Setup (`openShmPlane`): rank 0 creates the segment (an anonymous memfd), publishes where to open it, every rank
+// Setup (`mapShmSegment`): rank 0 creates the segment (an anonymous memfd), publishes where to open it, every rank
 // maps it and says whether that worked; rank 0 closes its descriptor once all have answered. If any rank failed to
 // map, all destroy their handles and use the JS path (or fail, when forced). Nothing is ever created in /dev/shm.
 //
@@ -21,8 +22,6 @@
 // runs its collectives in shared memory too, with its own segment and worker thread; a sub-group that could not map
 // falls back to its TCP group on every member alike. A sub-group's plane is destroyed with the sub-group, or at the
 // latest when the shared transport fails or closes (the world group destroyed or aborted, a lost peer, a timeout).
-import { readFileSync } from 'node:fs';
-import { hostname } from 'node:os';
 import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
@@ -34,6 +33,7 @@ import {
   type Store,
 } from './api.js';
 import { loadAddon, ShmDType, ShmKind, ShmOp, type NativeAddon, type NativeShmGroup } from './native/addon.js';
+import { hostIdentity } from './host-identity.js';
 import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
@@ -89,16 +89,6 @@ export function transportFromEnv(env: NodeJS.ProcessEnv): TransportChoice | unde
     'INVALID_ARGUMENT',
     `TENSILE_COLLECTIVE_TRANSPORT=${JSON.stringify(raw)}: expected 'js' or 'native'`,
   );
-}
-
-export function hostIdentity(): string {
-  let boot = '';
-  try {
-    boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    // not Linux: hostname alone
-  }
-  return `${hostname()}/${boot}`;
 }
 
 export interface ShmPlaneOptions {
@@ -161,6 +151,37 @@ export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null>
     return null;
   }
   const addon = (loaded as { ok: true; addon: NativeAddon }).addon;
+  const plane = await mapShmSegment({ ...o, addon, mustMap: forced, tuning });
+  if (plane && o.rank === 0)
+    o.logger.info(
+      { transport: 'native', worldSize: o.worldSize, ...tuning },
+      'collective: data plane is native shared memory (all ranks on one host)',
+    );
+  return plane;
+}
+
+export interface ShmSegmentOptions {
+  /** Rank within the ranks sharing the segment (a group's, or one host's ranks on the hierarchical path). */
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly store: Store;
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  /** Store key namespace of this segment (one per group, world generation and host). */
+  readonly prefix: string;
+  readonly addon: NativeAddon;
+  /** When a rank fails to map the segment: throw BACKEND_UNAVAILABLE (true) or return null for the JS path. */
+  readonly mustMap: boolean;
+  readonly tuning: ShmTuning;
+}
+
+/**
+ * Creates (rank 0) or maps the segment on every rank and agrees through the store that all mapped it. Returns null
+ * when one could not and `mustMap` is false (every rank then takes the JS path); rejects with BACKEND_UNAVAILABLE
+ * when `mustMap`, TIMEOUT/STORE when the store fails. Every rank of the segment must call it at the same point.
+ */
+export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | null> {
+  const { addon, tuning } = o;
   let handle: NativeShmGroup | null = null;
   let failure = '';
   try {
@@ -191,19 +212,18 @@ export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null>
   if (failed.length > 0) {
     if (handle) await addon.shmDestroy(handle);
     const reason = `mapping the segment failed: ${failed.join('; ')}`;
-    if (forced) throw new CollectiveError('BACKEND_UNAVAILABLE', `TENSILE_COLLECTIVE_TRANSPORT=native: ${reason}`);
+    if (o.mustMap)
+      throw new CollectiveError(
+        'BACKEND_UNAVAILABLE',
+        `the shared-memory plane is required (TENSILE_COLLECTIVE_TRANSPORT=native, or a hierarchical allreduce) but ${reason}`,
+      );
     if (o.rank === 0) o.logger.info({ transport: 'js', reason }, 'collective: data plane is the JS TCP transport');
     return null;
   }
-  if (o.rank === 0)
-    o.logger.info(
-      { transport: 'native', worldSize: o.worldSize, ...tuning },
-      'collective: data plane is native shared memory (all ranks on one host)',
-    );
   return { addon, group: handle! };
 }
 
-const DTYPE_OF = (b: TcpBuffer): number =>
+export const DTYPE_OF = (b: TcpBuffer): number =>
   b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
 /** What a group on the plane needs to open its sub-groups' planes (the world's store is open while the world lives). */

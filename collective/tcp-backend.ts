@@ -33,7 +33,8 @@ import {
   tcpDType,
   type TcpBuffer,
 } from './reduce-ops.js';
-import { openShmPlane, ShmProcessGroup, type ShmTuning, type TransportChoice } from './shm-plane.js';
+import { openDataPlane, type NetTuning } from './net-plane.js';
+import type { ShmTuning, TransportChoice } from './shm-plane.js';
 import { P2P_SEQ, TcpTransport, type MeshTransport } from './tcp-transport.js';
 
 export interface TcpTuning {
@@ -61,9 +62,13 @@ export interface TcpGroupOptions {
   readonly unixSockets?: boolean;
   /** Called once after the world group is destroyed or aborted (closes the store the group was built on). */
   readonly onClose?: () => Promise<void>;
-  /** The world group's data plane: undefined = native shared memory when possible (see shm-plane.ts), else js. */
+  /**
+   * The world group's data plane: undefined = native when possible (shared memory on one host, sockets across hosts:
+   * see net-plane.ts), else js.
+   */
   readonly transport?: TransportChoice;
   readonly shmTuning?: Partial<ShmTuning>;
+  readonly netTuning?: Partial<NetTuning>;
 }
 
 /** Connects the full mesh through `store` and returns the world group. */
@@ -84,30 +89,12 @@ export async function createTcpGroup(o: TcpGroupOptions): Promise<ProcessGroup> 
   );
   // Nobody leaves init (and perhaps closes the store on rank 0) before every rank has its mesh.
   await group.barrier();
-  let plane;
   try {
-    plane = await openShmPlane({
-      ...o,
-      prefix: `tensile/tcp/${generation}/shm`,
-      transport: o.transport,
-      tuning: o.shmTuning,
-    });
+    return await openDataPlane(group, transport, { ...o, prefix: `tensile/tcp/${generation}/plane` });
   } catch (err) {
     group.abort(String((err as Error).message));
     throw err;
   }
-  if (!plane) return group;
-  const shm = new ShmProcessGroup(group, transport, plane, {
-    store: o.store,
-    timeoutMs: o.timeoutMs,
-    logger: o.logger,
-    prefix: `tensile/tcp/${generation}/shm`,
-    transport: o.transport,
-    tuning: o.shmTuning,
-  });
-  // Every rank has mapped the segment before anyone can leave (and rank 0 has closed its descriptor).
-  await shm.barrier();
-  return shm;
 }
 
 const mod = (a: number, n: number): number => ((a % n) + n) % n;

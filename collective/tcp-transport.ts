@@ -8,8 +8,9 @@
 // connection it accepted from p. `create` resolves once all 2(n−1) connections exist, or rejects after timeoutMs.
 //
 // Same host: each rank also listens on a Unix domain socket and publishes its path with a host identity (hostname +
-// boot id); a peer with the same identity dials the Unix socket (measured faster than loopback TCP, see
-// docs/collective.md), falling back to TCP if that fails. TENSILE_TCP_UDS=0 turns this off.
+// boot id, or TENSILE_HOST_ID: host-identity.ts); a peer with the same identity dials the Unix socket (measured
+// faster than loopback TCP, see docs/collective.md), falling back to TCP if that fails. TENSILE_TCP_UDS=0 turns this
+// off.
 //
 // Messages: a 16-byte header `u32 groupId | u32 seq | u32 step | u32 bytes` then the payload. A receive is posted
 // with its key (groupId, seq, step) and destination bytes; payloads are copied straight from socket chunks into a
@@ -22,13 +23,14 @@
 // posted receive and pending send at once and destroys all sockets. Nothing keeps the process alive afterwards.
 // Longer than ~500 lines on purpose: mesh set-up, framing and tagged matching are one state machine per connection.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { connect, createServer, type Server, type Socket } from 'node:net';
-import { hostname, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Logger } from '../common/logger.js';
 import { withTimeout } from '../common/timeout.js';
 import { CollectiveError, type Store } from './api.js';
+import { hostIdentity } from './host-identity.js';
 
 const HELLO_MAGIC = 0x54534c31; // "TSL1"
 const HEADER_BYTES = 16;
@@ -217,16 +219,6 @@ interface PeerAddress {
   readonly port: number;
   readonly hostId?: string;
   readonly path?: string;
-}
-
-function hostIdentity(): string {
-  let boot = '';
-  try {
-    boot = readFileSync('/proc/sys/kernel/random/boot_id', 'utf8').trim();
-  } catch {
-    // not Linux: hostname alone
-  }
-  return `${hostname()}/${boot}`;
 }
 
 function listen(server: Server, where: { port: number; host: string } | { path: string }): Promise<void> {

@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
 # Builds the native addon with AddressSanitizer and UndefinedBehaviorSanitizer in a scratch copy (the normal build in
-# collective/native/build is left alone) and runs the tests that drive the shared-memory plane and its kernels on it:
-# the kernel unit test, the shm contract suite (3 ranks, small slots: many steps), the shm fault tests, and the RPC
-# shared-memory transfer tests (xfer.cc), and the stack dumper's tests (stacks.cc; its children load the same addon).
+# collective/native/build is left alone) and runs the tests that drive the shared-memory plane, the socket plane and
+# their kernels on it: the kernel unit test, the shm contract suite (3 ranks, small slots: many steps), the shm fault
+# tests, the RPC shared-memory transfer tests (xfer.cc), the socket-plane contract suite (3 ranks flat with the ring
+# and hierarchical in 64 KiB chunks; 4 ranks hierarchical and flat), the socket-plane fault tests (SIGKILL, garbage
+# frames, abort, timeout) and the socket plane's addon calls in one process (stray connections, wrong tokens,
+# mismatch, destroy), and the stack dumper's tests (stacks.cc; the test's children load the same addon).
 # Usage: scripts/native-sanitize.sh [scratch dir]   (default: a fresh temporary directory, removed afterwards)
 # Exit status: non-zero when the build fails or a test fails (a sanitizer report aborts the process: halt_on_error).
 set -euo pipefail
@@ -40,4 +43,6 @@ node scripts/run-tests.mjs test/unit/native/shm-reduce.test.ts test/integration/
   test/unit/rpc/shm-transfer.test.ts test/integration/rpc/shm-transfer.test.ts \
   test/integration/collective/js-stacks.test.ts test/unit/collective/js-stacks-native.test.ts
 TEST_WORLDS=3,6 node scripts/run-tests.mjs test/integration/collective/shm-matrix.test.ts
+node scripts/run-tests.mjs test/integration/collective/net-faults.test.ts test/integration/collective/net-native.test.ts
+TEST_WORLDS=3,4 node scripts/run-tests.mjs test/integration/collective/net-matrix.test.ts
 echo "== sanitized run passed"

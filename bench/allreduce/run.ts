@@ -5,7 +5,14 @@
 // memcpy bandwidth (the ceiling of a shared-memory allreduce, which moves every byte through memory several times)
 // and, on the JS plane, Unix-socket against loopback-TCP transport (busbw, 2 ranks, ≥ 1 MB).
 //
+// Net rows: the native socket plane across hosts, simulated on this machine with TENSILE_HOST_ID (all traffic on
+// loopback, so these are not network figures): world 2 as 2 hosts × 1 rank (flat) and world 4 as 2 hosts × 2 ranks
+// (hierarchical: shm within a host, sockets between the hosts' leaders), against gloo at the same world size and
+// against tensile's JS path with the same simulated hosts (`net_vs_js`), and the hierarchical path against the flat
+// socket ring (TENSILE_NET_HIERARCHY=0) where a host runs several ranks (`net_hier_vs_flat`).
+//
 // Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4,8] [--sizes 4096,...] [--no-js] [--no-uds]
+//        [--net ab,aabb | --no-net]   (--net: one letter per rank naming its simulated host)
 // Packed (a machine without Node.js, e.g. a 16-core GPU host with PyTorch): bench/allreduce/packed.sh --pack here,
 // then bench/allreduce/packed.sh there; this file then runs as compiled JavaScript without tsx.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -44,6 +51,10 @@ const worlds = arg('--worlds', '2,4,8').split(',').map(Number);
 const sizes = arg('--sizes', SIZES_BYTES.join(',')).split(',').map(Number);
 const withJs = !process.argv.includes('--no-js');
 const withUds = !process.argv.includes('--no-uds');
+const netLayouts = process.argv.includes('--no-net') ? [] : arg('--net', 'ab,aabb').split(',');
+for (const l of netLayouts)
+  if (!/^[a-z]{2,64}$/.test(l) || new Set(l).size < 2)
+    throw new Error(`--net ${l}: expected one lowercase letter per rank naming at least 2 simulated hosts, e.g. aabb`);
 for (const v of [...worlds, ...sizes])
   if (!Number.isSafeInteger(v) || v <= 0) throw new Error(`--worlds/--sizes: ${v}: expected positive integers`);
 
@@ -115,6 +126,8 @@ async function tensile(
   const script = [
     'pids=""',
     `for r in $(seq 0 ${n - 1}); do`,
+    // BENCH_HOSTS (optional): one letter per rank, its simulated host (TENSILE_HOST_ID).
+    '  if [ -n "$BENCH_HOSTS" ]; then export TENSILE_HOST_ID=$(printf %s "$BENCH_HOSTS" | cut -c$((r+1))); fi',
     `  if [ "$r" = 0 ]; then RANK=$r LOCAL_RANK=$r "$NODE" $NODE_ARGS "$WORKER" & else RANK=$r LOCAL_RANK=$r "$NODE" $NODE_ARGS "$WORKER" 1>&2 & fi`,
     '  pids="$pids $!"',
     'done',
@@ -186,9 +199,15 @@ async function main(): Promise<void> {
   console.log(
     `# single-thread memcpy: ${memcpy.toFixed(2)} GB/s (64 MB TypedArray.set); cores: ${availableParallelism()}`,
   );
+  const glooRuns = new Map<number, Map<number, Row>>();
+  const glooOf = async (n: number): Promise<Map<number, Row>> => {
+    let g = glooRuns.get(n);
+    if (!g) glooRuns.set(n, (g = await gloo(n)));
+    return g;
+  };
   for (const n of worlds) {
     const t = await tensile(n);
-    const g = await gloo(n);
+    const g = await glooOf(n);
     const js = withJs ? await tensile(n, { TENSILE_COLLECTIVE_TRANSPORT: 'js' }) : new Map<number, Row>();
     const plane = [...t.values()][0]?.dataPlane ?? '?';
     console.log(`# n=${n}: tensile data plane ${plane}${withJs ? '; native_vs_js figures compare it with js' : ''}`);
@@ -227,6 +246,75 @@ async function main(): Promise<void> {
         `# n=${n}: tensile (${plane}) 64MB busbw ${b.toFixed(2)} GB/s is ${((100 * b) / memcpy).toFixed(0)}% of ` +
           `single-thread memcpy and ${((100 * b) / nodeGbps).toFixed(0)}% of Node's single-stream loopback TCP`,
       );
+    }
+  }
+  for (const hosts of netLayouts) {
+    const n = hosts.length;
+    const perHost = [...new Set(hosts)].map((h) => [...hosts].filter((x) => x === h).length);
+    const shape = perHost.every((c) => c === perHost[0]) ? `${perHost.length}x${perHost[0]}` : hosts;
+    const t = await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'native' });
+    const g = await glooOf(n);
+    // The JS path with every pair on loopback TCP (TENSILE_TCP_UDS=0: ranks of one simulated host would otherwise
+    // use Unix sockets), as the socket plane's pairs are.
+    const js = withJs
+      ? await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'js', TENSILE_TCP_UDS: '0' })
+      : undefined;
+    // Several ranks on a host: the hierarchical path against the flat socket ring over the same simulated hosts.
+    const flat = perHost.some((c) => c > 1)
+      ? await tensile(n, { BENCH_HOSTS: hosts, TENSILE_COLLECTIVE_TRANSPORT: 'native', TENSILE_NET_HIERARCHY: '0' })
+      : undefined;
+    console.log(
+      `# net n=${n} hosts ${hosts} (${shape}): tensile data plane ${[...t.values()][0]?.dataPlane ?? '?'}, ` +
+        `simulated hosts on loopback; gloo runs the same world size on loopback TCP`,
+    );
+    const factor = (2 * (n - 1)) / n;
+    for (const s of sizes) {
+      const tr = t.get(s);
+      const gr = g.get(s);
+      if (!tr || !gr) {
+        console.log(`# net n=${n} size=${s}: missing result (tensile ${!!tr}, gloo ${!!gr})`);
+        continue;
+      }
+      const busbw = (ms: number): number => ((s / (ms / 1e3)) * factor) / 1e9;
+      if (s < 1 << 20)
+        figure(
+          `allreduce_net_latency_${shape}_${human(s)}`,
+          tr.medianMs,
+          gr.medianMs,
+          'ms',
+          '<=',
+          s <= 4096 ? 0.5 : 1,
+          4,
+        );
+      const bt = busbw(tr.medianMs);
+      const bg = busbw(gr.medianMs);
+      figure(
+        `allreduce_net_busbw_${shape}_${human(s)}`,
+        bt,
+        bg,
+        'GB/s',
+        '>=',
+        s >= 1 << 20 ? 1.5 : 1,
+        digits(Math.min(bt, bg)),
+      );
+      const jr = js?.get(s);
+      if (jr) {
+        const bj = busbw(jr.medianMs);
+        figure(`allreduce_net_vs_js_busbw_${shape}_${human(s)}`, bt, bj, 'GB/s', '>=', 1, digits(Math.min(bt, bj)));
+      }
+      const fr = flat?.get(s);
+      if (fr) {
+        const bf = busbw(fr.medianMs);
+        figure(
+          `allreduce_net_hier_vs_flat_busbw_${shape}_${human(s)}`,
+          bt,
+          bf,
+          'GB/s',
+          '>=',
+          1,
+          digits(Math.min(bt, bf)),
+        );
+      }
     }
   }
   // Same-host transport of the JS plane: Unix domain sockets (default) vs loopback TCP (TENSILE_TCP_UDS=0).

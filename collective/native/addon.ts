@@ -88,7 +88,19 @@ export interface NativeShmResult {
   peer: number;
 }
 
-/** Operation kinds as shmSubmit takes them (src/shm.cc `Kind`). */
+/** Opaque handle to a socket-plane collective group (one native worker thread and a socket mesh each; src/net.cc). */
+export interface NativeNetGroup {
+  readonly __brand: 'NativeNetGroup';
+}
+
+/** Where a rank's socket plane listens, as published in the store; `token` is checked in the handshake. */
+export interface NativeNetAddress {
+  readonly host: string;
+  readonly port: number;
+  readonly token: string;
+}
+
+/** Operation kinds as shmSubmit and netSubmit take them (src/shm.cc and src/net.cc `Kind`). */
 export const ShmKind = { allreduce: 0, broadcast: 1, reduce: 2, allgather: 3, reduceScatter: 4, barrier: 5 } as const;
 export type ShmKind = (typeof ShmKind)[keyof typeof ShmKind];
 /** dtype and reduce-op numbering of src/reduce.h. */
@@ -202,6 +214,45 @@ export interface NativeAddon {
   shmFail(group: NativeShmGroup, code: string, message: string, peer: number): void;
   /** After every queued op: marks this rank as gone for the peers, unmaps the segment, ends the worker thread. */
   shmDestroy(group: NativeShmGroup): Promise<NativeShmResult>;
+
+  /**
+   * Binds the group's listening socket (port 0 on `host`) and starts its worker thread. Synchronous. Throws Error
+   * naming the failed call (getaddrinfo, bind/listen, eventfd), RangeError for bad arguments.
+   */
+  netOpen(
+    world: number,
+    rank: number,
+    host: string,
+    smallBytes: number,
+    segmentBytes: number,
+  ): { group: NativeNetGroup; port: number; token: string };
+  /**
+   * Builds the mesh on the worker thread: dials every lower rank, accepts every higher one (token handshake).
+   * `peers[rank]` is ignored. Resolves { ok: false, code: 'TIMEOUT' | 'PEER_LOST' } naming who could not be reached.
+   */
+  netConnect(group: NativeNetGroup, peers: (NativeNetAddress | null)[], timeoutMs: number): Promise<NativeShmResult>;
+  /**
+   * Queues one collective on the group's worker thread; never blocks. As shmSubmit; `divisor` is what avg divides
+   * by (default: this group's world size). Throws TypeError/RangeError for bad arguments.
+   */
+  netSubmit(
+    group: NativeNetGroup,
+    kind: ShmKind,
+    dtype: number,
+    op: number,
+    root: number,
+    count: number,
+    send: ArrayBufferView | undefined,
+    recv: ArrayBufferView | undefined,
+    timeoutMs: number,
+    divisor?: number,
+  ): Promise<NativeShmResult>;
+  /** Fault tests: writes raw bytes on the data socket to `peer`, in queue order. */
+  netInject(group: NativeNetGroup, peer: number, bytes: Uint8Array): Promise<NativeShmResult>;
+  /** Fails the group now: the running op and every queued and later op complete with `code`. */
+  netFail(group: NativeNetGroup, code: string, message: string, peer: number): void;
+  /** After every queued op: closes the sockets and ends the worker thread. */
+  netDestroy(group: NativeNetGroup): Promise<NativeShmResult>;
   /** The vectorised reduction kernel on the calling thread: dst = srcs[0] op srcs[1] ... (avg divides by `divisor`). */
   shmReduce(dtype: number, op: number, dst: ArrayBufferView, srcs: ArrayBufferView[], divisor: number): void;
 

@@ -3,8 +3,13 @@ import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
 import { allExited, spawnWorld } from './spawn-world.js';
 
-export async function runMatrix(t: TestContext, n: number, env: Record<string, string>): Promise<void> {
-  const world = await spawnWorld(n, 'matrix', env);
+export async function runMatrix(
+  t: TestContext,
+  n: number,
+  env: Record<string, string>,
+  rankEnv?: (rank: number) => Record<string, string>,
+): Promise<void> {
+  const world = await spawnWorld(n, 'matrix', env, rankEnv);
   t.after(() => world.kill());
   const lines = await Promise.all(
     world.workers.map((w) => w.waitFor((l) => 'results' in l || 'fatal' in l, 120_000 + 20_000 * n)),

@@ -24,7 +24,13 @@ export interface World {
   kill(): void;
 }
 
-export async function spawnWorld(worldSize: number, mode: string, env: Record<string, string> = {}): Promise<World> {
+/** `rankEnv` adds variables per rank (e.g. TENSILE_HOST_ID to simulate several hosts on loopback). */
+export async function spawnWorld(
+  worldSize: number,
+  mode: string,
+  env: Record<string, string> = {},
+  rankEnv: (rank: number) => Record<string, string> = () => ({}),
+): Promise<World> {
   const port = await freePort();
   // The test runner marks its own children; our workers are plain programs, not test files.
   const baseEnv = { ...process.env };
@@ -40,6 +46,7 @@ export async function spawnWorld(worldSize: number, mode: string, env: Record<st
         MASTER_ADDR: '127.0.0.1',
         MASTER_PORT: String(port),
         ...env,
+        ...rankEnv(rank),
       },
       cwd: ROOT,
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -20,6 +20,11 @@ async function main(): Promise<void> {
     const wantPlane = process.env.TEST_DATA_PLANE;
     if (wantPlane !== undefined)
       results.push({ name: `data plane is ${wantPlane}`, ok: pg.dataPlane === wantPlane, detail: pg.dataPlane });
+    const wantLayout = process.env.TEST_NET_LAYOUT;
+    if (wantLayout !== undefined) {
+      const layout = (pg as { layout?: string }).layout;
+      results.push({ name: `socket plane layout is ${wantLayout}`, ok: layout === wantLayout, detail: layout });
+    }
     results.push(...(await runContract(pg)));
     if (pg.worldSize === 2) {
       // Lengths differ between ranks: tcp detects it, and both sides reject with INVALID_ARGUMENT naming the mismatch.
@@ -160,6 +165,36 @@ async function main(): Promise<void> {
     }
     await pg.destroy();
     emit({ rank: r, dataPlane: pg.dataPlane, results });
+    return;
+  }
+  if (mode === 'plane') {
+    emit({ rank: r, dataPlane: pg.dataPlane });
+    await pg.destroy();
+    return;
+  }
+  if (mode === 'garbage') {
+    // Rank 0 writes garbage on its native data socket to rank 1 (socket plane only), then both run an allreduce:
+    // rank 1 must reject it as a corrupt stream naming rank 0, and both processes stay alive.
+    const inject = (pg as { injectRawBytes?: (peer: number, b: Uint8Array) => Promise<void> }).injectRawBytes;
+    if (r === 0) await inject!.call(pg, 1, new Uint8Array(64).fill(0xab));
+    // Rank 0's own allreduce may complete (rank 1's frames to it are sound) or fail once rank 1 fails the world.
+    const e =
+      r === 1
+        ? await expectError(
+            'allreduce after garbage on a data socket',
+            pg.allreduce(make('float32', 1000)),
+            'PEER_LOST',
+          )
+        : await pg.allreduce(make('float32', 1000)).then(
+            () => null,
+            (err: CollectiveError) => err,
+          );
+    const later = await pg.barrier().then(
+      () => 'resolved',
+      (e2: CollectiveError) => e2.code,
+    );
+    await pg.destroy();
+    emit({ rank: r, dataPlane: pg.dataPlane, results, peerRank: e?.peerRank, message: e?.message, laterCode: later });
     return;
   }
   if (mode === 'timeout') {

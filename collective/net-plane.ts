@@ -1,0 +1,689 @@
+// The data plane of the TCP process group across hosts: native peer sockets driven by a native thread per group
+// (collective/native/src/net.cc), and the choice between it, the same-host shared-memory plane (shm-plane.ts) and
+// the JS TCP path.
+//
+// Choice (`decidePlane`, pure): every rank publishes a vote (host identity, whether it can and wants the native
+// planes); all take the same decision from the same votes. A veto (addon missing, TENSILE_COLLECTIVE_TRANSPORT=js)
+// moves every rank to the JS path, logged once by rank 0; one host → shared memory; several hosts → the socket plane,
+// hierarchical when some host runs several ranks (unless turned off). `native` forced but impossible is
+// BACKEND_UNAVAILABLE naming why, never a silent fallback.
+//
+// Socket plane (`NetProcessGroup`): one native group over all ranks (`flat`) runs the world group's collectives
+// (allreduce, allreduceInto, broadcast, reduce, allgather, reduceScatter, barrier). On the hierarchical path,
+// allreduce and allreduceInto instead run in three stages, one after the other: a shared-memory reduce to the host's
+// first rank (a shm group of the host's ranks), a socket allreduce among the hosts' first ranks (a second native
+// group, `leaders`), and a shared-memory broadcast from the host's first rank; hierarchical ops are chained in call
+// order so that every rank of a host submits the stages in the same order. send/recv and sub-groups stay on the TCP
+// connections, which also carry failure detection: a peer's socket closing fails the native groups (PEER_LOST naming
+// it), and a native failure (timeout, lost peer, corrupt stream, mismatch) fails the transport, so every op of every
+// group rejects, as on the JS path.
+import type { Logger } from '../common/logger.js';
+import {
+  CollectiveError,
+  type CollectiveErrorCode,
+  type CollectiveOptions,
+  type HostBuffer,
+  type ProcessGroup,
+  type ReduceOp,
+  type Store,
+} from './api.js';
+import {
+  loadAddon,
+  ShmKind,
+  ShmOp,
+  type NativeAddon,
+  type NativeNetAddress,
+  type NativeNetGroup,
+  type NativeShmGroup,
+  type NativeShmResult,
+} from './native/addon.js';
+import { hostIdentity } from './host-identity.js';
+import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import {
+  defaultShmTuning,
+  DTYPE_OF,
+  mapShmSegment,
+  ShmProcessGroup,
+  type ShmTuning,
+  type TransportChoice,
+} from './shm-plane.js';
+import type { TcpTransport } from './tcp-transport.js';
+
+export interface NetTuning {
+  /**
+   * allreduce payloads up to this many bytes use recursive doubling (on the flat group, also where the layout is
+   * hierarchical); larger ones the ring, or the hierarchical path.
+   */
+  readonly smallBytes: number;
+  /** Ring chunks are reduced in pieces of this many bytes as they arrive; broadcast forwards segments of it. */
+  readonly segmentBytes: number;
+  /** Hierarchical allreduce (shm within a host, sockets between hosts) when some host runs several ranks. */
+  readonly hierarchical: boolean;
+  /**
+   * The hierarchical allreduce moves buffers in chunks of this many bytes, pipelined: the socket allreduce of chunk
+   * i runs while the host reduces chunk i+1 and broadcasts chunk i−1 (`hierarchicalSchedule`).
+   */
+  readonly chunkBytes: number;
+}
+
+/**
+ * Defaults. smallBytes 64 KiB: recursive doubling sends the whole buffer log2(n) times, the ring 2(n−1)/n times but in
+ * 2(n−1) round trips; segmentBytes 256 KiB keeps a received piece in cache while it is reduced; chunkBytes 1 MiB: in
+ * two A/B runs each (bench/allreduce, 2 × 2 simulated hosts, 17:17 UTC) the hierarchical path ran at 1.19–3.43× the
+ * flat ring from 1 to 64 MB with 1 MiB chunks, against 0.88–1.42× with 4 MiB chunks (noisy, but never worse).
+ */
+export function defaultNetTuning(): NetTuning {
+  return { smallBytes: 64 << 10, segmentBytes: 256 << 10, hierarchical: true, chunkBytes: 1 << 20 };
+}
+
+/** One host-local stage of the hierarchical allreduce: reduce chunk i to the leader, or broadcast it from there. */
+export type HostStage = { readonly stage: 'reduce' | 'broadcast'; readonly chunk: number };
+
+/**
+ * The order in which every rank of a host submits the shared-memory stages of an allreduce in `chunks` chunks (pure):
+ * reduce 0, reduce 1, then broadcast i−1 and reduce i+1 for each i, then the last broadcast. The shared-memory
+ * queue runs them in this order on every rank of the host; the leader submits broadcast i only once chunk i's socket
+ * allreduce (started when reduce i completed) is done, so that allreduce overlaps reduce i+1 and broadcast i−1.
+ */
+export function hierarchicalSchedule(chunks: number): HostStage[] {
+  const out: HostStage[] = [{ stage: 'reduce', chunk: 0 }];
+  if (chunks > 1) out.push({ stage: 'reduce', chunk: 1 });
+  for (let i = 1; i < chunks; i++) {
+    out.push({ stage: 'broadcast', chunk: i - 1 });
+    if (i + 1 < chunks) out.push({ stage: 'reduce', chunk: i + 1 });
+  }
+  out.push({ stage: 'broadcast', chunk: chunks - 1 });
+  return out;
+}
+
+/** What one rank answers in the agreement round. */
+export interface PlaneVote {
+  readonly hostId: string;
+  /** Empty when this rank can and wants to use a native plane; otherwise why not. */
+  readonly veto: string;
+  /** Empty when this rank's addon has the socket plane; otherwise why not. */
+  readonly netVeto: string;
+  readonly forced: boolean;
+}
+
+export type PlaneDecision =
+  | { readonly plane: 'shm' }
+  | { readonly plane: 'net'; readonly hosts: readonly (readonly number[])[]; readonly hierarchical: boolean }
+  | { readonly plane: 'js'; readonly reason: string }
+  | { readonly plane: 'unavailable'; readonly reason: string };
+
+/**
+ * The decision every rank takes from the same votes (pure). `hosts` lists the ranks of each host, hosts ordered by
+ * their lowest rank, ranks ascending.
+ */
+export function decidePlane(votes: readonly PlaneVote[], o: { readonly hierarchical: boolean }): PlaneDecision {
+  const forced = votes.some((v) => v.forced);
+  const vetoes = votes.map((v, r) => (v.veto ? `rank ${r}: ${v.veto}` : '')).filter((s) => s !== '');
+  const refuse = (reason: string): PlaneDecision =>
+    forced
+      ? { plane: 'unavailable', reason: `TENSILE_COLLECTIVE_TRANSPORT=native: no native data plane: ${reason}` }
+      : { plane: 'js', reason };
+  if (vetoes.length > 0) return refuse(vetoes.join('; '));
+  const byHost = new Map<string, number[]>();
+  votes.forEach((v, r) => {
+    const list = byHost.get(v.hostId);
+    if (list) list.push(r);
+    else byHost.set(v.hostId, [r]);
+  });
+  if (byHost.size === 1) return { plane: 'shm' };
+  const netVetoes = votes.map((v, r) => (v.netVeto ? `rank ${r}: ${v.netVeto}` : '')).filter((s) => s !== '');
+  if (netVetoes.length > 0) return refuse(`the ranks run on ${byHost.size} hosts and ${netVetoes.join('; ')}`);
+  const hosts = [...byHost.values()];
+  return { plane: 'net', hosts, hierarchical: o.hierarchical && hosts.some((h) => h.length > 1) };
+}
+
+export interface DataPlaneOptions {
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly store: Store & { readonly localAddress?: string };
+  readonly timeoutMs: number;
+  readonly logger: Logger;
+  /** Store key namespace of this world (one per world generation). */
+  readonly prefix: string;
+  /** undefined = automatic. */
+  readonly transport?: TransportChoice;
+  readonly shmTuning?: Partial<ShmTuning>;
+  readonly netTuning?: Partial<NetTuning>;
+}
+
+const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+function myVote(o: DataPlaneOptions): { vote: PlaneVote; addon: NativeAddon | null } {
+  const loaded = o.transport === 'js' ? null : loadAddon();
+  const addon = loaded?.ok ? loaded.addon : null;
+  const veto =
+    o.transport === 'js'
+      ? 'TENSILE_COLLECTIVE_TRANSPORT=js'
+      : !loaded!.ok
+        ? loaded!.reason
+        : typeof loaded!.addon.shmOpen !== 'function'
+          ? 'the native addon predates the shared-memory plane (rebuild it)'
+          : process.platform !== 'linux'
+            ? `platform ${process.platform} (needs Linux memfd, futex and epoll-style polling)`
+            : '';
+  const netVeto =
+    addon && typeof addon.netOpen !== 'function' ? 'the native addon predates the socket plane (rebuild it)' : '';
+  return { vote: { hostId: hostIdentity(), veto, netVeto, forced: o.transport === 'native' }, addon };
+}
+
+/**
+ * Opens one native socket group over `members` (global ranks; this rank is members[index]): listens, publishes its
+ * address under `prefix`, reads the others' and builds the mesh. Rejects with TIMEOUT/PEER_LOST (the mesh could not
+ * be built, naming who) or TIMEOUT/STORE (the store failed).
+ */
+async function openNetGroup(
+  addon: NativeAddon,
+  o: DataPlaneOptions,
+  prefix: string,
+  members: readonly number[],
+  index: number,
+  tuning: NetTuning,
+): Promise<NativeNetGroup> {
+  const host = o.store.localAddress ?? '127.0.0.1';
+  const made = addon.netOpen(members.length, index, host, tuning.smallBytes, tuning.segmentBytes);
+  try {
+    const mine: NativeNetAddress = { host, port: made.port, token: made.token };
+    await o.store.set(`${prefix}/addr/${index}`, JSON.stringify(mine));
+    const peers = await Promise.all(
+      members.map(async (_, i) =>
+        i === index
+          ? null
+          : (JSON.parse(text(await o.store.get(`${prefix}/addr/${i}`, o.timeoutMs))) as NativeNetAddress),
+      ),
+    );
+    const r = await addon.netConnect(made.group, peers, o.timeoutMs);
+    if (!r.ok) {
+      const peer = r.peer >= 0 ? members[r.peer] : undefined;
+      throw new CollectiveError(r.code as CollectiveErrorCode, `socket plane setup: ${r.message}`, {
+        rank: o.rank,
+        peerRank: peer,
+      });
+    }
+    return made.group;
+  } catch (err) {
+    await addon.netDestroy(made.group);
+    throw err;
+  }
+}
+
+/**
+ * Agrees on the data plane with the other ranks and opens it: returns `tcp` itself for the JS path, else a group
+ * whose world collectives run on the chosen native plane. Rejects with BACKEND_UNAVAILABLE when `native` is forced
+ * and impossible, TIMEOUT/STORE when the store fails, TIMEOUT/PEER_LOST when the socket mesh cannot be built. Every
+ * rank must call it at the same point of group creation.
+ */
+export async function openDataPlane(
+  tcp: ProcessGroup,
+  transport: TcpTransport,
+  o: DataPlaneOptions,
+): Promise<ProcessGroup> {
+  if (o.worldSize < 2) return tcp;
+  const { vote, addon } = myVote(o);
+  await o.store.set(`${o.prefix}/vote/${o.rank}`, JSON.stringify(vote));
+  const votes = await Promise.all(
+    Array.from({ length: o.worldSize }, async (_, r) =>
+      r === o.rank ? vote : (JSON.parse(text(await o.store.get(`${o.prefix}/vote/${r}`, o.timeoutMs))) as PlaneVote),
+    ),
+  );
+  const netTuning = { ...defaultNetTuning(), ...o.netTuning };
+  const shmTuning = { ...defaultShmTuning(), ...o.shmTuning };
+  const decision = decidePlane(votes, netTuning);
+  const all = Array.from({ length: o.worldSize }, (_, i) => i);
+  if (decision.plane === 'unavailable') {
+    // Rank 0 serves the store and closes it when init fails: it fails only once every rank has taken this decision
+    // (and said so), so that no rank loses the store while still reading the votes and reports that instead.
+    await o.store.set(`${o.prefix}/refused/${o.rank}`, '1');
+    if (o.rank === 0) await Promise.all(all.slice(1).map((r) => o.store.get(`${o.prefix}/refused/${r}`, o.timeoutMs)));
+    throw new CollectiveError('BACKEND_UNAVAILABLE', decision.reason, { rank: o.rank });
+  }
+  if (decision.plane === 'js') {
+    if (o.rank === 0)
+      o.logger.info({ transport: 'js', reason: decision.reason }, 'collective: data plane is the JS TCP transport');
+    return tcp;
+  }
+  const forced = votes.some((v) => v.forced);
+  if (decision.plane === 'shm') {
+    const plane = await mapShmSegment({
+      ...o,
+      prefix: `${o.prefix}/shm`,
+      addon: addon!,
+      mustMap: forced,
+      tuning: shmTuning,
+    });
+    if (!plane) return tcp;
+    if (o.rank === 0)
+      o.logger.info(
+        { transport: 'native', plane: 'shm', worldSize: o.worldSize, ...shmTuning },
+        'collective: data plane is native shared memory (all ranks on one host)',
+      );
+    // Sub-groups of two or more ranks open planes of their own (shm-plane.ts), under this plane's prefix.
+    const shm = new ShmProcessGroup(tcp, transport, plane, {
+      store: o.store,
+      timeoutMs: o.timeoutMs,
+      logger: o.logger,
+      prefix: `${o.prefix}/shm`,
+      transport: o.transport,
+      tuning: o.shmTuning,
+    });
+    // Every rank has mapped the segment before anyone can leave (and rank 0 has closed its descriptor).
+    await shm.barrier();
+    return shm;
+  }
+  const a = addon!;
+  const flat = await openNetGroup(a, o, `${o.prefix}/net/flat`, all, o.rank, netTuning);
+  let hier: Hierarchy | null = null;
+  try {
+    if (decision.hierarchical) hier = await openHierarchy(a, o, decision.hosts, netTuning, shmTuning);
+  } catch (err) {
+    await a.netDestroy(flat);
+    throw err;
+  }
+  if (o.rank === 0)
+    o.logger.info(
+      {
+        transport: 'native',
+        plane: 'net',
+        ...netTuning,
+        hosts: decision.hosts.length,
+        hierarchical: decision.hierarchical,
+      },
+      'collective: data plane is native sockets across hosts',
+    );
+  const net = new NetProcessGroup(tcp, transport, a, flat, hier, netTuning);
+  await net.barrier();
+  return net;
+}
+
+/** This rank's part of the hierarchical path. */
+interface Hierarchy {
+  /** The host's ranks (global), ascending; the first is the host's leader. */
+  readonly hostRanks: readonly number[];
+  /** Shared-memory group of the host's ranks; null when the host runs only this rank. */
+  readonly local: NativeShmGroup | null;
+  /** Socket group of the hosts' leaders, on leaders only. */
+  readonly leaders: NativeNetGroup | null;
+  /** Global rank of each leader, in leader order. */
+  readonly leaderRanks: readonly number[];
+}
+
+async function openHierarchy(
+  addon: NativeAddon,
+  o: DataPlaneOptions,
+  hosts: readonly (readonly number[])[],
+  netTuning: NetTuning,
+  shmTuning: ShmTuning,
+): Promise<Hierarchy> {
+  const hostIndex = hosts.findIndex((h) => h.includes(o.rank));
+  const hostRanks = hosts[hostIndex]!;
+  const leaderRanks = hosts.map((h) => h[0]!);
+  let local: NativeShmGroup | null = null;
+  if (hostRanks.length > 1) {
+    const plane = await mapShmSegment({
+      ...o,
+      rank: hostRanks.indexOf(o.rank),
+      worldSize: hostRanks.length,
+      prefix: `${o.prefix}/hier/host${hostIndex}`,
+      addon,
+      // Every host must take the same path: a host that cannot map fails the group instead of falling back alone.
+      mustMap: true,
+      tuning: shmTuning,
+    });
+    local = plane!.group;
+  }
+  let leaders: NativeNetGroup | null = null;
+  try {
+    if (leaderRanks[hostIndex] === o.rank)
+      leaders = await openNetGroup(addon, o, `${o.prefix}/hier/leaders`, leaderRanks, hostIndex, netTuning);
+  } catch (err) {
+    if (local) await addon.shmDestroy(local);
+    throw err;
+  }
+  return { hostRanks, local, leaders, leaderRanks };
+}
+
+type Stage = (timeoutMs: number) => Promise<NativeShmResult & { peerRank?: number }>;
+
+/**
+ * The world group with its collectives on the native socket plane (and allreduce hierarchical when `hier`);
+ * everything else is the TCP group's. Ops on one native group run in call order on its worker thread.
+ */
+export class NetProcessGroup implements ProcessGroup {
+  readonly backend = 'tcp' as const;
+  readonly dataPlane = 'net' as const;
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly timeoutMs: number;
+  /** 'hierarchical' when allreduce runs shm → sockets between host leaders → shm. */
+  readonly layout: 'flat' | 'hierarchical';
+  private state: CollectiveError | null = null;
+  private readonly pending = new Set<Promise<unknown>>();
+  private chain: Promise<unknown> = Promise.resolve();
+  private readonly unsubscribe: () => void;
+
+  constructor(
+    private readonly tcp: ProcessGroup,
+    private readonly transport: TcpTransport,
+    private readonly addon: NativeAddon,
+    private readonly flat: NativeNetGroup,
+    private readonly hier: Hierarchy | null,
+    private readonly tuning: NetTuning = defaultNetTuning(),
+  ) {
+    this.rank = tcp.rank;
+    this.worldSize = tcp.worldSize;
+    this.timeoutMs = tcp.timeoutMs;
+    this.layout = hier ? 'hierarchical' : 'flat';
+    // The TCP connections saw a peer go (or the group was aborted or timed out): the native groups fail the same way.
+    this.unsubscribe = transport.onFailure((e) => {
+      if (!this.state) this.state = e;
+      this.failNative(e.code, e.message, e.peerRank ?? -1);
+    });
+  }
+
+  /** Fails every native group; `peer` is a world rank, passed to a sub-group as its index there (-1 if absent). */
+  private failNative(code: string, message: string, peer: number): void {
+    const indexIn = (list: readonly number[]): number => (peer >= 0 ? list.indexOf(peer) : -1);
+    this.addon.netFail(this.flat, code, message, peer);
+    const h = this.hier;
+    if (h?.leaders) this.addon.netFail(h.leaders, code, message, indexIn(h.leaderRanks));
+    if (h?.local) this.addon.shmFail(h.local, code, message, indexIn(h.hostRanks));
+  }
+
+  /** Runs `stage` (one native op, or a chain of them) and turns its result into the promise API. */
+  private submit<T>(op: string, opts: CollectiveOptions | undefined, run: Stage, value: T): Promise<T> {
+    const err = this.state ?? this.transport.failed;
+    if (err) return Promise.reject(err);
+    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
+    if (!(timeoutMs > 0))
+      return Promise.reject(
+        new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
+      );
+    const p = run(timeoutMs).then((r) => {
+      if (r.ok) return value;
+      const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${r.message}`, {
+        rank: this.rank,
+        op,
+        peerRank: r.peerRank ?? (r.peer >= 0 ? r.peer : undefined),
+      });
+      // A timeout, a lost peer or a corrupt stream ends the whole world, as a timeout does on the JS path (peers then
+      // see PEER_LOST naming this rank, or the rank it names). A mismatch (INVALID_ARGUMENT) leaves the native group
+      // dead (its later collectives reject with the same error) but the TCP group usable, as on the JS path; ranks
+      // that did not exchange with a mismatched rank fail at their timeout.
+      // When the world had already failed (the TCP connections saw the cause first), that error is the one to report:
+      // it names the lost rank even where a sub-group could not (a hierarchical stage without it).
+      if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
+        if (!this.state) this.state = e;
+        this.transport.fail(e);
+        throw this.state;
+      }
+      throw e;
+    });
+    this.pending.add(p);
+    const forget = (): void => void this.pending.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
+
+  private flatOp(
+    kind: ShmKind,
+    dtype: number,
+    rop: number,
+    root: number,
+    count: number,
+    send?: TcpBuffer,
+    recv?: TcpBuffer,
+  ): Stage {
+    return (timeoutMs) => this.addon.netSubmit(this.flat, kind, dtype, rop, root, count, send, recv, timeoutMs);
+  }
+
+  /**
+   * Small payloads take recursive doubling on the flat group even on the hierarchical layout: three stages with two
+   * hand-offs through the JS thread cost more than they save there (bench/allreduce, 2×2 on loopback: hierarchical
+   * at 0.51× the flat group's bandwidth at 4 KB, 0.76× at 64 KB, 1.03× at 256 KB, 1.16× at 1 MB).
+   */
+  private useHierarchy(b: TcpBuffer): boolean {
+    return this.hier !== null && b.byteLength > this.tuning.smallBytes;
+  }
+
+  /**
+   * shm reduce to the host leader → socket allreduce among leaders → shm broadcast, chunk by chunk in the order of
+   * `hierarchicalSchedule`; whole ops are chained in call order.
+   */
+  private hierAllreduce(dtype: number, rop: number, count: number, send: TcpBuffer, recv: TcpBuffer): Stage {
+    const h = this.hier!;
+    const a = this.addon;
+    // Sub-groups name ranks by their index there; the error names the world rank (and says so when they differ).
+    const globalOf =
+      (list: readonly number[]) =>
+      (r: NativeShmResult): NativeShmResult & { peerRank?: number } =>
+        r.ok || r.peer < 0
+          ? r
+          : {
+              ...r,
+              peerRank: list[r.peer],
+              message:
+                list[r.peer] === r.peer ? r.message : `${r.message} [group rank ${r.peer} is rank ${list[r.peer]}]`,
+            };
+    const perChunk = Math.max(1, Math.floor(this.tuning.chunkBytes / send.BYTES_PER_ELEMENT));
+    const chunks = Math.max(1, Math.ceil(count / perChunk));
+    const part = (b: TcpBuffer, i: number): TcpBuffer => b.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk));
+    const sum = rop === ShmOp.avg ? ShmOp.sum : rop;
+    type R = NativeShmResult & { peerRank?: number };
+    return (timeoutMs) => {
+      const run = async (): Promise<R> => {
+        const deadline = Date.now() + timeoutMs;
+        const left = (): number => Math.max(1, deadline - Date.now());
+        const local = (p: Promise<NativeShmResult>): Promise<R> => p.then(globalOf(h.hostRanks));
+        const across = (i: number): Promise<R> =>
+          a
+            .netSubmit(
+              h.leaders!,
+              ShmKind.allreduce,
+              dtype,
+              rop,
+              0,
+              part(recv, i).length,
+              part(recv, i),
+              part(recv, i),
+              left(),
+              this.worldSize,
+            )
+            .then(globalOf(h.leaderRanks));
+        const ok: R = { ok: true, code: '', message: '', peer: -1 };
+        const all: Promise<R>[] = [];
+        const nets: Promise<R>[] = [];
+        let netOrder: Promise<unknown> = Promise.resolve();
+        if (!h.local) {
+          // A host of one rank: it is the leader; only the socket stage.
+          if (send !== recv) recv.set(send as never);
+          for (let i = 0; i < chunks; i++) nets.push(across(i));
+        } else {
+          for (const { stage, chunk: i } of hierarchicalSchedule(chunks)) {
+            if (stage === 'reduce') {
+              const reduced = local(
+                a.shmSubmit(
+                  h.local,
+                  ShmKind.reduce,
+                  dtype,
+                  sum,
+                  0,
+                  part(recv, i).length,
+                  part(send, i),
+                  part(recv, i),
+                  left(),
+                ),
+              );
+              all.push(reduced);
+              if (h.leaders) {
+                // Socket stages must be submitted in chunk order: a reduce that completes inline on this thread can
+                // settle before the previous chunk's reduce, finished on the worker, has delivered its result. So
+                // chunk i's stage waits until chunk i−1's has been submitted (not completed: the wrapper object keeps
+                // `started` from adopting the socket op's promise).
+                const started = netOrder
+                  .then(() => reduced)
+                  .then((r) => ({ op: r.ok ? across(i) : Promise.resolve(r) }));
+                netOrder = started;
+                nets[i] = started.then((x) => x.op);
+              }
+            } else {
+              if (h.leaders) {
+                const r = await nets[i]!;
+                if (!r.ok) break;
+              }
+              all.push(
+                local(
+                  a.shmSubmit(
+                    h.local,
+                    ShmKind.broadcast,
+                    dtype,
+                    0,
+                    0,
+                    part(recv, i).length,
+                    undefined,
+                    part(recv, i),
+                    left(),
+                  ),
+                ),
+              );
+            }
+          }
+        }
+        const results = await Promise.all([...all, ...nets]);
+        return results.find((r) => !r.ok) ?? ok;
+      };
+      const p = this.chain.then(run, run);
+      this.chain = p.catch(() => undefined);
+      return p;
+    };
+  }
+
+  allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const b = tcpDType(buf, opts, 'allreduce');
+      const rop = ShmOp[checkReduceOp(op, 'allreduce')];
+      const stage = this.useHierarchy(b)
+        ? this.hierAllreduce(DTYPE_OF(b), rop, b.length, b, b)
+        : this.flatOp(ShmKind.allreduce, DTYPE_OF(b), rop, 0, b.length, b, b);
+      return this.submit('allreduce', opts, stage, buf);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  allreduceInto<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const { inp, out } = pairOperands(input, output, opts, 'allreduceInto', 'same', this.worldSize);
+      const rop = ShmOp[checkReduceOp(op, 'allreduceInto')];
+      const stage = this.useHierarchy(inp)
+        ? this.hierAllreduce(DTYPE_OF(inp), rop, inp.length, inp, out)
+        : this.flatOp(ShmKind.allreduce, DTYPE_OF(inp), rop, 0, inp.length, inp, out);
+      return this.submit('allreduceInto', opts, stage, output);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T> {
+    try {
+      const b = tcpDType(buf, opts, 'broadcast');
+      checkRoot(root, this.worldSize, 'broadcast');
+      return this.submit(
+        'broadcast',
+        opts,
+        this.flatOp(ShmKind.broadcast, DTYPE_OF(b), 0, root, b.length, undefined, b),
+        buf,
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  reduce<T extends HostBuffer>(buf: T, root: number, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const b = tcpDType(buf, opts, 'reduce');
+      checkRoot(root, this.worldSize, 'reduce');
+      const rop = ShmOp[checkReduceOp(op, 'reduce')];
+      return this.submit('reduce', opts, this.flatOp(ShmKind.reduce, DTYPE_OF(b), rop, root, b.length, b, b), buf);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T> {
+    try {
+      const { inp, out } = pairOperands(input, output, opts, 'allgather', 'gather', this.worldSize);
+      return this.submit(
+        'allgather',
+        opts,
+        this.flatOp(ShmKind.allgather, DTYPE_OF(inp), 0, 0, inp.length, inp, out),
+        output,
+      );
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  reduceScatter<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    try {
+      const { inp, out } = pairOperands(input, output, opts, 'reduceScatter', 'scatter', this.worldSize);
+      const rop = ShmOp[checkReduceOp(op, 'reduceScatter')];
+      const stage = this.flatOp(ShmKind.reduceScatter, DTYPE_OF(out), rop, 0, out.length, inp, out);
+      return this.submit('reduceScatter', opts, stage, output);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+  }
+
+  async barrier(opts?: CollectiveOptions): Promise<void> {
+    await this.submit('barrier', opts, this.flatOp(ShmKind.barrier, 0, 0, 0, 0), undefined);
+  }
+
+  send(buf: HostBuffer, dst: number, opts?: CollectiveOptions & { tag?: number }): Promise<void> {
+    return this.tcp.send(buf, dst, opts);
+  }
+
+  recv<T extends HostBuffer>(buf: T, src: number, opts?: CollectiveOptions & { tag?: number }): Promise<T> {
+    return this.tcp.recv(buf, src, opts);
+  }
+
+  /** Sub-groups of a world on the socket plane run on the JS TCP path (their collectives included). */
+  newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
+    return this.tcp.newGroup(ranks);
+  }
+
+  /**
+   * Fault tests only: writes raw bytes on this rank's data socket to `peer` (world rank), in queue order; the peer's
+   * next collective must fail with a corrupt-frame PEER_LOST naming this rank.
+   */
+  async injectRawBytes(peer: number, bytes: Uint8Array): Promise<void> {
+    await this.addon.netInject(this.flat, peer, bytes);
+  }
+
+  private async destroyNative(): Promise<void> {
+    await this.addon.netDestroy(this.flat);
+    if (this.hier?.leaders) await this.addon.netDestroy(this.hier.leaders);
+    if (this.hier?.local) await this.addon.shmDestroy(this.hier.local);
+  }
+
+  /** Waits for pending ops, closes the native groups (peers still waiting on this rank get PEER_LOST), then TCP. */
+  async destroy(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+    if (!this.state)
+      this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
+    this.unsubscribe();
+    await this.destroyNative();
+    await this.tcp.destroy();
+  }
+
+  abort(reason = 'aborted by the caller'): void {
+    const e = new CollectiveError('ABORTED', `process group aborted: ${reason}`, { rank: this.rank });
+    if (!this.state) this.state = e;
+    this.failNative('ABORTED', e.message, -1);
+    this.tcp.abort(reason);
+    void this.destroyNative();
+  }
+}
