@@ -11,7 +11,7 @@
 //   `nextRound()`; only the newest undelivered round is kept (an older one is obsolete once a newer exists).
 // - `dump` writes a Node diagnostic report (stacks, heap summary, handles) into the given directory. It needs the
 //   event loop: a worker stuck in synchronous code (a busy loop) answers neither `dump` nor report-on-signal
-//   (Node 20 serves SIGUSR2 reports from a JavaScript signal handler too; checked). For that case a live client
+//   (Node 20 serves SIGUSR2 reports from a JavaScript signal handler too; checked). For that case a welcomed client
 //   also installs the native stack dumper (collective/js-stacks.ts: a V8 interrupt from a native thread, asked by
 //   the agent over an abstract socket); without the addon that one step is skipped (an info line says why).
 // - A malformed message, an over-long line or a truncated one: the client sends one `error`, closes, logs the
@@ -43,7 +43,7 @@ export interface ControlClientOptions {
   readonly localRank?: number;
   /** Whether this worker declares live recovery (hello.live). Default true. */
   readonly live?: boolean;
-  /** Whether a live client installs the native stack dumper (js-stacks.ts) for the hang watchdog. Default true. */
+  /** Whether a welcomed client installs the native stack dumper (js-stacks.ts) for the hang watchdog. Default true. */
   readonly stackDumper?: boolean;
   /** Bound on connect + hello → welcome. Default 5000 ms. */
   readonly connectTimeoutMs?: number;
