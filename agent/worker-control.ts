@@ -4,10 +4,11 @@
 //
 // Contract: `started()` is called for every process the agent spawns (before it can say hello); `sendRound()` and
 // `waitReady()` carry a round change; `waitReady()` is bounded by its timeout and never rejects; `dumpAndKill()` is
-// bounded by DUMP_GRACE_MS; `close()` removes the sockets.
+// bounded by JS_STACK_REQUEST_MS + DUMP_GRACE_MS; `close()` removes the sockets.
 
-import { existsSync, mkdirSync, readdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { JS_STACK_INTERRUPT_TIMEOUT_MS, requestJsStack, stackScopeOf } from '../collective/js-stacks.js';
 import type { RoundMessage } from '../common/control-protocol.js';
 import type { Logger } from '../common/logger.js';
 import type { RoundInfo } from '../rendezvous/api.js';
@@ -22,6 +23,8 @@ import type { WorkerGroupHandle, WorkerSpec } from './worker-group.js';
 export const HEARTBEAT_INTERVAL_MS = 500;
 /** How long a hung worker gets to write its stacks before SIGKILL. */
 export const DUMP_GRACE_MS = 2000;
+/** Bound on asking a Node worker's stack dumper (its own interrupt wait, JS_STACK_INTERRUPT_TIMEOUT_MS, is less). */
+export const JS_STACK_REQUEST_MS = JS_STACK_INTERRUPT_TIMEOUT_MS + 500;
 
 interface RankInfo {
   /** The round the current process was started in (its environment). */
@@ -227,32 +230,57 @@ export class WorkerControl {
   }
 
   /**
-   * Takes a hung worker's stacks into its log dir and kills it: a `dump` request, SIGCONT (a stopped process must
-   * run to dump), SIGUSR2 (Node: diagnostic report) or SIGABRT (Python: faulthandler traceback on stderr, saved as
-   * stacks.txt), up to DUMP_GRACE_MS, then SIGKILL. Returns where the stacks went.
+   * Takes a hung worker's stacks into its log dir and kills it: SIGCONT (a stopped process must run to dump); for a
+   * Node worker first its JavaScript stack through the native stack dumper (a V8 interrupt reaches a busy loop, which
+   * nothing else does), into js-stack-pid<pid>.txt, bounded by JS_STACK_REQUEST_MS; then a `dump` request and
+   * SIGUSR2 (Node: diagnostic report) or SIGABRT (Python: faulthandler traceback on stderr, saved as stacks.txt), up
+   * to DUMP_GRACE_MS more, then SIGKILL. Returns where the stacks went.
    */
   async dumpAndKill(group: WorkerGroupHandle, localRank: number): Promise<string | null> {
     const info = this.ranks.get(localRank);
     const dir = info?.logDir ?? null;
     const pid = group.pidOf(localRank);
     if (pid === null) return null;
+    const runner = this.opts.runner;
+    const node = runner === 'node' || runner === 'node-ts';
+    if (dir) mkdirSync(dir, { recursive: true });
+    group.signalWorker(localRank, 'SIGCONT');
+    // Before the `dump` message: the interrupt runs at the next JavaScript the worker executes, and an idle worker's
+    // next JavaScript would be the handler of that message, a stack that says nothing about the hang.
+    if (node && dir) await this.writeJsStack(localRank, pid, dir);
     if (dir) {
-      mkdirSync(dir, { recursive: true });
       this.server.send(localRank, { type: 'dump', dir });
       group.captureStderr(localRank, join(dir, 'stacks.txt'));
     }
-    group.signalWorker(localRank, 'SIGCONT');
-    const runner = this.opts.runner;
     if (runner === 'python' || runner === 'python-module') group.signalWorker(localRank, 'SIGABRT');
-    else if (runner === 'node' || runner === 'node-ts') group.signalWorker(localRank, 'SIGUSR2');
+    else if (node) group.signalWorker(localRank, 'SIGUSR2');
     const deadline = Date.now() + DUMP_GRACE_MS;
     while (Date.now() < deadline && group.pidOf(localRank) === pid) {
-      if (dir && runner.startsWith('node') && hasReport(dir)) break;
+      if (dir && node && hasReport(dir)) break;
       await new Promise((r) => setTimeout(r, 50));
     }
-    if (runner.startsWith('node')) await new Promise((r) => setTimeout(r, 100)); // let the report finish writing
+    if (node) await new Promise((r) => setTimeout(r, 100)); // let the report finish writing
     group.signalWorker(localRank, 'SIGKILL');
     return dir;
+  }
+
+  /** Asks the worker's stack dumper for its JavaScript stack and writes it beside stacks.txt; logs where, or why not. */
+  private async writeJsStack(localRank: number, pid: number, dir: string): Promise<void> {
+    const res = await requestJsStack(pid, JS_STACK_REQUEST_MS, stackScopeOf(this.server.socketPath(localRank)));
+    if (!res.ok) {
+      this.log.warn({ localRank, pid, reason: res.reason }, 'hung worker: no JavaScript stack from its stack dumper');
+      return;
+    }
+    const file = join(dir, `js-stack-pid${pid}.txt`);
+    try {
+      writeFileSync(file, res.text);
+      this.log.warn({ localRank, pid, file }, `hung worker JavaScript stack written to ${file}`);
+    } catch (err) {
+      this.log.error(
+        { localRank, file, err: (err as Error).message },
+        'cannot write the hung worker’s JavaScript stack',
+      );
+    }
   }
 
   pause(): void {

@@ -11,7 +11,9 @@
 //   `nextRound()`; only the newest undelivered round is kept (an older one is obsolete once a newer exists).
 // - `dump` writes a Node diagnostic report (stacks, heap summary, handles) into the given directory. It needs the
 //   event loop: a worker stuck in synchronous code (a busy loop) answers neither `dump` nor report-on-signal
-//   (Node 20 serves SIGUSR2 reports from a JavaScript signal handler too; checked), so its stacks are not taken.
+//   (Node 20 serves SIGUSR2 reports from a JavaScript signal handler too; checked). For that case a welcomed client
+//   also installs the native stack dumper (collective/js-stacks.ts: a V8 interrupt from a native thread, asked by
+//   the agent over an abstract socket); without the addon that one step is skipped (an info line says why).
 // - A malformed message, an over-long line or a truncated one: the client sends one `error`, closes, logs the
 //   problem (naming the field or the byte count) and becomes non-live (`live` false, `onLost` listeners called).
 //   The agent closing the socket has the same effect.
@@ -32,6 +34,7 @@ import {
   type WorkerMessage,
 } from '../common/control-protocol.js';
 import { noopLogger, type Logger } from '../common/logger.js';
+import { installStackDumper, stackScopeOf } from './js-stacks.js';
 
 export interface ControlClientOptions {
   /** Socket path; default TENSILE_CONTROL. Unset or empty: a non-live client. */
@@ -40,6 +43,8 @@ export interface ControlClientOptions {
   readonly localRank?: number;
   /** Whether this worker declares live recovery (hello.live). Default true. */
   readonly live?: boolean;
+  /** Whether a welcomed client installs the native stack dumper (js-stacks.ts) for the hang watchdog. Default true. */
+  readonly stackDumper?: boolean;
   /** Bound on connect + hello → welcome. Default 5000 ms. */
   readonly connectTimeoutMs?: number;
   readonly logger?: Logger;
@@ -378,6 +383,15 @@ export async function connectControl(opts: ControlClientOptions = {}): Promise<C
     client.lose(reason, false);
     socket.destroy();
     return new NonLiveClient(reason);
+  }
+  if (opts.stackDumper ?? true) {
+    const dumper = installStackDumper({ scope: stackScopeOf(path) });
+    if (dumper.ok) logger.debug({ socket: `@${dumper.socket}` }, 'control: JavaScript stack dumper listening');
+    else
+      logger.info(
+        { reason: dumper.reason },
+        'control: no JavaScript stack dumper; a busy loop will leave no stacks when the watchdog kills this worker',
+      );
   }
   return client;
 }

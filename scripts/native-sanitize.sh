@@ -5,7 +5,7 @@
 # tests, the RPC shared-memory transfer tests (xfer.cc), the socket-plane contract suite (3 ranks flat with the ring
 # and hierarchical in 64 KiB chunks; 4 ranks hierarchical and flat), the socket-plane fault tests (SIGKILL, garbage
 # frames, abort, timeout) and the socket plane's addon calls in one process (stray connections, wrong tokens,
-# mismatch, destroy).
+# mismatch, destroy), and the stack dumper's tests (stacks.cc; the test's children load the same addon).
 # Usage: scripts/native-sanitize.sh [scratch dir]   (default: a fresh temporary directory, removed afterwards)
 # Exit status: non-zero when the build fails or a test fails (a sanitizer report aborts the process: halt_on_error).
 set -euo pipefail
@@ -40,7 +40,8 @@ export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 export TENSILE_NATIVE_ADDON="$addon"
 echo "== tests on the sanitized addon"
 node scripts/run-tests.mjs test/unit/native/shm-reduce.test.ts test/integration/collective/shm-faults.test.ts \
-  test/unit/rpc/shm-transfer.test.ts test/integration/rpc/shm-transfer.test.ts
+  test/unit/rpc/shm-transfer.test.ts test/integration/rpc/shm-transfer.test.ts \
+  test/integration/collective/js-stacks.test.ts test/unit/collective/js-stacks-native.test.ts
 TEST_WORLDS=3,6 node scripts/run-tests.mjs test/integration/collective/shm-matrix.test.ts
 node scripts/run-tests.mjs test/integration/collective/net-faults.test.ts test/integration/collective/net-native.test.ts
 TEST_WORLDS=3,4 node scripts/run-tests.mjs test/integration/collective/net-matrix.test.ts

@@ -275,6 +275,17 @@ export interface NativeAddon {
   xferSegDestroy(seg: NativeXferSeg): void;
   /** Closes a descriptor from xferProbe. */
   xferClose(fd: number): void;
+
+  // JavaScript stacks of a busy main thread (src/stacks.cc; used by collective/js-stacks.ts).
+  /**
+   * On the main JS thread: remembers this isolate and starts a native thread serving the abstract Unix socket `name`;
+   * a client sending "stack\n" gets the stack text, taken by a V8 interrupt within `timeoutMs`, or a line saying why
+   * not. Idempotent for the same name; throws Error when installed under another name or thread, or naming the
+   * failed socket call; RangeError for maxFrames outside [1, 1000] or timeoutMs outside [1, 60000].
+   */
+  stacksInstall(name: string, maxFrames: number, timeoutMs: number): void;
+  /** Stops the server (also done by the environment's cleanup at exit). Idempotent. */
+  stacksClose(): void;
 }
 
 export type AddonLoad = { ok: true; addon: NativeAddon; path: string } | { ok: false; reason: string };

@@ -4,7 +4,7 @@
   "targets": [
     {
       "target_name": "tensile_native",
-      "sources": ["src/addon.cc", "src/blas.cc", "src/nccl.cc", "src/net.cc", "src/reduce.cc", "src/shm.cc", "src/xfer.cc"],
+      "sources": ["src/addon.cc", "src/blas.cc", "src/nccl.cc", "src/net.cc", "src/reduce.cc", "src/shm.cc", "src/stacks.cc", "src/xfer.cc"],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
       "cflags!": ["-fno-exceptions"],

@@ -1,5 +1,5 @@
-// Entry point of the tensile native addon: registers the BLAS, NCCL, shared-memory, socket-plane and
-// RPC transfer bindings.
+// Entry point of the tensile native addon: registers the BLAS, NCCL, shared-memory, socket-plane, RPC transfer
+// and stack-dump bindings.
 #include <napi.h>
 
 namespace tensile {
@@ -8,6 +8,7 @@ void InitNccl(Napi::Env env, Napi::Object exports);
 void InitShm(Napi::Env env, Napi::Object exports);
 void InitNet(Napi::Env env, Napi::Object exports);
 void InitXfer(Napi::Env env, Napi::Object exports);
+void InitStacks(Napi::Env env, Napi::Object exports);
 }  // namespace tensile
 
 static Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -17,6 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   tensile::InitShm(env, exports);
   tensile::InitNet(env, exports);
   tensile::InitXfer(env, exports);
+  tensile::InitStacks(env, exports);
   return exports;
 }
 
