@@ -26,7 +26,8 @@ export interface ProcessGroup {
   /**
    * Where the bytes move: 'js' (the TCP transport in JavaScript), 'shm' (the native shared-memory plane for ranks on
    * one host; tcp backend, the world group and its sub-groups of two or more ranks), 'net' (native peer sockets across
-   * hosts, hierarchical with shared memory within a host; tcp backend, world group only) or 'nccl'.
+   * hosts, hierarchical with shared memory within a host; tcp backend, the world group and its sub-groups that span
+   * hosts) or 'nccl'.
    */
   readonly dataPlane: 'js' | 'shm' | 'net' | 'nccl';
   readonly rank: number;

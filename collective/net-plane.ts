@@ -13,10 +13,13 @@
 // allreduce and allreduceInto instead run in three stages, one after the other: a shared-memory reduce to the host's
 // first rank (a shm group of the host's ranks), a socket allreduce among the hosts' first ranks (a second native
 // group, `leaders`), and a shared-memory broadcast from the host's first rank; hierarchical ops are chained in call
-// order so that every rank of a host submits the stages in the same order. send/recv and sub-groups stay on the TCP
-// connections, which also carry failure detection: a peer's socket closing fails the native groups (PEER_LOST naming
-// it), and a native failure (timeout, lost peer, corrupt stream, mismatch) fails the transport, so every op of every
-// group rejects, as on the JS path.
+// order so that every rank of a host submits the stages in the same order. send/recv stay on the TCP connections,
+// which also carry failure detection: a peer's socket closing fails the native groups (PEER_LOST naming it), and a
+// native failure (timeout, lost peer, corrupt stream) fails the transport, so every op of every group rejects, as on
+// the JS path. Sub-groups (`newGroup`) of two or more ranks get a plane of their own after their TCP sub-group is
+// made: shared memory when the members share a host, else a flat socket group of the members, under a store prefix
+// named after the child index; their errors name world ranks, and their native groups are released with them or at
+// the latest when the shared transport fails or closes.
 import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
@@ -294,7 +297,11 @@ export async function openDataPlane(
       },
       'collective: data plane is native sockets across hosts',
     );
-  const net = new NetProcessGroup(tcp, transport, a, flat, hier, netTuning);
+  const net = new NetProcessGroup(tcp, transport, a, flat, hier, netTuning, {
+    options: { ...o, prefix: `${o.prefix}/net` },
+    hostIds: votes.map((v) => v.hostId),
+    shmTuning,
+  });
   await net.barrier();
   return net;
 }
@@ -348,6 +355,14 @@ async function openHierarchy(
 
 type Stage = (timeoutMs: number) => Promise<NativeShmResult & { peerRank?: number }>;
 
+/** What the world group on the socket plane needs to open its sub-groups' planes (the store lives as long as it). */
+interface NetSubGroupContext {
+  readonly options: DataPlaneOptions;
+  /** Host identity of every world rank, from the votes. */
+  readonly hostIds: readonly string[];
+  readonly shmTuning: ShmTuning;
+}
+
 /**
  * The world group with its collectives on the native socket plane (and allreduce hierarchical when `hier`);
  * everything else is the TCP group's. Ops on one native group run in call order on its worker thread.
@@ -364,30 +379,46 @@ export class NetProcessGroup implements ProcessGroup {
   private readonly pending = new Set<Promise<unknown>>();
   private chain: Promise<unknown> = Promise.resolve();
   private readonly unsubscribe: () => void;
+  private children = 0;
+  /** World rank of each rank of this group (the native groups number ranks within the group). */
+  private readonly worldRanks: readonly number[];
+  private readonly isSubGroup: boolean;
 
+  /**
+   * `subGroups`: what newGroup needs to give sub-groups native planes of their own (the world group has it; a
+   * sub-group's sub-groups stay on TCP). `worldRanks`: given for a sub-group (its members' world ranks, in group
+   * order); its native group is then also released when the shared transport fails or closes, since no destroy of the
+   * world group reaches it.
+   */
   constructor(
     private readonly tcp: ProcessGroup,
-    private readonly transport: TcpTransport,
+    private readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
     private readonly addon: NativeAddon,
     private readonly flat: NativeNetGroup,
     private readonly hier: Hierarchy | null,
     private readonly tuning: NetTuning = defaultNetTuning(),
+    private readonly subGroups?: NetSubGroupContext,
+    worldRanks?: readonly number[],
   ) {
     this.rank = tcp.rank;
     this.worldSize = tcp.worldSize;
     this.timeoutMs = tcp.timeoutMs;
     this.layout = hier ? 'hierarchical' : 'flat';
+    this.isSubGroup = worldRanks !== undefined;
+    this.worldRanks = worldRanks ?? Array.from({ length: tcp.worldSize }, (_, i) => i);
     // The TCP connections saw a peer go (or the group was aborted or timed out): the native groups fail the same way.
     this.unsubscribe = transport.onFailure((e) => {
       if (!this.state) this.state = e;
       this.failNative(e.code, e.message, e.peerRank ?? -1);
+      // Queued after the ops in flight, which fail at once now; a later destroy() finds it done.
+      if (this.isSubGroup) void this.addon.netDestroy(this.flat);
     });
   }
 
   /** Fails every native group; `peer` is a world rank, passed to a sub-group as its index there (-1 if absent). */
   private failNative(code: string, message: string, peer: number): void {
     const indexIn = (list: readonly number[]): number => (peer >= 0 ? list.indexOf(peer) : -1);
-    this.addon.netFail(this.flat, code, message, peer);
+    this.addon.netFail(this.flat, code, message, indexIn(this.worldRanks));
     const h = this.hier;
     if (h?.leaders) this.addon.netFail(h.leaders, code, message, indexIn(h.leaderRanks));
     if (h?.local) this.addon.shmFail(h.local, code, message, indexIn(h.hostRanks));
@@ -437,9 +468,17 @@ export class NetProcessGroup implements ProcessGroup {
     send?: TcpBuffer,
     recv?: TcpBuffer,
   ): Stage {
-    return (timeoutMs) => this.addon.netSubmit(this.flat, kind, dtype, rop, root, count, send, recv, timeoutMs);
+    const toWorld = (r: NativeShmResult): NativeShmResult & { peerRank?: number } =>
+      r.ok || r.peer < 0 || !this.isSubGroup
+        ? r
+        : {
+            ...r,
+            peerRank: this.worldRanks[r.peer],
+            message: `${r.message} [in the sub-group of world ranks ${this.worldRanks.join(', ')}, group rank ${r.peer} is world rank ${this.worldRanks[r.peer]}]`,
+          };
+    return (timeoutMs) =>
+      this.addon.netSubmit(this.flat, kind, dtype, rop, root, count, send, recv, timeoutMs).then(toWorld);
   }
-
   /**
    * Small payloads take recursive doubling on the flat group even on the hierarchical layout: three stages with two
    * hand-offs through the JS thread cost more than they save there (bench/allreduce, 2×2 on loopback: hierarchical
@@ -650,9 +689,42 @@ export class NetProcessGroup implements ProcessGroup {
     return this.tcp.recv(buf, src, opts);
   }
 
-  /** Sub-groups of a world on the socket plane run on the JS TCP path (their collectives included). */
-  newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
-    return this.tcp.newGroup(ranks);
+  /**
+   * Every rank of this group calls it with the same list (validated by the TCP group, which throws INVALID_ARGUMENT
+   * on every rank alike). A sub-group of two or more members gets a native plane of its own: shared memory when its
+   * members share a host (falling back to its TCP group on every member alike if one cannot map the segment), else a
+   * socket group of its members (flat). Rejects with TIMEOUT/STORE (store) or TIMEOUT/PEER_LOST (the mesh).
+   */
+  async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
+    const err = this.state ?? this.transport.failed;
+    if (err) throw err;
+    // Numbered at the call, like the TCP group's children, so concurrent calls agree on every rank.
+    const index = this.children++;
+    const sub = await this.tcp.newGroup(ranks);
+    const ctx = this.subGroups;
+    if (!ctx || !sub || sub.worldSize < 2) return sub;
+    const members = ranks.map((i) => this.worldRanks[i]!);
+    const prefix = `${ctx.options.prefix}/sub/${index}`;
+    const o = ctx.options;
+    if (new Set(members.map((m) => ctx.hostIds[m])).size === 1) {
+      const plane = await mapShmSegment({
+        ...o,
+        rank: sub.rank,
+        worldSize: sub.worldSize,
+        prefix: `${prefix}/shm`,
+        addon: this.addon,
+        mustMap: false,
+        tuning: ctx.shmTuning,
+      });
+      if (!plane) return sub;
+      const group = new ShmProcessGroup(sub, this.transport, plane, undefined, members);
+      await group.barrier();
+      return group;
+    }
+    const flat = await openNetGroup(this.addon, o, `${prefix}/net`, members, sub.rank, this.tuning);
+    const group = new NetProcessGroup(sub, this.transport, this.addon, flat, null, this.tuning, undefined, members);
+    await group.barrier();
+    return group;
   }
 
   /**

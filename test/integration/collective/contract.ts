@@ -173,9 +173,9 @@ export async function runContract(pg: ProcessGroup): Promise<Result[]> {
     const bc = sub!.rank === k - 1 ? input('float64', 2049, k - 1, 16) : make('float64', 2049);
     await sub!.broadcast(bc, k - 1);
     check(results, 'sub-group broadcast from its last rank', bc, input('float64', 2049, k - 1, 16));
-    // A sub-group of two or more ranks of a world on the shared-memory plane has a plane of its own; sub-groups of a
-    // world on the socket plane run on the JS path (net-plane.ts).
-    const plane = (pg.dataPlane === 'shm' && k < 2) || pg.dataPlane === 'net' ? 'js' : pg.dataPlane;
+    // A sub-group of two or more ranks of a world on a native plane has a plane of its own (on the socket plane: 'net'
+    // when its members span hosts, as the suites' do; 'shm' when they share one, checked by net-choice.test.ts).
+    const plane = (pg.dataPlane === 'shm' || pg.dataPlane === 'net') && k < 2 ? 'js' : pg.dataPlane;
     results.push({ name: 'sub-group data plane', ok: sub!.dataPlane === plane, detail: sub!.dataPlane });
   } else results.push({ name: 'sub-group null for non-members', ok: sub === null });
   // A second sub-group (the odd ranks, in reverse order) destroyed explicitly; the world and the first sub-group go on.

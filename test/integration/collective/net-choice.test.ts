@@ -24,6 +24,30 @@ describe('choosing the data plane across hosts', () => {
     assert.deepEqual(await allExited(world, 20_000), [0, 0]);
   });
 
+  it('sub-groups of a socket-plane world get shared memory on one host and sockets across hosts', async (t) => {
+    const world = await spawnWorld(3, 'plane', { TEST_SUBS: '0,1;1,2;2,0' }, hostsOf('aab'));
+    t.after(() => world.kill());
+    const lines = await Promise.all(world.workers.map((w) => w.waitFor((l) => 'subs' in l || 'fatal' in l, 60_000)));
+    const want = [
+      { ranks: [0, 1], plane: 'shm', sum: 3 },
+      { ranks: [1, 2], plane: 'net', sum: 5 },
+      { ranks: [2, 0], plane: 'net', sum: 4 },
+    ];
+    for (const [rank, line] of lines.entries()) {
+      assert.equal(line.fatal, undefined, String(line.fatal));
+      assert.equal(line.dataPlane, 'net');
+      const subs = line.subs as { ranks: number[]; dataPlane?: string; sum?: number }[];
+      assert.deepEqual(
+        subs,
+        want.map((w) =>
+          w.ranks.includes(rank) ? { ranks: w.ranks, dataPlane: w.plane, sum: w.sum } : { ranks: w.ranks },
+        ),
+        `rank ${rank}`,
+      );
+    }
+    assert.deepEqual(await allExited(world, 20_000), [0, 0, 0]);
+  });
+
   it('one rank without the addon moves every rank to the JS path', async (t) => {
     const world = await spawnWorld(2, 'plane', {}, noAddonOnRank1('ab'));
     t.after(() => world.kill());

@@ -30,6 +30,22 @@ describe('failures on the native socket plane', () => {
     });
   }
 
+  it('a sub-group on the socket plane (hosts a,b,c): a member SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming its world rank', async (t) => {
+    // The sub-group is world ranks [1, 2, 0]: world rank 1 is its rank 0.
+    const world = await spawnWorld(3, 'kill-sub', { TEST_OP_TIMEOUT_MS: '20000' }, hostsOf('abc'));
+    t.after(() => world.kill());
+    const planes = await Promise.all(
+      world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
+    );
+    assert.deepEqual(
+      planes.map((l) => l.dataPlane),
+      ['net', 'net', 'net'],
+      'the sub-group has a socket plane of its own',
+    );
+    await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
+    await killRank1ExpectPeerLost(world);
+  });
+
   it('garbage bytes on a data socket fail the group with a clear error naming the sender, and no process crashes', async (t) => {
     const world = await spawnWorld(2, 'garbage', { TENSILE_COLLECTIVE_TRANSPORT: 'native' }, hostsOf('ab'));
     t.after(() => world.kill());

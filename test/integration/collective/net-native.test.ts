@@ -194,15 +194,16 @@ describe('native socket plane, in one process', { skip }, () => {
     const ranks = open(a, 2);
     try {
       await connectAll(a, ranks);
-      // Rank 1 never joins these collectives.
+      // Rank 1 never joins this collective: a broadcast from rank 1, in which rank 0 only receives (so it writes
+      // nothing that rank 1 could read later).
       const pending = a.netSubmit(
         ranks[0]!.group,
-        ShmKind.allreduce,
+        ShmKind.broadcast,
         ShmDType.float32,
-        ShmOp.sum,
         0,
+        1,
         4,
-        new Float32Array(4),
+        undefined,
         new Float32Array(4),
         60_000,
       );

@@ -168,7 +168,21 @@ async function main(): Promise<void> {
     return;
   }
   if (mode === 'plane') {
-    emit({ rank: r, dataPlane: pg.dataPlane });
+    // TEST_SUBS: sub-groups given as "0,1;1,2" (world ranks); each reports its plane and an int32 sum of rank + 1.
+    const subs: { ranks: number[]; dataPlane?: string; sum?: number }[] = [];
+    for (const list of (process.env.TEST_SUBS ?? '').split(';').filter((x) => x !== '')) {
+      const ranks = list.split(',').map(Number);
+      const sub = await pg.newGroup(ranks);
+      if (!sub) {
+        subs.push({ ranks });
+        continue;
+      }
+      const v = make('int32', 3).fill(r + 1);
+      await sub.allreduce(v, 'sum');
+      subs.push({ ranks, dataPlane: sub.dataPlane, sum: v[0] });
+      await sub.destroy();
+    }
+    emit({ rank: r, dataPlane: pg.dataPlane, subs });
     await pg.destroy();
     return;
   }
