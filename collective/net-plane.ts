@@ -25,9 +25,7 @@ import {
   CollectiveError,
   type CollectiveErrorCode,
   type CollectiveOptions,
-  type HostBuffer,
   type ProcessGroup,
-  type ReduceOp,
   type Store,
 } from './api.js';
 import {
@@ -41,15 +39,9 @@ import {
   type NativeShmResult,
 } from './native/addon.js';
 import { hostIdentity } from './host-identity.js';
-import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
-import {
-  defaultShmTuning,
-  DTYPE_OF,
-  mapShmSegment,
-  ShmProcessGroup,
-  type ShmTuning,
-  type TransportChoice,
-} from './shm-plane.js';
+import type { TcpBuffer } from './reduce-ops.js';
+import { defaultShmTuning, mapShmSegment, ShmProcessGroup, type ShmTuning, type TransportChoice } from './shm-plane.js';
+import { NativeOpsGroup } from './native-group-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
 export interface NetTuning {
@@ -367,7 +359,7 @@ interface NetSubGroupContext {
  * The world group with its collectives on the native socket plane (and allreduce hierarchical when `hier`);
  * everything else is the TCP group's. Ops on one native group run in call order on its worker thread.
  */
-export class NetProcessGroup implements ProcessGroup {
+export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   readonly backend = 'tcp' as const;
   readonly dataPlane = 'net' as const;
   readonly rank: number;
@@ -391,7 +383,7 @@ export class NetProcessGroup implements ProcessGroup {
    * world group reaches it.
    */
   constructor(
-    private readonly tcp: ProcessGroup,
+    protected readonly tcp: ProcessGroup,
     private readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
     private readonly addon: NativeAddon,
     private readonly flat: NativeNetGroup,
@@ -400,6 +392,7 @@ export class NetProcessGroup implements ProcessGroup {
     private readonly subGroups?: NetSubGroupContext,
     worldRanks?: readonly number[],
   ) {
+    super();
     this.rank = tcp.rank;
     this.worldSize = tcp.worldSize;
     this.timeoutMs = tcp.timeoutMs;
@@ -600,93 +593,28 @@ export class NetProcessGroup implements ProcessGroup {
     };
   }
 
-  allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+  /** One checked operation: allreduce takes the hierarchical path when the layout and the size call for it. */
+  protected runOp<T>(
+    op: string,
+    opts: CollectiveOptions | undefined,
+    kind: ShmKind,
+    dtype: number,
+    rop: number,
+    root: number,
+    count: number,
+    send: TcpBuffer | undefined,
+    recv: TcpBuffer | undefined,
+    value: T,
+  ): Promise<T> {
     try {
-      const b = tcpDType(buf, opts, 'allreduce');
-      const rop = ShmOp[checkReduceOp(op, 'allreduce')];
-      const stage = this.useHierarchy(b)
-        ? this.hierAllreduce(DTYPE_OF(b), rop, b.length, b, b)
-        : this.flatOp(ShmKind.allreduce, DTYPE_OF(b), rop, 0, b.length, b, b);
-      return this.submit('allreduce', opts, stage, buf);
+      const stage =
+        kind === ShmKind.allreduce && this.useHierarchy(send!)
+          ? this.hierAllreduce(dtype, rop, count, send!, recv!)
+          : this.flatOp(kind, dtype, rop, root, count, send, recv);
+      return this.submit(op, opts, stage, value);
     } catch (e) {
       return Promise.reject(e);
     }
-  }
-
-  allreduceInto<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
-      const { inp, out } = pairOperands(input, output, opts, 'allreduceInto', 'same', this.worldSize);
-      const rop = ShmOp[checkReduceOp(op, 'allreduceInto')];
-      const stage = this.useHierarchy(inp)
-        ? this.hierAllreduce(DTYPE_OF(inp), rop, inp.length, inp, out)
-        : this.flatOp(ShmKind.allreduce, DTYPE_OF(inp), rop, 0, inp.length, inp, out);
-      return this.submit('allreduceInto', opts, stage, output);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  }
-
-  broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T> {
-    try {
-      const b = tcpDType(buf, opts, 'broadcast');
-      checkRoot(root, this.worldSize, 'broadcast');
-      return this.submit(
-        'broadcast',
-        opts,
-        this.flatOp(ShmKind.broadcast, DTYPE_OF(b), 0, root, b.length, undefined, b),
-        buf,
-      );
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  }
-
-  reduce<T extends HostBuffer>(buf: T, root: number, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
-      const b = tcpDType(buf, opts, 'reduce');
-      checkRoot(root, this.worldSize, 'reduce');
-      const rop = ShmOp[checkReduceOp(op, 'reduce')];
-      return this.submit('reduce', opts, this.flatOp(ShmKind.reduce, DTYPE_OF(b), rop, root, b.length, b, b), buf);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  }
-
-  allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T> {
-    try {
-      const { inp, out } = pairOperands(input, output, opts, 'allgather', 'gather', this.worldSize);
-      return this.submit(
-        'allgather',
-        opts,
-        this.flatOp(ShmKind.allgather, DTYPE_OF(inp), 0, 0, inp.length, inp, out),
-        output,
-      );
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  }
-
-  reduceScatter<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
-      const { inp, out } = pairOperands(input, output, opts, 'reduceScatter', 'scatter', this.worldSize);
-      const rop = ShmOp[checkReduceOp(op, 'reduceScatter')];
-      const stage = this.flatOp(ShmKind.reduceScatter, DTYPE_OF(out), rop, 0, out.length, inp, out);
-      return this.submit('reduceScatter', opts, stage, output);
-    } catch (e) {
-      return Promise.reject(e);
-    }
-  }
-
-  async barrier(opts?: CollectiveOptions): Promise<void> {
-    await this.submit('barrier', opts, this.flatOp(ShmKind.barrier, 0, 0, 0, 0), undefined);
-  }
-
-  send(buf: HostBuffer, dst: number, opts?: CollectiveOptions & { tag?: number }): Promise<void> {
-    return this.tcp.send(buf, dst, opts);
-  }
-
-  recv<T extends HostBuffer>(buf: T, src: number, opts?: CollectiveOptions & { tag?: number }): Promise<T> {
-    return this.tcp.recv(buf, src, opts);
   }
 
   /**

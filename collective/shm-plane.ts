@@ -27,14 +27,13 @@ import {
   CollectiveError,
   type CollectiveErrorCode,
   type CollectiveOptions,
-  type HostBuffer,
   type ProcessGroup,
-  type ReduceOp,
   type Store,
 } from './api.js';
-import { loadAddon, ShmDType, ShmKind, ShmOp, type NativeAddon, type NativeShmGroup } from './native/addon.js';
+import { loadAddon, ShmKind, type NativeAddon, type NativeShmGroup } from './native/addon.js';
 import { hostIdentity } from './host-identity.js';
-import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import type { TcpBuffer } from './reduce-ops.js';
+import { NativeOpsGroup } from './native-group-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
 export type TransportChoice = 'js' | 'native';
@@ -223,8 +222,6 @@ export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | nu
   return { addon, group: handle! };
 }
 
-export const DTYPE_OF = (b: TcpBuffer): number =>
-  b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
 /** What a group on the plane needs to open its sub-groups' planes (the world's store is open while the world lives). */
 export interface ShmSubGroupContext {
@@ -242,7 +239,7 @@ export interface ShmSubGroupContext {
  * order on the plane's worker thread (the ordering rule of every backend: the same collectives in the same order on
  * every rank). With a `subGroups` context, newGroup puts sub-groups on planes of their own (see the header).
  */
-export class ShmProcessGroup implements ProcessGroup {
+export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
   readonly backend = 'tcp' as const;
   readonly dataPlane = 'shm' as const;
   readonly rank: number;
@@ -262,12 +259,13 @@ export class ShmProcessGroup implements ProcessGroup {
    * fails or closes, since no destroy of the world group reaches it.
    */
   constructor(
-    private readonly tcp: ProcessGroup,
+    protected readonly tcp: ProcessGroup,
     private readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
     private readonly plane: ShmPlane,
     private readonly subGroups?: ShmSubGroupContext,
     worldRanks?: readonly number[],
   ) {
+    super();
     this.rank = tcp.rank;
     this.worldSize = tcp.worldSize;
     this.timeoutMs = tcp.timeoutMs;
@@ -283,7 +281,7 @@ export class ShmProcessGroup implements ProcessGroup {
     });
   }
 
-  private submit<T>(
+  protected runOp<T>(
     op: string,
     opts: CollectiveOptions | undefined,
     kind: ShmKind,
@@ -333,93 +331,6 @@ export class ShmProcessGroup implements ProcessGroup {
     const forget = (): void => void this.pending.delete(p);
     p.then(forget, forget);
     return p;
-  }
-
-  private reject(e: unknown): Promise<never> {
-    return Promise.reject(e);
-  }
-
-  allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
-      const b = tcpDType(buf, opts, 'allreduce');
-      const rop = ShmOp[checkReduceOp(op, 'allreduce')];
-      return this.submit('allreduce', opts, ShmKind.allreduce, DTYPE_OF(b), rop, 0, b.length, b, b, buf);
-    } catch (e) {
-      return this.reject(e);
-    }
-  }
-
-  allreduceInto<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
-      const { inp, out } = pairOperands(input, output, opts, 'allreduceInto', 'same', this.worldSize);
-      const rop = ShmOp[checkReduceOp(op, 'allreduceInto')];
-      return this.submit('allreduceInto', opts, ShmKind.allreduce, DTYPE_OF(inp), rop, 0, inp.length, inp, out, output);
-    } catch (e) {
-      return this.reject(e);
-    }
-  }
-
-  broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T> {
-    try {
-      const b = tcpDType(buf, opts, 'broadcast');
-      checkRoot(root, this.worldSize, 'broadcast');
-      return this.submit('broadcast', opts, ShmKind.broadcast, DTYPE_OF(b), 0, root, b.length, undefined, b, buf);
-    } catch (e) {
-      return this.reject(e);
-    }
-  }
-
-  reduce<T extends HostBuffer>(buf: T, root: number, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
-      const b = tcpDType(buf, opts, 'reduce');
-      checkRoot(root, this.worldSize, 'reduce');
-      const rop = ShmOp[checkReduceOp(op, 'reduce')];
-      return this.submit('reduce', opts, ShmKind.reduce, DTYPE_OF(b), rop, root, b.length, b, b, buf);
-    } catch (e) {
-      return this.reject(e);
-    }
-  }
-
-  allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T> {
-    try {
-      const { inp, out } = pairOperands(input, output, opts, 'allgather', 'gather', this.worldSize);
-      return this.submit('allgather', opts, ShmKind.allgather, DTYPE_OF(inp), 0, 0, inp.length, inp, out, output);
-    } catch (e) {
-      return this.reject(e);
-    }
-  }
-
-  reduceScatter<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
-      const { inp, out } = pairOperands(input, output, opts, 'reduceScatter', 'scatter', this.worldSize);
-      const rop = ShmOp[checkReduceOp(op, 'reduceScatter')];
-      return this.submit(
-        'reduceScatter',
-        opts,
-        ShmKind.reduceScatter,
-        DTYPE_OF(out),
-        rop,
-        0,
-        out.length,
-        inp,
-        out,
-        output,
-      );
-    } catch (e) {
-      return this.reject(e);
-    }
-  }
-
-  async barrier(opts?: CollectiveOptions): Promise<void> {
-    await this.submit('barrier', opts, ShmKind.barrier, 0, 0, 0, 0, undefined, undefined, undefined);
-  }
-
-  send(buf: HostBuffer, dst: number, opts?: CollectiveOptions & { tag?: number }): Promise<void> {
-    return this.tcp.send(buf, dst, opts);
-  }
-
-  recv<T extends HostBuffer>(buf: T, src: number, opts?: CollectiveOptions & { tag?: number }): Promise<T> {
-    return this.tcp.recv(buf, src, opts);
   }
 
   /**

@@ -5,6 +5,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { RpcError, createAgent, type RpcAgent } from '../../../rpc/index.js';
+import type { StreamConn } from '../../../rpc/grpc-transport.js';
 import { freePort } from '../../../common/free-port.js';
 import { withTimeout } from '../../../common/timeout.js';
 
@@ -99,15 +100,22 @@ test('a worker killed mid-call fails the call fast, invalidates its RRefs, and a
   );
 });
 
-test('tensors received through shared memory from a worker stay intact after it is SIGKILLed', async (t) => {
+/**
+ * Rank 0 here and a worker process as rank 1 (under `prefix`), both torn down after the test; resolves once the
+ * data channel to the worker satisfies `ready` (10 s at most).
+ */
+async function pairWithWorker(
+  t: { after(fn: () => Promise<void>): void },
+  ready: Parameters<StreamConn['waitData']>[0],
+  prefix: string[] = [],
+): Promise<{ a0: RpcAgent; conn: StreamConn; child: ChildProcess }> {
   const port = await freePort();
-  const child = spawnWorker(1, 2, port);
+  const child = spawnWorker(1, 2, port, prefix);
   const agents: RpcAgent[] = [];
   t.after(async () => {
     await Promise.all(agents.map((a) => a.shutdown({ graceful: false }).catch(() => undefined)));
     await kill(child);
   });
-  const shmBefore = readdirSync('/dev/shm').length;
   const a0 = createAgent({
     rank: 0,
     worldSize: 2,
@@ -119,11 +127,17 @@ test('tensors received through shared memory from a worker stay intact after it 
   await a0.start();
   const conn = a0.rawConnTo(1)!;
   await withTimeout(
-    conn.waitData((d) => d.shmIn),
+    conn.waitData(ready),
     10_000,
-    'shared memory',
-    () => new Error('shared memory from worker1 not agreed after 10 s'),
+    'data channel',
+    () => new Error('data channel to worker1 not up after 10 s'),
   );
+  return { a0, conn, child };
+}
+
+test('tensors received through shared memory from a worker stay intact after it is SIGKILLed', async (t) => {
+  const shmBefore = readdirSync('/dev/shm').length;
+  const { a0, conn, child } = await pairWithWorker(t, (d) => d.shmIn);
   // The worker may send by socket until our hello reached it: ask until an answer came through shared memory.
   let got: Float32Array = new Float32Array(0);
   for (let i = 0; i < 100 && conn.shmTransfers.in === 0; i++) {
@@ -148,29 +162,8 @@ test(
   'a worker in another PID namespace cannot share memory: large tensors take the socket and arrive intact',
   { skip: canUnshare ? false : 'needs root and /usr/bin/unshare (a PID namespace for the worker)' },
   async (t) => {
-    const port = await freePort();
-    const child = spawnWorker(1, 2, port, ['/usr/bin/unshare', '--pid', '--fork', '--mount-proc', '--kill-child']);
-    const agents: RpcAgent[] = [];
-    t.after(async () => {
-      await Promise.all(agents.map((a) => a.shutdown({ graceful: false }).catch(() => undefined)));
-      await kill(child);
-    });
-    const a0 = createAgent({
-      rank: 0,
-      worldSize: 2,
-      masterAddr: '127.0.0.1',
-      bootstrapPort: port,
-      initTimeoutMs: 20_000,
-    });
-    agents.push(a0);
-    await a0.start();
-    const conn = a0.rawConnTo(1)!;
-    await withTimeout(
-      conn.waitData((d) => d.send !== null && d.recv !== null),
-      10_000,
-      'data channel',
-      () => new Error('data channel to worker1 not up after 10 s'),
-    );
+    const unshare = ['/usr/bin/unshare', '--pid', '--fork', '--mount-proc', '--kill-child'];
+    const { a0, conn, child } = await pairWithWorker(t, (d) => d.send !== null && d.recv !== null, unshare);
     for (let i = 0; i < 5; i++) {
       const got = (await a0.rpcAsync(1, 'ones', [1 << 20])) as Float32Array;
       assert.equal(
