@@ -222,7 +222,6 @@ export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | nu
   return { addon, group: handle! };
 }
 
-
 /** What a group on the plane needs to open its sub-groups' planes (the world's store is open while the world lives). */
 export interface ShmSubGroupContext {
   readonly store: Store;
