@@ -56,6 +56,7 @@
 #include <thread>
 #include <vector>
 
+#include "args.h"
 #include "reduce.h"
 
 namespace tensile {
@@ -120,7 +121,6 @@ struct Group;
 void CallJs(Napi::Env env, Napi::Function, Group* g, Task* t);
 using Tsfn = Napi::TypedThreadSafeFunction<Group, Task, CallJs>;
 
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 struct Group {
   int world = 0, rank = 0;
@@ -819,15 +819,6 @@ std::shared_ptr<Group> AsGroup(Napi::Env env, Napi::Value v) {
   return v.As<Napi::External<GroupHandle>>().Data()->group;
 }
 
-int IntArg(const Napi::CallbackInfo& info, size_t i, const char* name, int min, int max) {
-  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
-  const double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= min && v <= max) || v != static_cast<double>(static_cast<int64_t>(v))) {
-    throw Napi::RangeError::New(info.Env(), std::string(name) + " " + std::to_string(v) + ": expected an integer in [" +
-                                                std::to_string(min) + ", " + std::to_string(max) + "]");
-  }
-  return static_cast<int>(v);
-}
 
 std::string Hex(uint64_t v) {
   char hex[17];

@@ -57,6 +57,7 @@
 #include <thread>
 #include <vector>
 
+#include "args.h"
 #include "reduce.h"
 
 namespace tensile {
@@ -722,18 +723,6 @@ std::shared_ptr<Group> AsGroup(Napi::Env env, Napi::Value v) {
   if (!v.IsExternal()) throw Napi::TypeError::New(env, "expected a shared-memory group handle");
   return v.As<Napi::External<GroupHandle>>().Data()->group;
 }
-
-int IntArg(const Napi::CallbackInfo& info, size_t i, const char* name, int min, int max) {
-  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
-  const double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= min && v <= max) || v != static_cast<double>(static_cast<int64_t>(v))) {
-    throw Napi::RangeError::New(info.Env(), std::string(name) + " " + std::to_string(v) + ": expected an integer in [" +
-                                                std::to_string(min) + ", " + std::to_string(max) + "]");
-  }
-  return static_cast<int>(v);
-}
-
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
 
 // shmOpen(world, rank, slotBytes, smallBytes, spin, source?) → { group, pid, fd, token }
 // Without `source` (rank 0) creates the segment; with source = { pid, fd, token } opens rank 0's.

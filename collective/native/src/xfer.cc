@@ -27,10 +27,19 @@
 #include <cstring>
 #include <string>
 
+#include "args.h"
+
 namespace tensile {
 namespace {
 
-std::string Errno(const std::string& what) { return what + ": " + std::strerror(errno); }
+uint32_t U32Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  return static_cast<uint32_t>(IntArg(info, i, name, 0, 4294967295LL));
+}
+
+size_t BytesArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
+  return static_cast<size_t>(IntArg(info, i, name, 1, 4294967295LL));
+}
+
 
 int MemfdCreate(const char* name) {
 #ifdef MFD_CLOEXEC
@@ -39,20 +48,6 @@ int MemfdCreate(const char* name) {
   errno = ENOSYS;
   return -1;
 #endif
-}
-
-uint32_t U32Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
-  const double v = info[i].As<Napi::Number>().DoubleValue();
-  if (!(v >= 0 && v <= 4294967295.0) || v != static_cast<double>(static_cast<uint32_t>(v)))
-    throw Napi::RangeError::New(info.Env(), std::string(name) + " " + std::to_string(v) +
-                                                ": expected an integer in [0, 4294967295]");
-  return static_cast<uint32_t>(v);
-}
-
-double NumArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  if (!info[i].IsNumber()) throw Napi::TypeError::New(info.Env(), std::string(name) + " must be a number");
-  return info[i].As<Napi::Number>().DoubleValue();
 }
 
 // xferProbe(token: Buffer) -> fd. A memfd holding `token`, kept open by the caller for the life of its listener.
@@ -132,14 +127,6 @@ Napi::Value WrapSeg(Napi::Env env, Seg* s) {
     if (h->seg) h->seg->Unref();
     delete h;
   });
-}
-
-size_t BytesArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
-  const double v = NumArg(info, i, name);
-  if (!(v > 0 && v <= 4294967295.0) || v != static_cast<double>(static_cast<size_t>(v)))
-    throw Napi::RangeError::New(info.Env(), std::string(name) + " " + std::to_string(v) +
-                                                ": expected an integer in [1, 4294967295]");
-  return static_cast<size_t>(v);
 }
 
 // xferSegCreate(frameBytes) -> { seg, fd, ino, bytes }: a fresh memfd for frames of up to `frameBytes`, mapped here
