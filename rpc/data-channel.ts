@@ -12,7 +12,8 @@
 // with consecutive ids; the receiver delivers data-channel frames only after the peer's 'X', so the stream's order
 // is kept exactly across the switch. Between workers of one host, a large frame may instead travel as a
 // shared-memory record with the same id (shm-transfer.ts; agreed per direction with a hello the receiver writes
-// back on its socket, the only bytes that ever travel that way). If a direction's connection cannot be made, that direction keeps sending over
+// back on its socket, the only bytes that ever travel that way). If a direction's connection cannot be made, that
+// direction keeps sending over
 // gRPC. If an established data socket breaks, or carries bytes that do not parse, the whole peer stream is failed
 // (callers see PEER_LOST, as for a broken gRPC stream). With TLS the data channel is off (it is not encrypted).
 
@@ -40,6 +41,11 @@ export const STAGE_BYTES = 256 * 1024;
 /** Largest transfer a receiver accepts (a corrupt header must not allocate without bound). */
 export const MAX_TRANSFER_BYTES = 2 ** 32 - 1;
 
+/** Transfer ids count 1..0xfffffffe and wrap (0 is the shared-memory hello's, never a transfer's). */
+export function nextTransferId(id: number): number {
+  return id >= 0xfffffffe ? 1 : id + 1;
+}
+
 export interface DataChannelOptions {
   /** Use the data channel at all (default true; forced off with TLS). */
   readonly enabled: boolean;
@@ -56,7 +62,7 @@ export interface DataChannelOptions {
 export interface DataSink {
   onTransfer(id: number, frame: Buffer): void;
   /**
-   * A shared-memory record (shm-transfer.ts): returns its frame (and acknowledges it). Absent when no offer was
+   * A shared-memory record (shm-transfer.ts): returns its frame, in place. Absent when no offer was
    * accepted in this direction, which makes such a record a FrameError. Throws FrameError when it cannot be read.
    */
   readShm?(r: ShmRecord): Buffer;
@@ -111,19 +117,7 @@ export class TransferReader {
     while (this.end - this.start >= TRANSFER_HEADER_BYTES) {
       const st = this.stage;
       const magic = st.readUInt32LE(this.start);
-      if (magic === SHM_MAGIC) {
-        if (this.end - this.start < SHM_RECORD_BYTES) break;
-        const r = parseShmRecord(st, this.start);
-        if (r.transferId !== this.expectId)
-          throw new FrameError(`data channel: transfer id ${r.transferId} out of sequence (expected ${this.expectId})`);
-        if (!this.sink.readShm)
-          throw new FrameError('data channel: a shared-memory transfer, but shared memory was not agreed');
-        this.expectId = this.expectId >= 0xfffffffe ? 1 : this.expectId + 1;
-        this.start += SHM_RECORD_BYTES;
-        this.sink.onTransfer(r.transferId, this.sink.readShm(r));
-        continue;
-      }
-      if (magic !== TRANSFER_MAGIC) {
+      if (magic !== TRANSFER_MAGIC && magic !== SHM_MAGIC) {
         throw new FrameError(
           `data channel: bad transfer magic 0x${magic.toString(16)} (expected 0x${TRANSFER_MAGIC.toString(16)})`,
         );
@@ -131,9 +125,19 @@ export class TransferReader {
       const id = st.readUInt32LE(this.start + 4);
       if (id !== this.expectId)
         throw new FrameError(`data channel: transfer id ${id} out of sequence (expected ${this.expectId})`);
+      if (magic === SHM_MAGIC) {
+        if (this.end - this.start < SHM_RECORD_BYTES) break;
+        if (!this.sink.readShm)
+          throw new FrameError('data channel: a shared-memory transfer, but shared memory was not agreed');
+        const frame = this.sink.readShm(parseShmRecord(st, this.start));
+        this.expectId = nextTransferId(id);
+        this.start += SHM_RECORD_BYTES;
+        this.sink.onTransfer(id, frame);
+        continue;
+      }
       const total = st.readUInt32LE(this.start + 8);
       if (total < 16) throw new FrameError(`data channel: transfer of ${total} bytes is shorter than a frame header`);
-      this.expectId = this.expectId >= 0xfffffffe ? 1 : this.expectId + 1;
+      this.expectId = nextTransferId(id);
       const bodyAt = this.start + TRANSFER_HEADER_BYTES;
       const have = this.end - bodyAt;
       if (have >= total) {
@@ -196,7 +200,7 @@ export function writeTransfers(
   for (const f of frames) {
     const rec = shm?.record(id, f);
     if (rec) {
-      id = id >= 0xfffffffe ? 1 : id + 1;
+      id = nextTransferId(id);
       total += rec.byteLength;
       small.push(rec);
       smallBytes += rec.byteLength;
@@ -206,7 +210,7 @@ export function writeTransfers(
     h.writeUInt32LE(TRANSFER_MAGIC, 0);
     h.writeUInt32LE(id >>> 0, 4);
     h.writeUInt32LE(f.bytes, 8);
-    id = id >= 0xfffffffe ? 1 : id + 1;
+    id = nextTransferId(id);
     total += TRANSFER_HEADER_BYTES + f.bytes;
     if (f.bytes <= 64 * 1024) {
       small.push(h, ...f.parts);

@@ -9,10 +9,17 @@ import type { Socket } from 'node:net';
 import * as grpc from '@grpc/grpc-js';
 import { FrameError, SegmentReader, packSegments, SEGMENT_BYTES } from './frame.js';
 import type { TlsOptions } from './api.js';
-import { DataHub, TransferReader, connectData, writeTransfers, type DataChannelOptions } from './data-channel.js';
+import {
+  DataHub,
+  TransferReader,
+  connectData,
+  nextTransferId,
+  writeTransfers,
+  type DataChannelOptions,
+} from './data-channel.js';
 import { loadAddon, type NativeAddon } from '../collective/native/addon.js';
 import {
-  AckReader,
+  HelloReader,
   helloRecord,
   acceptOffer,
   decodeOffer,
@@ -259,25 +266,25 @@ export class StreamConn {
     this.sendSock = sock;
     // The receiving side writes only its shared-memory hello back (shm-transfer.ts); anything else fails the stream.
     const probe = this.data?.hub?.probe ?? null;
-    const acks = new AckReader(() => {
+    const hellos = new HelloReader(() => {
       if (!probe) throw new FrameError('data channel: a shared-memory hello, but none was offered');
       const addon = xferAddon();
       if (addon && !this.shmOut) this.shmOut = new ShmSender(addon);
       this.wakeReady();
     });
-    const onAcks = (chunk: Buffer): void => {
+    const onHelloBytes = (chunk: Buffer): void => {
       try {
-        acks.push(chunk);
+        hellos.push(chunk);
       } catch (err) {
         const e = err instanceof FrameError ? err : new FrameError(String(err));
         this.onProtocolError(e);
         this.fail(e);
       }
     };
-    sock.on('data', onAcks);
+    sock.on('data', onHelloBytes);
     sock.on('close', () => this.fail(new Error('data connection closed')));
     this.wakeReady();
-    if (rest.byteLength > 0) onAcks(rest);
+    if (rest.byteLength > 0) onHelloBytes(rest);
   }
 
   get isClosed(): boolean {
@@ -314,9 +321,7 @@ export class StreamConn {
         this.bytesOut += 1;
       }
       this.dataBytesOut += writeTransfers(sock, this.nextTransferId, q, this.shmOut);
-      for (let i = 0; i < q.length; i++) {
-        this.nextTransferId = this.nextTransferId >= 0xfffffffe ? 1 : this.nextTransferId + 1;
-      }
+      for (let i = 0; i < q.length; i++) this.nextTransferId = nextTransferId(this.nextTransferId);
       return;
     }
     this.writeGrpc(q);

@@ -21,9 +21,9 @@ import type { NativeAddon, NativeXferSeg } from '../collective/native/addon.js';
 import { FrameError } from './frame.js';
 
 export const SHM_MAGIC = 0x31534454; // "TDS1" little-endian
-export const ACK_MAGIC = 0x31414454; // "TDA1" little-endian
+export const HELLO_MAGIC = 0x31414454; // "TDA1" little-endian
 export const SHM_RECORD_BYTES = 32;
-export const ACK_BYTES = 8;
+export const HELLO_BYTES = 8;
 export const SHM_OFFER_BYTES = 24;
 /** Frames from this size on go through shared memory when it was negotiated (below, the socket is as fast). */
 export const SHM_MIN_BYTES = 256 * 1024;
@@ -93,8 +93,8 @@ export function acceptOffer(addon: NativeAddon, o: ShmOffer): boolean {
 
 /** The receiver's hello: it can open our segments. */
 export function helloRecord(): Buffer {
-  const b = Buffer.allocUnsafe(ACK_BYTES);
-  b.writeUInt32LE(ACK_MAGIC, 0);
+  const b = Buffer.allocUnsafe(HELLO_BYTES);
+  b.writeUInt32LE(HELLO_MAGIC, 0);
   b.writeUInt32LE(0, 4);
   return b;
 }
@@ -254,7 +254,7 @@ export class ShmReceiver {
 }
 
 /** Parses what a sender reads back from its send socket: hello records only. */
-export class AckReader {
+export class HelloReader {
   private pending: Buffer = Buffer.alloc(0);
 
   constructor(private readonly onHello: () => void) {}
@@ -263,13 +263,13 @@ export class AckReader {
   push(chunk: Buffer): void {
     let b = this.pending.byteLength > 0 ? Buffer.concat([this.pending, chunk]) : chunk;
     let at = 0;
-    for (; b.byteLength - at >= ACK_BYTES; at += ACK_BYTES) {
-      if (b.readUInt32LE(at) !== ACK_MAGIC || b.readUInt32LE(at + 4) !== 0)
+    for (; b.byteLength - at >= HELLO_BYTES; at += HELLO_BYTES) {
+      if (b.readUInt32LE(at) !== HELLO_MAGIC || b.readUInt32LE(at + 4) !== 0)
         throw new FrameError('data channel: unexpected bytes from the receiving side');
       this.onHello();
     }
     b = b.subarray(at);
-    if (b.byteLength >= 4 && b.readUInt32LE(0) !== ACK_MAGIC)
+    if (b.byteLength >= 4 && b.readUInt32LE(0) !== HELLO_MAGIC)
       throw new FrameError('data channel: unexpected bytes from the receiving side');
     this.pending = Buffer.from(b);
   }

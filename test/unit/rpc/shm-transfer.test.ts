@@ -8,7 +8,7 @@ import { loadAddon, type NativeAddon } from '../../../collective/native/addon.js
 import { TransferReader } from '../../../rpc/data-channel.js';
 import { FrameError } from '../../../rpc/frame.js';
 import {
-  AckReader,
+  HelloReader,
   acceptOffer,
   decodeOffer,
   encodeOffer,
@@ -53,15 +53,15 @@ test('hello records are read across any split; anything else from the receiving 
   const wire = Buffer.concat([helloRecord(), helloRecord()]);
   for (let cut = 0; cut <= wire.byteLength; cut++) {
     let hellos = 0;
-    const r = new AckReader(() => hellos++);
+    const r = new HelloReader(() => hellos++);
     r.push(wire.subarray(0, cut));
     r.push(wire.subarray(cut));
     assert.equal(hellos, 2, `cut at ${cut}`);
   }
-  assert.throws(() => new AckReader(() => {}).push(Buffer.from('garbage!')), FrameError);
+  assert.throws(() => new HelloReader(() => {}).push(Buffer.from('garbage!')), FrameError);
   const notHello = helloRecord();
   notHello.writeUInt32LE(7, 4);
-  assert.throws(() => new AckReader(() => {}).push(notHello), /unexpected bytes from the receiving side/);
+  assert.throws(() => new HelloReader(() => {}).push(notHello), /unexpected bytes from the receiving side/);
 });
 
 test('a shared-memory record where none was agreed is refused by the transfer parser', () => {
