@@ -58,6 +58,7 @@
 #include <vector>
 
 #include "args.h"
+#include "memfd.h"
 #include "reduce.h"
 
 namespace tensile {
@@ -739,7 +740,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   uint64_t token = 0;
   int pid = getpid(), fd = -1;
   if (info.Length() < 6 || info[5].IsUndefined() || info[5].IsNull()) {
-    fd = static_cast<int>(syscall(SYS_memfd_create, "tensile-shm", 1u /* MFD_CLOEXEC */));
+    fd = MemfdCreate("tensile-shm");
     if (fd < 0) throw Napi::Error::New(env, Errno("memfd_create"));
     if (ftruncate(fd, static_cast<off_t>(g->bytes)) != 0) {
       const std::string e = Errno("ftruncate of the shared-memory segment to " + std::to_string(g->bytes) + " bytes");
@@ -754,8 +755,8 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     const int spid = src.Get("pid").As<Napi::Number>().Int32Value();
     const int sfd = src.Get("fd").As<Napi::Number>().Int32Value();
     token = std::stoull(src.Get("token").As<Napi::String>().Utf8Value(), nullptr, 16);
-    const std::string path = "/proc/" + std::to_string(spid) + "/fd/" + std::to_string(sfd);
-    fd = open(path.c_str(), O_RDWR | O_CLOEXEC);
+    const std::string path = PeerFdPath(spid, sfd);
+    fd = OpenPeerFd(spid, sfd, O_RDWR);
     if (fd < 0) throw Napi::Error::New(env, Errno("opening rank 0's segment " + path));
     struct stat st {};
     if (fstat(fd, &st) != 0 || static_cast<size_t>(st.st_size) != g->bytes) {

@@ -28,6 +28,7 @@
 #include <string>
 
 #include "args.h"
+#include "memfd.h"
 
 namespace tensile {
 namespace {
@@ -38,16 +39,6 @@ uint32_t U32Arg(const Napi::CallbackInfo& info, size_t i, const char* name) {
 
 size_t BytesArg(const Napi::CallbackInfo& info, size_t i, const char* name) {
   return static_cast<size_t>(IntArg(info, i, name, 1, 4294967295LL));
-}
-
-
-int MemfdCreate(const char* name) {
-#ifdef MFD_CLOEXEC
-  return static_cast<int>(syscall(SYS_memfd_create, name, MFD_CLOEXEC));
-#else
-  errno = ENOSYS;
-  return -1;
-#endif
 }
 
 // xferProbe(token: Buffer) -> fd. A memfd holding `token`, kept open by the caller for the life of its listener.
@@ -63,12 +54,6 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
     throw Napi::Error::New(env, e);
   }
   return Napi::Number::New(env, fd);
-}
-
-// Opens the peer's descriptor through /proc; -1 with errno on failure.
-int OpenPeerFd(uint32_t pid, uint32_t fd, int flags) {
-  const std::string path = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
-  return open(path.c_str(), flags | O_CLOEXEC);
 }
 
 // xferCheck(pid, fd, token: Buffer) -> boolean: the peer's probe is readable here and holds `token`.
@@ -195,7 +180,7 @@ Napi::Value SegOpen(const Napi::CallbackInfo& info) {
   const uint32_t fd = U32Arg(info, 1, "fd");
   const double ino = NumArg(info, 2, "ino");
   const size_t bytes = BytesArg(info, 3, "bytes");
-  const std::string where = "/proc/" + std::to_string(pid) + "/fd/" + std::to_string(fd);
+  const std::string where = PeerFdPath(pid, fd);
   if (bytes <= kHeaderBytes)
     throw Napi::Error::New(env, "segment " + where + " of " + std::to_string(bytes) + " bytes is too small");
   const int f = OpenPeerFd(pid, fd, O_RDWR);
