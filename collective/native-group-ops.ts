@@ -1,19 +1,94 @@
-// The collective calls of a process group whose bytes move on a native plane (ShmProcessGroup in shm-plane.ts,
-// NetProcessGroup in net-plane.ts): every argument is checked here, once, the same way as on the TCP group
-// (reduce-ops.ts), and turned into one native operation (kind, dtype, reduction, root, element count, send and
-// receive buffers) that the plane runs with `runOp`. send/recv stay on the group's TCP group.
-import type { CollectiveOptions, HostBuffer, ProcessGroup, ReduceOp } from './api.js';
-import { ShmDType, ShmKind, ShmOp } from './native/addon.js';
+// What a process group whose bytes move on a native plane (ShmProcessGroup in shm-plane.ts, NetProcessGroup in
+// net-plane.ts) does the same way on every plane: every collective's arguments are checked here, once, as on the TCP
+// group (reduce-ops.ts), and turned into one native operation (kind, dtype, reduction, root, element count, send and
+// receive buffers) that the plane runs with `runOp`; `track` gives every native operation the same life (refused
+// once the group failed, bounded by its timeout, tracked until settled, a lost peer or a timeout failing the whole
+// world as on the JS path). send/recv stay on the group's TCP group.
+import {
+  CollectiveError,
+  type CollectiveErrorCode,
+  type CollectiveOptions,
+  type HostBuffer,
+  type ProcessGroup,
+  type ReduceOp,
+} from './api.js';
+import { ShmDType, ShmKind, ShmOp, type NativeShmResult } from './native/addon.js';
 import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import type { TcpTransport } from './tcp-transport.js';
 
 /** The native planes' dtype code of a buffer the TCP group accepts. */
 export const DTYPE_OF = (b: TcpBuffer): number =>
   b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
 export abstract class NativeOpsGroup {
-  abstract readonly worldSize: number;
-  /** The TCP group of the same ranks: point-to-point traffic and failure detection. */
-  protected abstract readonly tcp: ProcessGroup;
+  readonly backend = 'tcp' as const;
+  readonly rank: number;
+  readonly worldSize: number;
+  readonly timeoutMs: number;
+  /** Why this group can run nothing more (failed, aborted, destroyed); null while it works. */
+  protected state: CollectiveError | null = null;
+  /** Native operations not settled yet (destroy waits for them). */
+  protected readonly pending = new Set<Promise<unknown>>();
+  /** World rank of each rank of this group (the native planes number ranks within the group). */
+  protected readonly worldRanks: readonly number[];
+  protected readonly isSubGroup: boolean;
+
+  /**
+   * `tcp`: the TCP group of the same ranks (point-to-point traffic and failure detection), on `transport`.
+   * `worldRanks`: given for a sub-group (its members' world ranks, in group order).
+   */
+  constructor(
+    protected readonly tcp: ProcessGroup,
+    protected readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
+    worldRanks?: readonly number[],
+  ) {
+    this.rank = tcp.rank;
+    this.worldSize = tcp.worldSize;
+    this.timeoutMs = tcp.timeoutMs;
+    this.isSubGroup = worldRanks !== undefined;
+    this.worldRanks = worldRanks ?? Array.from({ length: tcp.worldSize }, (_, i) => i);
+  }
+
+  /**
+   * Runs one native operation `run(timeoutMs)` and resolves with `value` when it succeeds. Rejects at once when the
+   * group failed or the timeout is not positive (INVALID_ARGUMENT); a failed result becomes a CollectiveError with
+   * the wording and culprit `describe` gives; TIMEOUT, PEER_LOST and ABORTED also fail the whole world (peers then
+   * see PEER_LOST), and when the world had already failed that first error is the one reported.
+   */
+  protected track<T, R extends NativeShmResult>(
+    op: string,
+    opts: CollectiveOptions | undefined,
+    run: (timeoutMs: number) => Promise<R>,
+    value: T,
+    describe: (r: R) => Promise<{ message: string; peerRank?: number }>,
+  ): Promise<T> {
+    const err = this.state ?? this.transport.failed;
+    if (err) return Promise.reject(err);
+    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
+    if (!(timeoutMs > 0))
+      return Promise.reject(
+        new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
+      );
+    const p = run(timeoutMs).then(async (r) => {
+      if (r.ok) return value;
+      const { message, peerRank } = await describe(r);
+      const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${message}`, {
+        rank: this.rank,
+        op,
+        peerRank,
+      });
+      if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
+        if (!this.state) this.state = e;
+        this.transport.fail(e);
+        throw this.state;
+      }
+      throw e;
+    });
+    this.pending.add(p);
+    const forget = (): void => void this.pending.delete(p);
+    p.then(forget, forget);
+    return p;
+  }
 
   /**
    * Runs one checked operation on the plane and resolves with `value`; rejects with the plane's errors (PEER_LOST,

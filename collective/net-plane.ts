@@ -360,21 +360,12 @@ interface NetSubGroupContext {
  * everything else is the TCP group's. Ops on one native group run in call order on its worker thread.
  */
 export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
-  readonly backend = 'tcp' as const;
   readonly dataPlane = 'net' as const;
-  readonly rank: number;
-  readonly worldSize: number;
-  readonly timeoutMs: number;
   /** 'hierarchical' when allreduce runs shm → sockets between host leaders → shm. */
   readonly layout: 'flat' | 'hierarchical';
-  private state: CollectiveError | null = null;
-  private readonly pending = new Set<Promise<unknown>>();
   private chain: Promise<unknown> = Promise.resolve();
   private readonly unsubscribe: () => void;
   private children = 0;
-  /** World rank of each rank of this group (the native groups number ranks within the group). */
-  private readonly worldRanks: readonly number[];
-  private readonly isSubGroup: boolean;
 
   /**
    * `subGroups`: what newGroup needs to give sub-groups native planes of their own (the world group has it; a
@@ -383,8 +374,8 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
    * world group reaches it.
    */
   constructor(
-    protected readonly tcp: ProcessGroup,
-    private readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
+    tcp: ProcessGroup,
+    transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
     private readonly addon: NativeAddon,
     private readonly flat: NativeNetGroup,
     private readonly hier: Hierarchy | null,
@@ -392,13 +383,8 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
     private readonly subGroups?: NetSubGroupContext,
     worldRanks?: readonly number[],
   ) {
-    super();
-    this.rank = tcp.rank;
-    this.worldSize = tcp.worldSize;
-    this.timeoutMs = tcp.timeoutMs;
+    super(tcp, transport, worldRanks);
     this.layout = hier ? 'hierarchical' : 'flat';
-    this.isSubGroup = worldRanks !== undefined;
-    this.worldRanks = worldRanks ?? Array.from({ length: tcp.worldSize }, (_, i) => i);
     // The TCP connections saw a peer go (or the group was aborted or timed out): the native groups fail the same way.
     this.unsubscribe = transport.onFailure((e) => {
       if (!this.state) this.state = e;
@@ -417,39 +403,17 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
     if (h?.local) this.addon.shmFail(h.local, code, message, indexIn(h.hostRanks));
   }
 
-  /** Runs `stage` (one native op, or a chain of them) and turns its result into the promise API. */
+  /**
+   * Runs `stage` (one native op, or a chain of them) and turns its result into the promise API. A mismatch
+   * (INVALID_ARGUMENT) leaves the native group dead (its later collectives reject with the same error) but the TCP
+   * group usable, as on the JS path; ranks that did not exchange with a mismatched rank fail at their timeout. When the
+   * world had already failed, that error names the lost rank even where a sub-group could not (a hierarchical stage
+   * without it).
+   */
   private submit<T>(op: string, opts: CollectiveOptions | undefined, run: Stage, value: T): Promise<T> {
-    const err = this.state ?? this.transport.failed;
-    if (err) return Promise.reject(err);
-    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
-    if (!(timeoutMs > 0))
-      return Promise.reject(
-        new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
-      );
-    const p = run(timeoutMs).then((r) => {
-      if (r.ok) return value;
-      const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${r.message}`, {
-        rank: this.rank,
-        op,
-        peerRank: r.peerRank ?? (r.peer >= 0 ? r.peer : undefined),
-      });
-      // A timeout, a lost peer or a corrupt stream ends the whole world, as a timeout does on the JS path (peers then
-      // see PEER_LOST naming this rank, or the rank it names). A mismatch (INVALID_ARGUMENT) leaves the native group
-      // dead (its later collectives reject with the same error) but the TCP group usable, as on the JS path; ranks
-      // that did not exchange with a mismatched rank fail at their timeout.
-      // When the world had already failed (the TCP connections saw the cause first), that error is the one to report:
-      // it names the lost rank even where a sub-group could not (a hierarchical stage without it).
-      if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
-        if (!this.state) this.state = e;
-        this.transport.fail(e);
-        throw this.state;
-      }
-      throw e;
-    });
-    this.pending.add(p);
-    const forget = (): void => void this.pending.delete(p);
-    p.then(forget, forget);
-    return p;
+    return this.track(op, opts, run, value, (r) =>
+      Promise.resolve({ message: r.message, peerRank: r.peerRank ?? (r.peer >= 0 ? r.peer : undefined) }),
+    );
   }
 
   private flatOp(

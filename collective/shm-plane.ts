@@ -23,13 +23,7 @@
 // falls back to its TCP group on every member alike. A sub-group's plane is destroyed with the sub-group, or at the
 // latest when the shared transport fails or closes (the world group destroyed or aborted, a lost peer, a timeout).
 import type { Logger } from '../common/logger.js';
-import {
-  CollectiveError,
-  type CollectiveErrorCode,
-  type CollectiveOptions,
-  type ProcessGroup,
-  type Store,
-} from './api.js';
+import { CollectiveError, type CollectiveOptions, type ProcessGroup, type Store } from './api.js';
 import { loadAddon, ShmKind, type NativeAddon, type NativeShmGroup } from './native/addon.js';
 import { hostIdentity } from './host-identity.js';
 import type { TcpBuffer } from './reduce-ops.js';
@@ -239,18 +233,9 @@ export interface ShmSubGroupContext {
  * every rank). With a `subGroups` context, newGroup puts sub-groups on planes of their own (see the header).
  */
 export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
-  readonly backend = 'tcp' as const;
   readonly dataPlane = 'shm' as const;
-  readonly rank: number;
-  readonly worldSize: number;
-  readonly timeoutMs: number;
-  private state: CollectiveError | null = null;
-  private readonly pending = new Set<Promise<unknown>>();
   private children = 0;
   private readonly unsubscribe: () => void;
-  /** World rank of each rank of this group (the plane numbers ranks within the group). */
-  private readonly worldRanks: readonly number[];
-  private readonly isSubGroup: boolean;
 
   /**
    * `subGroups`: open planes for sub-groups (without it, newGroup returns the TCP sub-group). `worldRanks`: given for
@@ -258,18 +243,13 @@ export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
    * fails or closes, since no destroy of the world group reaches it.
    */
   constructor(
-    protected readonly tcp: ProcessGroup,
-    private readonly transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
+    tcp: ProcessGroup,
+    transport: Pick<TcpTransport, 'failed' | 'onFailure' | 'fail'>,
     private readonly plane: ShmPlane,
     private readonly subGroups?: ShmSubGroupContext,
     worldRanks?: readonly number[],
   ) {
-    super();
-    this.rank = tcp.rank;
-    this.worldSize = tcp.worldSize;
-    this.timeoutMs = tcp.timeoutMs;
-    this.isSubGroup = worldRanks !== undefined;
-    this.worldRanks = worldRanks ?? Array.from({ length: tcp.worldSize }, (_, i) => i);
+    super(tcp, transport, worldRanks);
     // The TCP connections saw a peer go (or the group was aborted or timed out): the plane fails the same way. The
     // plane publishes the culprit to its members in its own numbering (-1: not a member; it then names this rank).
     this.unsubscribe = transport.onFailure((e) => {
@@ -292,17 +272,13 @@ export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
     recv: TcpBuffer | undefined,
     value: T,
   ): Promise<T> {
-    const err = this.state ?? this.transport.failed;
-    if (err) return Promise.reject(err);
-    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
-    if (!(timeoutMs > 0))
-      return Promise.reject(
-        new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
-      );
-    const p = this.plane.addon
-      .shmSubmit(this.plane.group, kind, dtype, rop, root, count, send, recv, timeoutMs)
-      .then(async (r) => {
-        if (r.ok) return value;
+    const { addon, group } = this.plane;
+    return this.track(
+      op,
+      opts,
+      (timeoutMs) => addon.shmSubmit(group, kind, dtype, rop, root, count, send, recv, timeoutMs),
+      value,
+      async (r) => {
         // A member that saw a non-member die publishes itself as the culprit (the plane can only name members): let
         // this rank's own connections, which saw the same death, report it first. One turn of the loop suffices, as
         // the kernel closed the dead process's sockets before the plane could see it gone.
@@ -313,23 +289,9 @@ export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
           ? `${r.message.replace(/\brank (\d+)/g, (m, q: string) => `rank ${this.worldRanks[Number(q)] ?? q}`)} ` +
             `(in the sub-group of world ranks ${this.worldRanks.join(', ')}; ranks named are world ranks)`
           : r.message;
-        const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${message}`, {
-          rank: this.rank,
-          op,
-          peerRank: r.peer >= 0 ? this.worldRanks[r.peer] : undefined,
-        });
-        // A timeout or a lost peer ends the whole world, as on the JS path (peers then see PEER_LOST).
-        if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
-          if (!this.state) this.state = e;
-          this.transport.fail(e);
-          throw this.state;
-        }
-        throw e;
-      });
-    this.pending.add(p);
-    const forget = (): void => void this.pending.delete(p);
-    p.then(forget, forget);
-    return p;
+        return { message, peerRank: r.peer >= 0 ? this.worldRanks[r.peer] : undefined };
+      },
+    );
   }
 
   /**
