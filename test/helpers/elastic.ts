@@ -1,7 +1,10 @@
 // Helpers for multi-node agent tests: start agents against one etcd job, read worker start events, clean up.
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { startTensile, waitFor, isAlive, type TensileProcess } from './cli.js';
+import { startEtcd, type EtcdServer } from './etcd.js';
 
 export const LIVE_WORKER = new URL('../fixtures/workers/live-worker.mjs', import.meta.url).pathname;
 export const ELASTIC_WORKER = new URL('../fixtures/workers/elastic-loop.mjs', import.meta.url).pathname;
@@ -128,4 +131,47 @@ export async function cleanupAgents(agents: readonly TensileProcess[], outs: rea
     }
   }
   return left;
+}
+
+/**
+ * One etcd for the file (started in `before`, stopped in `after`, with every agent started through it killed and every
+ * output dir removed). `job(prefix, runId)` makes an output dir and returns a `start()` that launches one more live
+ * agent (LIVE_WORKER, 1 to 2 nodes, no restarts) of that job.
+ */
+export function liveJobsOnEtcd(): {
+  endpoint(): string;
+  job(prefix: string, runId: string): { out: string; start(): TensileProcess };
+} {
+  let etcd: EtcdServer | undefined;
+  const agents: TensileProcess[] = [];
+  const outs: string[] = [];
+  before(async () => {
+    etcd = await startEtcd();
+  });
+  after(async () => {
+    await cleanupAgents(agents, outs);
+    await etcd?.stop();
+    for (const o of outs) rmSync(o, { recursive: true, force: true });
+  });
+  const endpoint = (): string => etcd!.endpoint;
+  return {
+    endpoint,
+    job(prefix, runId) {
+      const out = mkdtempSync(join(tmpdir(), prefix));
+      outs.push(out);
+      const start = (): TensileProcess => {
+        const a = startAgent({
+          endpoint: endpoint(),
+          runId,
+          out,
+          nnodes: '1:2',
+          script: LIVE_WORKER,
+          extra: ['--max-restarts', '0'],
+        });
+        agents.push(a);
+        return a;
+      };
+      return { out, start };
+    },
+  };
 }

@@ -3,18 +3,11 @@
 // pid), repeated in one run; nothing is left running.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
-import { isAlive, killTree, waitFor, type TensileProcess } from '../../helpers/cli.js';
-import { cleanupAgents, startAgent, LIVE_WORKER, readEvents } from '../../helpers/elastic.js';
-import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
-
-const WORKER = LIVE_WORKER;
-let etcd: EtcdServer;
-const agents: TensileProcess[] = [];
-const outs: string[] = [];
+import { describe, test } from 'node:test';
+import { isAlive, killTree, waitFor } from '../../helpers/cli.js';
+import { cleanupAgents, liveJobsOnEtcd, readEvents } from '../../helpers/elastic.js';
 
 interface Ev {
   kind: 'start' | 'round' | 'ready';
@@ -61,32 +54,12 @@ function workerOf(out: string, node: string): number {
   return starts[starts.length - 1]?.pid ?? -1;
 }
 
-before(async () => {
-  etcd = await startEtcd();
-});
-after(async () => {
-  await cleanupAgents(agents, outs);
-  await etcd?.stop();
-  for (const o of outs) rmSync(o, { recursive: true, force: true });
-});
+const etcd = liveJobsOnEtcd();
 
 describe('live recovery with two agents on etcd', () => {
   test('node SIGKILLed and node rejoining, twice: the surviving worker keeps its pid through every round', async () => {
-    const out = mkdtempSync(join(tmpdir(), 'tensile-live-mn-'));
-    outs.push(out);
     const runId = `live-${process.pid}`;
-    const start = (): TensileProcess => {
-      const a = startAgent({
-        endpoint: etcd.endpoint,
-        runId,
-        out,
-        nnodes: '1:2',
-        script: WORKER,
-        extra: ['--max-restarts', '0'],
-      });
-      agents.push(a);
-      return a;
-    };
+    const { out, start } = etcd.job('tensile-live-mn-', runId);
     const a = start();
     await waitFor(() => events(out).some((e) => e.kind === 'start'), 'the first worker', 30_000);
     const nodeA = (events(out).find((e) => e.kind === 'start') as Ev).node;

@@ -3,19 +3,12 @@
 // under the survivor's host, with its path, cause, time, steps lost and round.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
-import { runTensile, waitFor, killTree, type TensileProcess } from '../../helpers/cli.js';
-import { cleanupAgents, startAgent, LIVE_WORKER, readEvents } from '../../helpers/elastic.js';
-import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
+import { test } from 'node:test';
+import { runTensile, waitFor, killTree } from '../../helpers/cli.js';
+import { cleanupAgents, liveJobsOnEtcd, readEvents } from '../../helpers/elastic.js';
 import type { JobStatus } from '../../../rendezvous/api.js';
-
-const WORKER = LIVE_WORKER;
-let etcd: EtcdServer;
-const agents: TensileProcess[] = [];
-const outs: string[] = [];
 
 interface Ev {
   kind: 'start' | 'round' | 'ready';
@@ -27,31 +20,11 @@ interface Ev {
 
 const events = (out: string): Ev[] => readEvents<Ev>(out);
 
-before(async () => {
-  etcd = await startEtcd();
-});
-after(async () => {
-  await cleanupAgents(agents, outs);
-  await etcd?.stop();
-  for (const o of outs) rmSync(o, { recursive: true, force: true });
-});
+const etcd = liveJobsOnEtcd();
 
 test('after a live recovery, tensile status lists it (table and --json)', async () => {
-  const out = mkdtempSync(join(tmpdir(), 'tensile-status-rec-'));
-  outs.push(out);
   const runId = `status-rec-${process.pid}`;
-  const start = (): TensileProcess => {
-    const a = startAgent({
-      endpoint: etcd.endpoint,
-      runId,
-      out,
-      nnodes: '1:2',
-      script: WORKER,
-      extra: ['--max-restarts', '0'],
-    });
-    agents.push(a);
-    return a;
-  };
+  const { out, start } = etcd.job('tensile-status-rec-', runId);
   const a = start();
   await waitFor(() => events(out).some((e) => e.kind === 'start'), 'the first worker', 30_000);
   const b = start();
@@ -65,7 +38,7 @@ test('after a live recovery, tensile status lists it (table and --json)', async 
     'both workers ready in a round of two',
     40_000,
   );
-  const statusArgs = ['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId];
+  const statusArgs = ['status', '--rdzv-endpoint', etcd.endpoint(), '--rdzv-id', runId];
   const readJson = async (): Promise<JobStatus> => {
     const r = await runTensile([...statusArgs, '--json'], { timeoutMs: 20_000 });
     assert.equal(r.code, 0, r.stderr);
