@@ -6,6 +6,30 @@ import { allExited, killRank1ExpectPeerLost, spawnWorld } from './spawn-world.js
 type Res = { name: string; ok: boolean; detail?: string };
 const hostsOf = (hosts: string) => (rank: number) => ({ TENSILE_HOST_ID: hosts[rank]! });
 
+/**
+ * Three workers in `mode` on simulated `hosts`, all on the socket plane (asserted, `why`); once rank 1 runs its
+ * collectives it is SIGKILLed and the others must reject with PEER_LOST naming it.
+ */
+async function killRank1OnTheSocketPlane(
+  t: { after(fn: () => void): void },
+  mode: string,
+  hosts: string,
+  why: string,
+): Promise<void> {
+  const world = await spawnWorld(3, mode, { TEST_OP_TIMEOUT_MS: '20000' }, hostsOf(hosts));
+  t.after(() => world.kill());
+  const planes = await Promise.all(
+    world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
+  );
+  assert.deepEqual(
+    planes.map((l) => l.dataPlane),
+    ['net', 'net', 'net'],
+    why,
+  );
+  await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
+  await killRank1ExpectPeerLost(world);
+}
+
 describe('failures on the native socket plane', () => {
   const layouts: Record<string, string> = {
     abc: 'flat',
@@ -15,35 +39,13 @@ describe('failures on the native socket plane', () => {
   for (const [hosts, layout] of Object.entries(layouts)) {
     it(`a peer SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming it (hosts ${hosts.split('').join(',')}, ${layout})`, async (t) => {
       // No TENSILE_COLLECTIVE_TRANSPORT: ranks on several hosts with the addon built choose the plane by themselves.
-      const world = await spawnWorld(3, 'kill', { TEST_OP_TIMEOUT_MS: '20000' }, hostsOf(hosts));
-      t.after(() => world.kill());
-      const planes = await Promise.all(
-        world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
-      );
-      assert.deepEqual(
-        planes.map((l) => l.dataPlane),
-        ['net', 'net', 'net'],
-        'the automatic choice across hosts is the socket plane',
-      );
-      await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
-      await killRank1ExpectPeerLost(world);
+      await killRank1OnTheSocketPlane(t, 'kill', hosts, 'the automatic choice across hosts is the socket plane');
     });
   }
 
   it('a sub-group on the socket plane (hosts a,b,c): a member SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming its world rank', async (t) => {
     // The sub-group is world ranks [1, 2, 0]: world rank 1 is its rank 0.
-    const world = await spawnWorld(3, 'kill-sub', { TEST_OP_TIMEOUT_MS: '20000' }, hostsOf('abc'));
-    t.after(() => world.kill());
-    const planes = await Promise.all(
-      world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
-    );
-    assert.deepEqual(
-      planes.map((l) => l.dataPlane),
-      ['net', 'net', 'net'],
-      'the sub-group has a socket plane of its own',
-    );
-    await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
-    await killRank1ExpectPeerLost(world);
+    await killRank1OnTheSocketPlane(t, 'kill-sub', 'abc', 'the sub-group has a socket plane of its own');
   });
 
   it('garbage bytes on a data socket fail the group with a clear error naming the sender, and no process crashes', async (t) => {
