@@ -244,7 +244,7 @@ export class ShmReceiver {
     }
     this.maps.set(key, seg);
     this.transfers++;
-    return this.addon.xferSegView(seg, r.frameBytes);
+    return Buffer.from(this.addon.xferSegView(seg, r.frameBytes));
   }
 
   close(): void {

@@ -16,7 +16,8 @@ const env = (k: string, d: number): number => Number(process.env[k] ?? d);
 const LAT_ITERS = env('BENCH_LAT_ITERS', 1000);
 const THR_CALLS = env('BENCH_THR_CALLS', 10000);
 const WINDOW = env('BENCH_WINDOW', 1000);
-const BW_ITERS = env('BENCH_BW_ITERS', 5);
+/** Echoes per bandwidth round (enough to span the collections that dropped frames cause, on both sides). */
+const BW_ITERS = env('BENCH_BW_ITERS', 20);
 /** Echoes before each bandwidth phase, on both sides (buffers, segments and connections warm). */
 const BW_WARMUP = env('BENCH_BW_WARMUP', 5);
 const MB = env('BENCH_MB', 16);

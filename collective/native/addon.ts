@@ -269,8 +269,13 @@ export interface NativeAddon {
   xferSegWrite(seg: NativeXferSeg, parts: Buffer[]): number;
   /** Maps the peer's segment (checked by inode and size). Throws naming what did not match. */
   xferSegOpen(pid: number, fd: number, ino: number, bytes: number): NativeXferSeg;
-  /** The frame in place, as a Buffer whose collection hands the segment back to its sender. */
-  xferSegView(seg: NativeXferSeg, frameBytes: number): Buffer;
+  /**
+   * The frame in place, as a SharedArrayBuffer (V8 does not count those toward its collection limits; xfer.cc says
+   * why that matters) whose collection hands the segment back to its sender.
+   */
+  xferSegView(seg: NativeXferSeg, frameBytes: number): SharedArrayBuffer;
+  /** Bytes of frames handed out as views and not yet freed, and what of them is reported to V8 (xfer.cc). */
+  xferViewBytes(): { live: number; reported: number };
   /** Drops the handle's reference now (views keep the mapping); idempotent. Otherwise the GC does it. */
   xferSegDestroy(seg: NativeXferSeg): void;
   /** Closes a descriptor from xferProbe. */

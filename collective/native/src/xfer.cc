@@ -12,8 +12,8 @@
 // Whether a peer can open our descriptors at all (same host, same PID namespace, /proc mounted, permission) is
 // probed once per connection with a small memfd holding a random token (xferProbe/xferCheck).
 //
-// Everything here is synchronous on the JS thread: the copy is the transfer (the socket path copies on this thread
-// too, into the kernel), and opening/mapping are a few syscalls. Memfds go with the last descriptor or mapping, so
+// Everything here is synchronous on the JS thread, except the release of a view (see SegView): the copy is the
+// transfer (the socket path copies on this thread too, into the kernel), and opening/mapping are a few syscalls. Memfds go with the last descriptor or mapping, so
 // nothing outlives the two processes on any exit path, SIGKILL included.
 #include <fcntl.h>
 #include <napi.h>
@@ -21,6 +21,7 @@
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <unistd.h>
+#include <v8.h>
 
 #include <atomic>
 #include <cerrno>
@@ -77,17 +78,18 @@ Napi::Value Check(const Napi::CallbackInfo& info) {
 // `busy` is the only shared state: the sender claims an idle segment (0 -> 1) before it writes a frame into it; the
 // receiver's view of that frame clears it (release) when the garbage collector finalizes the view, i.e. when the
 // user holds no tensor of that frame any more. Until then the sender uses other segments, so a received tensor is
-// never overwritten. A mapping lives while its handle or any view of it lives (refs; all on the JS thread).
+// never overwritten. A mapping lives while its handle or any view of it lives (refs: handles go on the JS thread,
+// views wherever V8 frees their memory, which may be one of its background threads).
 constexpr size_t kHeaderBytes = 64;
 
 struct Seg {
   int fd = -1;  // -1 on the receiving side (the mapping keeps the file alive)
   uint8_t* addr = nullptr;
   size_t bytes = 0;
-  int refs = 1;
+  std::atomic<int> refs{1};
   std::atomic<uint32_t>* busy() { return reinterpret_cast<std::atomic<uint32_t>*>(addr); }
   void Unref() {
-    if (--refs > 0) return;
+    if (refs.fetch_sub(1, std::memory_order_acq_rel) > 1) return;
     if (addr) munmap(addr, bytes);
     if (fd >= 0) close(fd);
     delete this;
@@ -211,17 +213,33 @@ Napi::Value SegOpen(const Napi::CallbackInfo& info) {
   return WrapSeg(env, s);
 }
 
-// Bytes of frames handed out as views and not yet collected, in this process (JS thread only).
-size_t g_liveViewBytes = 0;
-// V8 does not count memory behind external buffers toward its collection limits, so frames the program has dropped
-// would pin their segments until something else makes it collect. Up to this many live view bytes that is fine
-// (ordinary allocation collects them soon enough; reporting every 16 MB frame made V8 run a full mark-compact per
-// frame, 10-15 ms each here, more than the copy); beyond it every new view is reported, so that dropped frames are
-// collected, and their segments handed back, before the senders' pools fill up.
-constexpr size_t kUnreportedViewBytes = 64u << 20;
+// Bytes of frames handed out as views and not yet collected, in this process.
+std::atomic<size_t> g_liveViewBytes{0};
+// What this process has reported of them to V8 (JS thread only).
+int64_t g_reportedViewBytes = 0;
+// Views are SharedArrayBuffers, which V8 does not count toward its collection limits: an ArrayBuffer would be
+// counted, and on the echo benchmark one 16 MB frame per call made V8 run a forced marking step or a full
+// mark-compact on almost every call (3-5 ms of every 11 on the client, more than a copy). Up to this many live view
+// bytes nothing is reported (ordinary allocation collects dropped frames soon enough, and the senders' pools hold
+// several frames); beyond it the excess is reported, so that dropped frames are collected, and their segments handed
+// back, before the senders' pools fill up. Reported on the JS thread at the next view; views may be freed elsewhere.
+constexpr size_t kUnreportedViewBytes = 128u << 20;
 
-// xferSegView(seg, frameBytes) -> Buffer: the frame, in place (no copy). The segment stays mapped while the Buffer
-// (or any view of its memory) lives; its finalizer hands the segment back to the sender.
+void ReportLiveViews(Napi::Env env) {
+  const size_t live = g_liveViewBytes.load(std::memory_order_relaxed);
+  const int64_t want = live > kUnreportedViewBytes ? static_cast<int64_t>(live - kUnreportedViewBytes) : 0;
+  if (want == g_reportedViewBytes) return;
+  Napi::MemoryManagement::AdjustExternalMemory(env, want - g_reportedViewBytes);
+  g_reportedViewBytes = want;
+}
+
+struct View {
+  Seg* seg;
+  size_t bytes;
+};
+
+// xferSegView(seg, frameBytes) -> SharedArrayBuffer: the frame, in place (no copy). The segment stays mapped while
+// it (or any view of its memory) lives; when V8 frees it, the segment goes back to the sender.
 Napi::Value SegView(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Seg* s = AsSeg(env, info[0]);
@@ -229,19 +247,34 @@ Napi::Value SegView(const Napi::CallbackInfo& info) {
   if (bytes > s->bytes - kHeaderBytes)
     throw Napi::RangeError::New(env, "frame of " + std::to_string(bytes) + " bytes in a segment of " +
                                          std::to_string(s->bytes));
-  s->refs++;
-  g_liveViewBytes += bytes;
-  const bool reported = g_liveViewBytes > kUnreportedViewBytes;
-  if (reported) Napi::MemoryManagement::AdjustExternalMemory(env, static_cast<int64_t>(bytes));
-  return Napi::Buffer<uint8_t>::New(
-      env, s->addr + kHeaderBytes, bytes,
-      [bytes, reported](Napi::Env e, uint8_t*, Seg* seg) {
-        seg->busy()->store(0, std::memory_order_release);
-        g_liveViewBytes -= bytes;
-        if (reported) Napi::MemoryManagement::AdjustExternalMemory(e, -static_cast<int64_t>(bytes));
-        seg->Unref();
+  s->refs.fetch_add(1, std::memory_order_relaxed);
+  g_liveViewBytes.fetch_add(bytes, std::memory_order_relaxed);
+  ReportLiveViews(env);
+  std::unique_ptr<v8::BackingStore> store = v8::SharedArrayBuffer::NewBackingStore(
+      s->addr + kHeaderBytes, bytes,
+      [](void*, size_t, void* arg) {
+        auto* v = static_cast<View*>(arg);
+        v->seg->busy()->store(0, std::memory_order_release);
+        g_liveViewBytes.fetch_sub(v->bytes, std::memory_order_relaxed);
+        v->seg->Unref();
+        delete v;
       },
-      s);
+      new View{s, bytes});
+  // Node-API cannot make a SharedArrayBuffer over external memory, so this one call uses V8's API (stacks.cc does
+  // too; node-gyp builds against the running Node's headers). A napi_value is the address of a v8::Local's slot,
+  // valid in the handle scope Node-API opened for this call.
+  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(v8::Isolate::GetCurrent(), std::move(store));
+  return Napi::Value(env, reinterpret_cast<napi_value>(*sab));
+}
+
+// xferViewBytes() -> { live, reported }: bytes of frames handed out as views and not yet freed, and what of them is
+// reported to V8 (tests check the policy above; V8 does not show reported bytes in its heap statistics).
+Napi::Value ViewBytes(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  Napi::Object out = Napi::Object::New(env);
+  out.Set("live", Napi::Number::New(env, static_cast<double>(g_liveViewBytes.load(std::memory_order_relaxed))));
+  out.Set("reported", Napi::Number::New(env, static_cast<double>(g_reportedViewBytes)));
+  return out;
 }
 
 // xferSegDestroy(seg): drops the handle's reference now (views keep the mapping); later use of the handle throws.
@@ -272,6 +305,7 @@ void InitXfer(Napi::Env env, Napi::Object exports) {
   exports.Set("xferSegWrite", Napi::Function::New(env, SegWrite));
   exports.Set("xferSegOpen", Napi::Function::New(env, SegOpen));
   exports.Set("xferSegView", Napi::Function::New(env, SegView));
+  exports.Set("xferViewBytes", Napi::Function::New(env, ViewBytes));
   exports.Set("xferSegDestroy", Napi::Function::New(env, SegDestroy));
   exports.Set("xferClose", Napi::Function::New(env, Close));
 }

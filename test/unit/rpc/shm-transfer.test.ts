@@ -121,6 +121,39 @@ test(
   },
 );
 
+test(
+  'received frames are SharedArrayBuffer views that V8 does not count, until 128 MiB of them are alive',
+  { skip },
+  async () => {
+    const tx = new ShmSender(addon());
+    const rx = new ShmReceiver(addon());
+    try {
+      for (let i = 0; i < 50 && addon().xferViewBytes().live > 0; i++) await collect(); // earlier tests' frames
+      const f = frameOf(8 << 20, 7);
+      const external = (): number => process.memoryUsage().external;
+      const before = external();
+      const held: Buffer[] = [];
+      for (let id = 1; id <= 15; id++) held.push(rx.read(parseShmRecord(tx.record(id, f)!, 0)));
+      assert.ok(held[0]!.buffer instanceof SharedArrayBuffer);
+      const grew = external() - before;
+      assert.ok(grew < 16 << 20, `120 MiB of live frames counted ${grew} bytes of external memory (expected < 16 MiB)`);
+      assert.equal(addon().xferViewBytes().reported, 0, 'below the threshold nothing is reported');
+      for (let id = 16; id <= 20; id++) held.push(rx.read(parseShmRecord(tx.record(id, f)!, 0)));
+      // 160 MiB alive: the 32 MiB beyond the threshold are reported, so that V8 collects dropped frames.
+      assert.deepEqual(addon().xferViewBytes(), { live: 160 << 20, reported: 32 << 20 });
+      held.length = 0;
+      // V8 may free the collected views on a background thread, a little after the collection.
+      for (let i = 0; i < 50 && addon().xferViewBytes().live > 0; i++) await collect();
+      rx.read(parseShmRecord(tx.record(21, f)!, 0)); // the next view settles the report
+      assert.deepEqual(addon().xferViewBytes(), { live: 8 << 20, reported: 0 });
+      assert.equal(tx.segments, 20, 'the collected frames handed their segments back (frame 21 reused one)');
+    } finally {
+      tx.close();
+      rx.close();
+    }
+  },
+);
+
 test('a record naming a descriptor that is gone or a file of another inode is a FrameError naming it', { skip }, () => {
   const tx = new ShmSender(addon());
   const rx = new ShmReceiver(addon());
