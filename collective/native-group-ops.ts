@@ -20,6 +20,20 @@ import type { TcpTransport } from './tcp-transport.js';
 export const DTYPE_OF = (b: TcpBuffer): number =>
   b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
+const nameOf = (table: Record<string, number>, v: number): string =>
+  Object.keys(table).find((k) => table[k] === v) ?? String(v);
+
+/** One native operation as the planes' mismatch errors name it: `allreduce float32 × 8 (sum)`, `broadcast … root 1`. */
+export function describeCall(kind: number, dtype: number, rop: number, root: number, count: number): string {
+  const k = nameOf(ShmKind, kind);
+  if (kind === ShmKind.barrier) return k;
+  let s = `${k} ${nameOf(ShmDType, dtype)} × ${count}`;
+  if (kind === ShmKind.allreduce || kind === ShmKind.reduce || kind === ShmKind.reduceScatter)
+    s += ` (${nameOf(ShmOp, rop)})`;
+  if (kind === ShmKind.broadcast || kind === ShmKind.reduce) s += ` root ${root}`;
+  return s;
+}
+
 export abstract class NativeOpsGroup {
   readonly backend = 'tcp' as const;
   readonly rank: number;
@@ -52,15 +66,16 @@ export abstract class NativeOpsGroup {
   /**
    * Runs one native operation `run(timeoutMs)` and resolves with `value` when it succeeds. Rejects at once when the
    * group failed or the timeout is not positive (INVALID_ARGUMENT); a failed result becomes a CollectiveError with
-   * the wording and culprit `describe` gives; TIMEOUT, PEER_LOST and ABORTED also fail the whole world (peers then
-   * see PEER_LOST), and when the world had already failed that first error is the one reported.
+   * the wording, culprit and (when it tells more than the plane's) code `describe` gives; a TIMEOUT, PEER_LOST or
+   * ABORTED result also fails the whole world (peers then see PEER_LOST), and when the world had already failed that
+   * first error is the one reported (unless `describe` gave a code of its own).
    */
   protected track<T, R extends NativeShmResult>(
     op: string,
     opts: CollectiveOptions | undefined,
     run: (timeoutMs: number) => Promise<R>,
     value: T,
-    describe: (r: R) => Promise<{ message: string; peerRank?: number }>,
+    describe: (r: R) => Promise<{ message: string; peerRank?: number; code?: CollectiveErrorCode }>,
   ): Promise<T> {
     const err = this.state ?? this.transport.failed;
     if (err) return Promise.reject(err);
@@ -71,8 +86,8 @@ export abstract class NativeOpsGroup {
       );
     const p = run(timeoutMs).then(async (r) => {
       if (r.ok) return value;
-      const { message, peerRank } = await describe(r);
-      const e = new CollectiveError(r.code as CollectiveErrorCode, `${op}: ${message}`, {
+      const { message, peerRank, code } = await describe(r);
+      const e = new CollectiveError(code ?? (r.code as CollectiveErrorCode), `${op}: ${message}`, {
         rank: this.rank,
         op,
         peerRank,
@@ -80,7 +95,8 @@ export abstract class NativeOpsGroup {
       if (r.code === 'TIMEOUT' || r.code === 'PEER_LOST' || r.code === 'ABORTED') {
         if (!this.state) this.state = e;
         this.transport.fail(e);
-        throw this.state;
+        // What `describe` found out about this op's own failure beats whatever failed the world meanwhile.
+        throw code ? e : this.state;
       }
       throw e;
     });

@@ -41,7 +41,7 @@ import {
 import { hostIdentity } from './host-identity.js';
 import type { TcpBuffer } from './reduce-ops.js';
 import { defaultShmTuning, mapShmSegment, ShmProcessGroup, type ShmTuning, type TransportChoice } from './shm-plane.js';
-import { NativeOpsGroup } from './native-group-ops.js';
+import { describeCall, NativeOpsGroup } from './native-group-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
 export interface NetTuning {
@@ -366,6 +366,8 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   private chain: Promise<unknown> = Promise.resolve();
   private readonly unsubscribe: () => void;
   private children = 0;
+  /** Collectives called on this group so far (the index of one that timed out names its store keys). */
+  private calls = 0;
 
   /**
    * `subGroups`: what newGroup needs to give sub-groups native planes of their own (the world group has it; a
@@ -410,9 +412,51 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
    * world had already failed, that error names the lost rank even where a sub-group could not (a hierarchical stage
    * without it).
    */
-  private submit<T>(op: string, opts: CollectiveOptions | undefined, run: Stage, value: T): Promise<T> {
-    return this.track(op, opts, run, value, (r) =>
-      Promise.resolve({ message: r.message, peerRank: r.peerRank ?? (r.peer >= 0 ? r.peer : undefined) }),
+  private submit<T>(op: string, opts: CollectiveOptions | undefined, run: Stage, value: T, call: string): Promise<T> {
+    const index = this.calls++;
+    return this.track(op, opts, run, value, async (r) => {
+      const mismatch = r.code === 'TIMEOUT' ? await this.mismatchBehindTimeout(index, call) : null;
+      if (mismatch) return { message: mismatch, code: 'INVALID_ARGUMENT' };
+      return { message: r.message, peerRank: r.peerRank ?? (r.peer >= 0 ? r.peer : undefined) };
+    });
+  }
+
+  /**
+   * On the hierarchical layout a size mismatch cannot always be seen by the plane: an allreduce at or below the
+   * threshold (`smallBytes`) runs on the flat group, a larger one on the host and leader groups, so ranks whose sizes
+   * fall on both sides wait on different groups until their timeout. Then each such rank leaves its call under the
+   * call's index in the store and reads the others' (for at most 2 s: a rank that did not time out leaves none); a
+   * different call is named, both sides, as a mismatch would be. Null when none is found (a real timeout: it is then
+   * reported up to 2 s later than it would be on the flat layout).
+   */
+  private async mismatchBehindTimeout(index: number, call: string): Promise<string | null> {
+    const o = this.subGroups?.options;
+    if (!this.hier || !o) return null;
+    const key = (r: number): string => `${o.prefix}/timed-out/${index}/${r}`;
+    try {
+      await o.store.set(key(this.rank), call);
+    } catch {
+      return null; // the store is gone too: the timeout is what can be told
+    }
+    // Every rank's, not just the first different one: a rank that failed the world before the others had left
+    // theirs would make them see PEER_LOST instead.
+    const waitMs = Math.min(2_000, this.timeoutMs);
+    const calls = await Promise.all(
+      Array.from({ length: this.worldSize }, (_, r) =>
+        r === this.rank
+          ? call
+          : o.store.get(key(r), waitMs).then(
+              (b) => new TextDecoder().decode(b),
+              () => null,
+            ),
+      ),
+    );
+    const r = calls.findIndex((c) => c !== null && c !== call);
+    if (r < 0) return null;
+    return (
+      `collective mismatch between ranks: rank ${this.rank} called ${call} but rank ${r} called ${calls[r]} ` +
+      `(seen after both timed out: on the hierarchical layout an allreduce of at most ${this.tuning.smallBytes} bytes ` +
+      `runs on the flat group and a larger one on the host groups)`
     );
   }
 
@@ -575,7 +619,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
         kind === ShmKind.allreduce && this.useHierarchy(send!)
           ? this.hierAllreduce(dtype, rop, count, send!, recv!)
           : this.flatOp(kind, dtype, rop, root, count, send, recv);
-      return this.submit(op, opts, stage, value);
+      return this.submit(op, opts, stage, value, describeCall(kind, dtype, rop, root, count));
     } catch (e) {
       return Promise.reject(e);
     }

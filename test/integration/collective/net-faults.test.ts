@@ -67,6 +67,30 @@ describe('failures on the native socket plane', () => {
     assert.deepEqual(await allExited(world, 20_000), [0, 0], 'both processes exit normally');
   });
 
+  it('allreduce sizes on both sides of the hierarchical threshold: after the timeout every rank names the mismatch, both sides (hosts a,a,b,b)', async (t) => {
+    const world = await spawnWorld(4, 'straddle', {}, hostsOf('aabb'));
+    t.after(() => world.kill());
+    const lines = await Promise.all(world.workers.map((w) => w.waitFor((l) => 'results' in l || 'fatal' in l, 60_000)));
+    for (const [rank, line] of lines.entries()) {
+      assert.equal(line.fatal, undefined, String(line.fatal));
+      assert.equal(line.dataPlane, 'net');
+      assert.equal(line.layout, 'hierarchical');
+      assert.deepEqual(
+        (line.results as Res[]).filter((r) => !r.ok),
+        [],
+        JSON.stringify(line),
+      );
+      const [mine, theirs] = rank === 0 ? ['8192', '32768'] : ['32768', '8192'];
+      assert.match(
+        String(line.message),
+        new RegExp(
+          `^allreduce: collective mismatch between ranks: rank ${rank} called allreduce float32 × ${mine} \\(sum\\) ` +
+            `but rank \\d called allreduce float32 × ${theirs} \\(sum\\)`,
+        ),
+      );
+    }
+  });
+
   for (const mode of ['collective-abort', 'collective-timeout'] as const) {
     const what =
       mode === 'collective-abort'

@@ -167,6 +167,26 @@ async function main(): Promise<void> {
     emit({ rank: r, dataPlane: pg.dataPlane, results });
     return;
   }
+  if (mode === 'straddle') {
+    // Rank 0's allreduce is 32 KiB, everyone else's 128 KiB: on the hierarchical layout they take different paths
+    // (flat group / host groups), so the plane cannot compare them; after the timeout the ranks name the mismatch.
+    const n = r === 0 ? 8192 : 32768;
+    const e = await expectError(
+      'allreduce sizes across the hierarchical threshold',
+      pg.allreduce(make('float32', n), 'sum', { timeoutMs: 1500 }),
+      'INVALID_ARGUMENT',
+    );
+    emit({
+      rank: r,
+      dataPlane: pg.dataPlane,
+      layout: (pg as { layout?: string }).layout,
+      message: e?.message,
+      results,
+    });
+    // Rank 0 serves the store the others read: stay until they are done (the test kills the world).
+    await new Promise((res) => setTimeout(res, 30_000));
+    return;
+  }
   if (mode === 'plane') {
     // TEST_SUBS: sub-groups given as "0,1;1,2" (world ranks); each reports its plane and an int32 sum of rank + 1.
     const subs: { ranks: number[]; dataPlane?: string; sum?: number }[] = [];
