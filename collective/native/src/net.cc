@@ -145,6 +145,9 @@ struct Group {
   Result dead;
   // Scratch buffers, grown to the largest op so far and kept for the group's life.
   std::vector<uint8_t> tmp, tmp2, tmp3, scratch;
+  // One segment (seg_bytes): received pieces that are reduced at once land here, so the reduction reads them from the
+  // cache instead of from a chunk-sized buffer in memory.
+  std::vector<uint8_t> stage;
 
   void Run();
   void Execute(Task* t);
@@ -153,7 +156,7 @@ struct Group {
   bool Fail(const Result& why);
   bool CheckFailed(Task* t);
   bool Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_t slen, uint32_t rstep, int from,
-                uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg);
+                uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg, bool staged = false);
   bool CheckHeader(Task* t, int from, const Frame& h, uint32_t step, size_t rlen);
   bool Closed(Task* t, int peer, const std::string& why);
   bool AllReduce(Task* t, uint8_t* buf, int to_root);
@@ -277,10 +280,11 @@ bool Group::Closed(Task* t, int peer, const std::string& why) {
 
 // Sends one frame (step sstep: header + slen bytes of sbuf) to rank `to` and receives one frame (step rstep, rlen
 // payload bytes) from rank `from` into rbuf, both at once (either may be -1: none). on_seg(offset, bytes), when given, is called for every
-// seg_bytes-aligned piece of the payload as soon as it has arrived (and for the tail), in order. Blocks this worker
-// thread; false when the group failed (dead says why).
+// seg_bytes-aligned piece of the payload as soon as it has arrived (and for the tail), in order. `staged`: rbuf is one
+// segment long (stage) and every piece lands at its start, handed to on_seg before the next one is read, so a
+// reduction reads it from the cache. Blocks this worker thread; false when the group failed (dead says why).
 bool Group::Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_t slen, uint32_t rstep, int from,
-                     uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg) {
+                     uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg, bool staged) {
   Frame hs{};
   hs.magic = kFrameMagic;
   hs.seq = seq;
@@ -320,6 +324,10 @@ bool Group::Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_
       ssize_t r;
       if (got < sizeof hr) {
         r = recv(fds[from], reinterpret_cast<uint8_t*>(&hr) + got, sizeof hr - got, MSG_DONTWAIT);
+      } else if (staged) {
+        // rbuf holds one segment: read up to its end; the loop below hands it to on_seg before the next read.
+        const size_t at = (got - sizeof hr) % seg_bytes;
+        r = recv(fds[from], rbuf + at, std::min(seg_bytes - at, recv_total - got), MSG_DONTWAIT);
       } else {
         r = recv(fds[from], rbuf + (got - sizeof hr), recv_total - got, MSG_DONTWAIT);
       }
@@ -416,8 +424,7 @@ bool Group::Ring(Task* t, uint8_t* buf, int to_root) {
   const int n = world;
   auto lo = [&](int c) { return t->count * static_cast<size_t>(c) / n; };
   auto len = [&](int c) { return lo(c + 1) - lo(c); };
-  const size_t most = (t->count + n - 1) / n * es;
-  if (tmp.size() < most) tmp.resize(most);
+  if (stage.size() < seg_bytes) stage.resize(seg_bytes);
   const int right = Mod(rank + 1, n), left = Mod(rank - 1, n);
   uint32_t step = 0;
   for (int s = 0; s < n - 1; s++) {
@@ -425,13 +432,14 @@ bool Group::Ring(Task* t, uint8_t* buf, int to_root) {
     const bool last = s == n - 2;
     const int op = t->op == kAvg ? (last ? kAvg : kSum) : t->op;
     uint8_t* dst = buf + lo(rc) * es;
-    const uint8_t* in = tmp.data();
+    const uint8_t* in = stage.data();
     const int dtype = t->dtype, divisor = t->divisor;
     auto reduce_seg = [&, dst, in, op, dtype, divisor](size_t off, size_t nb) {
-      const void* srcs[2] = {dst + off, in + off};
+      const void* srcs[2] = {dst + off, in};
       Reduce(dtype, op, dst + off, srcs, 2, nb / es, divisor);
     };
-    if (!Exchange(t, step, right, buf + lo(sc) * es, len(sc) * es, step, left, tmp.data(), len(rc) * es, reduce_seg))
+    if (!Exchange(t, step, right, buf + lo(sc) * es, len(sc) * es, step, left, stage.data(), len(rc) * es, reduce_seg,
+                  true))
       return false;
     step++;
   }
@@ -507,7 +515,7 @@ bool Group::AllGather(Task* t) {
 bool Group::ReduceScatter(Task* t) {
   const size_t es = DtypeSize(t->dtype);
   const size_t b = t->count * es;
-  if (tmp.size() < b) tmp.resize(b);
+  if (stage.size() < seg_bytes) stage.resize(seg_bytes);
   if (tmp2.size() < b) tmp2.resize(b);
   if (tmp3.size() < b) tmp3.resize(b);
   const int right = Mod(rank + 1, world), left = Mod(rank - 1, world);
@@ -518,13 +526,14 @@ bool Group::ReduceScatter(Task* t) {
     const int op = t->op == kAvg ? (last ? kAvg : kSum) : t->op;
     uint8_t* dst = last ? t->recv : (s % 2 == 0 ? tmp2.data() : tmp3.data());
     const uint8_t* mine = t->send + rc * b;
-    const uint8_t* in = tmp.data();
+    const uint8_t* in = stage.data();
     const int dtype = t->dtype, divisor = t->divisor;
     auto reduce_seg = [&, dst, mine, in, op, dtype, divisor](size_t off, size_t nb) {
-      const void* srcs[2] = {mine + off, in + off};
+      const void* srcs[2] = {mine + off, in};
       Reduce(dtype, op, dst + off, srcs, 2, nb / es, divisor);
     };
-    if (!Exchange(t, static_cast<uint32_t>(s), right, out, b, static_cast<uint32_t>(s), left, tmp.data(), b, reduce_seg))
+    if (!Exchange(t, static_cast<uint32_t>(s), right, out, b, static_cast<uint32_t>(s), left, stage.data(), b,
+                  reduce_seg, true))
       return false;
     out = dst;
   }
