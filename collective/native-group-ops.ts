@@ -3,7 +3,8 @@
 // group (reduce-ops.ts), and turned into one native operation (kind, dtype, reduction, root, element count, send and
 // receive buffers) that the plane runs with `runOp`; `track` gives every native operation the same life (refused
 // once the group failed, bounded by its timeout, tracked until settled, a lost peer or a timeout failing the whole
-// world as on the JS path). send/recv stay on the group's TCP group.
+// world as on the JS path). Failing, destroying and aborting the plane's native groups, and the TCP half of newGroup,
+// are the same on every plane too. send/recv stay on the group's TCP group.
 import {
   CollectiveError,
   type CollectiveErrorCode,
@@ -20,11 +21,25 @@ import type { TcpTransport } from './tcp-transport.js';
 export const DTYPE_OF = (b: TcpBuffer): number =>
   b instanceof Float32Array ? ShmDType.float32 : b instanceof Float64Array ? ShmDType.float64 : ShmDType.int32;
 
+/**
+ * One checked native operation, in the plane's numbering: `dtype` a ShmDType, `rop` a ShmOp (0 where the kind has no
+ * reduction), `root` a group rank (0 where the kind has none), `count` elements of `recv` (of `send` for allgather).
+ */
+export interface NativeCall {
+  readonly kind: ShmKind;
+  readonly dtype: number;
+  readonly rop: number;
+  readonly root: number;
+  readonly count: number;
+  readonly send?: TcpBuffer;
+  readonly recv?: TcpBuffer;
+}
+
 const nameOf = (table: Record<string, number>, v: number): string =>
   Object.keys(table).find((k) => table[k] === v) ?? String(v);
 
 /** One native operation as the planes' mismatch errors name it: `allreduce float32 × 8 (sum)`, `broadcast … root 1`. */
-export function describeCall(kind: number, dtype: number, rop: number, root: number, count: number): string {
+export function describeCall({ kind, dtype, rop, root, count }: NativeCall): string {
   const k = nameOf(ShmKind, kind);
   if (kind === ShmKind.barrier) return k;
   let s = `${k} ${nameOf(ShmDType, dtype)} × ${count}`;
@@ -46,6 +61,9 @@ export abstract class NativeOpsGroup {
   /** World rank of each rank of this group (the native planes number ranks within the group). */
   protected readonly worldRanks: readonly number[];
   protected readonly isSubGroup: boolean;
+  private readonly unsubscribe: () => void;
+  /** Sub-groups made so far; numbers the next one's store prefix alike on every rank. */
+  private children = 0;
 
   /**
    * `tcp`: the TCP group of the same ranks (point-to-point traffic and failure detection), on `transport`.
@@ -61,6 +79,30 @@ export abstract class NativeOpsGroup {
     this.timeoutMs = tcp.timeoutMs;
     this.isSubGroup = worldRanks !== undefined;
     this.worldRanks = worldRanks ?? Array.from({ length: tcp.worldSize }, (_, i) => i);
+    // The TCP connections saw a peer go (or the group was aborted or timed out): the native groups fail the same way.
+    this.unsubscribe = transport.onFailure((e) => {
+      if (!this.state) this.state = e;
+      this.failNative(e.code, e.message, e.peerRank ?? -1);
+      // Queued after the ops in flight, which fail at once now; a later destroy() finds it done.
+      if (this.isSubGroup) void this.destroyNative();
+    });
+  }
+
+  /** Fails every native group of this group at once (ops in flight reject); `peer` is a world rank, -1 if none. */
+  protected abstract failNative(code: string, message: string, peer: number): void;
+
+  /** Releases every native group of this group (peers still waiting on this rank get PEER_LOST). */
+  protected abstract destroyNative(): Promise<void>;
+
+  /**
+   * newGroup's first half on every plane: refuses once the group failed, numbers the child at the call (so that
+   * concurrent calls agree on every rank, like the TCP group's children) and makes the TCP sub-group.
+   */
+  protected async newTcpGroup(ranks: readonly number[]): Promise<{ sub: ProcessGroup | null; index: number }> {
+    const err = this.state ?? this.transport.failed;
+    if (err) throw err;
+    const index = this.children++;
+    return { sub: await this.tcp.newGroup(ranks), index };
   }
 
   /**
@@ -108,84 +150,102 @@ export abstract class NativeOpsGroup {
 
   /**
    * Runs one checked operation on the plane and resolves with `value`; rejects with the plane's errors (PEER_LOST,
-   * TIMEOUT, ABORTED, CLOSED, a mismatch naming both sides). Never throws.
+   * TIMEOUT, ABORTED, CLOSED, a mismatch naming both sides). May throw; `checked` turns that into a rejection.
    */
-  protected abstract runOp<T>(
-    op: string,
-    opts: CollectiveOptions | undefined,
-    kind: ShmKind,
-    dtype: number,
-    rop: number,
-    root: number,
-    count: number,
-    send: TcpBuffer | undefined,
-    recv: TcpBuffer | undefined,
-    value: T,
-  ): Promise<T>;
+  protected abstract runOp<T>(op: string, opts: CollectiveOptions | undefined, call: NativeCall, value: T): Promise<T>;
 
-  allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+  /** Checks a collective's arguments (`build` throws INVALID_ARGUMENT) and runs it; never throws, only rejects. */
+  private checked<T>(op: string, opts: CollectiveOptions | undefined, value: T, build: () => NativeCall): Promise<T> {
     try {
-      const b = tcpDType(buf, opts, 'allreduce');
-      const rop = ShmOp[checkReduceOp(op, 'allreduce')];
-      return this.runOp('allreduce', opts, ShmKind.allreduce, DTYPE_OF(b), rop, 0, b.length, b, b, buf);
+      return this.runOp(op, opts, build(), value);
     } catch (e) {
       return Promise.reject(e);
     }
+  }
+
+  allreduce<T extends HostBuffer>(buf: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
+    return this.checked('allreduce', opts, buf, () => {
+      const b = tcpDType(buf, opts, 'allreduce');
+      const rop = ShmOp[checkReduceOp(op, 'allreduce')];
+      return { kind: ShmKind.allreduce, dtype: DTYPE_OF(b), rop, root: 0, count: b.length, send: b, recv: b };
+    });
   }
 
   allreduceInto<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
+    return this.checked('allreduceInto', opts, output, () => {
       const { inp, out } = pairOperands(input, output, opts, 'allreduceInto', 'same', this.worldSize);
       const rop = ShmOp[checkReduceOp(op, 'allreduceInto')];
-      return this.runOp('allreduceInto', opts, ShmKind.allreduce, DTYPE_OF(inp), rop, 0, inp.length, inp, out, output);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return { kind: ShmKind.allreduce, dtype: DTYPE_OF(inp), rop, root: 0, count: inp.length, send: inp, recv: out };
+    });
   }
 
   broadcast<T extends HostBuffer>(buf: T, root: number, opts?: CollectiveOptions): Promise<T> {
-    try {
+    return this.checked('broadcast', opts, buf, () => {
       const b = tcpDType(buf, opts, 'broadcast');
       checkRoot(root, this.worldSize, 'broadcast');
-      return this.runOp('broadcast', opts, ShmKind.broadcast, DTYPE_OF(b), 0, root, b.length, undefined, b, buf);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return { kind: ShmKind.broadcast, dtype: DTYPE_OF(b), rop: 0, root, count: b.length, recv: b };
+    });
   }
 
   reduce<T extends HostBuffer>(buf: T, root: number, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
+    return this.checked('reduce', opts, buf, () => {
       const b = tcpDType(buf, opts, 'reduce');
       checkRoot(root, this.worldSize, 'reduce');
       const rop = ShmOp[checkReduceOp(op, 'reduce')];
-      return this.runOp('reduce', opts, ShmKind.reduce, DTYPE_OF(b), rop, root, b.length, b, b, buf);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return { kind: ShmKind.reduce, dtype: DTYPE_OF(b), rop, root, count: b.length, send: b, recv: b };
+    });
   }
 
   allgather<T extends HostBuffer>(input: T, output: T, opts?: CollectiveOptions): Promise<T> {
-    try {
+    return this.checked('allgather', opts, output, () => {
       const { inp, out } = pairOperands(input, output, opts, 'allgather', 'gather', this.worldSize);
-      return this.runOp('allgather', opts, ShmKind.allgather, DTYPE_OF(inp), 0, 0, inp.length, inp, out, output);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      return {
+        kind: ShmKind.allgather,
+        dtype: DTYPE_OF(inp),
+        rop: 0,
+        root: 0,
+        count: inp.length,
+        send: inp,
+        recv: out,
+      };
+    });
   }
 
   reduceScatter<T extends HostBuffer>(input: T, output: T, op: ReduceOp = 'sum', opts?: CollectiveOptions): Promise<T> {
-    try {
+    return this.checked('reduceScatter', opts, output, () => {
       const { inp, out } = pairOperands(input, output, opts, 'reduceScatter', 'scatter', this.worldSize);
       const rop = ShmOp[checkReduceOp(op, 'reduceScatter')];
-      const dtype = DTYPE_OF(out);
-      return this.runOp('reduceScatter', opts, ShmKind.reduceScatter, dtype, rop, 0, out.length, inp, out, output);
-    } catch (e) {
-      return Promise.reject(e);
-    }
+      const kind = ShmKind.reduceScatter;
+      return { kind, dtype: DTYPE_OF(out), rop, root: 0, count: out.length, send: inp, recv: out };
+    });
   }
 
   async barrier(opts?: CollectiveOptions): Promise<void> {
-    await this.runOp('barrier', opts, ShmKind.barrier, 0, 0, 0, 0, undefined, undefined, undefined);
+    await this.checked('barrier', opts, undefined, () => ({
+      kind: ShmKind.barrier,
+      dtype: 0,
+      rop: 0,
+      root: 0,
+      count: 0,
+    }));
+  }
+
+  /** Waits for pending ops, closes the native groups (peers still waiting on this rank get PEER_LOST), then TCP. */
+  async destroy(): Promise<void> {
+    await Promise.allSettled([...this.pending]);
+    if (!this.state)
+      this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
+    this.unsubscribe();
+    await this.destroyNative();
+    await this.tcp.destroy();
+  }
+
+  abort(reason = 'aborted by the caller'): void {
+    const e = new CollectiveError('ABORTED', `process group aborted: ${reason}`, { rank: this.rank });
+    if (!this.state) this.state = e;
+    this.failNative('ABORTED', e.message, -1);
+    this.tcp.abort(reason);
+    void this.destroyNative();
   }
 
   send(buf: HostBuffer, dst: number, opts?: CollectiveOptions & { tag?: number }): Promise<void> {

@@ -40,8 +40,15 @@ import {
 } from './native/addon.js';
 import { hostIdentity } from './host-identity.js';
 import type { TcpBuffer } from './reduce-ops.js';
-import { defaultShmTuning, mapShmSegment, ShmProcessGroup, type ShmTuning, type TransportChoice } from './shm-plane.js';
-import { describeCall, NativeOpsGroup } from './native-group-ops.js';
+import {
+  defaultShmTuning,
+  mapShmSegment,
+  nativeVeto,
+  ShmProcessGroup,
+  type ShmTuning,
+  type TransportChoice,
+} from './shm-plane.js';
+import { describeCall, NativeOpsGroup, type NativeCall } from './native-group-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
 export interface NetTuning {
@@ -151,16 +158,7 @@ const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 function myVote(o: DataPlaneOptions): { vote: PlaneVote; addon: NativeAddon | null } {
   const loaded = o.transport === 'js' ? null : loadAddon();
   const addon = loaded?.ok ? loaded.addon : null;
-  const veto =
-    o.transport === 'js'
-      ? 'TENSILE_COLLECTIVE_TRANSPORT=js'
-      : !loaded!.ok
-        ? loaded!.reason
-        : typeof loaded!.addon.shmOpen !== 'function'
-          ? 'the native addon predates the shared-memory plane (rebuild it)'
-          : process.platform !== 'linux'
-            ? `platform ${process.platform} (needs Linux memfd, futex and epoll-style polling)`
-            : '';
+  const veto = nativeVeto(o.transport, loaded, 'memfd, futex and epoll-style polling');
   const netVeto =
     addon && typeof addon.netOpen !== 'function' ? 'the native addon predates the socket plane (rebuild it)' : '';
   return { vote: { hostId: hostIdentity(), veto, netVeto, forced: o.transport === 'native' }, addon };
@@ -364,8 +362,6 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   /** 'hierarchical' when allreduce runs shm → sockets between host leaders → shm. */
   readonly layout: 'flat' | 'hierarchical';
   private chain: Promise<unknown> = Promise.resolve();
-  private readonly unsubscribe: () => void;
-  private children = 0;
   /** Collectives called on this group so far (the index of one that timed out names its store keys). */
   private calls = 0;
 
@@ -387,17 +383,10 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   ) {
     super(tcp, transport, worldRanks);
     this.layout = hier ? 'hierarchical' : 'flat';
-    // The TCP connections saw a peer go (or the group was aborted or timed out): the native groups fail the same way.
-    this.unsubscribe = transport.onFailure((e) => {
-      if (!this.state) this.state = e;
-      this.failNative(e.code, e.message, e.peerRank ?? -1);
-      // Queued after the ops in flight, which fail at once now; a later destroy() finds it done.
-      if (this.isSubGroup) void this.addon.netDestroy(this.flat);
-    });
   }
 
   /** Fails every native group; `peer` is a world rank, passed to a sub-group as its index there (-1 if absent). */
-  private failNative(code: string, message: string, peer: number): void {
+  protected failNative(code: string, message: string, peer: number): void {
     const indexIn = (list: readonly number[]): number => (peer >= 0 ? list.indexOf(peer) : -1);
     this.addon.netFail(this.flat, code, message, indexIn(this.worldRanks));
     const h = this.hier;
@@ -460,15 +449,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
     );
   }
 
-  private flatOp(
-    kind: ShmKind,
-    dtype: number,
-    rop: number,
-    root: number,
-    count: number,
-    send?: TcpBuffer,
-    recv?: TcpBuffer,
-  ): Stage {
+  private flatOp({ kind, dtype, rop, root, count, send, recv }: NativeCall): Stage {
     const toWorld = (r: NativeShmResult): NativeShmResult & { peerRank?: number } =>
       r.ok || r.peer < 0 || !this.isSubGroup
         ? r
@@ -493,7 +474,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
    * shm reduce to the host leader → socket allreduce among leaders → shm broadcast, chunk by chunk in the order of
    * `hierarchicalSchedule`; whole ops are chained in call order.
    */
-  private hierAllreduce(dtype: number, rop: number, count: number, send: TcpBuffer, recv: TcpBuffer): Stage {
+  private hierAllreduce({ dtype, rop, count, send, recv }: Required<NativeCall>): Stage {
     const h = this.hier!;
     const a = this.addon;
     // Sub-groups name ranks by their index there; the error names the world rank (and says so when they differ).
@@ -602,27 +583,13 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   }
 
   /** One checked operation: allreduce takes the hierarchical path when the layout and the size call for it. */
-  protected runOp<T>(
-    op: string,
-    opts: CollectiveOptions | undefined,
-    kind: ShmKind,
-    dtype: number,
-    rop: number,
-    root: number,
-    count: number,
-    send: TcpBuffer | undefined,
-    recv: TcpBuffer | undefined,
-    value: T,
-  ): Promise<T> {
-    try {
-      const stage =
-        kind === ShmKind.allreduce && this.useHierarchy(send!)
-          ? this.hierAllreduce(dtype, rop, count, send!, recv!)
-          : this.flatOp(kind, dtype, rop, root, count, send, recv);
-      return this.submit(op, opts, stage, value, describeCall(kind, dtype, rop, root, count));
-    } catch (e) {
-      return Promise.reject(e);
-    }
+  protected runOp<T>(op: string, opts: CollectiveOptions | undefined, call: NativeCall, value: T): Promise<T> {
+    const { kind, send, recv } = call;
+    const stage =
+      kind === ShmKind.allreduce && this.useHierarchy(send!)
+        ? this.hierAllreduce({ ...call, send: send!, recv: recv! })
+        : this.flatOp(call);
+    return this.submit(op, opts, stage, value, describeCall(call));
   }
 
   /**
@@ -632,11 +599,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
    * socket group of its members (flat). Rejects with TIMEOUT/STORE (store) or TIMEOUT/PEER_LOST (the mesh).
    */
   async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
-    const err = this.state ?? this.transport.failed;
-    if (err) throw err;
-    // Numbered at the call, like the TCP group's children, so concurrent calls agree on every rank.
-    const index = this.children++;
-    const sub = await this.tcp.newGroup(ranks);
+    const { sub, index } = await this.newTcpGroup(ranks);
     const ctx = this.subGroups;
     if (!ctx || !sub || sub.worldSize < 2) return sub;
     const members = ranks.map((i) => this.worldRanks[i]!);
@@ -671,27 +634,9 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
     await this.addon.netInject(this.flat, peer, bytes);
   }
 
-  private async destroyNative(): Promise<void> {
+  protected async destroyNative(): Promise<void> {
     await this.addon.netDestroy(this.flat);
     if (this.hier?.leaders) await this.addon.netDestroy(this.hier.leaders);
     if (this.hier?.local) await this.addon.shmDestroy(this.hier.local);
-  }
-
-  /** Waits for pending ops, closes the native groups (peers still waiting on this rank get PEER_LOST), then TCP. */
-  async destroy(): Promise<void> {
-    await Promise.allSettled([...this.pending]);
-    if (!this.state)
-      this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
-    this.unsubscribe();
-    await this.destroyNative();
-    await this.tcp.destroy();
-  }
-
-  abort(reason = 'aborted by the caller'): void {
-    const e = new CollectiveError('ABORTED', `process group aborted: ${reason}`, { rank: this.rank });
-    if (!this.state) this.state = e;
-    this.failNative('ABORTED', e.message, -1);
-    this.tcp.abort(reason);
-    void this.destroyNative();
   }
 }

@@ -24,10 +24,9 @@
 // latest when the shared transport fails or closes (the world group destroyed or aborted, a lost peer, a timeout).
 import type { Logger } from '../common/logger.js';
 import { CollectiveError, type CollectiveOptions, type ProcessGroup, type Store } from './api.js';
-import { loadAddon, ShmKind, type NativeAddon, type NativeShmGroup } from './native/addon.js';
+import { loadAddon, type AddonLoad, type NativeAddon, type NativeShmGroup } from './native/addon.js';
 import { hostIdentity } from './host-identity.js';
-import type { TcpBuffer } from './reduce-ops.js';
-import { NativeOpsGroup } from './native-group-ops.js';
+import { NativeOpsGroup, type NativeCall } from './native-group-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
 export type TransportChoice = 'js' | 'native';
@@ -105,6 +104,19 @@ export interface ShmPlane {
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
 /**
+ * Why this rank cannot or will not use a native plane, or '' when it can (a vote's `veto`). `loaded` is null only when
+ * `transport` is 'js'; `needs` names what the plane needs of Linux, for the message on other platforms.
+ */
+export function nativeVeto(transport: TransportChoice | undefined, loaded: AddonLoad | null, needs: string): string {
+  if (transport === 'js' || !loaded) return 'TENSILE_COLLECTIVE_TRANSPORT=js';
+  if (!loaded.ok) return loaded.reason;
+  if (typeof loaded.addon.shmOpen !== 'function')
+    return 'the native addon predates the shared-memory plane (rebuild it)';
+  if (process.platform !== 'linux') return `platform ${process.platform} (needs Linux ${needs})`;
+  return '';
+}
+
+/**
  * Agrees on the data plane with the other ranks and, when it is the shared-memory plane, opens it. Returns null for
  * the JS path. Rejects with BACKEND_UNAVAILABLE when `native` is forced and impossible, TIMEOUT/STORE when the store
  * fails. Every rank must call it at the same point of group creation.
@@ -113,16 +125,7 @@ export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null>
   if (o.worldSize < 2) return null;
   const tuning = { ...defaultShmTuning(), ...o.tuning };
   const loaded = o.transport === 'js' ? null : loadAddon();
-  const veto =
-    o.transport === 'js'
-      ? 'TENSILE_COLLECTIVE_TRANSPORT=js'
-      : !loaded!.ok
-        ? loaded!.reason
-        : typeof loaded!.addon.shmOpen !== 'function'
-          ? 'the native addon predates the shared-memory plane (rebuild it)'
-          : process.platform !== 'linux'
-            ? `platform ${process.platform} (needs Linux memfd and futex)`
-            : '';
+  const veto = nativeVeto(o.transport, loaded, 'memfd and futex');
   const mine: ShmVote = { hostId: hostIdentity(), veto, forced: o.transport === 'native' };
   await o.store.set(`${o.prefix}/vote/${o.rank}`, JSON.stringify(mine));
   const votes = await Promise.all(
@@ -216,16 +219,11 @@ export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | nu
   return { addon, group: handle! };
 }
 
-/** What a group on the plane needs to open its sub-groups' planes (the world's store is open while the world lives). */
-export interface ShmSubGroupContext {
-  readonly store: Store;
-  readonly timeoutMs: number;
-  readonly logger: Logger;
-  /** This group's store namespace; a sub-group's is `<prefix>/sub/<child index>`. */
-  readonly prefix: string;
-  readonly transport?: TransportChoice;
-  readonly tuning?: Partial<ShmTuning>;
-}
+/**
+ * What a group on the plane needs to open its sub-groups' planes (the world's store is open while the world lives).
+ * `prefix` is this group's store namespace; a sub-group's is `<prefix>/sub/<child index>`.
+ */
+export type ShmSubGroupContext = Omit<ShmPlaneOptions, 'rank' | 'worldSize'>;
 
 /**
  * A group with its collectives on the shared-memory plane; send/recv are the TCP group's. Ops are queued in call
@@ -234,8 +232,6 @@ export interface ShmSubGroupContext {
  */
 export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
   readonly dataPlane = 'shm' as const;
-  private children = 0;
-  private readonly unsubscribe: () => void;
 
   /**
    * `subGroups`: open planes for sub-groups (without it, newGroup returns the TCP sub-group). `worldRanks`: given for
@@ -250,29 +246,20 @@ export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
     worldRanks?: readonly number[],
   ) {
     super(tcp, transport, worldRanks);
-    // The TCP connections saw a peer go (or the group was aborted or timed out): the plane fails the same way. The
-    // plane publishes the culprit to its members in its own numbering (-1: not a member; it then names this rank).
-    this.unsubscribe = transport.onFailure((e) => {
-      if (!this.state) this.state = e;
-      plane.addon.shmFail(plane.group, e.code, e.message, this.worldRanks.indexOf(e.peerRank ?? -1));
-      // Queued after the ops in flight, which fail at once now; a later destroy() finds it done.
-      if (this.isSubGroup) void plane.addon.shmDestroy(plane.group);
-    });
   }
 
-  protected runOp<T>(
-    op: string,
-    opts: CollectiveOptions | undefined,
-    kind: ShmKind,
-    dtype: number,
-    rop: number,
-    root: number,
-    count: number,
-    send: TcpBuffer | undefined,
-    recv: TcpBuffer | undefined,
-    value: T,
-  ): Promise<T> {
+  /** The plane publishes the culprit to its members in its own numbering (-1: not a member; it then names this rank). */
+  protected failNative(code: string, message: string, peer: number): void {
+    this.plane.addon.shmFail(this.plane.group, code, message, this.worldRanks.indexOf(peer));
+  }
+
+  protected async destroyNative(): Promise<void> {
+    await this.plane.addon.shmDestroy(this.plane.group);
+  }
+
+  protected runOp<T>(op: string, opts: CollectiveOptions | undefined, call: NativeCall, value: T): Promise<T> {
     const { addon, group } = this.plane;
+    const { kind, dtype, rop, root, count, send, recv } = call;
     return this.track(
       op,
       opts,
@@ -300,11 +287,7 @@ export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
    * BACKEND_UNAVAILABLE when TENSILE_COLLECTIVE_TRANSPORT=native cannot be honoured) and meet at its barrier.
    */
   async newGroup(ranks: readonly number[]): Promise<ProcessGroup | null> {
-    const err = this.state ?? this.transport.failed;
-    if (err) throw err;
-    // Numbered at the call, like the TCP group's children, so concurrent calls agree on every rank.
-    const index = this.children++;
-    const sub = await this.tcp.newGroup(ranks);
+    const { sub, index } = await this.newTcpGroup(ranks);
     if (!this.subGroups || !sub) return sub;
     const ctx = { ...this.subGroups, prefix: `${this.subGroups.prefix}/sub/${index}` };
     const plane = await openShmPlane({ ...ctx, rank: sub.rank, worldSize: sub.worldSize });
@@ -314,23 +297,5 @@ export class ShmProcessGroup extends NativeOpsGroup implements ProcessGroup {
     // Every member has mapped the segment (and its first member closed the descriptor) before anyone uses it.
     await group.barrier();
     return group;
-  }
-
-  /** Waits for pending ops, leaves the plane (peers still waiting on this rank get PEER_LOST), then closes TCP. */
-  async destroy(): Promise<void> {
-    await Promise.allSettled([...this.pending]);
-    if (!this.state)
-      this.state = new CollectiveError('CLOSED', `process group (rank ${this.rank}) is destroyed`, { rank: this.rank });
-    this.unsubscribe();
-    await this.plane.addon.shmDestroy(this.plane.group);
-    await this.tcp.destroy();
-  }
-
-  abort(reason = 'aborted by the caller'): void {
-    const e = new CollectiveError('ABORTED', `process group aborted: ${reason}`, { rank: this.rank });
-    if (!this.state) this.state = e;
-    this.plane.addon.shmFail(this.plane.group, 'ABORTED', e.message, -1);
-    this.tcp.abort(reason);
-    void this.plane.addon.shmDestroy(this.plane.group);
   }
 }
