@@ -188,6 +188,43 @@ function memcpyGbps(): number {
 const human = (b: number): string => (b >= 1 << 20 ? `${b >> 20}MB` : `${b >> 10}KB`);
 const digits = (v: number): number => (v < 0.01 ? 5 : v < 1 ? 4 : 3);
 
+/** Bus bandwidth (GB/s) of an allreduce of `bytes` over n ranks taking `ms`: each rank moves 2(n−1)/n of the buffer. */
+const busbwGbps = (bytes: number, ms: number, n: number): number => ((bytes / (ms / 1e3)) * ((2 * (n - 1)) / n)) / 1e9;
+
+/** Figure names (each followed by `_<size>`) of one world's rows, and the other tensile runs its busbw is set against. */
+interface SizeFigureNames {
+  /** tensile's median latency against gloo's, below 1 MB. */
+  readonly latency: string;
+  /** tensile's bus bandwidth against gloo's. */
+  readonly busbw: string;
+  /** tensile's bus bandwidth against that of `rows` (target ≥ 1); none where `rows` is undefined or lacks the size. */
+  readonly versus: readonly { readonly figure: string; readonly rows: Map<number, Row> | undefined }[];
+}
+
+/** Prints one world's figure lines size by size (n ranks; `label` names the world in the missing-result note). */
+function sizeFigures(label: string, n: number, t: Map<number, Row>, g: Map<number, Row>, names: SizeFigureNames): void {
+  for (const s of sizes) {
+    const tr = t.get(s);
+    const gr = g.get(s);
+    if (!tr || !gr) {
+      console.log(`# ${label} size=${s}: missing result (tensile ${!!tr}, gloo ${!!gr})`);
+      continue;
+    }
+    const busbw = (ms: number): number => busbwGbps(s, ms, n);
+    if (s < 1 << 20)
+      figure(`${names.latency}_${human(s)}`, tr.medianMs, gr.medianMs, 'ms', '<=', s <= 4096 ? 0.5 : 1, 4);
+    const bt = busbw(tr.medianMs);
+    const bg = busbw(gr.medianMs);
+    figure(`${names.busbw}_${human(s)}`, bt, bg, 'GB/s', '>=', s >= 1 << 20 ? 1.5 : 1, digits(Math.min(bt, bg)));
+    for (const v of names.versus) {
+      const r = v.rows?.get(s);
+      if (!r) continue;
+      const b = busbw(r.medianMs);
+      figure(`${v.figure}_${human(s)}`, bt, b, 'GB/s', '>=', 1, digits(Math.min(bt, b)));
+    }
+  }
+}
+
 async function main(): Promise<void> {
   const started = Date.now();
   const nodeGbps = parseGbps(
@@ -211,37 +248,14 @@ async function main(): Promise<void> {
     const js = withJs ? await tensile(n, { TENSILE_COLLECTIVE_TRANSPORT: 'js' }) : new Map<number, Row>();
     const plane = [...t.values()][0]?.dataPlane ?? '?';
     console.log(`# n=${n}: tensile data plane ${plane}${withJs ? '; native_vs_js figures compare it with js' : ''}`);
-    const factor = (2 * (n - 1)) / n;
-    for (const s of sizes) {
-      const tr = t.get(s);
-      const gr = g.get(s);
-      if (!tr || !gr) {
-        console.log(`# n=${n} size=${s}: missing result (tensile ${!!tr}, gloo ${!!gr})`);
-        continue;
-      }
-      const busbw = (ms: number): number => ((s / (ms / 1e3)) * factor) / 1e9;
-      if (s < 1 << 20)
-        figure(`allreduce_latency_n${n}_${human(s)}`, tr.medianMs, gr.medianMs, 'ms', '<=', s <= 4096 ? 0.5 : 1, 4);
-      const bt = busbw(tr.medianMs);
-      const bg = busbw(gr.medianMs);
-      figure(
-        `allreduce_busbw_n${n}_${human(s)}`,
-        bt,
-        bg,
-        'GB/s',
-        '>=',
-        s >= 1 << 20 ? 1.5 : 1,
-        digits(Math.min(bt, bg)),
-      );
-      const jr = js.get(s);
-      if (jr && plane === 'shm') {
-        const bj = busbw(jr.medianMs);
-        figure(`allreduce_native_vs_js_busbw_n${n}_${human(s)}`, bt, bj, 'GB/s', '>=', 1, digits(Math.min(bt, bj)));
-      }
-    }
+    sizeFigures(`n=${n}`, n, t, g, {
+      latency: `allreduce_latency_n${n}`,
+      busbw: `allreduce_busbw_n${n}`,
+      versus: [{ figure: `allreduce_native_vs_js_busbw_n${n}`, rows: plane === 'shm' ? js : undefined }],
+    });
     const big = t.get(64 << 20);
     if (big) {
-      const b = (((64 << 20) / (big.medianMs / 1e3)) * factor) / 1e9;
+      const b = busbwGbps(64 << 20, big.medianMs, n);
       console.log(
         `# n=${n}: tensile (${plane}) 64MB busbw ${b.toFixed(2)} GB/s is ${((100 * b) / memcpy).toFixed(0)}% of ` +
           `single-thread memcpy and ${((100 * b) / nodeGbps).toFixed(0)}% of Node's single-stream loopback TCP`,
@@ -267,55 +281,14 @@ async function main(): Promise<void> {
       `# net n=${n} hosts ${hosts} (${shape}): tensile data plane ${[...t.values()][0]?.dataPlane ?? '?'}, ` +
         `simulated hosts on loopback; gloo runs the same world size on loopback TCP`,
     );
-    const factor = (2 * (n - 1)) / n;
-    for (const s of sizes) {
-      const tr = t.get(s);
-      const gr = g.get(s);
-      if (!tr || !gr) {
-        console.log(`# net n=${n} size=${s}: missing result (tensile ${!!tr}, gloo ${!!gr})`);
-        continue;
-      }
-      const busbw = (ms: number): number => ((s / (ms / 1e3)) * factor) / 1e9;
-      if (s < 1 << 20)
-        figure(
-          `allreduce_net_latency_${shape}_${human(s)}`,
-          tr.medianMs,
-          gr.medianMs,
-          'ms',
-          '<=',
-          s <= 4096 ? 0.5 : 1,
-          4,
-        );
-      const bt = busbw(tr.medianMs);
-      const bg = busbw(gr.medianMs);
-      figure(
-        `allreduce_net_busbw_${shape}_${human(s)}`,
-        bt,
-        bg,
-        'GB/s',
-        '>=',
-        s >= 1 << 20 ? 1.5 : 1,
-        digits(Math.min(bt, bg)),
-      );
-      const jr = js?.get(s);
-      if (jr) {
-        const bj = busbw(jr.medianMs);
-        figure(`allreduce_net_vs_js_busbw_${shape}_${human(s)}`, bt, bj, 'GB/s', '>=', 1, digits(Math.min(bt, bj)));
-      }
-      const fr = flat?.get(s);
-      if (fr) {
-        const bf = busbw(fr.medianMs);
-        figure(
-          `allreduce_net_hier_vs_flat_busbw_${shape}_${human(s)}`,
-          bt,
-          bf,
-          'GB/s',
-          '>=',
-          1,
-          digits(Math.min(bt, bf)),
-        );
-      }
-    }
+    sizeFigures(`net n=${n}`, n, t, g, {
+      latency: `allreduce_net_latency_${shape}`,
+      busbw: `allreduce_net_busbw_${shape}`,
+      versus: [
+        { figure: `allreduce_net_vs_js_busbw_${shape}`, rows: js },
+        { figure: `allreduce_net_hier_vs_flat_busbw_${shape}`, rows: flat },
+      ],
+    });
   }
   // Same-host transport of the JS plane: Unix domain sockets (default) vs loopback TCP (TENSILE_TCP_UDS=0).
   const udsSizes = sizes.filter((s) => s >= 1 << 20);
