@@ -1,7 +1,12 @@
 // Runs the `tensile` CLI from source as a child process, for integration tests. Every child is killed (with its
-// process group) when the test ends or its timeout passes.
+// process group) when the test ends or its timeout passes. Also: the argv of `tensile run` on one node (`runArgv`)
+// and per-file scratch directories removed when the file's tests end (`scratchDirs`).
 
 import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after } from 'node:test';
 import { fileURLToPath } from 'node:url';
 
 export const REPO_ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -68,6 +73,52 @@ export function runTensile(
   opts: { env?: Record<string, string | undefined>; timeoutMs?: number; cwd?: string } = {},
 ): Promise<CliResult> {
   return startTensile(args, opts).result;
+}
+
+/** The flags of `tensile run` that the tests vary; each optional one is passed only when given. */
+export interface RunFlags {
+  readonly nproc: number;
+  readonly standalone?: boolean;
+  readonly maxRestarts?: number;
+  readonly logDir?: string;
+}
+
+/**
+ * `run [--standalone] --nproc-per-node N [--max-restarts M] [--log-dir D] ...rest`: the argv of `tensile run` on one
+ * node; `rest` holds further flags, then the script and its arguments.
+ */
+export function runArgv(f: RunFlags, rest: readonly string[]): string[] {
+  return [
+    'run',
+    ...(f.standalone ? ['--standalone'] : []),
+    ...['--nproc-per-node', String(f.nproc)],
+    ...(f.maxRestarts === undefined ? [] : ['--max-restarts', String(f.maxRestarts)]),
+    ...(f.logDir === undefined ? [] : ['--log-dir', f.logDir]),
+    ...rest,
+  ];
+}
+
+/**
+ * Scratch directories for one test file: each call of the returned function makes one, `tensile-<prefix>-…` under
+ * the OS temp dir; all are removed when the file's tests end, even when they fail (`cleanup(dir)` runs first on each,
+ * e.g. to kill processes whose pids the workers left there). Call it at the top level of the file.
+ */
+export function scratchDirs(prefix: string, cleanup?: (dir: string) => void): () => string {
+  const dirs: string[] = [];
+  after(() => {
+    for (const d of dirs) {
+      try {
+        cleanup?.(d);
+      } finally {
+        rmSync(d, { recursive: true, force: true });
+      }
+    }
+  });
+  return () => {
+    const d = mkdtempSync(join(tmpdir(), `tensile-${prefix}-`));
+    dirs.push(d);
+    return d;
+  };
 }
 
 export function killTree(child: ChildProcess, sig: NodeJS.Signals = 'SIGKILL'): void {

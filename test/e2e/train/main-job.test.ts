@@ -7,6 +7,7 @@ import { join } from 'node:path';
 import { after, describe, it } from 'node:test';
 import { readHistory, type HistoryEvent } from '../../../examples/train/history.js';
 import { ElasticState, listCheckpoints } from '../../../tensor/elastic-state.js';
+import { runArgv } from '../../helpers/cli.js';
 import { allSucceed, spawnGroup, spawnProc, tempDir, within } from '../../integration/train/helpers.js';
 
 const TRAIN = 'examples/train/train.ts';
@@ -26,19 +27,15 @@ function launch(t: Parameters<typeof tempDir>[0], dir: string, extra: string[], 
       '--import',
       'tsx',
       AGENT,
-      'run',
-      '--standalone',
-      '--nproc-per-node',
-      '2',
-      '--max-restarts',
-      '1',
-      '--recovery',
-      recovery,
-      TRAIN,
-      ...SMALL,
-      '--checkpoint-dir',
-      dir,
-      ...extra,
+      ...runArgv({ standalone: true, nproc: 2, maxRestarts: 1 }, [
+        '--recovery',
+        recovery,
+        TRAIN,
+        ...SMALL,
+        '--checkpoint-dir',
+        dir,
+        ...extra,
+      ]),
     ],
     {},
   );

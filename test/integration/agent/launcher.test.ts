@@ -1,31 +1,32 @@
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, describe, test } from 'node:test';
-import { isAlive, runTensile, startTensile, waitFor, type TensileProcess } from '../../helpers/cli.js';
+import {
+  isAlive,
+  runArgv,
+  runTensile,
+  scratchDirs,
+  startTensile,
+  waitFor,
+  type TensileProcess,
+} from '../../helpers/cli.js';
 
 const FIX = join(import.meta.dirname, '../../fixtures/workers');
-const dirs: string[] = [];
 const procs: TensileProcess[] = [];
-const tmp = (): string => {
-  const d = mkdtempSync(join(tmpdir(), 'tensile-agent-test-'));
-  dirs.push(d);
-  return d;
-};
 after(() => {
   for (const p of procs) p.kill('SIGKILL');
-  for (const d of dirs) {
-    if (existsSync(join(d, 'pids'))) {
-      for (const pid of readFileSync(join(d, 'pids'), 'utf8').split('\n').filter(Boolean).map(Number)) {
-        try {
-          process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
+});
+// Registered after the hook above, so it runs after it (node:test runs `after` hooks in order): the workers whose
+// pids a dir holds are killed once their launchers are, then the dir is removed.
+const tmp = scratchDirs('agent-test', (d) => {
+  if (!existsSync(join(d, 'pids'))) return;
+  for (const pid of readFileSync(join(d, 'pids'), 'utf8').split('\n').filter(Boolean).map(Number)) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // gone
     }
-    rmSync(d, { recursive: true, force: true });
   }
 });
 
@@ -36,16 +37,12 @@ describe('tensile run on one node', () => {
   test('gives each worker the torchrun environment and substitutes ${local_rank}', async () => {
     const out = tmp();
     const res = await runTensile(
-      [
-        'run',
-        '--standalone',
-        '--nproc-per-node',
-        '3',
+      runArgv({ standalone: true, nproc: 3 }, [
         '--role',
         'trainer',
         join(FIX, 'env-dump.mjs'),
         '--shard=${local_rank}',
-      ],
+      ]),
       { env: { OUT_DIR: out, OMP_NUM_THREADS: undefined } },
     );
     assert.equal(res.code, 0, res.stderr);
@@ -127,18 +124,7 @@ describe('tensile run on one node', () => {
     const out = tmp();
     const logDir = join(out, 'logs');
     const res = await runTensile(
-      [
-        'run',
-        '--nproc-per-node',
-        '2',
-        '--max-restarts',
-        '1',
-        '--log-dir',
-        logDir,
-        '-r',
-        '3',
-        join(FIX, 'env-dump.mjs'),
-      ],
+      runArgv({ nproc: 2, maxRestarts: 1, logDir }, ['-r', '3', join(FIX, 'env-dump.mjs')]),
       { env: { OUT_DIR: out, FAIL_RANK: '0' } },
     );
     assert.equal(res.code, 0, res.stderr);

@@ -1,25 +1,41 @@
 // Compatibility with PyTorch (Debian's python3-torch): unmodified torch.distributed scripts under `tensile run`.
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { spawnSync } from 'node:child_process';
-import { REPO_ROOT, runTensile } from '../../helpers/cli.js';
+import { REPO_ROOT, runArgv, runTensile, scratchDirs, type CliResult, type RunFlags } from '../../helpers/cli.js';
 
 const PYTHON = '/usr/bin/python3';
 const hasTorch =
   existsSync(PYTHON) &&
   spawnSync(PYTHON, ['-c', 'import torch.distributed as d; assert d.is_gloo_available()']).status === 0;
 const skip = hasTorch ? false : `PyTorch with gloo is not importable from ${PYTHON} (apt-get install python3-torch)`;
-const dirs: string[] = [];
-after(() => dirs.forEach((d) => rmSync(d, { recursive: true, force: true })));
+const tmp = scratchDirs('ddp');
+const DDP = join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py');
+
+/** `tensile run <flags> <tensileArgs> ddp_snapshot.py <script's flags>` with the system python; resolves when it exits. */
+function runDdp(
+  flags: RunFlags,
+  tensileArgs: readonly string[],
+  script: { epochs: number; failOnce?: number; hangOnce?: number; snapshot: string },
+  timeoutMs = 180_000,
+): Promise<CliResult> {
+  const once = (flag: string, epoch?: number): string[] => (epoch === undefined ? [] : [flag, String(epoch)]);
+  const args = [
+    ...[DDP, '--epochs', String(script.epochs)],
+    ...once('--fail-once', script.failOnce),
+    ...once('--hang-once', script.hangOnce),
+    ...['--snapshot', script.snapshot],
+  ];
+  return runTensile(runArgv(flags, [...tensileArgs, ...args]), { env: { PYTHON_EXEC: PYTHON }, timeoutMs });
+}
 
 describe('PyTorch scripts under tensile run', { skip }, () => {
   for (const nproc of [2, 4]) {
     test(`a gloo allreduce over env:// gives the right sum with ${nproc} workers`, async () => {
       const res = await runTensile(
-        ['run', '--standalone', '--nproc-per-node', String(nproc), join(REPO_ROOT, 'examples/pytorch/allreduce.py')],
+        runArgv({ standalone: true, nproc }, [join(REPO_ROOT, 'examples/pytorch/allreduce.py')]),
         { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 120_000 },
       );
       assert.equal(res.code, 0, res.stderr);
@@ -34,26 +50,12 @@ describe('PyTorch scripts under tensile run', { skip }, () => {
   }
 
   test('a DDP script that fails once resumes from its snapshot after the restart and finishes', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tensile-ddp-'));
-    dirs.push(dir);
-    const res = await runTensile(
-      [
-        'run',
-        '--standalone',
-        '--nproc-per-node',
-        '2',
-        '--max-restarts',
-        '1',
-        join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'),
-        '--epochs',
-        '5',
-        '--fail-once',
-        '2',
-        '--snapshot',
-        join(dir, 'snap.pt'),
-      ],
-      { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 180_000 },
-    );
+    const dir = tmp();
+    const res = await runDdp({ standalone: true, nproc: 2, maxRestarts: 1 }, [], {
+      epochs: 5,
+      failOnce: 2,
+      snapshot: join(dir, 'snap.pt'),
+    });
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /epoch 1 loss [\d.]+ restart 0/);
     assert.doesNotMatch(
@@ -68,31 +70,13 @@ describe('PyTorch scripts under tensile run', { skip }, () => {
   });
 
   test('a DDP script that hangs is caught by the watchdog through tensile_heartbeat.py: traceback dumped, group restarted', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tensile-ddp-'));
-    dirs.push(dir);
+    const dir = tmp();
     const logDir = join(dir, 'logs');
-    const res = await runTensile(
-      [
-        'run',
-        '--standalone',
-        '--nproc-per-node',
-        '2',
-        '--max-restarts',
-        '1',
-        '--hang-timeout',
-        '3',
-        '--log-dir',
-        logDir,
-        join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'),
-        '--epochs',
-        '4',
-        '--hang-once',
-        '2',
-        '--snapshot',
-        join(dir, 'snap.pt'),
-      ],
-      { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 180_000 },
-    );
+    const res = await runDdp({ standalone: true, nproc: 2, maxRestarts: 1, logDir }, ['--hang-timeout', '3'], {
+      epochs: 4,
+      hangOnce: 2,
+      snapshot: join(dir, 'snap.pt'),
+    });
     assert.equal(res.code, 0, res.stderr);
     assert.match(res.stdout, /rank 1 hangs at epoch 2/);
     assert.match(res.stderr, /worker hung: no step progress for \d+\.\d s; dumping its stacks and killing it/);
@@ -108,23 +92,8 @@ describe('PyTorch scripts under tensile run', { skip }, () => {
   });
 
   test('the error file written by @record names the exception in the failure summary', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'tensile-ddp-'));
-    dirs.push(dir);
-    const res = await runTensile(
-      [
-        'run',
-        '--nproc-per-node',
-        '2',
-        join(REPO_ROOT, 'examples/pytorch/ddp_snapshot.py'),
-        '--epochs',
-        '3',
-        '--fail-once',
-        '0',
-        '--snapshot',
-        join(dir, 's.pt'),
-      ],
-      { env: { PYTHON_EXEC: PYTHON }, timeoutMs: 120_000 },
-    );
+    const dir = tmp();
+    const res = await runDdp({ nproc: 2 }, [], { epochs: 3, failOnce: 0, snapshot: join(dir, 's.pt') }, 120_000);
     assert.equal(res.code, 1);
     assert.match(res.stderr, /rank\s+: 1 \(local_rank: 1\)/);
     assert.match(res.stderr, /RuntimeError: injected failure at epoch 0/);

@@ -2,36 +2,23 @@
 // worker are each recovered live; the survivor is never restarted, 0 steps are lost, training reaches its target.
 
 import assert from 'node:assert/strict';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { loadAddon } from '../../../collective/native/addon.js';
-import { REPO_ROOT, runTensile } from '../../helpers/cli.js';
+import { REPO_ROOT, runArgv, runTensile, scratchDirs } from '../../helpers/cli.js';
 
 const TRAIN = join(REPO_ROOT, 'examples/train/train.ts');
 const SMALL = ['--small', '--epochs', '2', '--train-size', '2000', '--test-size', '400', '--log-every', '10'];
-const dirs: string[] = [];
-after(() => {
-  for (const d of dirs) rmSync(d, { recursive: true, force: true });
-});
+const tmp = scratchDirs('train-live');
 
 async function trainWithChaos(
   chaos: string,
   extra: string[] = [],
 ): Promise<{ stdout: string; stderr: string; logs: string }> {
-  const dir = mkdtempSync(join(tmpdir(), 'tensile-train-live-'));
-  dirs.push(dir);
+  const dir = tmp();
   const res = await runTensile(
-    [
-      'run',
-      '--standalone',
-      '--nproc-per-node',
-      '2',
-      '--max-restarts',
-      '2',
-      '--log-dir',
-      join(dir, 'logs'),
+    runArgv({ standalone: true, nproc: 2, maxRestarts: 2, logDir: join(dir, 'logs') }, [
       ...extra,
       TRAIN,
       ...SMALL,
@@ -41,7 +28,7 @@ async function trainWithChaos(
       '5',
       '--chaos',
       chaos,
-    ],
+    ]),
     { timeoutMs: 240_000 },
   );
   assert.equal(res.code, 0, res.stderr.slice(-4000));
