@@ -7,31 +7,13 @@
 // status a kubelet reports, written into the pods' status the way envtest-based tests inject conditions; the pods
 // are kept off the kubelet's node by a nodeSelector.
 import assert from 'node:assert/strict';
-import { after, before, test } from 'node:test';
+import { test } from 'node:test';
 import { stringify } from 'yaml';
-import { kubectl, startKubelet, waitFor, type Kubelet, type TestApiServer } from '../../k8s/index.js';
-import type { OperatorHandle } from '../../../operator/index.js';
-import type { KubeApis } from '../../../operator/kube/client-node.js';
-import { clientFor, jobPods, jobView, startClusterWithCrd, startTestOperator } from './harness.js';
+import { kubectl, waitFor } from '../../k8s/index.js';
+import { elasticJob } from '../../helpers/elastic-job.js';
+import { jobPods, jobView, useOperatorCluster } from './harness.js';
 
-let server: TestApiServer;
-let kubelet: Kubelet;
-let op: OperatorHandle;
-let http: KubeApis;
-
-before(async () => {
-  server = await startClusterWithCrd();
-  kubelet = await startKubelet({ server, nodeName: 'node-a' });
-  http = clientFor(server);
-  op = await startTestOperator(server, { resyncMs: 5000 });
-});
-
-after(async () => {
-  await op?.stop();
-  http?.close();
-  await kubelet?.stop();
-  await server?.stop();
-});
+const c = useOperatorCluster({ crd: true, operator: { resyncMs: 5000 } });
 
 /**
  * Waits (60 s) for job `name` to fail, polling every `pollMs` (calling `onPoll` first), and asserts it failed by
@@ -43,7 +25,7 @@ async function failedPastBackoffLimit(name: string, pollMs: number, onPoll: () =
     'job Failed',
     async () => {
       onPoll();
-      const v = await jobView(http, name);
+      const v = await jobView(c.http, name);
       return v?.state === 'Failed' ? v : undefined;
     },
     60_000,
@@ -57,24 +39,13 @@ async function failedPastBackoffLimit(name: string, pollMs: number, onPoll: () =
 }
 
 function manifest(name: string, container: Record<string, unknown>, podSpec: Record<string, unknown> = {}): string {
-  return stringify({
-    apiVersion: 'tensile.dev/v1alpha1',
-    kind: 'ElasticJob',
-    metadata: { name, namespace: 'default' },
-    spec: {
-      rdzvEndpoint: '127.0.0.1:1',
-      minReplicas: 1,
-      maxReplicas: 2,
-      backoffLimit: 2,
-      replicaSpecs: {
-        Worker: { replicas: 2, template: { spec: { ...podSpec, containers: [{ name: 'worker', ...container }] } } },
-      },
-    },
-  });
+  return stringify(
+    elasticJob(name, { minReplicas: 1, maxReplicas: 2, backoffLimit: 2, replicas: 2, container, podSpec }),
+  );
 }
 
 async function eventsOf(job: string): Promise<string> {
-  const r = await kubectl(server, [
+  const r = await kubectl(c.server, [
     'get',
     'events',
     '--field-selector',
@@ -87,7 +58,7 @@ async function eventsOf(job: string): Promise<string> {
 }
 
 test('a command that does not exist in the image fails the job naming the cause, not as preemptions', async () => {
-  const apply = await kubectl(server, ['apply', '-f', '-'], {
+  const apply = await kubectl(c.server, ['apply', '-f', '-'], {
     stdin: manifest('typo', { image: 'tensile:test', command: ['/opt/tensile/bin/trian', '--epochs', '1'] }),
   });
   assert.equal(apply.code, 0, apply.stderr);
@@ -103,7 +74,7 @@ test('a command that does not exist in the image fails the job naming the cause,
 });
 
 test('an image that cannot be pulled fails the job after backoffLimit with ImagePullBackOff in its condition', async () => {
-  const apply = await kubectl(server, ['apply', '-f', '-'], {
+  const apply = await kubectl(c.server, ['apply', '-f', '-'], {
     stdin: manifest(
       'nopull',
       { image: 'registry.invalid/nope:1', command: ['sleep', '60'] },
@@ -113,16 +84,16 @@ test('an image that cannot be pulled fails the job after backoffLimit with Image
     ),
   });
   assert.equal(apply.code, 0, apply.stderr);
-  const pods = server.state.def('', 'pods');
+  const pods = c.server.state.def('', 'pods');
   // The kubelet's report for a pod whose image cannot be pulled, written into each new pod of the job.
   const reported = new Set<string>();
   const report = () => {
-    for (const p of server.state.list(pods, 'default')) {
+    for (const p of c.server.state.list(pods, 'default')) {
       const labels = p.metadata.labels ?? {};
       if (labels['tensile.dev/job-name'] !== 'nopull' || reported.has(p.metadata.uid ?? '')) continue;
       if (p.metadata.deletionTimestamp !== undefined) continue;
       reported.add(p.metadata.uid ?? '');
-      server.state.update(
+      c.server.state.update(
         pods,
         'default',
         p.metadata.name ?? '',
@@ -159,5 +130,5 @@ test('an image that cannot be pulled fails the job after backoffLimit with Image
   const events = await eventsOf('nopull');
   assert.match(events, /WorkerCannotStart: nopull-worker-\d cannot start: ImagePullBackOff/);
   assert.doesNotMatch(events, /Preempted/);
-  await waitFor('no pods left running', async () => (await jobPods(http, 'nopull')).size === 0, 30_000, 200);
+  await waitFor('no pods left running', async () => (await jobPods(c.http, 'nopull')).size === 0, 30_000, 200);
 });

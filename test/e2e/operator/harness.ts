@@ -1,10 +1,19 @@
 // Shared setup for the operator end-to-end tests and benchmarks: a test API server with the ElasticJob CRD,
-// simulated kubelets whose PATH has a `tensile` shim running the CLI from source, and helpers to read jobs.
+// simulated kubelets whose PATH has a `tensile` shim running the CLI from source, helpers to read jobs, and a test
+// file's cluster started before its tests and stopped after them (`useOperatorCluster`).
 import { chmodSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { kubectl, startTestApiServer, type TestApiServer } from '../../k8s/index.js';
+import {
+  kubectl,
+  startKubelet,
+  startTestApiServer,
+  type Kubelet,
+  type KubeletOptions,
+  type TestApiServer,
+} from '../../k8s/index.js';
 import { KubeApis, loadKubeConfig } from '../../../operator/kube/client-node.js';
 import { runOperator, type OperatorHandle } from '../../../operator/index.js';
 
@@ -100,4 +109,43 @@ export function startTestOperator(server: TestApiServer, over: { resyncMs?: numb
     metricsHost: '127.0.0.1',
     ...over,
   });
+}
+
+/** A test file's cluster (`useOperatorCluster`); its fields are set by the file's `before` hook. */
+export interface OperatorCluster {
+  server: TestApiServer;
+  kubelet: Kubelet;
+  /** client-node on `server` (`clientFor`). */
+  http: KubeApis;
+  /** The operator in process: started by the hook when asked, or set by a test; stopped after the file's tests. */
+  op?: OperatorHandle;
+}
+
+/**
+ * Registers the calling test file's `before` and `after` hooks: a test API server (with the ElasticJob CRD when
+ * `crd`), a simulated kubelet on node `node-a` (with the extra options `kubelet(server)` gives), a client, and the
+ * operator in process when `operator` is given. After the file's tests everything started is stopped, operator
+ * first, even when a test or the setup failed. Call it at the top level of a test file.
+ */
+export function useOperatorCluster(
+  o: {
+    crd?: boolean;
+    kubelet?: (server: TestApiServer) => Omit<KubeletOptions, 'server' | 'nodeName'>;
+    operator?: { resyncMs?: number };
+  } = {},
+): OperatorCluster {
+  const c = {} as Partial<OperatorCluster>;
+  before(async () => {
+    const server = (c.server = o.crd ? await startClusterWithCrd() : await startTestApiServer());
+    c.kubelet = await startKubelet({ ...o.kubelet?.(server), server, nodeName: 'node-a' });
+    c.http = clientFor(server);
+    if (o.operator) c.op = await startTestOperator(server, o.operator);
+  });
+  after(async () => {
+    await c.op?.stop();
+    c.http?.close();
+    await c.kubelet?.stop();
+    await c.server?.stop();
+  });
+  return c as OperatorCluster;
 }

@@ -12,49 +12,29 @@ import assert from 'node:assert/strict';
 import { mkdirSync, mkdtempSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, before, test } from 'node:test';
+import { after, test } from 'node:test';
 import { stringify } from 'yaml';
 import { freePort } from '../../../common/free-port.js';
+import { elasticJob } from '../../helpers/elastic-job.js';
 import { helmTemplate, manifestOf, type Manifest } from '../../helpers/helm.js';
-import {
-  kubectl,
-  startKubelet,
-  startTestApiServer,
-  waitFor,
-  type Kubelet,
-  type TestApiServer,
-} from '../../k8s/index.js';
-import type { KubeApis } from '../../../operator/kube/client-node.js';
-import { REPO, clientFor, jobPods } from './harness.js';
+import { kubectl, waitFor } from '../../k8s/index.js';
+import { REPO, jobPods, useOperatorCluster } from './harness.js';
 
-let server: TestApiServer;
-let kubelet: Kubelet;
-let http: KubeApis;
-let imageRoot: string;
-
-before(async () => {
-  server = await startTestApiServer({ bookmarkIntervalMs: 1000 });
-  imageRoot = mkdtempSync(join(tmpdir(), 'tensile-operator-image-'));
-  mkdirSync(join(imageRoot, 'dist/agent'), { recursive: true });
-  symlinkSync(join(REPO, 'agent/cli.ts'), join(imageRoot, 'dist/agent/cli.js'));
-  const tsx = join(REPO, 'node_modules/tsx/dist/esm/index.mjs');
-  kubelet = await startKubelet({
-    server,
-    nodeName: 'node-a',
+// The "image", made before the cluster's kubelet starts in it; removed once the cluster has stopped (hooks registered
+// later run later).
+const imageRoot = mkdtempSync(join(tmpdir(), 'tensile-operator-image-'));
+mkdirSync(join(imageRoot, 'dist/agent'), { recursive: true });
+symlinkSync(join(REPO, 'agent/cli.ts'), join(imageRoot, 'dist/agent/cli.js'));
+const tsx = join(REPO, 'node_modules/tsx/dist/esm/index.mjs');
+const c = useOperatorCluster({
+  kubelet: (server) => ({
     workDir: imageRoot,
     env: { KUBECONFIG: server.kubeconfigPath },
     entrypoint: (image) =>
       image.startsWith('registry.local/tensile-operator:') ? [process.execPath, '--import', tsx] : undefined,
-  });
-  http = clientFor(server);
+  }),
 });
-
-after(async () => {
-  http?.close();
-  await kubelet?.stop();
-  await server?.stop();
-  if (imageRoot !== undefined) rmSync(imageRoot, { recursive: true, force: true });
-});
+after(() => rmSync(imageRoot, { recursive: true, force: true }));
 
 interface PodTemplate {
   metadata: { labels: Record<string, string> };
@@ -79,7 +59,7 @@ async function runDeployment(d: Manifest): Promise<string[]> {
       metadata: { ...template.metadata, name, namespace: 'default' },
       spec: template.spec,
     };
-    const r = await kubectl(server, ['apply', '-f', '-'], { stdin: stringify(pod) });
+    const r = await kubectl(c.server, ['apply', '-f', '-'], { stdin: stringify(pod) });
     assert.equal(r.code, 0, r.stderr);
     names.push(name);
   }
@@ -88,7 +68,7 @@ async function runDeployment(d: Manifest): Promise<string[]> {
 
 async function holder(): Promise<string | undefined> {
   try {
-    const l = await http.coordination.readNamespacedLease({ namespace: 'default', name: 'tensile-operator' });
+    const l = await c.http.coordination.readNamespacedLease({ namespace: 'default', name: 'tensile-operator' });
     return l.spec?.holderIdentity || undefined;
   } catch {
     return undefined;
@@ -96,22 +76,14 @@ async function holder(): Promise<string | undefined> {
 }
 
 const job = (name: string) =>
-  stringify({
-    apiVersion: 'tensile.dev/v1alpha1',
-    kind: 'ElasticJob',
-    metadata: { name, namespace: 'default' },
-    spec: {
-      rdzvEndpoint: '127.0.0.1:1',
+  stringify(
+    elasticJob(name, {
       minReplicas: 1,
       maxReplicas: 1,
-      replicaSpecs: {
-        Worker: {
-          replicas: 1,
-          template: { spec: { containers: [{ name: 'worker', image: 'x', command: ['sleep', '30'] }] } },
-        },
-      },
-    },
-  });
+      replicas: 1,
+      container: { image: 'x', command: ['sleep', '30'] },
+    }),
+  );
 
 test(
   'the chart-deployed operator: two replicas elect one leader by pod name, the other takes over when its pod is deleted',
@@ -123,7 +95,7 @@ test(
       logLevel: 'warn',
       leaderElection: { leaseDurationSeconds: 3, renewDeadlineSeconds: 2, retryPeriodSeconds: 1 },
     });
-    const applied = await kubectl(server, ['apply', '-f', '-'], {
+    const applied = await kubectl(c.server, ['apply', '-f', '-'], {
       stdin: manifests.map((m) => stringify(m)).join('---\n'),
     });
     assert.equal(applied.code, 0, applied.stderr);
@@ -132,10 +104,10 @@ test(
 
     const first = await waitFor('a leader', holder, 90_000, 200);
     assert.ok(pods.includes(first), `the Lease holder ${first} is one of the pods ${pods.join(', ')} (POD_NAME)`);
-    assert.equal((await kubectl(server, ['apply', '-f', '-'], { stdin: job('before') })).code, 0);
-    await waitFor('pod of job "before"', async () => (await jobPods(http, 'before')).size === 1, 60_000, 200);
+    assert.equal((await kubectl(c.server, ['apply', '-f', '-'], { stdin: job('before') })).code, 0);
+    await waitFor('pod of job "before"', async () => (await jobPods(c.http, 'before')).size === 1, 60_000, 200);
 
-    await http.core.deleteNamespacedPod({ namespace: 'default', name: first, gracePeriodSeconds: 0 });
+    await c.http.core.deleteNamespacedPod({ namespace: 'default', name: first, gracePeriodSeconds: 0 });
     const second = await waitFor(
       'a new leader',
       async () => {
@@ -146,10 +118,10 @@ test(
       200,
     );
     assert.ok(pods.includes(second) && second !== first, `new holder ${second}`);
-    assert.equal((await kubectl(server, ['apply', '-f', '-'], { stdin: job('after') })).code, 0);
+    assert.equal((await kubectl(c.server, ['apply', '-f', '-'], { stdin: job('after') })).code, 0);
     await waitFor(
       'pod of job "after" created by the new leader',
-      async () => (await jobPods(http, 'after')).size === 1,
+      async () => (await jobPods(c.http, 'after')).size === 1,
       60_000,
       200,
     );

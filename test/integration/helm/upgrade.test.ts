@@ -13,6 +13,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { parse, stringify } from 'yaml';
+import { elasticJob } from '../../helpers/elastic-job.js';
 import { CHART_DIR, REPO, helmTemplate, manifestOf, type Manifest } from '../../helpers/helm.js';
 import { kubectl, startTestApiServer, type TestApiServer } from '../../k8s/index.js';
 
@@ -146,17 +147,13 @@ test('upgrading a running install keeps the ElasticJobs, their pods, the Lease n
     kubectl(server, ['apply', '-f', '-'], { stdin: m.map((x) => stringify(x)).join('---\n') });
   const install = await applyAll(prev);
   assert.equal(install.code, 0, install.stderr);
-  const job = {
-    apiVersion: 'tensile.dev/v1alpha1',
-    kind: 'ElasticJob',
-    metadata: { name: 'long-run', namespace: 'default' },
-    spec: {
-      rdzvEndpoint: 'etcd:2379',
-      minReplicas: 1,
-      maxReplicas: 1,
-      replicaSpecs: { Worker: { replicas: 1, template: { spec: { containers: [{ name: 'worker', image: 'x' }] } } } },
-    },
-  };
+  const job = elasticJob('long-run', {
+    rdzvEndpoint: 'etcd:2379',
+    minReplicas: 1,
+    maxReplicas: 1,
+    replicas: 1,
+    container: { image: 'x' },
+  });
   assert.equal((await kubectl(server, ['apply', '-f', '-'], { stdin: stringify(job) })).code, 0);
   const uid = JSON.parse((await kubectl(server, ['get', 'elasticjob', 'long-run', '-o', 'json'])).stdout) as {
     metadata: { uid: string };
