@@ -1,34 +1,14 @@
 import assert from 'node:assert/strict';
 import { describe, it } from 'node:test';
-import { allExited, killRank1ExpectPeerLost, spawnWorld } from './spawn-world.js';
+import { allExited, killRank1OnPlane, spawnWorld } from './spawn-world.js';
 
 // Failures on the native socket plane, with hosts simulated on loopback by TENSILE_HOST_ID.
 type Res = { name: string; ok: boolean; detail?: string };
 const hostsOf = (hosts: string) => (rank: number) => ({ TENSILE_HOST_ID: hosts[rank]! });
 
-/**
- * Three workers in `mode` on simulated `hosts`, all on the socket plane (asserted, `why`); once rank 1 runs its
- * collectives it is SIGKILLed and the others must reject with PEER_LOST naming it.
- */
-async function killRank1OnTheSocketPlane(
-  t: { after(fn: () => void): void },
-  mode: string,
-  hosts: string,
-  why: string,
-): Promise<void> {
-  const world = await spawnWorld(3, mode, { TEST_OP_TIMEOUT_MS: '20000' }, hostsOf(hosts));
-  t.after(() => world.kill());
-  const planes = await Promise.all(
-    world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
-  );
-  assert.deepEqual(
-    planes.map((l) => l.dataPlane),
-    ['net', 'net', 'net'],
-    why,
-  );
-  await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
-  await killRank1ExpectPeerLost(world);
-}
+/** Rank 1 SIGKILLed on the socket plane with the ranks on simulated `hosts` (`killRank1OnPlane`). */
+const killRank1OnTheSocketPlane = (t: { after(fn: () => void): void }, mode: string, hosts: string, why: string) =>
+  killRank1OnPlane(t, { mode, plane: 'net', why, rankEnv: hostsOf(hosts) });
 
 describe('failures on the native socket plane', () => {
   const layouts: Record<string, string> = {

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import { describe, it } from 'node:test';
-import { allExited, killRank1ExpectPeerLost, spawnWorld } from './spawn-world.js';
+import { allExited, killRank1OnPlane, spawnWorld } from './spawn-world.js';
 
 type Res = { name: string; ok: boolean; detail?: string };
 const tensileShm = (): string[] => readdirSync('/dev/shm').filter((f) => /tensile/i.test(f));
@@ -10,39 +10,26 @@ describe('failures on the native shared-memory plane', () => {
   it('a peer SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming it, and nothing is left in /dev/shm', async (t) => {
     const before = tensileShm();
     // No TENSILE_COLLECTIVE_TRANSPORT: all ranks on one host with the addon built choose the plane by themselves.
-    const world = await spawnWorld(3, 'kill', { TEST_OP_TIMEOUT_MS: '20000' });
-    t.after(() => world.kill());
-    const planes = await Promise.all(
-      world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
-    );
-    assert.deepEqual(
-      planes.map((l) => l.dataPlane),
-      ['shm', 'shm', 'shm'],
-      'the automatic choice on one host is the shared-memory plane',
-    );
-    const victim = world.workers[1]!;
-    await victim.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
-    // The segment is an anonymous memfd: mapped by the ranks, never a file in /dev/shm.
-    const maps = readFileSync(`/proc/${victim.child.pid}/maps`, 'utf8');
-    assert.match(maps, /memfd:tensile-shm/, 'the victim maps the group segment as a memfd');
-    await killRank1ExpectPeerLost(world);
+    await killRank1OnPlane(t, {
+      mode: 'kill',
+      plane: 'shm',
+      why: 'the automatic choice on one host is the shared-memory plane',
+      beforeKill: (world) => {
+        // The segment is an anonymous memfd: mapped by the ranks, never a file in /dev/shm.
+        const maps = readFileSync(`/proc/${world.workers[1]!.child.pid}/maps`, 'utf8');
+        assert.match(maps, /memfd:tensile-shm/, 'the victim maps the group segment as a memfd');
+      },
+    });
     assert.deepEqual(tensileShm(), before, '/dev/shm holds no tensile segment afterwards');
   });
 
   it('a sub-group on the plane: a member SIGKILLed mid-allreduce makes the others reject with PEER_LOST naming its world rank', async (t) => {
-    const world = await spawnWorld(3, 'kill-sub', { TEST_OP_TIMEOUT_MS: '20000' });
-    t.after(() => world.kill());
-    const planes = await Promise.all(
-      world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
-    );
-    assert.deepEqual(
-      planes.map((l) => l.dataPlane),
-      ['shm', 'shm', 'shm'],
-      'the sub-group has a shared-memory plane of its own',
-    );
-    await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
     // World rank 1 is rank 0 of the sub-group: the error must name world rank 1.
-    await killRank1ExpectPeerLost(world);
+    await killRank1OnPlane(t, {
+      mode: 'kill-sub',
+      plane: 'shm',
+      why: 'the sub-group has a shared-memory plane of its own',
+    });
   });
 
   for (const mode of ['collective-abort', 'collective-timeout', 'sub-destroyed'] as const) {

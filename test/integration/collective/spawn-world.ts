@@ -140,3 +140,33 @@ export async function killRank1ExpectPeerLost(world: World): Promise<void> {
   const codes = await allExited(world, 20_000);
   assert.deepEqual([codes[0], codes[2]], [0, 0], 'survivors exit with code 0 and no dangling handles');
 }
+
+/**
+ * Three workers in `mode` (op timeout 20 s, `rankEnv` per rank), every one on `plane` (asserted, `why`); once rank 1
+ * runs its collectives `beforeKill` looks at the world, then rank 1 is SIGKILLed and the others must reject with
+ * PEER_LOST naming it (`killRank1ExpectPeerLost`). The workers are killed when the test ends.
+ */
+export async function killRank1OnPlane(
+  t: { after(fn: () => void): void },
+  o: {
+    mode: string;
+    plane: 'shm' | 'net';
+    why: string;
+    rankEnv?: (rank: number) => Record<string, string>;
+    beforeKill?: (world: World) => void;
+  },
+): Promise<void> {
+  const world = await spawnWorld(3, o.mode, { TEST_OP_TIMEOUT_MS: '20000' }, o.rankEnv);
+  t.after(() => world.kill());
+  const planes = await Promise.all(
+    world.workers.map((w) => w.waitFor((l) => 'dataPlane' in l || 'fatal' in l, 60_000)),
+  );
+  assert.deepEqual(
+    planes.map((l) => l.dataPlane),
+    [o.plane, o.plane, o.plane],
+    o.why,
+  );
+  await world.workers[1]!.waitFor((l) => l.progress === true || 'fatal' in l, 60_000);
+  o.beforeKill?.(world);
+  await killRank1ExpectPeerLost(world);
+}
