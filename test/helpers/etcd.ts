@@ -6,12 +6,16 @@
 //   await etcd.restart({ downMs: 500 })      // stop, wait, start again on the same ports and data dir
 //   await etcd.kill()                        // SIGKILL (crash), keeps the data dir; start again with restart()
 //
+//   const suite = useEtcd();                 // in a describe: etcd started before its tests; after them the
+//   suite.open.push(handler)                 //   handlers pushed here are closed, then etcd is stopped
+//
 // Options: `tls` (serve clients over TLS with a throwaway CA: `etcd.tls` has the PEM file paths), `extraArgs`
 // (e.g. ['--enable-v2'] for torchrun's etcd-v2 backend), `readyTimeoutMs` (default 15 s).
 import { type ChildProcess, execFileSync, spawn } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { after, before } from 'node:test';
 import { freePort } from '../../common/free-port.js';
 import { makeTestCa, makeTestCert } from './tls.js';
 
@@ -207,4 +211,35 @@ export async function startEtcd(options: StartEtcdOptions = {}): Promise<EtcdSer
     throw err;
   }
   return server;
+}
+
+/** What `useEtcd` gives a suite. */
+export interface EtcdSuite {
+  /** The suite's etcd; reading it before the suite's `before` hook ran throws. */
+  readonly etcd: EtcdServer;
+  /** Rendezvous handlers (or anything closable) to close after the suite's tests, before etcd stops. */
+  readonly open: { close(): Promise<unknown> }[];
+}
+
+/**
+ * Registers `before`/`after` hooks in the calling suite (or file): etcd started with `options` before its tests;
+ * after them, even when a test failed, every handler pushed on `open` is closed, then etcd is stopped.
+ */
+export function useEtcd(options: StartEtcdOptions = {}): EtcdSuite {
+  let etcd: EtcdServer | undefined;
+  const open: { close(): Promise<unknown> }[] = [];
+  before(async () => {
+    etcd = await startEtcd(options);
+  });
+  after(async () => {
+    await Promise.allSettled(open.map((h) => h.close()));
+    await etcd?.stop();
+  });
+  return {
+    get etcd(): EtcdServer {
+      if (!etcd) throw new Error('useEtcd: etcd is not started yet (read it in a test or hook of the suite)');
+      return etcd;
+    },
+    open,
+  };
 }

@@ -10,13 +10,12 @@ import {
   type RendezvousConfig,
   RendezvousConfigError,
   RendezvousConnectionError,
-  type RendezvousHandler,
   type RoundInfo,
 } from '../../../rendezvous/api.js';
 import { createEtcdRendezvousHandler } from '../../../rendezvous/etcd-backend.js';
 import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
 import { freePort } from '../../../common/free-port.js';
-import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
+import { type EtcdServer, startEtcd, useEtcd } from '../../helpers/etcd.js';
 import { EventLog, runRendezvousContract, type SpawnedMember, self, within } from './contract.js';
 
 const MEMBER_PROCESS = new URL('./member-process.ts', import.meta.url).pathname;
@@ -69,15 +68,7 @@ runRendezvousContract(
 );
 
 describe('etcd backend: outages and bad settings', () => {
-  let etcd: EtcdServer;
-  const open: RendezvousHandler[] = [];
-  before(async () => {
-    etcd = await startEtcd();
-  });
-  after(async () => {
-    await Promise.allSettled(open.map((h) => h.close()));
-    await etcd?.stop();
-  });
+  const suite = useEtcd();
 
   /** A fresh two-node job on `etcd` with rdzv `conf`: both handlers (closed after the suite), through round 0. */
   async function twoNodesInRound0(runPrefix: string, conf: Record<string, string>) {
@@ -85,13 +76,13 @@ describe('etcd backend: outages and bad settings', () => {
       runId: `${runPrefix}-${randomUUID().slice(0, 8)}`,
       minNodes: 2,
       maxNodes: 2,
-      endpoint: etcd.endpoint,
+      endpoint: suite.etcd.endpoint,
     });
     const hs = [
       await createRendezvousHandler('etcd', { config, backendOptions, self: self('a') }),
       await createRendezvousHandler('etcd', { config, backendOptions, self: self('b') }),
     ];
-    open.push(...hs);
+    suite.open.push(...hs);
     const r0 = await within(Promise.all(hs.map((h) => h.next())), 15_000, 'round 0');
     return { hs, r0, logs: hs.map((h) => new EventLog(h)) };
   }
@@ -103,7 +94,7 @@ describe('etcd backend: outages and bad settings', () => {
       outage_timeout: '30',
       lease_ttl: '8',
     });
-    await etcd.restart({ downMs: 1000 });
+    await suite.etcd.restart({ downMs: 1000 });
     for (const log of logs) await log.waitFor((e) => e.type === 'connection-restored', 20_000, 'connection-restored');
     // Give a (wrong) member-lost time to show up: one lease TTL and a bit.
     await new Promise((r) => setTimeout(r, 9000));
@@ -126,7 +117,7 @@ describe('etcd backend: outages and bad settings', () => {
       outage_timeout: '60',
       lease_ttl: '2',
     });
-    await etcd.kill();
+    await suite.etcd.kill();
     try {
       // Nobody can tell an etcd outage from being cut off: each member leaves its round on its own.
       for (const [i, log] of logs.entries()) {
@@ -138,7 +129,7 @@ describe('etcd backend: outages and bad settings', () => {
         ]);
       }
     } finally {
-      await etcd.restart();
+      await suite.etcd.restart();
     }
     // etcd kept the leases; the members end the round they left and meet again in round 1, ranks kept.
     const r1 = await within(Promise.all(hs.map((h) => h.next())), 30_000, 'round 1 after the outage');
@@ -151,20 +142,20 @@ describe('etcd backend: outages and bad settings', () => {
   test('an etcd outage longer than outage_timeout ends in a terminal RendezvousConnectionError', async () => {
     const { config, backendOptions } = parseRdzvConf(
       { outage_timeout: '2', read_timeout: '1' },
-      { runId: `l-${randomUUID().slice(0, 8)}`, minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+      { runId: `l-${randomUUID().slice(0, 8)}`, minNodes: 1, maxNodes: 1, endpoint: suite.etcd.endpoint },
     );
     const h = await createRendezvousHandler('etcd', { config, backendOptions, self: self('l') });
-    open.push(h);
+    suite.open.push(h);
     await within(h.next(), 15_000, 'round 0');
     const log = new EventLog(h);
-    await etcd.kill();
+    await suite.etcd.kill();
     try {
       const e = await log.waitFor(
         (e) => e.type === 'connection-lost' && e.error instanceof RendezvousConnectionError,
         20_000,
         'terminal connection-lost',
       );
-      assert.ok(e.type === 'connection-lost' && e.error.message.includes(etcd.endpoint), JSON.stringify(e));
+      assert.ok(e.type === 'connection-lost' && e.error.message.includes(suite.etcd.endpoint), JSON.stringify(e));
       await assert.rejects(h.next(), (err: unknown) => {
         assert.ok(err instanceof RendezvousConnectionError);
         assert.equal(err.terminal, true);
@@ -172,7 +163,7 @@ describe('etcd backend: outages and bad settings', () => {
         return true;
       });
     } finally {
-      await etcd.restart();
+      await suite.etcd.restart();
     }
   });
 
@@ -207,7 +198,7 @@ describe('etcd backend: outages and bad settings', () => {
   test('a missing TLS file is a RendezvousConfigError naming the file', async () => {
     const { config, backendOptions } = parseRdzvConf(
       { cacert: '/nonexistent/ca.pem' },
-      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: suite.etcd.endpoint },
     );
     await assert.rejects(
       createRendezvousHandler('etcd', { config, backendOptions, self: self('e') }),
@@ -221,19 +212,13 @@ describe('etcd backend: outages and bad settings', () => {
 });
 
 describe('etcd backend over TLS', () => {
-  let etcd: EtcdServer;
-  before(async () => {
-    etcd = await startEtcd({ tls: true });
-  });
-  after(async () => {
-    await etcd?.stop();
-  });
+  const suite = useEtcd({ tls: true });
 
   test('a node forms a round over TLS with a client certificate', async () => {
-    const tls = etcd.tls!;
+    const tls = suite.etcd.tls!;
     const { config, backendOptions } = parseRdzvConf(
       { cacert: tls.caCert, cert: tls.clientCert, key: tls.clientKey },
-      { runId: 'tls', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+      { runId: 'tls', minNodes: 1, maxNodes: 1, endpoint: suite.etcd.endpoint },
     );
     const h = await createRendezvousHandler('etcd', { config, backendOptions, self: self('t') });
     try {
@@ -247,7 +232,7 @@ describe('etcd backend over TLS', () => {
   test('a file that is not PEM is a RendezvousConfigError naming it', async () => {
     const { config, backendOptions } = parseRdzvConf(
       { cacert: '/etc/hostname' },
-      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: suite.etcd.endpoint },
     );
     await assert.rejects(
       createRendezvousHandler('etcd', { config, backendOptions, self: self('p') }),
@@ -258,7 +243,7 @@ describe('etcd backend over TLS', () => {
   test('without the CA the TLS etcd is a RendezvousConnectionError', async () => {
     const { config, backendOptions } = parseRdzvConf(
       { read_timeout: '2' },
-      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: etcd.endpoint },
+      { runId: 'x', minNodes: 1, maxNodes: 1, endpoint: suite.etcd.endpoint },
     );
     await assert.rejects(
       within(createRendezvousHandler('etcd', { config, backendOptions, self: self('q') }), 15_000, 'plain to TLS'),

@@ -1,26 +1,18 @@
 import assert from 'node:assert/strict';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import type { JobStatus, RendezvousHandler } from '../../../rendezvous/api.js';
 import { createRendezvousHandler, parseRdzvConf } from '../../../rendezvous/index.js';
 import { getJobStatus, watchJobStatus } from '../../../rendezvous/status.js';
-import { type EtcdServer, startEtcd } from '../../helpers/etcd.js';
+import { useEtcd } from '../../helpers/etcd.js';
 import { within } from './contract.js';
 
 describe('job status from etcd', () => {
-  let etcd: EtcdServer;
-  const open: RendezvousHandler[] = [];
-  before(async () => {
-    etcd = await startEtcd();
-  });
-  after(async () => {
-    await Promise.allSettled(open.map((h) => h.close()));
-    await etcd?.stop();
-  });
+  const suite = useEtcd();
 
   const make = async (runId: string, label: string): Promise<RendezvousHandler> => {
     const { config, backendOptions } = parseRdzvConf(
       { last_call_timeout: '0.2', scale_up: 'deferred' },
-      { runId, minNodes: 2, maxNodes: 3, endpoint: etcd.endpoint },
+      { runId, minNodes: 2, maxNodes: 3, endpoint: suite.etcd.endpoint },
     );
     const self = {
       nodeId: `${label}-id`,
@@ -30,12 +22,12 @@ describe('job status from etcd', () => {
       localWorldSize: 2,
     };
     const h = await createRendezvousHandler('etcd', { config, backendOptions, self });
-    open.push(h);
+    suite.open.push(h);
     return h;
   };
 
   test('an unknown job reads as unknown with no members', async () => {
-    const s = await getJobStatus({ endpoint: etcd.endpoint, runId: 'nobody' });
+    const s = await getJobStatus({ endpoint: suite.etcd.endpoint, runId: 'nobody' });
     assert.deepEqual(s, {
       runId: 'nobody',
       round: null,
@@ -50,7 +42,7 @@ describe('job status from etcd', () => {
     const a = await make('st1', 'a');
     const b = await make('st1', 'b');
     await within(Promise.all([a.next(), b.next()]), 15_000, 'round 0');
-    const s = await getJobStatus({ endpoint: etcd.endpoint, runId: 'st1' });
+    const s = await getJobStatus({ endpoint: suite.etcd.endpoint, runId: 'st1' });
     assert.equal(s.state, 'running');
     assert.equal(s.round, 0);
     assert.deepEqual(
@@ -63,7 +55,7 @@ describe('job status from etcd', () => {
     const ac = new AbortController();
     const seen: JobStatus[] = [];
     let wake: (() => void) | null = null;
-    const watching = watchJobStatus({ endpoint: etcd.endpoint, runId: 'st1', signal: ac.signal }, (st) => {
+    const watching = watchJobStatus({ endpoint: suite.etcd.endpoint, runId: 'st1', signal: ac.signal }, (st) => {
       seen.push(st);
       wake?.();
     });
