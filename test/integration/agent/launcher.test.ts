@@ -266,35 +266,24 @@ describe('tensile run rejects bad input with exit code 2', () => {
     });
   }
 
-  test('a master port already in use is a usage error', async () => {
-    const { createServer } = await import('node:net');
-    const srv = createServer();
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
-    const port = (srv.address() as { port: number }).port;
-    try {
-      const res = await runTensile(['run', '--master-port', String(port), join(FIX, 'env-dump.mjs')], {
-        env: { OUT_DIR: tmp() },
-      });
-      assert.equal(res.code, 2);
-      assert.match(res.stderr, new RegExp(`--master-port ${port}: already in use`));
-    } finally {
-      srv.close();
-    }
-  });
-
-  test('a metrics port already in use is a usage error', async () => {
-    const { createServer } = await import('node:net');
-    const srv = createServer();
-    await new Promise<void>((r) => srv.listen(0, '0.0.0.0', () => r()));
-    const port = (srv.address() as { port: number }).port;
-    try {
-      const res = await runTensile(['run', '--metrics-port', String(port), join(FIX, 'env-dump.mjs')], {
-        env: { OUT_DIR: tmp() },
-      });
-      assert.equal(res.code, 2);
-      assert.match(res.stderr, new RegExp(`--metrics-port ${port}: cannot listen`));
-    } finally {
-      srv.close();
-    }
-  });
+  for (const [flag, host, says] of [
+    ['master-port', '127.0.0.1', 'already in use'],
+    ['metrics-port', '0.0.0.0', 'cannot listen'],
+  ] as const) {
+    test(`a ${flag.replace('-', ' ')} already in use is a usage error`, async () => {
+      const { createServer } = await import('node:net');
+      const srv = createServer();
+      await new Promise<void>((r) => srv.listen(0, host, () => r()));
+      const port = (srv.address() as { port: number }).port;
+      try {
+        const res = await runTensile(['run', `--${flag}`, String(port), join(FIX, 'env-dump.mjs')], {
+          env: { OUT_DIR: tmp() },
+        });
+        assert.equal(res.code, 2);
+        assert.match(res.stderr, new RegExp(`--${flag} ${port}: ${says}`));
+      } finally {
+        srv.close();
+      }
+    });
+  }
 });
