@@ -20,7 +20,6 @@
 // made: shared memory when the members share a host, else a flat socket group of the members, under a store prefix
 // named after the child index; their errors name world ranks, and their native groups are released with them or at
 // the latest when the shared transport fails or closes.
-import type { Logger } from '../common/logger.js';
 import {
   CollectiveError,
   type CollectiveErrorCode,
@@ -42,9 +41,11 @@ import { hostIdentity } from './host-identity.js';
 import type { TcpBuffer } from './reduce-ops.js';
 import {
   defaultShmTuning,
+  exchangeAnswers,
   mapShmSegment,
   nativeVeto,
   ShmProcessGroup,
+  type PlaneSetup,
   type ShmTuning,
   type TransportChoice,
 } from './shm-plane.js';
@@ -139,21 +140,13 @@ export function decidePlane(votes: readonly PlaneVote[], o: { readonly hierarchi
   return { plane: 'net', hosts, hierarchical: o.hierarchical && hosts.some((h) => h.length > 1) };
 }
 
-export interface DataPlaneOptions {
-  readonly rank: number;
-  readonly worldSize: number;
+export interface DataPlaneOptions extends PlaneSetup {
   readonly store: Store & { readonly localAddress?: string };
-  readonly timeoutMs: number;
-  readonly logger: Logger;
-  /** Store key namespace of this world (one per world generation). */
-  readonly prefix: string;
   /** undefined = automatic. */
   readonly transport?: TransportChoice;
   readonly shmTuning?: Partial<ShmTuning>;
   readonly netTuning?: Partial<NetTuning>;
 }
-
-const text = (b: Uint8Array): string => new TextDecoder().decode(b);
 
 function myVote(o: DataPlaneOptions): { vote: PlaneVote; addon: NativeAddon | null } {
   const loaded = o.transport === 'js' ? null : loadAddon();
@@ -181,14 +174,12 @@ async function openNetGroup(
   const made = addon.netOpen(members.length, index, host, tuning.smallBytes, tuning.segmentBytes);
   try {
     const mine: NativeNetAddress = { host, port: made.port, token: made.token };
-    await o.store.set(`${prefix}/addr/${index}`, JSON.stringify(mine));
-    const peers = await Promise.all(
-      members.map(async (_, i) =>
-        i === index
-          ? null
-          : (JSON.parse(text(await o.store.get(`${prefix}/addr/${i}`, o.timeoutMs))) as NativeNetAddress),
-      ),
+    const answers = await exchangeAnswers(
+      { store: o.store, timeoutMs: o.timeoutMs, prefix, rank: index, worldSize: members.length },
+      'addr',
+      JSON.stringify(mine),
     );
+    const peers = answers.map((a, i) => (i === index ? null : (JSON.parse(a) as NativeNetAddress)));
     const r = await addon.netConnect(made.group, peers, o.timeoutMs);
     if (!r.ok) {
       const peer = r.peer >= 0 ? members[r.peer] : undefined;
@@ -217,12 +208,7 @@ export async function openDataPlane(
 ): Promise<ProcessGroup> {
   if (o.worldSize < 2) return tcp;
   const { vote, addon } = myVote(o);
-  await o.store.set(`${o.prefix}/vote/${o.rank}`, JSON.stringify(vote));
-  const votes = await Promise.all(
-    Array.from({ length: o.worldSize }, async (_, r) =>
-      r === o.rank ? vote : (JSON.parse(text(await o.store.get(`${o.prefix}/vote/${r}`, o.timeoutMs))) as PlaneVote),
-    ),
-  );
+  const votes = (await exchangeAnswers(o, 'vote', JSON.stringify(vote))).map((a) => JSON.parse(a) as PlaneVote);
   const netTuning = { ...defaultNetTuning(), ...o.netTuning };
   const shmTuning = { ...defaultShmTuning(), ...o.shmTuning };
   const decision = decidePlane(votes, netTuning);

@@ -83,14 +83,19 @@ export function transportFromEnv(env: NodeJS.ProcessEnv): TransportChoice | unde
   );
 }
 
-export interface ShmPlaneOptions {
+/** Where the ranks that share a native plane meet to set it up: this rank among them, and the store they agree through. */
+export interface PlaneSetup {
+  /** This rank within the ranks sharing the plane (a group's, or one host's ranks on the hierarchical path). */
   readonly rank: number;
   readonly worldSize: number;
   readonly store: Store;
   readonly timeoutMs: number;
   readonly logger: Logger;
-  /** Store key namespace of this world (one per world generation). */
+  /** Store key namespace of this plane (one per world generation, group and, for a host's segment, host). */
   readonly prefix: string;
+}
+
+export interface ShmPlaneOptions extends PlaneSetup {
   /** undefined = automatic. */
   readonly transport?: TransportChoice;
   readonly tuning?: Partial<ShmTuning>;
@@ -102,6 +107,24 @@ export interface ShmPlane {
 }
 
 const text = (b: Uint8Array): string => new TextDecoder().decode(b);
+
+/**
+ * Every rank's answer in a setup round: sets this rank's (`mine`) under `<prefix>/<key>/<rank>` and reads the others'
+ * (each read bounded by `timeoutMs`); resolves with them in rank order, this rank's included. Rejects with
+ * TIMEOUT/STORE when the store fails.
+ */
+export async function exchangeAnswers(
+  o: Pick<PlaneSetup, 'rank' | 'worldSize' | 'store' | 'timeoutMs' | 'prefix'>,
+  key: string,
+  mine: string,
+): Promise<string[]> {
+  await o.store.set(`${o.prefix}/${key}/${o.rank}`, mine);
+  return Promise.all(
+    Array.from({ length: o.worldSize }, async (_, r) =>
+      r === o.rank ? mine : text(await o.store.get(`${o.prefix}/${key}/${r}`, o.timeoutMs)),
+    ),
+  );
+}
 
 /**
  * Why this rank cannot or will not use a native plane, or '' when it can (a vote's `veto`). `loaded` is null only when
@@ -127,12 +150,7 @@ export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null>
   const loaded = o.transport === 'js' ? null : loadAddon();
   const veto = nativeVeto(o.transport, loaded, 'memfd and futex');
   const mine: ShmVote = { hostId: hostIdentity(), veto, forced: o.transport === 'native' };
-  await o.store.set(`${o.prefix}/vote/${o.rank}`, JSON.stringify(mine));
-  const votes = await Promise.all(
-    Array.from({ length: o.worldSize }, async (_, r) =>
-      r === o.rank ? mine : (JSON.parse(text(await o.store.get(`${o.prefix}/vote/${r}`, o.timeoutMs))) as ShmVote),
-    ),
-  );
+  const votes = (await exchangeAnswers(o, 'vote', JSON.stringify(mine))).map((a) => JSON.parse(a) as ShmVote);
   const decision = decideShm(votes);
   const forced = votes.some((v) => v.forced);
   if (!decision.use) {
@@ -156,15 +174,7 @@ export async function openShmPlane(o: ShmPlaneOptions): Promise<ShmPlane | null>
   return plane;
 }
 
-export interface ShmSegmentOptions {
-  /** Rank within the ranks sharing the segment (a group's, or one host's ranks on the hierarchical path). */
-  readonly rank: number;
-  readonly worldSize: number;
-  readonly store: Store;
-  readonly timeoutMs: number;
-  readonly logger: Logger;
-  /** Store key namespace of this segment (one per group, world generation and host). */
-  readonly prefix: string;
+export interface ShmSegmentOptions extends PlaneSetup {
   readonly addon: NativeAddon;
   /** When a rank fails to map the segment: throw BACKEND_UNAVAILABLE (true) or return null for the JS path. */
   readonly mustMap: boolean;
@@ -197,12 +207,7 @@ export async function mapShmSegment(o: ShmSegmentOptions): Promise<ShmPlane | nu
     if (err instanceof CollectiveError) throw err;
     failure = (err as Error).message;
   }
-  await o.store.set(`${o.prefix}/mapped/${o.rank}`, failure);
-  const answers = await Promise.all(
-    Array.from({ length: o.worldSize }, async (_, r) =>
-      r === o.rank ? failure : text(await o.store.get(`${o.prefix}/mapped/${r}`, o.timeoutMs)),
-    ),
-  );
+  const answers = await exchangeAnswers(o, 'mapped', failure);
   if (handle && o.rank === 0) addon.shmSeal(handle);
   const failed = answers.map((a, r) => (a ? `rank ${r}: ${a}` : '')).filter((s) => s !== '');
   if (failed.length > 0) {
