@@ -21,7 +21,8 @@
 // sends one frame and receives one frame at once (poll on both sockets), so the ring never deadlocks on full socket
 // buffers.
 //
-// Threads and failures: one worker thread per group runs queued operations in order; completions settle promises
+// Threads and failures (the queue, the worker thread and the completions are worker-group.h's, shared with shm.cc):
+// one worker thread per group runs queued operations in order; completions settle promises
 // through a ThreadSafeFunction; the typed arrays are held (references) until then. A wait ends early when the JS side
 // fails the group (netFail: abort, or the TCP control sockets saw a peer go; an eventfd wakes the poll), a data socket
 // closes or errs (PEER_LOST naming the peer), or the op's deadline passes (TIMEOUT). After a failure every queued and

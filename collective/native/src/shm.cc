@@ -23,7 +23,8 @@
 // At its first step every op exchanges a descriptor (kind, dtype, op, root, count) and every rank checks all of them,
 // so a size/dtype mismatch fails on every rank, naming both sides, and leaves the counters in step.
 //
-// Threads and failures: one worker thread per group runs queued operations in order (a single-step op may start,
+// Threads and failures (the queue, the worker thread and the completions are worker-group.h's, shared with net.cc):
+// one worker thread per group runs queued operations in order (a single-step op may start,
 // and finish, on the JS thread when nothing is queued: see TryInline); completions settle promises
 // through a ThreadSafeFunction; the typed arrays are held (references) until then. A wait ends early when: the JS
 // side fails the group (abort, or the TCP control sockets saw a peer go: shmFail), another rank published a failure
@@ -169,6 +170,9 @@ struct Group : WorkerGroup<Group, Task> {
   bool RunAllGather(Task* t);
   bool RunReduceScatter(Task* t);
   bool Begin(Task* t, bool first);
+  void WriteDescriptor(const Task* t);
+  template <typename Body>
+  bool Steps(const Task* t, size_t per_step, Body body);
   bool WaitAll(bool ready, uint32_t target, Task* t);
   bool Wait(int q, bool ready, uint32_t target, Task* t);
   bool Failed(int q, Counter& c, uint32_t target, Task* t, bool* reached);
@@ -337,14 +341,33 @@ bool Group::CheckDescriptors(Task* t) {
 bool Group::Begin(Task* t, bool first) {
   const uint32_t s = ++step;
   if (!WaitAll(false, s - 1, t)) return false;
-  if (first) {
-    Ctrl* me = ctrl(rank);
-    me->desc.kind = t->kind;
-    me->desc.dtype = t->dtype;
-    me->desc.op = t->op;
-    me->desc.root = t->root;
-    me->desc.count = t->count;
-  }
+  if (first) WriteDescriptor(t);
+  return true;
+}
+
+// Writes t's op descriptor into this rank's control block; the other ranks read it once ready[rank] says so.
+void Group::WriteDescriptor(const Task* t) {
+  Ctrl* me = ctrl(rank);
+  me->desc.kind = t->kind;
+  me->desc.dtype = t->dtype;
+  me->desc.op = t->op;
+  me->desc.root = t->root;
+  me->desc.count = t->count;
+}
+
+// Runs an op of t->count elements as steps of at most `per_step` elements: body(off, len, first) for each piece in
+// order, and once with len 0 when count is 0 (every rank still takes the op's first step and checks the
+// descriptors). False as soon as a step returns false (t->result or dead says why).
+template <typename Body>
+bool Group::Steps(const Task* t, size_t per_step, Body body) {
+  size_t off = 0;
+  bool first = true;
+  do {
+    const size_t len = std::min(per_step, t->count - off);
+    if (!body(off, len, first)) return false;
+    first = false;
+    off += len;
+  } while (off < t->count);
   return true;
 }
 
@@ -414,12 +437,7 @@ bool Group::TryInline(Task* t) {
   if (!AllReached(false, step)) return false;  // someone still reads this rank's input slot: let the worker wait
   const size_t es = DtypeSize(t->dtype);
   const uint32_t s = ++step;
-  Ctrl* me = ctrl(rank);
-  me->desc.kind = t->kind;
-  me->desc.dtype = t->dtype;
-  me->desc.op = t->op;
-  me->desc.root = t->root;
-  me->desc.count = t->count;
+  WriteDescriptor(t);
   if (t->count > 0) std::memcpy(in(rank), t->send, t->count * es);
   Publish(true, s);
   t->stage = 1;
@@ -433,17 +451,11 @@ bool Group::TryInline(Task* t) {
 
 bool Group::RunAllReduce(Task* t, bool to_root_only) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t total = t->count * es;
-  const size_t per_step = slot / es;
-  const bool small = total <= small_bytes;
+  const bool small = t->count * es <= small_bytes;
   const int divisor = t->op == kAvg ? world : 1;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_step, t->count - off);
+  return Steps(t, slot / es, [&](size_t off, size_t len, bool first) {
     uint32_t s;
     if (!StepIn(t, first, off, len, &s)) return false;
-    first = false;
     const void* srcs[256];
     if (small) {
       // Every rank reduces everything into its own buffer: one wait in the critical path.
@@ -460,18 +472,13 @@ bool Group::RunAllReduce(Task* t, bool to_root_only) {
         if (len > 0) std::memcpy(t->recv + off * es, out(), len * es);
       }
     }
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
 bool Group::RunBroadcast(Task* t) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t per_step = slot / es;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_step, t->count - off);
+  return Steps(t, slot / es, [&](size_t off, size_t len, bool first) {
     if (!Begin(t, first)) return false;
     const uint32_t s = step;
     if (rank == t->root && len > 0) std::memcpy(in(rank), t->recv + off * es, len * es);
@@ -481,56 +488,43 @@ bool Group::RunBroadcast(Task* t) {
     } else if (rank != t->root && !Wait(t->root, true, s, t)) {
       return false;
     }
-    first = false;
     if (rank != t->root && len > 0) std::memcpy(t->recv + off * es, in(t->root), len * es);
     Publish(false, s);
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
 bool Group::RunAllGather(Task* t) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t per_step = slot / es;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_step, t->count - off);
+  return Steps(t, slot / es, [&](size_t off, size_t len, bool first) {
     uint32_t s;
     if (!StepIn(t, first, off, len, &s)) return false;
-    first = false;
     for (int q = 0; q < world && len > 0; q++) {
       uint8_t* dst = t->recv + (q * t->count + off) * es;
       if (q != rank || dst != t->send + off * es) std::memcpy(dst, in(q), len * es);
     }
     Publish(false, s);
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
+// Each step carries one piece of every rank's block (len elements per rank, so a step's n pieces fit the slot).
 bool Group::RunReduceScatter(Task* t) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t per_piece = slot / es / world;
   const int divisor = t->op == kAvg ? world : 1;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_piece, t->count - off);
+  return Steps(t, slot / es / world, [&](size_t off, size_t len, bool first) {
     if (!Begin(t, first)) return false;
     const uint32_t s = step;
     for (int j = 0; j < world && len > 0; j++)
       std::memcpy(in(rank) + j * len * es, t->send + (j * t->count + off) * es, len * es);
     Publish(true, s);
     if (!Arrive(t, s, first)) return false;
-    first = false;
     const void* srcs[256];
     for (int q = 0; q < world; q++) srcs[q] = in(q) + rank * len * es;
     if (len > 0) Reduce(t->dtype, t->op, t->recv + off * es, srcs, world, len, divisor);
     Publish(false, s);
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
 void Group::Execute(Task* t) {
