@@ -13,8 +13,8 @@
 //
 // Usage: node --import tsx bench/allreduce/run.ts [--worlds 2,4,8] [--sizes 4096,...] [--no-js] [--no-uds]
 //        [--net ab,aabb | --no-net]   (--net: one letter per rank naming its simulated host)
-// Packed (a machine without Node.js, e.g. a 16-core GPU host with PyTorch): bench/allreduce/packed.sh --pack here,
-// then bench/allreduce/packed.sh there; this file then runs as compiled JavaScript without tsx.
+// Packed (a machine without Node.js, e.g. a 16-core GPU host with PyTorch): bench/packed.sh --pack here, then
+// bench/packed.sh allreduce there; this file then runs as compiled JavaScript without tsx.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';

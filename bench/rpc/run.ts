@@ -4,7 +4,9 @@
 // stopped (SIGSTOP) during tensile's phases: idle, they busy-poll.
 // Figures: no-op call latency, async throughput with many calls in flight, 16 MB tensor echo bandwidth,
 // remote + toHere latency.   Usage: npm run bench -- rpc [--repeats N]   (N rounds per figure; env BENCH_ROUNDS)
+// Packed, on a machine without Node.js: bench/packed.sh --pack here, then bench/packed.sh rpc there.
 import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { createAgent, type RpcAgent } from '../../rpc/index.js';
@@ -12,6 +14,11 @@ import { freePort } from '../../common/free-port.js';
 import { figure, median, repeatsFromArgv } from '../lib/figures.js';
 
 const here = (p: string): string => fileURLToPath(new URL(p, import.meta.url));
+// Packed (bench/packed.sh, a machine without Node.js's dev tools): this file and the worker run as bundled JavaScript.
+const compiled = import.meta.url.endsWith('.js');
+const workerArgs = compiled ? [here('./worker.js')] : ['--import', 'tsx', here('./worker.ts')];
+/** The python3 with torch for the peer. */
+const python = process.env.BENCH_PYTHON ?? (existsSync('/usr/bin/python3') ? '/usr/bin/python3' : 'python3');
 const env = (k: string, d: number): number => Number(process.env[k] ?? d);
 const LAT_ITERS = env('BENCH_LAT_ITERS', 1000);
 const THR_CALLS = env('BENCH_THR_CALLS', 10000);
@@ -41,7 +48,7 @@ const hardStop = setTimeout(() => {
 async function startTensile(): Promise<RpcAgent> {
   const port = await freePort();
   const e = { ...process.env, RANK: '1', WORLD_SIZE: '2', MASTER_ADDR: '127.0.0.1', TENSILE_RPC_PORT: String(port) };
-  children.push(spawn(process.execPath, ['--import', 'tsx', here('./worker.ts')], { env: e, stdio: 'inherit' }));
+  children.push(spawn(process.execPath, workerArgs, { env: e, stdio: 'inherit' }));
   const a = createAgent({ rank: 0, worldSize: 2, masterAddr: '127.0.0.1', bootstrapPort: port, initTimeoutMs: 60_000 });
   await a.start();
   // The bulk data channel (rpc/data-channel.ts) comes up just after the streams, and shared memory for large frames
@@ -112,7 +119,7 @@ async function startTorch(): Promise<TorchPeer | null> {
     BENCH_REM_WARMUP: String(REM_WARMUP),
   };
   const procs = [0, 1].map((rank) => {
-    const c = spawn('/usr/bin/python3', [here('./torch_peer.py'), String(rank)], {
+    const c = spawn(python, [here('./torch_peer.py'), String(rank)], {
       env: e,
       stdio: ['pipe', 'pipe', 'ignore'],
     });

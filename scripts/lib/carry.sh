@@ -1,5 +1,5 @@
 # shellcheck shell=bash
-# Packing for a machine without Node.js, shared by scripts/gpu-check.sh and bench/allreduce/packed.sh. Source it from
+# Packing for a machine without Node.js, shared by scripts/gpu-check.sh and bench/packed.sh. Source it from
 # the repository root after setting $carry (the carry folder); the functions use paths relative to the root.
 
 # carry_compile LABEL FILE...: compiles the FILEs and what they import into $carry/dist. Errors elsewhere in the tree

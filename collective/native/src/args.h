@@ -1,4 +1,5 @@
-// Argument checks and error text shared by the addon's bindings (shm.cc, net.cc, xfer.cc): one wording everywhere.
+// Argument checks and error text shared by the addon's bindings (shm.cc, net.cc, xfer.cc, nccl.cc): one wording
+// everywhere.
 #pragma once
 
 #include <napi.h>
@@ -28,6 +29,16 @@ inline int64_t IntArg(const Napi::CallbackInfo& info, size_t i, const char* name
                                                 std::to_string(min) + ", " + std::to_string(max) + "]");
   }
   return static_cast<int64_t>(v);
+}
+
+// The first byte of a typed array's view, whether its memory is an ArrayBuffer or a SharedArrayBuffer (RPC hands
+// received tensors out on SharedArrayBuffers, see xfer.cc; node-addon-api's TypedArray::ArrayBuffer().Data() refuses
+// those with "Invalid argument"). The caller has checked that `a` is a typed array.
+inline uint8_t* TypedArrayBytes(const Napi::TypedArray& a) {
+  void* data = nullptr;
+  const napi_status s = napi_get_typedarray_info(a.Env(), a, nullptr, nullptr, &data, nullptr, nullptr);
+  NAPI_THROW_IF_FAILED(a.Env(), s, nullptr);
+  return static_cast<uint8_t*>(data);
 }
 
 }  // namespace tensile

@@ -25,6 +25,7 @@
 #include <thread>
 #include <vector>
 
+#include "args.h"
 #include "dl.h"
 
 namespace tensile {
@@ -849,7 +850,7 @@ Napi::Value CommInit(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "uniqueId must be 128 bytes, got " + std::to_string(idArr.ByteLength()));
   }
   auto comm = std::make_shared<Comm>();
-  std::memcpy(comm->id.internal, static_cast<uint8_t*>(idArr.ArrayBuffer().Data()) + idArr.ByteOffset(), 128);
+  std::memcpy(comm->id.internal, TypedArrayBytes(idArr), 128);
   comm->world = info[1].As<Napi::Number>().Int32Value();
   comm->rank = info[2].As<Napi::Number>().Int32Value();
   comm->device = info[3].As<Napi::Number>().Int32Value();
@@ -907,7 +908,7 @@ void BindBuffer(Napi::Env env, Task* t, Napi::Value v, double offset, size_t nee
       throw Napi::RangeError::New(env, std::string(what) + " has " + std::to_string(a.ByteLength()) +
                                            " bytes; the operation needs " + std::to_string(need));
     }
-    uint8_t* p = static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+    uint8_t* p = TypedArrayBytes(a);
     t->host = true;
     if (is_send) {
       t->send = p;
@@ -1056,7 +1057,7 @@ Napi::Value CopyToDevice(const Napi::CallbackInfo& info) {
   if (off + a.ByteLength() > b->bytes) throw Napi::RangeError::New(env, "copy exceeds the device buffer");
   g_rt.cuda.SetDevice(b->device);
   cudaError_t e = g_rt.cuda.Memcpy(static_cast<uint8_t*>(b->ptr) + off,
-                                   static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset(), a.ByteLength(),
+                                   TypedArrayBytes(a), a.ByteLength(),
                                    kMemcpyHostToDevice);
   // From pageable memory cudaMemcpy may return before the DMA lands, and the legacy stream it used is not ordered
   // with the communicators' non-blocking streams: wait for it, so the next collective sees the data.
@@ -1072,7 +1073,7 @@ Napi::Value CopyFromDevice(const Napi::CallbackInfo& info) {
   const size_t off = static_cast<size_t>(info[2].As<Napi::Number>().DoubleValue());
   if (off + a.ByteLength() > b->bytes) throw Napi::RangeError::New(env, "copy exceeds the device buffer");
   g_rt.cuda.SetDevice(b->device);
-  cudaError_t e = g_rt.cuda.Memcpy(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset(),
+  cudaError_t e = g_rt.cuda.Memcpy(TypedArrayBytes(a),
                                    static_cast<uint8_t*>(b->ptr) + off, a.ByteLength(), kMemcpyDeviceToHost);
   if (e != kCudaSuccess) throw Napi::Error::New(env, "cudaMemcpy from device failed: " + CudaErr(e));
   return env.Undefined();
