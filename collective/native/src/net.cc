@@ -850,7 +850,7 @@ Napi::Value InjectJs(const Napi::CallbackInfo& info) {
   if (t->root == g->rank) throw Napi::RangeError::New(env, "peer must not be this rank");
   if (!info[2].IsTypedArray()) throw Napi::TypeError::New(env, "bytes must be a typed array");
   Napi::TypedArray a = info[2].As<Napi::TypedArray>();
-  const uint8_t* p = static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  const uint8_t* p = TypedArrayBytes(a);
   t->raw.assign(p, p + a.ByteLength());
   t->timeout_ms = 10000;
   t->deadline = Clock::now() + std::chrono::milliseconds(t->timeout_ms);

@@ -767,10 +767,10 @@ Napi::Value ReduceJs(const Napi::CallbackInfo& info) {
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().ByteLength() < count * es)
       throw Napi::RangeError::New(env, "source " + std::to_string(i) + " is shorter than dst");
     Napi::TypedArray a = v.As<Napi::TypedArray>();
-    ptrs.push_back(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+    ptrs.push_back(TypedArrayBytes(a));
   }
-  Reduce(dtype, op, static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset(), ptrs.data(),
-         static_cast<int>(ptrs.size()), count, IntArg(info, 4, "divisor", 1, 1 << 30));
+  Reduce(dtype, op, TypedArrayBytes(dst), ptrs.data(), static_cast<int>(ptrs.size()), count,
+         IntArg(info, 4, "divisor", 1, 1 << 30));
   return env.Undefined();
 }
 

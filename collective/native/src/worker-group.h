@@ -88,8 +88,8 @@ inline int64_t TimeoutArg(const Napi::CallbackInfo& info, size_t i) {
   return static_cast<int64_t>(info[i].As<Napi::Number>().DoubleValue());
 }
 
-// The data of typed array `v`, which must hold at least `need` bytes; held by `t` until its promise settles. TypeError
-// or RangeError naming `what` otherwise.
+// The data of typed array `v` (on an ArrayBuffer or a SharedArrayBuffer), which must hold at least `need` bytes; held
+// by `t` until its promise settles. TypeError or RangeError naming `what` otherwise.
 inline uint8_t* Bytes(Napi::Env env, Napi::Value v, size_t need, const char* what, TaskBase* t) {
   if (!v.IsTypedArray()) throw Napi::TypeError::New(env, std::string(what) + " must be a typed array");
   Napi::TypedArray a = v.As<Napi::TypedArray>();
@@ -98,7 +98,7 @@ inline uint8_t* Bytes(Napi::Env env, Napi::Value v, size_t need, const char* wha
                                          " bytes; the operation needs " + std::to_string(need));
   }
   t->keep.push_back(Napi::Persistent(v));
-  return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  return TypedArrayBytes(a);
 }
 
 // The descriptor arguments of <plane>Submit(group, kind, dtype, op, root, count, send, recv, timeoutMs, ...): info[1..5]
