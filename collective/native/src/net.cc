@@ -797,7 +797,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
 Napi::Value ConnectJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  if (g->closed_js) return Resolved(env, Destroyed());
   if (!info[1].IsArray() || info[1].As<Napi::Array>().Length() != static_cast<uint32_t>(g->world))
     throw Napi::TypeError::New(env, "peers must be an array of " + std::to_string(g->world) + " addresses");
   auto t = std::make_unique<Task>(env);
@@ -827,7 +827,7 @@ Napi::Value ConnectJs(const Napi::CallbackInfo& info) {
 Napi::Value Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  if (g->closed_js) return Resolved(env, Destroyed());
   auto t = std::make_unique<Task>(env);
   CollectiveArgs(info, g->world, t.get());
   const int divisor = info.Length() > 9 && !info[9].IsUndefined() ? IntArg(info, 9, "divisor", 0, 1 << 30) : 0;
@@ -843,7 +843,7 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
 Napi::Value InjectJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  if (g->closed_js) return Resolved(env, Destroyed());
   auto t = std::make_unique<Task>(env);
   t->kind = kInject;
   t->root = IntArg(info, 1, "peer", 0, g->world - 1);
@@ -861,7 +861,7 @@ Napi::Value InjectJs(const Napi::CallbackInfo& info) {
 Napi::Value DestroyJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
-  if (g->closed_js) return Resolved(env, true, "", "");
+  if (g->closed_js) return Resolved(env, Result{});
   g->closed_js = true;
   auto t = std::make_unique<Task>(env);
   t->kind = kDestroy;

@@ -695,7 +695,7 @@ Napi::Value Seal(const Napi::CallbackInfo& info) {
 Napi::Value Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  if (g->closed_js) return Resolved(env, Destroyed());
   auto t = std::make_unique<Task>(env);
   CollectiveArgs(info, g->world, t.get());
   CollectiveBuffers(info, g->world, t.get());
@@ -732,7 +732,7 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
 Napi::Value Destroy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
-  if (g->closed_js) return Resolved(env, true, "", "");
+  if (g->closed_js) return Resolved(env, Result{});
   g->closed_js = true;
   if (g->fd >= 0) {
     close(g->fd);
@@ -744,7 +744,7 @@ Napi::Value Destroy(const Napi::CallbackInfo& info) {
   Napi::Promise p = t->deferred.Promise();
   if (!g->Push(t)) {
     delete t;
-    return Resolved(env, true, "", "");
+    return Resolved(env, Result{});
   }
   g->Hold(env);
   return p;

@@ -58,10 +58,13 @@ inline Napi::Object ResultObject(Napi::Env env, const Result& r) {
   return out;
 }
 
-// A promise already resolved to { ok, code, message, peer: -1 } (a call on a destroyed group).
-inline Napi::Value Resolved(Napi::Env env, bool ok, const std::string& code, const std::string& message) {
+// What a task on a destroyed group ends with (destroy() itself, called again, ends ok).
+inline Result Destroyed() { return Result{false, "CLOSED", "the process group was destroyed", -1}; }
+
+// A promise already resolved to r (a call on a destroyed group).
+inline Napi::Value Resolved(Napi::Env env, const Result& r) {
   auto d = Napi::Promise::Deferred::New(env);
-  d.Resolve(ResultObject(env, Result{ok, code, message, -1}));
+  d.Resolve(ResultObject(env, r));
   return d.Promise();
 }
 
@@ -216,7 +219,7 @@ struct WorkerGroup {
   // JS thread: queues the task and returns its promise, or a promise resolved to CLOSED when the worker has exited.
   Napi::Value Enqueue(Napi::Env env, std::unique_ptr<T> t) {
     Napi::Promise p = t->deferred.Promise();
-    if (!Push(t.get())) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+    if (!Push(t.get())) return Resolved(env, Destroyed());
     t.release();
     Hold(env);
     return p;
@@ -231,7 +234,7 @@ struct WorkerGroup {
       rest.swap(queue);
     }
     for (T* t : rest) {
-      t->result = Result{false, "CLOSED", "the process group was destroyed", -1};
+      t->result = Destroyed();
       tsfn.NonBlockingCall(t);
     }
   }
