@@ -154,9 +154,6 @@ inline std::string Describe(int kind, int dtype, int op, int root, uint64_t coun
   return s;
 }
 
-template <typename G, typename T>
-struct WorkerGroup;
-
 // Runs on the JS thread for every task the worker hands over (NonBlockingCall): settles its promise, lets the event
 // loop go once nothing is pending, frees the task. env is null when the environment is being torn down.
 template <typename G, typename T>
