@@ -21,7 +21,8 @@
 // sends one frame and receives one frame at once (poll on both sockets), so the ring never deadlocks on full socket
 // buffers.
 //
-// Threads and failures: one worker thread per group runs queued operations in order; completions settle promises
+// Threads and failures (the queue, the worker thread and the completions are worker-group.h's, shared with shm.cc):
+// one worker thread per group runs queued operations in order; completions settle promises
 // through a ThreadSafeFunction; the typed arrays are held (references) until then. A wait ends early when the JS side
 // fails the group (netFail: abort, or the TCP control sockets saw a peer go; an eventfd wakes the poll), a data socket
 // closes or errs (PEER_LOST naming the peer), or the op's deadline passes (TIMEOUT). After a failure every queued and
@@ -44,20 +45,18 @@
 #include <atomic>
 #include <cerrno>
 #include <chrono>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "args.h"
 #include "reduce.h"
+#include "worker-group.h"
 
 namespace tensile {
 namespace {
@@ -67,10 +66,8 @@ constexpr uint32_t kHelloMagic = 0x4c454854u;  // "THEL"
 constexpr int kSocketBufferBytes = 4 << 20;
 constexpr int kHelloMs = 10000;  // an accepted connection must say hello within this
 
-enum Kind { kAllReduce = 0, kBroadcast, kReduce, kAllGather, kReduceScatter, kBarrier, kConnect, kInject, kDestroy };
-const char* const kKindNames[] = {"allreduce", "broadcast", "reduce", "allgather", "reduceScatter", "barrier"};
-const char* const kDtypeNames[] = {"float32", "float64", "int32"};
-const char* const kOpNames[] = {"sum", "prod", "min", "max", "avg"};
+// The socket plane's own tasks, after the collectives (worker-group.h).
+enum NetKind { kConnect = kBarrier + 1, kInject, kDestroy };
 
 struct Frame {
   uint32_t magic, seq;
@@ -87,59 +84,27 @@ struct Hello {
   uint64_t token;
 };
 
-using Clock = std::chrono::steady_clock;
-
-struct Result {
-  bool ok = true;
-  std::string code, message;
-  int peer = -1;
-};
-
 struct PeerAddr {
   std::string host;
   int port = 0;
   uint64_t token = 0;
 };
 
-struct Task {
-  explicit Task(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
-  int kind = 0, dtype = 0, op = 0, root = 0, divisor = 0;
-  size_t count = 0;  // elements: whole buffer (allreduce, broadcast, reduce), per rank (allgather, reduceScatter)
-  const uint8_t* send = nullptr;
-  uint8_t* recv = nullptr;
-  Clock::time_point deadline;
-  int64_t timeout_ms = 0;
+struct Task : TaskBase {
+  explicit Task(Napi::Env env) : TaskBase(env) {}
+  int divisor = 0;              // what avg divides by
   std::vector<PeerAddr> peers;  // kConnect
   std::vector<uint8_t> raw;     // kInject
-  // JS thread only.
-  Napi::Promise::Deferred deferred;
-  std::vector<Napi::Reference<Napi::Value>> keep;
-  Result result;
 };
 
-struct Group;
-void CallJs(Napi::Env env, Napi::Function, Group* g, Task* t);
-using Tsfn = Napi::TypedThreadSafeFunction<Group, Task, CallJs>;
-
-
-struct Group {
+// The queue, the worker thread's life and the JS-facing plumbing are WorkerGroup's (worker-group.h).
+struct Group : WorkerGroup<Group, Task> {
+  static constexpr const char* kHandleName = "socket-plane";
   int world = 0, rank = 0;
   size_t small_bytes = 0, seg_bytes = 0;
   uint64_t token = 0;
   int listen_fd = -1, wake_fd = -1;
   std::vector<int> fds;  // one stream per peer (-1 for this rank)
-  Tsfn tsfn;
-  // JS thread only.
-  int pending = 0;
-  bool closed_js = false;
-  // Shared with the worker.
-  std::mutex mu;
-  std::condition_variable cv, done_cv;
-  std::deque<Task*> queue;
-  std::atomic<bool> fail_requested{false};
-  Result requested;  // guarded by mu
-  bool exited = false, thread_done = false, stop = false;
-  std::shared_ptr<Group> self_ref;
   // Worker only.
   uint32_t seq = 0;
   Result dead;
@@ -166,35 +131,11 @@ struct Group {
   bool AllGather(Task* t);
   bool ReduceScatter(Task* t);
   void CloseAll();
+  void WakeWorker();
+  void OnReleased();
 };
 
-Napi::Object ResultObject(Napi::Env env, const Result& r) {
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("ok", r.ok);
-  out.Set("code", r.code);
-  out.Set("message", r.message);
-  out.Set("peer", r.peer);
-  return out;
-}
-
-void CallJs(Napi::Env env, Napi::Function, Group* g, Task* t) {
-  if (env == nullptr) return;
-  t->deferred.Resolve(ResultObject(env, t->result));
-  if (--g->pending == 0) g->tsfn.Unref(env);
-  delete t;
-}
-
 inline int Mod(int a, int n) { return ((a % n) + n) % n; }
-
-std::string Describe(int kind, int dtype, int op, int root, uint64_t count) {
-  std::string s = kind >= 0 && kind < 6 ? kKindNames[kind] : "unknown op " + std::to_string(kind);
-  if (kind == kBarrier) return s;
-  s += " " + std::string(dtype >= 0 && dtype < 3 ? kDtypeNames[dtype] : "?") + " × " + std::to_string(count);
-  if (kind == kAllReduce || kind == kReduce || kind == kReduceScatter)
-    s += " (" + std::string(op >= 0 && op < 5 ? kOpNames[op] : "?") + ")";
-  if (kind == kBroadcast || kind == kReduce) s += " root " + std::to_string(root);
-  return s;
-}
 
 // Marks the group dead with `why` (the first failure wins); always returns false, for `return Fail(...)`.
 bool Group::Fail(const Result& why) {
@@ -763,69 +704,23 @@ void Group::Run() {
     Execute(t);
     tsfn.NonBlockingCall(t);
   }
-  std::deque<Task*> rest;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    rest.swap(queue);
-  }
-  for (Task* t : rest) {
-    t->result = Result{false, "CLOSED", "the process group was destroyed", -1};
-    tsfn.NonBlockingCall(t);
-  }
+  FailQueued();
   CloseAll();
-  tsfn.Release();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    thread_done = true;
-  }
-  done_cv.notify_all();
+  FinishThread();
 }
 
-void RequestFail(Group* g, const std::string& code, const std::string& message, int peer) {
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    if (g->fail_requested.load()) return;
-    g->requested = Result{false, code, message, peer};
-  }
-  g->fail_requested.store(true, std::memory_order_release);
+// After a requested failure (WorkerGroup::RequestFail, JS thread): wakes the worker's poll on the data sockets.
+void Group::WakeWorker() {
   const uint64_t one = 1;
-  if (write(g->wake_fd, &one, sizeof one) < 0) {
+  if (write(wake_fd, &one, sizeof one) < 0) {
     // The eventfd counter cannot overflow with one write per group; the poll timeout (100 ms) is the fallback.
   }
-  g->cv.notify_one();
 }
 
-void CleanupHook(void* arg) {
-  Group* g = static_cast<Group*>(arg);
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    if (g->thread_done) return;
-  }
-  RequestFail(g, "ABORTED", "the Node.js environment is shutting down", -1);
-  std::unique_lock<std::mutex> lock(g->mu);
-  g->stop = true;
-  g->cv.notify_one();
-  g->done_cv.wait_for(lock, std::chrono::seconds(2), [g] { return g->thread_done; });
-}
-
-struct GroupHandle {
-  std::shared_ptr<Group> group;
-};
-
-void FinalizeHandle(Napi::Env, GroupHandle* h) {
-  Group* g = h->group.get();
-  RequestFail(g, "ABORTED", "the process group was garbage-collected without destroy()", -1);
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    g->stop = true;
-  }
-  g->cv.notify_one();
-  delete h;
-}
-
-std::shared_ptr<Group> AsGroup(Napi::Env env, Napi::Value v) {
-  if (!v.IsExternal()) throw Napi::TypeError::New(env, "expected a socket-plane group handle");
-  return v.As<Napi::External<GroupHandle>>().Data()->group;
+// The tsfn is finalized (JS thread): the worker has ended, so nobody polls the eventfd any more.
+void Group::OnReleased() {
+  if (wake_fd >= 0) close(wake_fd);
+  wake_fd = -1;
 }
 
 
@@ -891,56 +786,18 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
   }
   std::random_device rd;
   g->token = (static_cast<uint64_t>(rd()) << 32) ^ rd();
-  g->self_ref = g;
-  g->tsfn = Tsfn::New(env, "tensile-net", 0, 1, g.get(),
-                      [](Napi::Env fenv, void*, Group* ctx) {
-                        napi_remove_env_cleanup_hook(fenv, CleanupHook, ctx);
-                        if (ctx->wake_fd >= 0) close(ctx->wake_fd);
-                        ctx->wake_fd = -1;
-                        std::shared_ptr<Group> last = std::move(ctx->self_ref);
-                      },
-                      static_cast<void*>(nullptr));
-  g->tsfn.Unref(env);
-  napi_add_env_cleanup_hook(env, CleanupHook, g.get());
-  std::shared_ptr<Group> keep = g;
-  std::thread([keep]() { keep->Run(); }).detach();
   Napi::Object out = Napi::Object::New(env);
-  out.Set("group", Napi::External<GroupHandle>::New(env, new GroupHandle{g}, FinalizeHandle));
+  out.Set("group", StartWorker(env, g, "tensile-net"));
   out.Set("port", port);
   out.Set("token", Hex(g->token));
   return out;
 }
 
-Napi::Value Resolved(Napi::Env env, bool ok, const std::string& code, const std::string& message) {
-  auto d = Napi::Promise::Deferred::New(env);
-  d.Resolve(ResultObject(env, Result{ok, code, message, -1}));
-  return d.Promise();
-}
-
-Napi::Value Queue(Napi::Env env, const std::shared_ptr<Group>& g, std::unique_ptr<Task> t) {
-  Napi::Promise p = t->deferred.Promise();
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    if (g->exited) return Resolved(env, false, "CLOSED", "the process group was destroyed");
-    g->queue.push_back(t.get());
-  }
-  g->cv.notify_one();
-  t.release();
-  if (g->pending++ == 0) g->tsfn.Ref(env);
-  return p;
-}
-
-int64_t TimeoutArg(const Napi::CallbackInfo& info, size_t i) {
-  if (!info[i].IsNumber() || !(info[i].As<Napi::Number>().DoubleValue() > 0))
-    throw Napi::RangeError::New(info.Env(), "timeoutMs must be > 0");
-  return static_cast<int64_t>(info[i].As<Napi::Number>().DoubleValue());
-}
-
 // netConnect(group, peers: ({host, port, token} | null)[], timeoutMs) → Promise<result>: builds the mesh (see top).
 Napi::Value ConnectJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Group> g = AsGroup(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
+  if (g->closed_js) return Resolved(env, Destroyed());
   if (!info[1].IsArray() || info[1].As<Napi::Array>().Length() != static_cast<uint32_t>(g->world))
     throw Napi::TypeError::New(env, "peers must be an array of " + std::to_string(g->world) + " addresses");
   auto t = std::make_unique<Task>(env);
@@ -962,98 +819,54 @@ Napi::Value ConnectJs(const Napi::CallbackInfo& info) {
   }
   t->timeout_ms = TimeoutArg(info, 2);
   t->deadline = Clock::now() + std::chrono::milliseconds(t->timeout_ms);
-  return Queue(env, g, std::move(t));
-}
-
-uint8_t* Bytes(Napi::Env env, Napi::Value v, size_t need, const char* what, Task* t) {
-  if (!v.IsTypedArray()) throw Napi::TypeError::New(env, std::string(what) + " must be a typed array");
-  Napi::TypedArray a = v.As<Napi::TypedArray>();
-  if (a.ByteLength() < need) {
-    throw Napi::RangeError::New(env, std::string(what) + " has " + std::to_string(a.ByteLength()) +
-                                         " bytes; the operation needs " + std::to_string(need));
-  }
-  t->keep.push_back(Napi::Persistent(v));
-  return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  return g->Enqueue(env, std::move(t));
 }
 
 // netSubmit(group, kind, dtype, op, root, count, send, recv, timeoutMs, divisor) → Promise<result>. divisor: what avg
 // divides by (0: the group's world size; the hierarchical path passes the whole world's).
 Napi::Value Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Group> g = AsGroup(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
+  if (g->closed_js) return Resolved(env, Destroyed());
   auto t = std::make_unique<Task>(env);
-  t->kind = IntArg(info, 1, "kind", 0, kBarrier);
-  t->dtype = IntArg(info, 2, "dtype", 0, kInt32);
-  t->op = IntArg(info, 3, "op", 0, kAvg);
-  t->root = IntArg(info, 4, "root", 0, g->world - 1);
-  if (!info[5].IsNumber() || !(info[5].As<Napi::Number>().DoubleValue() >= 0))
-    throw Napi::RangeError::New(env, "count must be a number >= 0");
-  t->count = static_cast<size_t>(info[5].As<Napi::Number>().DoubleValue());
-  t->timeout_ms = TimeoutArg(info, 8);
-  t->deadline = Clock::now() + std::chrono::milliseconds(t->timeout_ms);
+  CollectiveArgs(info, g->world, t.get());
   const int divisor = info.Length() > 9 && !info[9].IsUndefined() ? IntArg(info, 9, "divisor", 0, 1 << 30) : 0;
   t->divisor = divisor > 0 ? divisor : g->world;
-  const size_t bytes = t->count * DtypeSize(t->dtype);
-  const size_t n = static_cast<size_t>(g->world);
-  switch (t->kind) {
-    case kAllReduce:
-    case kReduce:
-      t->send = Bytes(env, info[6], bytes, "send buffer", t.get());
-      t->recv = Bytes(env, info[7], bytes, "recv buffer", t.get());
-      break;
-    case kBroadcast: t->recv = Bytes(env, info[7], bytes, "buffer", t.get()); break;
-    case kAllGather:
-      t->send = Bytes(env, info[6], bytes, "send buffer", t.get());
-      t->recv = Bytes(env, info[7], bytes * n, "recv buffer", t.get());
-      break;
-    case kReduceScatter:
-      t->send = Bytes(env, info[6], bytes * n, "send buffer", t.get());
-      t->recv = Bytes(env, info[7], bytes, "recv buffer", t.get());
-      break;
-    default: t->count = 0; break;
-  }
+  CollectiveBuffers(info, g->world, t.get());
+  if (t->kind == kBarrier) t->count = 0;
   t->keep.push_back(Napi::Persistent(info[0]));
-  return Queue(env, g, std::move(t));
+  return g->Enqueue(env, std::move(t));
 }
 
 // netInject(group, peer, bytes) → Promise: writes raw bytes on the data socket to `peer`, in queue order (fault tests:
 // the peer must reject them as a corrupt frame).
 Napi::Value InjectJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Group> g = AsGroup(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
+  if (g->closed_js) return Resolved(env, Destroyed());
   auto t = std::make_unique<Task>(env);
   t->kind = kInject;
   t->root = IntArg(info, 1, "peer", 0, g->world - 1);
   if (t->root == g->rank) throw Napi::RangeError::New(env, "peer must not be this rank");
   if (!info[2].IsTypedArray()) throw Napi::TypeError::New(env, "bytes must be a typed array");
   Napi::TypedArray a = info[2].As<Napi::TypedArray>();
-  const uint8_t* p = static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
+  const uint8_t* p = TypedArrayBytes(a);
   t->raw.assign(p, p + a.ByteLength());
   t->timeout_ms = 10000;
   t->deadline = Clock::now() + std::chrono::milliseconds(t->timeout_ms);
-  return Queue(env, g, std::move(t));
-}
-
-// netFail(group, code, message, peer): fails the group now (abort, or a peer lost on the control sockets).
-Napi::Value FailJs(const Napi::CallbackInfo& info) {
-  std::shared_ptr<Group> g = AsGroup(info.Env(), info[0]);
-  RequestFail(g.get(), info[1].As<Napi::String>().Utf8Value(), info[2].As<Napi::String>().Utf8Value(),
-              info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1);
-  return info.Env().Undefined();
+  return g->Enqueue(env, std::move(t));
 }
 
 // netDestroy(group) → Promise: runs after every queued op, closes the sockets, ends the thread.
 Napi::Value DestroyJs(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Group> g = AsGroup(env, info[0]);
-  if (g->closed_js) return Resolved(env, true, "", "");
+  std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
+  if (g->closed_js) return Resolved(env, Result{});
   g->closed_js = true;
   auto t = std::make_unique<Task>(env);
   t->kind = kDestroy;
   t->keep.push_back(Napi::Persistent(info[0]));
-  Napi::Value p = Queue(env, g, std::move(t));
+  Napi::Value p = g->Enqueue(env, std::move(t));
   return p;
 }
 
@@ -1064,7 +877,7 @@ void InitNet(Napi::Env env, Napi::Object exports) {
   exports.Set("netConnect", Napi::Function::New(env, ConnectJs));
   exports.Set("netSubmit", Napi::Function::New(env, Submit));
   exports.Set("netInject", Napi::Function::New(env, InjectJs));
-  exports.Set("netFail", Napi::Function::New(env, FailJs));
+  exports.Set("netFail", Napi::Function::New(env, FailJs<Group>));  // netFail(group, code, message, peer)
   exports.Set("netDestroy", Napi::Function::New(env, DestroyJs));
 }
 

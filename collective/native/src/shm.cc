@@ -23,7 +23,8 @@
 // At its first step every op exchanges a descriptor (kind, dtype, op, root, count) and every rank checks all of them,
 // so a size/dtype mismatch fails on every rank, naming both sides, and leaves the counters in step.
 //
-// Threads and failures: one worker thread per group runs queued operations in order (a single-step op may start,
+// Threads and failures (the queue, the worker thread and the completions are worker-group.h's, shared with net.cc):
+// one worker thread per group runs queued operations in order (a single-step op may start,
 // and finish, on the JS thread when nothing is queued: see TryInline); completions settle promises
 // through a ThreadSafeFunction; the typed arrays are held (references) until then. A wait ends early when: the JS
 // side fails the group (abort, or the TCP control sockets saw a peer go: shmFail), another rank published a failure
@@ -46,20 +47,18 @@
 #include <cerrno>
 #include <chrono>
 #include <climits>
-#include <condition_variable>
 #include <cstdio>
 #include <cstring>
-#include <deque>
 #include <memory>
 #include <mutex>
 #include <random>
 #include <string>
-#include <thread>
 #include <vector>
 
 #include "args.h"
 #include "memfd.h"
 #include "reduce.h"
+#include "worker-group.h"
 
 namespace tensile {
 namespace {
@@ -68,11 +67,6 @@ constexpr uint64_t kMagic = 0x314d48534c534e54ull;  // "TNSLSHM1"
 constexpr size_t kHeaderBytes = 4096;
 constexpr size_t kCtrlBytes = 256;
 constexpr size_t kPage = 4096;
-
-enum Kind { kAllReduce = 0, kBroadcast, kReduce, kAllGather, kReduceScatter, kBarrier };
-const char* const kKindNames[] = {"allreduce", "broadcast", "reduce", "allgather", "reduceScatter", "barrier"};
-const char* const kDtypeNames[] = {"float32", "float64", "int32"};
-const char* const kOpNames[] = {"sum", "prod", "min", "max", "avg"};
 
 // Why a rank failed, as published in the header's fail word: (reason << 16) | (rank + 1).
 enum FailReason : uint32_t { kFailAborted = 1, kFailTimedOut = 2, kFailLost = 3 };
@@ -120,8 +114,6 @@ inline void CpuRelax() {
 #endif
 }
 
-using Clock = std::chrono::steady_clock;
-
 bool ProcessAlive(int pid) {
   if (pid <= 0) return true;
   if (kill(pid, 0) != 0 && errno == ESRCH) return false;
@@ -139,55 +131,23 @@ bool ProcessAlive(int pid) {
   return close[2] != 'Z' && close[2] != 'X';
 }
 
-struct Result {
-  bool ok = true;
-  std::string code, message;
-  int peer = -1;
-};
-
-struct Task {
-  explicit Task(Napi::Env env) : deferred(Napi::Promise::Deferred::New(env)) {}
+struct Task : TaskBase {
+  explicit Task(Napi::Env env) : TaskBase(env) {}
   bool destroy = false;
   // 1 once the calling thread has begun this single-step op (step taken, input published) and handed it over.
   int stage = 0;
-  int kind = 0, dtype = 0, op = 0, root = 0;
-  size_t count = 0;  // elements: whole buffer (allreduce, broadcast, reduce), per rank (allgather, reduceScatter)
-  const uint8_t* send = nullptr;
-  uint8_t* recv = nullptr;
-  Clock::time_point deadline;
-  int64_t timeout_ms = 0;
-  // JS thread only.
-  Napi::Promise::Deferred deferred;
-  std::vector<Napi::Reference<Napi::Value>> keep;
-  Result result;
 };
 
-struct Group;
-void CallJs(Napi::Env env, Napi::Function, Group* g, Task* t);
-using Tsfn = Napi::TypedThreadSafeFunction<Group, Task, CallJs>;
-
-struct Group {
+// The queue, the worker thread's life and the JS-facing plumbing are WorkerGroup's (worker-group.h).
+struct Group : WorkerGroup<Group, Task> {
+  static constexpr const char* kHandleName = "shared-memory";
   int world = 0, rank = 0;
   size_t slot = 0, small_bytes = 0;
   int spin = 0;
   int fd = -1;  // rank 0's memfd until shmSeal
   uint8_t* base = nullptr;
   size_t bytes = 0;
-  Tsfn tsfn;
-  // JS thread only.
-  int pending = 0;
-  bool closed_js = false;
-  // Shared with the worker.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<Task*> queue;
-  std::atomic<bool> fail_requested{false};
-  Result requested;  // guarded by mu: what the JS side failed the group with
-  bool exited = false, thread_done = false;
-  bool stop = false;  // guarded by mu: the environment is going away or the handle was collected
   bool busy = false;  // guarded by mu: an op is running (on the worker, or inline on the JS thread)
-  std::condition_variable done_cv;
-  std::shared_ptr<Group> self_ref;
   // Worker only.
   uint32_t step = 0;
   Result dead;  // !dead.ok once failed
@@ -210,6 +170,9 @@ struct Group {
   bool RunAllGather(Task* t);
   bool RunReduceScatter(Task* t);
   bool Begin(Task* t, bool first);
+  void WriteDescriptor(const Task* t);
+  template <typename Body>
+  bool Steps(const Task* t, size_t per_step, Body body);
   bool WaitAll(bool ready, uint32_t target, Task* t);
   bool Wait(int q, bool ready, uint32_t target, Task* t);
   bool Failed(int q, Counter& c, uint32_t target, Task* t, bool* reached);
@@ -220,23 +183,9 @@ struct Group {
   bool StepIn(Task* t, bool first, size_t off, size_t len, uint32_t* s);
   void Die(const Result& why, uint32_t publish);
   void WakeAll();
+  void WakeWorker();
+  void OnReleased() {}
 };
-
-Napi::Object ResultObject(Napi::Env env, const Result& r) {
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("ok", r.ok);
-  out.Set("code", r.code);
-  out.Set("message", r.message);
-  out.Set("peer", r.peer);
-  return out;
-}
-
-void CallJs(Napi::Env env, Napi::Function, Group* g, Task* t) {
-  if (env == nullptr) return;
-  t->deferred.Resolve(ResultObject(env, t->result));
-  if (--g->pending == 0) g->tsfn.Unref(env);
-  delete t;
-}
 
 void Group::WakeAll() {
   for (int q = 0; q < world; q++) {
@@ -361,13 +310,10 @@ bool Group::WaitAll(bool ready, uint32_t target, Task* t) {
   return true;
 }
 
-std::string Describe(const Ctrl* c) {
-  std::string s = std::string(kKindNames[c->desc.kind < 6 ? c->desc.kind : 0]);
-  if (c->desc.kind == kBarrier) return s;
-  s += " " + std::string(kDtypeNames[c->desc.dtype < 3 ? c->desc.dtype : 0]) + " × " + std::to_string(c->desc.count);
-  if (c->desc.kind == kAllReduce || c->desc.kind == kReduce || c->desc.kind == kReduceScatter) s += " (" + std::string(kOpNames[c->desc.op < 5 ? c->desc.op : 0]) + ")";
-  if (c->desc.kind == kBroadcast || c->desc.kind == kReduce) s += " root " + std::to_string(c->desc.root);
-  return s;
+// The op that rank's control block describes, as a mismatch error names it.
+std::string DescribeOp(const Ctrl* c) {
+  return Describe(static_cast<int>(c->desc.kind), static_cast<int>(c->desc.dtype), static_cast<int>(c->desc.op),
+                  static_cast<int>(c->desc.root), c->desc.count);
 }
 
 // Called at an op's first step once every ready[q] has reached it: all ranks see the same descriptors, so all
@@ -380,8 +326,8 @@ bool Group::CheckDescriptors(Task* t) {
         (a->desc.kind != kBroadcast && a->desc.kind != kAllGather && a->desc.op != b->desc.op) ||
         ((a->desc.kind == kBroadcast || a->desc.kind == kReduce) && a->desc.root != b->desc.root)) {
       t->result = Result{false, "INVALID_ARGUMENT",
-                         "collective mismatch between ranks: rank 0 called " + Describe(a) + " but rank " +
-                             std::to_string(q) + " called " + Describe(b) +
+                         "collective mismatch between ranks: rank 0 called " + DescribeOp(a) + " but rank " +
+                             std::to_string(q) + " called " + DescribeOp(b) +
                              " (every rank must call the same collectives in the same order, with the same sizes)",
                          q == rank ? 0 : q};
       return false;
@@ -395,14 +341,33 @@ bool Group::CheckDescriptors(Task* t) {
 bool Group::Begin(Task* t, bool first) {
   const uint32_t s = ++step;
   if (!WaitAll(false, s - 1, t)) return false;
-  if (first) {
-    Ctrl* me = ctrl(rank);
-    me->desc.kind = t->kind;
-    me->desc.dtype = t->dtype;
-    me->desc.op = t->op;
-    me->desc.root = t->root;
-    me->desc.count = t->count;
-  }
+  if (first) WriteDescriptor(t);
+  return true;
+}
+
+// Writes t's op descriptor into this rank's control block; the other ranks read it once ready[rank] says so.
+void Group::WriteDescriptor(const Task* t) {
+  Ctrl* me = ctrl(rank);
+  me->desc.kind = t->kind;
+  me->desc.dtype = t->dtype;
+  me->desc.op = t->op;
+  me->desc.root = t->root;
+  me->desc.count = t->count;
+}
+
+// Runs an op of t->count elements as steps of at most `per_step` elements: body(off, len, first) for each piece in
+// order, and once with len 0 when count is 0 (every rank still takes the op's first step and checks the
+// descriptors). False as soon as a step returns false (t->result or dead says why).
+template <typename Body>
+bool Group::Steps(const Task* t, size_t per_step, Body body) {
+  size_t off = 0;
+  bool first = true;
+  do {
+    const size_t len = std::min(per_step, t->count - off);
+    if (!body(off, len, first)) return false;
+    first = false;
+    off += len;
+  } while (off < t->count);
   return true;
 }
 
@@ -472,12 +437,7 @@ bool Group::TryInline(Task* t) {
   if (!AllReached(false, step)) return false;  // someone still reads this rank's input slot: let the worker wait
   const size_t es = DtypeSize(t->dtype);
   const uint32_t s = ++step;
-  Ctrl* me = ctrl(rank);
-  me->desc.kind = t->kind;
-  me->desc.dtype = t->dtype;
-  me->desc.op = t->op;
-  me->desc.root = t->root;
-  me->desc.count = t->count;
+  WriteDescriptor(t);
   if (t->count > 0) std::memcpy(in(rank), t->send, t->count * es);
   Publish(true, s);
   t->stage = 1;
@@ -491,17 +451,11 @@ bool Group::TryInline(Task* t) {
 
 bool Group::RunAllReduce(Task* t, bool to_root_only) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t total = t->count * es;
-  const size_t per_step = slot / es;
-  const bool small = total <= small_bytes;
+  const bool small = t->count * es <= small_bytes;
   const int divisor = t->op == kAvg ? world : 1;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_step, t->count - off);
+  return Steps(t, slot / es, [&](size_t off, size_t len, bool first) {
     uint32_t s;
     if (!StepIn(t, first, off, len, &s)) return false;
-    first = false;
     const void* srcs[256];
     if (small) {
       // Every rank reduces everything into its own buffer: one wait in the critical path.
@@ -518,18 +472,13 @@ bool Group::RunAllReduce(Task* t, bool to_root_only) {
         if (len > 0) std::memcpy(t->recv + off * es, out(), len * es);
       }
     }
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
 bool Group::RunBroadcast(Task* t) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t per_step = slot / es;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_step, t->count - off);
+  return Steps(t, slot / es, [&](size_t off, size_t len, bool first) {
     if (!Begin(t, first)) return false;
     const uint32_t s = step;
     if (rank == t->root && len > 0) std::memcpy(in(rank), t->recv + off * es, len * es);
@@ -539,56 +488,43 @@ bool Group::RunBroadcast(Task* t) {
     } else if (rank != t->root && !Wait(t->root, true, s, t)) {
       return false;
     }
-    first = false;
     if (rank != t->root && len > 0) std::memcpy(t->recv + off * es, in(t->root), len * es);
     Publish(false, s);
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
 bool Group::RunAllGather(Task* t) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t per_step = slot / es;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_step, t->count - off);
+  return Steps(t, slot / es, [&](size_t off, size_t len, bool first) {
     uint32_t s;
     if (!StepIn(t, first, off, len, &s)) return false;
-    first = false;
     for (int q = 0; q < world && len > 0; q++) {
       uint8_t* dst = t->recv + (q * t->count + off) * es;
       if (q != rank || dst != t->send + off * es) std::memcpy(dst, in(q), len * es);
     }
     Publish(false, s);
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
+// Each step carries one piece of every rank's block (len elements per rank, so a step's n pieces fit the slot).
 bool Group::RunReduceScatter(Task* t) {
   const size_t es = DtypeSize(t->dtype);
-  const size_t per_piece = slot / es / world;
   const int divisor = t->op == kAvg ? world : 1;
-  size_t off = 0;
-  bool first = true;
-  do {
-    const size_t len = std::min(per_piece, t->count - off);
+  return Steps(t, slot / es / world, [&](size_t off, size_t len, bool first) {
     if (!Begin(t, first)) return false;
     const uint32_t s = step;
     for (int j = 0; j < world && len > 0; j++)
       std::memcpy(in(rank) + j * len * es, t->send + (j * t->count + off) * es, len * es);
     Publish(true, s);
     if (!Arrive(t, s, first)) return false;
-    first = false;
     const void* srcs[256];
     for (int q = 0; q < world; q++) srcs[q] = in(q) + rank * len * es;
     if (len > 0) Reduce(t->dtype, t->op, t->recv + off * es, srcs, world, len, divisor);
     Publish(false, s);
-    off += len;
-  } while (off < t->count);
-  return true;
+    return true;
+  });
 }
 
 void Group::Execute(Task* t) {
@@ -656,73 +592,21 @@ void Group::Run() {
     tsfn.NonBlockingCall(t);
   }
   // Anything queued after destroy (the JS side prevents it) fails.
-  std::deque<Task*> rest;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    rest.swap(queue);
-  }
-  for (Task* t : rest) {
-    t->result = Result{false, "CLOSED", "the process group was destroyed", -1};
-    tsfn.NonBlockingCall(t);
-  }
+  FailQueued();
   {
     // Under the lock: shmFail (JS thread) wakes futexes in the segment only while it is mapped.
     std::lock_guard<std::mutex> lock(mu);
     munmap(base, bytes);
     base = nullptr;
   }
-  tsfn.Release();
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    thread_done = true;
-  }
-  done_cv.notify_all();
+  FinishThread();
 }
 
-void RequestFail(Group* g, const std::string& code, const std::string& message, int peer) {
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    if (g->fail_requested.load()) return;
-    g->requested = Result{false, code, message, peer};
-  }
-  g->fail_requested.store(true, std::memory_order_release);
-  g->cv.notify_one();
-  // Wake the worker if it sleeps on a peer's counter (this also wakes peers' waiters on it: they re-check and sleep).
-  std::lock_guard<std::mutex> lock(g->mu);
-  if (g->base != nullptr) g->WakeAll();
-}
-
-void CleanupHook(void* arg) {
-  Group* g = static_cast<Group*>(arg);
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    if (g->thread_done) return;
-  }
-  RequestFail(g, "ABORTED", "the Node.js environment is shutting down", -1);
-  std::unique_lock<std::mutex> lock(g->mu);
-  g->stop = true;
-  g->cv.notify_one();
-  g->done_cv.wait_for(lock, std::chrono::seconds(2), [g] { return g->thread_done; });
-}
-
-struct GroupHandle {
-  std::shared_ptr<Group> group;
-};
-
-void FinalizeHandle(Napi::Env, GroupHandle* h) {
-  Group* g = h->group.get();
-  RequestFail(g, "ABORTED", "the process group was garbage-collected without destroy()", -1);
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    g->stop = true;
-  }
-  g->cv.notify_one();
-  delete h;
-}
-
-std::shared_ptr<Group> AsGroup(Napi::Env env, Napi::Value v) {
-  if (!v.IsExternal()) throw Napi::TypeError::New(env, "expected a shared-memory group handle");
-  return v.As<Napi::External<GroupHandle>>().Data()->group;
+// After a requested failure (WorkerGroup::RequestFail, JS thread): wakes the worker if it sleeps on a peer's counter
+// (this also wakes peers' waiters on it: they re-check and sleep).
+void Group::WakeWorker() {
+  std::lock_guard<std::mutex> lock(mu);
+  if (base != nullptr) WakeAll();
 }
 
 // shmOpen(world, rank, slotBytes, smallBytes, spin, source?) → { group, pid, fd, token }
@@ -787,19 +671,8 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
     }
   }
   g->ctrl(g->rank)->pid = pid;
-  g->self_ref = g;
-  g->tsfn = Tsfn::New(env, "tensile-shm", 0, 1, g.get(),
-                      [](Napi::Env fenv, void*, Group* ctx) {
-                        napi_remove_env_cleanup_hook(fenv, CleanupHook, ctx);
-                        std::shared_ptr<Group> last = std::move(ctx->self_ref);
-                      },
-                      static_cast<void*>(nullptr));
-  g->tsfn.Unref(env);
-  napi_add_env_cleanup_hook(env, CleanupHook, g.get());
-  std::shared_ptr<Group> keep = g;
-  std::thread([keep]() { keep->Run(); }).detach();
   Napi::Object out = Napi::Object::New(env);
-  out.Set("group", Napi::External<GroupHandle>::New(env, new GroupHandle{g}, FinalizeHandle));
+  out.Set("group", StartWorker(env, g, "tensile-shm"));
   out.Set("pid", pid);
   out.Set("fd", g->fd);
   char hex[17];
@@ -810,7 +683,7 @@ Napi::Value Open(const Napi::CallbackInfo& info) {
 
 // shmSeal(group): rank 0 closes its descriptor once every rank has mapped the segment.
 Napi::Value Seal(const Napi::CallbackInfo& info) {
-  std::shared_ptr<Group> g = AsGroup(info.Env(), info[0]);
+  std::shared_ptr<Group> g = AsGroup<Group>(info.Env(), info[0]);
   if (g->fd >= 0) {
     close(g->fd);
     g->fd = -1;
@@ -818,74 +691,14 @@ Napi::Value Seal(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-Napi::Value Resolved(Napi::Env env, bool ok, const std::string& code, const std::string& message) {
-  auto d = Napi::Promise::Deferred::New(env);
-  Napi::Object out = Napi::Object::New(env);
-  out.Set("ok", ok);
-  out.Set("code", code);
-  out.Set("message", message);
-  out.Set("peer", -1);
-  d.Resolve(out);
-  return d.Promise();
-}
-
-bool Push(const std::shared_ptr<Group>& g, Task* t) {
-  {
-    std::lock_guard<std::mutex> lock(g->mu);
-    if (g->exited) return false;
-    g->queue.push_back(t);
-  }
-  g->cv.notify_one();
-  return true;
-}
-
-uint8_t* Bytes(Napi::Env env, Napi::Value v, size_t need, const char* what, Task* t) {
-  if (!v.IsTypedArray()) throw Napi::TypeError::New(env, std::string(what) + " must be a typed array");
-  Napi::TypedArray a = v.As<Napi::TypedArray>();
-  if (a.ByteLength() < need) {
-    throw Napi::RangeError::New(env, std::string(what) + " has " + std::to_string(a.ByteLength()) +
-                                         " bytes; the operation needs " + std::to_string(need));
-  }
-  t->keep.push_back(Napi::Persistent(v));
-  return static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset();
-}
-
 // shmSubmit(group, kind, dtype, op, root, count, send, recv, timeoutMs) → Promise<{ ok, code, message, peer }>
 Napi::Value Submit(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Group> g = AsGroup(env, info[0]);
-  if (g->closed_js) return Resolved(env, false, "CLOSED", "the process group was destroyed");
+  std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
+  if (g->closed_js) return Resolved(env, Destroyed());
   auto t = std::make_unique<Task>(env);
-  t->kind = IntArg(info, 1, "kind", 0, kBarrier);
-  t->dtype = IntArg(info, 2, "dtype", 0, kInt32);
-  t->op = IntArg(info, 3, "op", 0, kAvg);
-  t->root = IntArg(info, 4, "root", 0, g->world - 1);
-  if (!info[5].IsNumber() || !(info[5].As<Napi::Number>().DoubleValue() >= 0))
-    throw Napi::RangeError::New(env, "count must be a number >= 0");
-  t->count = static_cast<size_t>(info[5].As<Napi::Number>().DoubleValue());
-  if (!info[8].IsNumber() || !(info[8].As<Napi::Number>().DoubleValue() > 0))
-    throw Napi::RangeError::New(env, "timeoutMs must be > 0");
-  t->timeout_ms = static_cast<int64_t>(info[8].As<Napi::Number>().DoubleValue());
-  t->deadline = Clock::now() + std::chrono::milliseconds(t->timeout_ms);
-  const size_t bytes = t->count * DtypeSize(t->dtype);
-  const size_t n = static_cast<size_t>(g->world);
-  switch (t->kind) {
-    case kAllReduce:
-    case kReduce:
-      t->send = Bytes(env, info[6], bytes, "send buffer", t.get());
-      t->recv = Bytes(env, info[7], bytes, "recv buffer", t.get());
-      break;
-    case kBroadcast: t->recv = Bytes(env, info[7], bytes, "buffer", t.get()); break;
-    case kAllGather:
-      t->send = Bytes(env, info[6], bytes, "send buffer", t.get());
-      t->recv = Bytes(env, info[7], bytes * n, "recv buffer", t.get());
-      break;
-    case kReduceScatter:
-      t->send = Bytes(env, info[6], bytes * n, "send buffer", t.get());
-      t->recv = Bytes(env, info[7], bytes, "recv buffer", t.get());
-      break;
-    default: break;
-  }
+  CollectiveArgs(info, g->world, t.get());
+  CollectiveBuffers(info, g->world, t.get());
   t->keep.push_back(Napi::Persistent(info[0]));
   Napi::Promise p = t->deferred.Promise();
   if (g->IsSingleStep(t.get())) {
@@ -908,29 +721,18 @@ Napi::Value Submit(const Napi::CallbackInfo& info) {
         return p;
       }
       t.release();
-      if (g->pending++ == 0) g->tsfn.Ref(env);
+      g->Hold(env);
       return p;
     }
   }
-  if (!Push(g, t.get())) return Resolved(env, false, "CLOSED", "the process group was destroyed");
-  t.release();
-  if (g->pending++ == 0) g->tsfn.Ref(env);
-  return p;
-}
-
-// shmFail(group, code, message, peer): fails the group now (abort, or a peer lost on the control sockets).
-Napi::Value Fail(const Napi::CallbackInfo& info) {
-  std::shared_ptr<Group> g = AsGroup(info.Env(), info[0]);
-  RequestFail(g.get(), info[1].As<Napi::String>().Utf8Value(), info[2].As<Napi::String>().Utf8Value(),
-              info[3].IsNumber() ? info[3].As<Napi::Number>().Int32Value() : -1);
-  return info.Env().Undefined();
+  return g->Enqueue(env, std::move(t));
 }
 
 // shmDestroy(group) → Promise: runs after every queued op, marks this rank as gone, unmaps, ends the thread.
 Napi::Value Destroy(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
-  std::shared_ptr<Group> g = AsGroup(env, info[0]);
-  if (g->closed_js) return Resolved(env, true, "", "");
+  std::shared_ptr<Group> g = AsGroup<Group>(env, info[0]);
+  if (g->closed_js) return Resolved(env, Result{});
   g->closed_js = true;
   if (g->fd >= 0) {
     close(g->fd);
@@ -940,11 +742,11 @@ Napi::Value Destroy(const Napi::CallbackInfo& info) {
   t->destroy = true;
   t->keep.push_back(Napi::Persistent(info[0]));
   Napi::Promise p = t->deferred.Promise();
-  if (!Push(g, t)) {
+  if (!g->Push(t)) {
     delete t;
-    return Resolved(env, true, "", "");
+    return Resolved(env, Result{});
   }
-  if (g->pending++ == 0) g->tsfn.Ref(env);
+  g->Hold(env);
   return p;
 }
 
@@ -965,10 +767,10 @@ Napi::Value ReduceJs(const Napi::CallbackInfo& info) {
     if (!v.IsTypedArray() || v.As<Napi::TypedArray>().ByteLength() < count * es)
       throw Napi::RangeError::New(env, "source " + std::to_string(i) + " is shorter than dst");
     Napi::TypedArray a = v.As<Napi::TypedArray>();
-    ptrs.push_back(static_cast<uint8_t*>(a.ArrayBuffer().Data()) + a.ByteOffset());
+    ptrs.push_back(TypedArrayBytes(a));
   }
-  Reduce(dtype, op, static_cast<uint8_t*>(dst.ArrayBuffer().Data()) + dst.ByteOffset(), ptrs.data(),
-         static_cast<int>(ptrs.size()), count, IntArg(info, 4, "divisor", 1, 1 << 30));
+  Reduce(dtype, op, TypedArrayBytes(dst), ptrs.data(), static_cast<int>(ptrs.size()), count,
+         IntArg(info, 4, "divisor", 1, 1 << 30));
   return env.Undefined();
 }
 
@@ -978,7 +780,7 @@ void InitShm(Napi::Env env, Napi::Object exports) {
   exports.Set("shmOpen", Napi::Function::New(env, Open));
   exports.Set("shmSeal", Napi::Function::New(env, Seal));
   exports.Set("shmSubmit", Napi::Function::New(env, Submit));
-  exports.Set("shmFail", Napi::Function::New(env, Fail));
+  exports.Set("shmFail", Napi::Function::New(env, FailJs<Group>));  // shmFail(group, code, message, peer)
   exports.Set("shmDestroy", Napi::Function::New(env, Destroy));
   exports.Set("shmReduce", Napi::Function::New(env, ReduceJs));
 }
