@@ -85,7 +85,14 @@ export class TransferReader {
   private fill = 0;
   private expectId = 1;
 
-  constructor(private readonly sink: DataSink) {}
+  /**
+   * `alloc`: the buffer of a transfer too large for the staging buffer (default Buffer.allocUnsafeSlow; with the
+   * native addon, a reused receive buffer on a SharedArrayBuffer, which V8 does not count: see xfer.cc's xferAlloc).
+   */
+  constructor(
+    private readonly sink: DataSink,
+    private readonly alloc: (bytes: number) => Buffer = (n) => Buffer.allocUnsafeSlow(n),
+  ) {}
 
   /** Where the next bytes go. Never empty. */
   nextBuffer(): Buffer {
@@ -152,7 +159,7 @@ export class TransferReader {
         this.expectId = id;
         break;
       }
-      this.cur = Buffer.allocUnsafeSlow(total);
+      this.cur = this.alloc(total);
       st.copy(this.cur, 0, bodyAt, this.end);
       this.fill = have;
       this.curId = id;

@@ -50,6 +50,16 @@ function xferAddon(): NativeAddon | null {
   return l.ok && typeof l.addon.xferSegCreate === 'function' ? l.addon : null;
 }
 
+/**
+ * How a receive socket allocates large frames: reused native receive buffers on SharedArrayBuffers when the addon has
+ * them (V8 counts an ordinary Buffer of 16 MB as external memory and collects after every few; xfer.cc), else
+ * TransferReader's default.
+ */
+function receiveBuffers(): ((bytes: number) => Buffer) | undefined {
+  const addon = xferAddon();
+  return addon && typeof addon.xferAlloc === 'function' ? (n) => Buffer.from(addon.xferAlloc(n)) : undefined;
+}
+
 /** The data-channel side of a stream: our listener (if any), how to reach the peer's, the options. */
 interface DataRole {
   readonly hub: DataHub | null;
@@ -222,19 +232,22 @@ export class StreamConn {
     const offer = seg.byteLength > pathEnd ? decodeOffer(seg.subarray(pathEnd)) : null;
     const addon = offer && d.opts.sharedMemory ? xferAddon() : null;
     const shmIn = addon && acceptOffer(addon, offer!) ? new ShmReceiver(addon) : null;
-    const reader = new TransferReader({
-      onTransfer: (_id, frame) => {
-        if (this.switchedIn) this.batch.push(frame);
-        else this.early.push(frame);
+    const reader = new TransferReader(
+      {
+        onTransfer: (_id, frame) => {
+          if (this.switchedIn) this.batch.push(frame);
+          else this.early.push(frame);
+        },
+        onBatchEnd: () => {
+          if (this.batch.length === 0 || this.closed) return;
+          const b = this.batch;
+          this.batch = [];
+          this.onFrames(b);
+        },
+        readShm: shmIn ? (r) => shmIn.read(r) : undefined,
       },
-      onBatchEnd: () => {
-        if (this.batch.length === 0 || this.closed) return;
-        const b = this.batch;
-        this.batch = [];
-        this.onFrames(b);
-      },
-      readShm: shmIn ? (r) => shmIn.read(r) : undefined,
-    });
+      receiveBuffers(),
+    );
     const onReadError = (err: FrameError): void => {
       if (this.closed) return;
       this.onProtocolError(err);

@@ -274,8 +274,13 @@ export interface NativeAddon {
    * why that matters) whose collection hands the segment back to its sender.
    */
   xferSegView(seg: NativeXferSeg, frameBytes: number): SharedArrayBuffer;
-  /** Bytes of frames handed out as views and not yet freed, and what of them is reported to V8 (xfer.cc). */
-  xferViewBytes(): { live: number; reported: number };
+  /**
+   * Bytes of frames handed out as views or receive buffers and not yet freed, what of them is reported to V8, and the
+   * bytes of freed receive buffers kept for reuse (xfer.cc).
+   */
+  xferViewBytes(): { live: number; reported: number; cached: number };
+  /** A receive buffer for one large frame from a socket (contents undefined), counted like a view (xfer.cc). */
+  xferAlloc(bytes: number): SharedArrayBuffer;
   /** Drops the handle's reference now (views keep the mapping); idempotent. Otherwise the GC does it. */
   xferSegDestroy(seg: NativeXferSeg): void;
   /** Closes a descriptor from xferProbe. */

@@ -26,7 +26,9 @@
 #include <atomic>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "args.h"
 #include "memfd.h"
@@ -267,13 +269,80 @@ Napi::Value SegView(const Napi::CallbackInfo& info) {
   return Napi::Value(env, reinterpret_cast<napi_value>(*sab));
 }
 
-// xferViewBytes() -> { live, reported }: bytes of frames handed out as views and not yet freed, and what of them is
-// reported to V8 (tests check the policy above; V8 does not show reported bytes in its heap statistics).
+// Receive buffers for large frames that come over a socket (rpc/data-channel.ts reads each one straight into its
+// buffer): SharedArrayBuffers too, counted with the views above, over private anonymous memory. Freed buffers are kept
+// for reuse up to kFreeBlockBytes, so that a frame's pages are not faulted in afresh each time (on these machines
+// fresh pages cost more than the copy into them); a new block is mapped with all its pages at once.
+struct Block {
+  uint8_t* addr;
+  size_t size;   // mapped, a multiple of kBlockStep
+  size_t bytes;  // handed out
+};
+constexpr size_t kBlockStep = 1u << 20;
+constexpr size_t kFreeBlockBytes = 256u << 20;
+std::mutex g_blocksMu;
+std::vector<Block> g_freeBlocks;  // oldest first; guarded by g_blocksMu
+size_t g_freeBlockBytes = 0;      // guarded by g_blocksMu
+
+void FreeBlock(void*, size_t, void* arg) {
+  auto* b = static_cast<Block*>(arg);
+  g_liveViewBytes.fetch_sub(b->bytes, std::memory_order_relaxed);
+  std::vector<Block> drop;
+  {
+    std::lock_guard<std::mutex> lock(g_blocksMu);
+    g_freeBlocks.push_back(*b);
+    g_freeBlockBytes += b->size;
+    while (g_freeBlockBytes > kFreeBlockBytes) {
+      drop.push_back(g_freeBlocks.front());
+      g_freeBlockBytes -= g_freeBlocks.front().size;
+      g_freeBlocks.erase(g_freeBlocks.begin());
+    }
+  }
+  for (const Block& d : drop) munmap(d.addr, d.size);
+  delete b;
+}
+
+// xferAlloc(bytes) -> SharedArrayBuffer of `bytes` (contents undefined): a receive buffer for one large frame.
+Napi::Value Alloc(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  const size_t bytes = BytesArg(info, 0, "bytes");
+  const size_t size = (bytes + kBlockStep - 1) / kBlockStep * kBlockStep;
+  Block b{nullptr, size, bytes};
+  {
+    std::lock_guard<std::mutex> lock(g_blocksMu);
+    for (size_t i = g_freeBlocks.size(); i-- > 0;) {
+      if (g_freeBlocks[i].size != size) continue;
+      b.addr = g_freeBlocks[i].addr;
+      g_freeBlockBytes -= size;
+      g_freeBlocks.erase(g_freeBlocks.begin() + static_cast<std::ptrdiff_t>(i));
+      break;
+    }
+  }
+  if (b.addr == nullptr) {
+    void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED) throw Napi::Error::New(env, Errno("mmap a receive buffer of " + std::to_string(size) + " bytes"));
+    b.addr = static_cast<uint8_t*>(p);
+  }
+  g_liveViewBytes.fetch_add(bytes, std::memory_order_relaxed);
+  ReportLiveViews(env);
+  std::unique_ptr<v8::BackingStore> store =
+      v8::SharedArrayBuffer::NewBackingStore(b.addr, bytes, FreeBlock, new Block(b));
+  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(v8::Isolate::GetCurrent(), std::move(store));
+  return Napi::Value(env, reinterpret_cast<napi_value>(*sab));
+}
+
+// xferViewBytes() -> { live, reported, cached }: bytes of frames handed out as views or receive buffers and not yet
+// freed, what of them is reported to V8 (tests check the policy above; V8 does not show reported bytes in its heap
+// statistics), and the bytes of freed receive buffers kept for reuse.
 Napi::Value ViewBytes(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
   out.Set("live", Napi::Number::New(env, static_cast<double>(g_liveViewBytes.load(std::memory_order_relaxed))));
   out.Set("reported", Napi::Number::New(env, static_cast<double>(g_reportedViewBytes)));
+  {
+    std::lock_guard<std::mutex> lock(g_blocksMu);
+    out.Set("cached", Napi::Number::New(env, static_cast<double>(g_freeBlockBytes)));
+  }
   return out;
 }
 
@@ -306,6 +375,7 @@ void InitXfer(Napi::Env env, Napi::Object exports) {
   exports.Set("xferSegOpen", Napi::Function::New(env, SegOpen));
   exports.Set("xferSegView", Napi::Function::New(env, SegView));
   exports.Set("xferViewBytes", Napi::Function::New(env, ViewBytes));
+  exports.Set("xferAlloc", Napi::Function::New(env, Alloc));
   exports.Set("xferSegDestroy", Napi::Function::New(env, SegDestroy));
   exports.Set("xferClose", Napi::Function::New(env, Close));
 }

@@ -5,7 +5,7 @@ import assert from 'node:assert/strict';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { loadAddon, type NativeAddon } from '../../../collective/native/addon.js';
-import { TransferReader } from '../../../rpc/data-channel.js';
+import { TRANSFER_HEADER_BYTES, TRANSFER_MAGIC, TransferReader } from '../../../rpc/data-channel.js';
 import { FrameError } from '../../../rpc/frame.js';
 import {
   HelloReader,
@@ -24,6 +24,11 @@ import {
 const loaded = loadAddon();
 const skip = loaded.ok ? false : `the native addon does not load: ${loaded.reason}`;
 const addon = (): NativeAddon => (loaded as { addon: NativeAddon }).addon;
+
+const viewBytes = (): { live: number; reported: number } => {
+  const { live, reported } = addon().xferViewBytes();
+  return { live, reported };
+};
 
 setFlagsFromString('--expose-gc');
 const gc = runInNewContext('gc') as () => void;
@@ -140,12 +145,12 @@ test(
       assert.equal(addon().xferViewBytes().reported, 0, 'below the threshold nothing is reported');
       for (let id = 16; id <= 20; id++) held.push(rx.read(parseShmRecord(tx.record(id, f)!, 0)));
       // 160 MiB alive: the 32 MiB beyond the threshold are reported, so that V8 collects dropped frames.
-      assert.deepEqual(addon().xferViewBytes(), { live: 160 << 20, reported: 32 << 20 });
+      assert.deepEqual(viewBytes(), { live: 160 << 20, reported: 32 << 20 });
       held.length = 0;
       // V8 may free the collected views on a background thread, a little after the collection.
       for (let i = 0; i < 50 && addon().xferViewBytes().live > 0; i++) await collect();
       rx.read(parseShmRecord(tx.record(21, f)!, 0)); // the next view settles the report
-      assert.deepEqual(addon().xferViewBytes(), { live: 8 << 20, reported: 0 });
+      assert.deepEqual(viewBytes(), { live: 8 << 20, reported: 0 });
       assert.equal(tx.segments, 20, 'the collected frames handed their segments back (frame 21 reused one)');
     } finally {
       tx.close();
@@ -153,6 +158,33 @@ test(
     }
   },
 );
+
+test('large frames from a socket land in reused native receive buffers on SharedArrayBuffers', { skip }, async () => {
+  const alloc = (n: number): Buffer => Buffer.from(addon().xferAlloc(n));
+  const frames: Buffer[] = [];
+  const reader = new TransferReader({ onTransfer: (_id, f) => frames.push(f) }, alloc);
+  const body = Buffer.alloc((3 << 20) + 5);
+  for (let i = 0; i < body.byteLength; i += 4096) body[i] = (i / 4096) & 0xff;
+  const header = Buffer.alloc(TRANSFER_HEADER_BYTES);
+  header.writeUInt32LE(TRANSFER_MAGIC, 0);
+  header.writeUInt32LE(1, 4);
+  header.writeUInt32LE(body.byteLength, 8);
+  reader.push(Buffer.concat([header, body]));
+  assert.equal(frames.length, 1);
+  assert.ok(frames[0]!.buffer instanceof SharedArrayBuffer, 'a large frame is a native receive buffer');
+  assert.ok(frames[0]!.equals(body), 'and arrives intact');
+  for (let i = 0; i < 50 && addon().xferViewBytes().live > 0; i++) await collect(); // earlier tests' frames
+  const before = addon().xferViewBytes();
+  const held = alloc(3 << 20);
+  assert.equal(addon().xferViewBytes().live, before.live + (3 << 20));
+  frames.length = 0; // the frame's buffer goes back to the cache once collected
+  for (let i = 0; i < 50 && addon().xferViewBytes().cached === before.cached; i++) await collect();
+  const cached = addon().xferViewBytes().cached;
+  assert.equal(cached, before.cached + (4 << 20), 'a freed buffer is kept (sizes round up to 1 MiB)');
+  const again = alloc((3 << 20) + 100);
+  assert.equal(addon().xferViewBytes().cached, cached - (4 << 20), 'and the next frame of that size takes it');
+  assert.equal(again.byteLength + held.byteLength, (6 << 20) + 100);
+});
 
 test('a record naming a descriptor that is gone or a file of another inode is a FrameError naming it', { skip }, () => {
   const tx = new ShmSender(addon());
