@@ -12,8 +12,10 @@
 // (allreduce, allreduceInto, broadcast, reduce, allgather, reduceScatter, barrier). On the hierarchical path,
 // allreduce and allreduceInto instead run in three stages, one after the other: a shared-memory reduce to the host's
 // first rank (a shm group of the host's ranks), a socket allreduce among the hosts' first ranks (a second native
-// group, `leaders`), and a shared-memory broadcast from the host's first rank; hierarchical ops are chained in call
-// order so that every rank of a host submits the stages in the same order. send/recv stay on the TCP connections,
+// group, `leaders`), and a shared-memory broadcast from the host's first rank; broadcast in up to three (a shm
+// broadcast on the root's host when the root is not its first rank, a socket broadcast among the first ranks, a shm
+// broadcast from each other host's first rank). Both above `smallBytes` only, in chunks; hierarchical ops are chained
+// in call order so that every rank of a host submits the stages in the same order. send/recv stay on the TCP connections,
 // which also carry failure detection: a peer's socket closing fails the native groups (PEER_LOST naming it), and a
 // native failure (timeout, lost peer, corrupt stream) fails the transport, so every op of every group rejects, as on
 // the JS path. Sub-groups (`newGroup`) of two or more ranks get a plane of their own after their TCP sub-group is
@@ -284,6 +286,9 @@ export async function openDataPlane(
 
 /** This rank's part of the hierarchical path. */
 interface Hierarchy {
+  /** Every host's ranks (global), ascending, in host order; this rank's host is `hosts[hostIndex]`. */
+  readonly hosts: readonly (readonly number[])[];
+  readonly hostIndex: number;
   /** The host's ranks (global), ascending; the first is the host's leader. */
   readonly hostRanks: readonly number[];
   /** Shared-memory group of the host's ranks; null when the host runs only this rank. */
@@ -326,7 +331,7 @@ async function openHierarchy(
     if (local) await addon.shmDestroy(local);
     throw err;
   }
-  return { hostRanks, local, leaders, leaderRanks };
+  return { hosts, hostIndex, hostRanks, local, leaders, leaderRanks };
 }
 
 type Stage = (timeoutMs: number) => Promise<NativeShmResult & { peerRank?: number }>;
@@ -340,7 +345,8 @@ interface NetSubGroupContext {
 }
 
 /**
- * The world group with its collectives on the native socket plane (and allreduce hierarchical when `hier`);
+ * The world group with its collectives on the native socket plane (and allreduce and broadcast hierarchical when
+ * `hier`);
  * everything else is the TCP group's. Ops on one native group run in call order on its worker thread.
  */
 export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
@@ -397,9 +403,9 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   }
 
   /**
-   * On the hierarchical layout a size mismatch cannot always be seen by the plane: an allreduce at or below the
-   * threshold (`smallBytes`) runs on the flat group, a larger one on the host and leader groups, so ranks whose sizes
-   * fall on both sides wait on different groups until their timeout. Then each such rank leaves its call under the
+   * On the hierarchical layout a size mismatch cannot always be seen by the plane: an allreduce or broadcast at or
+   * below the threshold (`smallBytes`) runs on the flat group, a larger one on the host and leader groups, so ranks
+   * whose sizes fall on both sides wait on different groups until their timeout. Then each such rank leaves its call under the
    * call's index in the store and reads the others' (for at most 2 s: a rank that did not time out leaves none); a
    * different call is named, both sides, as a mismatch would be. Null when none is found (a real timeout: it is then
    * reported up to 2 s later than it would be on the flat layout).
@@ -430,7 +436,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
     if (r < 0) return null;
     return (
       `collective mismatch between ranks: rank ${this.rank} called ${call} but rank ${r} called ${calls[r]} ` +
-      `(seen after both timed out: on the hierarchical layout an allreduce of at most ${this.tuning.smallBytes} bytes ` +
+      `(seen after both timed out: on the hierarchical layout an allreduce or broadcast of at most ${this.tuning.smallBytes} bytes ` +
       `runs on the flat group and a larger one on the host groups)`
     );
   }
@@ -448,8 +454,8 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
       this.addon.netSubmit(this.flat, kind, dtype, rop, root, count, send, recv, timeoutMs).then(toWorld);
   }
   /**
-   * Small payloads take recursive doubling on the flat group even on the hierarchical layout: three stages with two
-   * hand-offs through the JS thread cost more than they save there (bench/allreduce, 2×2 on loopback: hierarchical
+   * Small payloads take the flat group even on the hierarchical layout: three stages with two hand-offs through the
+   * JS thread cost more than they save there (bench/allreduce, 2×2 on loopback: hierarchical
    * at 0.51× the flat group's bandwidth at 4 KB, 0.76× at 64 KB, 1.03× at 256 KB, 1.16× at 1 MB).
    */
   private useHierarchy(b: TcpBuffer): boolean {
@@ -458,23 +464,11 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
 
   /**
    * shm reduce to the host leader → socket allreduce among leaders → shm broadcast, chunk by chunk in the order of
-   * `hierarchicalSchedule`; whole ops are chained in call order.
+   * `hierarchicalSchedule`; whole ops are chained in call order (with the hierarchical broadcasts).
    */
   private hierAllreduce({ dtype, rop, count, send, recv }: Required<NativeCall>): Stage {
     const h = this.hier!;
     const a = this.addon;
-    // Sub-groups name ranks by their index there; the error names the world rank (and says so when they differ).
-    const globalOf =
-      (list: readonly number[]) =>
-      (r: NativeShmResult): NativeShmResult & { peerRank?: number } =>
-        r.ok || r.peer < 0
-          ? r
-          : {
-              ...r,
-              peerRank: list[r.peer],
-              message:
-                list[r.peer] === r.peer ? r.message : `${r.message} [group rank ${r.peer} is rank ${list[r.peer]}]`,
-            };
     const perChunk = Math.max(1, Math.floor(this.tuning.chunkBytes / send.BYTES_PER_ELEMENT));
     const chunks = Math.max(1, Math.ceil(count / perChunk));
     const part = (b: TcpBuffer, i: number): TcpBuffer => b.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk));
@@ -484,7 +478,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
       const run = async (): Promise<R> => {
         const deadline = Date.now() + timeoutMs;
         const left = (): number => Math.max(1, deadline - Date.now());
-        const local = (p: Promise<NativeShmResult>): Promise<R> => p.then(globalOf(h.hostRanks));
+        const local = (p: Promise<NativeShmResult>): Promise<R> => p.then(this.globalOf(h.hostRanks));
         const across = (i: number): Promise<R> =>
           a
             .netSubmit(
@@ -499,7 +493,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
               left(),
               this.worldSize,
             )
-            .then(globalOf(h.leaderRanks));
+            .then(this.globalOf(h.leaderRanks));
         const ok: R = { ok: true, code: '', message: '', peer: -1 };
         const all: Promise<R>[] = [];
         const nets: Promise<R>[] = [];
@@ -568,13 +562,101 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
     };
   }
 
-  /** One checked operation: allreduce takes the hierarchical path when the layout and the size call for it. */
+  /**
+   * The root's host: a shm broadcast from the root when it is not the host's leader; then a socket broadcast among
+   * the leaders from the root's host; then on every other host of several ranks a shm broadcast from its leader. Chunk
+   * by chunk (`chunkBytes`): a leader forwards chunk i as soon as it has it, while the next chunks are still coming.
+   * So each byte crosses between hosts once per host, not once per rank. Whole ops are chained in call order.
+   */
+  private hierBroadcast({ dtype, root, count, recv }: NativeCall & { recv: TcpBuffer }): Stage {
+    const h = this.hier!;
+    const a = this.addon;
+    const rootHost = h.hosts.findIndex((ranks) => ranks.includes(root));
+    const rootLocal = h.hosts[rootHost]!.indexOf(root);
+    const onRootHost = h.hostIndex === rootHost;
+    // On the root's host, with a root that is not the leader, the root's own shm broadcast serves the whole host.
+    const fromRoot = onRootHost && rootLocal !== 0 && h.local !== null;
+    const perChunk = Math.max(1, Math.floor(this.tuning.chunkBytes / recv.BYTES_PER_ELEMENT));
+    const chunks = Math.max(1, Math.ceil(count / perChunk));
+    const part = (i: number): TcpBuffer => recv.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk));
+    type R = NativeShmResult & { peerRank?: number };
+    const ok: R = { ok: true, code: '', message: '', peer: -1 };
+    return (timeoutMs) => {
+      const run = async (): Promise<R> => {
+        const deadline = Date.now() + timeoutMs;
+        const left = (): number => Math.max(1, deadline - Date.now());
+        const onHost = (from: number, i: number): Promise<R> =>
+          a
+            .shmSubmit(h.local!, ShmKind.broadcast, dtype, 0, from, part(i).length, undefined, part(i), left())
+            .then(this.globalOf(h.hostRanks));
+        const across = (i: number): Promise<R> =>
+          a
+            .netSubmit(
+              h.leaders!,
+              ShmKind.broadcast,
+              dtype,
+              0,
+              rootHost,
+              part(i).length,
+              undefined,
+              part(i),
+              left(),
+              this.worldSize,
+            )
+            .then(this.globalOf(h.leaderRanks));
+        const all: Promise<R>[] = [];
+        const nets: Promise<R>[] = [];
+        let netOrder: Promise<unknown> = Promise.resolve();
+        for (let i = 0; i < chunks; i++) {
+          const have = fromRoot ? onHost(rootLocal, i) : Promise.resolve(ok);
+          all.push(have);
+          if (h.leaders) {
+            // Submitted in chunk order, each once this leader has the chunk (see hierAllreduce).
+            const started = netOrder.then(() => have).then((r) => ({ op: r.ok ? across(i) : Promise.resolve(r) }));
+            netOrder = started;
+            nets[i] = started.then((x) => x.op);
+          }
+        }
+        if (h.local && !fromRoot) {
+          for (let i = 0; i < chunks; i++) {
+            if (h.leaders && !onRootHost) {
+              const r = await nets[i]!;
+              if (!r.ok) break;
+            }
+            all.push(onHost(0, i));
+          }
+        }
+        const results = await Promise.all([...all, ...nets]);
+        return results.find((r) => !r.ok) ?? ok;
+      };
+      const p = this.chain.then(run, run);
+      this.chain = p.catch(() => undefined);
+      return p;
+    };
+  }
+
+  /** Sub-groups name ranks by their index there; the error names the world rank (and says so when they differ). */
+  private globalOf(list: readonly number[]): (r: NativeShmResult) => NativeShmResult & { peerRank?: number } {
+    return (r) =>
+      r.ok || r.peer < 0
+        ? r
+        : {
+            ...r,
+            peerRank: list[r.peer],
+            message:
+              list[r.peer] === r.peer ? r.message : `${r.message} [group rank ${r.peer} is rank ${list[r.peer]}]`,
+          };
+  }
+
+  /** One checked operation: allreduce and broadcast take the hierarchical path when the layout and the size call for it. */
   protected runOp<T>(op: string, opts: CollectiveOptions | undefined, call: NativeCall, value: T): Promise<T> {
     const { kind, send, recv } = call;
     const stage =
       kind === ShmKind.allreduce && this.useHierarchy(send!)
         ? this.hierAllreduce({ ...call, send: send!, recv: recv! })
-        : this.flatOp(call);
+        : kind === ShmKind.broadcast && this.useHierarchy(recv!)
+          ? this.hierBroadcast({ ...call, recv: recv! })
+          : this.flatOp(call);
     return this.submit(op, opts, stage, value, describeCall(call));
   }
 
