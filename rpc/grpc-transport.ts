@@ -27,6 +27,7 @@ import {
   ShmProbe,
   ShmReceiver,
   ShmSender,
+  trimPeriodically,
   SHM_MIN_BYTES,
   SHM_OFFER_BYTES,
 } from './shm-transfer.js';
@@ -57,7 +58,9 @@ function xferAddon(): NativeAddon | null {
  */
 function receiveBuffers(): ((bytes: number) => Buffer) | undefined {
   const addon = xferAddon();
-  return addon && typeof addon.xferAlloc === 'function' ? (n) => Buffer.from(addon.xferAlloc(n)) : undefined;
+  if (!addon || typeof addon.xferAlloc !== 'function') return undefined;
+  trimPeriodically(addon); // kept receive buffers unused for a minute are let go
+  return (n) => Buffer.from(addon.xferAlloc(n));
 }
 
 /** The data-channel side of a stream: our listener (if any), how to reach the peer's, the options. */

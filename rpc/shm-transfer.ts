@@ -38,6 +38,26 @@ const SEGMENT_HEADER_BYTES = 64;
 const POOL_BYTES = 512 * 1024 * 1024;
 /** Peer segments kept mapped by a receiver (beyond, the least recently used is unmapped once no view holds it). */
 const RECEIVER_CACHE = 64;
+/**
+ * Segments, mappings and kept receive buffers (xfer.cc's xferAlloc) unused for this long are let go, checked every
+ * TRIM_EVERY_MS: a burst of large frames does not hold its memory for the life of the process.
+ */
+export const TRIM_IDLE_MS = 60_000;
+const TRIM_EVERY_MS = 30_000;
+
+/** What the process-wide trimmer visits: live senders and receivers. */
+const trimmed = new Set<{ trim(idleMs: number): void }>();
+let trimmer: NodeJS.Timeout | null = null;
+
+/** Starts (once per process) the timer that trims idle segments, mappings and receive buffers; it never holds the process. */
+export function trimPeriodically(addon: NativeAddon): void {
+  if (trimmer) return;
+  trimmer = setInterval(() => {
+    for (const t of trimmed) t.trim(TRIM_IDLE_MS);
+    if (typeof addon.xferTrim === 'function') addon.xferTrim(TRIM_IDLE_MS);
+  }, TRIM_EVERY_MS);
+  trimmer.unref();
+}
 
 /** What an advertiser offers: where its probe is and what it holds. */
 export interface ShmOffer {
@@ -105,6 +125,8 @@ interface OwnSeg {
   readonly ino: number;
   /** The whole segment (header included), as the receiver maps it. */
   readonly bytes: number;
+  /** When a frame last went through it (Date.now()). */
+  usedMs: number;
 }
 
 /** Sending side of one direction: the segment pool. */
@@ -116,7 +138,10 @@ export class ShmSender {
   /** Frames sent through shared memory (tests and benchmarks read it). */
   transfers = 0;
 
-  constructor(private readonly addon: NativeAddon) {}
+  constructor(private readonly addon: NativeAddon) {
+    trimmed.add(this);
+    trimPeriodically(addon);
+  }
 
   /**
    * Copies the frame into a segment and returns the record to send in its place, or null to send the frame itself
@@ -150,8 +175,17 @@ export class ShmSender {
     return this.pool.length;
   }
 
+  /** Drops the segments no frame went through for `idleMs` and the receiver holds nothing of; returns how many. */
+  trim(idleMs: number): number {
+    const before = Date.now() - idleMs;
+    const idle = this.pool.filter((s) => s.usedMs <= before && this.addon.xferSegClaim(s.seg));
+    for (const s of idle) this.drop(s);
+    return idle.length;
+  }
+
   /** Drops every segment (the receiver's mappings keep what it still holds alive). Idempotent. */
   close(): void {
+    trimmed.delete(this);
     this.closed = true;
     for (const s of this.pool) this.addon.xferSegDestroy(s.seg);
     this.pool.length = 0;
@@ -167,12 +201,15 @@ export class ShmSender {
   /** An idle pooled segment the frame fits in, claimed; else a new one while the pool has room; else null. */
   private take(frameBytes: number): OwnSeg | null {
     for (const s of this.pool)
-      if (s.bytes >= frameBytes + SEGMENT_HEADER_BYTES && this.addon.xferSegClaim(s.seg)) return s;
+      if (s.bytes >= frameBytes + SEGMENT_HEADER_BYTES && this.addon.xferSegClaim(s.seg)) {
+        s.usedMs = Date.now();
+        return s;
+      }
     const size = Math.ceil(frameBytes / SEGMENT_STEP_BYTES) * SEGMENT_STEP_BYTES;
     if (this.poolBytes + size > POOL_BYTES) return null;
     let s: OwnSeg;
     try {
-      s = this.addon.xferSegCreate(size);
+      s = { ...this.addon.xferSegCreate(size), usedMs: Date.now() };
     } catch {
       return null;
     }
@@ -206,10 +243,13 @@ export function parseShmRecord(b: Buffer, at: number): ShmRecord {
 
 /** Receiving side of one direction: the peer's segments mapped here, most recently used last. */
 export class ShmReceiver {
-  private readonly maps = new Map<string, NativeXferSeg>();
+  private readonly maps = new Map<string, { seg: NativeXferSeg; usedMs: number }>();
   transfers = 0;
 
-  constructor(private readonly addon: NativeAddon) {}
+  constructor(private readonly addon: NativeAddon) {
+    trimmed.add(this);
+    trimPeriodically(addon);
+  }
 
   /** The frame of record `r`, in place. Throws FrameError naming what did not work. */
   read(r: ShmRecord): Buffer {
@@ -219,15 +259,15 @@ export class ShmReceiver {
       );
     }
     const key = `${r.fd}/${r.ino}/${r.segmentBytes}`;
-    let seg = this.maps.get(key);
+    let seg = this.maps.get(key)?.seg;
     if (seg) {
       this.maps.delete(key); // re-inserted below as most recent
     } else {
       // The sender reuses a descriptor number only after dropping its old segment: forget our mapping of that one
       // (views still held keep it mapped).
-      for (const [k, s] of this.maps) {
+      for (const [k, m] of this.maps) {
         if (k.startsWith(`${r.fd}/`)) {
-          this.addon.xferSegDestroy(s);
+          this.addon.xferSegDestroy(m.seg);
           this.maps.delete(k);
         }
       }
@@ -238,17 +278,36 @@ export class ShmReceiver {
       }
       if (this.maps.size >= RECEIVER_CACHE) {
         const [k, old] = this.maps.entries().next().value!;
-        this.addon.xferSegDestroy(old);
+        this.addon.xferSegDestroy(old.seg);
         this.maps.delete(k);
       }
     }
-    this.maps.set(key, seg);
+    this.maps.set(key, { seg, usedMs: Date.now() });
     this.transfers++;
     return Buffer.from(this.addon.xferSegView(seg, r.frameBytes));
   }
 
+  /** Unmaps the peer segments no frame came through for `idleMs` (views still held keep theirs); returns how many. */
+  trim(idleMs: number): number {
+    const before = Date.now() - idleMs;
+    let n = 0;
+    for (const [k, m] of this.maps) {
+      if (m.usedMs > before) continue;
+      this.addon.xferSegDestroy(m.seg);
+      this.maps.delete(k);
+      n++;
+    }
+    return n;
+  }
+
+  /** Number of peer segments mapped (tests). */
+  get mapped(): number {
+    return this.maps.size;
+  }
+
   close(): void {
-    for (const s of this.maps.values()) this.addon.xferSegDestroy(s);
+    trimmed.delete(this);
+    for (const m of this.maps.values()) this.addon.xferSegDestroy(m.seg);
     this.maps.clear();
   }
 }

@@ -281,6 +281,8 @@ export interface NativeAddon {
   xferViewBytes(): { live: number; reported: number; cached: number };
   /** A receive buffer for one large frame from a socket (contents undefined), counted like a view (xfer.cc). */
   xferAlloc(bytes: number): SharedArrayBuffer;
+  /** Unmaps the kept receive buffers freed more than `idleMs` ago; returns the bytes unmapped. */
+  xferTrim(idleMs: number): number;
   /** Drops the handle's reference now (views keep the mapping); idempotent. Otherwise the GC does it. */
   xferSegDestroy(seg: NativeXferSeg): void;
   /** Closes a descriptor from xferProbe. */

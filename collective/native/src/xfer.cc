@@ -25,6 +25,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <mutex>
 #include <string>
@@ -276,12 +277,18 @@ Napi::Value SegView(const Napi::CallbackInfo& info) {
 // through the socket: 64 MiB kept gave 1.8-1.9 GB/s, 128 MiB 1.4-2.2, 256 MiB 3.1-3.6 (dropped frames come back all
 // at once, after the collection that the 128 MiB report causes); marking kept blocks MADV_FREE, so that the kernel
 // could take them back under pressure, cost a fifth of that (2.2-3.0). So a process that received large frames over
-// a socket keeps up to 256 MiB of them mapped, as a sender keeps its shared-memory pool.
+// a socket keeps up to 256 MiB of them mapped, until xferTrim lets go of those unused for a while.
 struct Block {
   uint8_t* addr;
-  size_t size;   // mapped, a multiple of kBlockStep
-  size_t bytes;  // handed out
+  size_t size;         // mapped, a multiple of kBlockStep
+  size_t bytes;        // handed out
+  int64_t freedAtMs;   // steady clock, when it went back to the cache
 };
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 constexpr size_t kBlockStep = 1u << 20;
 constexpr size_t kFreeBlockBytes = 256u << 20;
 std::mutex g_blocksMu;
@@ -291,6 +298,7 @@ size_t g_freeBlockBytes = 0;      // guarded by g_blocksMu
 void FreeBlock(void*, size_t, void* arg) {
   auto* b = static_cast<Block*>(arg);
   g_liveViewBytes.fetch_sub(b->bytes, std::memory_order_relaxed);
+  b->freedAtMs = NowMs();
   std::vector<Block> drop;
   {
     std::lock_guard<std::mutex> lock(g_blocksMu);
@@ -311,7 +319,7 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   const size_t bytes = BytesArg(info, 0, "bytes");
   const size_t size = (bytes + kBlockStep - 1) / kBlockStep * kBlockStep;
-  Block b{nullptr, size, bytes};
+  Block b{nullptr, size, bytes, 0};
   {
     std::lock_guard<std::mutex> lock(g_blocksMu);
     for (size_t i = g_freeBlocks.size(); i-- > 0;) {
@@ -333,6 +341,32 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
       v8::SharedArrayBuffer::NewBackingStore(b.addr, bytes, FreeBlock, new Block(b));
   v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(v8::Isolate::GetCurrent(), std::move(store));
   return Napi::Value(env, reinterpret_cast<napi_value>(*sab));
+}
+
+// xferTrim(idleMs) -> bytes: unmaps the kept receive buffers freed more than idleMs ago (rpc/shm-transfer.ts calls it
+// periodically, so that a burst of large frames does not hold its memory for the life of the process).
+Napi::Value Trim(const Napi::CallbackInfo& info) {
+  const int64_t idle = IntArg(info, 0, "idleMs", 0, int64_t{1} << 40);
+  const int64_t before = NowMs() - idle;
+  std::vector<Block> drop;
+  {
+    std::lock_guard<std::mutex> lock(g_blocksMu);
+    for (size_t i = 0; i < g_freeBlocks.size();) {
+      if (g_freeBlocks[i].freedAtMs <= before) {
+        drop.push_back(g_freeBlocks[i]);
+        g_freeBlockBytes -= g_freeBlocks[i].size;
+        g_freeBlocks.erase(g_freeBlocks.begin() + static_cast<std::ptrdiff_t>(i));
+      } else {
+        i++;
+      }
+    }
+  }
+  size_t bytes = 0;
+  for (const Block& d : drop) {
+    munmap(d.addr, d.size);
+    bytes += d.size;
+  }
+  return Napi::Number::New(info.Env(), static_cast<double>(bytes));
 }
 
 // xferViewBytes() -> { live, reported, cached }: bytes of frames handed out as views or receive buffers and not yet
@@ -380,6 +414,7 @@ void InitXfer(Napi::Env env, Napi::Object exports) {
   exports.Set("xferSegView", Napi::Function::New(env, SegView));
   exports.Set("xferViewBytes", Napi::Function::New(env, ViewBytes));
   exports.Set("xferAlloc", Napi::Function::New(env, Alloc));
+  exports.Set("xferTrim", Napi::Function::New(env, Trim));
   exports.Set("xferSegDestroy", Napi::Function::New(env, SegDestroy));
   exports.Set("xferClose", Napi::Function::New(env, Close));
 }

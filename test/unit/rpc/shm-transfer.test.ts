@@ -186,6 +186,39 @@ test('large frames from a socket land in reused native receive buffers on Shared
   assert.equal(again.byteLength + held.byteLength, (6 << 20) + 100);
 });
 
+test('idle segments, mappings and kept receive buffers are let go; busy ones stay', { skip }, async () => {
+  const tx = new ShmSender(addon());
+  const rx = new ShmReceiver(addon());
+  try {
+    const size = 2 << 20;
+    let held: Buffer | null = rx.read(parseShmRecord(tx.record(1, frameOf(size, 1))!, 0));
+    rx.read(parseShmRecord(tx.record(2, frameOf(size, 2))!, 0)); // dropped at once
+    assert.deepEqual([tx.segments, rx.mapped], [2, 2]);
+    for (let i = 0; i < 50 && addon().xferViewBytes().live > size; i++) await collect();
+    assert.equal(tx.trim(60_000), 0, 'recently used segments stay');
+    assert.equal(tx.trim(0), 1, 'the idle segment whose frame was dropped goes');
+    assert.equal(tx.segments, 1, 'the one whose frame the receiver holds stays');
+    assert.equal(held[0], 1, 'and the held frame is intact');
+    assert.equal(rx.trim(0), 2, 'the receiver unmaps both (the held view keeps its own mapping)');
+    assert.equal(held[16 + 4096], (1 + 1) & 0xff);
+    held = null;
+    for (let i = 0; i < 50 && addon().xferViewBytes().live > 0; i++) await collect();
+    assert.equal(tx.trim(0), 1, 'once the held frame is collected its segment goes too');
+    // Kept receive buffers.
+    let buf: Buffer | null = Buffer.from(addon().xferAlloc(3 << 20));
+    buf.fill(7);
+    buf = null;
+    for (let i = 0; i < 50 && addon().xferViewBytes().cached === 0; i++) await collect();
+    assert.ok(addon().xferViewBytes().cached >= 3 << 20);
+    assert.equal(addon().xferTrim(60_000), 0, 'recently freed buffers stay');
+    assert.ok(addon().xferTrim(0) >= 3 << 20, 'idle ones are unmapped');
+    assert.equal(addon().xferViewBytes().cached, 0);
+  } finally {
+    tx.close();
+    rx.close();
+  }
+});
+
 test('a record naming a descriptor that is gone or a file of another inode is a FrameError naming it', { skip }, () => {
   const tx = new ShmSender(addon());
   const rx = new ShmReceiver(addon());
