@@ -10,6 +10,7 @@
 // recorded as a violation (the real transport writes from the caller's memory until then).
 import { CollectiveError } from '../../../collective/api.js';
 import type { MeshTransport } from '../../../collective/tcp-transport.js';
+import { mulberry32 } from '../../../common/random.js';
 
 export interface MessageKey {
   readonly from: number;
@@ -38,18 +39,6 @@ interface Posted {
 
 const keyOf = (m: MessageKey): string => `${m.from}>${m.to}:${m.groupId}:${m.seq}:${m.step}`;
 
-/** mulberry32: a small seeded generator, so that a failing delivery order can be replayed from its seed. */
-function random(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-
 export class FakeMesh {
   readonly endpoints: FakeEndpoint[];
   /** Every send, in call order. */
@@ -65,7 +54,7 @@ export class FakeMesh {
     readonly worldSize: number,
     seed = 1,
   ) {
-    this.next = random(seed);
+    this.next = mulberry32(seed); // a failing delivery order can be replayed from its seed
     this.endpoints = Array.from({ length: worldSize }, (_, r) => new FakeEndpoint(this, r));
   }
 
