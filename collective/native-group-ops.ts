@@ -14,7 +14,7 @@ import {
   type ReduceOp,
 } from './api.js';
 import { ShmDType, ShmKind, ShmOp, type NativeShmResult } from './native/addon.js';
-import { checkReduceOp, checkRoot, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
+import { checkReduceOp, checkRoot, opTimeoutMs, pairOperands, tcpDType, type TcpBuffer } from './reduce-ops.js';
 import type { TcpTransport } from './tcp-transport.js';
 
 /** The native planes' dtype code of a buffer the TCP group accepts. */
@@ -121,11 +121,8 @@ export abstract class NativeOpsGroup {
   ): Promise<T> {
     const err = this.state ?? this.transport.failed;
     if (err) return Promise.reject(err);
-    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
-    if (!(timeoutMs > 0))
-      return Promise.reject(
-        new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
-      );
+    const timeoutMs = opTimeoutMs(op, opts, this.timeoutMs);
+    if (timeoutMs instanceof CollectiveError) return Promise.reject(timeoutMs);
     const p = run(timeoutMs).then(async (r) => {
       if (r.ok) return value;
       const { message, peerRank, code } = await describe(r);

@@ -136,6 +136,18 @@ export function sameKind(a: TcpBuffer, b: HostBuffer, op: string): void {
     );
 }
 
+/** An op's timeout (its own, else the group's `groupMs`), or the INVALID_ARGUMENT error when it is not positive. */
+export function opTimeoutMs(
+  op: string,
+  opts: CollectiveOptions | undefined,
+  groupMs: number,
+): number | CollectiveError {
+  const timeoutMs = opts?.timeoutMs ?? groupMs;
+  return timeoutMs > 0
+    ? timeoutMs
+    : new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op });
+}
+
 /** Throws INVALID_ARGUMENT unless `root` is a rank of a group of `worldSize`. */
 export function checkRoot(root: number, worldSize: number, op: string): void {
   if (!Number.isInteger(root) || root < 0 || root >= worldSize)

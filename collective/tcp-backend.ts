@@ -28,6 +28,7 @@ import {
   checkReduceOp,
   checkRoot,
   finishAvg,
+  opTimeoutMs,
   pairOperands,
   reduceInto,
   tcpDType,
@@ -158,11 +159,8 @@ export class TcpProcessGroup implements ProcessGroup {
   private track<T>(op: string, opts: CollectiveOptions | undefined, body: () => Promise<T>): Promise<T> {
     const err = this.state ?? this.transport.failed;
     if (err) return Promise.reject(err);
-    const timeoutMs = opts?.timeoutMs ?? this.timeoutMs;
-    if (!(timeoutMs > 0))
-      return Promise.reject(
-        new CollectiveError('INVALID_ARGUMENT', `${op}: timeoutMs ${timeoutMs}: expected > 0`, { op }),
-      );
+    const timeoutMs = opTimeoutMs(op, opts, this.timeoutMs);
+    if (timeoutMs instanceof CollectiveError) return Promise.reject(timeoutMs);
     let entry!: { promise: Promise<unknown>; reject: (e: CollectiveError) => void };
     const promise = new Promise<T>((resolve, reject) => {
       const timer = setTimeout(() => {
