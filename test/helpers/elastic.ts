@@ -134,13 +134,13 @@ export async function cleanupAgents(agents: readonly TensileProcess[], outs: rea
 }
 
 /**
- * One etcd for the file (started in `before`, stopped in `after`, with every agent started through it killed and every
- * output dir removed). `job(prefix, runId)` makes an output dir and returns a `start()` that launches one more live
- * agent (LIVE_WORKER, 1 to 2 nodes, no restarts) of that job.
+ * One etcd for the file (started in `before`, stopped in `after`) and what its tests start: every agent passed to
+ * `keep` is killed, with its workers, and every dir made by `outDir` removed in `after`, even when a test failed.
  */
-export function liveJobsOnEtcd(): {
-  endpoint(): string;
-  job(prefix: string, runId: string): { out: string; start(): TensileProcess };
+export function agentsOnEtcd(): {
+  etcd(): EtcdServer;
+  outDir(prefix: string): string;
+  keep(a: TensileProcess): TensileProcess;
 } {
   let etcd: EtcdServer | undefined;
   const agents: TensileProcess[] = [];
@@ -153,24 +153,45 @@ export function liveJobsOnEtcd(): {
     await etcd?.stop();
     for (const o of outs) rmSync(o, { recursive: true, force: true });
   });
-  const endpoint = (): string => etcd!.endpoint;
+  return {
+    etcd: () => etcd!,
+    outDir(prefix) {
+      const out = mkdtempSync(join(tmpdir(), prefix));
+      outs.push(out);
+      return out;
+    },
+    keep(a) {
+      agents.push(a);
+      return a;
+    },
+  };
+}
+
+/**
+ * agentsOnEtcd for live jobs: `job(prefix, runId)` makes an output dir and returns a `start()` that launches one more
+ * live agent (LIVE_WORKER, 1 to 2 nodes, no restarts) of that job.
+ */
+export function liveJobsOnEtcd(): {
+  endpoint(): string;
+  job(prefix: string, runId: string): { out: string; start(): TensileProcess };
+} {
+  const files = agentsOnEtcd();
+  const endpoint = (): string => files.etcd().endpoint;
   return {
     endpoint,
     job(prefix, runId) {
-      const out = mkdtempSync(join(tmpdir(), prefix));
-      outs.push(out);
-      const start = (): TensileProcess => {
-        const a = startAgent({
-          endpoint: endpoint(),
-          runId,
-          out,
-          nnodes: '1:2',
-          script: LIVE_WORKER,
-          extra: ['--max-restarts', '0'],
-        });
-        agents.push(a);
-        return a;
-      };
+      const out = files.outDir(prefix);
+      const start = (): TensileProcess =>
+        files.keep(
+          startAgent({
+            endpoint: endpoint(),
+            runId,
+            out,
+            nnodes: '1:2',
+            script: LIVE_WORKER,
+            extra: ['--max-restarts', '0'],
+          }),
+        );
       return { out, start };
     },
   };

@@ -2,29 +2,26 @@
 // anywhere, etcd restarts, two jobs on one etcd, and clear errors for bad endpoints. Every test asserts ranks and
 // world sizes, and that no worker is left behind.
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { after, before, describe, test } from 'node:test';
+import { describe, test } from 'node:test';
 import { runTensile, startTensile, waitFor, type TensileProcess } from '../../helpers/cli.js';
-import { cleanupAgents, readEvents, startAgent, waitForRound, workerPids } from '../../helpers/elastic.js';
-import { startEtcd, type EtcdServer } from '../../helpers/etcd.js';
+import {
+  agentsOnEtcd,
+  cleanupAgents,
+  readEvents,
+  startAgent,
+  waitForRound,
+  workerPids,
+} from '../../helpers/elastic.js';
 
-let etcd: EtcdServer;
-const agents: TensileProcess[] = [];
-const outs: string[] = [];
+const { etcd, outDir, keep } = agentsOnEtcd();
 let job = 0;
 
 function newJob(): { out: string; runId: string } {
-  const out = mkdtempSync(join(tmpdir(), 'tensile-e2e-'));
-  outs.push(out);
-  return { out, runId: `e2e-${process.pid}-${job++}` };
+  return { out: outDir('tensile-e2e-'), runId: `e2e-${process.pid}-${job++}` };
 }
-function agent(o: Parameters<typeof startAgent>[0]): TensileProcess {
-  const a = startAgent(o);
-  agents.push(a);
-  return a;
-}
+const agent = (o: Parameters<typeof startAgent>[0]): TensileProcess => keep(startAgent(o));
 async function finish(out: string, group: TensileProcess[]): Promise<void> {
   writeFileSync(join(out, 'stop'), '');
   const results = await Promise.all(group.map((a) => a.result));
@@ -33,19 +30,10 @@ async function finish(out: string, group: TensileProcess[]): Promise<void> {
   assert.deepEqual(left, [], 'no worker is left running');
 }
 
-before(async () => {
-  etcd = await startEtcd();
-});
-after(async () => {
-  await cleanupAgents(agents, outs);
-  await etcd?.stop();
-  for (const o of outs) rmSync(o, { recursive: true, force: true });
-});
-
 describe('multi-node jobs on etcd', () => {
   test('three agents with two workers each form one job with group ranks 0..2 and global ranks 0..5', async () => {
     const { out, runId } = newJob();
-    const group = [0, 1, 2].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '3', nproc: 2 }));
+    const group = [0, 1, 2].map(() => agent({ endpoint: etcd().endpoint, runId, out, nnodes: '3', nproc: 2 }));
     const evs = await waitForRound(out, 6, 'six workers in one round');
     assert.deepEqual(evs.map((e) => e.rank).sort(), [0, 1, 2, 3, 4, 5]);
     assert.deepEqual([...new Set(evs.map((e) => e.groupRank))].sort(), [0, 1, 2]);
@@ -66,9 +54,9 @@ describe('multi-node jobs on etcd', () => {
 
   test('a node that arrives while two run is admitted in a new round, keeping ranks and restart count', async () => {
     const { out, runId } = newJob();
-    const group = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:3' }));
+    const group = [0, 1].map(() => agent({ endpoint: etcd().endpoint, runId, out, nnodes: '2:3' }));
     const first = await waitForRound(out, 2, 'two workers');
-    group.push(agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:3' }));
+    group.push(agent({ endpoint: etcd().endpoint, runId, out, nnodes: '2:3' }));
     const second = await waitForRound(out, 3, 'three workers after scale-up', 30_000, first[0]!.round + 1);
     assert.ok(
       second.every((e) => e.restart === 0),
@@ -84,7 +72,7 @@ describe('multi-node jobs on etcd', () => {
 
   test('SIGTERM on one agent shrinks the job at once (clean leave) and the agent exits 143', async () => {
     const { out, runId } = newJob();
-    const group = [0, 1, 2].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2:3' }));
+    const group = [0, 1, 2].map(() => agent({ endpoint: etcd().endpoint, runId, out, nnodes: '2:3' }));
     const first = await waitForRound(out, 3, 'three workers');
     const leaving = group.pop()!;
     leaving.kill('SIGTERM');
@@ -97,7 +85,7 @@ describe('multi-node jobs on etcd', () => {
 
   test('SIGKILL of an agent loses its workers too, and the survivor trains on alone from the checkpoint', async () => {
     const { out, runId } = newJob();
-    const group = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '1:2' }));
+    const group = [0, 1].map(() => agent({ endpoint: etcd().endpoint, runId, out, nnodes: '1:2' }));
     const first = await waitForRound(out, 2, 'two workers');
     // Kill the node that is not group rank 0, so the survivor keeps rank 0 and its checkpoint.
     const idx = group.findIndex((a) => a.stderr().includes('"groupRank":1'));
@@ -119,7 +107,7 @@ describe('multi-node jobs on etcd', () => {
     const { out, runId } = newJob();
     const group = [0, 1].map(() =>
       agent({
-        endpoint: etcd.endpoint,
+        endpoint: etcd().endpoint,
         runId,
         out,
         nnodes: '2',
@@ -139,7 +127,7 @@ describe('multi-node jobs on etcd', () => {
   test('a node below min waits, then fails with a timeout error naming the shortfall', async () => {
     const { out, runId } = newJob();
     const a = agent({
-      endpoint: etcd.endpoint,
+      endpoint: etcd().endpoint,
       runId,
       out,
       nnodes: '2:2',
@@ -156,10 +144,10 @@ describe('multi-node jobs on etcd', () => {
     const { out, runId } = newJob();
     // The TTL must exceed the outage (down 1 s plus etcd's start-up): past it every agent fences itself.
     const group = [0, 1].map(() =>
-      agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2', rdzvConf: 'last_call_timeout=0.5,lease_ttl=8' }),
+      agent({ endpoint: etcd().endpoint, runId, out, nnodes: '2', rdzvConf: 'last_call_timeout=0.5,lease_ttl=8' }),
     );
     await waitForRound(out, 2, 'two workers');
-    await etcd.restart({ downMs: 1000 });
+    await etcd().restart({ downMs: 1000 });
     await new Promise((r) => setTimeout(r, 4000));
     assert.equal(readEvents(out).length, 2, 'no worker was restarted by the outage');
     await finish(out, group);
@@ -168,8 +156,10 @@ describe('multi-node jobs on etcd', () => {
   test('two jobs on one etcd do not interfere', async () => {
     const a = newJob();
     const b = newJob();
-    const ga = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId: a.runId, out: a.out, nnodes: '2' }));
-    const gb = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId: b.runId, out: b.out, nnodes: '2', nproc: 2 }));
+    const ga = [0, 1].map(() => agent({ endpoint: etcd().endpoint, runId: a.runId, out: a.out, nnodes: '2' }));
+    const gb = [0, 1].map(() =>
+      agent({ endpoint: etcd().endpoint, runId: b.runId, out: b.out, nnodes: '2', nproc: 2 }),
+    );
     const ea = await waitForRound(a.out, 2, 'job a');
     const eb = await waitForRound(b.out, 4, 'job b');
     assert.deepEqual(ea.map((e) => e.rank).sort(), [0, 1]);
@@ -182,9 +172,9 @@ describe('multi-node jobs on etcd', () => {
 describe('tensile status', () => {
   test('shows the round, members with ranks and hosts, waiting nodes and restarts of a live job, once and live', async () => {
     const { out, runId } = newJob();
-    const group = [0, 1].map(() => agent({ endpoint: etcd.endpoint, runId, out, nnodes: '2', nproc: 2 }));
+    const group = [0, 1].map(() => agent({ endpoint: etcd().endpoint, runId, out, nnodes: '2', nproc: 2 }));
     const evs = await waitForRound(out, 4, 'four workers');
-    const res = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--json'], {
+    const res = await runTensile(['status', '--rdzv-endpoint', etcd().endpoint, '--rdzv-id', runId, '--json'], {
       timeoutMs: 20_000,
     });
     assert.equal(res.code, 0, res.stderr);
@@ -205,16 +195,16 @@ describe('tensile status', () => {
     assert.deepEqual(st.waiting, []);
     assert.equal(st.failureRestarts, 0);
 
-    const table = await runTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId], {
+    const table = await runTensile(['status', '--rdzv-endpoint', etcd().endpoint, '--rdzv-id', runId], {
       timeoutMs: 20_000,
     });
     assert.match(table.stdout, new RegExp(`job ${runId}: running, round ${st.round}, 0 failure restart\\(s\\)`));
     assert.match(table.stdout, /^0 +\S+ +127\.0\.0\.1 +2 +\S+$/m);
 
-    const watch = startTensile(['status', '--rdzv-endpoint', etcd.endpoint, '--rdzv-id', runId, '--watch'], {
+    const watch = startTensile(['status', '--rdzv-endpoint', etcd().endpoint, '--rdzv-id', runId, '--watch'], {
       timeoutMs: 30_000,
     });
-    agents.push(watch);
+    keep(watch);
     await waitFor(() => /running, round/.test(watch.stdout()), 'the first status', 15_000);
     writeFileSync(join(out, 'stop'), '');
     await waitFor(() => /closed/.test(watch.stdout()), 'the job to show as closed', 15_000);
@@ -269,7 +259,7 @@ describe('rendezvous connection errors are clear', () => {
         '--nnodes',
         '1:2',
         '--rdzv-endpoint',
-        etcd.endpoint,
+        etcd().endpoint,
         '--rdzv-id',
         'x',
         '--rdzv-conf',
