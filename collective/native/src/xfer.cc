@@ -13,8 +13,9 @@
 // probed once per connection with a small memfd holding a random token (xferProbe/xferCheck).
 //
 // Everything here is synchronous on the JS thread, except the release of a view (see SegView): the copy is the
-// transfer (the socket path copies on this thread too, into the kernel), and opening/mapping are a few syscalls. Memfds go with the last descriptor or mapping, so
-// nothing outlives the two processes on any exit path, SIGKILL included.
+// transfer (the socket path copies on this thread too, into the kernel), and opening/mapping are a few syscalls.
+// Memfds go with the last descriptor or mapping, so nothing outlives the two processes on any exit path, SIGKILL
+// included.
 #include <fcntl.h>
 #include <napi.h>
 #include <sys/mman.h>
@@ -236,6 +237,20 @@ void ReportLiveViews(Napi::Env env) {
   g_reportedViewBytes = want;
 }
 
+// `bytes` at `data` as a SharedArrayBuffer, counted as live (and reported as ReportLiveViews says); `release(arg)`
+// runs when V8 frees it, on whatever thread, and must take the bytes off g_liveViewBytes.
+Napi::Value LiveSharedBuffer(Napi::Env env, void* data, size_t bytes, v8::BackingStore::DeleterCallback release,
+                             void* arg) {
+  g_liveViewBytes.fetch_add(bytes, std::memory_order_relaxed);
+  ReportLiveViews(env);
+  std::unique_ptr<v8::BackingStore> store = v8::SharedArrayBuffer::NewBackingStore(data, bytes, release, arg);
+  // Node-API cannot make a SharedArrayBuffer over external memory, so this one call uses V8's API (stacks.cc does
+  // too; node-gyp builds against the running Node's headers). A napi_value is the address of a v8::Local's slot,
+  // valid in the handle scope Node-API opened for this call.
+  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(v8::Isolate::GetCurrent(), std::move(store));
+  return Napi::Value(env, reinterpret_cast<napi_value>(*sab));
+}
+
 struct View {
   Seg* seg;
   size_t bytes;
@@ -251,10 +266,8 @@ Napi::Value SegView(const Napi::CallbackInfo& info) {
     throw Napi::RangeError::New(env, "frame of " + std::to_string(bytes) + " bytes in a segment of " +
                                          std::to_string(s->bytes));
   s->refs.fetch_add(1, std::memory_order_relaxed);
-  g_liveViewBytes.fetch_add(bytes, std::memory_order_relaxed);
-  ReportLiveViews(env);
-  std::unique_ptr<v8::BackingStore> store = v8::SharedArrayBuffer::NewBackingStore(
-      s->addr + kHeaderBytes, bytes,
+  return LiveSharedBuffer(
+      env, s->addr + kHeaderBytes, bytes,
       [](void*, size_t, void* arg) {
         auto* v = static_cast<View*>(arg);
         v->seg->busy()->store(0, std::memory_order_release);
@@ -263,11 +276,6 @@ Napi::Value SegView(const Napi::CallbackInfo& info) {
         delete v;
       },
       new View{s, bytes});
-  // Node-API cannot make a SharedArrayBuffer over external memory, so this one call uses V8's API (stacks.cc does
-  // too; node-gyp builds against the running Node's headers). A napi_value is the address of a v8::Local's slot,
-  // valid in the handle scope Node-API opened for this call.
-  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(v8::Isolate::GetCurrent(), std::move(store));
-  return Napi::Value(env, reinterpret_cast<napi_value>(*sab));
 }
 
 // Receive buffers for large frames that come over a socket (rpc/data-channel.ts reads each one straight into its
@@ -280,9 +288,9 @@ Napi::Value SegView(const Napi::CallbackInfo& info) {
 // a socket keeps up to 256 MiB of them mapped, until xferTrim lets go of those unused for a while.
 struct Block {
   uint8_t* addr;
-  size_t size;         // mapped, a multiple of kBlockStep
-  size_t bytes;        // handed out
-  int64_t freedAtMs;   // steady clock, when it went back to the cache
+  size_t size;        // mapped, a multiple of kBlockStep
+  size_t bytes;       // handed out
+  int64_t freedAtMs;  // steady clock, when it went back to the cache
 };
 
 int64_t NowMs() {
@@ -332,15 +340,11 @@ Napi::Value Alloc(const Napi::CallbackInfo& info) {
   }
   if (b.addr == nullptr) {
     void* p = mmap(nullptr, size, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (p == MAP_FAILED) throw Napi::Error::New(env, Errno("mmap a receive buffer of " + std::to_string(size) + " bytes"));
+    if (p == MAP_FAILED)
+      throw Napi::Error::New(env, Errno("mmap a receive buffer of " + std::to_string(size) + " bytes"));
     b.addr = static_cast<uint8_t*>(p);
   }
-  g_liveViewBytes.fetch_add(bytes, std::memory_order_relaxed);
-  ReportLiveViews(env);
-  std::unique_ptr<v8::BackingStore> store =
-      v8::SharedArrayBuffer::NewBackingStore(b.addr, bytes, FreeBlock, new Block(b));
-  v8::Local<v8::SharedArrayBuffer> sab = v8::SharedArrayBuffer::New(v8::Isolate::GetCurrent(), std::move(store));
-  return Napi::Value(env, reinterpret_cast<napi_value>(*sab));
+  return LiveSharedBuffer(env, b.addr, bytes, FreeBlock, new Block(b));
 }
 
 // xferTrim(idleMs) -> bytes: unmaps the kept receive buffers freed more than idleMs ago (rpc/shm-transfer.ts calls it
