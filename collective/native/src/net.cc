@@ -120,7 +120,7 @@ struct Group : WorkerGroup<Group, Task> {
   bool Fail(const Result& why);
   bool CheckFailed(Task* t);
   bool Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_t slen, uint32_t rstep, int from,
-                uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg, bool staged = false);
+                uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg);
   bool CheckHeader(Task* t, int from, const Frame& h, uint32_t step, size_t rlen);
   bool Closed(Task* t, int peer, const std::string& why);
   bool AllReduce(Task* t, uint8_t* buf, int to_root);
@@ -219,12 +219,12 @@ bool Group::Closed(Task* t, int peer, const std::string& why) {
 }
 
 // Sends one frame (step sstep: header + slen bytes of sbuf) to rank `to` and receives one frame (step rstep, rlen
-// payload bytes) from rank `from` into rbuf, both at once (either may be -1: none). on_seg(offset, bytes), when given, is called for every
-// seg_bytes-aligned piece of the payload as soon as it has arrived (and for the tail), in order. `staged`: rbuf is one
-// segment long (stage) and every piece lands at its start, handed to on_seg before the next one is read, so a
-// reduction reads it from the cache. Blocks this worker thread; false when the group failed (dead says why).
+// payload bytes) from rank `from` into rbuf, both at once (either may be -1: none). With `on_seg`, rbuf is one
+// segment long (stage): every seg_bytes-aligned piece of the payload lands at its start and is handed to
+// on_seg(offset, bytes) as soon as it has arrived (the tail too), before the next one is read, so that a reduction
+// reads it from the cache. Blocks this worker thread; false when the group failed (dead says why).
 bool Group::Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_t slen, uint32_t rstep, int from,
-                     uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg, bool staged) {
+                     uint8_t* rbuf, size_t rlen, const std::function<void(size_t, size_t)>& on_seg) {
   Frame hs{};
   hs.magic = kFrameMagic;
   hs.seq = seq;
@@ -264,7 +264,7 @@ bool Group::Exchange(Task* t, uint32_t sstep, int to, const uint8_t* sbuf, size_
       ssize_t r;
       if (got < sizeof hr) {
         r = recv(fds[from], reinterpret_cast<uint8_t*>(&hr) + got, sizeof hr - got, MSG_DONTWAIT);
-      } else if (staged) {
+      } else if (on_seg) {
         // rbuf holds one segment: read up to its end; the loop below hands it to on_seg before the next read.
         const size_t at = (got - sizeof hr) % seg_bytes;
         r = recv(fds[from], rbuf + at, std::min(seg_bytes - at, recv_total - got), MSG_DONTWAIT);
@@ -378,8 +378,7 @@ bool Group::Ring(Task* t, uint8_t* buf, int to_root) {
       const void* srcs[2] = {dst + off, in};
       Reduce(dtype, op, dst + off, srcs, 2, nb / es, divisor);
     };
-    if (!Exchange(t, step, right, buf + lo(sc) * es, len(sc) * es, step, left, stage.data(), len(rc) * es, reduce_seg,
-                  true))
+    if (!Exchange(t, step, right, buf + lo(sc) * es, len(sc) * es, step, left, stage.data(), len(rc) * es, reduce_seg))
       return false;
     step++;
   }
@@ -473,7 +472,7 @@ bool Group::ReduceScatter(Task* t) {
       Reduce(dtype, op, dst + off, srcs, 2, nb / es, divisor);
     };
     if (!Exchange(t, static_cast<uint32_t>(s), right, out, b, static_cast<uint32_t>(s), left, stage.data(), b,
-                  reduce_seg, true))
+                  reduce_seg))
       return false;
     out = dst;
   }
