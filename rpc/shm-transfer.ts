@@ -49,7 +49,7 @@ const TRIM_EVERY_MS = 30_000;
 const trimmed = new Set<{ trim(idleMs: number): void }>();
 let trimmer: NodeJS.Timeout | null = null;
 
-/** Starts (once per process) the timer that trims idle segments, mappings and receive buffers; it never holds the process. */
+/** Starts (once per process) the timer that trims idle segments, mappings and receive buffers; it holds nothing up. */
 export function trimPeriodically(addon: NativeAddon): void {
   if (trimmer) return;
   trimmer = setInterval(() => {
@@ -259,20 +259,20 @@ export class ShmReceiver {
       );
     }
     const key = `${r.fd}/${r.ino}/${r.segmentBytes}`;
-    let seg = this.maps.get(key)?.seg;
-    if (seg) {
+    let m = this.maps.get(key);
+    if (m) {
       this.maps.delete(key); // re-inserted below as most recent
     } else {
       // The sender reuses a descriptor number only after dropping its old segment: forget our mapping of that one
       // (views still held keep it mapped).
-      for (const [k, m] of this.maps) {
+      for (const [k, old] of this.maps) {
         if (k.startsWith(`${r.fd}/`)) {
-          this.addon.xferSegDestroy(m.seg);
+          this.addon.xferSegDestroy(old.seg);
           this.maps.delete(k);
         }
       }
       try {
-        seg = this.addon.xferSegOpen(r.pid, r.fd, r.ino, r.segmentBytes);
+        m = { seg: this.addon.xferSegOpen(r.pid, r.fd, r.ino, r.segmentBytes), usedMs: 0 };
       } catch (err) {
         throw new FrameError(`data channel: shared-memory transfer ${r.transferId}: ${(err as Error).message}`);
       }
@@ -282,9 +282,10 @@ export class ShmReceiver {
         this.maps.delete(k);
       }
     }
-    this.maps.set(key, { seg, usedMs: Date.now() });
+    m.usedMs = Date.now();
+    this.maps.set(key, m);
     this.transfers++;
-    return Buffer.from(this.addon.xferSegView(seg, r.frameBytes));
+    return Buffer.from(this.addon.xferSegView(m.seg, r.frameBytes));
   }
 
   /** Unmaps the peer segments no frame came through for `idleMs` (views still held keep theirs); returns how many. */
