@@ -334,7 +334,28 @@ async function openHierarchy(
   return { hosts, hostIndex, hostRanks, local, leaders, leaderRanks };
 }
 
-type Stage = (timeoutMs: number) => Promise<NativeShmResult & { peerRank?: number }>;
+/** A native op's result; `peerRank` names the culprit's world rank when the op ran on a sub-group's numbering. */
+type StageResult = NativeShmResult & { peerRank?: number };
+type Stage = (timeoutMs: number) => Promise<StageResult>;
+const STAGE_OK: StageResult = { ok: true, code: '', message: '', peer: -1 };
+
+/** What the body of a hierarchical op gets from `NetProcessGroup.hierarchical`. */
+interface HierarchicalOp {
+  readonly chunks: number;
+  /** Chunk i of a buffer of the op's element count. */
+  part(b: TcpBuffer, i: number): TcpBuffer;
+  /** What is left of the op's deadline, for its next native op (ms, at least 1). */
+  left(): number;
+  /** Counts a native op's result in the op's (the first failure is the op's). */
+  add(p: Promise<StageResult>): Promise<StageResult>;
+  /**
+   * Starts `op` once `ready` has succeeded and the previous `inOrder` op has been started, and counts it: socket
+   * stages must be submitted in chunk order, and a shm stage that completes inline on this thread can settle before
+   * the previous chunk's, finished on the worker, has delivered its result. (Started, not completed: the wrapper
+   * object keeps the chain from adopting the socket op's promise.)
+   */
+  inOrder(ready: Promise<StageResult>, op: () => Promise<StageResult>): Promise<StageResult>;
+}
 
 /** What the world group on the socket plane needs to open its sub-groups' planes (the store lives as long as it). */
 interface NetSubGroupContext {
@@ -442,7 +463,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   }
 
   private flatOp({ kind, dtype, rop, root, count, send, recv }: NativeCall): Stage {
-    const toWorld = (r: NativeShmResult): NativeShmResult & { peerRank?: number } =>
+    const toWorld = (r: NativeShmResult): StageResult =>
       r.ok || r.peer < 0 || !this.isSubGroup
         ? r
         : {
@@ -464,109 +485,47 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
 
   /**
    * shm reduce to the host leader → socket allreduce among leaders → shm broadcast, chunk by chunk in the order of
-   * `hierarchicalSchedule`; whole ops are chained in call order (with the hierarchical broadcasts).
+   * `hierarchicalSchedule`.
    */
   private hierAllreduce({ dtype, rop, count, send, recv }: Required<NativeCall>): Stage {
     const h = this.hier!;
     const a = this.addon;
-    const perChunk = Math.max(1, Math.floor(this.tuning.chunkBytes / send.BYTES_PER_ELEMENT));
-    const chunks = Math.max(1, Math.ceil(count / perChunk));
-    const part = (b: TcpBuffer, i: number): TcpBuffer => b.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk));
     const sum = rop === ShmOp.avg ? ShmOp.sum : rop;
-    type R = NativeShmResult & { peerRank?: number };
-    return (timeoutMs) => {
-      const run = async (): Promise<R> => {
-        const deadline = Date.now() + timeoutMs;
-        const left = (): number => Math.max(1, deadline - Date.now());
-        const local = (p: Promise<NativeShmResult>): Promise<R> => p.then(this.globalOf(h.hostRanks));
-        const across = (i: number): Promise<R> =>
-          a
-            .netSubmit(
-              h.leaders!,
-              ShmKind.allreduce,
-              dtype,
-              rop,
-              0,
-              part(recv, i).length,
-              part(recv, i),
-              part(recv, i),
-              left(),
-              this.worldSize,
-            )
-            .then(this.globalOf(h.leaderRanks));
-        const ok: R = { ok: true, code: '', message: '', peer: -1 };
-        const all: Promise<R>[] = [];
-        const nets: Promise<R>[] = [];
-        let netOrder: Promise<unknown> = Promise.resolve();
-        if (!h.local) {
-          // A host of one rank: it is the leader; only the socket stage.
-          if (send !== recv) recv.set(send as never);
-          for (let i = 0; i < chunks; i++) nets.push(across(i));
-        } else {
-          for (const { stage, chunk: i } of hierarchicalSchedule(chunks)) {
-            if (stage === 'reduce') {
-              const reduced = local(
-                a.shmSubmit(
-                  h.local,
-                  ShmKind.reduce,
-                  dtype,
-                  sum,
-                  0,
-                  part(recv, i).length,
-                  part(send, i),
-                  part(recv, i),
-                  left(),
-                ),
-              );
-              all.push(reduced);
-              if (h.leaders) {
-                // Socket stages must be submitted in chunk order: a reduce that completes inline on this thread can
-                // settle before the previous chunk's reduce, finished on the worker, has delivered its result. So
-                // chunk i's stage waits until chunk i−1's has been submitted (not completed: the wrapper object keeps
-                // `started` from adopting the socket op's promise).
-                const started = netOrder
-                  .then(() => reduced)
-                  .then((r) => ({ op: r.ok ? across(i) : Promise.resolve(r) }));
-                netOrder = started;
-                nets[i] = started.then((x) => x.op);
-              }
-            } else {
-              if (h.leaders) {
-                const r = await nets[i]!;
-                if (!r.ok) break;
-              }
-              all.push(
-                local(
-                  a.shmSubmit(
-                    h.local,
-                    ShmKind.broadcast,
-                    dtype,
-                    0,
-                    0,
-                    part(recv, i).length,
-                    undefined,
-                    part(recv, i),
-                    left(),
-                  ),
-                ),
-              );
-            }
-          }
-        }
-        const results = await Promise.all([...all, ...nets]);
-        return results.find((r) => !r.ok) ?? ok;
+    return this.hierarchical(count, send.BYTES_PER_ELEMENT, async (o) => {
+      const local = (p: Promise<NativeShmResult>): Promise<StageResult> => p.then(this.globalOf(h.hostRanks));
+      const across = (i: number): Promise<StageResult> => {
+        const b = o.part(recv, i);
+        return a
+          .netSubmit(h.leaders!, ShmKind.allreduce, dtype, rop, 0, b.length, b, b, o.left(), this.worldSize)
+          .then(this.globalOf(h.leaderRanks));
       };
-      const p = this.chain.then(run, run);
-      this.chain = p.catch(() => undefined);
-      return p;
-    };
+      if (!h.local) {
+        // A host of one rank: it is the leader; only the socket stage.
+        if (send !== recv) recv.set(send as never);
+        for (let i = 0; i < o.chunks; i++) o.add(across(i));
+        return;
+      }
+      const nets: Promise<StageResult>[] = [];
+      for (const { stage, chunk: i } of hierarchicalSchedule(o.chunks)) {
+        const b = o.part(recv, i);
+        if (stage === 'reduce') {
+          const reduced = o.add(
+            local(a.shmSubmit(h.local, ShmKind.reduce, dtype, sum, 0, b.length, o.part(send, i), b, o.left())),
+          );
+          if (h.leaders) nets[i] = o.inOrder(reduced, () => across(i));
+        } else {
+          if (h.leaders && !(await nets[i]!).ok) break;
+          o.add(local(a.shmSubmit(h.local, ShmKind.broadcast, dtype, 0, 0, b.length, undefined, b, o.left())));
+        }
+      }
+    });
   }
 
   /**
    * The root's host: a shm broadcast from the root when it is not the host's leader; then a socket broadcast among
    * the leaders from the root's host; then on every other host of several ranks a shm broadcast from its leader. Chunk
    * by chunk (`chunkBytes`): a leader forwards chunk i as soon as it has it, while the next chunks are still coming.
-   * So each byte crosses between hosts once per host, not once per rank. Whole ops are chained in call order.
+   * So each byte crosses between hosts once per host, not once per rank.
    */
   private hierBroadcast({ dtype, root, count, recv }: NativeCall & { recv: TcpBuffer }): Stage {
     const h = this.hier!;
@@ -576,58 +535,70 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
     const onRootHost = h.hostIndex === rootHost;
     // On the root's host, with a root that is not the leader, the root's own shm broadcast serves the whole host.
     const fromRoot = onRootHost && rootLocal !== 0 && h.local !== null;
-    const perChunk = Math.max(1, Math.floor(this.tuning.chunkBytes / recv.BYTES_PER_ELEMENT));
+    return this.hierarchical(count, recv.BYTES_PER_ELEMENT, async (o) => {
+      const onHost = (from: number, i: number): Promise<StageResult> => {
+        const b = o.part(recv, i);
+        return a
+          .shmSubmit(h.local!, ShmKind.broadcast, dtype, 0, from, b.length, undefined, b, o.left())
+          .then(this.globalOf(h.hostRanks));
+      };
+      const across = (i: number): Promise<StageResult> => {
+        const b = o.part(recv, i);
+        return a
+          .netSubmit(
+            h.leaders!,
+            ShmKind.broadcast,
+            dtype,
+            0,
+            rootHost,
+            b.length,
+            undefined,
+            b,
+            o.left(),
+            this.worldSize,
+          )
+          .then(this.globalOf(h.leaderRanks));
+      };
+      const nets: Promise<StageResult>[] = [];
+      for (let i = 0; i < o.chunks; i++) {
+        const have = fromRoot ? o.add(onHost(rootLocal, i)) : Promise.resolve(STAGE_OK);
+        if (h.leaders) nets[i] = o.inOrder(have, () => across(i));
+      }
+      if (!h.local || fromRoot) return;
+      for (let i = 0; i < o.chunks; i++) {
+        if (h.leaders && !onRootHost && !(await nets[i]!).ok) break;
+        o.add(onHost(0, i));
+      }
+    });
+  }
+
+  /**
+   * A hierarchical op over `count` elements of `elementBytes`: `body` starts its native ops chunk by chunk
+   * (`chunkBytes`) under one deadline; the op's result is their first failure, else ok. Whole hierarchical ops are
+   * chained in call order, so that every rank of a host submits the stages to its groups in the same order.
+   */
+  private hierarchical(count: number, elementBytes: number, body: (o: HierarchicalOp) => Promise<void>): Stage {
+    const perChunk = Math.max(1, Math.floor(this.tuning.chunkBytes / elementBytes));
     const chunks = Math.max(1, Math.ceil(count / perChunk));
-    const part = (i: number): TcpBuffer => recv.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk));
-    type R = NativeShmResult & { peerRank?: number };
-    const ok: R = { ok: true, code: '', message: '', peer: -1 };
     return (timeoutMs) => {
-      const run = async (): Promise<R> => {
+      const run = async (): Promise<StageResult> => {
         const deadline = Date.now() + timeoutMs;
-        const left = (): number => Math.max(1, deadline - Date.now());
-        const onHost = (from: number, i: number): Promise<R> =>
-          a
-            .shmSubmit(h.local!, ShmKind.broadcast, dtype, 0, from, part(i).length, undefined, part(i), left())
-            .then(this.globalOf(h.hostRanks));
-        const across = (i: number): Promise<R> =>
-          a
-            .netSubmit(
-              h.leaders!,
-              ShmKind.broadcast,
-              dtype,
-              0,
-              rootHost,
-              part(i).length,
-              undefined,
-              part(i),
-              left(),
-              this.worldSize,
-            )
-            .then(this.globalOf(h.leaderRanks));
-        const all: Promise<R>[] = [];
-        const nets: Promise<R>[] = [];
-        let netOrder: Promise<unknown> = Promise.resolve();
-        for (let i = 0; i < chunks; i++) {
-          const have = fromRoot ? onHost(rootLocal, i) : Promise.resolve(ok);
-          all.push(have);
-          if (h.leaders) {
-            // Submitted in chunk order, each once this leader has the chunk (see hierAllreduce).
-            const started = netOrder.then(() => have).then((r) => ({ op: r.ok ? across(i) : Promise.resolve(r) }));
-            netOrder = started;
-            nets[i] = started.then((x) => x.op);
-          }
-        }
-        if (h.local && !fromRoot) {
-          for (let i = 0; i < chunks; i++) {
-            if (h.leaders && !onRootHost) {
-              const r = await nets[i]!;
-              if (!r.ok) break;
-            }
-            all.push(onHost(0, i));
-          }
-        }
-        const results = await Promise.all([...all, ...nets]);
-        return results.find((r) => !r.ok) ?? ok;
+        const all: Promise<StageResult>[] = [];
+        let order: Promise<unknown> = Promise.resolve();
+        const add = (p: Promise<StageResult>): Promise<StageResult> => (all.push(p), p);
+        await body({
+          chunks,
+          part: (b, i) => b.subarray(i * perChunk, Math.min(count, (i + 1) * perChunk)),
+          left: () => Math.max(1, deadline - Date.now()),
+          add,
+          inOrder(ready, op) {
+            const started = order.then(() => ready).then((r) => ({ op: r.ok ? op() : Promise.resolve(r) }));
+            order = started;
+            return add(started.then((x) => x.op));
+          },
+        });
+        const results = await Promise.all(all);
+        return results.find((r) => !r.ok) ?? STAGE_OK;
       };
       const p = this.chain.then(run, run);
       this.chain = p.catch(() => undefined);
@@ -636,7 +607,7 @@ export class NetProcessGroup extends NativeOpsGroup implements ProcessGroup {
   }
 
   /** Sub-groups name ranks by their index there; the error names the world rank (and says so when they differ). */
-  private globalOf(list: readonly number[]): (r: NativeShmResult) => NativeShmResult & { peerRank?: number } {
+  private globalOf(list: readonly number[]): (r: NativeShmResult) => StageResult {
     return (r) =>
       r.ok || r.peer < 0
         ? r
